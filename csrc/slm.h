@@ -1,0 +1,60 @@
+/*
+ * slm.h: the one public header of slmprof's C core.
+ *
+ * Rules that hold for everything behind it:
+ *  - C never exits, aborts or touches Python objects. Every fallible function returns
+ *    SLM_OK (0) or a negative errno-style status (SLM_E*); _core.pyx maps them to exceptions
+ *    in one place.
+ *  - Hot loops live here; policy (what to run, what to report) lives in Python.
+ *
+ * Subjects have their own sections, included below:
+ *   slm_quant.h  block formats, quantizers, kernels, ISA dispatch, matmul over row ranges
+ *   slm_model.h  llama-family forward pass, KV cache, thread pool, region hooks
+ *   slm_perf.h   perf_event counter groups, region table, /proc+sysfs sampler thread
+ */
+#ifndef SLM_H
+#define SLM_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes: 0 or a negative errno value. Values below -1000 are slmprof's own. */
+enum {
+    SLM_OK = 0,
+    SLM_EINVAL = -EINVAL,      /* bad argument (shape, type, range) */
+    SLM_ENOMEM = -ENOMEM,      /* allocation failed */
+    SLM_ERANGE = -ERANGE,      /* value out of range (context overflow, rate) */
+    SLM_ENOSYS = -ENOSYS,      /* not available on this machine / build */
+    SLM_ENOENT = -ENOENT,
+    SLM_EACCES = -EACCES,
+    SLM_EBUSY = -EBUSY,
+    SLM_EMFILE = -EMFILE,
+    SLM_EOPNOTSUPP = -EOPNOTSUPP,
+    SLM_EINTR = -EINTR,        /* interrupted (Ctrl-C): work so far is kept */
+    SLM_EUNSUPPORTED_TYPE = -1001, /* tensor type without a kernel */
+    SLM_ESHAPE = -1002,        /* shapes do not agree */
+    SLM_ECTX = -1003,          /* KV cache / context length exceeded */
+};
+
+/* Region hooks: how the engine tells a profiler where a layer or operation begins and ends.
+ * The engine calls them on its main thread only, between thread-pool barriers, so a region
+ * covers the work of every thread. A NULL begin means "no profiler": one predictable branch. */
+typedef struct slm_region_hooks {
+    void (*begin)(void *ctx, int32_t region);
+    void (*end)(void *ctx, int32_t region);
+    void *ctx;
+} slm_region_hooks;
+
+#include "slm_quant.h"
+#include "slm_model.h"
+#include "slm_perf.h"
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLM_H */

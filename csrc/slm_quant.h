@@ -1,0 +1,96 @@
+/* slm_quant.h: block formats (ggml-identical layouts), quantizers, dot-product kernels,
+ * runtime ISA dispatch, and matrix products over row ranges. Included by slm.h. */
+#ifndef SLM_QUANT_H
+#define SLM_QUANT_H
+
+/* Type ids are GGUF's ggml type ids. */
+typedef enum slm_type {
+    SLM_TYPE_F32 = 0,
+    SLM_TYPE_F16 = 1,
+    SLM_TYPE_Q4_0 = 2,
+    SLM_TYPE_Q4_1 = 3,
+    SLM_TYPE_Q8_0 = 8,
+    SLM_TYPE_Q8_1 = 9, /* activations only */
+} slm_type;
+
+#define SLM_QK 32 /* elements per block for every quantized type here */
+
+typedef uint16_t slm_half; /* IEEE fp16 bits */
+
+typedef struct { slm_half d; uint8_t qs[SLM_QK / 2]; } slm_block_q4_0;          /* 18 bytes */
+typedef struct { slm_half d; slm_half m; uint8_t qs[SLM_QK / 2]; } slm_block_q4_1; /* 20 bytes */
+typedef struct { slm_half d; int8_t qs[SLM_QK]; } slm_block_q8_0;               /* 34 bytes */
+typedef struct { slm_half d; slm_half s; int8_t qs[SLM_QK]; } slm_block_q8_1;   /* 36 bytes, s = d*sum(qs) */
+
+/* Kernel paths. SLM_ISA env var (scalar|avx2|neon|neon-dotprod) forces one at startup. */
+typedef enum slm_isa {
+    SLM_ISA_SCALAR = 0,
+    SLM_ISA_AVX2 = 1,
+    SLM_ISA_NEON = 2,
+    SLM_ISA_NEON_DOTPROD = 3,
+    SLM_ISA_COUNT
+} slm_isa;
+
+/* Type facts; 0 for an unknown type. */
+int64_t slm_type_block_elems(int type);
+int64_t slm_type_block_bytes(int type);
+int64_t slm_row_bytes(int type, int64_t n); /* <0 if n is not a multiple of the block */
+const char *slm_type_name(int type);
+
+float slm_fp16_to_fp32(slm_half h);
+slm_half slm_fp32_to_fp16(float f);
+
+/* Reference (ground-truth) quantize/dequantize of one row of n elements. */
+int slm_quantize_row_ref(int type, const float *x, void *y, int64_t n);
+int slm_dequantize_row(int type, const void *x, float *y, int64_t n);
+
+/* ISA selection. */
+int slm_isa_available(int isa);        /* 1 if this CPU and build can run it */
+int slm_isa_best(void);                /* best available path */
+int slm_isa_active(void);              /* path in use now */
+int slm_isa_set(int isa);              /* SLM_OK, or SLM_ENOSYS if unavailable */
+const char *slm_isa_name(int isa);
+
+/* One weight type's kernels on one ISA (ggml's type_traits idea). */
+typedef void (*slm_from_float_fn)(const float *x, void *y, int64_t n);
+typedef void (*slm_vec_dot_fn)(int64_t n, float *s, const void *w_row, const void *act_row);
+typedef struct slm_type_traits {
+    int vec_dot_type;             /* activation format the dot product expects */
+    slm_from_float_fn from_float; /* f32 -> vec_dot_type, on this ISA */
+    slm_vec_dot_fn vec_dot;       /* one weight row . one activation row */
+} slm_type_traits;
+
+/* NULL if the type has no kernel on that ISA. isa < 0 means the active one. */
+const slm_type_traits *slm_get_traits(int type, int isa);
+
+/* A weight matrix as the kernels see it: rows of `cols` elements of `type`.
+ * `data` points into the mmap'd file (zero-copy) unless the kernel repacked it at load. */
+typedef struct slm_weight {
+    int type;
+    int64_t rows, cols;
+    int64_t row_bytes;
+    const void *data;   /* [rows][row_bytes] */
+    void *packed;       /* optional repacked copy owned by the kernels, or NULL */
+    int layout;         /* 0: plain GGUF rows; kernel-defined otherwise */
+} slm_weight;
+
+/* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */
+int slm_weight_prepare(slm_weight *w);
+void slm_weight_release(slm_weight *w);
+
+/* Quantize n_tok rows of activations (each of `cols` floats, row stride x_stride floats)
+ * into the format `type`'s kernels expect; act has n_tok rows of slm_row_bytes(vec_dot_type, cols).
+ * Returns the activation row size in bytes through *act_row_bytes. */
+int slm_quantize_activations(int weight_type, const float *x, int64_t x_stride, int64_t n_tok,
+                             int64_t cols, void *act, int64_t *act_row_bytes);
+
+/* y[t*y_stride + r] = W[r,:] . act[t]  for r in [r0, r1), t in [0, n_tok).
+ * act: n_tok rows, each act_row_bytes apart (from slm_quantize_activations; for F32/F16
+ * weights the activations are plain f32 rows). The caller splits rows across threads. */
+int slm_matmul_rows(const slm_weight *w, const void *act, int64_t act_row_bytes, int64_t n_tok,
+                    float *y, int64_t y_stride, int64_t r0, int64_t r1);
+
+/* Test-only: deliberately corrupt one kernel path so validation can prove it catches it. */
+int slm_debug_corrupt_kernel(int type, int isa, int on);
+
+#endif /* SLM_QUANT_H */

@@ -1,0 +1,3 @@
+from slmprof.cli import main
+
+raise SystemExit(main())

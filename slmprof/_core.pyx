@@ -1,0 +1,59 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The only boundary between Python and slmprof's C core.
+
+C returns 0 or a negative errno-style status; `check()` below is the one place that turns a
+status into an exception. Each subject keeps its wrappers in its own include file.
+"""
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+cimport numpy as cnp
+import numpy as np
+
+from slmprof import errors
+
+cnp.import_array()
+
+cdef extern from "slm.h" nogil:
+    enum:
+        SLM_OK
+        SLM_EINVAL
+        SLM_ENOMEM
+        SLM_ERANGE
+        SLM_ENOSYS
+        SLM_ENOENT
+        SLM_EACCES
+        SLM_EBUSY
+        SLM_EMFILE
+        SLM_EOPNOTSUPP
+        SLM_EINTR
+        SLM_EUNSUPPORTED_TYPE
+        SLM_ESHAPE
+        SLM_ECTX
+
+
+cdef int check(int status, str what) except -1:
+    """Raise the exception that matches a C status; `what` says what was being done."""
+    if status >= 0:
+        return status
+    if status == SLM_ENOMEM:
+        raise MemoryError(f"{what}: out of memory")
+    if status == SLM_EUNSUPPORTED_TYPE:
+        raise errors.UnsupportedError(f"{what}: tensor type has no kernel")
+    if status == SLM_ESHAPE:
+        raise errors.ShapeError(f"{what}: shapes do not agree")
+    if status == SLM_ECTX:
+        raise errors.ContextOverflowError(f"{what}: context length exceeded")
+    if status == SLM_ERANGE:
+        raise ValueError(f"{what}: value out of range")
+    if status == SLM_EINVAL:
+        raise ValueError(f"{what}: invalid argument")
+    if status == SLM_ENOSYS:
+        raise errors.UnavailableError(f"{what}: not available on this machine or build")
+    if status == SLM_EINTR:
+        raise KeyboardInterrupt(what)
+    import os
+    raise OSError(-status, f"{what}: {os.strerror(-status)}")
+
+
+include "_kernels.pxi"
+include "_engine.pxi"
+include "_perf.pxi"

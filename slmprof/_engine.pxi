@@ -1,0 +1,1 @@
+# _engine wrappers: filled in by its subject.

@@ -1,0 +1,1 @@
+# _kernels wrappers: filled in by its subject.

@@ -1,0 +1,1 @@
+# _perf wrappers: filled in by its subject.
