@@ -54,6 +54,7 @@ cdef int check(int status, str what) except -1:
     raise OSError(-status, f"{what}: {os.strerror(-status)}")
 
 
+# Order matters: later subjects may use cdef classes of earlier ones.
 include "_kernels.pxi"
-include "_engine.pxi"
 include "_perf.pxi"
+include "_engine.pxi"
