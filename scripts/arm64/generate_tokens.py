@@ -1,0 +1,33 @@
+"""Print the greedy tokens of the smallest synthetic model, for comparing machines.
+
+The same seed and shape give the same weights everywhere; greedy decoding must then give the
+same tokens on x86 (AVX2) and arm64 (NEON, with or without dotprod).
+    python generate_tokens.py [MODEL] [N_TOKENS]
+"""
+import sys
+
+from slmprof.model import Model
+from slmprof.registry import SHAPES
+
+
+def smallest_synthetic():
+    def weight_count(name):
+        s = SHAPES[name]
+        return s.n_layer * s.dim * (s.dim + s.ffn) + s.vocab * s.dim
+    return "synth:" + min(SHAPES, key=weight_count)
+
+
+def main():
+    name = sys.argv[1] if len(sys.argv) > 1 else smallest_synthetic()
+    n_tokens = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    model = Model.load(name, threads=2)
+    try:
+        ids = [tok for tok, _ in model.generate("The quick brown fox", max_tokens=n_tokens,
+                                                 temperature=0.0, stop_at_eos=False)]
+    finally:
+        model.close()
+    print(name, " ".join(map(str, ids)))
+
+
+if __name__ == "__main__":
+    main()
