@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copy this checkout into the cached arm64 root and install it there the way the README's
 # Raspberry Pi section tells a user to: a venv that sees Debian's numpy, then ./install.sh.
-# Skipped when the same sources are already installed (a stamp holds their checksum).
+# Skipped when the same package sources are already installed (a stamp holds their checksum);
+# the tests are always refreshed.
 #   scripts/arm64/install_in_root.sh        FORCE=1 to reinstall
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,18 +25,30 @@ source_list() {
         (cd "$src" && find . -path ./build -prune -o -path ./.git -prune -o -type f -print0)
     fi
 }
-sum=$(source_list | (cd "$src" && tar --null -T - --sort=name --mtime=@0 --owner=0 --group=0 -cf - ) | sha256sum | cut -c1-16)
-if [ "${FORCE:-0}" != 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
-    log "arm64 install: sources $sum already installed in $GUEST_VENV"
+# The build depends on everything but the tests and the CI scripts: when only those changed,
+# the copy is refreshed and the installed package kept.
+build_sum=$(source_list | tr '\0' '\n' | grep -v -E '^(tests|scripts|\.ci)/' | tr '\n' '\0' \
+    | (cd "$src" && tar --null -T - --sort=name --mtime=@0 --owner=0 --group=0 -cf -) | sha256sum | cut -c1-16)
+
+copy_sources() {
+    log "arm64 install: copy the checkout into the root at $GUEST_SRC"
+    rm -rf --one-file-system "$ARM64_ROOT$GUEST_SRC"
+    mkdir -p "$ARM64_ROOT$GUEST_SRC"
+    source_list | (cd "$src" && tar --null -T - -cf -) | tar -C "$ARM64_ROOT$GUEST_SRC" -xf -
+    # What exactly was copied, for images made from the root (pmu_vm.sh).
+    source_list | (cd "$src" && tar --null -T - --sort=name --mtime=@0 --owner=0 --group=0 -cf -) \
+        | sha256sum | cut -c1-16 > "$ARM64_ROOT$GUEST_SRC/.slmprof-tree"
+}
+
+if [ "${FORCE:-0}" != 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$build_sum" ]; then
+    copy_sources
+    log "arm64 install: package sources $build_sum already installed in $GUEST_VENV (tests refreshed)"
     exit 0
 fi
 
 trap 'unmount_chroot "$ARM64_ROOT"' EXIT
 mount_chroot "$ARM64_ROOT"
-log "arm64 install: copy the checkout into the root at $GUEST_SRC"
-rm -rf --one-file-system "$ARM64_ROOT$GUEST_SRC"
-mkdir -p "$ARM64_ROOT$GUEST_SRC"
-source_list | (cd "$src" && tar --null -T - -cf -) | tar -C "$ARM64_ROOT$GUEST_SRC" -xf -
+copy_sources
 
 t0=$(date +%s)
 log "arm64 install: python3 -m venv --system-site-packages, then ./install.sh (emulated cortex-a72)"
@@ -49,5 +62,5 @@ if ! in_root "$ARM64_ROOT" cortex-a72 "set -e
     exit 1
 fi
 tail -1 "$install_log"
-echo "$sum" > "$stamp"
+echo "$build_sum" > "$stamp"
 log "arm64 install: done in $(( $(date +%s) - t0 )) s"

@@ -56,7 +56,7 @@ fi
 
 # --- root disk image: the root with slmprof installed, as ext4 (mkfs -d copies the tree; no mount)
 image="$VM_CACHE/root.ext4"
-image_key="$(head -1 "$ARM64_ROOT_MARKER") $(cat "$ARM64_ROOT/opt/slmprof-venv/.slmprof-sources") \
+image_key="$(head -1 "$ARM64_ROOT_MARKER") $(cat "$ARM64_ROOT/opt/slmprof-venv/.slmprof-sources") $(cat "$ARM64_ROOT/opt/slmprof-src/.slmprof-tree") \
 $(cat "$here/vm/slmprof-init" "$here/vm/run.sh" | sha256sum | cut -c1-16)"
 if [ ! -f "$image" ] || [ "$(cat "$image.key" 2>/dev/null)" != "$image_key" ]; then
     t0=$(date +%s)
