@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from slmprof import calibrate, roofline
-from slmprof.errors import ModelNotFoundError
+from slmprof.errors import ModelNotFoundError, UnavailableError
 
 DEFAULT_MODEL = "smollm2-135m"
 FALLBACK_MODEL = "synth:smollm2-135m"
@@ -37,6 +37,8 @@ def resolve_model(name):
     """(name to load, note or None). The default real model falls back to its synthetic twin
     when it cannot be fetched (offline), and says so."""
     from slmprof import registry
+    if not hasattr(registry, "resolve"):  # a build without the registry: paths only
+        return name, None
     try:
         resolved = registry.resolve(name)
     except ModelNotFoundError as e:
@@ -48,7 +50,7 @@ def resolve_model(name):
                                 "so speed figures hold but outputs are meaningless")
     note = None
     if getattr(resolved, "synthetic", False):
-        note = f"{name} is synthetic: {getattr(resolved, 'description', 'random weights')}"
+        note = f"{name}: {getattr(resolved, 'description', '') or 'synthetic, random weights'}"
     return name, note
 
 
@@ -159,14 +161,19 @@ def dram_estimate(profiler):
 
 def profile_layers(model="smollm2-135m", threads=None, prompt_tokens=64, gen_tokens=32,
                    phase="both", events=None, profile=None, progress=None, ctx=None,
-                   loaded_model=None):
+                   loaded_model=None, trace_path=None, hz=0):
     """Run and attribute; returns a report dict in the shared schema (slmprof.report).
 
     events: counter event names (None: the core's defaults; [] time only). profile: a machine
     profile (default: this machine's, measured now if missing). progress(text): status lines.
-    loaded_model: an already loaded Model to use instead of loading `model`."""
+    loaded_model: an already loaded Model to use instead of loading `model`.
+    trace_path: also record every region edge (and the sampler at `hz`) and write a trace there
+    (.json: Chrome/Perfetto JSON; otherwise slmprof's compact .npz)."""
     from slmprof import report as rep
-    from slmprof.profiler import Profiler
+    try:
+        from slmprof.profiler import Profiler
+    except ImportError as e:
+        raise UnavailableError(f"the region profiler is not part of this build ({e})") from None
 
     say = progress or (lambda text: None)
     if phase not in ("prefill", "decode", "both"):
@@ -184,7 +191,10 @@ def profile_layers(model="smollm2-135m", threads=None, prompt_tokens=64, gen_tok
         notes.append(f"ceilings are from a reference profile, not measured here: {profile.get('source')}")
 
     if loaded_model is None:
-        from slmprof.model import Model
+        try:
+            from slmprof.model import Model
+        except ImportError as e:
+            raise UnavailableError(f"the engine is not part of this build ({e})") from None
         name, model_note = resolve_model(model)
         if model_note:
             notes.append(model_note)
@@ -195,7 +205,7 @@ def profile_layers(model="smollm2-135m", threads=None, prompt_tokens=64, gen_tok
         m, name = loaded_model, getattr(loaded_model, "name", "model")
     try:
         return _run(m, name, profile, prompt_tokens, gen_tokens, phase, events, notes, say, rep,
-                    Profiler)
+                    Profiler, trace_path, hz)
     finally:
         if loaded_model is None:
             m.close()
@@ -209,7 +219,8 @@ def _isa_name():
         return None
 
 
-def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Profiler):
+def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Profiler,
+         trace_path=None, hz=0):
     shape = m.config
     threads = m.threads
     isa = _isa_name()
@@ -231,6 +242,11 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
         m.decode(prompt[0])
         m.reset()
 
+        rec = None
+        if trace_path:
+            from slmprof import trace
+            rec = trace.start(m, hz=hz, next_table=prof.table)
+            trace.mark(rec, "prefill")
         phases = {}
         say(f"prefill: {n_prompt} tokens")
         prof.reset()
@@ -243,6 +259,8 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                                  phase_costs(shape, wtypes, kv_type, calls, ceilings))
         if phase in ("decode", "both"):
             say(f"decode: {n_gen} tokens")
+            if rec is not None:
+                trace.mark(rec, "decode")
             prof.reset()
             token = int(np.argmax(logits))
             decode_s = 0.0
@@ -254,6 +272,17 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
             calls = [(n_prompt + i, 1, 1) for i in range(n_gen)]
             phases["decode"] = (decode_s, n_gen, _region_times(prof),
                                 phase_costs(shape, wtypes, kv_type, calls, ceilings))
+        if rec is not None:
+            data = trace.stop(rec)
+            data["meta"]["model"] = {"name": name, "synthetic": bool(getattr(m, "synthetic", False))}
+            data["meta"]["settings"] = {"threads": m.threads, "prompt_tokens": n_prompt,
+                                        "gen_tokens": n_gen, "hz": hz}
+            if str(trace_path).endswith(".json"):
+                trace.write_chrome(data, trace_path)
+            else:
+                trace.save(data, trace_path)
+            notes.extend(data["meta"]["notes"])
+            say(f"trace written to {trace_path}")
         dram_events, line_bytes = dram_estimate(prof)
         cnote = counters_note(prof)
         if cnote:

@@ -87,14 +87,10 @@ def run(args):
     def say(text):
         report.say(text, quiet=quiet)
 
-    if args.trace:
-        from slmprof import trace
-        result = trace.record_layers(args, say)
-        rep = result["report"]
-    else:
-        rep = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
-                                    gen_tokens=args.gen_tokens, phase=args.phase,
-                                    events=_events(args.events), progress=say)
+    rep = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
+                                gen_tokens=args.gen_tokens, phase=args.phase,
+                                events=_events(args.events), progress=say,
+                                trace_path=args.trace, hz=args.hz)
     if args.json_file:
         report.write_json(rep, args.json_file)
     if args.csv:
