@@ -435,11 +435,14 @@ class ModelShape:
 
     def tensor_types(self, type_, head_type=None, embd_type=None) -> dict:
         """name -> (GGUF shape, ggml type id) when 2-D weights are `type_`, the LM head
-        (output.weight, or token_embd when tied) is `head_type` and an untied token_embd is
-        `embd_type` (both default to `type_`); 1-D tensors are F32."""
+        (output.weight) is `head_type` and token_embd is `embd_type` (both default to
+        `type_`); when tied, token_embd is the LM head: head_type or else embd_type.
+        1-D tensors are F32."""
         main = ggml_type_id(type_)
         head = ggml_type_id(head_type) if head_type else main
-        embd = head if self.tied else (ggml_type_id(embd_type) if embd_type else main)
+        embd = ggml_type_id(embd_type) if embd_type else main
+        if self.tied:
+            embd = head if head_type else embd
         out = {}
         for name, shp in self.tensor_shapes().items():
             if len(shp) == 1:
