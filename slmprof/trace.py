@@ -311,3 +311,69 @@ def write_chrome(trace, path):
         json.dump(to_chrome(trace), f, separators=(",", ":"))
     os.replace(tmp, path)
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# A whole recorded run (the `trace` command)
+
+
+def record_run(model_name, threads=None, prompt_tokens=32, gen_tokens=16, hz=1000, progress=None):
+    """Load a model, warm it up, and record a prefill and a greedy decode with every region edge
+    and the sampler at `hz`. Returns the trace dict (see save())."""
+    from slmprof import layers
+    try:
+        from slmprof.model import Model
+    except ImportError as e:
+        raise UnavailableError(f"the engine is not part of this build ({e})") from None
+    say = progress or (lambda text: None)
+    name, note = layers.resolve_model(model_name)
+    say(f"loading {name}")
+    m = Model.load(name, threads=threads, ctx=prompt_tokens + gen_tokens + 8)
+    try:
+        prompt = layers.prompt_tokens_for(m, prompt_tokens)
+        say("warming up")
+        m.prefill(prompt[: min(16, len(prompt))])
+        m.reset()
+        rec = start(m, hz=hz)
+        if note:
+            rec.notes.append(note)
+        say(f"recording: prefill {prompt_tokens} tokens, decode {gen_tokens}")
+        mark(rec, "prefill")
+        logits = m.prefill(prompt)
+        if gen_tokens:
+            mark(rec, "decode")
+            token = int(np.argmax(logits))
+            for _ in range(gen_tokens):
+                token = int(np.argmax(m.decode(token)))
+        data = stop(rec)
+        data["meta"]["model"] = {"name": name, "synthetic": bool(getattr(m, "synthetic", False))}
+        data["meta"]["settings"] = {"threads": m.threads, "prompt_tokens": prompt_tokens,
+                                    "gen_tokens": gen_tokens, "hz": hz}
+        return data
+    finally:
+        m.close()
+
+
+def summary_lines(data, top=6):
+    """What a recorded trace holds, for people."""
+    sl = slices(data)
+    meta = data["meta"]
+    lines = [f"{len(data['edges'])} region edges on {len({s[3] for s in sl})} thread(s), "
+             f"{len(data['samples'].get('t_ns', []))} samples"]
+    for rid, phase in meta.get("phases", {}).items():
+        for t0, t1, region, _ in sl:
+            if str(region) == rid:
+                lines.append(f"  {phase}: {(t1 - t0) / 1e6:.1f} ms")
+    by_op = {}
+    names = meta.get("region_names", {})
+    for t0, t1, region, _ in sl:
+        layer, op = names.get(str(region), (None, None))
+        if op and op != "layer":
+            by_op[op] = by_op.get(op, 0) + (t1 - t0)
+    total = sum(by_op.values())
+    if total:
+        lines.append("  operations: " + ", ".join(
+            f"{op} {100 * ns / total:.0f}%" for op, ns in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]))
+    for n in meta.get("notes", []):
+        lines.append(f"note: {n}")
+    return lines
