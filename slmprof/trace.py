@@ -132,7 +132,7 @@ def _start_sampler(hz):
 def _stop_sampler(sampler):
     sampler.stop()
     data = None
-    for name in ("drain", "samples", "read"):
+    for name in ("samples", "read"):
         fn = getattr(sampler, name, None)
         if callable(fn):
             data = fn()
