@@ -250,9 +250,14 @@ class _CTransformersEngine:
         self.ctransformers = ctransformers
         self.threads = threads
         self.batch = max(1, batch)
-        self.llm = AutoModelForCausalLM.from_pretrained(
-            path, model_type="llama", local_files_only=True, context_length=ctx,
-            batch_size=self.batch, threads=threads, gpu_layers=0)
+        try:
+            self.llm = AutoModelForCausalLM.from_pretrained(
+                path, model_type="llama", local_files_only=True, context_length=ctx,
+                batch_size=self.batch, threads=threads, gpu_layers=0)
+        except Exception as e:
+            why = _ctransformers_limits(path)
+            raise BackendError("ctransformers", f"cannot load {os.path.basename(path)}"
+                               + (f": {why}" if why else f" ({e})")) from None
 
     def version(self):
         return getattr(self.ctransformers, "__version__", "0.2.27")
@@ -273,6 +278,24 @@ class _CTransformersEngine:
 
     def close(self):
         del self.llm
+
+
+def _ctransformers_limits(path) -> Optional[str]:
+    """What in this file ctransformers' GGML llama loader does not handle, if we can tell."""
+    try:
+        from slmprof.gguf import GGUFFile
+        with GGUFFile(path) as gf:
+            problems = []
+            vocab = gf.metadata.get("tokenizer.ggml.model")
+            if vocab not in (None, "llama"):
+                problems.append(f"its vocabulary is {vocab!r} (ctransformers reads SPM 'llama' only)")
+            if "output.weight" not in gf.tensors:
+                problems.append("its embeddings are tied (no output.weight)")
+            if gf.arch != "llama":
+                problems.append(f"its architecture is {gf.arch!r}")
+            return "; ".join(problems) or None
+    except Exception:  # noqa: BLE001  (only a better message is at stake)
+        return None
 
 
 _ENGINES = {"slmprof": _SlmprofEngine, "llama.cpp": _LlamaCppEngine,
@@ -374,6 +397,8 @@ def _worker_main(backend: str) -> None:
             break
         try:
             reply = {"ok": True, **getattr(state, f"op_{op}")(**req)}
+        except BackendError as e:
+            reply = {"ok": False, "error": e.reason}
         except BaseException as e:  # noqa: BLE001  (every failure goes back as a message)
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         proto.write(json.dumps(reply) + "\n")

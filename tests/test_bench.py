@@ -1,0 +1,154 @@
+"""`slmprof bench` on tiny synthetic models: the slmprof backend always, ctransformers where it
+is installed (it loads SPM-vocabulary llama files with an output.weight). No timing is asserted."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from slmprof import backends, report
+
+HAVE_CTRANSFORMERS = importlib.util.find_spec("ctransformers") is not None
+
+
+def _bench(tmp_path, *extra, env_cache=None):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "slmprof", "bench", "-p", "8", "-n", "4", "-r", "2",
+           "--threads", "1", "--format", "json", "--output", str(out), *extra]
+    env = dict(os.environ)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    rep = report.read_json(out, kind="bench") if out.exists() else None
+    return proc, rep
+
+
+def _check_records(rep, backend, reps=2):
+    recs = [r for r in rep["records"] if r["backend"] == backend]
+    assert {r["test"] for r in recs} == {"prefill", "decode"}
+    for r in recs:
+        for key in ("backend", "model", "threads", "test", "tokens", "tok_s_mean", "tok_s_std",
+                    "tok_s_samples", "bytes_per_token"):
+            assert key in r, key
+        assert len(r["tok_s_samples"]) == reps
+        assert all(s > 0 for s in r["tok_s_samples"])
+        assert min(r["tok_s_samples"]) <= r["tok_s_mean"] <= max(r["tok_s_samples"])
+        assert r["threads"] == 1
+        assert r["peak_rss_bytes"] > 0
+        if r["test"] == "decode":
+            assert r["tokens"] == 4
+            assert r["achieved_GBps"] == pytest.approx(r["bytes_per_token"] * r["tok_s_mean"] / 1e9)
+            assert r["bytes_per_token"] == rep["model"]["bytes_per_token"]
+        else:
+            assert r["tokens"] == 8 and r["ttft_ms_mean"] > 0
+    return recs
+
+
+def test_bench_slmprof_backend(tmp_path):
+    proc, rep = _bench(tmp_path, "--model", "synth:tiny-llama")
+    assert proc.returncode == 0, proc.stderr
+    assert rep["model"]["synthetic"] is True
+    recs = _check_records(rep, "slmprof")
+    assert all(r["ratio"] == pytest.approx(1.0) for r in recs)
+    # The cold load really read the file (or says why it could not).
+    dec = [r for r in recs if r["test"] == "decode"][0]
+    assert dec["load_cold_s"] > 0 and dec["load_warm_s"] > 0
+    assert any("synthetic" in n for n in rep["notes"])
+
+
+def test_bench_tables(tmp_path):
+    out = tmp_path / "bench.md"
+    js = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "slmprof", "bench", "--model", "synth:tiny-llama",
+                           "-p", "4", "-n", "2", "-r", "1", "-t", "1", "--no-cold", "-o", str(out),
+                           "--json", str(js)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "| backend" in text and "t/s" in text and "peak RSS MB" in text
+    assert "cold load skipped" in text
+    assert report.read_json(js)["settings"]["cold"] is False
+
+
+@pytest.mark.peers
+@pytest.mark.skipif(not HAVE_CTRANSFORMERS, reason="ctransformers is not installed")
+def test_bench_interleaves_slmprof_and_ctransformers(tmp_path):
+    proc, rep = _bench(tmp_path, "--model", "synth:tiny-llama-spm", "--backend", "slmprof",
+                       "ctransformers")
+    assert proc.returncode == 0, proc.stderr
+    _check_records(rep, "slmprof")
+    ct = _check_records(rep, "ctransformers")
+    for r in ct:
+        ref = [x for x in rep["records"] if x["backend"] == "slmprof" and x["test"] == r["test"]][0]
+        assert r["ratio"] == pytest.approx(r["tok_s_mean"] / ref["tok_s_mean"])
+
+
+@pytest.mark.peers
+@pytest.mark.skipif(not HAVE_CTRANSFORMERS, reason="ctransformers is not installed")
+def test_a_backend_that_cannot_load_the_model_does_not_stop_the_others(tmp_path):
+    # tiny-llama has tied embeddings and a gpt2 vocabulary: ctransformers cannot load it.
+    proc, rep = _bench(tmp_path, "--model", "synth:tiny-llama", "--backend", "slmprof",
+                       "ctransformers")
+    assert proc.returncode == 0, proc.stderr
+    _check_records(rep, "slmprof")
+    failed = [r for r in rep["records"] if r["backend"] == "ctransformers"]
+    assert failed and all("tied" in r["error"] for r in failed)
+    assert "ctransformers" in proc.stderr and "tied" in proc.stderr
+
+
+def test_missing_backend_names_the_install_command(tmp_path, monkeypatch, capsys):
+    from slmprof import cli
+    real = backends.unavailable_reason
+    monkeypatch.setattr(backends, "unavailable_reason",
+                        lambda n: (f"llama_cpp is not installed; install it with:  "
+                                   f"{backends.INSTALL_COMMANDS['llama.cpp']}")
+                        if backends.canonical_name(n) == "llama.cpp" else real(n))
+    out = tmp_path / "b.json"
+    code = cli.main(["bench", "--model", "synth:tiny-llama", "-p", "4", "-n", "2", "-r", "1",
+                     "-t", "1", "--no-cold", "--backend", "llama.cpp", "slmprof",
+                     "--format", "json", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "pip install llama-cpp-python==" in err
+    rep = report.read_json(out)
+    assert {r["backend"] for r in rep["records"] if "tok_s_mean" in r} == {"slmprof"}
+    assert any(r["backend"] == "llama.cpp" and "not installed" in r["error"] for r in rep["records"])
+
+
+def test_only_missing_backends_is_exit_3(tmp_path, monkeypatch):
+    from slmprof import cli
+    monkeypatch.setattr(backends, "unavailable_reason", lambda n: "not here; install it with: x")
+    code = cli.main(["bench", "--model", "synth:tiny-llama", "-p", "4", "-n", "2", "-r", "1",
+                     "--backend", "llama.cpp", "--quiet", "-o", str(tmp_path / "x.md")])
+    assert code == 3
+
+
+@pytest.mark.parametrize("argv", [["--backend", "vllm"], ["--reps", "0"], ["-p", "0", "-n", "0"]])
+def test_bad_arguments_are_usage_errors(argv):
+    from slmprof import cli
+    assert cli.main(["bench", "--model", "synth:tiny-llama", *argv]) == 2
+
+
+@pytest.mark.skipif(not HAVE_CTRANSFORMERS, reason="ctransformers is not installed")
+def test_a_crashed_worker_is_reported_with_its_signal():
+    w = backends.Worker("ctransformers")
+    try:
+        os.kill(w.hello["pid"], signal.SIGSEGV)
+        with pytest.raises(backends.BackendError, match="SIGSEGV"):
+            w.stats()
+    finally:
+        w.close()
+
+
+def test_backend_names():
+    assert backends.canonical_name("llama") == "llama.cpp"
+    assert backends.canonical_name("CTransformers") == "ctransformers"
+    with pytest.raises(ValueError, match="choose from"):
+        backends.canonical_name("onnx")
+
+
+def test_page_cache_fraction_of_a_file(tmp_path):
+    f = tmp_path / "data.bin"
+    f.write_bytes(os.urandom(1 << 20))
+    frac = backends._page_cache_fraction(str(f))
+    assert frac is None or 0.0 <= frac <= 1.0
