@@ -210,27 +210,30 @@ def kernel_paths(requested: str = "all") -> list:
     return [requested]
 
 
+def _weight(wq: np.ndarray, type: str, cols: int):
+    """A kernel-ready weight, prepared (repacked) for the active path as the engine does."""
+    wq = np.ascontiguousarray(wq, dtype=np.uint8)
+    return _quant().weight(wq, type, wq.shape[0], cols, prepare=True)
+
+
 def _matmul(wq: np.ndarray, type: str, x: np.ndarray) -> np.ndarray:
-    """y (n_tok, rows) = W x on the active kernel path; activations quantized by the kernels."""
-    q = _quant()
-    if not hasattr(q, "matmul"):
-        raise UnavailableError("slmprof.quant has no matmul in this build")
-    return np.asarray(q.matmul(wq, type, x), dtype=np.float32)
+    """y (n_tok, rows) = x W^T on the active kernel path; activations quantized by the kernels."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return np.asarray(_quant().matmul(_weight(wq, type, x.shape[1]), x), dtype=np.float64)
 
 
 def _activations(x: np.ndarray, type: str):
-    """The kernel path's own activation quantization of x (n_tok, cols): (bytes, format name)."""
+    """The active path's own activation quantization of x (n_tok, cols): (bytes, format name)."""
     q = _quant()
-    if not hasattr(q, "quantize_activations"):
-        return None
-    return q.quantize_activations(x, type)
+    return q.quantize_activations(x, type), q.activation_type(type)
 
 
-def _matmul_quantized(wq: np.ndarray, type: str, act: np.ndarray, cols: int) -> Optional[np.ndarray]:
+def _matmul_quantized(wq: np.ndarray, type: str, act: np.ndarray, cols: int) -> np.ndarray:
+    """The (repacked) matrix product on already-quantized activations, on the active path."""
     q = _quant()
-    if not hasattr(q, "matmul_quantized"):
-        return None
-    return np.asarray(q.matmul_quantized(wq, type, act, cols), dtype=np.float32)
+    w = _weight(wq, type, cols)
+    return np.asarray(w.matmul_act(np.ascontiguousarray(act), q._isa_id(q.active_isa())),
+                      dtype=np.float64)
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -353,29 +356,31 @@ def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] =
             w = rng.standard_normal((8, n)).astype(np.float32)
             x = rng.standard_normal((3, n)).astype(np.float32)
             wq = q.quantize(w, type)
-            act = _activations(x, type)
-            if act is not None:
-                act_bytes, act_type = act
-                ref_act = q.quantize(x, act_type)
-                # The path's activation quantizer against the reference one: identical codes,
-                # except a rounding tie may land one step apart.
-                a_got = np.stack([decode_blocks(r, act_type, n) for r in np.asarray(act_bytes).reshape(3, -1)])
-                a_ref = np.stack([decode_blocks(r, act_type, n) for r in ref_act])
-                differ = float(np.mean(a_got != a_ref))
-                out.append(Check(type, path, f"activations ({act_type}) = reference", "share differing",
-                                 differ, 1e-3))
-                y = _matmul_quantized(wq, type, np.asarray(act_bytes).reshape(3, -1), n)
-                if y is not None:
-                    worst = 0.0
-                    for t_i in range(3):
-                        for r_i in range(8):
-                            exact, scale = exact_block_dot(wq[r_i], type,
-                                                           np.asarray(act_bytes).reshape(3, -1)[t_i],
-                                                           act_type, n)
-                            worst = max(worst, abs(float(y[t_i, r_i]) - exact) / (scale or 1.0))
-                    out.append(Check(type, path, "block dot = exact integer sums",
-                                     "max |err| / sum|terms|", worst, BLOCK_DOT_REL,
-                                     detail="8 rows x 3 tokens x 1024"))
+            act_bytes, act_type = _activations(x, type)
+            act_bytes = np.asarray(act_bytes).reshape(3, -1)
+            ref_act = q.quantize(x, act_type)
+            # The path's activation quantizer against the reference one.
+            a_got = np.stack([decode_blocks(r, act_type, n) for r in act_bytes])
+            a_ref = np.stack([decode_blocks(r, act_type, n) for r in ref_act])
+            differ = float(np.mean(a_got != a_ref))
+            out.append(Check(type, path, f"activations ({act_type}) = reference",
+                             "share of values differing", differ, 0.0, "==", "3 x 1024"))
+            exact = np.zeros((3, 8))
+            scale = np.zeros((3, 8))
+            for t_i in range(3):
+                for r_i in range(8):
+                    exact[t_i, r_i], scale[t_i, r_i] = exact_block_dot(wq[r_i], type, act_bytes[t_i],
+                                                                       act_type, n)
+            dots = np.array([[q.vec_dot(type, wq[r_i], act_bytes[t_i], n) for r_i in range(8)]
+                             for t_i in range(3)])
+            out.append(Check(type, path, "vec_dot = exact integer sums", "max |err| / sum|terms|",
+                             float(np.max(np.abs(dots - exact) / np.maximum(scale, 1e-30))),
+                             BLOCK_DOT_REL, detail="8 rows x 3 tokens x 1024"))
+            y = _matmul_quantized(wq, type, act_bytes, n)           # (3, 8)
+            out.append(Check(type, path, "matmul (packed) = exact integer sums",
+                             "max |err| / sum|terms|",
+                             float(np.max(np.abs(y - exact) / np.maximum(scale, 1e-30))),
+                             BLOCK_DOT_REL, detail="8 rows x 3 tokens x 1024"))
             # ggml's dot-product error: quantized dot against the float dot of the signals.
             t1 = ggml_test_data(32 * 128, 1.0)
             t2 = ggml_test_data(32 * 128, 2.0)
@@ -387,12 +392,12 @@ def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] =
         # Matrix-vector and matrix-matrix against float64 on the dequantized weights.
         for rows, cols in plan.matmul_shapes():
             w = (rng.standard_normal((rows, cols)) / math.sqrt(cols)).astype(np.float32)
-            wq = q.quantize(w, type) if type != "f16" else w.astype(np.float16).view(np.uint8).reshape(rows, -1)
+            wq = q.quantize(w, type)
             wd = q.dequantize(wq, type, cols).astype(np.float64)
             for n_tok in plan.n_tok_mm:
                 x = rng.standard_normal((n_tok, cols)).astype(np.float32)
                 ref = x.astype(np.float64) @ wd.T
-                got = _matmul(wq, type, x)
+                got = _matmul(wq, type, x)                     # (n_tok, rows)
                 what = "matvec" if n_tok == 1 else f"matmul {n_tok} tok"
                 denom = float(np.max(np.abs(ref))) or 1.0
                 out.append(Check(type, path, f"{what} {rows}x{cols}", "rel RMSE",

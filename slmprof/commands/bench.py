@@ -367,7 +367,7 @@ def _ratio(v, rec):
 MAIN_COLUMNS = [
     Column("backend", align="left"), Column("file_type", "type", align="left"),
     Column("threads"), Column("test", align="left"), Column("tokens"),
-    Column("tok_s_mean", "t/s", ".2f"), Column("tok_s_std", "±", _pm),
+    Column("tok_s_mean", "t/s", ".2f"), Column("tok_s_std", "±", _pm, align="right"),
     Column("ratio", "ratio", _ratio), Column("ttft_ms_mean", "TTFT ms", ".1f"),
     Column("achieved_GBps", "GB/s", ".2f"),
 ]
