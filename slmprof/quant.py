@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from slmprof import _core
-from slmprof.errors import ShapeError, UnsupportedError
+from slmprof.errors import ShapeError, UnavailableError, UnsupportedError
 
 # Weight types computed natively (GGUF ggml type ids).
 TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
@@ -108,3 +108,136 @@ def fp32_to_fp16_bits(f: float) -> int:
 
 def fp16_bits_to_fp32(h: int) -> float:
     return float(_core._fp16_bits_to_fp32(int(h)))
+
+
+# ---- kernel paths (ISA dispatch) ----
+
+def isa_names() -> list[str]:
+    """Every kernel path slmprof knows: scalar, avx2, neon, neon-dotprod."""
+    return [_core._isa_name(i) for i in range(_core._isa_count())]
+
+
+def _isa_id(name) -> int:
+    if isinstance(name, (int, np.integer)) and 0 <= int(name) < _core._isa_count():
+        return int(name)
+    isa = _core._isa_from_name(str(name).strip().lower())
+    if isa < 0:
+        raise UnsupportedError(f"unknown kernel path {name!r} (known: {', '.join(isa_names())})")
+    return isa
+
+
+def available_isas() -> list[str]:
+    """Paths this CPU and this build can run, slowest first."""
+    return [n for i, n in enumerate(isa_names()) if _core._isa_available(i)]
+
+
+def _check_env():
+    import os
+    st = _core._isa_env_status()
+    if st == 0:
+        return
+    env = os.environ.get("SLMPROF_ISA", "")
+    if _core._isa_from_name(env.strip().lower()) < 0:
+        raise UnsupportedError(f"SLMPROF_ISA={env!r} is not a kernel path (known: {', '.join(isa_names())})")
+    raise UnavailableError(f"SLMPROF_ISA={env!r}: this CPU or build cannot run it "
+                           f"(available: {', '.join(available_isas())})")
+
+
+def active_isa() -> str:
+    """The path the kernels use now; raises if SLMPROF_ISA forces one this machine lacks."""
+    _check_env()
+    return _core._isa_name(_core._isa_active())
+
+
+def best_isa() -> str:
+    return _core._isa_name(_core._isa_best())
+
+
+def set_isa(name) -> None:
+    """Use kernel path `name` from now on (UnavailableError if this CPU cannot run it)."""
+    isa = _isa_id(name)
+    if not _core._isa_available(isa):
+        raise UnavailableError(f"kernel path {isa_names()[isa]!r} is not available on this machine "
+                               f"(available: {', '.join(available_isas())})")
+    _core._isa_set(isa)
+
+
+class force_isa:
+    """Context manager: run the enclosed code on one kernel path, then restore the previous one.
+
+    Weights prepared (repacked) for another path still compute correctly: kernels fall back to the
+    plain GGUF rows when a packed layout is not theirs."""
+
+    def __init__(self, name):
+        self.isa = _isa_id(name)
+
+    def __enter__(self):
+        self._prev = _core._isa_active()
+        self._prev_env = _core._isa_env_status()
+        set_isa(self.isa)
+        return isa_names()[self.isa]
+
+    def __exit__(self, *exc):
+        _core._isa_set(self._prev)
+        return False
+
+
+def _isa_or_active(isa) -> int:
+    if isa is None:
+        _check_env()
+        return _core._isa_active()
+    return _isa_id(isa)
+
+
+def activation_type(weight_type) -> str:
+    """Format the activations are quantized to for a weight type (q8_0, q8_1 or f32)."""
+    tr = {"f32": "f32", "f16": "f32", "q4_0": "q8_0", "q4_1": "q8_1", "q8_0": "q8_0"}
+    return tr[type_name(weight_type)]
+
+
+def quantize_activations(x, weight_type, isa=None) -> np.ndarray:
+    """float32 (n_tok, cols) -> uint8 (n_tok, act_row_bytes) as the kernels of `isa` do it."""
+    t = type_id(weight_type)
+    if t not in TYPE_IDS.values():
+        raise UnsupportedError(f"{type_name(t)} is not a weight type")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    row_bytes(t, x.shape[-1])
+    return _core._quantize_activations(x, t, _isa_or_active(isa))
+
+
+def vec_dot(weight_type, w_row, act_row, n: int, isa=None) -> float:
+    """One weight row . one quantized activation row on path `isa` (the type's vec_dot kernel)."""
+    t = type_id(weight_type)
+    w = np.ascontiguousarray(w_row).view(np.uint8).reshape(-1)
+    a = np.ascontiguousarray(act_row).view(np.uint8).reshape(-1)
+    if w.size != row_bytes(t, n) or a.size != row_bytes(activation_type(t), n):
+        raise ShapeError(f"vec_dot {type_name(t)}: {n} elements need {row_bytes(t, n)} weight and "
+                         f"{row_bytes(activation_type(t), n)} activation bytes, got {w.size} and {a.size}")
+    return float(_core._vec_dot(t, _isa_or_active(isa), w, a, n))
+
+
+def weight(data, type, rows: int, cols: int, prepare: bool = True):
+    """A kernel-ready weight matrix over `data` (rows x row_bytes bytes), repacked for the active
+    path when `prepare` (as the engine does at load)."""
+    return _core.Weight(data, type_id(type), int(rows), int(cols), bool(prepare))
+
+
+def matmul(w, x, isa=None) -> np.ndarray:
+    """y = x @ W.T through the kernels: w from weight(), x float32 (n_tok, cols) -> (n_tok, rows).
+
+    Activations are quantized on the same path, as the engine does."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.shape[1] != w.cols:
+        raise ShapeError(f"matmul: x has {x.shape[1]} columns, the weight has {w.cols}")
+    isa_id = _isa_or_active(isa)
+    act = _core._quantize_activations(x, w.type, isa_id)
+    return w.matmul_act(act, isa_id)
+
+
+def debug_corrupt_kernel(type, isa, on: bool = True) -> None:
+    """Test-only: make one (type, path) kernel deliberately wrong, so validation can show it fails."""
+    _core._debug_corrupt_kernel(type_id(type), _isa_id(isa), on)

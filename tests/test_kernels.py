@@ -205,3 +205,190 @@ def test_fp16_conversion_matches_numpy():
     allbits = allbits[(allbits & 0x7C00) != 0x7C00]
     back = np.array([quant.fp16_bits_to_fp32(int(h)) for h in allbits], np.float32)
     assert np.array_equal(back, allbits.view(np.float16).astype(np.float32))
+
+
+# ---- kernel paths: every path this machine can run, against the reference ----
+
+import os
+import subprocess
+import sys
+
+from slmprof.errors import UnavailableError
+
+PATHS = quant.available_isas()
+WEIGHT_TYPES = ["q4_0", "q4_1", "q8_0", "f16", "f32"]
+# Float results: |kernel - float64 reference| <= MATMUL_REL_TOL * sum(|w_i * a_i|) per output
+# (fp32 accumulation over a few thousand terms in different orders).
+MATMUL_REL_TOL = 2e-6 * 64
+
+
+def exact_blocks(rng, name, rows, n):
+    """Weight bytes with power-of-two scales (1.0) so every float step of a dot is exact."""
+    raw = rng.integers(0, 256, (rows, quant.row_bytes(name, n)), dtype=np.uint8)
+    blk = raw.reshape(rows, n // QK, -1)
+    blk[..., 0:2] = np_fp16_bits(np.ones((rows, n // QK, 1))).view(np.uint8)
+    if name == "q4_1":   # small integer mins
+        blk[..., 2:4] = np_fp16_bits(rng.integers(-3, 4, (rows, n // QK, 1))).view(np.uint8)
+    return raw
+
+
+def exact_acts(rng, act_name, n_tok, n):
+    raw = np.zeros((n_tok, quant.row_bytes(act_name, n)), np.uint8)
+    blk = raw.reshape(n_tok, n // QK, -1)
+    q = rng.integers(-127, 128, (n_tok, n // QK, QK), dtype=np.int8)   # the quantizer never makes -128
+    blk[..., -QK:] = q.view(np.uint8)
+    blk[..., 0:2] = np_fp16_bits(np.ones((n_tok, n // QK, 1))).view(np.uint8)
+    if act_name == "q8_1":
+        blk[..., 2:4] = np_fp16_bits(rng.integers(-40, 41, (n_tok, n // QK, 1))).view(np.uint8)
+    return raw
+
+
+def exact_products(wraw, name, araw, act_name, n):
+    """Integer result of every (row, token) product, from the bytes, in int64."""
+    rows, n_tok = wraw.shape[0], araw.shape[0]
+    wb = wraw.reshape(rows, n // QK, -1)
+    ab = araw.reshape(n_tok, n // QK, -1)
+    aq = ab[..., -QK:].view(np.int8).astype(np.int64)
+    if name in ("q4_0", "q4_1"):
+        qs = wb[..., -16:]
+        wq = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.int64) - (8 if name == "q4_0" else 0)
+    else:
+        wq = wb[..., -QK:].view(np.int8).astype(np.int64)
+    out = np.einsum("rbk,tbk->tr", wq, aq)
+    if name == "q4_1":
+        m = wb[..., 2:4].copy().view(np.float16).astype(np.int64)[..., 0]
+        s = ab[..., 2:4].copy().view(np.float16).astype(np.int64)[..., 0]
+        out += np.einsum("rb,tb->tr", m, s)
+    return out
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("name", ["q4_0", "q4_1", "q8_0"])
+def test_activation_quantizer_is_bit_identical_to_reference(isa, name):
+    act = quant.activation_type(name)
+    for kind in KINDS:
+        x = weights(3, 320, seed=11, kind=kind)
+        assert np.array_equal(quant.quantize_activations(x, name, isa=isa), quant.quantize(x, act)), kind
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("name", ["q4_0", "q4_1", "q8_0"])
+def test_integer_block_dots_are_exact(isa, name):
+    rng = np.random.default_rng(21)
+    act_name = quant.activation_type(name)
+    for rows, n, n_tok in [(9, 256, 1), (13, 224, 6), (64, 96, 9)]:
+        wraw = exact_blocks(rng, name, rows, n)
+        araw = exact_acts(rng, act_name, n_tok, n)
+        expect = exact_products(wraw, name, araw, act_name, n).astype(np.float64)
+        for r in range(rows):
+            assert quant.vec_dot(name, wraw[r], araw[0], n, isa=isa) == expect[0, r]
+        for prepare in (True, False):
+            with quant.force_isa(isa):
+                w = quant.weight(wraw, name, rows, n, prepare=prepare)
+            y = w.matmul_act(araw, quant._isa_id(isa))
+            assert np.array_equal(y.astype(np.float64), expect), (rows, n, n_tok, prepare)
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+@pytest.mark.parametrize("rows,cols,n_tok", [(576, 576, 1), (37, 160, 5), (130, 96, 17), (8, 32, 2)])
+def test_matmul_float_results_within_tolerance(isa, name, rows, cols, n_tok):
+    rng = np.random.default_rng(rows * cols + n_tok)
+    wq = quant.quantize(rng.standard_normal((rows, cols), dtype=np.float32), name)
+    wd = quant.dequantize(wq, name, cols).astype(np.float64)
+    x = rng.standard_normal((n_tok, cols), dtype=np.float32)
+    act = quant.quantize_activations(x, name, isa=isa)
+    ad = quant.dequantize(act, quant.activation_type(name), cols).reshape(n_tok, cols).astype(np.float64)
+    expect = ad @ wd.T
+    scale = np.abs(ad) @ np.abs(wd).T
+    if name == "q4_1":
+        # Q8_1 carries s = fp16(d * sum(q)) per block; the format's product uses s for the min term
+        m = wq.reshape(rows, -1, 20)[..., 2:4].copy().view(np.float16).astype(np.float64)[..., 0]
+        s_blk = act.reshape(n_tok, -1, 36)[..., 2:4].copy().view(np.float16).astype(np.float64)[..., 0]
+        wdm = wd - np.repeat(m, QK, axis=1)
+        expect = ad @ wdm.T + s_blk @ m.T
+        scale = np.abs(ad) @ np.abs(wdm).T + np.abs(s_blk) @ np.abs(m).T
+    for prepare in (True, False):
+        with quant.force_isa(isa):
+            w = quant.weight(wq, name, rows, cols, prepare=prepare)
+            y = quant.matmul(w, x)
+        assert y.shape == (n_tok, rows)
+        assert np.all(np.abs(y - expect) <= MATMUL_REL_TOL * scale + 1e-30), (prepare, float(np.max(np.abs(y - expect) / scale)))
+        # row ranges (how the engine splits rows across threads) give the same numbers
+        part = w.matmul_act(act, quant._isa_id(isa), 3, rows - 2) if rows > 5 else None
+        if part is not None:
+            assert np.array_equal(part[:, 3:rows - 2], y[:, 3:rows - 2])
+
+
+def test_weights_prepared_for_one_path_compute_on_another():
+    rng = np.random.default_rng(4)
+    wq = quant.quantize(rng.standard_normal((64, 128), dtype=np.float32), "q4_1")
+    x = rng.standard_normal((3, 128), dtype=np.float32)
+    w = quant.weight(wq, "q4_1", 64, 128, prepare=True)   # packed for the best path
+    ref = quant.matmul(quant.weight(wq, "q4_1", 64, 128, prepare=False), x, isa="scalar")
+    for isa in PATHS:
+        assert np.allclose(quant.matmul(w, x, isa=isa), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_isa_selection_and_force():
+    names = quant.isa_names()
+    assert names == ["scalar", "avx2", "neon", "neon-dotprod"]
+    assert "scalar" in PATHS and quant.active_isa() in PATHS
+    before = quant.active_isa()
+    with quant.force_isa("scalar") as name:
+        assert name == "scalar" and quant.active_isa() == "scalar"
+    assert quant.active_isa() == before
+    missing = [n for n in names if n not in PATHS]
+    for n in missing:
+        with pytest.raises(UnavailableError, match="not available"):
+            quant.set_isa(n)
+    with pytest.raises(UnsupportedError, match="unknown kernel path"):
+        quant.set_isa("sse9")
+
+
+def _env_isa(value):
+    code = "from slmprof import quant\ntry:\n print(quant.active_isa())\nexcept Exception as e:\n print(type(e).__name__, e)"
+    env = dict(os.environ, SLMPROF_ISA=value)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip()
+
+
+def test_slmprof_isa_env_forces_a_path_or_fails_clearly():
+    assert _env_isa("scalar") == "scalar"
+    missing = [n for n in quant.isa_names() if n not in PATHS]
+    if missing:
+        out = _env_isa(missing[0])
+        assert out.startswith("UnavailableError") and missing[0] in out
+    assert _env_isa("bogus").startswith("UnsupportedError")
+
+
+def test_corrupt_switch_breaks_exactly_one_path():
+    rng = np.random.default_rng(8)
+    wq = quant.quantize(rng.standard_normal((16, 64), dtype=np.float32), "q8_0")
+    x = rng.standard_normal((1, 64), dtype=np.float32)
+    w = quant.weight(wq, "q8_0", 16, 64)
+    isa = PATHS[-1]
+    good = quant.matmul(w, x, isa=isa)
+    act = quant.quantize_activations(x, "q8_0", isa=isa)
+    good_dot = quant.vec_dot("q8_0", wq[0], act[0], 64, isa=isa)
+    quant.debug_corrupt_kernel("q8_0", isa, True)
+    try:
+        assert not np.allclose(quant.matmul(w, x, isa=isa), good, rtol=1e-2)
+        assert abs(quant.vec_dot("q8_0", wq[0], act[0], 64, isa=isa) - good_dot) > 1e-3
+        assert np.allclose(quant.matmul(w, x, isa="scalar"), good, rtol=1e-4, atol=1e-4) or isa == "scalar"
+    finally:
+        quant.debug_corrupt_kernel("q8_0", isa, False)
+    assert np.array_equal(quant.matmul(w, x, isa=isa), good)
+
+
+def test_kernel_bad_input_is_an_error_not_a_crash():
+    wq = quant.quantize(np.ones((4, 64), np.float32), "q4_0")
+    with pytest.raises(ShapeError, match="takes 144 bytes"):
+        quant.weight(wq[:3], "q4_0", 4, 64)
+    w = quant.weight(wq, "q4_0", 4, 64)
+    act = quant.quantize_activations(np.ones((2, 64), np.float32), "q4_0")
+    with pytest.raises(ValueError, match="invalid argument"):
+        w.matmul_act(act, -1, 0, 5)       # rows past the end
+    with pytest.raises(ShapeError):
+        w.matmul_act(act[:, :30], -1)     # activation rows too short
+    with pytest.raises(ShapeError):
+        quant.matmul(w, np.ones((1, 32), np.float32))
