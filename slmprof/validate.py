@@ -41,8 +41,8 @@ MAX_ERR_PER_BLOCK = {"q4_0": 1 / 8 + 0.004, "q4_1": 0.5 / 15 + 0.004, "q8_0": 0.
 BLOCK_DOT_REL = 2e-6
 # Products against float64 on the dequantized weights: activations are quantized to 8 bits
 # (q8_0/q8_1, ~0.5% relative error) except for f16 weights, whose activations stay f32.
-MATMUL_REL = {"q4_0": 0.02, "q4_1": 0.02, "q8_0": 0.02, "f16": 1e-4}
-MATMUL_COSINE = {"q4_0": 0.9995, "q4_1": 0.9995, "q8_0": 0.9995, "f16": 0.999999}
+MATMUL_REL = {"q4_0": 0.012, "q4_1": 0.012, "q8_0": 0.012, "f16": 1e-5}
+MATMUL_COSINE = {"q4_0": 0.9999, "q4_1": 0.9999, "q8_0": 0.9999, "f16": 0.9999999}
 # Whole model.
 MODEL_KL_VS_SCALAR = 1e-3       # nats per token, mean
 MODEL_TOP1_VS_SCALAR = 0.95

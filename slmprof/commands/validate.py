@@ -62,6 +62,8 @@ def _num(v):
     if isinstance(v, float):
         if v == 0:
             return "0"
+        if 0.999 <= v < 1:
+            return f"{v:.7f}"
         if 1e-3 <= abs(v) < 1e4:
             return f"{v:.4g}"
         return f"{v:.2e}"
@@ -69,10 +71,10 @@ def _num(v):
 
 
 def _resolve(name, quiet):
-    from slmprof.errors import ModelNotFoundError
-    from slmprof.registry import resolve
     if name is None or name.lower() == "none":
         return None, []
+    from slmprof.errors import ModelNotFoundError
+    from slmprof.registry import resolve
     try:
         return resolve(name), []
     except ModelNotFoundError as e:
@@ -162,7 +164,7 @@ def _quick(plan):
 
 
 def _dur(s):
-    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+    return f"{max(1, round(s))} s" if s < 90 else f"{s / 60:.1f} min"
 
 
 def _run_tensors(args, model, types, notes):
