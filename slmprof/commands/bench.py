@@ -113,13 +113,112 @@ def _default_threads():
         return os.cpu_count() or 1
 
 
+class SystemWatch:
+    """CPU frequency, temperature, Pi throttling state and energy counters, sampled from sysfs in
+    a background thread while the backends run (they run in other processes, so this thread
+    takes no time from them). Each figure missing on a machine comes with the reason."""
+
+    def __init__(self, hz=5.0, roots=None):
+        from slmprof import procfs
+        self.procfs = procfs
+        self.roots = roots or procfs.DEFAULT
+        self.period = 1.0 / hz
+        self.freq_khz, self.temps, self.throttle_bits = [], [], 0
+        self.energy = []          # (monotonic ns, cumulative joules) per sample
+        self.rapl = procfs.rapl_domains(self.roots)
+        self.throttle_file = procfs.throttled_path(self.roots)
+        self.notes = []
+        self._last_uj, self._wraps = None, 0.0
+        self._stop = None
+        self._thread = None
+
+    def _read_energy_uj(self):
+        total = 0
+        for _name, path in self.rapl:
+            v = self.procfs.read_int(path)
+            if v is None:
+                return None
+            total += v
+        return total
+
+    def _sample(self):
+        p = self.procfs
+        for info in p.cpufreq(self.roots).values():
+            if info.get("cur_khz"):
+                self.freq_khz.append(info["cur_khz"])
+        for _idx, _type, _path, temp in p.thermal_zones(self.roots):
+            if temp is not None:
+                self.temps.append(temp)
+        if self.throttle_file:
+            v = p.read_int(self.throttle_file, base=16)
+            if v is not None:
+                self.throttle_bits |= v
+        if self.rapl:
+            uj = self._read_energy_uj()
+            if uj is not None:
+                if self._last_uj is not None and uj < self._last_uj:
+                    self._wraps += self._last_uj   # the counter wrapped: keep the sum growing
+                self._last_uj = uj
+                self.energy.append((time.monotonic_ns(), (uj + self._wraps) / 1e6))
+
+    def _loop(self):
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def start(self):
+        import threading
+        self._stop = threading.Event()
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name="slmprof-bench-watch", daemon=True)
+        self._thread.start()
+
+    def energy_between(self, t0, t1):
+        """Joules used between two monotonic ns times (interpolated), or None."""
+        import numpy as np
+        if len(self.energy) < 2:
+            return None
+        t = np.array([e[0] for e in self.energy], dtype=np.float64)
+        j = np.array([e[1] for e in self.energy], dtype=np.float64)
+        if t0 < t[0] or t1 > t[-1]:
+            return None
+        return float(np.interp(t1, t, j) - np.interp(t0, t, j))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        out = {"notes": []}
+        if self.freq_khz:
+            out["cpu_freq_mhz_min"] = min(self.freq_khz) / 1e3
+            out["cpu_freq_mhz_max"] = max(self.freq_khz) / 1e3
+        else:
+            out["notes"].append("CPU frequency: no cpufreq in /sys/devices/system/cpu/cpu*/cpufreq "
+                                "(a VM, or a kernel without cpufreq)")
+        if self.temps:
+            out["temp_c_min"], out["temp_c_max"] = min(self.temps), max(self.temps)
+        else:
+            out["notes"].append("temperature: no readable /sys/class/thermal/thermal_zone*/temp")
+        if self.throttle_file:
+            flags = self.procfs.decode_throttled(self.throttle_bits)
+            out["throttled"] = ", ".join(flags) if flags else "no"
+        else:
+            out["notes"].append("throttling: no Raspberry Pi firmware get_throttled file "
+                                "(not a Pi, or its firmware driver is not loaded)")
+        if self.rapl and len(self.energy) >= 2:
+            out["energy_J"] = True
+            out["energy_between"] = self.energy_between
+            out["energy_source"] = "RAPL " + ", ".join(n for n, _ in self.rapl)
+        elif self.rapl:
+            out["notes"].append("energy: RAPL zones exist but energy_uj is not readable "
+                                "(root only since Linux 5.10)")
+        else:
+            out["notes"].append("energy per token: no power sensor (no RAPL powercap zone in "
+                                "/sys/class/powercap; boards like the Pi have no energy counter)")
+        return out
+
+
 def _system_watch():
-    """The sampler (CPU frequency, temperature, throttling, energy) if the measurement core has it."""
-    try:
-        from slmprof import system_watch
-    except ImportError:
-        return None
-    return system_watch.SystemWatch()
+    return SystemWatch()
 
 
 def run(args):
@@ -197,8 +296,7 @@ def run(args):
                 report.say(f"slmprof bench: {r.name} cannot run {model.name}: {r.error}", quiet)
             bar.advance()
         watch = _system_watch()
-        if watch is not None:
-            watch.start()
+        watch.start()
         # Warm-up (not recorded), then the repetitions, interleaved across backends.
         for rep in range(-1, args.reps):
             for r in runs:
@@ -221,7 +319,7 @@ def run(args):
                         r.decode_s.append(out["decode_s"])
                         r.windows["decode"].append((t1 - int(sum(out["decode_s"]) * 1e9), t1))
                 bar.advance()
-        system = watch.stop() if watch is not None else None
+        system = watch.stop()
         for r in runs:
             if r.worker is not None:
                 try:
@@ -232,11 +330,7 @@ def run(args):
 
     records = _records(runs, model, facts, threads, P, G, system)
     summary = _summary(runs, records, system)
-    if system is None:
-        notes.append("CPU frequency, temperature, throttling and energy: not measured "
-                     "(the measurement core's sampler is not available in this build)")
-    else:
-        notes.extend(system.get("notes", []))
+    notes.extend(system.get("notes", []))
     for r in runs:
         if not r.ok:
             notes.append(f"{r.name}: no results: {r.error}")
