@@ -152,3 +152,49 @@ def test_page_cache_fraction_of_a_file(tmp_path):
     f.write_bytes(os.urandom(1 << 20))
     frac = backends._page_cache_fraction(str(f))
     assert frac is None or 0.0 <= frac <= 1.0
+
+
+def test_system_watch_on_a_fake_pi4(tmp_path):
+    import shutil
+    from pathlib import Path
+    from slmprof import procfs
+    from slmprof.commands.bench import SystemWatch
+    root = tmp_path / "pi4"
+    shutil.copytree(Path(__file__).parent / "fake_roots" / "pi4", root)
+    # An energy counter too, as RAPL lays it out, so energy per token has something to read.
+    zone = root / "sys/class/powercap/intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("1000000\n")
+    watch = SystemWatch(hz=50, roots=procfs.Roots(proc=str(root / "proc"), sys=str(root / "sys")))
+    watch.start()
+    import time
+    t0 = time.monotonic_ns()
+    time.sleep(0.1)
+    (zone / "energy_uj").write_text("3000000\n")
+    deadline = time.monotonic() + 10
+    while watch.energy[-1][1] < 3.0 and time.monotonic() < deadline:   # the thread saw it
+        time.sleep(0.01)
+    t1 = time.monotonic_ns()
+    out = watch.stop()
+    cur = [int((root / f"sys/devices/system/cpu/cpu{i}/cpufreq/scaling_cur_freq").read_text())
+           for i in range(4)]
+    assert out["cpu_freq_mhz_min"] == min(cur) / 1e3 and out["cpu_freq_mhz_max"] == max(cur) / 1e3
+    temp = int((root / "sys/class/thermal/thermal_zone0/temp").read_text()) / 1e3
+    assert out["temp_c_min"] == out["temp_c_max"] == temp
+    raw = int((root / "sys/devices/platform/soc/soc:firmware/get_throttled").read_text(), 16)
+    assert out["throttled"] == ", ".join(procfs.decode_throttled(raw))
+    assert out["energy_between"](t0, t1) == pytest.approx(2.0, abs=1e-9)
+
+
+def test_system_watch_says_why_figures_are_missing(tmp_path):
+    from slmprof import procfs
+    from slmprof.commands.bench import SystemWatch
+    (tmp_path / "sys").mkdir()
+    watch = SystemWatch(hz=50, roots=procfs.Roots(proc=str(tmp_path), sys=str(tmp_path / "sys")))
+    watch.start()
+    out = watch.stop()
+    text = " ".join(out["notes"])
+    for what in ("CPU frequency", "temperature", "throttling", "energy"):
+        assert what in text
+    assert "energy_between" not in out
