@@ -12,6 +12,8 @@ import pytest
 from slmprof import backends, report
 
 HAVE_CTRANSFORMERS = importlib.util.find_spec("ctransformers") is not None
+HAVE_ENGINE = importlib.util.find_spec("slmprof.model") is not None
+needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="slmprof.model (the engine) is not in this build")
 
 
 def _bench(tmp_path, *extra, env_cache=None):
@@ -45,8 +47,20 @@ def _check_records(rep, backend, reps=2):
     return recs
 
 
-def test_bench_slmprof_backend(tmp_path):
-    proc, rep = _bench(tmp_path, "--model", "synth:tiny-llama")
+@pytest.fixture
+def tiny(tiny_model):
+    return str(tiny_model(type="q8_0"))
+
+
+@pytest.fixture
+def tiny_spm(tiny_model):
+    # What ctransformers loads: an SPM vocabulary and an explicit output.weight.
+    return str(tiny_model(type="q8_0", tokenizer="spm", tied=False))
+
+
+@needs_engine
+def test_bench_slmprof_backend(tmp_path, tiny):
+    proc, rep = _bench(tmp_path, "--model", tiny)
     assert proc.returncode == 0, proc.stderr
     assert rep["model"]["synthetic"] is True
     recs = _check_records(rep, "slmprof")
@@ -57,10 +71,11 @@ def test_bench_slmprof_backend(tmp_path):
     assert any("synthetic" in n for n in rep["notes"])
 
 
-def test_bench_tables(tmp_path):
+@needs_engine
+def test_bench_tables(tmp_path, tiny):
     out = tmp_path / "bench.md"
     js = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "slmprof", "bench", "--model", "synth:tiny-llama",
+    proc = subprocess.run([sys.executable, "-m", "slmprof", "bench", "--model", tiny,
                            "-p", "4", "-n", "2", "-r", "1", "-t", "1", "--no-cold", "-o", str(out),
                            "--json", str(js)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -70,10 +85,11 @@ def test_bench_tables(tmp_path):
     assert report.read_json(js)["settings"]["cold"] is False
 
 
+@needs_engine
 @pytest.mark.peers
 @pytest.mark.skipif(not HAVE_CTRANSFORMERS, reason="ctransformers is not installed")
-def test_bench_interleaves_slmprof_and_ctransformers(tmp_path):
-    proc, rep = _bench(tmp_path, "--model", "synth:tiny-llama-spm", "--backend", "slmprof",
+def test_bench_interleaves_slmprof_and_ctransformers(tmp_path, tiny_spm):
+    proc, rep = _bench(tmp_path, "--model", tiny_spm, "--backend", "slmprof",
                        "ctransformers")
     assert proc.returncode == 0, proc.stderr
     _check_records(rep, "slmprof")
@@ -83,11 +99,12 @@ def test_bench_interleaves_slmprof_and_ctransformers(tmp_path):
         assert r["ratio"] == pytest.approx(r["tok_s_mean"] / ref["tok_s_mean"])
 
 
+@needs_engine
 @pytest.mark.peers
 @pytest.mark.skipif(not HAVE_CTRANSFORMERS, reason="ctransformers is not installed")
-def test_a_backend_that_cannot_load_the_model_does_not_stop_the_others(tmp_path):
-    # tiny-llama has tied embeddings and a gpt2 vocabulary: ctransformers cannot load it.
-    proc, rep = _bench(tmp_path, "--model", "synth:tiny-llama", "--backend", "slmprof",
+def test_a_backend_that_cannot_load_the_model_does_not_stop_the_others(tmp_path, tiny):
+    # Tied embeddings and a gpt2 vocabulary: ctransformers cannot load it.
+    proc, rep = _bench(tmp_path, "--model", tiny, "--backend", "slmprof",
                        "ctransformers")
     assert proc.returncode == 0, proc.stderr
     _check_records(rep, "slmprof")
@@ -96,7 +113,8 @@ def test_a_backend_that_cannot_load_the_model_does_not_stop_the_others(tmp_path)
     assert "ctransformers" in proc.stderr and "tied" in proc.stderr
 
 
-def test_missing_backend_names_the_install_command(tmp_path, monkeypatch, capsys):
+@needs_engine
+def test_missing_backend_names_the_install_command(tmp_path, monkeypatch, capsys, tiny):
     from slmprof import cli
     real = backends.unavailable_reason
     monkeypatch.setattr(backends, "unavailable_reason",
@@ -104,7 +122,7 @@ def test_missing_backend_names_the_install_command(tmp_path, monkeypatch, capsys
                                    f"{backends.INSTALL_COMMANDS['llama.cpp']}")
                         if backends.canonical_name(n) == "llama.cpp" else real(n))
     out = tmp_path / "b.json"
-    code = cli.main(["bench", "--model", "synth:tiny-llama", "-p", "4", "-n", "2", "-r", "1",
+    code = cli.main(["bench", "--model", tiny, "-p", "4", "-n", "2", "-r", "1",
                      "-t", "1", "--no-cold", "--backend", "llama.cpp", "slmprof",
                      "--format", "json", "-o", str(out)])
     err = capsys.readouterr().err
@@ -115,18 +133,18 @@ def test_missing_backend_names_the_install_command(tmp_path, monkeypatch, capsys
     assert any(r["backend"] == "llama.cpp" and "not installed" in r["error"] for r in rep["records"])
 
 
-def test_only_missing_backends_is_exit_3(tmp_path, monkeypatch):
+def test_only_missing_backends_is_exit_3(tmp_path, monkeypatch, tiny):
     from slmprof import cli
     monkeypatch.setattr(backends, "unavailable_reason", lambda n: "not here; install it with: x")
-    code = cli.main(["bench", "--model", "synth:tiny-llama", "-p", "4", "-n", "2", "-r", "1",
+    code = cli.main(["bench", "--model", tiny, "-p", "4", "-n", "2", "-r", "1",
                      "--backend", "llama.cpp", "--quiet", "-o", str(tmp_path / "x.md")])
     assert code == 3
 
 
 @pytest.mark.parametrize("argv", [["--backend", "vllm"], ["--reps", "0"], ["-p", "0", "-n", "0"]])
-def test_bad_arguments_are_usage_errors(argv):
+def test_bad_arguments_are_usage_errors(argv, tiny):
     from slmprof import cli
-    assert cli.main(["bench", "--model", "synth:tiny-llama", *argv]) == 2
+    assert cli.main(["bench", "--model", tiny, *argv]) == 2
 
 
 @pytest.mark.skipif(not HAVE_CTRANSFORMERS, reason="ctransformers is not installed")

@@ -102,6 +102,11 @@ def run(args):
         return 2
 
     model, notes = _resolve(args.model, args.quiet)
+    if model is not None and not args.tensors:
+        import importlib.util
+        if importlib.util.find_spec("slmprof.model") is None:
+            notes.append("whole-model checks skipped: the engine (slmprof.model) is not in this build")
+            model = None
     if args.tensors:
         return _run_tensors(args, model, types, notes)
 
