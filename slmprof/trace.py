@@ -63,6 +63,11 @@ def _region_names(model):
         return {}
 
 
+def chainable(table):
+    """Whether a region table can sit behind a recorder (it exposes its C hooks' address)."""
+    return table is not None and hasattr(table, "hooks_address")
+
+
 def start(model, hz=0, next_table=None, capacity=DEFAULT_CAPACITY):
     """Put a recorder on the model's region hooks (chained to `next_table`, a region table, so
     its totals still accumulate) and start the sampler at `hz` (0: none)."""
@@ -214,10 +219,21 @@ def slices(trace):
     return out
 
 
-def region_totals(trace):
-    """region id -> (total ns, count), from the slices."""
+def region_totals(trace, phase=None):
+    """region id -> (total ns, count), from the slices (only those inside `phase`, a phase
+    name, when given)."""
+    all_slices = slices(trace)
+    lo, hi = 0, float("inf")
+    if phase is not None:
+        ids = [int(k) for k, v in trace["meta"].get("phases", {}).items() if v == phase]
+        spans = [(a, b) for a, b, r, _ in all_slices if r in ids]
+        if not spans:
+            return {}
+        lo, hi = spans[0]
     totals = {}
-    for t0, t1, region, _ in slices(trace):
+    for t0, t1, region, _ in all_slices:
+        if t0 < lo or t1 > hi or str(region) in trace["meta"].get("phases", {}):
+            continue
         ns, n = totals.get(region, (0, 0))
         totals[region] = (ns + t1 - t0, n + 1)
     return totals
