@@ -132,6 +132,7 @@ def test_cross_check_with_gguf_package(tmp_path):
         assert np.array_equal(gf.tensors["n"].data.view(np.float32), a[0])
 
 
+@pytest.mark.real_model
 def test_real_model_header(real_model_path):
     with GGUFFile(real_model_path) as gf:
         d = describe_model(gf)
