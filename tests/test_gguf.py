@@ -199,6 +199,20 @@ def test_shape_inconsistent_with_hyperparameters(tmp_path):
         open_model(path)
 
 
+def test_absurd_block_count(tmp_path):
+    path = write_f32_model(tmp_path / "b.gguf", extra={"llama.block_count": 1 << 31})
+    with pytest.raises(ModelFileError, match="'llama.block_count' = 2147483648, but the file has "
+                                             "only 20 tensors"):
+        open_model(path)
+
+
+def test_vocabulary_larger_than_embedding(tmp_path):
+    path = write_f32_model(tmp_path / "v.gguf",
+                           extra={"tokenizer.ggml.tokens": [str(i) for i in range(200)]})
+    with pytest.raises(ModelFileError, match="tokenizer has 200 tokens but the embedding only 128"):
+        open_model(path)
+
+
 def test_bad_head_counts(tmp_path):
     path = write_f32_model(tmp_path / "h.gguf", extra={"llama.attention.head_count_kv": 3})
     with pytest.raises(ModelFileError, match="not a multiple of head_count_kv 3"):
