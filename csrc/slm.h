@@ -11,6 +11,7 @@
  *   slm_quant.h  block formats, quantizers, kernels, ISA dispatch, matmul over row ranges
  *   slm_model.h  llama-family forward pass, KV cache, thread pool, region hooks
  *   slm_perf.h   perf_event counter groups, region table, /proc+sysfs sampler thread
+ *   slm_calib.h  machine ceilings for the roofline: bandwidth, kernel throughput, fan-out cost
  */
 #ifndef SLM_H
 #define SLM_H
@@ -53,6 +54,7 @@ typedef struct slm_region_hooks {
 #include "slm_quant.h"
 #include "slm_model.h"
 #include "slm_perf.h"
+#include "slm_calib.h"
 
 #ifdef __cplusplus
 }

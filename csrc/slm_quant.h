@@ -22,7 +22,9 @@ typedef struct { slm_half d; slm_half m; uint8_t qs[SLM_QK / 2]; } slm_block_q4_
 typedef struct { slm_half d; int8_t qs[SLM_QK]; } slm_block_q8_0;               /* 34 bytes */
 typedef struct { slm_half d; slm_half s; int8_t qs[SLM_QK]; } slm_block_q8_1;   /* 36 bytes, s = d*sum(qs) */
 
-/* Kernel paths. SLM_ISA env var (scalar|avx2|neon|neon-dotprod) forces one at startup. */
+/* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod) forces one at startup;
+ * if it names a path this CPU/build cannot run, the kernels return SLM_ENOSYS instead of
+ * silently running another one (slm_isa_env_status says why). */
 typedef enum slm_isa {
     SLM_ISA_SCALAR = 0,
     SLM_ISA_AVX2 = 1,
@@ -50,6 +52,8 @@ int slm_isa_best(void);                /* best available path */
 int slm_isa_active(void);              /* path in use now */
 int slm_isa_set(int isa);              /* SLM_OK, or SLM_ENOSYS if unavailable */
 const char *slm_isa_name(int isa);
+int slm_isa_from_name(const char *name); /* isa id, or SLM_EINVAL */
+int slm_isa_env_status(void);          /* SLM_OK, SLM_EINVAL (unknown name) or SLM_ENOSYS */
 
 /* One weight type's kernels on one ISA (ggml's type_traits idea). */
 typedef void (*slm_from_float_fn)(const float *x, void *y, int64_t n);
@@ -71,8 +75,14 @@ typedef struct slm_weight {
     int64_t row_bytes;
     const void *data;   /* [rows][row_bytes] */
     void *packed;       /* optional repacked copy owned by the kernels, or NULL */
-    int layout;         /* 0: plain GGUF rows; kernel-defined otherwise */
+    int layout;         /* SLM_LAYOUT_* of `packed` */
 } slm_weight;
+
+/* Weight layouts. R4X2: rows in groups of 4 (last group zero-padded), blocks in pairs (odd
+ * count zero-padded); tile (group g, pair p) at (g*n_pairs + p)*tile_bytes holds
+ *   half d[8] (index 2*row+block), [Q4_1: half m[8]], then per row the two blocks' quants
+ *   (Q4: 2x16 bytes, Q8_0: 2x32 bytes).  Tile bytes: Q4_0 144, Q4_1 160, Q8_0 272. */
+enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1 };
 
 /* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */
 int slm_weight_prepare(slm_weight *w);
@@ -89,6 +99,13 @@ int slm_quantize_activations(int weight_type, const float *x, int64_t x_stride, 
  * weights the activations are plain f32 rows). The caller splits rows across threads. */
 int slm_matmul_rows(const slm_weight *w, const void *act, int64_t act_row_bytes, int64_t n_tok,
                     float *y, int64_t y_stride, int64_t r0, int64_t r1);
+
+/* Bytes of one activation row for a weight type (slm_row_bytes of its vec_dot_type). */
+int slm_act_row_bytes(int weight_type, int64_t cols);
+
+/* slm_matmul_rows on a given path (isa >= 0) instead of the active one; for tests/validation. */
+int slm_matmul_rows_isa(const slm_weight *w, const void *act, int64_t act_row_bytes, int64_t n_tok,
+                        float *y, int64_t y_stride, int64_t r0, int64_t r1, int isa);
 
 /* Test-only: deliberately corrupt one kernel path so validation can prove it catches it. */
 int slm_debug_corrupt_kernel(int type, int isa, int on);

@@ -56,5 +56,6 @@ cdef int check(int status, str what) except -1:
 
 # Order matters: later subjects may use cdef classes of earlier ones.
 include "_kernels.pxi"
+include "_calib.pxi"
 include "_perf.pxi"
 include "_engine.pxi"

@@ -1,1 +1,240 @@
-# _kernels wrappers: filled in by its subject.
+# Kernels: reference quantizers, ISA dispatch, activation quantization and matrix products.
+# Python-facing helpers live in slmprof/quant.py; these are thin, checked wrappers.
+
+from libc.stdint cimport uint16_t
+
+cdef extern from "slm.h" nogil:
+    int64_t slm_type_block_elems(int type)
+    int64_t slm_type_block_bytes(int type)
+    int64_t slm_row_bytes(int type, int64_t n)
+    const char *slm_type_name(int type)
+    uint16_t slm_fp32_to_fp16(float f)
+    float slm_fp16_to_fp32(uint16_t h)
+    int slm_quantize_row_ref(int type, const float *x, void *y, int64_t n)
+    int slm_dequantize_row(int type, const void *x, float *y, int64_t n)
+
+
+def _row_bytes(int type, int64_t n):
+    """Bytes of one row of n elements of `type`; negative if n is not a whole number of blocks."""
+    return slm_row_bytes(type, n)
+
+
+def _block_elems(int type):
+    return slm_type_block_elems(type)
+
+
+def _block_bytes(int type):
+    return slm_type_block_bytes(type)
+
+
+def _quantize_rows_ref(cnp.ndarray x2d, int type):
+    """x2d: (rows, cols) float32 C-contiguous -> (rows, row_bytes) uint8, reference quantizer."""
+    cdef int64_t rows = x2d.shape[0], cols = x2d.shape[1]
+    cdef int64_t rb = slm_row_bytes(type, cols)
+    if rb < 0:
+        check(SLM_ESHAPE if slm_type_block_elems(type) else SLM_EUNSUPPORTED_TYPE, "quantize")
+    out = np.empty((rows, rb), dtype=np.uint8)
+    cdef cnp.ndarray o = out
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(x2d)
+    cdef uint8_t *op = <uint8_t *>cnp.PyArray_DATA(o)
+    cdef int64_t r
+    cdef int st = 0
+    with nogil:
+        for r in range(rows):
+            st = slm_quantize_row_ref(type, xp + r * cols, op + r * rb, cols)
+            if st < 0:
+                break
+    check(st, "quantize")
+    return out
+
+
+def _dequantize_rows(cnp.ndarray data2d, int type, int64_t n):
+    """data2d: (rows, row_bytes(type, n)) uint8 C-contiguous -> (rows, n) float32."""
+    cdef int64_t rows = data2d.shape[0]
+    cdef int64_t rb = slm_row_bytes(type, n)
+    out = np.empty((rows, n), dtype=np.float32)
+    cdef cnp.ndarray o = out
+    cdef const uint8_t *dp = <const uint8_t *>cnp.PyArray_DATA(data2d)
+    cdef float *op = <float *>cnp.PyArray_DATA(o)
+    cdef int64_t r
+    cdef int st = 0
+    with nogil:
+        for r in range(rows):
+            st = slm_dequantize_row(type, dp + r * rb, op + r * n, n)
+            if st < 0:
+                break
+    check(st, "dequantize")
+    return out
+
+
+def _fp32_to_fp16_bits(float f):
+    return slm_fp32_to_fp16(f)
+
+
+def _fp16_bits_to_fp32(int h):
+    return slm_fp16_to_fp32(<uint16_t>h)
+
+
+cdef extern from "slm.h" nogil:
+    enum:
+        SLM_ISA_COUNT
+        SLM_LAYOUT_PLAIN
+    ctypedef void (*slm_from_float_fn)(const float *x, void *y, int64_t n)
+    ctypedef void (*slm_vec_dot_fn)(int64_t n, float *s, const void *w_row, const void *act_row)
+    ctypedef struct slm_type_traits:
+        int vec_dot_type
+        slm_from_float_fn from_float
+        slm_vec_dot_fn vec_dot
+    ctypedef struct slm_weight:
+        int type
+        int64_t rows
+        int64_t cols
+        int64_t row_bytes
+        const void *data
+        void *packed
+        int layout
+    int slm_isa_available(int isa)
+    int slm_isa_best()
+    int slm_isa_active()
+    int slm_isa_set(int isa)
+    const char *slm_isa_name(int isa)
+    int slm_isa_from_name(const char *name)
+    int slm_isa_env_status()
+    const slm_type_traits *slm_get_traits(int type, int isa)
+    int slm_act_row_bytes(int weight_type, int64_t cols)
+    int slm_weight_prepare(slm_weight *w)
+    void slm_weight_release(slm_weight *w)
+    int slm_matmul_rows_isa(const slm_weight *w, const void *act, int64_t act_row_bytes, int64_t n_tok,
+                            float *y, int64_t y_stride, int64_t r0, int64_t r1, int isa)
+    int slm_debug_corrupt_kernel(int type, int isa, int on)
+
+
+def _isa_count():
+    return SLM_ISA_COUNT
+
+
+def _isa_name(int isa):
+    return slm_isa_name(isa).decode()
+
+
+def _isa_from_name(str name):
+    return slm_isa_from_name(name.encode())
+
+
+def _isa_available(int isa):
+    return bool(slm_isa_available(isa))
+
+
+def _isa_best():
+    return slm_isa_best()
+
+
+def _isa_active():
+    return slm_isa_active()
+
+
+def _isa_env_status():
+    return slm_isa_env_status()
+
+
+def _isa_set(int isa):
+    check(slm_isa_set(isa), f"select kernel path {slm_isa_name(isa).decode()!r}")
+
+
+def _debug_corrupt_kernel(int type, int isa, bint on):
+    check(slm_debug_corrupt_kernel(type, isa, 1 if on else 0), "corrupt kernel switch")
+
+
+def _act_row_bytes(int weight_type, int64_t cols):
+    return check(slm_act_row_bytes(weight_type, cols), "activation row size")
+
+
+cdef const slm_type_traits *_traits_or_raise(int type, int isa) except NULL:
+    cdef const slm_type_traits *tr = slm_get_traits(type, isa)
+    if tr == NULL:
+        raise errors.UnavailableError(
+            f"no {slm_type_name(type).decode()} kernel on path {slm_isa_name(isa).decode()!r} "
+            "on this machine or build")
+    return tr
+
+
+def _quantize_activations(cnp.ndarray x2d, int weight_type, int isa):
+    """x2d (n_tok, cols) float32 C-contiguous -> (n_tok, act_row_bytes) uint8 on path `isa`."""
+    cdef const slm_type_traits *tr = _traits_or_raise(weight_type, isa)
+    cdef int64_t n_tok = x2d.shape[0], cols = x2d.shape[1]
+    cdef int rb = check(slm_act_row_bytes(weight_type, cols), "quantize activations")
+    out = np.empty((n_tok, rb), dtype=np.uint8)
+    cdef cnp.ndarray o = out
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(x2d)
+    cdef uint8_t *op = <uint8_t *>cnp.PyArray_DATA(o)
+    cdef int64_t t
+    with nogil:
+        for t in range(n_tok):
+            tr.from_float(xp + t * cols, op + t * rb, cols)
+    return out
+
+
+def _vec_dot(int type, int isa, cnp.ndarray w_row, cnp.ndarray act_row, int64_t n):
+    """One weight row . one activation row on path `isa` (bytes already sized by the caller)."""
+    cdef const slm_type_traits *tr = _traits_or_raise(type, isa)
+    cdef float s = 0
+    tr.vec_dot(n, &s, cnp.PyArray_DATA(w_row), cnp.PyArray_DATA(act_row))
+    return s
+
+
+cdef class Weight:
+    """A weight matrix (rows x cols of `type`) as the kernels see it; keeps `data` alive.
+
+    prepare=True repacks for the active path (as the engine does at load)."""
+    cdef slm_weight w
+    cdef object _data
+    cdef readonly int type
+    cdef readonly int64_t rows, cols
+
+    def __cinit__(self, data, int type, int64_t rows, int64_t cols, bint prepare=True):
+        self.w.packed = NULL
+        self.w.layout = SLM_LAYOUT_PLAIN
+        cdef int64_t rb = slm_row_bytes(type, cols)
+        if rb < 0:
+            check(SLM_ESHAPE if slm_type_block_elems(type) else SLM_EUNSUPPORTED_TYPE, "weight")
+        arr = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        if arr.size != rows * rb:
+            raise errors.ShapeError(f"weight: {rows}x{cols} {slm_type_name(type).decode()} takes "
+                                    f"{rows * rb} bytes, got {arr.size}")
+        self._data = arr
+        self.type, self.rows, self.cols = type, rows, cols
+        self.w.type = type
+        self.w.rows = rows
+        self.w.cols = cols
+        self.w.row_bytes = rb
+        self.w.data = cnp.PyArray_DATA(<cnp.ndarray>arr)
+        if prepare:
+            check(slm_weight_prepare(&self.w), "prepare weight")
+
+    def __dealloc__(self):
+        slm_weight_release(&self.w)
+
+    @property
+    def layout(self):
+        return self.w.layout
+
+    def prepare(self):
+        check(slm_weight_prepare(&self.w), "prepare weight")
+
+    def release(self):
+        slm_weight_release(&self.w)
+
+    def matmul_act(self, cnp.ndarray act, int isa=-1, int64_t r0=0, int64_t r1=-1):
+        """act: (n_tok, act_row_bytes) uint8 from _quantize_activations -> y (n_tok, rows) float32."""
+        if r1 < 0:
+            r1 = self.rows
+        act = np.ascontiguousarray(act)
+        cdef int64_t n_tok = act.shape[0], arb = act.shape[1]
+        y = np.zeros((n_tok, self.rows), dtype=np.float32)
+        cdef cnp.ndarray yo = y
+        cdef int st
+        with nogil:
+            st = slm_matmul_rows_isa(&self.w, cnp.PyArray_DATA(act), arb, n_tok,
+                                     <float *>cnp.PyArray_DATA(yo), self.rows, r0, r1, isa)
+        check(st, "matmul")
+        return y

@@ -1,0 +1,446 @@
+/* Ceilings of this machine for the roofline: memory bandwidth, cache-resident kernel
+ * throughput, f32 FMA peak and fan-out cost. Each measurement runs on its own small team of
+ * threads (the caller is thread 0) that steps through timed passes in lock-step:
+ *
+ *   barrier  -> thread 0 reads the clock
+ *   every thread runs its slice of the pass
+ *   barrier  -> thread 0 reads the clock, records the pass, decides whether to go on
+ *   barrier  -> everyone sees the decision
+ *
+ * so a pass's time covers the slowest thread, as a parallel layer's time does. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "slm.h"
+#include "calib_internal.h"
+
+
+#define MAX_PASSES_LIMIT 100000
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The team: lock-step passes over a per-thread body.                                        */
+
+struct team;
+typedef int (*team_setup_fn)(struct team *t, int tid);  /* allocate/first-touch own data */
+typedef void (*team_body_fn)(struct team *t, int tid);  /* one pass of own slice */
+typedef void (*team_teardown_fn)(struct team *t, int tid);
+
+typedef struct team {
+    int threads;
+    pthread_barrier_t barrier;
+    team_setup_fn setup;
+    team_body_fn body;
+    team_teardown_fn teardown;
+    void *ctx;                 /* the measurement's own state */
+    double min_seconds;
+    int max_passes;
+    int min_passes;
+    /* written by thread 0 only */
+    double *pass_seconds;      /* [max_passes] */
+    int passes;
+    double spent;
+    volatile int stop;
+    volatile int setup_failed;
+    void *gate_owner;          /* the start gate, owned by team_run */
+    uint64_t checksums[SLM_CALIB_MAX_THREADS];
+} team;
+
+typedef struct { team *t; int tid; } team_arg;
+
+/* Threads wait at this gate until the whole team exists (go = 1) or creation failed (go = -1):
+ * a barrier cannot shrink, so nobody touches it before the team is complete. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int go;
+} start_gate;
+
+static start_gate *gate_of(team *t);
+
+static void team_loop(team *t, int tid) {
+    int failed = t->setup ? t->setup(t, tid) : 0;
+    if (failed) t->setup_failed = failed;
+    pthread_barrier_wait(&t->barrier);
+    if (t->setup_failed) goto done;
+    double started = now_seconds();
+    for (;;) {
+        double t0 = 0;
+        pthread_barrier_wait(&t->barrier);
+        if (tid == 0) t0 = now_seconds();
+        t->body(t, tid);
+        pthread_barrier_wait(&t->barrier);
+        if (tid == 0) {
+            double t1 = now_seconds();
+            t->pass_seconds[t->passes++] = t1 - t0;
+            t->spent = t1 - started;
+            t->stop = t->passes >= t->max_passes ||
+                      (t->passes >= t->min_passes && t->spent >= t->min_seconds);
+        }
+        pthread_barrier_wait(&t->barrier);
+        if (t->stop) break;
+    }
+done:
+    if (t->teardown) t->teardown(t, tid);
+}
+
+typedef struct { team *t; start_gate gate; } team_with_gate;
+
+static start_gate *gate_of(team *t) { return &((team_with_gate *)t->gate_owner)->gate; }
+
+static void *team_thread(void *p) {
+    team_arg *a = p;
+    start_gate *g = gate_of(a->t);
+    pthread_mutex_lock(&g->lock);
+    while (g->go == 0) pthread_cond_wait(&g->cond, &g->lock);
+    int go = g->go;
+    pthread_mutex_unlock(&g->lock);
+    if (go > 0) team_loop(a->t, a->tid);
+    return NULL;
+}
+
+static void gate_open(start_gate *g, int go) {
+    pthread_mutex_lock(&g->lock);
+    g->go = go;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Runs the team to completion; SLM_OK or the first failure. */
+static int team_run(team *t) {
+    if (t->threads < 1 || t->threads > SLM_CALIB_MAX_THREADS) return SLM_EINVAL;
+    if (t->max_passes < 1 || t->max_passes > MAX_PASSES_LIMIT) return SLM_EINVAL;
+    if (t->min_passes > t->max_passes) t->min_passes = t->max_passes;
+    t->pass_seconds = calloc((size_t)t->max_passes, sizeof(double));
+    if (!t->pass_seconds) return SLM_ENOMEM;
+    t->passes = 0;
+    t->stop = 0;
+    t->setup_failed = 0;
+    memset(t->checksums, 0, sizeof(t->checksums));
+    team_with_gate tg = {.t = t, .gate = {.go = 0}};
+    pthread_mutex_init(&tg.gate.lock, NULL);
+    pthread_cond_init(&tg.gate.cond, NULL);
+    t->gate_owner = &tg;
+    if (pthread_barrier_init(&t->barrier, NULL, (unsigned)t->threads) != 0) {
+        free(t->pass_seconds);
+        t->pass_seconds = NULL;
+        return SLM_ENOMEM;
+    }
+    pthread_t ids[SLM_CALIB_MAX_THREADS];
+    team_arg args[SLM_CALIB_MAX_THREADS];
+    int started = 1, status = SLM_OK;
+    for (int i = 1; i < t->threads; i++) {
+        args[i].t = t;
+        args[i].tid = i;
+        if (pthread_create(&ids[i], NULL, team_thread, &args[i]) != 0) {
+            status = -EAGAIN;
+            break;
+        }
+        started++;
+    }
+    gate_open(&tg.gate, status == SLM_OK ? 1 : -1);
+    if (status == SLM_OK) team_loop(t, 0);
+    for (int i = 1; i < started; i++) pthread_join(ids[i], NULL);
+    pthread_barrier_destroy(&t->barrier);
+    pthread_cond_destroy(&tg.gate.cond);
+    pthread_mutex_destroy(&tg.gate.lock);
+    if (status == SLM_OK && t->setup_failed) status = t->setup_failed;
+    return status;
+}
+
+static void team_result(team *t, int64_t work_per_pass_all_threads, slm_calib_result *out) {
+    memset(out, 0, sizeof(*out));
+    if (t->passes <= 0) return;
+    qsort(t->pass_seconds, (size_t)t->passes, sizeof(double), cmp_double);
+    double best = t->pass_seconds[0];
+    double median = t->pass_seconds[t->passes / 2];
+    out->best_per_s = best > 0 ? (double)work_per_pass_all_threads / best : 0;
+    out->median_per_s = median > 0 ? (double)work_per_pass_all_threads / median : 0;
+    out->seconds = t->spent;
+    out->passes = t->passes;
+    out->work_per_pass = work_per_pass_all_threads;
+    uint64_t c = 0;
+    for (int i = 0; i < t->threads; i++) c = c * 1099511628211ULL + t->checksums[i];
+    out->checksum = c;
+    free(t->pass_seconds);
+    t->pass_seconds = NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Memory bandwidth.                                                                         */
+
+typedef struct {
+    int kind;
+    int64_t n;          /* elements per array */
+    uint64_t *a, *c;    /* READ uses a; COPY a -> c */
+    double *ta, *tb, *tc; /* TRIAD ta = tb + k*tc */
+} mem_ctx;
+
+static void slice(int64_t n, int threads, int tid, int64_t *lo, int64_t *hi) {
+    /* Slices are multiples of 8 elements (one cache line) so no two threads share a line. */
+    int64_t lines = n / 8;
+    *lo = lines * tid / threads * 8;
+    *hi = (tid == threads - 1) ? n : lines * (tid + 1) / threads * 8;
+}
+
+static int mem_setup(team *t, int tid) {
+    mem_ctx *m = t->ctx;
+    int64_t lo, hi;
+    slice(m->n, t->threads, tid, &lo, &hi);
+    /* First touch by the owning thread, with values no compiler can predict. */
+    if (m->kind == SLM_CALIB_TRIAD) {
+        for (int64_t i = lo; i < hi; i++) {
+            m->ta[i] = 0.0;
+            m->tb[i] = (double)(i & 1023);
+            m->tc[i] = (double)((i * 7) & 511);
+        }
+    } else {
+        for (int64_t i = lo; i < hi; i++) m->a[i] = (uint64_t)i * 0x9E3779B97F4A7C15ULL;
+        if (m->kind == SLM_CALIB_COPY) memset(m->c + lo, 0, (size_t)(hi - lo) * sizeof(uint64_t));
+    }
+    return 0;
+}
+
+static void mem_body(team *t, int tid) {
+    mem_ctx *m = t->ctx;
+    int64_t lo, hi;
+    slice(m->n, t->threads, tid, &lo, &hi);
+    if (m->kind == SLM_CALIB_READ) {
+        t->checksums[tid] += slm_calib_read_u64(m->a + lo, hi - lo);
+    } else if (m->kind == SLM_CALIB_COPY) {
+        slm_calib_copy_u64(m->c + lo, m->a + lo, hi - lo);
+        t->checksums[tid] += m->c[hi - 1];
+    } else {
+        slm_calib_triad_f64(m->ta + lo, m->tb + lo, m->tc + lo, 3.0, hi - lo);
+        t->checksums[tid] += (uint64_t)m->ta[hi - 1];
+    }
+}
+
+static void *alloc_lines(int64_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, (size_t)bytes) != 0) return NULL;
+    return p;
+}
+
+int slm_calib_memory(int kind, int threads, int64_t bytes_per_array, double min_seconds,
+                     int max_passes, slm_calib_result *out) {
+    if (!out || kind < SLM_CALIB_READ || kind > SLM_CALIB_TRIAD) return SLM_EINVAL;
+    if (bytes_per_array < 4096 || threads < 1 || threads > SLM_CALIB_MAX_THREADS) return SLM_EINVAL;
+    if (!(min_seconds >= 0) || max_passes < 1) return SLM_EINVAL;
+    mem_ctx m = {.kind = kind, .n = bytes_per_array / 8};
+    int status = SLM_OK;
+    if (kind == SLM_CALIB_TRIAD) {
+        m.ta = alloc_lines(m.n * 8);
+        m.tb = alloc_lines(m.n * 8);
+        m.tc = alloc_lines(m.n * 8);
+        if (!m.ta || !m.tb || !m.tc) status = SLM_ENOMEM;
+    } else {
+        m.a = alloc_lines(m.n * 8);
+        if (!m.a) status = SLM_ENOMEM;
+        if (kind == SLM_CALIB_COPY) {
+            m.c = alloc_lines(m.n * 8);
+            if (!m.c) status = SLM_ENOMEM;
+        }
+    }
+    if (status == SLM_OK) {
+        team t = {.threads = threads, .setup = mem_setup, .body = mem_body, .ctx = &m,
+                  .min_seconds = min_seconds, .max_passes = max_passes, .min_passes = 3};
+        status = team_run(&t);
+        int arrays = kind == SLM_CALIB_READ ? 1 : kind == SLM_CALIB_COPY ? 2 : 3;
+        if (status == SLM_OK) team_result(&t, (int64_t)arrays * m.n * 8, out);
+        free(t.pass_seconds);
+    }
+    free(m.a); free(m.c); free(m.ta); free(m.tb); free(m.tc);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Cache-resident dot products with the real kernels.                                        */
+
+typedef struct {
+    int type;
+    int64_t rows, cols;
+    const slm_type_traits *traits;
+    int64_t w_row_bytes;
+    uint8_t *w[SLM_CALIB_MAX_THREADS];    /* [rows][w_row_bytes] per thread */
+    uint8_t *act[SLM_CALIB_MAX_THREADS];  /* one activation row per thread */
+    int64_t act_bytes;
+} dot_ctx;
+
+/* A small deterministic generator so weights are not all alike. */
+static float lcg_float(uint64_t *state) {
+    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((int64_t)(*state >> 40) - (1 << 23)) / (float)(1 << 23);
+}
+
+static int dot_setup(team *t, int tid) {
+    dot_ctx *d = t->ctx;
+    float *row = malloc((size_t)d->cols * sizeof(float));
+    d->w[tid] = alloc_lines(d->rows * d->w_row_bytes);
+    d->act[tid] = alloc_lines(d->act_bytes);
+    if (!row || !d->w[tid] || !d->act[tid]) { free(row); return SLM_ENOMEM; }
+    uint64_t state = 0x1234567ULL + (uint64_t)tid;
+    int status = SLM_OK;
+    for (int64_t r = 0; r < d->rows && status == SLM_OK; r++) {
+        for (int64_t i = 0; i < d->cols; i++) row[i] = lcg_float(&state);
+        if (d->type == SLM_TYPE_F32) memcpy(d->w[tid] + r * d->w_row_bytes, row, (size_t)d->w_row_bytes);
+        else status = slm_quantize_row_ref(d->type, row, d->w[tid] + r * d->w_row_bytes, d->cols);
+    }
+    for (int64_t i = 0; i < d->cols; i++) row[i] = lcg_float(&state);
+    if (status == SLM_OK) {
+        if (d->traits->from_float) d->traits->from_float(row, d->act[tid], d->cols);
+        else memcpy(d->act[tid], row, (size_t)d->cols * sizeof(float));
+    }
+    free(row);
+    return status < 0 ? status : 0;
+}
+
+static void dot_body(team *t, int tid) {
+    dot_ctx *d = t->ctx;
+    float acc = 0, s = 0;
+    const uint8_t *w = d->w[tid];
+    for (int64_t r = 0; r < d->rows; r++) {
+        d->traits->vec_dot(d->cols, &s, w + r * d->w_row_bytes, d->act[tid]);
+        acc += s;
+    }
+    uint64_t bits;
+    memcpy(&bits, &(float){acc}, sizeof(float));
+    t->checksums[tid] ^= bits;
+}
+
+static void dot_teardown(team *t, int tid) {
+    dot_ctx *d = t->ctx;
+    free(d->w[tid]);
+    free(d->act[tid]);
+    d->w[tid] = d->act[tid] = NULL;
+}
+
+int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
+                  double min_seconds, slm_calib_result *out) {
+    if (!out || threads < 1 || threads > SLM_CALIB_MAX_THREADS || rows < 1 || cols < SLM_QK)
+        return SLM_EINVAL;
+    if (!(min_seconds >= 0)) return SLM_EINVAL;
+    if (isa < 0 || isa >= SLM_ISA_COUNT || !slm_isa_available(isa)) return SLM_ENOSYS;
+    const slm_type_traits *tr = slm_get_traits(type, isa);
+    if (!tr || !tr->vec_dot) return SLM_ENOSYS;
+    int64_t wrb = slm_row_bytes(type, cols);
+    if (wrb <= 0) return SLM_ESHAPE;
+    int64_t arb = tr->from_float ? slm_row_bytes(tr->vec_dot_type, cols) : cols * (int64_t)sizeof(float);
+    if (arb <= 0) return SLM_ESHAPE;
+    dot_ctx d = {.type = type, .rows = rows, .cols = cols, .traits = tr, .w_row_bytes = wrb,
+                 .act_bytes = arb};
+    team t = {.threads = threads, .setup = dot_setup, .body = dot_body, .teardown = dot_teardown,
+              .ctx = &d, .min_seconds = min_seconds, .max_passes = MAX_PASSES_LIMIT,
+              .min_passes = 5};
+    int status = team_run(&t);
+    if (status == SLM_OK) team_result(&t, 2 * rows * cols * (int64_t)threads, out);
+    free(t.pass_seconds);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* f32 FMA peak.                                                                             */
+
+typedef struct {
+    int64_t iters;
+    slm_calib_fma_fn fn;
+    int64_t ops_per_iter;
+} fma_ctx;
+
+static void fma_body(team *t, int tid) {
+    fma_ctx *f = t->ctx;
+    float r = f->fn(f->iters, 1.0f + 1e-7f * (float)tid);
+    uint64_t bits = 0;
+    memcpy(&bits, &r, sizeof(float));
+    t->checksums[tid] ^= bits;
+}
+
+int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name) {
+    if (!out || threads < 1 || threads > SLM_CALIB_MAX_THREADS || !(min_seconds >= 0)) return SLM_EINVAL;
+    fma_ctx f = {.iters = 200000, .fn = slm_calib_fma_scalar,
+                 .ops_per_iter = SLM_CALIB_FMA_SCALAR_OPS};
+    const char *name = "scalar";
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        f.fn = slm_calib_fma_avx2;
+        f.ops_per_iter = SLM_CALIB_FMA_AVX2_OPS;
+        name = "avx2-fma";
+    }
+#elif defined(__aarch64__)
+    f.fn = slm_calib_fma_neon;
+    f.ops_per_iter = SLM_CALIB_FMA_NEON_OPS;
+    name = "neon";
+#endif
+    if (path_name) *path_name = name;
+    team t = {.threads = threads, .body = fma_body, .ctx = &f, .min_seconds = min_seconds,
+              .max_passes = MAX_PASSES_LIMIT, .min_passes = 5};
+    int status = team_run(&t);
+    if (status == SLM_OK) team_result(&t, f.iters * f.ops_per_iter * threads, out);
+    free(t.pass_seconds);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Fan-out cost: an empty pass is one start barrier plus one end barrier, i.e. one dispatch    */
+/* and one join of a thread pool that waits on a barrier.                                    */
+
+static void empty_body(team *t, int tid) { (void)t; (void)tid; }
+
+int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median_seconds) {
+    if (threads < 1 || threads > SLM_CALIB_MAX_THREADS || rounds < 1 || rounds > MAX_PASSES_LIMIT)
+        return SLM_EINVAL;
+    team t = {.threads = threads, .body = empty_body, .min_seconds = 0, .max_passes = rounds,
+              .min_passes = rounds};
+    int status = team_run(&t);
+    if (status == SLM_OK && t.passes > 0) {
+        qsort(t.pass_seconds, (size_t)t.passes, sizeof(double), cmp_double);
+        if (best_seconds) *best_seconds = t.pass_seconds[0];
+        if (median_seconds) *median_seconds = t.pass_seconds[t.passes / 2];
+    }
+    free(t.pass_seconds);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+int64_t slm_calib_llc_bytes(void) {
+    int64_t best = 0;
+    int best_level = 0;
+    char path[128], buf[64];
+    for (int i = 0; i < 16; i++) {
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", i);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        int level = 0;
+        if (fscanf(f, "%d", &level) != 1) level = 0;
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        f = fopen(path, "r");
+        if (!f) continue;
+        int64_t size = 0;
+        if (fgets(buf, sizeof buf, f)) {
+            char *end = NULL;
+            size = strtoll(buf, &end, 10);
+            if (end && (*end == 'K' || *end == 'k')) size <<= 10;
+            else if (end && (*end == 'M' || *end == 'm')) size <<= 20;
+        }
+        fclose(f);
+        if (level >= best_level && size > 0) { best_level = level; best = size; }
+    }
+    return best;
+}

@@ -1,0 +1,179 @@
+/* regions.c: the region table. begin/end by integer id, nested, from any thread.
+ *
+ * Each thread that calls begin gets its own stack of open frames (found by a short scan of
+ * at most SLM_REGION_MAX_THREADS owners), so nesting works per thread. A frame holds the
+ * wall clock, the thread's CPU clock and a counter snapshot taken at begin; end takes a
+ * second snapshot and adds the differences to the region's totals under the table lock.
+ * Stats are allocated on a region's first end, so a large id space costs only pointers.
+ */
+#include "slm.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct frame {
+    int32_t id;
+    uint64_t t0_ns, cpu0_ns;
+    slm_counters_snapshot snap;
+} frame;
+
+typedef struct thread_stack {
+    pthread_t owner;
+    int claimed;  /* 0 free, 1 taken (atomic) */
+    int depth;
+    frame frames[SLM_REGION_MAX_DEPTH];
+    slm_counters_snapshot now;  /* scratch for end */
+} thread_stack;
+
+struct slm_region_table {
+    int capacity;
+    slm_counters *counters;
+    slm_region_stats **stats;  /* [capacity], NULL until the region first ends */
+    pthread_mutex_t lock;
+    uint64_t errors;
+    thread_stack stacks[SLM_REGION_MAX_THREADS];
+};
+
+uint64_t slm_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int slm_region_table_create(slm_region_table **out, int capacity, slm_counters *counters) {
+    *out = NULL;
+    if (capacity < 1 || capacity > (1 << 24)) return SLM_EINVAL;
+    slm_region_table *t = calloc(1, sizeof *t);
+    if (!t) return SLM_ENOMEM;
+    t->stats = calloc((size_t)capacity, sizeof *t->stats);
+    if (!t->stats) {
+        free(t);
+        return SLM_ENOMEM;
+    }
+    t->capacity = capacity;
+    t->counters = counters;
+    pthread_mutex_init(&t->lock, NULL);
+    *out = t;
+    return 0;
+}
+
+static void count_error(slm_region_table *t) { __atomic_add_fetch(&t->errors, 1, __ATOMIC_RELAXED); }
+
+static thread_stack *my_stack(slm_region_table *t, int claim) {
+    pthread_t self = pthread_self();
+    for (int i = 0; i < SLM_REGION_MAX_THREADS; i++) {
+        thread_stack *s = &t->stacks[i];
+        if (__atomic_load_n(&s->claimed, __ATOMIC_ACQUIRE) == 1 && pthread_equal(s->owner, self))
+            return s;
+    }
+    if (!claim) return NULL;
+    for (int i = 0; i < SLM_REGION_MAX_THREADS; i++) {
+        thread_stack *s = &t->stacks[i];
+        int expected = 0;
+        /* 2 = being set up, so no scanner matches a half-written owner */
+        if (__atomic_compare_exchange_n(&s->claimed, &expected, 2, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            s->owner = self;
+            s->depth = 0;
+            __atomic_store_n(&s->claimed, 1, __ATOMIC_RELEASE);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+void slm_region_begin(void *table, int32_t id) {
+    slm_region_table *t = table;
+    if (id < 0 || id >= t->capacity) {
+        count_error(t);
+        return;
+    }
+    thread_stack *s = my_stack(t, 1);
+    if (!s || s->depth >= SLM_REGION_MAX_DEPTH) {
+        count_error(t);
+        return;
+    }
+    frame *f = &s->frames[s->depth++];
+    f->id = id;
+    /* Counters first and clocks last, so the region's own bookkeeping is not in its time. */
+    if (t->counters) slm_counters_snapshot_take(t->counters, &f->snap);
+    f->cpu0_ns = thread_cpu_ns();
+    f->t0_ns = slm_monotonic_ns();
+}
+
+void slm_region_end(void *table, int32_t id) {
+    uint64_t t1 = slm_monotonic_ns();
+    uint64_t cpu1 = thread_cpu_ns();
+    slm_region_table *t = table;
+    thread_stack *s = my_stack(t, 0);
+    if (!s || s->depth == 0 || s->frames[s->depth - 1].id != id) {
+        count_error(t);
+        return;
+    }
+    frame *f = &s->frames[--s->depth];
+    if (t->counters) slm_counters_snapshot_take(t->counters, &s->now);
+    pthread_mutex_lock(&t->lock);
+    slm_region_stats *st = t->stats[id];
+    if (!st) st = t->stats[id] = calloc(1, sizeof *st);
+    if (st) {
+        st->count++;
+        st->wall_ns += t1 - f->t0_ns;
+        st->thread_cpu_ns += cpu1 - f->cpu0_ns;
+        if (t->counters) slm_counters_snapshot_delta(t->counters, &f->snap, &s->now, st->counters);
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (!st) count_error(t);
+}
+
+slm_region_hooks slm_region_table_hooks(slm_region_table *t) {
+    slm_region_hooks h = {slm_region_begin, slm_region_end, t};
+    return h;
+}
+
+int slm_region_get(slm_region_table *t, int32_t id, slm_region_stats *out) {
+    if (id < 0 || id >= t->capacity) return SLM_EINVAL;
+    int rc = SLM_ENOENT;
+    pthread_mutex_lock(&t->lock);
+    if (t->stats[id]) {
+        *out = *t->stats[id];
+        rc = 0;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+void slm_region_table_reset(slm_region_table *t) {
+    pthread_mutex_lock(&t->lock);
+    for (int i = 0; i < t->capacity; i++) {
+        free(t->stats[i]);
+        t->stats[i] = NULL;
+    }
+    t->errors = 0;
+    pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t slm_region_table_errors(slm_region_table *t) {
+    return __atomic_load_n(&t->errors, __ATOMIC_RELAXED);
+}
+
+int slm_region_table_capacity(const slm_region_table *t) { return t->capacity; }
+
+void slm_region_table_destroy(slm_region_table *t) {
+    if (!t) return;
+    for (int i = 0; i < t->capacity; i++) free(t->stats[i]);
+    for (int i = 0; i < SLM_REGION_MAX_THREADS; i++) {
+        for (int d = 0; d < SLM_REGION_MAX_DEPTH; d++) slm_counters_snapshot_free(&t->stacks[i].frames[d].snap);
+        slm_counters_snapshot_free(&t->stacks[i].now);
+    }
+    free(t->stats);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}

@@ -1,0 +1,393 @@
+"""This machine's ceilings for the roofline, measured once and kept as a machine profile.
+
+A profile holds read/copy/triad bandwidth for 1..N threads over buffers far larger than the
+last-level cache, cache-resident dot-product throughput of every weight type on every kernel
+path this CPU can run, f32 FMA throughput, and the cost of a thread fan-out. It is keyed by CPU
+model, core count, memory size and kernel release, cached under the per-user cache directory and
+reused until `calibrate --force`. `export_profile` / `load_device` carry it to another machine
+(`calibrate --export pi5.json` on the board, `plan --device pi5.json` elsewhere).
+
+Ceilings used by the roofline are the *median* pass of each measurement (what the machine
+sustains while other work shares it); the best pass is kept beside it.
+"""
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+
+SCHEMA = "slmprof.machine"
+SCHEMA_VERSION = 1
+
+MEMORY_KINDS = ("read", "copy", "triad")
+DOT_TYPES = ("q4_0", "q4_1", "q8_0")
+TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
+# Kernel path ids as slm_quant.h numbers them; slmprof.quant is asked first.
+ISA_NAMES_FALLBACK = ("scalar", "avx2", "neon", "neon-dotprod")
+
+# Sizes: each memory array is at least 64 MB and at least 8x the last-level cache, so a pass
+# cannot be served from cache; at most 1/8 of RAM per array (triad uses three).
+MIN_ARRAY_BYTES = 64 << 20
+LLC_MULTIPLE = 8
+# Dot block per thread: 64 rows x 1024 columns is 36-68 KB in the quantized types: in L2 on
+# every target (Pi 4: 1 MB shared L2; Pi 5: 512 KB per core; x86: >= 256 KB).
+DOT_ROWS, DOT_COLS = 64, 1024
+
+
+# ------------------------------------------------------------------------------------------
+# Machine identity
+
+
+def _read_text(path):
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model():
+    """A human name for the CPU: /proc/cpuinfo model name, or the ARM part (Pi cores)."""
+    info = _read_text("/proc/cpuinfo")
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model name") and value.strip():
+            return value.strip()
+    parts = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76",
+             "0xd05": "Cortex-A55", "0xd0c": "Neoverse-N1"}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "CPU part":
+            return parts.get(value.strip().lower(), f"ARM part {value.strip()}")
+    return platform.processor() or platform.machine()
+
+
+def memory_bytes():
+    for line in _read_text("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine_key():
+    """What a profile is valid for: the same CPU, core count, memory size and kernel."""
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count() or 1, "memory_bytes": memory_bytes(),
+            "kernel": platform.release(), "arch": platform.machine()}
+
+
+def key_id(key):
+    blob = json.dumps(key, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_root():
+    try:
+        from slmprof import registry
+        return Path(registry.cache_dir())
+    except (ImportError, AttributeError):
+        env = os.environ.get("SLMPROF_CACHE")
+        return Path(env) if env else Path.home() / ".cache" / "slmprof"
+
+
+def profile_path(key=None):
+    key = key or machine_key()
+    return cache_root() / "machine" / f"{key_id(key)}.json"
+
+
+# ------------------------------------------------------------------------------------------
+# Kernel paths
+
+
+def kernel_paths():
+    """[(isa_id, name, available)] for every kernel path slm_quant.h knows."""
+    try:
+        from slmprof import quant
+        names = list(quant.isa_names())
+        available = set(quant.available_isas())
+        return [(i, n, n in available) for i, n in enumerate(names)]
+    except (ImportError, AttributeError):
+        # Without slmprof.quant, try the paths this architecture can have; the C side says
+        # SLM_ENOSYS for any the CPU or build lacks.
+        machine = platform.machine().lower()
+        own = {"scalar"} | ({"avx2"} if machine in ("x86_64", "amd64") else set()) | \
+              ({"neon", "neon-dotprod"} if machine in ("aarch64", "arm64") else set())
+        return [(i, n, None if n in own else False) for i, n in enumerate(ISA_NAMES_FALLBACK)]
+
+
+def thread_counts(cores):
+    """1..N for small machines; powers of two plus N beyond 8 cores."""
+    if cores <= 8:
+        return list(range(1, cores + 1))
+    counts, t = [], 1
+    while t < cores:
+        counts.append(t)
+        t *= 2
+    return counts + [cores]
+
+
+# ------------------------------------------------------------------------------------------
+# Measuring
+
+
+def _steps(cores, paths):
+    """The plan of measurements, so progress can say 'k of n'."""
+    counts = thread_counts(cores)
+    steps = [("memory", kind, t) for kind in MEMORY_KINDS for t in counts]
+    for isa_id, isa_name, available in paths:
+        if available is False:
+            continue
+        for type_name in DOT_TYPES:
+            for t in sorted({1, cores}):
+                steps.append(("dot", (isa_id, isa_name, type_name), t))
+    steps += [("fma", None, t) for t in sorted({1, cores})]
+    steps += [("sync", None, t) for t in counts]
+    return steps
+
+
+def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
+    """Run every calibration kernel and return a fresh profile dict (not saved).
+
+    progress(done, total, label, value_text) is called after each step.
+    """
+    from slmprof import _core
+
+    started = time.monotonic()
+    key = machine_key()
+    cores = threads_max or key["cores"]
+    llc = _core.calib_llc_bytes()
+    if array_bytes is None:
+        array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * llc)
+        if key["memory_bytes"]:
+            array_bytes = min(array_bytes, key["memory_bytes"] // 8)
+    paths = kernel_paths()
+    steps = _steps(cores, paths)
+    profile = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "measured": True,
+        "source": "measured by slmprof calibrate on this machine",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "key": key, "llc_bytes": llc, "array_bytes": array_bytes,
+        "bandwidth": {kind: {} for kind in MEMORY_KINDS},
+        "dot": {}, "dot_block": {"rows": DOT_ROWS, "cols": DOT_COLS},
+        "fma": {}, "sync_seconds": {}, "unavailable": {},
+    }
+    try:
+        from slmprof import __version__
+        profile["slmprof_version"] = __version__
+    except ImportError:
+        pass
+
+    for done, (what, arg, t) in enumerate(steps, 1):
+        if what == "memory":
+            r = _core.calib_memory(arg, t, array_bytes, seconds_per_step)
+            profile["bandwidth"][arg][str(t)] = _rates(r)
+            label, text = f"{arg} bandwidth, {t} thread{'s' if t > 1 else ''}", \
+                f"{r['median_per_s'] / 1e9:.1f} GB/s"
+        elif what == "dot":
+            isa_id, isa_name, type_name = arg
+            label = f"{type_name} dot on {isa_name}, {t} thread{'s' if t > 1 else ''}"
+            try:
+                r = _core.calib_dot(TYPE_IDS[type_name], isa_id, t, DOT_ROWS, DOT_COLS,
+                                    seconds_per_step * 0.6)
+            except (UnavailableError, UnsupportedError, ValueError) as e:  # no kernel here
+                profile["unavailable"][f"dot on {isa_name}"] = str(e).split(": ", 1)[-1]
+                text = "not available"
+            else:
+                profile["dot"].setdefault(isa_name, {}).setdefault(type_name, {})[str(t)] = _rates(r)
+                text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
+        elif what == "fma":
+            r = _core.calib_fma(t, seconds_per_step * 0.6)
+            profile["fma"]["path"] = r["path"]
+            profile["fma"][str(t)] = _rates(r)
+            label, text = f"f32 FMA ({r['path']}), {t} thread{'s' if t > 1 else ''}", \
+                f"{r['median_per_s'] / 1e9:.1f} GFLOP/s"
+        else:
+            best, median = _core.calib_sync(t, 2000)
+            profile["sync_seconds"][str(t)] = {"best": best, "median": median}
+            label, text = f"fan-out + join, {t} thread{'s' if t > 1 else ''}", f"{median * 1e6:.1f} us"
+        if progress:
+            progress(done, len(steps), label, text)
+    if not profile["dot"]:
+        profile["unavailable"]["dot"] = ("no int8 kernel path could be measured; compute ceilings "
+                                         "fall back to the f32 FMA peak")
+    profile["seconds"] = round(time.monotonic() - started, 2)
+    return profile
+
+
+def _rates(r):
+    return {"best": r["best_per_s"], "median": r["median_per_s"], "passes": r["passes"],
+            "seconds": round(r["seconds"], 4)}
+
+
+# ------------------------------------------------------------------------------------------
+# Cache, export, load
+
+
+def save_profile(profile, path=None):
+    path = Path(path) if path else profile_path(profile["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(profile, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_device(path):
+    """Read and validate a machine profile (ours or another machine's export)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ModelFileError(f"device profile {path}: cannot read: {e.strerror}") from None
+    except ValueError as e:
+        raise ModelFileError(f"device profile {path}: not JSON: {e}") from None
+    return validate_profile(data, str(path))
+
+
+def validate_profile(data, where="device profile"):
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ModelFileError(f"{where}: not an slmprof machine profile (schema field is "
+                             f"{data.get('schema') if isinstance(data, dict) else None!r})")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{where}: schema_version missing or not an integer")
+    if version > SCHEMA_VERSION:
+        raise UnsupportedError(f"{where}: machine profile schema version {version} is newer than "
+                               f"this slmprof understands ({SCHEMA_VERSION}); upgrade slmprof")
+    for field in ("key", "bandwidth"):
+        if field not in data:
+            raise ModelFileError(f"{where}: field {field!r} missing")
+    if not data["bandwidth"].get("read"):
+        raise ModelFileError(f"{where}: no read bandwidth in the profile")
+    return data
+
+
+def cached_profile(key=None):
+    """The saved profile for this machine, or None."""
+    path = profile_path(key)
+    if not path.exists():
+        return None
+    try:
+        return load_device(path)
+    except (ModelFileError, UnsupportedError):
+        return None
+
+
+def get_profile(force=False, progress=None, **measure_args):
+    """This machine's profile: the cached one unless force, else measured and saved.
+    Returns (profile, was_cached)."""
+    if not force:
+        cached = cached_profile()
+        if cached is not None:
+            return cached, True
+    profile = measure(progress=progress, **measure_args)
+    save_profile(profile)
+    return profile, False
+
+
+def export_profile(profile, path):
+    return save_profile(profile, path)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading ceilings out of a profile (the roofline uses these)
+
+
+def _nearest_threads(table, threads):
+    """The entry for `threads`, else the largest measured count below it, else the smallest."""
+    counts = sorted(int(k) for k in table if str(k).isdigit())
+    if not counts:
+        return None
+    below = [c for c in counts if c <= threads]
+    return table[str(below[-1] if below else counts[0])]
+
+
+def bandwidth(profile, threads, kind="read", which="median"):
+    """Bytes/s sustained by `threads` threads for a STREAM kind."""
+    entry = _nearest_threads(profile["bandwidth"].get(kind, {}), threads)
+    if entry is None:
+        raise ModelFileError(f"machine profile has no {kind} bandwidth")
+    return float(entry[which])
+
+
+def dot_throughput(profile, type_name, threads, isa=None, which="median"):
+    """Operations/s of the int8 dot kernel for a weight type, scaled to `threads` threads
+    between the measured 1-thread and all-core figures; None when it was not measured."""
+    dots = profile.get("dot") or {}
+    if isa is None:
+        isa = best_isa(profile)
+    table = dots.get(isa, {}).get(type_name)
+    if not table:
+        return None
+    return _scaled(table, threads, which)
+
+
+def fma_throughput(profile, threads, which="median"):
+    table = {k: v for k, v in (profile.get("fma") or {}).items() if str(k).isdigit()}
+    if not table:
+        return None
+    return _scaled(table, threads, which)
+
+
+def _scaled(table, threads, which):
+    """Per-thread rate times threads, from the nearest measured count (compute scales with
+    cores; the all-core figure already includes whatever sharing costs)."""
+    counts = sorted(int(k) for k in table)
+    exact = table.get(str(threads))
+    if exact:
+        return float(exact[which])
+    below = [c for c in counts if c <= threads] or counts[:1]
+    c = below[-1]
+    return float(table[str(c)][which]) / c * threads
+
+
+def best_isa(profile):
+    """The fastest measured kernel path (by q4_0 or any type, 1 thread)."""
+    dots = profile.get("dot") or {}
+    best, best_rate = None, -1.0
+    for isa, types in dots.items():
+        rates = [v.get("1", {}).get("median", 0) for v in types.values()]
+        rate = max(rates) if rates else 0
+        if rate > best_rate:
+            best, best_rate = isa, rate
+    return best
+
+
+def sync_seconds(profile, threads):
+    entry = _nearest_threads(profile.get("sync_seconds") or {}, threads)
+    return float(entry["median"]) if entry else 0.0
+
+
+def summary_lines(profile):
+    """Readable lines for the command and for reports."""
+    key = profile["key"]
+    lines = [f"machine: {key['cpu_model']}, {key['cores']} cores, "
+             f"{key['memory_bytes'] / 2**30:.1f} GiB, kernel {key['kernel']}"
+             + ("" if profile.get("measured", True) else "  (NOT measured here: "
+                + str(profile.get("source", "reference profile")) + ")")]
+    lines.append(f"last-level cache {profile.get('llc_bytes', 0) / 2**20:.0f} MiB; "
+                 f"memory arrays {profile.get('array_bytes', 0) / 2**20:.0f} MiB each")
+    for kind in MEMORY_KINDS:
+        table = profile["bandwidth"].get(kind, {})
+        cells = ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in
+                          sorted(table.items(), key=lambda kv: int(kv[0])))
+        if cells:
+            lines.append(f"{kind:>5} bandwidth GB/s (median; best in JSON): {cells}")
+    for isa, types in (profile.get("dot") or {}).items():
+        cells = "; ".join(f"{ty} " + ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in
+                                               sorted(tab.items(), key=lambda kv: int(kv[0])))
+                          for ty, tab in types.items())
+        lines.append(f"int8 dot GOP/s on {isa}: {cells}")
+    fma = profile.get("fma") or {}
+    cells = ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in sorted(
+        ((k, v) for k, v in fma.items() if str(k).isdigit()), key=lambda kv: int(kv[0])))
+    if cells:
+        lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {cells}")
+    sync = profile.get("sync_seconds") or {}
+    if sync:
+        lines.append("fan-out + join: " + ", ".join(
+            f"{t}T {v['median'] * 1e6:.1f} us" for t, v in sorted(sync.items(), key=lambda kv: int(kv[0]))))
+    for what, why in (profile.get("unavailable") or {}).items():
+        lines.append(f"not measured: {what}: {why}")
+    return lines

@@ -1,0 +1,816 @@
+"""GGUF model files: a validating reader over mmap, a writer, and the model description.
+
+Reading:  `GGUFFile(path)` maps the file, parses the header, metadata and tensor table, and checks
+every count, length, type id, dimension, offset and byte range before anything is used. Tensor
+data are zero-copy numpy uint8 views into the mapping.
+Describing: `describe_model(gguf_file)` checks the architecture (llama, qwen2), the hyperparameters
+and every tensor's shape and type against them, and returns a `ModelDescription` that the engine
+loads weights from.
+Writing:  `GGUFWriter(path, arch)` collects metadata and tensors and writes a v3 file to a temporary
+name, renaming it into place only when complete.
+
+Layout (all little-endian; see ggml's docs/gguf.md):
+    "GGUF" u32 version  u64 n_tensors  u64 n_kv
+    n_kv x      (string key, u32 value_type, value)
+    n_tensors x (string name, u32 n_dims, u64 ne[n_dims], u32 ggml_type, u64 offset)
+    padding to alignment, then the data section (each tensor at data_start + offset)
+"""
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from slmprof.errors import ModelFileError, UnsupportedError
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4
+MAX_NAME_BYTES = 64            # ggml's GGML_MAX_NAME
+MAX_TENSOR_ELEMENTS = 1 << 40  # far above any small model; stops overflowing products early
+
+
+# --- metadata value types ------------------------------------------------------------------------
+class ValueType:
+    UINT8, INT8, UINT16, INT16, UINT32, INT32, FLOAT32, BOOL, STRING, ARRAY, UINT64, INT64, FLOAT64 \
+        = range(13)
+
+
+# value type -> (struct code, numpy dtype) for fixed-size scalars
+_SCALAR = {
+    ValueType.UINT8: ("<B", np.uint8), ValueType.INT8: ("<b", np.int8),
+    ValueType.UINT16: ("<H", np.uint16), ValueType.INT16: ("<h", np.int16),
+    ValueType.UINT32: ("<I", np.uint32), ValueType.INT32: ("<i", np.int32),
+    ValueType.FLOAT32: ("<f", np.float32), ValueType.BOOL: ("<?", np.bool_),
+    ValueType.UINT64: ("<Q", np.uint64), ValueType.INT64: ("<q", np.int64),
+    ValueType.FLOAT64: ("<d", np.float64),
+}
+_VALUE_TYPE_NAMES = {getattr(ValueType, n): n.lower() for n in dir(ValueType) if n.isupper()}
+
+
+# --- tensor types --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GGMLType:
+    id: int
+    name: str
+    block_elems: int
+    block_bytes: int
+
+
+# Every type id that a GGUF file may carry, so byte ranges can be checked even for types we do
+# not compute (those are then refused by describe_model with their names).
+GGML_TYPES = {t.id: t for t in [
+    GGMLType(0, "F32", 1, 4), GGMLType(1, "F16", 1, 2), GGMLType(2, "Q4_0", 32, 18),
+    GGMLType(3, "Q4_1", 32, 20), GGMLType(6, "Q5_0", 32, 22), GGMLType(7, "Q5_1", 32, 24),
+    GGMLType(8, "Q8_0", 32, 34), GGMLType(9, "Q8_1", 32, 36), GGMLType(10, "Q2_K", 256, 84),
+    GGMLType(11, "Q3_K", 256, 110), GGMLType(12, "Q4_K", 256, 144), GGMLType(13, "Q5_K", 256, 176),
+    GGMLType(14, "Q6_K", 256, 210), GGMLType(15, "Q8_K", 256, 292),
+    GGMLType(16, "IQ2_XXS", 256, 66), GGMLType(17, "IQ2_XS", 256, 74),
+    GGMLType(18, "IQ3_XXS", 256, 98), GGMLType(19, "IQ1_S", 256, 50),
+    GGMLType(20, "IQ4_NL", 32, 18), GGMLType(21, "IQ3_S", 256, 110), GGMLType(22, "IQ2_S", 256, 82),
+    GGMLType(23, "IQ4_XS", 256, 136), GGMLType(24, "I8", 1, 1), GGMLType(25, "I16", 1, 2),
+    GGMLType(26, "I32", 1, 4), GGMLType(27, "I64", 1, 8), GGMLType(28, "F64", 1, 8),
+    GGMLType(29, "IQ1_M", 256, 56), GGMLType(30, "BF16", 1, 2), GGMLType(34, "TQ1_0", 256, 54),
+    GGMLType(35, "TQ2_0", 256, 66), GGMLType(39, "MXFP4", 32, 17),
+]}
+GGML_TYPE_IDS = {t.name.lower(): t.id for t in GGML_TYPES.values()}
+# The types the engine computes with.
+SUPPORTED_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
+
+
+def ggml_type_id(type_) -> int:
+    """A type given as id (2) or name ("q4_0", "Q4_0") -> ggml type id."""
+    if isinstance(type_, (int, np.integer)) and int(type_) in GGML_TYPES:
+        return int(type_)
+    if isinstance(type_, str) and type_.lower() in GGML_TYPE_IDS:
+        return GGML_TYPE_IDS[type_.lower()]
+    raise UnsupportedError(f"unknown tensor type {type_!r} "
+                           f"(known: {', '.join(t.lower() for t in SUPPORTED_TYPES.values())})")
+
+
+def ggml_type_name(type_id: int) -> str:
+    t = GGML_TYPES.get(type_id)
+    return t.name if t else f"type id {type_id}"
+
+
+def tensor_nbytes(type_id: int, shape) -> int:
+    """Bytes of a tensor of GGUF shape (ne0 first); ne0 must be a multiple of the block size."""
+    t = GGML_TYPES[type_id]
+    n_rows = 1
+    for d in shape[1:]:
+        n_rows *= int(d)
+    return int(shape[0]) // t.block_elems * t.block_bytes * n_rows
+
+
+# --- reading -------------------------------------------------------------------------------------
+@dataclass
+class TensorInfo:
+    name: str
+    type: int               # ggml type id
+    shape: tuple            # GGUF ne order: ne0 (row length) first
+    offset: int             # absolute file offset of the first byte
+    nbytes: int
+    data: Optional[np.ndarray] = field(default=None, repr=False)  # uint8 zero-copy view
+
+    @property
+    def type_name(self) -> str:
+        return ggml_type_name(self.type)
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class _Cursor:
+    """Bounds-checked little-endian reads from the mapped file; errors name the file and field."""
+
+    def __init__(self, buf, path):
+        self.buf = buf
+        self.size = len(buf)
+        self.pos = 0
+        self.path = path
+
+    def fail(self, what):
+        raise ModelFileError(f"{self.path}: {what}")
+
+    def need(self, n, what):
+        if n < 0 or self.pos + n > self.size:
+            self.fail(f"truncated: {what} needs {n} bytes at offset {self.pos}, "
+                      f"file has {self.size} bytes")
+
+    def scalar(self, code, nbytes, what):
+        self.need(nbytes, what)
+        (v,) = struct.unpack_from(code, self.buf, self.pos)
+        self.pos += nbytes
+        return v
+
+    def u32(self, what):
+        return self.scalar("<I", 4, what)
+
+    def u64(self, what):
+        return self.scalar("<Q", 8, what)
+
+    def string(self, what, max_len=None):
+        n = self.u64(f"length of {what}")
+        if max_len is not None and n > max_len:
+            self.fail(f"{what}: string length {n} exceeds {max_len}")
+        self.need(n, f"{what} (string of {n} bytes)")
+        raw = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self.fail(f"{what}: string is not valid UTF-8 ({e.reason} at byte {e.start})")
+
+
+class GGUFFile:
+    """A GGUF file mapped read-only and validated; see the module docstring."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._mmap = None
+        self.metadata = {}
+        self.value_types = {}   # key -> value type (arrays: (ARRAY, element type))
+        self.tensors = {}
+        try:
+            size = os.path.getsize(self.path)
+        except OSError as e:
+            raise ModelFileError(f"{self.path}: cannot open model file: {e.strerror}") from None
+        if size < 24:
+            raise ModelFileError(f"{self.path}: truncated: {size} bytes is too short for a GGUF "
+                                 f"header (24 bytes)")
+        with open(self.path, "rb") as f:
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            self._parse()
+        except BaseException:
+            self.close()
+            raise
+
+    # context manager and cleanup
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Drop the tensor views and unmap. If a caller still holds a view, the mapping lives
+        until that view goes away (numpy keeps it alive), which is safe."""
+        for t in self.tensors.values():
+            t.data = None
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass
+            self._mmap = None
+
+    @property
+    def arch(self) -> str:
+        return self.metadata.get("general.architecture", "")
+
+    # parsing
+    def _parse(self):
+        cur = _Cursor(self._mmap, self.path)
+        magic = bytes(self._mmap[:4])
+        if magic != GGUF_MAGIC:
+            cur.fail(f"not a GGUF file: magic is {magic!r}, expected b'GGUF'")
+        cur.pos = 4
+        version = cur.u32("version")
+        if version not in SUPPORTED_VERSIONS:
+            if version and version & 0xFFFF == 0:
+                cur.fail(f"version field {version:#x} looks big-endian; only little-endian GGUF "
+                         f"is supported")
+            cur.fail(f"unsupported GGUF version {version} (supported: 2, 3)")
+        self.version = version
+        n_tensors = cur.u64("tensor count")
+        n_kv = cur.u64("metadata count")
+        # Smallest possible entries: a kv is an empty key (8) + type (4) + 1-byte value; a tensor
+        # info is an empty name (8) + n_dims (4) + one dim (8) + type (4) + offset (8).
+        remaining = cur.size - cur.pos
+        if n_kv * 13 > remaining:
+            cur.fail(f"metadata count {n_kv} is impossible for a file of {cur.size} bytes")
+        if n_tensors * 32 > remaining:
+            cur.fail(f"tensor count {n_tensors} is impossible for a file of {cur.size} bytes")
+
+        for i in range(n_kv):
+            key = cur.string(f"metadata key #{i}", max_len=65535)
+            if key in self.metadata:
+                cur.fail(f"metadata key {key!r} appears twice")
+            vtype = cur.u32(f"type of metadata {key!r}")
+            self.metadata[key], self.value_types[key] = self._read_value(cur, key, vtype)
+
+        self.alignment = DEFAULT_ALIGNMENT
+        if "general.alignment" in self.metadata:
+            a = self.metadata["general.alignment"]
+            if self.value_types["general.alignment"] != ValueType.UINT32:
+                cur.fail(f"metadata 'general.alignment' must be uint32, found "
+                         f"{_VALUE_TYPE_NAMES.get(self.value_types['general.alignment'])}")
+            if a == 0 or a & (a - 1):
+                cur.fail(f"metadata 'general.alignment' = {a} is not a power of two")
+            self.alignment = a
+
+        infos = []
+        for i in range(n_tensors):
+            name = cur.string(f"name of tensor #{i}")
+            if not name or len(name.encode()) > MAX_NAME_BYTES:
+                cur.fail(f"tensor #{i} {name!r}: name must have 1 to {MAX_NAME_BYTES} bytes")
+            if name in self.tensors or any(name == n for n, *_ in infos):
+                cur.fail(f"tensor {name!r} appears twice")
+            n_dims = cur.u32(f"tensor {name!r} dimension count")
+            if not 1 <= n_dims <= MAX_DIMS:
+                cur.fail(f"tensor {name!r}: {n_dims} dimensions (must be 1 to {MAX_DIMS})")
+            shape = tuple(cur.u64(f"tensor {name!r} dimension {d}") for d in range(n_dims))
+            type_id = cur.u32(f"tensor {name!r} type")
+            offset = cur.u64(f"tensor {name!r} offset")
+            infos.append((name, shape, type_id, offset))
+        data_start = _align(cur.pos, self.alignment)
+        self.data_start = data_start
+
+        spans = []
+        for name, shape, type_id, offset in infos:
+            what = f"tensor {name!r}"
+            if any(d <= 0 for d in shape):
+                cur.fail(f"{what}: dimension {list(shape)} must all be positive")
+            n_elem = 1
+            for d in shape:
+                n_elem *= d
+            if n_elem > MAX_TENSOR_ELEMENTS:
+                cur.fail(f"{what}: dimensions {list(shape)} give {n_elem} elements, absurd")
+            if type_id not in GGML_TYPES:
+                cur.fail(f"{what}: unknown ggml type id {type_id}")
+            t = GGML_TYPES[type_id]
+            if shape[0] % t.block_elems:
+                cur.fail(f"{what}: row length {shape[0]} is not a multiple of the {t.name} block "
+                         f"size {t.block_elems}")
+            if offset % self.alignment:
+                cur.fail(f"{what}: data offset {offset} is not a multiple of the alignment "
+                         f"{self.alignment}")
+            nbytes = tensor_nbytes(type_id, shape)
+            start = data_start + offset
+            if start + nbytes > cur.size:
+                cur.fail(f"{what}: data [{start}, {start + nbytes}) extends past the end of the "
+                         f"file ({cur.size} bytes); the file is truncated or corrupt")
+            spans.append((start, start + nbytes, name))
+            self.tensors[name] = TensorInfo(name, type_id, shape, start, nbytes)
+        spans.sort()
+        for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
+            if s1 < e0:
+                cur.fail(f"tensors {n0!r} and {n1!r} overlap in the data section")
+        for t in self.tensors.values():
+            t.data = np.frombuffer(self._mmap, dtype=np.uint8, count=t.nbytes, offset=t.offset)
+
+    def _read_value(self, cur, key, vtype):
+        what = f"metadata {key!r}"
+        if vtype in _SCALAR:
+            code, dt = _SCALAR[vtype]
+            n = np.dtype(dt).itemsize
+            return cur.scalar(code, n, what), vtype
+        if vtype == ValueType.STRING:
+            return cur.string(what), vtype
+        if vtype == ValueType.ARRAY:
+            etype = cur.u32(f"{what} element type")
+            count = cur.u64(f"{what} element count")
+            if etype in _SCALAR:
+                dt = np.dtype(_SCALAR[etype][1]).newbyteorder("<")
+                cur.need(count * dt.itemsize, f"{what} ({count} elements)")
+                arr = np.frombuffer(cur.buf, dtype=dt, count=count, offset=cur.pos).copy()
+                cur.pos += count * dt.itemsize
+                return arr, (vtype, etype)
+            if etype == ValueType.STRING:
+                cur.need(count * 8, f"{what} ({count} strings)")
+                return self._read_strings(cur, what, count), (vtype, etype)
+            if etype == ValueType.ARRAY:
+                cur.fail(f"{what}: nested arrays are not supported")
+            cur.fail(f"{what}: unknown array element type {etype}")
+        cur.fail(f"{what}: unknown value type {vtype}")
+
+    @staticmethod
+    def _read_strings(cur, what, count):
+        # Tokenizer vocabularies hold ~50k strings; a tight loop over the mapping is fast enough.
+        buf, size, pos = cur.buf, cur.size, cur.pos
+        unpack = struct.Struct("<Q").unpack_from
+        out = []
+        for i in range(count):
+            if pos + 8 > size:
+                cur.pos = pos
+                cur.need(8, f"{what} length of element {i}")
+            (n,) = unpack(buf, pos)
+            pos += 8
+            if n > size - pos:
+                cur.pos = pos
+                cur.fail(f"truncated: {what} element {i}: string of {n} bytes at offset {pos}, "
+                         f"file has {size} bytes")
+            try:
+                out.append(buf[pos:pos + n].decode("utf-8"))
+            except UnicodeDecodeError as e:
+                cur.fail(f"{what} element {i}: not valid UTF-8 ({e.reason})")
+            pos += n
+        cur.pos = pos
+        return out
+
+    def __repr__(self):
+        return (f"GGUFFile({str(self.path)!r}, v{self.version}, arch={self.arch!r}, "
+                f"{len(self.metadata)} keys, {len(self.tensors)} tensors)")
+
+
+def _align(n, a):
+    return (n + a - 1) // a * a
+
+
+# --- architecture and model description ----------------------------------------------------------
+SUPPORTED_ARCHS = ("llama", "qwen2")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The hyperparameters of a llama-family model; `tensor_shapes()` derives every tensor."""
+    arch: str
+    n_layer: int
+    dim: int
+    ffn: int
+    n_head: int
+    n_kv_head: int
+    head_dim: int
+    vocab: int
+    ctx: int
+    tied: bool
+    rope_base: float = 10000.0
+    rms_eps: float = 1e-5
+    rope_freqs: bool = False    # a rope_freqs.weight tensor scales the rotary frequencies
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.arch == "qwen2"
+
+    @property
+    def rope_neox(self) -> bool:
+        """qwen2 rotates (i, i+d/2); llama files rotate adjacent pairs (2i, 2i+1)."""
+        return self.arch == "qwen2"
+
+    @property
+    def q_dim(self):
+        return self.n_head * self.head_dim
+
+    @property
+    def kv_dim(self):
+        return self.n_kv_head * self.head_dim
+
+    def tensor_shapes(self) -> dict:
+        """name -> GGUF shape (ne0 first) of every tensor the model has, in file order."""
+        d, q, kv, f = self.dim, self.q_dim, self.kv_dim, self.ffn
+        shapes = {"token_embd.weight": (d, self.vocab)}
+        if self.rope_freqs:
+            shapes["rope_freqs.weight"] = (self.head_dim // 2,)
+        for i in range(self.n_layer):
+            b = f"blk.{i}."
+            shapes[b + "attn_norm.weight"] = (d,)
+            shapes[b + "attn_q.weight"] = (d, q)
+            shapes[b + "attn_k.weight"] = (d, kv)
+            shapes[b + "attn_v.weight"] = (d, kv)
+            if self.qkv_bias:
+                shapes[b + "attn_q.bias"] = (q,)
+                shapes[b + "attn_k.bias"] = (kv,)
+                shapes[b + "attn_v.bias"] = (kv,)
+            shapes[b + "attn_output.weight"] = (q, d)
+            shapes[b + "ffn_norm.weight"] = (d,)
+            shapes[b + "ffn_gate.weight"] = (d, f)
+            shapes[b + "ffn_up.weight"] = (d, f)
+            shapes[b + "ffn_down.weight"] = (f, d)
+        shapes["output_norm.weight"] = (d,)
+        if not self.tied:
+            shapes["output.weight"] = (d, self.vocab)
+        return shapes
+
+    def n_params(self) -> int:
+        return sum(int(np.prod(s)) for s in self.tensor_shapes().values())
+
+    def tensor_types(self, type_, head_type=None, embd_type=None) -> dict:
+        """name -> (GGUF shape, ggml type id) when 2-D weights are `type_`, the LM head
+        (output.weight) is `head_type` and token_embd is `embd_type` (both default to
+        `type_`); when tied, token_embd is the LM head: head_type or else embd_type.
+        1-D tensors are F32."""
+        main = ggml_type_id(type_)
+        head = ggml_type_id(head_type) if head_type else main
+        embd = ggml_type_id(embd_type) if embd_type else main
+        if self.tied:
+            embd = head if head_type else embd
+        out = {}
+        for name, shp in self.tensor_shapes().items():
+            if len(shp) == 1:
+                out[name] = (shp, 0)
+            elif name == "token_embd.weight":
+                out[name] = (shp, embd)
+            elif name == "output.weight":
+                out[name] = (shp, head)
+            else:
+                out[name] = (shp, main)
+        return out
+
+    def weight_bytes(self, type_, head_type=None, embd_type=None) -> int:
+        """Bytes of all tensor data for these types (about the file size)."""
+        return sum(tensor_nbytes(t, shp)
+                   for shp, t in self.tensor_types(type_, head_type, embd_type).values())
+
+    def weight_bytes_per_token(self, type_, head_type=None, embd_type=None) -> int:
+        """Bytes of weights streamed per decoded token for these types: every layer, the final
+        norm, the LM head, and one embedding row."""
+        return _bytes_per_token(self.tensor_types(type_, head_type, embd_type), self.tied)
+
+
+def _bytes_per_token(table, tied) -> int:
+    """table: name -> (shape, type id)."""
+    total = 0
+    for name, (shape, type_id) in table.items():
+        nbytes = tensor_nbytes(type_id, shape)
+        if name == "token_embd.weight":
+            total += nbytes // shape[1]      # one row looked up
+            if tied:
+                total += nbytes              # and the whole matrix as the LM head
+        else:
+            total += nbytes
+    return total
+
+
+@dataclass
+class ModelDescription:
+    """A validated model: where it is, its shape, its tensors, and what its tokenizer is."""
+    path: Path
+    name: str
+    shape: ModelShape
+    tensors: dict            # name -> TensorInfo (data views stay valid while the file is open)
+    tokenizer_model: str     # "gpt2" or "llama" (SPM), "" when absent
+    file_type: str           # e.g. "Q4_1 (token_embd Q8_0)"
+
+    def weight_bytes_per_token(self) -> int:
+        return _bytes_per_token({n: (t.shape, t.type) for n, t in self.tensors.items()
+                                 if n in self.shape.tensor_shapes()}, self.shape.tied)
+
+    def weight_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def file_type_label(main_type, special_types):
+    """"Q4_1 (token_embd Q8_0)": the weights' type, and embedding / LM head types that differ."""
+    odd = [f"{n.split('.')[0]} {t}" for n, t in special_types.items() if t != main_type]
+    return f"{main_type} ({', '.join(odd)})" if odd else main_type
+
+
+def _meta_int(gf, key, default=None):
+    v = gf.metadata.get(key, default)
+    if v is None:
+        raise ModelFileError(f"{gf.path}: missing metadata {key!r}")
+    if isinstance(v, (bool, float, str, list, np.ndarray)) or int(v) != v:
+        raise ModelFileError(f"{gf.path}: metadata {key!r} = {v!r} is not an integer")
+    if int(v) <= 0:
+        raise ModelFileError(f"{gf.path}: metadata {key!r} = {v} must be positive")
+    return int(v)
+
+
+def _meta_float(gf, key, default):
+    v = gf.metadata.get(key, default)
+    if isinstance(v, (str, list, np.ndarray, bool)):
+        raise ModelFileError(f"{gf.path}: metadata {key!r} = {v!r} is not a number")
+    if gf.value_types.get(key) == ValueType.FLOAT32:
+        v = float(str(np.float32(v)))    # the shortest decimal of the float32 (1e-05, not 9.99e-06)
+    v = float(v)
+    if not np.isfinite(v) or v <= 0:
+        raise ModelFileError(f"{gf.path}: metadata {key!r} = {v} must be a positive number")
+    return v
+
+
+def shape_from_metadata(gf: GGUFFile) -> ModelShape:
+    """The hyperparameters a file declares, checked for consistency (not yet against tensors)."""
+    arch = gf.arch
+    if not arch:
+        raise ModelFileError(f"{gf.path}: missing metadata 'general.architecture'")
+    if arch not in SUPPORTED_ARCHS:
+        raise UnsupportedError(f"{gf.path}: unsupported architecture {arch!r} "
+                               f"(supported: {', '.join(SUPPORTED_ARCHS)})")
+    k = arch + "."
+    dim = _meta_int(gf, k + "embedding_length")
+    n_head = _meta_int(gf, k + "attention.head_count")
+    n_kv_head = _meta_int(gf, k + "attention.head_count_kv", n_head)
+    if n_head % n_kv_head:
+        raise ModelFileError(f"{gf.path}: head_count {n_head} is not a multiple of head_count_kv "
+                             f"{n_kv_head}")
+    if k + "attention.key_length" in gf.metadata:
+        head_dim = _meta_int(gf, k + "attention.key_length")
+    else:
+        if dim % n_head:
+            raise ModelFileError(f"{gf.path}: embedding_length {dim} is not a multiple of "
+                                 f"head_count {n_head}")
+        head_dim = dim // n_head
+    if head_dim % 2:
+        raise ModelFileError(f"{gf.path}: head dimension {head_dim} is odd; RoPE needs pairs")
+    v_len = gf.metadata.get(k + "attention.value_length", head_dim)
+    if v_len != head_dim:
+        raise UnsupportedError(f"{gf.path}: attention.value_length {v_len} differs from "
+                               f"key_length {head_dim}")
+    rope_dim = _meta_int(gf, k + "rope.dimension_count", head_dim)
+    if rope_dim != head_dim:
+        raise UnsupportedError(f"{gf.path}: rope.dimension_count {rope_dim} != head dimension "
+                               f"{head_dim} (partial rotary embedding is not supported)")
+    if "token_embd.weight" in gf.tensors:
+        vocab_from_tensor = gf.tensors["token_embd.weight"].shape[-1]
+    else:
+        raise ModelFileError(f"{gf.path}: missing tensor 'token_embd.weight'")
+    vocab = _meta_int(gf, k + "vocab_size", vocab_from_tensor)
+    return ModelShape(
+        arch=arch,
+        n_layer=_meta_int(gf, k + "block_count"),
+        dim=dim,
+        ffn=_meta_int(gf, k + "feed_forward_length"),
+        n_head=n_head, n_kv_head=n_kv_head, head_dim=head_dim,
+        vocab=vocab,
+        ctx=_meta_int(gf, k + "context_length"),
+        tied="output.weight" not in gf.tensors,
+        rope_base=_meta_float(gf, k + "rope.freq_base", 10000.0),
+        rms_eps=_meta_float(gf, k + "attention.layer_norm_rms_epsilon", 1e-5),
+        rope_freqs="rope_freqs.weight" in gf.tensors,
+    )
+
+
+def describe_model(gf: GGUFFile) -> ModelDescription:
+    """Check a GGUF file is a llama/qwen2 model slmprof can run; return its description.
+    Raises UnsupportedError (architecture, tensor types) or ModelFileError (shapes, keys)."""
+    shape = shape_from_metadata(gf)
+    # every layer has at least 9 tensors: catch an absurd block_count before listing them
+    if shape.n_layer * 9 > len(gf.tensors):
+        raise ModelFileError(f"{gf.path}: metadata {shape.arch + '.block_count'!r} = "
+                             f"{shape.n_layer}, but the file has only {len(gf.tensors)} tensors")
+    n_tokens = len(gf.metadata.get("tokenizer.ggml.tokens", ()))
+    if n_tokens > shape.vocab:
+        raise ModelFileError(f"{gf.path}: the tokenizer has {n_tokens} tokens but the embedding "
+                             f"only {shape.vocab} rows")
+    expected = shape.tensor_shapes()
+    missing = [n for n in expected if n not in gf.tensors]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ModelFileError(f"{gf.path}: missing tensor{'s' if len(missing) > 1 else ''} "
+                             f"{', '.join(map(repr, missing[:5]))}{more}")
+    for name, want in expected.items():
+        got = gf.tensors[name].shape
+        if tuple(got) != tuple(want):
+            raise ModelFileError(f"{gf.path}: tensor {name!r} has shape {list(got)}, expected "
+                                 f"{list(want)} from the {shape.arch} hyperparameters")
+    unsupported = [(n, t.type_name) for n, t in gf.tensors.items()
+                   if n in expected and t.type not in SUPPORTED_TYPES]
+    if unsupported:
+        listing = ", ".join(f"{n} ({ty})" for n, ty in unsupported[:6])
+        more = f" and {len(unsupported) - 6} more" if len(unsupported) > 6 else ""
+        types = sorted({ty for _, ty in unsupported})
+        raise UnsupportedError(
+            f"{gf.path}: tensor type{'s' if len(types) > 1 else ''} {', '.join(types)} not "
+            f"supported (supported: {', '.join(SUPPORTED_TYPES.values())}): {listing}{more}. "
+            f"Convert the model with `python -m slmprof requantize` from a supported source, or "
+            f"use a Q4_0/Q4_1/Q8_0/F16 GGUF.")
+    for name, want in expected.items():
+        if len(want) == 1 and gf.tensors[name].type != 0:
+            raise UnsupportedError(f"{gf.path}: 1-D tensor {name!r} is "
+                                   f"{gf.tensors[name].type_name}; slmprof needs F32 norms, biases "
+                                   f"and rope_freqs")
+    types = {}
+    for n in expected:
+        if len(expected[n]) == 2:
+            types[gf.tensors[n].type_name] = types.get(gf.tensors[n].type_name, 0) + 1
+    main_type = max(types, key=types.get)
+    file_type = file_type_label(main_type, {n: gf.tensors[n].type_name for n in
+                                            ("token_embd.weight", "output.weight")
+                                            if n in gf.tensors})
+    name = gf.metadata.get("general.name") or gf.path.stem
+    return ModelDescription(path=gf.path, name=str(name), shape=shape,
+                            tensors={n: gf.tensors[n] for n in expected},
+                            tokenizer_model=str(gf.metadata.get("tokenizer.ggml.model", "")),
+                            file_type=file_type)
+
+
+# --- writing -------------------------------------------------------------------------------------
+def _infer_value_type(key, value):
+    if isinstance(value, (bool, np.bool_)):
+        return ValueType.BOOL
+    if isinstance(value, (int, np.integer)):
+        v = int(value)
+        if 0 <= v < 1 << 32:
+            return ValueType.UINT32
+        if -(1 << 31) <= v < 0:
+            return ValueType.INT32
+        return ValueType.INT64 if v < 0 else ValueType.UINT64
+    if isinstance(value, (float, np.floating)):
+        return ValueType.FLOAT32
+    if isinstance(value, str):
+        return ValueType.STRING
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return ValueType.ARRAY
+    raise TypeError(f"metadata {key!r}: cannot store a {type(value).__name__} in GGUF")
+
+
+_DTYPE_TO_VT = {np.dtype(dt): vt for vt, (_, dt) in _SCALAR.items()}
+
+
+def _value_type_id(vtype):
+    if vtype is None or isinstance(vtype, int):
+        return vtype
+    names = {n: v for v, n in _VALUE_TYPE_NAMES.items()}
+    if vtype.lower() not in names:
+        raise ValueError(f"unknown GGUF value type {vtype!r}")
+    return names[vtype.lower()]
+
+
+class GGUFWriter:
+    """Write a GGUF v3 (or v2) file: `add` metadata, `add_tensor` tensors, then `write()`.
+
+    Tensor data can be bytes / an ndarray, or a callable returning an iterable of chunks (bytes or
+    ndarrays), called at write time so large models are produced piece by piece."""
+
+    def __init__(self, path, arch, version=3, alignment=DEFAULT_ALIGNMENT):
+        self.path = Path(path)
+        self.version = version
+        self.alignment = alignment
+        self._kv = {}           # key -> (value type, element type or None, value)
+        self._tensors = []      # (name, type id, shape, nbytes, data)
+        self.add("general.architecture", arch)
+        if alignment != DEFAULT_ALIGNMENT:
+            self.add("general.alignment", alignment, "uint32")
+
+    def add(self, key, value, vtype=None, element_type=None):
+        """Add metadata. Types are inferred (int -> uint32 when it fits, float -> float32,
+        lists of str/int/float -> string/int32/float32 arrays) unless `vtype` / `element_type`
+        ("uint32", "int32", "float32", "bool", "string", ...) are given."""
+        vtype = _value_type_id(vtype)
+        element_type = _value_type_id(element_type)
+        if vtype is None:
+            vtype = _infer_value_type(key, value)
+        if vtype == ValueType.ARRAY and element_type is None:
+            if isinstance(value, np.ndarray):
+                element_type = _DTYPE_TO_VT[value.dtype.newbyteorder("=")]
+            elif len(value) and isinstance(value[0], str):
+                element_type = ValueType.STRING
+            elif len(value) and isinstance(value[0], (float, np.floating)):
+                element_type = ValueType.FLOAT32
+            elif len(value) and isinstance(value[0], (bool, np.bool_)):
+                element_type = ValueType.BOOL
+            else:
+                element_type = ValueType.INT32
+        self._kv[key] = (vtype, element_type, value)
+
+    def add_tensor(self, name, data, type_, shape):
+        """`shape` in GGUF order (ne0 = row length first); `data` holds exactly the tensor bytes
+        (float32 array for F32, float16 for F16, quantized blocks as uint8) or is a callable."""
+        type_id = ggml_type_id(type_)
+        shape = tuple(int(d) for d in shape)
+        if any(n == name for n, *_ in self._tensors):
+            raise ValueError(f"tensor {name!r} added twice")
+        if shape[0] % GGML_TYPES[type_id].block_elems:
+            raise ValueError(f"tensor {name!r}: row length {shape[0]} is not a multiple of the "
+                             f"{ggml_type_name(type_id)} block size")
+        nbytes = tensor_nbytes(type_id, shape)
+        if not callable(data):
+            size = data.nbytes if isinstance(data, np.ndarray) else len(data)
+            if size != nbytes:
+                raise ValueError(f"tensor {name!r}: {size} bytes given, {ggml_type_name(type_id)} "
+                                 f"shape {list(shape)} needs {nbytes}")
+        self._tensors.append((name, type_id, shape, nbytes, data))
+
+    def data_bytes(self) -> int:
+        """Bytes of tensor data that write() will produce (without padding)."""
+        return sum(t[3] for t in self._tensors)
+
+    def _header(self):
+        out = bytearray()
+        out += GGUF_MAGIC + struct.pack("<IQQ", self.version, len(self._tensors), len(self._kv))
+        for key, (vtype, etype, value) in self._kv.items():
+            out += _pack_string(key) + struct.pack("<I", vtype)
+            out += _pack_value(key, vtype, etype, value)
+        offset = 0
+        offsets = []
+        for name, type_id, shape, nbytes, _ in self._tensors:
+            out += _pack_string(name) + struct.pack("<I", len(shape))
+            out += struct.pack(f"<{len(shape)}Q", *shape)
+            out += struct.pack("<IQ", type_id, offset)
+            offsets.append(offset)
+            offset = _align(offset + nbytes, self.alignment)
+        out += b"\0" * (_align(len(out), self.alignment) - len(out))
+        return bytes(out), offsets
+
+    def write(self, progress=None):
+        """Write everything to a temporary file next to `path`, then rename it into place.
+        `progress(done_bytes, total_bytes)` is called as tensor data are written."""
+        header, _ = self._header()
+        total = sum(t[3] for t in self._tensors)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(header)
+                done = 0
+                for name, type_id, shape, nbytes, data in self._tensors:
+                    written = 0
+                    chunks = data() if callable(data) else (data,)
+                    for chunk in chunks:
+                        if isinstance(chunk, np.ndarray):
+                            chunk = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1)
+                        f.write(chunk)
+                        written += len(chunk)
+                    if written != nbytes:
+                        raise ValueError(f"tensor {name!r}: {written} bytes produced, "
+                                         f"{nbytes} expected")
+                    pad = _align(nbytes, self.alignment) - nbytes
+                    f.write(b"\0" * pad)
+                    done += nbytes
+                    if progress:
+                        progress(done, total)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return self.path
+
+
+def _pack_string(s):
+    b = s.encode("utf-8")
+    return struct.pack("<Q", len(b)) + b
+
+
+def _pack_value(key, vtype, etype, value):
+    if vtype in _SCALAR:
+        try:
+            return struct.pack(_SCALAR[vtype][0], value)
+        except struct.error as e:
+            raise ValueError(f"metadata {key!r}: {value!r} does not fit "
+                             f"{_VALUE_TYPE_NAMES[vtype]}: {e}") from None
+    if vtype == ValueType.STRING:
+        return _pack_string(value)
+    if vtype == ValueType.ARRAY:
+        head = struct.pack("<IQ", etype, len(value))
+        if etype == ValueType.STRING:
+            return head + b"".join(_pack_string(s) for s in value)
+        if etype in _SCALAR:
+            dt = np.dtype(_SCALAR[etype][1]).newbyteorder("<")
+            return head + np.asarray(value).astype(dt, casting="unsafe").tobytes()
+        raise ValueError(f"metadata {key!r}: unsupported array element type {etype}")
+    raise ValueError(f"metadata {key!r}: unsupported value type {vtype}")
+
+
+def open_model(path):
+    """Open and describe a model file; returns (GGUFFile, ModelDescription). Closes on error."""
+    gf = GGUFFile(path)
+    try:
+        return gf, describe_model(gf)
+    except BaseException:
+        gf.close()
+        raise
+

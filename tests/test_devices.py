@@ -1,0 +1,138 @@
+"""Device profiles: built-in Pi references, validation, export/load round trip, calibrate's format."""
+import json
+
+import pytest
+
+from slmprof import devices
+from slmprof.devices import DeviceProfileError
+
+
+def _doc(**changes):
+    d = devices.builtin_profile("pi5-8gb").to_dict()
+    d.update(changes)
+    return d
+
+
+@pytest.mark.parametrize("name", devices.BUILTIN_NAMES)
+def test_builtin_profiles_load_and_every_value_has_a_source(name):
+    p = devices.builtin_profile(name)
+    assert p.name == name
+    assert p.measured_by_this_installation is False
+    assert 0 < p.usable_memory_bytes < p.memory_bytes
+    need = ["cpu", "memory.total_bytes", "memory.os_headroom_bytes", "storage_read_MBps",
+            "power_W", "peak_GBps"]
+    need += [f"read_GBps.{t}" for t in p.read_GBps]
+    need += [f"f32_GFLOPs.{t}" for t in p.f32_GFLOPs]
+    need += [f"int8_GOPs.{path}.{t}" for path, table in p.int8_GOPs.items() for t in table]
+    missing = [k for k in need if not p.sources.get(k)]
+    assert not missing, f"{name}: values without a source: {missing}"
+    # The engine's kernel path on the board must have a throughput figure.
+    assert p.int8_GOPs_at(p.cores) > p.int8_GOPs_at(1) > 0
+    # A sustained bandwidth can never exceed the theoretical peak.
+    assert max(p.read_GBps.values()) <= p.peak_GBps
+
+
+def test_pi5_is_faster_than_pi4_and_memory_sizes_differ():
+    pi4, pi5 = devices.builtin_profile("pi4-4gb"), devices.builtin_profile("pi5-4gb")
+    assert pi5.bandwidth_GBps(4) > pi4.bandwidth_GBps(4)
+    assert pi5.int8_GOPs_at(4) > pi4.int8_GOPs_at(4)
+    assert devices.builtin_profile("pi5-8gb").memory_bytes == 2 * pi5.memory_bytes
+    assert pi5.isa == "neon-dotprod" and pi4.isa == "neon"
+
+
+def test_thread_tables_interpolate_and_saturate():
+    p = devices.builtin_profile("pi5-8gb")
+    b1, b4 = p.read_GBps[1], p.read_GBps[4]
+    assert p.bandwidth_GBps(1) == b1
+    assert b1 < p.bandwidth_GBps(2) < p.bandwidth_GBps(3) < b4
+    assert p.bandwidth_GBps(8) == b4          # past the last measured count: saturated
+
+
+def test_round_trip_through_a_file(tmp_path):
+    p = devices.builtin_profile("pi4-8gb")
+    path = devices.save_profile(p, tmp_path / "pi4.json")
+    q = devices.resolve_device(str(path))
+    assert q.to_dict() == p.to_dict()
+    assert q.path == str(path)
+
+
+def test_newer_schema_is_a_clear_error(tmp_path):
+    path = tmp_path / "future.json"
+    path.write_text(json.dumps(_doc(schema_version=devices.SCHEMA_VERSION + 1)))
+    with pytest.raises(DeviceProfileError, match="newer than this slmprof"):
+        devices.resolve_device(str(path))
+
+
+def test_unknown_device_name_lists_the_choices():
+    with pytest.raises(DeviceProfileError, match="pi5-8gb") as e:
+        devices.resolve_device("pi6-2gb")
+    assert "calibrate --export" in str(e.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"schema": "something-else"}, "not a slmprof device profile"),
+    ({"read_GBps": {"one": 3.0}}, "thread count 'one'"),
+    ({"read_GBps": {"1": -3.0}}, "positive number"),
+    ({"f32_GFLOPs": {}}, "f32_GFLOPs"),
+    ({"measured_by_this_installation": "no"}, "true or false"),
+    ({"memory": {"total_bytes": 4 << 30}}, "memory.os_headroom_bytes"),
+    ({"schema_version": "1"}, "schema_version"),
+])
+def test_invalid_profiles_name_the_field(tmp_path, change, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_doc(**change)))
+    with pytest.raises(DeviceProfileError, match=message):
+        devices.load_profile_file(path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(DeviceProfileError, match="does not exist"):
+        devices.load_profile_file(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DeviceProfileError, match="not valid JSON"):
+        devices.load_profile_file(bad)
+
+
+def _machine_profile(version=1):
+    """The shape `calibrate` writes (slmprof.machine), with made-up but plausible numbers."""
+    rate = lambda v: {"best": v * 1.1, "median": v, "passes": 5, "seconds": 0.2}  # noqa: E731
+    return {
+        "schema": "slmprof.machine", "schema_version": version, "measured": True,
+        "created": "2026-01-01T00:00:00Z",
+        "key": {"cpu_model": "Cortex-A76", "cores": 4, "memory_bytes": 8 << 30,
+                "kernel": "6.6.51+rpt-rpi-2712", "arch": "aarch64"},
+        "bandwidth": {"read": {"1": rate(9e9), "2": rate(10.5e9), "4": rate(11e9)},
+                      "copy": {"1": rate(5e9)}, "triad": {"1": rate(5e9)}},
+        "dot": {"neon": {"q4_0": {"1": rate(8e9), "4": rate(30e9)}},
+                "neon-dotprod": {"q4_0": {"1": rate(20e9), "4": rate(75e9)},
+                                 "q8_0": {"1": rate(22e9), "4": rate(80e9)}}},
+        "fma": {"path": "neon", "1": rate(15e9), "4": rate(55e9)},
+        "sync_seconds": {"1": {"best": 1e-7, "median": 2e-7}, "4": {"best": 1e-6, "median": 2e-6}},
+    }
+
+
+def test_calibrate_export_loads_as_a_device(tmp_path):
+    pytest.importorskip("slmprof.calibrate")
+    path = tmp_path / "pi5.json"
+    path.write_text(json.dumps(_machine_profile()))
+    p = devices.resolve_device(str(path))
+    assert p.cpu_model == "Cortex-A76" and p.cores == 4
+    assert p.isa == "neon-dotprod"                   # the fastest measured path
+    assert p.bandwidth_GBps(4) == pytest.approx(11.0)
+    assert p.int8_GOPs_at(4, "q8_0") == pytest.approx(80.0)
+    assert p.int8_GOPs_at(4, "q4_1") == pytest.approx(75.0)   # not measured: the slowest measured type
+    assert p.f32_GFLOPs_at(4) == pytest.approx(55.0)
+    assert p.measured_by_this_installation is False            # measured on another machine
+    assert "assumption" in p.sources["memory.os_headroom_bytes"]
+    # and it exports to the device schema and back unchanged
+    q = devices.load_profile_file(devices.save_profile(p, tmp_path / "again.json"))
+    assert q.int8_GOPs == p.int8_GOPs and q.read_GBps == p.read_GBps
+
+
+def test_newer_machine_profile_is_a_clear_error(tmp_path):
+    pytest.importorskip("slmprof.calibrate")
+    path = tmp_path / "pi5.json"
+    path.write_text(json.dumps(_machine_profile(version=99)))
+    with pytest.raises(DeviceProfileError, match="newer"):
+        devices.resolve_device(str(path))

@@ -1,0 +1,152 @@
+"""Region table: counts, nesting, threads, counter deltas, the disabled profiler."""
+import mmap
+import threading
+import time
+
+import pytest
+
+from slmprof import _core
+from slmprof.counters import Counters
+from slmprof.profiler import Profiler, USER_REGION_BASE
+
+
+def _touch(n_pages):
+    m = mmap.mmap(-1, n_pages * mmap.PAGESIZE)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        m.madvise(mmap.MADV_NOHUGEPAGE)
+    for i in range(0, n_pages * mmap.PAGESIZE, mmap.PAGESIZE):
+        m[i] = 1
+    m.close()
+
+
+def test_region_counts_time_and_page_faults():
+    with Profiler(events=["page-faults", "task-clock"]) as prof:
+        for _ in range(3):
+            with prof.region("touch"):
+                _touch(1000)
+        r = prof.results()[0]
+    assert r["name"] == "touch" and r["count"] == 3
+    assert r["wall_ns"] > 0 and 0 < r["thread_cpu_ns"] <= r["wall_ns"] * 1.05
+    assert r["counters"]["page-faults"].value >= 3000 * 0.9
+    assert r["counters"]["page-faults"].status == "exact"
+    # task-clock over all threads is at least this thread's CPU time in the region
+    assert r["counters"]["task-clock"].value >= r["thread_cpu_ns"] * 0.95
+
+
+def test_region_deltas_match_a_direct_read():
+    prof = Profiler(events=["page-faults"])
+    before = prof.counters.read()["page-faults"].value
+    with prof.region("r"):
+        _touch(500)
+    after = prof.counters.read()["page-faults"].value
+    inside = prof.results()[0]["counters"]["page-faults"].value
+    assert inside <= after - before
+    assert inside >= (after - before) - 50   # only the region's bookkeeping lies outside
+    prof.close()
+
+
+def test_nesting_is_inclusive():
+    with Profiler(events=[]) as prof:
+        with prof.region("outer"):
+            time.sleep(0.02)
+            for _ in range(2):
+                with prof.region("inner"):
+                    time.sleep(0.01)
+        res = {r["name"]: r for r in prof.results()}
+    assert res["outer"]["count"] == 1 and res["inner"]["count"] == 2
+    assert res["outer"]["wall_ns"] >= res["inner"]["wall_ns"] + 15e6
+    assert prof.errors == 0
+
+
+def test_same_name_recursion_and_decorator():
+    prof = Profiler(events=[])
+
+    @prof.region("fib")
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    assert fib(10) == 55
+    r = prof.results()[0]
+    assert r["name"] == "fib" and r["count"] == 177
+    assert prof.errors == 0
+
+
+def test_threads_have_their_own_stacks():
+    prof = Profiler(events=["task-clock"])
+    barrier = threading.Barrier(4)
+
+    def work(k):
+        barrier.wait()
+        for _ in range(50):
+            with prof.region("a"):
+                with prof.region(f"t{k}"):
+                    pass
+
+    ths = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    res = {r["name"]: r for r in prof.results()}
+    assert res["a"]["count"] == 200
+    assert all(res[f"t{k}"]["count"] == 50 for k in range(4))
+    assert prof.errors == 0
+
+
+def test_unmatched_edges_are_counted_not_crashing():
+    t = _core.RegionTable(16)
+    t.end(3)             # end without begin
+    t.begin(99)          # id out of range
+    t.begin(1)
+    t.end(2)             # wrong id
+    t.end(1)
+    assert t.errors == 3
+    assert t.get(1)["count"] == 1
+    assert t.get(2) is None
+    with pytest.raises(ValueError):
+        t.get(16)
+
+
+def test_counters_set_shared_with_table_outlives_close():
+    c = Counters(["task-clock"])
+    c.attach_threads()
+    t = _core.RegionTable(8, c.counter_set)
+    c.close()                        # refused while the table uses it
+    t.begin(0)
+    t.end(0)
+    assert t.get(0)["counters"][0]["raw"] > 0
+    del t
+    c.close()
+    assert c.counter_set.closed
+
+
+def test_engine_id_names_and_order():
+    prof = Profiler(events=[])
+    prof.name_regions([(0, "embed"), (11, "blk.0")])
+    for rid in (11, 0):
+        prof.table.begin(rid)
+        prof.table.end(rid)
+    with prof.region("python"):
+        pass
+    names = [r["name"] for r in prof.results()]
+    assert names == ["embed", "blk.0", "python"]
+    assert prof.region("python").id == USER_REGION_BASE
+
+
+def test_disabled_profiler_is_a_no_op():
+    prof = Profiler(enabled=False)
+    r1, r2 = prof.region("a"), prof.region("b")
+    assert r1 is r2
+    with r1:
+        pass
+
+    def f():
+        return 1
+    assert prof.region("x")(f) is f
+    assert prof.results() == [] and prof.table is None
+
+
+def test_read_path_is_reported():
+    prof = Profiler(events=["task-clock"])
+    assert prof.read_path in ("read", "rdpmc", "mrs")
+    prof.close()
