@@ -7,6 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
+lock_cache
 
 want="packages=$ARM64_PACKAGES kernel=$ARM64_KERNEL_PACKAGE suite=$ARM64_SUITE"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$ARM64_ROOT_MARKER" ] && [ "$(head -1 "$ARM64_ROOT_MARKER")" = "$want" ]; then

@@ -68,3 +68,16 @@ unmount_chroot() {
         mountpoint -q "$root/$d" && umount -l "$root/$d" || true
     done
 }
+
+# One user of the cached root at a time (a second run waits); scripts that call each other
+# share the first one's lock.
+lock_cache() {
+    [ -n "${SLMPROF_ARM64_LOCKED:-}" ] && return 0
+    mkdir -p "$SLMPROF_CI_CACHE"
+    exec 9>"$SLMPROF_CI_CACHE/arm64.lock"
+    if ! flock -n 9; then
+        log "waiting for another run using $SLMPROF_CI_CACHE"
+        flock 9
+    fi
+    export SLMPROF_ARM64_LOCKED=1
+}

@@ -8,6 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 . "$here/common.sh"
+lock_cache
 
 GUEST_SRC=/opt/slmprof-src
 GUEST_VENV=/opt/slmprof-venv

@@ -13,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
+lock_cache
 
 CPUS=${PMU_CPUS:-cortex-a72 cortex-a76}
 VM_CACHE="$SLMPROF_CI_CACHE/pmu-vm"

@@ -12,6 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 . "$here/common.sh"
+lock_cache
 
 CPUS=${ARM64_CPUS:-cortex-a72 cortex-a76}
 HOST_PYTHON=${HOST_PYTHON:-python3}
