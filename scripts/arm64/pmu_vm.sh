@@ -82,9 +82,9 @@ boot() {
     local t0=$(date +%s)
     timeout --foreground -k 10 "$TIMEOUT" qemu-system-aarch64 \
         -M virt -cpu "$cpu" -icount shift=0 -smp 2 -m 2048 \
-        -display none -monitor none -serial "file:$out/console.log" -no-reboot \
+        -nic none -display none -monitor none -serial "file:$out/console.log" -no-reboot \
         -kernel "$kernel" -initrd "$initrd" \
-        -append "root=/dev/vda init=/slmprof-init console=ttyAMA0 slmprof_cpu=$cpu" \
+        -append "root=/dev/vda init=/slmprof-init console=ttyAMA0 quiet slmprof_cpu=$cpu" \
         -drive "file=$image,format=raw,if=none,id=root,snapshot=on" -device virtio-blk-pci,drive=root \
         -drive "file=$out/results.tar,format=raw,if=none,id=results" -device virtio-blk-pci,drive=results \
         </dev/null > "$out/qemu.log" 2>&1
@@ -110,7 +110,7 @@ for cpu in $CPUS; do
     tar -xf "$out/results.tar" -C "$out/results" 2>/dev/null || true
     rc=$(cat "$out/results/exit-code" 2>/dev/null || echo missing)
     secs=$(cat "$out/seconds")
-    boot_s=$(grep -m1 -o '^\[ *[0-9.]*\] Run /slmprof-init' "$out/console.log" | grep -o '[0-9.]*' | head -1 || true)
+    boot_s=$(grep -m1 -o 'slmprof-init: up at [0-9.]*' "$out/console.log" | grep -o '[0-9.]*$' || true)
     echo "---------------- $cpu: qemu exit $(cat "$out/qemu-exit"), tests exit $rc, ${secs} s on the host" \
          "(guest clock at init: ${boot_s:-?} s) ----------------"
     if [ "$rc" != 0 ]; then
