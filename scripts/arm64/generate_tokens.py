@@ -20,13 +20,20 @@ def smallest_synthetic():
 def main():
     name = sys.argv[1] if len(sys.argv) > 1 else smallest_synthetic()
     n_tokens = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    prompt = "The quick brown fox jumps over the lazy dog"
     model = Model.load(name, threads=2)
     try:
-        ids = [tok for tok, _ in model.generate("The quick brown fox", max_tokens=n_tokens,
+        ids = [tok for tok, _ in model.generate(prompt, max_tokens=n_tokens,
                                                  temperature=0.0, stop_at_eos=False)]
+        # The most likely next token after every prompt position: many distinct argmaxes, so a
+        # kernel that goes wrong anywhere shows even when generation settles into a repeat.
+        model.reset()
+        logits = model.prefill(model.tokenizer.encode(prompt), all_logits=True)
+        per_position = logits.argmax(axis=-1)
     finally:
         model.close()
-    print(name, " ".join(map(str, ids)))
+    print(name, "generated:", " ".join(map(str, ids)),
+          "| prompt argmax:", " ".join(map(str, per_position)))
 
 
 if __name__ == "__main__":

@@ -40,12 +40,13 @@ has_module() { in_pi cortex-a72 "cd / && $py -c 'import importlib.util, sys; sys
 # A layers run on the real model shape with a handful of decoded tokens; flags as `layers --help` names them.
 layers_args() {
     local lh=$1 args="--model synth:smollm2-135m"
-    for flag in --tokens --n-tokens --decode-tokens --max-tokens -n; do
+    for flag in --gen-tokens --tokens --n-tokens --decode-tokens --max-tokens -n; do
         if grep -Eq -- "(^|[ ,])$flag[ =,]" <<<"$lh"; then args="$args $flag 4"; break; fi
     done
     for flag in --prompt-tokens --prefill-tokens -p; do
         if grep -Eq -- "(^|[ ,])$flag[ =,]" <<<"$lh"; then args="$args $flag 8"; break; fi
     done
+    if grep -Eq -- "(^|[ ,])--threads[ =,]" <<<"$lh"; then args="$args --threads 2"; fi
     echo "$args"
 }
 
