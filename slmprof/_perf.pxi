@@ -2,9 +2,11 @@
 #
 # For the engine (_engine.pxi is included after this file):
 #     `RegionTable` is a cdef class; `(<RegionTable>table).hooks()` returns the C
-#     `slm_region_hooks` {begin, end, ctx} to hand to the engine, which calls them on its
-#     main thread with ids SLM_REGION_ID(slot, op). Keep a Python reference to the table for
-#     as long as the engine holds the hooks. Passing None means "no profiler".
+#     `slm_region_hooks` {begin, end, ctx}, and `table.hooks_address()` the address of a copy
+#     that lives as long as the table (what Model.set_profiler hands to the engine). The
+#     engine calls them on its main thread with ids SLM_REGION_ID(slot, op). Keep a Python
+#     reference to the table for as long as the engine holds the hooks. None: no profiler.
+#     `slm_region_hooks` is declared in the extern block below; do not redeclare it.
 #
 # Python code uses slmprof.counters / slmprof.profiler / slmprof.sampler, not these directly.
 
@@ -240,6 +242,7 @@ cdef class RegionTable:
     cdef slm_region_table *t
     cdef readonly object counters
     cdef int n_events
+    cdef slm_region_hooks _hooks   # stable address for hooks_address()
 
     def __cinit__(self, int capacity=16384, CounterSet counters=None):
         cdef slm_counters *c = NULL
@@ -247,6 +250,7 @@ cdef class RegionTable:
             c = counters.ptr()
             self.n_events = counters.n_events
         check(slm_region_table_create(&self.t, capacity, c), "creating the region table")
+        self._hooks = slm_region_table_hooks(self.t)
         self.counters = counters
         if counters is not None:
             counters.users += 1
@@ -261,6 +265,11 @@ cdef class RegionTable:
     cdef slm_region_hooks hooks(self):
         """The C hooks for the engine: {slm_region_begin, slm_region_end, table}."""
         return slm_region_table_hooks(self.t)
+
+    def hooks_address(self):
+        """Address of this table's slm_region_hooks, valid while the table lives (the
+        engine copies it: Model.set_profiler(table))."""
+        return <size_t>&self._hooks
 
     def begin(self, int32_t region_id):
         with nogil:

@@ -185,9 +185,9 @@ class Sampler:
 
     def _drain_loop(self):
         while not self._stop_drain.wait(self._drain_every):
-            self.drain()
+            self._pull()
 
-    def drain(self):
+    def _pull(self):
         """Move records from the C ring into Python; returns how many."""
         with self._lock:
             chunk = self._core.drain()
@@ -202,8 +202,13 @@ class Sampler:
             self._stop_drain.set()
             self._drainer.join()
             self._drainer = None
-        self.drain()
+        self._pull()
         self._note_vanished()
+
+    def close(self):
+        """Stop if running; the records already taken stay available."""
+        if self.started_ns is not None and self.stopped_ns is None:
+            self.stop()
 
     def __enter__(self):
         return self.start()
@@ -221,8 +226,8 @@ class Sampler:
 
     # -- results
     def samples(self):
-        """Every record so far (a drain is done first), as one structured array."""
-        self.drain()
+        """Every record so far (the C ring is drained first), as one structured array."""
+        self._pull()
         with self._lock:
             if not self._chunks:
                 return np.zeros(0, dtype=SAMPLE_DTYPE)
