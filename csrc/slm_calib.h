@@ -49,4 +49,28 @@ int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median
 /* Last-level cache size in bytes as the OS reports it (sysfs), or 0 when unknown. */
 int64_t slm_calib_llc_bytes(void);
 
+/* Trace recorder: region hooks that log every edge (monotonic ns, region id, begin/end,
+ * thread id) into a preallocated buffer, then pass the edge on to `next` hooks (a region
+ * table) when given. Lock-free: one atomic increment per edge. Edges past the capacity are
+ * counted as dropped, never written. */
+typedef struct slm_trace_edge {
+    uint64_t t_ns;   /* CLOCK_MONOTONIC (the sampler's clock) */
+    int32_t region;
+    int32_t tid;     /* kernel thread id of the caller */
+    int32_t is_end;  /* 0 begin, 1 end */
+    int32_t pad;
+} slm_trace_edge;
+
+typedef struct slm_trace_recorder slm_trace_recorder;
+
+int slm_trace_create(slm_trace_recorder **out, int64_t capacity, const slm_region_hooks *next);
+void slm_trace_destroy(slm_trace_recorder *r);
+/* The hooks to hand to the engine; they stay valid until slm_trace_destroy. */
+const slm_region_hooks *slm_trace_hooks(slm_trace_recorder *r);
+int64_t slm_trace_count(const slm_trace_recorder *r);    /* edges stored */
+int64_t slm_trace_dropped(const slm_trace_recorder *r);  /* edges lost to the capacity */
+const slm_trace_edge *slm_trace_edges(const slm_trace_recorder *r);
+void slm_trace_clear(slm_trace_recorder *r);
+uint64_t slm_trace_now_ns(void);
+
 #endif /* SLM_CALIB_H */

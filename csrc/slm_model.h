@@ -23,6 +23,84 @@ typedef enum slm_op {
 
 #define SLM_REGION_ID(slot, op) ((int32_t)(slot) * SLM_OP_COUNT + (int32_t)(op))
 
-/* The rest of the model API (config, weights, run state, forward) follows. */
+/* ---- Thread pool ----------------------------------------------------------------------
+ * Persistent workers; the calling thread is worker 0. slm_pool_run runs fn on every worker and
+ * returns when all are done. Inside fn, slm_pool_barrier waits for every worker (spins for a
+ * while, then sleeps on a futex). Idle workers spin briefly after a job, then sleep. */
+typedef struct slm_pool slm_pool;
+typedef void (*slm_pool_fn)(void *ctx, int ith, int nth);
+int slm_pool_create(int n_threads, slm_pool **out);  /* n_threads >= 1 */
+void slm_pool_free(slm_pool *pool);
+int slm_pool_threads(const slm_pool *pool);
+void slm_pool_run(slm_pool *pool, slm_pool_fn fn, void *ctx);
+void slm_pool_barrier(slm_pool *pool);
+
+/* ---- Model -----------------------------------------------------------------------------
+ * Weights point into the caller's mmap'd GGUF (zero-copy; the caller keeps it mapped for
+ * the model's life). Kernels may repack through slm_weight_prepare. */
+typedef enum slm_arch {
+    SLM_ARCH_LLAMA = 0, /* RoPE on adjacent pairs (2i, 2i+1), no biases */
+    SLM_ARCH_QWEN2 = 1, /* RoPE on pairs (i, i + head_dim/2) (NEOX), q/k/v biases */
+} slm_arch;
+
+typedef struct slm_model_config {
+    int32_t arch;       /* slm_arch */
+    int32_t n_layer;
+    int32_t dim;        /* embedding width */
+    int32_t ffn_dim;    /* SwiGLU hidden width */
+    int32_t n_head;     /* query heads */
+    int32_t n_kv_head;  /* key/value heads (GQA: n_head % n_kv_head == 0) */
+    int32_t head_dim;
+    int32_t vocab;
+    int32_t n_ctx;      /* positions the KV cache holds */
+    int32_t max_batch;  /* tokens per internal forward chunk; 0 = default (512, at most n_ctx) */
+    int32_t kv_type;    /* SLM_TYPE_F32 or SLM_TYPE_F16 */
+    int32_t n_threads;  /* >= 1 */
+    float rope_base;
+    float norm_eps;
+} slm_model_config;
+
+/* Which tensor slm_model_set_tensor is given. Per-layer kinds take a layer index. */
+typedef enum slm_tensor_kind {
+    SLM_T_TOKEN_EMBD = 0, /* (vocab, dim) */
+    SLM_T_OUTPUT_NORM,    /* (dim) f32 */
+    SLM_T_OUTPUT,         /* (vocab, dim); absent: tied to the token embedding */
+    SLM_T_ROPE_FREQS,     /* (head_dim/2) f32, optional: divides each RoPE frequency */
+    SLM_T_ATTN_NORM,      /* (dim) f32 */
+    SLM_T_WQ,             /* (n_head*head_dim, dim) */
+    SLM_T_WK,             /* (n_kv_head*head_dim, dim) */
+    SLM_T_WV,             /* (n_kv_head*head_dim, dim) */
+    SLM_T_BQ, SLM_T_BK, SLM_T_BV, /* qwen2 biases, f32 */
+    SLM_T_WO,             /* (dim, n_head*head_dim) */
+    SLM_T_FFN_NORM,       /* (dim) f32 */
+    SLM_T_FFN_GATE,       /* (ffn_dim, dim) */
+    SLM_T_FFN_UP,         /* (ffn_dim, dim) */
+    SLM_T_FFN_DOWN,       /* (dim, ffn_dim) */
+    SLM_T_COUNT
+} slm_tensor_kind;
+
+typedef struct slm_model slm_model;
+
+/* Create an empty model (validates the config), hand it every tensor, then slm_model_ready. */
+int slm_model_create(const slm_model_config *cfg, slm_model **out);
+/* rows x cols in GGUF terms: ne1 = rows, ne0 = cols (row length). 1-D tensors: rows = 1. */
+int slm_model_set_tensor(slm_model *m, int kind, int layer, int type, int64_t rows, int64_t cols,
+                         const void *data, int64_t nbytes);
+/* Checks that every required tensor is present with the right shape and a supported type,
+ * prepares weights for the active ISA, allocates run state, KV cache and threads. */
+int slm_model_ready(slm_model *m);
+void slm_model_free(slm_model *m);
+
+/* Run n_tok tokens at positions n_past.. as one batch (causal attention), append their keys
+ * and values to the cache. logits: (n_tok, vocab) if all_logits, else (vocab) for the last
+ * token. SLM_ECTX (nothing changed) if n_past + n_tok > n_ctx. */
+int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits,
+                      int32_t all_logits);
+int32_t slm_model_n_past(const slm_model *m);
+int slm_model_set_n_past(slm_model *m, int32_t n_past); /* only shrink: 0 resets */
+int32_t slm_model_threads(const slm_model *m);
+/* Attach (or, with NULL, detach) region hooks; they are copied. */
+int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks);
+
 
 #endif /* SLM_MODEL_H */

@@ -79,3 +79,83 @@ def calib_sync(int threads, int rounds=2000):
 def calib_llc_bytes():
     """Last-level cache size in bytes as sysfs reports it, 0 when unknown."""
     return slm_calib_llc_bytes()
+
+
+# ---- trace recorder: region edges with timestamps, chained to a region table ---------------
+
+cdef extern from "slm.h" nogil:
+    ctypedef struct slm_trace_edge:
+        uint64_t t_ns
+        int32_t region
+        int32_t tid
+        int32_t is_end
+    ctypedef struct slm_trace_recorder:
+        pass
+    ctypedef struct slm_calib_region_hooks "slm_region_hooks":
+        void (*begin)(void *ctx, int32_t region)
+        void (*end)(void *ctx, int32_t region)
+        void *ctx
+    int slm_trace_create(slm_trace_recorder **out, int64_t capacity, const slm_calib_region_hooks *next)
+    void slm_trace_destroy(slm_trace_recorder *r)
+    const slm_calib_region_hooks *slm_trace_hooks(slm_trace_recorder *r)
+    int64_t slm_trace_count(const slm_trace_recorder *r)
+    int64_t slm_trace_dropped(const slm_trace_recorder *r)
+    const slm_trace_edge *slm_trace_edges(const slm_trace_recorder *r)
+    void slm_trace_clear(slm_trace_recorder *r)
+    uint64_t slm_trace_now_ns()
+
+
+def trace_now_ns():
+    """CLOCK_MONOTONIC in ns: the clock of trace edges and of the sampler."""
+    return slm_trace_now_ns()
+
+
+cdef class TraceRecorder:
+    """Region hooks that log every edge with its time and thread, then pass it on to the
+    hooks at `next_hooks_address` (a region table's), if given. Hand it to the engine like a
+    region table: `model.set_profiler(recorder)` uses hooks_address()."""
+    cdef slm_trace_recorder *r
+    cdef readonly object next_owner
+
+    def __cinit__(self, int64_t capacity=1 << 21, size_t next_hooks_address=0, next_owner=None):
+        check(slm_trace_create(&self.r, capacity, <const slm_calib_region_hooks *>next_hooks_address),
+              f"creating a trace recorder for {capacity} edges")
+        self.next_owner = next_owner
+
+    def __dealloc__(self):
+        if self.r != NULL:
+            slm_trace_destroy(self.r)
+            self.r = NULL
+
+    def hooks_address(self):
+        return <size_t>slm_trace_hooks(self.r)
+
+    @property
+    def count(self):
+        return slm_trace_count(self.r)
+
+    @property
+    def dropped(self):
+        return slm_trace_dropped(self.r)
+
+    def clear(self):
+        slm_trace_clear(self.r)
+
+    def edges(self):
+        """The edges so far as a numpy structured array (t_ns, region, tid, is_end)."""
+        cdef int64_t n = slm_trace_count(self.r)
+        dtype = np.dtype([("t_ns", np.uint64), ("region", np.int32), ("tid", np.int32),
+                          ("is_end", np.int32), ("pad", np.int32)])
+        if n == 0:
+            return np.empty(0, dtype=dtype)
+        raw = (<char *>slm_trace_edges(self.r))[:n * sizeof(slm_trace_edge)]  # a copy
+        return np.frombuffer(raw, dtype=dtype).copy()
+
+    def begin(self, int32_t region):
+        """Log an edge from Python (tests, Python-level regions)."""
+        cdef const slm_calib_region_hooks *h = slm_trace_hooks(self.r)
+        h.begin(h.ctx, region)
+
+    def end(self, int32_t region):
+        cdef const slm_calib_region_hooks *h = slm_trace_hooks(self.r)
+        h.end(h.ctx, region)

@@ -1,1 +1,165 @@
-# _engine wrappers: filled in by its subject.
+# Engine wrappers: the forward pass, KV cache and thread pool of csrc/model/.
+
+cdef extern from "slm.h" nogil:
+    ctypedef struct slm_model:
+        pass
+    ctypedef struct slm_model_config:
+        int32_t arch
+        int32_t n_layer
+        int32_t dim
+        int32_t ffn_dim
+        int32_t n_head
+        int32_t n_kv_head
+        int32_t head_dim
+        int32_t vocab
+        int32_t n_ctx
+        int32_t max_batch
+        int32_t kv_type
+        int32_t n_threads
+        float rope_base
+        float norm_eps
+
+    enum:
+        SLM_ARCH_LLAMA
+        SLM_ARCH_QWEN2
+        SLM_OP_COUNT
+        SLM_T_TOKEN_EMBD
+        SLM_T_OUTPUT_NORM
+        SLM_T_OUTPUT
+        SLM_T_ROPE_FREQS
+        SLM_T_ATTN_NORM
+        SLM_T_WQ
+        SLM_T_WK
+        SLM_T_WV
+        SLM_T_BQ
+        SLM_T_BK
+        SLM_T_BV
+        SLM_T_WO
+        SLM_T_FFN_NORM
+        SLM_T_FFN_GATE
+        SLM_T_FFN_UP
+        SLM_T_FFN_DOWN
+
+    int slm_model_create(const slm_model_config *cfg, slm_model **out)
+    int slm_model_set_tensor(slm_model *m, int kind, int layer, int type, int64_t rows, int64_t cols,
+                             const void *data, int64_t nbytes)
+    int slm_model_ready(slm_model *m)
+    void slm_model_free(slm_model *m)
+    int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits,
+                          int32_t all_logits)
+    int32_t slm_model_n_past(const slm_model *m)
+    int slm_model_set_n_past(slm_model *m, int32_t n_past)
+    int32_t slm_model_threads(const slm_model *m)
+    int slm_model_set_hooks(slm_model *m, const void *hooks)  # const slm_region_hooks *
+
+
+# GGUF tensor name (with {l} for the layer) -> engine tensor kind, and whether it is per layer.
+ENGINE_TENSORS = {
+    "token_embd.weight": (SLM_T_TOKEN_EMBD, False),
+    "output_norm.weight": (SLM_T_OUTPUT_NORM, False),
+    "output.weight": (SLM_T_OUTPUT, False),
+    "rope_freqs.weight": (SLM_T_ROPE_FREQS, False),
+    "blk.{l}.attn_norm.weight": (SLM_T_ATTN_NORM, True),
+    "blk.{l}.attn_q.weight": (SLM_T_WQ, True),
+    "blk.{l}.attn_k.weight": (SLM_T_WK, True),
+    "blk.{l}.attn_v.weight": (SLM_T_WV, True),
+    "blk.{l}.attn_q.bias": (SLM_T_BQ, True),
+    "blk.{l}.attn_k.bias": (SLM_T_BK, True),
+    "blk.{l}.attn_v.bias": (SLM_T_BV, True),
+    "blk.{l}.attn_output.weight": (SLM_T_WO, True),
+    "blk.{l}.ffn_norm.weight": (SLM_T_FFN_NORM, True),
+    "blk.{l}.ffn_gate.weight": (SLM_T_FFN_GATE, True),
+    "blk.{l}.ffn_up.weight": (SLM_T_FFN_UP, True),
+    "blk.{l}.ffn_down.weight": (SLM_T_FFN_DOWN, True),
+}
+ENGINE_ARCHS = {"llama": SLM_ARCH_LLAMA, "qwen2": SLM_ARCH_QWEN2}
+REGION_OP_COUNT = SLM_OP_COUNT
+
+
+cdef class Engine:
+    """One loaded model in C: weights (zero-copy views of the GGUF mapping), KV cache, threads.
+
+    `tensors` is a list of (kind, layer, type, rows, cols, uint8 array); the arrays (and the
+    mapping under them) are kept alive for as long as the engine lives.
+    """
+    cdef slm_model *m
+    cdef int vocab
+    cdef object keep_alive
+    cdef object hooks_owner
+
+    def __cinit__(self, dict config, list tensors):
+        cdef slm_model_config c
+        c.arch = ENGINE_ARCHS[config["arch"]]
+        c.n_layer = config["n_layer"]
+        c.dim = config["dim"]
+        c.ffn_dim = config["ffn"]
+        c.n_head = config["n_head"]
+        c.n_kv_head = config["n_kv_head"]
+        c.head_dim = config["head_dim"]
+        c.vocab = config["vocab"]
+        c.n_ctx = config["n_ctx"]
+        c.max_batch = config.get("max_batch", 0)
+        c.kv_type = config.get("kv_type", 0)
+        c.n_threads = config["threads"]
+        c.rope_base = config["rope_base"]
+        c.norm_eps = config["norm_eps"]
+        self.vocab = c.vocab
+        check(slm_model_create(&c, &self.m), "creating the model")
+        cdef cnp.ndarray data
+        for kind, layer, ttype, rows, cols, arr in tensors:
+            data = np.ascontiguousarray(arr).view(np.uint8)
+            check(slm_model_set_tensor(self.m, kind, layer, ttype, rows, cols,
+                                       <const void *>cnp.PyArray_DATA(data), data.nbytes),
+                  f"loading tensor kind {kind} layer {layer}")
+        self.keep_alive = tensors
+        check(slm_model_ready(self.m), "preparing the model")
+
+    def __dealloc__(self):
+        if self.m is not NULL:
+            slm_model_free(self.m)
+            self.m = NULL
+
+    cdef slm_model *_get(self) except NULL:
+        if self.m is NULL:
+            raise ValueError("the model is closed")
+        return self.m
+
+    def close(self):
+        if self.m is not NULL:
+            slm_model_free(self.m)
+            self.m = NULL
+        self.keep_alive = None
+        self.hooks_owner = None
+
+    def forward(self, tokens, bint all_logits=False):
+        """Run tokens at the current position; logits (n, vocab) or (vocab,) as float32."""
+        cdef slm_model *m = self._get()
+        cdef cnp.ndarray[cnp.int32_t, ndim=1, mode="c"] toks = np.ascontiguousarray(tokens, dtype=np.int32)
+        cdef int32_t n = <int32_t>toks.shape[0]
+        cdef object vocab = self.vocab
+        out = np.empty([int(n), vocab] if all_logits else [vocab], dtype=np.float32)
+        if n == 0:
+            raise ValueError("no tokens to run")
+        cdef float[::1] flat = out.reshape(-1)
+        cdef int rc
+        with nogil:
+            rc = slm_model_forward(m, &toks[0], n, &flat[0], all_logits)
+        check(rc, "forward pass")
+        return out
+
+    @property
+    def n_past(self):
+        return slm_model_n_past(self._get())
+
+    def set_n_past(self, int n_past):
+        check(slm_model_set_n_past(self._get(), n_past), "setting the position")
+
+    @property
+    def threads(self):
+        return slm_model_threads(self._get())
+
+    def _set_hooks(self, size_t hooks_address, owner):
+        """Attach the slm_region_hooks at that address (copied); owner is kept alive."""
+        check(slm_model_set_hooks(self._get(), <const void *>hooks_address),
+              "attaching region hooks")
+        self.hooks_owner = owner if hooks_address else None

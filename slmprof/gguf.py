@@ -433,19 +433,37 @@ class ModelShape:
     def n_params(self) -> int:
         return sum(int(np.prod(s)) for s in self.tensor_shapes().values())
 
-    def weight_bytes_per_token(self, type_, embd_type=None) -> int:
-        """Bytes of weights streamed per decoded token if 2-D weights are `type_` (norms F32):
-        every layer, the final norm, the LM head, and one embedding row."""
-        return _bytes_per_token({n: (s, _default_type(n, s, type_, embd_type))
-                                 for n, s in self.tensor_shapes().items()}, self.tied)
+    def tensor_types(self, type_, head_type=None, embd_type=None) -> dict:
+        """name -> (GGUF shape, ggml type id) when 2-D weights are `type_`, the LM head
+        (output.weight) is `head_type` and token_embd is `embd_type` (both default to
+        `type_`); when tied, token_embd is the LM head: head_type or else embd_type.
+        1-D tensors are F32."""
+        main = ggml_type_id(type_)
+        head = ggml_type_id(head_type) if head_type else main
+        embd = ggml_type_id(embd_type) if embd_type else main
+        if self.tied:
+            embd = head if head_type else embd
+        out = {}
+        for name, shp in self.tensor_shapes().items():
+            if len(shp) == 1:
+                out[name] = (shp, 0)
+            elif name == "token_embd.weight":
+                out[name] = (shp, embd)
+            elif name == "output.weight":
+                out[name] = (shp, head)
+            else:
+                out[name] = (shp, main)
+        return out
 
+    def weight_bytes(self, type_, head_type=None, embd_type=None) -> int:
+        """Bytes of all tensor data for these types (about the file size)."""
+        return sum(tensor_nbytes(t, shp)
+                   for shp, t in self.tensor_types(type_, head_type, embd_type).values())
 
-def _default_type(name, shape, type_, embd_type=None):
-    if len(shape) == 1:
-        return 0
-    if name == "token_embd.weight" and embd_type is not None:
-        return ggml_type_id(embd_type)
-    return ggml_type_id(type_)
+    def weight_bytes_per_token(self, type_, head_type=None, embd_type=None) -> int:
+        """Bytes of weights streamed per decoded token for these types: every layer, the final
+        norm, the LM head, and one embedding row."""
+        return _bytes_per_token(self.tensor_types(type_, head_type, embd_type), self.tied)
 
 
 def _bytes_per_token(table, tied) -> int:
@@ -478,6 +496,12 @@ class ModelDescription:
 
     def weight_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
+
+
+def file_type_label(main_type, special_types):
+    """"Q4_1 (token_embd Q8_0)": the weights' type, and embedding / LM head types that differ."""
+    odd = [f"{n.split('.')[0]} {t}" for n, t in special_types.items() if t != main_type]
+    return f"{main_type} ({', '.join(odd)})" if odd else main_type
 
 
 def _meta_int(gf, key, default=None):
@@ -591,8 +615,9 @@ def describe_model(gf: GGUFFile) -> ModelDescription:
         if len(expected[n]) == 2:
             types[gf.tensors[n].type_name] = types.get(gf.tensors[n].type_name, 0) + 1
     main_type = max(types, key=types.get)
-    embd = gf.tensors["token_embd.weight"].type_name
-    file_type = main_type if embd == main_type else f"{main_type} (token_embd {embd})"
+    file_type = file_type_label(main_type, {n: gf.tensors[n].type_name for n in
+                                            ("token_embd.weight", "output.weight")
+                                            if n in gf.tensors})
     name = gf.metadata.get("general.name") or gf.path.stem
     return ModelDescription(path=gf.path, name=str(name), shape=shape,
                             tensors={n: gf.tensors[n] for n in expected},
@@ -686,6 +711,10 @@ class GGUFWriter:
                 raise ValueError(f"tensor {name!r}: {size} bytes given, {ggml_type_name(type_id)} "
                                  f"shape {list(shape)} needs {nbytes}")
         self._tensors.append((name, type_id, shape, nbytes, data))
+
+    def data_bytes(self) -> int:
+        """Bytes of tensor data that write() will produce (without padding)."""
+        return sum(t[3] for t in self._tensors)
 
     def _header(self):
         out = bytearray()

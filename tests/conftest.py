@@ -1,7 +1,38 @@
-"""Shared fixtures: tiny GGUF models of each architecture and type, and the real model."""
+"""Shared fixtures: tiny GGUF models of each architecture and type, and the real model.
+
+    def test_something(tiny_model):
+        path = tiny_model(arch="qwen2", type="q8_0")            # a Path to a GGUF file
+        path = tiny_model(arch="llama", type="q4_1", tokenizer="spm", tied=False)
+
+tiny_model(**kw) takes the arguments of slmprof.registry.write_tiny_model: arch ("llama",
+"qwen2"), type ("f32", "f16", "q4_0", "q4_1", "q8_0"), tokenizer ("gpt2", "spm"), tied,
+head_type / embd_type (LM head and untied embedding types; default: `type`), seed, version
+(GGUF 2 or 3), and shape fields (n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2, head_dim,
+vocab=384, ctx=128, rope_base, rms_eps, rope_freqs). Files are made once per test session and
+shared, so treat them as read-only. `tiny_shape(**kw)` gives the matching ModelShape.
+"""
 import pytest
 
 from slmprof import registry
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    made = {}
+    folder = tmp_path_factory.mktemp("tiny_models")
+
+    def make(**kw):
+        key = tuple(sorted(kw.items()))
+        if key not in made:
+            name = "-".join(f"{k}={v}" for k, v in key) or "default"
+            made[key] = registry.write_tiny_model(folder / f"tiny-{len(made)}-{name}.gguf", **kw)
+        return made[key]
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_shape():
+    return registry.tiny_shape
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +43,11 @@ def real_model_path():
         pytest.skip(f"real model not downloaded ({path} missing; "
                     f"run `python -m slmprof models --fetch smollm2-135m`)")
     return path
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """An empty model cache (SLMPROF_CACHE) for tests that create or download models."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SLMPROF_CACHE", str(cache))
+    return cache

@@ -18,11 +18,6 @@
 #include "slm.h"
 #include "calib_internal.h"
 
-/* The kernels' dispatch may be absent from a build that has only the memory kernels;
- * weak references let the dot measurement say so (SLM_ENOSYS) instead of failing to link. */
-#pragma weak slm_get_traits
-#pragma weak slm_isa_available
-#pragma weak slm_quantize_row_ref
 
 #define MAX_PASSES_LIMIT 100000
 
@@ -339,7 +334,6 @@ int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
     if (!out || threads < 1 || threads > SLM_CALIB_MAX_THREADS || rows < 1 || cols < SLM_QK)
         return SLM_EINVAL;
     if (!(min_seconds >= 0)) return SLM_EINVAL;
-    if (!slm_get_traits || !slm_isa_available || !slm_quantize_row_ref) return SLM_ENOSYS;
     if (isa < 0 || isa >= SLM_ISA_COUNT || !slm_isa_available(isa)) return SLM_ENOSYS;
     const slm_type_traits *tr = slm_get_traits(type, isa);
     if (!tr || !tr->vec_dot) return SLM_ENOSYS;

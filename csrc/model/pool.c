@@ -1,0 +1,161 @@
+/* A persistent thread pool with a cheap barrier.
+ *
+ * The caller of slm_pool_run is worker 0; workers 1..n-1 are threads that live as long as the
+ * pool. Waiting is spin-then-sleep: a waiter spins on an atomic generation counter (a few
+ * hundred ns to hand over when everyone is busy), and after SPIN_ROUNDS it sleeps on a futex
+ * on the same word, so an idle pool costs no CPU. Whoever advances a generation wakes the
+ * sleepers only when some exist, so the fast path is one atomic add and one store.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "slm.h"
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Spin rounds before sleeping: long enough to cover a barrier inside a forward pass and the
+ * sampling between decoded tokens, short enough that an idle pool soon stops burning a core. */
+#define SPIN_ROUNDS (1 << 16)
+
+struct slm_pool {
+    int n_threads;
+    pthread_t *threads;
+    slm_pool_fn fn;
+    void *ctx;
+    _Alignas(64) atomic_uint job_gen;   /* bumped by slm_pool_run to start a job */
+    _Alignas(64) atomic_int job_running; /* workers 1..n-1 still inside the current job */
+    _Alignas(64) atomic_uint bar_count;  /* arrivals at the current barrier */
+    _Alignas(64) atomic_uint bar_gen;    /* bumped when everyone has arrived */
+    _Alignas(64) atomic_int sleepers;    /* threads asleep (or about to sleep) on a futex */
+    atomic_int stop;
+};
+
+typedef struct { slm_pool *pool; int ith; } worker_arg;
+
+static void futex_wait(atomic_uint *word, unsigned seen) {
+#ifdef __linux__
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+#else
+    (void)word; (void)seen;
+    sched_yield();
+#endif
+}
+
+static void futex_wake_all(atomic_uint *word) {
+#ifdef __linux__
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
+}
+
+/* Wait until *word differs from seen: spin, then sleep. */
+static void wait_for_change(slm_pool *pool, atomic_uint *word, unsigned seen) {
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        if (atomic_load_explicit(word, memory_order_acquire) != seen) return;
+        cpu_relax();
+    }
+    while (atomic_load(word) == seen) {
+        atomic_fetch_add(&pool->sleepers, 1);
+        futex_wait(word, seen); /* returns at once if the word already moved */
+        atomic_fetch_sub(&pool->sleepers, 1);
+    }
+}
+
+static void advance(slm_pool *pool, atomic_uint *word) {
+    atomic_fetch_add(word, 1); /* seq_cst: ordered before the sleepers load */
+    if (atomic_load(&pool->sleepers) > 0) futex_wake_all(word);
+}
+
+void slm_pool_barrier(slm_pool *pool) {
+    if (pool->n_threads == 1) return;
+    unsigned gen = atomic_load_explicit(&pool->bar_gen, memory_order_acquire);
+    if (atomic_fetch_add(&pool->bar_count, 1) == (unsigned)pool->n_threads - 1) {
+        atomic_store_explicit(&pool->bar_count, 0, memory_order_relaxed);
+        advance(pool, &pool->bar_gen);
+    } else {
+        wait_for_change(pool, &pool->bar_gen, gen);
+    }
+}
+
+static void *worker_main(void *p) {
+    worker_arg arg = *(worker_arg *)p;
+    free(p);
+    slm_pool *pool = arg.pool;
+    unsigned seen = 0;
+    for (;;) {
+        wait_for_change(pool, &pool->job_gen, seen);
+        seen = atomic_load(&pool->job_gen);
+        if (atomic_load(&pool->stop)) break;
+        pool->fn(pool->ctx, arg.ith, pool->n_threads);
+        atomic_fetch_sub_explicit(&pool->job_running, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+void slm_pool_run(slm_pool *pool, slm_pool_fn fn, void *ctx) {
+    if (pool->n_threads == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    atomic_store(&pool->job_running, pool->n_threads - 1);
+    advance(pool, &pool->job_gen);
+    fn(ctx, 0, pool->n_threads);
+    /* The job is short and every worker is already on it: spin, yielding now and then so an
+     * oversubscribed machine still makes progress. */
+    for (unsigned i = 1; atomic_load_explicit(&pool->job_running, memory_order_acquire) > 0; i++) {
+        if (i % 4096 == 0) sched_yield(); else cpu_relax();
+    }
+}
+
+int slm_pool_create(int n_threads, slm_pool **out) {
+    *out = NULL;
+    if (n_threads < 1 || n_threads > 1024) return SLM_EINVAL;
+    slm_pool *pool = aligned_alloc(64, sizeof(slm_pool));
+    if (!pool) return SLM_ENOMEM;
+    *pool = (slm_pool){.n_threads = n_threads};
+    pool->threads = calloc((size_t)n_threads, sizeof(pthread_t));
+    if (!pool->threads) { free(pool); return SLM_ENOMEM; }
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *arg = malloc(sizeof *arg);
+        if (arg) *arg = (worker_arg){pool, i};
+        int rc = arg ? pthread_create(&pool->threads[i], NULL, worker_main, arg) : ENOMEM;
+        if (rc != 0) {
+            free(arg);
+            pool->n_threads = i; /* stop the ones that started */
+            slm_pool_free(pool);
+            return -rc;
+        }
+    }
+    *out = pool;
+    return SLM_OK;
+}
+
+void slm_pool_free(slm_pool *pool) {
+    if (!pool) return;
+    atomic_store(&pool->stop, 1);
+    advance(pool, &pool->job_gen);
+    for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->threads[i], NULL);
+    free(pool->threads);
+    free(pool);
+}
+
+int slm_pool_threads(const slm_pool *pool) { return pool->n_threads; }

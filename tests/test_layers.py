@@ -1,0 +1,165 @@
+"""`layers`: rows, sums, verdicts and outputs on a small synthetic model run by the engine."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slmprof import calibrate, layers, report, roofline
+
+engine = pytest.importorskip("slmprof.model", reason="the engine (slmprof.model) is not in this build")
+pytest.importorskip("slmprof.profiler", reason="the region profiler is not in this build")
+
+TINY = "synth:tiny-llama"
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return calibrate.measure(threads_max=1, seconds_per_step=0.01, array_bytes=16 << 20)
+
+
+@pytest.fixture(scope="module")
+def rep(profile):
+    return layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4,
+                                 profile=profile, events=[])
+
+
+def test_one_row_per_layer_and_operation_and_a_total(rep):
+    n_layer = rep["model"]["n_layer"]
+    for ph in ("prefill", "decode"):
+        rows = [r for r in rep["records"] if r["phase"] == ph]
+        layer_rows = [r["layer"] for r in rows if not r["op"]]
+        assert layer_rows == ["embedding"] + [f"block {i}" for i in range(n_layer)] + ["output", "total"]
+        ops = [r["op"] for r in rows if r["layer"] == "block 0" and r["op"]]
+        assert ops == list(roofline.LAYER_OPS)
+        for r in rows:
+            assert r["verdict"] in roofline.VERDICTS, r
+            assert r["ms_per_token"] > 0
+
+
+def test_layer_times_are_their_operations_and_sum_below_the_measured_total(rep):
+    for ph in ("prefill", "decode"):
+        rows = [r for r in rep["records"] if r["phase"] == ph]
+        total = [r for r in rows if r["layer"] == "total"][0]
+        layer_sum = sum(r["ms_per_token"] for r in rows if not r["op"] and r["layer"] != "total")
+        assert 0.3 * total["ms_per_token"] < layer_sum <= total["ms_per_token"] * 1.001
+        s = rep["summary"][ph]
+        assert s["regions_coverage"] == pytest.approx(layer_sum / total["ms_per_token"])
+        block = [r for r in rows if r["layer"] == "block 0"]
+        ops_sum = sum(r["ms_per_token"] for r in block if r["op"])
+        assert ops_sum <= block[0]["ms_per_token"] * 1.001
+
+
+def test_bytes_per_token_follow_the_cost_model(rep):
+    dec = [r for r in rep["records"] if r["phase"] == "decode"]
+    total = [r for r in dec if r["layer"] == "total"][0]
+    wb = rep["model"]["weight_bytes_per_token"]
+    assert total["weight_bytes_per_token"] == pytest.approx(wb, rel=1e-9)
+    assert total["kv_bytes_per_token"] > 0
+    for r in dec:
+        if r["ms_per_token"] > 0 and r["layer"] != "total":
+            assert r["gb_per_s"] == pytest.approx(r["bytes_per_token"] / (r["ms_per_token"] * 1e-3) / 1e9)
+
+
+def test_summary_names_the_bottleneck(rep):
+    assert rep["summary"]["bottleneck"].startswith("Decode ")
+    assert rep["summary"]["decode"]["ideal_tokens_per_s"] > 0
+    assert rep["notes"]  # synthetic model and missing counters are stated
+
+
+def test_report_is_the_shared_schema_and_renders(rep, tmp_path):
+    path = tmp_path / "layers.json"
+    report.write_json(rep, path)
+    back = report.read_json(path, kind="layers")
+    assert back["records"][0]["phase"] == "prefill"
+    from slmprof.commands import layers as cmd
+    text = cmd.render_text(back, show_ops=True)
+    assert "block 1" in text and "gate_up" in text and "bottleneck:" in text
+    assert report.to_csv(back["records"]).splitlines()[0].startswith("phase,layer,op")
+
+
+def test_phase_choice(profile):
+    rep = layers.profile_layers(TINY, threads=1, prompt_tokens=4, gen_tokens=2, phase="decode",
+                                profile=profile, events=[])
+    assert {r["phase"] for r in rep["records"]} == {"decode"}
+    with pytest.raises(ValueError):
+        layers.profile_layers(TINY, phase="both-ways", profile=profile)
+
+
+def test_offline_default_falls_back_to_the_synthetic_twin(monkeypatch):
+    from slmprof import registry
+    from slmprof.errors import ModelNotFoundError
+    real = registry.resolve
+
+    def offline(name, *a, **k):
+        if name == layers.DEFAULT_MODEL:
+            raise ModelNotFoundError("no network")
+        return real(name, *a, **k)
+    monkeypatch.setattr(registry, "resolve", offline)
+    name, note = layers.resolve_model(layers.DEFAULT_MODEL)
+    assert name == layers.FALLBACK_MODEL and "could not be fetched" in note
+
+    def always_offline(name, *a, **k):
+        raise ModelNotFoundError("no network")
+    monkeypatch.setattr(registry, "resolve", always_offline)
+    with pytest.raises(ModelNotFoundError):  # only the default has a twin to fall back to
+        layers.resolve_model("some-other-model")
+
+
+def test_command_outputs_and_usage_errors(tmp_path, profile, monkeypatch):
+    monkeypatch.setenv("SLMPROF_CACHE", str(tmp_path))
+    calibrate.save_profile(profile)
+    env = {**__import__("os").environ, "SLMPROF_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "slmprof", "layers", "--model", TINY, "--threads", "1",
+                          "--prompt-tokens", "4", "--gen-tokens", "2", "--ops", "--events", "none",
+                          "--quiet", "--json", str(tmp_path / "l.json"), "--csv", str(tmp_path / "l.csv"),
+                          "--trace", str(tmp_path / "t.json")],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "| layer" in out.stdout and "bottleneck:" in out.stdout and out.stderr == ""
+    assert json.loads((tmp_path / "l.json").read_text())["kind"] == "layers"
+    assert (tmp_path / "l.csv").read_text().startswith("phase,")
+    tr = json.loads((tmp_path / "t.json").read_text())
+    assert any(e.get("name") == "decode" and e["ph"] == "X" for e in tr["traceEvents"])
+    for bad in (["--prompt-tokens", "0"], ["--threads", "0"], ["--hz", "20000"]):
+        r = subprocess.run([sys.executable, "-m", "slmprof", "layers", "--model", TINY, *bad],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 2, (bad, r.stderr)
+
+
+@pytest.mark.slow
+def test_fidelity_on_the_smollm2_shape(profile):
+    """Per-layer times sum to the measured time per token within 5% (decode, real shape), and
+    per-op regions cost under 3% of decode time (on vs off, interleaved)."""
+    import time
+    import numpy as np
+    from slmprof.model import Model
+    from slmprof.profiler import Profiler
+    prof_machine, _ = calibrate.get_profile()
+    rep = layers.profile_layers("synth:smollm2-135m", threads=2, prompt_tokens=32, gen_tokens=32,
+                                profile=prof_machine, events=[])
+    cov = rep["summary"]["decode"]["regions_coverage"]
+    print(f"decode regions cover {100 * cov:.2f}% of measured time per token")
+    assert 0.95 <= cov <= 1.0
+
+    m = Model.load("synth:smollm2-135m", threads=2, ctx=600)
+    prof = Profiler(events=[])
+    on, off = [], []
+    try:
+        for round_ in range(6):
+            for attach in (True, False):
+                m.reset()
+                m.set_profiler(prof.table if attach else None)
+                m.prefill([1, 2, 3, 4])
+                t0 = time.perf_counter()
+                tok = 5
+                for _ in range(32):
+                    tok = int(np.argmax(m.decode(tok)))
+                (on if attach else off).append(time.perf_counter() - t0)
+    finally:
+        m.set_profiler(None)
+        m.close()
+        prof.close()
+    ratio = float(np.median(on) / np.median(off))
+    print(f"decode with per-op regions / without: {ratio:.4f}")
+    assert ratio < 1.03

@@ -1,0 +1,126 @@
+"""Tiny llama/qwen2 GGUF files for the forward-pass tests, written with slmprof's own writer.
+
+Weights are random with std 1/sqrt(fan_in) so activations stay O(1) through the layers, the way a
+trained model's do; norms are 1 plus noise. The vocabulary is an SPM one (tokenizer model
+"llama": <unk>, <s>, </s>, the 256 byte tokens, then word pieces), which GGML loaders accept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from slmprof import quant
+from slmprof.gguf import GGUFWriter
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    arch: str = "llama"
+    n_layer: int = 2
+    dim: int = 64
+    ffn: int = 128
+    n_head: int = 4
+    n_kv_head: int = 2
+    vocab: int = 320
+    ctx: int = 256
+    tied: bool = True
+    rope_base: float = 10000.0
+    rms_eps: float = 1e-5
+    rope_freqs: bool = False
+
+    @property
+    def head_dim(self):
+        return self.dim // self.n_head
+
+
+def spm_vocab(n):
+    """(tokens, scores, token types) of an n-token SPM vocabulary."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    letters = "etaoinshrdlucmfwypvbgkqjxz"
+    i = 0
+    while len(tokens) < n:
+        a, b = letters[i % 26], letters[(i // 26) % 26]
+        tokens.append("\u2581" + (a if i < 26 else a + b))
+        types.append(1)
+        i += 1
+    tokens, types = tokens[:n], types[:n]
+    scores = [0.0] * 259 + [-float(k) for k in range(n - 259)]
+    return tokens, scores[:n], types
+
+
+def random_weights(shape: TinyShape, seed=0):
+    """name -> float32 array, numpy (rows, cols) order (1-D for vectors)."""
+    rng = np.random.default_rng(seed)
+    d, f, hd = shape.dim, shape.ffn, shape.head_dim
+    q, kv = shape.n_head * hd, shape.n_kv_head * hd
+
+    def mat(rows, cols):
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    w = {"token_embd.weight": rng.standard_normal((shape.vocab, d)).astype(np.float32)}
+    if shape.rope_freqs:
+        w["rope_freqs.weight"] = (1.0 + rng.random(hd // 2) * 3).astype(np.float32)
+    for i in range(shape.n_layer):
+        b = f"blk.{i}."
+        w[b + "attn_norm.weight"] = norm(d)
+        w[b + "attn_q.weight"] = mat(q, d)
+        w[b + "attn_k.weight"] = mat(kv, d)
+        w[b + "attn_v.weight"] = mat(kv, d)
+        if shape.arch == "qwen2":
+            w[b + "attn_q.bias"] = (0.5 * rng.standard_normal(q)).astype(np.float32)
+            w[b + "attn_k.bias"] = (0.5 * rng.standard_normal(kv)).astype(np.float32)
+            w[b + "attn_v.bias"] = (0.5 * rng.standard_normal(kv)).astype(np.float32)
+        w[b + "attn_output.weight"] = mat(d, q)
+        w[b + "ffn_norm.weight"] = norm(d)
+        w[b + "ffn_gate.weight"] = mat(f, d)
+        w[b + "ffn_up.weight"] = mat(f, d)
+        w[b + "ffn_down.weight"] = mat(d, f)
+    w["output_norm.weight"] = norm(d)
+    if not shape.tied:
+        w["output.weight"] = mat(shape.vocab, d) * 4
+    return w
+
+
+def encode_tensor(x, type_name):
+    """A float32 array as the bytes of a GGUF tensor of that type."""
+    if x.ndim == 1 or type_name == "f32":
+        return np.ascontiguousarray(x, dtype=np.float32)
+    if type_name == "f16":
+        return np.ascontiguousarray(x, dtype=np.float16)
+    return quant.quantize(x, type_name)
+
+
+def write_tiny_model(path, shape: TinyShape, type_name="q8_0", seed=0, embd_type=None):
+    """Write the model; returns the float32 weights it was made from."""
+    weights = random_weights(shape, seed)
+    g = GGUFWriter(path, shape.arch)
+    a = shape.arch + "."
+    g.add("general.name", f"tiny-{shape.arch}-{type_name}")
+    g.add(a + "block_count", shape.n_layer)
+    g.add(a + "context_length", shape.ctx)
+    g.add(a + "embedding_length", shape.dim)
+    g.add(a + "feed_forward_length", shape.ffn)
+    g.add(a + "attention.head_count", shape.n_head)
+    g.add(a + "attention.head_count_kv", shape.n_kv_head)
+    g.add(a + "rope.freq_base", shape.rope_base, "float32")
+    g.add(a + "attention.layer_norm_rms_epsilon", shape.rms_eps, "float32")
+    g.add(a + "rope.dimension_count", shape.head_dim)
+    tokens, scores, types = spm_vocab(shape.vocab)
+    g.add("tokenizer.ggml.model", "llama")
+    g.add("tokenizer.ggml.tokens", tokens)
+    g.add("tokenizer.ggml.scores", scores, element_type="float32")
+    g.add("tokenizer.ggml.token_type", types, element_type="int32")
+    g.add("tokenizer.ggml.bos_token_id", 1)
+    g.add("tokenizer.ggml.eos_token_id", 2)
+    g.add("tokenizer.ggml.unknown_token_id", 0)
+    for name, x in weights.items():
+        t = embd_type if (name == "token_embd.weight" and embd_type) else type_name
+        t = "f32" if x.ndim == 1 else t
+        g.add_tensor(name, encode_tensor(x, t), t, tuple(reversed(x.shape)))
+    g.write()
+    return weights
