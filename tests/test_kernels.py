@@ -392,3 +392,24 @@ def test_kernel_bad_input_is_an_error_not_a_crash():
         w.matmul_act(act[:, :30], -1)     # activation rows too short
     with pytest.raises(ShapeError):
         quant.matmul(w, np.ones((1, 32), np.float32))
+
+
+# ---- NEON paths: cross-compiled C test under qemu as a Pi 4 (cortex-a72) and Pi 5 (cortex-a76) ----
+
+@pytest.mark.arm64
+def test_arm64_neon_kernels_under_qemu(tmp_path):
+    import shutil
+    from pathlib import Path
+    missing = [t for t in ("aarch64-linux-gnu-gcc", "qemu-aarch64-static") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install gcc-aarch64-linux-gnu qemu-user-static)")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "test_arm64_kernels.sh"
+    if not script.exists():
+        pytest.skip("scripts/test_arm64_kernels.sh is not in this installation (run from a source checkout)")
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                         env=dict(os.environ, OUT=str(tmp_path)), timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    # each core dispatched to its own path, and every path passed
+    assert "best: neon\nactive: neon" in out.stdout
+    assert "best: neon-dotprod\nactive: neon-dotprod" in out.stdout
+    assert "PASS neon-dotprod" in out.stdout and "FAIL" not in out.stdout

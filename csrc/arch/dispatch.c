@@ -45,6 +45,10 @@ static int cpu_has_avx2_fma_f16c(void) {
 }
 #endif
 
+static void detect(void);
+static void ensure_init(void) { pthread_once(&init_once, detect); }
+static int best_supported(void);
+
 static int parse_isa(const char *name) {
     for (int i = 0; i < SLM_ISA_COUNT; i++)
         if (strcmp(name, isa_names[i]) == 0) return i;
@@ -66,7 +70,7 @@ static void detect(void) {
     isa_supported[SLM_ISA_NEON] = 1; /* baseline on aarch64 */
 #endif
 #endif
-    active_isa = slm_isa_best();
+    active_isa = best_supported();
     const char *env = getenv("SLMPROF_ISA");
     if (env && *env && strcmp(env, "auto") != 0) {
         const int want = parse_isa(env);
@@ -76,18 +80,21 @@ static void detect(void) {
     }
 }
 
-static void ensure_init(void) { pthread_once(&init_once, detect); }
 
 int slm_isa_available(int isa) {
     ensure_init();
     return isa >= 0 && isa < SLM_ISA_COUNT && isa_supported[isa];
 }
 
-int slm_isa_best(void) {
-    /* called from detect() too, so it reads the table directly */
+static int best_supported(void) {
     for (int i = SLM_ISA_COUNT - 1; i > 0; i--)
         if (isa_supported[i]) return i;
     return SLM_ISA_SCALAR;
+}
+
+int slm_isa_best(void) {
+    ensure_init();
+    return best_supported();
 }
 
 int slm_isa_active(void) {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Cross-compile the kernel test (csrc/tests/test_kernels.c + csrc/quant + csrc/arch) for aarch64
+# and run it under user-mode emulation as a Raspberry Pi 4 core (cortex-a72: plain NEON) and a
+# Pi 5 core (cortex-a76: NEON + dotprod). Checks every path against the reference, that each
+# core dispatches to its own path, and that SLMPROF_ISA can force / refuses paths.
+# Exit status: 0 all passed, 1 a check failed, 3 the cross compiler or qemu is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CC=${CC_AARCH64:-aarch64-linux-gnu-gcc}
+QEMU=${QEMU_AARCH64:-qemu-aarch64-static}
+for tool in "$CC" "$QEMU"; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "missing $tool (apt-get install gcc-aarch64-linux-gnu qemu-user-static)" >&2
+        exit 3
+    fi
+done
+
+OUT=${OUT:-$(mktemp -d)}
+CFLAGS="-O2 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Werror -D_GNU_SOURCE -Icsrc"
+objs=()
+for src in csrc/quant/*.c csrc/arch/*.c csrc/tests/test_kernels.c; do
+    name=$(basename "$src" .c)
+    flags=""
+    case "$name" in
+        *_avx2) continue ;;
+        *_neon_dotprod) flags="-march=armv8.2-a+dotprod+fp16" ;;
+    esac
+    $CC $CFLAGS $flags -c "$src" -o "$OUT/$name.o"
+    objs+=("$OUT/$name.o")
+done
+$CC -static -o "$OUT/test_kernels" "${objs[@]}" -lm -lpthread
+echo "built $OUT/test_kernels"
+
+run() { # cpu, expected exit, args...
+    local cpu=$1 want=$2
+    shift 2
+    echo "== qemu -cpu $cpu ${SLMPROF_ISA:+SLMPROF_ISA=$SLMPROF_ISA }$*"
+    set +e
+    "$QEMU" -cpu "$cpu" "$OUT/test_kernels" "$@"
+    local got=$?
+    set -e
+    if [ "$got" != "$want" ]; then
+        echo "FAILED: exit $got, expected $want" >&2
+        exit 1
+    fi
+}
+
+unset SLMPROF_ISA
+run cortex-a72 0 --expect-best neon --expect-active neon
+run cortex-a76 0 --expect-best neon-dotprod --expect-active neon-dotprod
+SLMPROF_ISA=neon run cortex-a76 0 --expect-active neon
+SLMPROF_ISA=scalar run cortex-a72 0 --expect-active scalar
+# a Pi 4 core cannot run the dotprod path: forcing it must fail, not fall back silently
+SLMPROF_ISA=neon-dotprod run cortex-a72 1
+echo "arm64 kernel tests passed"
