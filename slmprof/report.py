@@ -306,6 +306,9 @@ def format_table(records: Sequence[dict], columns=None, style: str = "md",
     cols = _as_columns(records, columns)
     head = [c.heading for c in cols]
     body = [[c.render(r) for c in cols] for r in records]
+    if style == "md":  # a bare | would end the cell
+        head = [h.replace("|", "\\|") for h in head]
+        body = [[x.replace("|", "\\|") for x in row] for row in body]
     right = []
     for i, c in enumerate(cols):
         if c.align:

@@ -132,6 +132,7 @@ def test_cross_check_with_gguf_package(tmp_path):
         assert np.array_equal(gf.tensors["n"].data.view(np.float32), a[0])
 
 
+@pytest.mark.real_model
 def test_real_model_header(real_model_path):
     with GGUFFile(real_model_path) as gf:
         d = describe_model(gf)
@@ -195,6 +196,20 @@ def test_shape_inconsistent_with_hyperparameters(tmp_path):
     path = write_f32_model(tmp_path / "s.gguf", reshape={"blk.0.attn_k.weight": (64, 64)})
     with pytest.raises(ModelFileError, match=r"'blk\.0\.attn_k\.weight' has shape \[64, 64\], "
                                              r"expected \[64, 32\]"):
+        open_model(path)
+
+
+def test_absurd_block_count(tmp_path):
+    path = write_f32_model(tmp_path / "b.gguf", extra={"llama.block_count": 1 << 31})
+    with pytest.raises(ModelFileError, match="'llama.block_count' = 2147483648, but the file has "
+                                             "only 20 tensors"):
+        open_model(path)
+
+
+def test_vocabulary_larger_than_embedding(tmp_path):
+    path = write_f32_model(tmp_path / "v.gguf",
+                           extra={"tokenizer.ggml.tokens": [str(i) for i in range(200)]})
+    with pytest.raises(ModelFileError, match="tokenizer has 200 tokens but the embedding only 128"):
         open_model(path)
 
 

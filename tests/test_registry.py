@@ -70,6 +70,32 @@ def test_synthetic_is_cached_and_deterministic(isolated_cache):
         ["tiny-llama.q4_0.v1.gguf", "tiny-qwen2.q4_0.v1.gguf"]       # nothing partial left
 
 
+def test_interrupted_synthetic_write_leaves_nothing(isolated_cache, monkeypatch):
+    calls = {"n": 0}
+    real_quantize = quant.quantize
+
+    def interrupting(x, t):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_quantize(x, t)
+    monkeypatch.setattr(quant, "quantize", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        registry.resolve("synth:tiny-llama:q4_1")
+    assert list((isolated_cache / "synth").iterdir()) == []
+
+
+def test_stale_partial_files_are_swept(isolated_cache):
+    synth = isolated_cache / "synth"
+    synth.mkdir(parents=True)
+    dead = synth / ".tiny-llama.q4_0.v1.gguf.999999999.partial"     # no such process
+    live = synth / f".other.gguf.{os.getpid()}.partial"
+    dead.write_bytes(b"x")
+    live.write_bytes(b"x")
+    registry.resolve("synth:tiny-llama")
+    assert not dead.exists() and live.exists()
+
+
 @pytest.mark.parametrize("shape_name", ["tiny-llama", "tiny-llama-spm", "tiny-qwen2"])
 @pytest.mark.parametrize("type_", ["f32", "f16", "q4_0", "q4_1", "q8_0"])
 def test_synthetic_shapes_and_types(isolated_cache, shape_name, type_):

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Proof of `plan`: predict with `plan --device this`, then measure with `bench`, and report the
+prediction error per model x type (targets: decode within 20%, prefill within 30%).
+
+The prediction must not see the measurement it is judged against. The engine efficiency plan
+uses (the achieved fraction of the roofline, per phase) is therefore learnt from *reference*
+runs that are not in the evaluation set: `bench` on the reference model(s) first, then
+`plan --learn`, then for every evaluated model `plan --device this --json` (prediction) followed
+by `bench` (measurement). Everything runs through the command line, as a user would.
+
+    python scripts/plan_vs_bench.py                                # the default set, 2 threads
+    python scripts/plan_vs_bench.py --models synth:smollm2-360m:q4_0,synth:tinyllama-1.1b:q8_0 \\
+        --reference synth:qwen2.5-0.5b:q4_1 --threads 2 --reps 3 --out results/
+Writes DIR/plan-vs-bench.json (a report of kind "plan_vs_bench") and prints a markdown table.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_REFERENCE = "synth:smollm2-360m:q4_1"
+DEFAULT_MODELS = ("smollm2-135m,synth:smollm2-135m:q8_0,synth:smollm2-360m:q4_0,"
+                  "synth:qwen2.5-0.5b:q4_0,synth:qwen2.5-0.5b:q8_0,synth:tinyllama-1.1b:q4_0,"
+                  "synth:tinyllama-1.1b:q4_1,synth:tinyllama-1.1b:q8_0,synth:llama-3.2-1b:q4_0")
+TARGET = {"decode": 0.20, "prefill": 0.30}
+
+
+def slug(model):
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in model)
+
+
+def slmprof(*args, capture=True):
+    cmd = [sys.executable, "-m", "slmprof", *map(str, args)]
+    print("$ " + " ".join(["python -m slmprof", *map(str, args)]), file=sys.stderr, flush=True)
+    out = subprocess.run(cmd, capture_output=capture, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"plan_vs_bench: `{' '.join(cmd[1:])}` failed ({out.returncode}):\n"
+                         f"{out.stderr if capture else ''}")
+    return out
+
+
+def bench(model, args, out_dir):
+    path = out_dir / f"bench-{slug(model)}.json"
+    if args.reuse and path.exists():
+        return path
+    slmprof("bench", "--model", model, "--threads", args.threads, "--prompt-tokens", args.prompt_tokens,
+            "--gen-tokens", args.gen_tokens, "--reps", args.reps, "--backend", "slmprof", "--no-cold",
+            "--quiet", "--format", "json", "-o", path)
+    return path
+
+
+def predict(model, args, out_dir):
+    """`plan --device this` on the very file bench will run (so its tensor types are planned as
+    they are), set up as bench runs it: same threads, prompt, and the decode figure taken at the
+    middle of the generated tokens."""
+    from slmprof import registry
+    model_file = registry.resolve(model).path
+    path = out_dir / f"plan-{slug(model)}.json"
+    ctx = args.prompt_tokens + args.gen_tokens + 1
+    slmprof("plan", "--model", model_file, "--device", "this", "--threads", args.threads,
+            "--ctx", ctx, "--prompt-tokens", args.prompt_tokens,
+            "--decode-at", args.prompt_tokens + args.gen_tokens // 2, "--quiet", "--json", "-o", path)
+    return json.loads(path.read_text())
+
+
+def measured(bench_path):
+    rep = json.loads(Path(bench_path).read_text())
+    out = {}
+    for rec in rep["records"]:
+        if rec.get("backend") == "slmprof" and rec.get("tok_s_mean"):
+            out[rec["test"]] = (rec["tok_s_mean"], rec.get("tok_s_std") or 0.0)
+    return out, rep
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated models to evaluate")
+    p.add_argument("--reference", default=DEFAULT_REFERENCE,
+                   help="comma-separated models whose bench results teach plan the engine efficiency "
+                        f"(not evaluated; default {DEFAULT_REFERENCE})")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--gen-tokens", type=int, default=64)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--out", default="plan-vs-bench", help="directory for the JSON files")
+    p.add_argument("--reuse", action="store_true", help="reuse bench JSON files already in --out")
+    args = p.parse_args(argv)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    refs = [m.strip() for m in args.reference.split(",") if m.strip()]
+    overlap = set(models) & set(refs)
+    if overlap:
+        raise SystemExit(f"plan_vs_bench: {', '.join(sorted(overlap))} cannot be both reference and evaluated")
+
+    started = time.time()
+    slmprof("calibrate", "--quiet")
+    # 1. learn the engine efficiency from the reference runs only
+    ref_paths = [bench(m, args, out_dir) for m in refs]
+    slmprof("plan", "--learn", *ref_paths)
+    # 2. for each model: predict, then measure
+    rows = []
+    for model in models:
+        pred = predict(model, args, out_dir)
+        got, bench_rep = measured(bench(model, args, out_dir))
+        rec = pred["records"][0]
+        for phase in ("prefill", "decode"):
+            if phase not in got:
+                continue
+            mean, std = got[phase]
+            expected = rec[f"{phase}_expected_tok_s"]
+            rows.append({"model": model, "type": rec["type"].split(" ")[0], "phase": phase,
+                         "threads": args.threads,
+                         "bound_tok_s": rec[f"{phase}_bound_tok_s"], "predicted_tok_s": expected,
+                         "measured_tok_s": mean, "measured_std": std,
+                         "error": expected / mean - 1.0,
+                         "within_target": abs(expected / mean - 1.0) <= TARGET[phase],
+                         "achieved_of_bound": mean / rec[f"{phase}_bound_tok_s"],
+                         "synthetic": bool((bench_rep.get("model") or {}).get("synthetic"))})
+        eff = pred["efficiency"]
+    summary = {}
+    for phase in ("decode", "prefill"):
+        errs = [abs(r["error"]) for r in rows if r["phase"] == phase]
+        if errs:
+            summary[phase] = {"n": len(errs), "mean_abs_error": sum(errs) / len(errs),
+                              "max_abs_error": max(errs), "target": TARGET[phase],
+                              "within_target": sum(abs(e) <= TARGET[phase] for e in errs)}
+    from slmprof import report
+    rep = report.make_report("plan_vs_bench", rows, settings={
+        "threads": args.threads, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+        "reps": args.reps, "reference": refs, "models": models},
+        summary=summary, notes=[f"engine efficiency used by plan: {eff['source']}",
+                                f"wall time {time.time() - started:.0f} s"])
+    report.write_json(rep, out_dir / "plan-vs-bench.json")
+
+    lines = [f"plan --device this vs bench: {args.threads} threads, prompt {args.prompt_tokens}, "
+             f"gen {args.gen_tokens}, {args.reps} reps; efficiency learnt from {', '.join(refs)} "
+             f"(decode {eff['decode']:.2f}, prefill {eff['prefill']:.2f} of the roofline)", "",
+             "| model | type | phase | roofline bound | predicted | measured | error | within target |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['type']} | {r['phase']} | {r['bound_tok_s']:.1f} | "
+                     f"{r['predicted_tok_s']:.1f} | {r['measured_tok_s']:.1f} ± {r['measured_std']:.1f} | "
+                     f"{r['error']:+.0%} | {'yes' if r['within_target'] else 'no'} "
+                     f"(±{TARGET[r['phase']]:.0%}) |")
+    lines.append("")
+    for phase, s in summary.items():
+        lines.append(f"{phase}: {s['within_target']}/{s['n']} within ±{s['target']:.0%}; mean |error| "
+                     f"{s['mean_abs_error']:.0%}, max {s['max_abs_error']:.0%}")
+    text = "\n".join(lines) + "\n"
+    (out_dir / "plan-vs-bench.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
