@@ -2,7 +2,8 @@
 #
 # For the engine (_engine.pxi is included after this file):
 #     `RegionTable` is a cdef class; `(<RegionTable>table).hooks()` returns the C
-#     `slm_region_hooks` {begin, end, ctx} (Engine.set_region_table copies it). The
+#     `slm_region_hooks` {begin, end, ctx}, and `table.hooks_address()` the address of a copy
+#     that lives as long as the table (what Model.set_profiler hands to the engine). The
 #     engine calls them on its main thread with ids SLM_REGION_ID(slot, op). Keep a Python
 #     reference to the table for as long as the engine holds the hooks. None: no profiler.
 #     `slm_region_hooks` is declared in the extern block below; do not redeclare it.
@@ -264,6 +265,11 @@ cdef class RegionTable:
     cdef slm_region_hooks hooks(self):
         """The C hooks for the engine: {slm_region_begin, slm_region_end, table}."""
         return slm_region_table_hooks(self.t)
+
+    def hooks_address(self):
+        """Address of this table's slm_region_hooks, valid while the table lives (the
+        engine copies it: Model.set_profiler(table))."""
+        return <size_t>&self._hooks
 
     def begin(self, int32_t region_id):
         with nogil:
