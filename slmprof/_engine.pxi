@@ -171,3 +171,10 @@ cdef class Engine:
         h = (<RegionTable>table).hooks()
         check(slm_model_set_hooks(self._get(), <const void *>&h), "attaching region hooks")
         self.hooks_owner = table
+
+    def _set_hooks(self, size_t hooks_address, owner):
+        """Attach the slm_region_hooks at that address (copied); owner is kept alive.
+        Model.set_profiler uses it for objects with hooks_address() (a trace recorder)."""
+        check(slm_model_set_hooks(self._get(), <const void *>hooks_address),
+              "attaching region hooks")
+        self.hooks_owner = owner if hooks_address else None

@@ -245,7 +245,10 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
         rec = None
         if trace_path:
             from slmprof import trace
-            rec = trace.start(m, hz=hz, next_table=prof.table)
+            # Behind the recorder the region table keeps its totals (and counters); a table
+            # that cannot be chained is replaced and the totals come from the edges.
+            chained = trace.chainable(prof.table)
+            rec = trace.start(m, hz=hz, next_table=prof.table if chained else None)
             trace.mark(rec, "prefill")
         phases = {}
         say(f"prefill: {n_prompt} tokens")
@@ -282,6 +285,13 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
             else:
                 trace.save(data, trace_path)
             notes.extend(data["meta"]["notes"])
+            if not chained:
+                for ph, (secs, n, _, costs) in list(phases.items()):
+                    times = {rid: (ns * 1e-9, count, {}) for rid, (ns, count) in
+                             trace.region_totals(data, ph).items()}
+                    phases[ph] = (secs, n, times, costs)
+                notes.append("region times come from the trace recorder (this region table "
+                             "cannot be chained); no counter values")
             say(f"trace written to {trace_path}")
         dram_events, line_bytes = dram_estimate(prof)
         cnote = counters_note(prof)

@@ -423,3 +423,18 @@ def test_models_command_table_and_bad_name(isolated_cache, capsys):
     assert "synth:tinyllama-1.1b" in out and "MB/token" in out
     assert cli.main(["models", "--fetch", "nonsense"]) == 2
     assert "unknown model 'nonsense'" in capsys.readouterr().err
+
+
+def test_models_info(tiny_model, capsys, tmp_path):
+    path = tiny_model(arch="qwen2", type="q4_1")
+    assert cli.main(["models", "--info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2, 2 layers, dim 64" in out and "Q4_1" in out and "pre-tokenizer qwen2" in out
+    assert cli.main(["models", "--info", str(path), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["kind"] == "model" and rep["model"]["shape"]["arch"] == "qwen2"
+    assert {r["type"] for r in rep["records"]} == {"Q4_1", "F32"}
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(path.read_bytes()[:1000])
+    assert cli.main(["models", "--info", str(bad)]) == 2
+    assert "truncated" in capsys.readouterr().err
