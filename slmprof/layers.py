@@ -134,6 +134,22 @@ def counter_figures(counters, dram_events=None, line_bytes=64):
     return out
 
 
+def _profiler(Profiler, events):
+    """(Profiler, note). With events=None the core's default counters are used when the
+    machine has hardware counters; otherwise regions are timed only, because software events
+    fill no column here and reading them on every thread at every edge costs decode time."""
+    if events is not None:
+        return Profiler(events=events), None
+    from slmprof.counters import Counters
+    counters = Counters()
+    if counters.describe().get("mode") == "hardware":
+        return Profiler(counters=counters), None
+    reason = counters.describe().get("mode_reason") or "no hardware counters on this machine"
+    counters.close()
+    return Profiler(events=[]), ("counter columns (IPC, DRAM bytes, backend stalls) empty: "
+                                 f"{reason}; regions are timed without counters")
+
+
 def counters_note(profiler):
     """Why the counter columns are empty, or None when they have values."""
     counters = getattr(profiler, "counters", None)
@@ -230,7 +246,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
     kv_type = kv_type_of(m)
     prompt = prompt_tokens_for(m, n_prompt)
 
-    prof = Profiler(events=events)
+    prof, why_no_counters = _profiler(Profiler, events)
     try:
         prof.name_regions((rid, f"{layer}/{op}") for rid, layer, op in m.region_names())
         m.set_profiler(prof.table)
@@ -294,7 +310,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                              "cannot be chained); no counter values")
             say(f"trace written to {trace_path}")
         dram_events, line_bytes = dram_estimate(prof)
-        cnote = counters_note(prof)
+        cnote = why_no_counters or counters_note(prof)
         if cnote:
             notes.append(cnote)
         m.set_profiler(None)

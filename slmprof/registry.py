@@ -192,7 +192,7 @@ class ResolvedModel:
 # --- synthetic models ----------------------------------------------------------------------------
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
-SYNTH_VERSION = 1          # bump when the generator changes, so cached files are rewritten
+SYNTH_VERSION = 2          # bump when the generator changes, so cached files are rewritten
 WEIGHT_TYPES = ("f32", "f16", "q4_0", "q4_1", "q8_0")
 # general.file_type values (llama_ftype) for files whose 2-D weights are mostly this type
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}

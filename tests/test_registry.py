@@ -67,7 +67,7 @@ def test_synthetic_is_cached_and_deterministic(isolated_cache):
     other = registry.resolve("synth:tiny-qwen2").path.read_bytes()
     assert other != first
     assert sorted(p.name for p in (isolated_cache / "synth").iterdir()) == \
-        ["tiny-llama.q4_0.v1.gguf", "tiny-qwen2.q4_0.v1.gguf"]       # nothing partial left
+        [registry.synthetic_path(n, "q4_0").name for n in ("tiny-llama", "tiny-qwen2")]       # nothing partial left
 
 
 def test_interrupted_synthetic_write_leaves_nothing(isolated_cache, monkeypatch):
@@ -88,7 +88,7 @@ def test_interrupted_synthetic_write_leaves_nothing(isolated_cache, monkeypatch)
 def test_stale_partial_files_are_swept(isolated_cache):
     synth = isolated_cache / "synth"
     synth.mkdir(parents=True)
-    dead = synth / ".tiny-llama.q4_0.v1.gguf.999999999.partial"     # no such process
+    dead = synth / ".tiny-llama.q4_0.v2.gguf.999999999.partial"     # no such process
     live = synth / f".other.gguf.{os.getpid()}.partial"
     dead.write_bytes(b"x")
     live.write_bytes(b"x")
@@ -414,7 +414,7 @@ def test_models_command_json(isolated_cache, capsys):
     assert rows["smollm2-135m"]["params"] == 134515008
     assert rows["smollm2-135m"]["bytes_per_token"] == 96577380
     assert rows["synth:tiny-qwen2"]["file_bytes"] == \
-        (isolated_cache / "synth" / "tiny-qwen2.q4_0.v1.gguf").stat().st_size
+        registry.synthetic_path("tiny-qwen2", "q4_0").stat().st_size
 
 
 def test_models_command_table_and_bad_name(isolated_cache, capsys):
