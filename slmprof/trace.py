@@ -135,17 +135,27 @@ def _start_sampler(hz):
 
 
 def _stop_sampler(sampler):
+    """Stop and collect: the counter-track fields as float64 with NaN where a source was not
+    read that tick (the sampler's own validity bits), plus t_ns."""
     sampler.stop()
-    data = None
-    for name in ("samples", "read"):
-        fn = getattr(sampler, name, None)
-        if callable(fn):
-            data = fn()
-            break
+    data = sampler.samples()
+    cols = sample_columns(data)
+    if hasattr(sampler, "series") and isinstance(data, np.ndarray) and data.dtype.names:
+        cols = {"t_ns": np.asarray(data["t_ns"])}
+        for field in COUNTER_TRACKS:
+            if field not in data.dtype.names:
+                continue
+            slot = None
+            if data.dtype[field].shape:
+                src = sampler.source_for(field)
+                if src is None:
+                    continue
+                slot = src.slot
+            cols[field] = sampler.series(field, slot=slot, data=data)
     close = getattr(sampler, "close", None)
     if callable(close):
         close()
-    return sample_columns(data), None
+    return cols, None
 
 
 def sample_columns(data):
@@ -301,10 +311,12 @@ def counter_series(samples):
         if derive == "rate":
             dt = np.diff(t) / 1e9
             with np.errstate(divide="ignore", invalid="ignore"):
-                rate = np.where(dt > 0, np.diff(v) / dt, 0.0)
+                rate = np.where(dt > 0, np.diff(v) / dt, np.nan)
             series_t, series_v = t[1:], rate * scale
         else:
             series_t, series_v = t, v * scale
+        keep = np.isfinite(series_v)   # NaN: the source was not read at that tick
+        series_t, series_v = series_t[keep], series_v[keep]
         if not np.any(series_v) or valid is not None and not np.any(valid):
             continue
         out.append((title, series_t, series_v))
