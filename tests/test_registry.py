@@ -88,7 +88,7 @@ def test_interrupted_synthetic_write_leaves_nothing(isolated_cache, monkeypatch)
 def test_stale_partial_files_are_swept(isolated_cache):
     synth = isolated_cache / "synth"
     synth.mkdir(parents=True)
-    dead = synth / ".tiny-llama.q4_0.v2.gguf.999999999.partial"     # no such process
+    dead = synth / ".tiny-llama.q4_0.v3.gguf.999999999.partial"     # no such process
     live = synth / f".other.gguf.{os.getpid()}.partial"
     dead.write_bytes(b"x")
     live.write_bytes(b"x")
@@ -185,7 +185,7 @@ def test_synthetic_activations_stay_in_a_realistic_range(isolated_cache, shape_n
         ids = tok.encode("The capital of France is Paris, and the capital of Italy is")
         rms, logits = numpy_forward(d, ids)
     assert all(0.01 < r < 10 for r in rms), rms
-    assert 0.3 < logits.std() < 5, logits.std()       # logits spread over a few units
+    assert 1 < logits.std() < 6, logits.std()         # logits spread over a few units
     p = np.exp(logits - logits.max())
     p /= p.sum()
     assert 1e-4 < p.max() < 0.9                        # neither flat nor one-hot

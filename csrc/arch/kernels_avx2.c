@@ -482,7 +482,7 @@ static void matmul_tiles(const slm_weight *w, const uint8_t *packed, int64_t pac
 static uint8_t *alloc_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t n_tok, int64_t nb) {
     const int64_t per = type == SLM_TYPE_Q8_0 ? ACT8_BYTES : ACT4_BYTES;
     const int64_t bytes = (n_tok + 3) / 4 * ((nb + 1) / 2) * per;
-    uint8_t *at = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64);
+    uint8_t *at = slm_scratch(0, (size_t)bytes);
     if (at) prepare_act_tiles(type, act, arb, n_tok, nb, at);
     return at;
 }
@@ -498,7 +498,6 @@ static void matmul_packed_quant(const slm_weight *w, const uint8_t *act, int64_t
         }
     }
     matmul_tiles(w, w->packed, 0, act, arb, n_tok, at, y, y_stride, r0, r1);
-    free(at);
 }
 
 /* Plain rows: decode row by row; prefill packs a chunk of rows at a time into R4X2 on the fly. */
@@ -513,10 +512,8 @@ static void matmul_plain_quant(const slm_weight *w, const uint8_t *act, int64_t 
     const int64_t nb = w->cols / SLM_QK, n_pairs = (nb + 1) / 2;
     const int64_t chunk_groups = ROW_CHUNK / 4;
     uint8_t *at = alloc_act_tiles(w->type, act, arb, n_tok, nb);
-    uint8_t *buf = aligned_alloc(64, (size_t)(chunk_groups * n_pairs * slm_r4x2_tile_bytes(w->type) + 63) / 64 * 64);
+    uint8_t *buf = slm_scratch(1, (size_t)(chunk_groups * n_pairs * slm_r4x2_tile_bytes(w->type)));
     if (!at || !buf) {
-        free(at);
-        free(buf);
         slm_matmul_scalar_plain(w, act, arb, n_tok, y, y_stride, r0, r1);
         return;
     }
@@ -525,8 +522,6 @@ static void matmul_plain_quant(const slm_weight *w, const uint8_t *act, int64_t 
         slm_pack_r4x2_rows(w, c0, (c1 - c0 + 3) / 4, buf);
         matmul_tiles(w, buf, c0, act, arb, n_tok, at, y, y_stride, c0 > r0 ? c0 : r0, c1);
     }
-    free(at);
-    free(buf);
 }
 
 /* Float weights. 8 weights of row r starting at column c, as fp32. */

@@ -361,7 +361,7 @@ static void NEON_FN(matmul_plain)(const slm_weight *w, const uint8_t *act, int64
         return;
     }
     const int64_t n_pairs = (w->cols / SLM_QK + 1) / 2;
-    uint8_t *buf = malloc((size_t)(ROW_CHUNK / 4 * n_pairs * slm_r4x2_tile_bytes(w->type)));
+    uint8_t *buf = slm_scratch(1, (size_t)(ROW_CHUNK / 4 * n_pairs * slm_r4x2_tile_bytes(w->type)));
     if (!buf) {
         slm_matmul_scalar_plain(w, act, arb, n_tok, y, y_stride, r0, r1);
         return;
@@ -371,7 +371,6 @@ static void NEON_FN(matmul_plain)(const slm_weight *w, const uint8_t *act, int64
         slm_pack_r4x2_rows(w, c0, (c1 - c0 + 3) / 4, buf);
         NEON_FN(matmul_tiles)(w, buf, c0, act, arb, n_tok, y, y_stride, c0 > r0 ? c0 : r0, c1);
     }
-    free(buf);
 }
 
 /* Float weights: 4 rows x NT tokens per pass with every accumulator in a register (NT is a
