@@ -68,6 +68,9 @@ def test_bench_slmprof_backend(tmp_path, tiny):
     # The cold load really read the file (or says why it could not).
     dec = [r for r in recs if r["test"] == "decode"][0]
     assert dec["load_cold_s"] > 0 and dec["load_warm_s"] > 0
+    # The read bandwidth measured between repetitions, and decode's share of it.
+    assert dec["read_bandwidth_GBps"] > 0
+    assert dec["bandwidth_share"] == pytest.approx(dec["achieved_GBps"] / dec["read_bandwidth_GBps"])
     assert any("synthetic" in n for n in rep["notes"])
 
 
