@@ -158,8 +158,23 @@ cdef class Engine:
     def threads(self):
         return slm_model_threads(self._get())
 
+    def set_region_table(self, table):
+        """Call a RegionTable's C hooks at every region edge (or, with None, no hooks). The
+        table is kept alive while attached."""
+        cdef slm_region_hooks h
+        if table is None:
+            check(slm_model_set_hooks(self._get(), NULL), "detaching region hooks")
+            self.hooks_owner = None
+            return
+        if not isinstance(table, RegionTable):
+            raise TypeError(f"expected a RegionTable or None, got {type(table).__name__}")
+        h = (<RegionTable>table).hooks()
+        check(slm_model_set_hooks(self._get(), <const void *>&h), "attaching region hooks")
+        self.hooks_owner = table
+
     def _set_hooks(self, size_t hooks_address, owner):
-        """Attach the slm_region_hooks at that address (copied); owner is kept alive."""
+        """Attach the slm_region_hooks at that address (copied); owner is kept alive.
+        Model.set_profiler uses it for objects with hooks_address() (a trace recorder)."""
         check(slm_model_set_hooks(self._get(), <const void *>hooks_address),
               "attaching region hooks")
         self.hooks_owner = owner if hooks_address else None

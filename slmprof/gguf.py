@@ -583,6 +583,14 @@ def describe_model(gf: GGUFFile) -> ModelDescription:
     """Check a GGUF file is a llama/qwen2 model slmprof can run; return its description.
     Raises UnsupportedError (architecture, tensor types) or ModelFileError (shapes, keys)."""
     shape = shape_from_metadata(gf)
+    # every layer has at least 9 tensors: catch an absurd block_count before listing them
+    if shape.n_layer * 9 > len(gf.tensors):
+        raise ModelFileError(f"{gf.path}: metadata {shape.arch + '.block_count'!r} = "
+                             f"{shape.n_layer}, but the file has only {len(gf.tensors)} tensors")
+    n_tokens = len(gf.metadata.get("tokenizer.ggml.tokens", ()))
+    if n_tokens > shape.vocab:
+        raise ModelFileError(f"{gf.path}: the tokenizer has {n_tokens} tokens but the embedding "
+                             f"only {shape.vocab} rows")
     expected = shape.tensor_shapes()
     missing = [n for n in expected if n not in gf.tensors]
     if missing:

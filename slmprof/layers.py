@@ -134,6 +134,22 @@ def counter_figures(counters, dram_events=None, line_bytes=64):
     return out
 
 
+def _profiler(Profiler, events):
+    """(Profiler, note). With events=None the core's default counters are used when the
+    machine has hardware counters; otherwise regions are timed only, because software events
+    fill no column here and reading them on every thread at every edge costs decode time."""
+    if events is not None:
+        return Profiler(events=events), None
+    from slmprof.counters import Counters
+    counters = Counters()
+    if counters.describe().get("mode") == "hardware":
+        return Profiler(counters=counters), None
+    reason = counters.describe().get("mode_reason") or "no hardware counters on this machine"
+    counters.close()
+    return Profiler(events=[]), ("counter columns (IPC, DRAM bytes, backend stalls) empty: "
+                                 f"{reason}; regions are timed without counters")
+
+
 def counters_note(profiler):
     """Why the counter columns are empty, or None when they have values."""
     counters = getattr(profiler, "counters", None)
@@ -230,7 +246,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
     kv_type = kv_type_of(m)
     prompt = prompt_tokens_for(m, n_prompt)
 
-    prof = Profiler(events=events)
+    prof, why_no_counters = _profiler(Profiler, events)
     try:
         prof.name_regions((rid, f"{layer}/{op}") for rid, layer, op in m.region_names())
         m.set_profiler(prof.table)
@@ -245,7 +261,10 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
         rec = None
         if trace_path:
             from slmprof import trace
-            rec = trace.start(m, hz=hz, next_table=prof.table)
+            # Behind the recorder the region table keeps its totals (and counters); a table
+            # that cannot be chained is replaced and the totals come from the edges.
+            chained = trace.chainable(prof.table)
+            rec = trace.start(m, hz=hz, next_table=prof.table if chained else None)
             trace.mark(rec, "prefill")
         phases = {}
         say(f"prefill: {n_prompt} tokens")
@@ -282,9 +301,16 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
             else:
                 trace.save(data, trace_path)
             notes.extend(data["meta"]["notes"])
+            if not chained:
+                for ph, (secs, n, _, costs) in list(phases.items()):
+                    times = {rid: (ns * 1e-9, count, {}) for rid, (ns, count) in
+                             trace.region_totals(data, ph).items()}
+                    phases[ph] = (secs, n, times, costs)
+                notes.append("region times come from the trace recorder (this region table "
+                             "cannot be chained); no counter values")
             say(f"trace written to {trace_path}")
         dram_events, line_bytes = dram_estimate(prof)
-        cnote = counters_note(prof)
+        cnote = why_no_counters or counters_note(prof)
         if cnote:
             notes.append(cnote)
         m.set_profiler(None)

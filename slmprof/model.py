@@ -268,9 +268,11 @@ class Model:
 
     # --- profiling --------------------------------------------------------------------------
     def set_profiler(self, region_table):
-        """Attach a region table (its C hooks are called at every region edge), or None."""
-        if region_table is None:
-            self.engine._set_hooks(0, None)
-        else:
+        """Attach a region table (its C hooks are called at every region edge), or None.
+        Anything else that offers C hooks through hooks_address() (the address of a
+        slm_region_hooks that lives as long as the object) works too, e.g. a trace recorder."""
+        if region_table is not None and hasattr(region_table, "hooks_address"):
             self.engine._set_hooks(int(region_table.hooks_address()), region_table)
+        else:
+            self.engine.set_region_table(region_table)
         self._profiler = region_table

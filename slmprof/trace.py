@@ -63,6 +63,11 @@ def _region_names(model):
         return {}
 
 
+def chainable(table):
+    """Whether a region table can sit behind a recorder (it exposes its C hooks' address)."""
+    return table is not None and hasattr(table, "hooks_address")
+
+
 def start(model, hz=0, next_table=None, capacity=DEFAULT_CAPACITY):
     """Put a recorder on the model's region hooks (chained to `next_table`, a region table, so
     its totals still accumulate) and start the sampler at `hz` (0: none)."""
@@ -132,7 +137,7 @@ def _start_sampler(hz):
 def _stop_sampler(sampler):
     sampler.stop()
     data = None
-    for name in ("drain", "samples", "read"):
+    for name in ("samples", "read"):
         fn = getattr(sampler, name, None)
         if callable(fn):
             data = fn()
@@ -214,10 +219,21 @@ def slices(trace):
     return out
 
 
-def region_totals(trace):
-    """region id -> (total ns, count), from the slices."""
+def region_totals(trace, phase=None):
+    """region id -> (total ns, count), from the slices (only those inside `phase`, a phase
+    name, when given)."""
+    all_slices = slices(trace)
+    lo, hi = 0, float("inf")
+    if phase is not None:
+        ids = [int(k) for k, v in trace["meta"].get("phases", {}).items() if v == phase]
+        spans = [(a, b) for a, b, r, _ in all_slices if r in ids]
+        if not spans:
+            return {}
+        lo, hi = spans[0]
     totals = {}
-    for t0, t1, region, _ in slices(trace):
+    for t0, t1, region, _ in all_slices:
+        if t0 < lo or t1 > hi or str(region) in trace["meta"].get("phases", {}):
+            continue
         ns, n = totals.get(region, (0, 0))
         totals[region] = (ns + t1 - t0, n + 1)
     return totals
@@ -311,3 +327,69 @@ def write_chrome(trace, path):
         json.dump(to_chrome(trace), f, separators=(",", ":"))
     os.replace(tmp, path)
     return path
+
+
+# ------------------------------------------------------------------------------------------
+# A whole recorded run (the `trace` command)
+
+
+def record_run(model_name, threads=None, prompt_tokens=32, gen_tokens=16, hz=1000, progress=None):
+    """Load a model, warm it up, and record a prefill and a greedy decode with every region edge
+    and the sampler at `hz`. Returns the trace dict (see save())."""
+    from slmprof import layers
+    try:
+        from slmprof.model import Model
+    except ImportError as e:
+        raise UnavailableError(f"the engine is not part of this build ({e})") from None
+    say = progress or (lambda text: None)
+    name, note = layers.resolve_model(model_name)
+    say(f"loading {name}")
+    m = Model.load(name, threads=threads, ctx=prompt_tokens + gen_tokens + 8)
+    try:
+        prompt = layers.prompt_tokens_for(m, prompt_tokens)
+        say("warming up")
+        m.prefill(prompt[: min(16, len(prompt))])
+        m.reset()
+        rec = start(m, hz=hz)
+        if note:
+            rec.notes.append(note)
+        say(f"recording: prefill {prompt_tokens} tokens, decode {gen_tokens}")
+        mark(rec, "prefill")
+        logits = m.prefill(prompt)
+        if gen_tokens:
+            mark(rec, "decode")
+            token = int(np.argmax(logits))
+            for _ in range(gen_tokens):
+                token = int(np.argmax(m.decode(token)))
+        data = stop(rec)
+        data["meta"]["model"] = {"name": name, "synthetic": bool(getattr(m, "synthetic", False))}
+        data["meta"]["settings"] = {"threads": m.threads, "prompt_tokens": prompt_tokens,
+                                    "gen_tokens": gen_tokens, "hz": hz}
+        return data
+    finally:
+        m.close()
+
+
+def summary_lines(data, top=6):
+    """What a recorded trace holds, for people."""
+    sl = slices(data)
+    meta = data["meta"]
+    lines = [f"{len(data['edges'])} region edges on {len({s[3] for s in sl})} thread(s), "
+             f"{len(data['samples'].get('t_ns', []))} samples"]
+    for rid, phase in meta.get("phases", {}).items():
+        for t0, t1, region, _ in sl:
+            if str(region) == rid:
+                lines.append(f"  {phase}: {(t1 - t0) / 1e6:.1f} ms")
+    by_op = {}
+    names = meta.get("region_names", {})
+    for t0, t1, region, _ in sl:
+        layer, op = names.get(str(region), (None, None))
+        if op and op != "layer":
+            by_op[op] = by_op.get(op, 0) + (t1 - t0)
+    total = sum(by_op.values())
+    if total:
+        lines.append("  operations: " + ", ".join(
+            f"{op} {100 * ns / total:.0f}%" for op, ns in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]))
+    for n in meta.get("notes", []):
+        lines.append(f"note: {n}")
+    return lines

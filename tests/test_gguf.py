@@ -199,6 +199,20 @@ def test_shape_inconsistent_with_hyperparameters(tmp_path):
         open_model(path)
 
 
+def test_absurd_block_count(tmp_path):
+    path = write_f32_model(tmp_path / "b.gguf", extra={"llama.block_count": 1 << 31})
+    with pytest.raises(ModelFileError, match="'llama.block_count' = 2147483648, but the file has "
+                                             "only 20 tensors"):
+        open_model(path)
+
+
+def test_vocabulary_larger_than_embedding(tmp_path):
+    path = write_f32_model(tmp_path / "v.gguf",
+                           extra={"tokenizer.ggml.tokens": [str(i) for i in range(200)]})
+    with pytest.raises(ModelFileError, match="tokenizer has 200 tokens but the embedding only 128"):
+        open_model(path)
+
+
 def test_bad_head_counts(tmp_path):
     path = write_f32_model(tmp_path / "h.gguf", extra={"llama.attention.head_count_kv": 3})
     with pytest.raises(ModelFileError, match="not a multiple of head_count_kv 3"):
@@ -423,3 +437,34 @@ def test_writer_rejects_wrong_sizes(tmp_path):
         w.add_tensor("q", bytes(18), "q4_0", (31,))
     with pytest.raises(UnsupportedError, match="unknown tensor type 'q9_9'"):
         w.add_tensor("q", bytes(18), "q9_9", (32,))
+
+
+def test_random_corruption_gives_only_clear_errors(tiny_model, tmp_path):
+    """Flip bytes of the header and metadata of a real tiny model: opening, describing and
+    building the tokenizer either work or raise slmprof's own errors, never anything else."""
+    from slmprof.errors import SlmprofError
+    from slmprof.tokenizer import Tokenizer
+    src = tiny_model(type="q8_0").read_bytes()
+    with GGUFFile(tiny_model(type="q8_0")) as gf:
+        header_end = gf.data_start
+    rng = np.random.default_rng(1234)
+    bad = tmp_path / "fuzz.gguf"
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(400):
+        buf = bytearray(src)
+        for _ in range(int(rng.integers(1, 4))):
+            # the fixed header and first keys, the tensor table at the end, or anywhere
+            region = int(rng.integers(0, 3))
+            lo, hi = [(0, 400), (header_end - 1200, header_end), (0, header_end)][region]
+            at = int(rng.integers(lo, hi))
+            buf[at] = int(rng.integers(0, 256))
+        bad.write_bytes(bytes(buf))
+        try:
+            gf, d = open_model(bad)
+            with gf:
+                Tokenizer.from_gguf(gf).encode("hello world")
+            outcomes["ok"] += 1
+        except SlmprofError as e:
+            assert str(bad) in str(e) or "tokenizer" in str(e) or "token" in str(e), str(e)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 100, outcomes

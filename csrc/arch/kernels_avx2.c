@@ -482,7 +482,7 @@ static void matmul_tiles(const slm_weight *w, const uint8_t *packed, int64_t pac
 static uint8_t *alloc_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t n_tok, int64_t nb) {
     const int64_t per = type == SLM_TYPE_Q8_0 ? ACT8_BYTES : ACT4_BYTES;
     const int64_t bytes = (n_tok + 3) / 4 * ((nb + 1) / 2) * per;
-    uint8_t *at = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64);
+    uint8_t *at = slm_scratch(0, (size_t)bytes);
     if (at) prepare_act_tiles(type, act, arb, n_tok, nb, at);
     return at;
 }
@@ -498,7 +498,6 @@ static void matmul_packed_quant(const slm_weight *w, const uint8_t *act, int64_t
         }
     }
     matmul_tiles(w, w->packed, 0, act, arb, n_tok, at, y, y_stride, r0, r1);
-    free(at);
 }
 
 /* Plain rows: decode row by row; prefill packs a chunk of rows at a time into R4X2 on the fly. */
@@ -513,10 +512,8 @@ static void matmul_plain_quant(const slm_weight *w, const uint8_t *act, int64_t 
     const int64_t nb = w->cols / SLM_QK, n_pairs = (nb + 1) / 2;
     const int64_t chunk_groups = ROW_CHUNK / 4;
     uint8_t *at = alloc_act_tiles(w->type, act, arb, n_tok, nb);
-    uint8_t *buf = aligned_alloc(64, (size_t)(chunk_groups * n_pairs * slm_r4x2_tile_bytes(w->type) + 63) / 64 * 64);
+    uint8_t *buf = slm_scratch(1, (size_t)(chunk_groups * n_pairs * slm_r4x2_tile_bytes(w->type)));
     if (!at || !buf) {
-        free(at);
-        free(buf);
         slm_matmul_scalar_plain(w, act, arb, n_tok, y, y_stride, r0, r1);
         return;
     }
@@ -525,44 +522,63 @@ static void matmul_plain_quant(const slm_weight *w, const uint8_t *act, int64_t 
         slm_pack_r4x2_rows(w, c0, (c1 - c0 + 3) / 4, buf);
         matmul_tiles(w, buf, c0, act, arb, n_tok, at, y, y_stride, c0 > r0 ? c0 : r0, c1);
     }
-    free(at);
-    free(buf);
 }
 
-/* Float weights: 4 rows x up to 4 tokens per pass so each converted weight vector is reused. */
+/* Float weights. 8 weights of row r starting at column c, as fp32. */
+static inline __m256 load_w8(const slm_weight *w, int64_t r, int64_t c) {
+    const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
+    return w->type == SLM_TYPE_F16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const slm_half *)row + c)))
+                                   : _mm256_loadu_ps((const float *)row + c);
+}
+
+static inline float w_at(const slm_weight *w, int64_t r, int64_t c) {
+    const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
+    return w->type == SLM_TYPE_F16 ? h2f(((const slm_half *)row)[c]) : ((const float *)row)[c];
+}
+
+/* 4 rows x NT tokens with every accumulator in a register (NT is a compile-time constant at
+ * each call site), each converted weight vector used NT times. */
+static inline __attribute__((always_inline)) void float_tile(const slm_weight *w, const uint8_t *act, int64_t arb,
+                                                             int64_t t0, int64_t r, float *y, int64_t ys, const int NT,
+                                                             int64_t r0, int64_t r1) {
+    const int64_t n = w->cols;
+    __m256 acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        __m256 a[4];
+        for (int j = 0; j < NT; j++) a[j] = _mm256_loadu_ps((const float *)(act + (t0 + j) * arb) + c);
+        for (int i = 0; i < 4; i++) {
+            const __m256 wv = load_w8(w, r + i, c);
+            for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(wv, a[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < NT && r + i >= r0 && r + i < r1; j++) {
+            const float *a = (const float *)(act + (t0 + j) * arb);
+            float sum = hsum_ps(acc[i][j]);
+            for (int64_t k = c; k < n; k++) sum += w_at(w, r + i, k) * a[k];
+            y[(t0 + j) * ys + r + i] = sum;
+        }
+}
+
 static void matmul_float(const slm_weight *w, const uint8_t *act, int64_t arb, int64_t n_tok,
                          float *y, int64_t y_stride, int64_t r0, int64_t r1) {
-    const int64_t n = w->cols;
-    const int is_f16 = w->type == SLM_TYPE_F16;
-    for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
-        const int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
-        for (int64_t r = r0; r < r1; r += 4) {
-            const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
-            __m256 acc[4][4];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();
-            int64_t c = 0;
-            for (; c + 8 <= n; c += 8) {
-                __m256 a[4];
-                for (int j = 0; j < nt; j++) a[j] = _mm256_loadu_ps((const float *)(act + (t0 + j) * arb) + c);
-                for (int i = 0; i < nr; i++) {
-                    const uint8_t *wrow = (const uint8_t *)w->data + (r + i) * w->row_bytes;
-                    const __m256 wv = is_f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const slm_half *)wrow + c)))
-                                             : _mm256_loadu_ps((const float *)wrow + c);
-                    for (int j = 0; j < nt; j++) acc[i][j] = _mm256_fmadd_ps(wv, a[j], acc[i][j]);
-                }
-            }
-            for (int i = 0; i < nr; i++) {
-                const uint8_t *wrow = (const uint8_t *)w->data + (r + i) * w->row_bytes;
-                for (int j = 0; j < nt; j++) {
-                    const float *a = (const float *)(act + (t0 + j) * arb);
-                    float s = hsum_ps(acc[i][j]);
-                    for (int64_t k = c; k < n; k++)
-                        s += (is_f16 ? h2f(((const slm_half *)wrow)[k]) : ((const float *)wrow)[k]) * a[k];
-                    y[(t0 + j) * y_stride + r + i] = s;
-                }
-            }
+    const slm_vec_dot_fn dot = w->type == SLM_TYPE_F16 ? vec_dot_f16 : vec_dot_f32;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += 3) {
+        const int nt = n_tok - t0 < 3 ? (int)(n_tok - t0) : 3;
+        /* groups at absolute multiples of 4 rows: any split of the rows gives identical numbers */
+        int64_t r = r0 / 4 * 4;
+        for (; r < r1 && r + 4 <= w->rows; r += 4) {
+            if (nt == 3) float_tile(w, act, arb, t0, r, y, y_stride, 3, r0, r1);
+            else if (nt == 2) float_tile(w, act, arb, t0, r, y, y_stride, 2, r0, r1);
+            else float_tile(w, act, arb, t0, r, y, y_stride, 1, r0, r1);
         }
+        for (r = r > r0 ? r : r0; r < r1; r++) /* the last rows when the count is not a multiple of 4 */
+            for (int j = 0; j < nt; j++)
+                dot(w->cols, &y[(t0 + j) * y_stride + r], (const uint8_t *)w->data + r * w->row_bytes,
+                    act + (t0 + j) * arb);
     }
 }
 

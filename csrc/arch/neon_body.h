@@ -361,7 +361,7 @@ static void NEON_FN(matmul_plain)(const slm_weight *w, const uint8_t *act, int64
         return;
     }
     const int64_t n_pairs = (w->cols / SLM_QK + 1) / 2;
-    uint8_t *buf = malloc((size_t)(ROW_CHUNK / 4 * n_pairs * slm_r4x2_tile_bytes(w->type)));
+    uint8_t *buf = slm_scratch(1, (size_t)(ROW_CHUNK / 4 * n_pairs * slm_r4x2_tile_bytes(w->type)));
     if (!buf) {
         slm_matmul_scalar_plain(w, act, arb, n_tok, y, y_stride, r0, r1);
         return;
@@ -371,42 +371,63 @@ static void NEON_FN(matmul_plain)(const slm_weight *w, const uint8_t *act, int64
         slm_pack_r4x2_rows(w, c0, (c1 - c0 + 3) / 4, buf);
         NEON_FN(matmul_tiles)(w, buf, c0, act, arb, n_tok, y, y_stride, c0 > r0 ? c0 : r0, c1);
     }
-    free(buf);
 }
 
-/* Float weights: 4 rows x up to 4 tokens per pass. */
+/* Float weights: 4 rows x NT tokens per pass with every accumulator in a register (NT is a
+ * compile-time constant at each call site); each converted weight vector is used NT times. */
+static inline float32x4_t NEON_FN(load_w4)(const slm_weight *w, int64_t r, int64_t c) {
+    const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
+    return w->type == SLM_TYPE_F16 ? h4((const slm_half *)row + c) : vld1q_f32((const float *)row + c);
+}
+
+static inline __attribute__((always_inline)) void NEON_FN(float_tile)(const slm_weight *w, const uint8_t *act,
+                                                                      int64_t arb, int64_t t0, int64_t r,
+                                                                      float *y, int64_t ys, const int NT,
+                                                                      int64_t r0, int64_t r1) {
+    const int64_t n = w->cols;
+    float32x4_t acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < NT; j++) acc[i][j] = vdupq_n_f32(0.0f);
+    int64_t c = 0;
+    for (; c + 4 <= n; c += 4) {
+        float32x4_t a[4];
+        for (int j = 0; j < NT; j++) a[j] = vld1q_f32((const float *)(act + (t0 + j) * arb) + c);
+        for (int i = 0; i < 4; i++) {
+            const float32x4_t wv = NEON_FN(load_w4)(w, r + i, c);
+            for (int j = 0; j < NT; j++) acc[i][j] = vfmaq_f32(acc[i][j], wv, a[j]);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        const uint8_t *row = (const uint8_t *)w->data + (r + i) * w->row_bytes;
+        for (int j = 0; j < NT && r + i >= r0 && r + i < r1; j++) {
+            const float *a = (const float *)(act + (t0 + j) * arb);
+            float sum = vaddvq_f32(acc[i][j]);
+            for (int64_t k = c; k < n; k++)
+                sum += (w->type == SLM_TYPE_F16 ? h2f(((const slm_half *)row)[k]) : ((const float *)row)[k]) * a[k];
+            y[(t0 + j) * ys + r + i] = sum;
+        }
+    }
+}
+
 static void NEON_FN(matmul_float)(const slm_weight *w, const uint8_t *act, int64_t arb, int64_t n_tok,
                                   float *y, int64_t y_stride, int64_t r0, int64_t r1) {
-    const int64_t n = w->cols;
-    const int is_f16 = w->type == SLM_TYPE_F16;
+    const slm_vec_dot_fn dot = w->type == SLM_TYPE_F16 ? NEON_FN(vec_dot_f16) : NEON_FN(vec_dot_f32);
     for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
         const int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
-        for (int64_t r = r0; r < r1; r += 4) {
-            const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
-            float32x4_t acc[4][4];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) acc[i][j] = vdupq_n_f32(0.0f);
-            int64_t c = 0;
-            for (; c + 4 <= n; c += 4) {
-                float32x4_t a[4];
-                for (int j = 0; j < nt; j++) a[j] = vld1q_f32((const float *)(act + (t0 + j) * arb) + c);
-                for (int i = 0; i < nr; i++) {
-                    const uint8_t *wrow = (const uint8_t *)w->data + (r + i) * w->row_bytes;
-                    const float32x4_t wv = is_f16 ? h4((const slm_half *)wrow + c) : vld1q_f32((const float *)wrow + c);
-                    for (int j = 0; j < nt; j++) acc[i][j] = vfmaq_f32(acc[i][j], wv, a[j]);
-                }
-            }
-            for (int i = 0; i < nr; i++) {
-                const uint8_t *wrow = (const uint8_t *)w->data + (r + i) * w->row_bytes;
-                for (int j = 0; j < nt; j++) {
-                    const float *a = (const float *)(act + (t0 + j) * arb);
-                    float s = vaddvq_f32(acc[i][j]);
-                    for (int64_t k = c; k < n; k++)
-                        s += (is_f16 ? h2f(((const slm_half *)wrow)[k]) : ((const float *)wrow)[k]) * a[k];
-                    y[(t0 + j) * y_stride + r + i] = s;
-                }
+        /* groups at absolute multiples of 4 rows: any split of the rows gives identical numbers */
+        int64_t r = r0 / 4 * 4;
+        for (; r < r1 && r + 4 <= w->rows; r += 4) {
+            switch (nt) {
+            case 4: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 4, r0, r1); break;
+            case 3: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 3, r0, r1); break;
+            case 2: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 2, r0, r1); break;
+            default: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 1, r0, r1); break;
             }
         }
+        for (r = r > r0 ? r : r0; r < r1; r++) /* the last rows when the count is not a multiple of 4 */
+            for (int j = 0; j < nt; j++)
+                dot(w->cols, &y[(t0 + j) * y_stride + r], (const uint8_t *)w->data + r * w->row_bytes,
+                    act + (t0 + j) * arb);
     }
 }
 

@@ -121,6 +121,16 @@ def render_text(rep, show_ops=False, style="md"):
     records = rep["records"]
     has_counters = any(r.get("ipc") is not None or r.get("dram_bytes_per_token") is not None
                        for r in records)
+    notes = list(rep.get("notes") or [])
+    counter_notes = [n for n in notes if n.startswith("counter columns")]
+    if counter_notes:
+        out.append("counters: IPC, DRAM bytes and backend stalls not shown: "
+                   + counter_notes[0].split("empty: ", 1)[-1])
+        notes = [n for n in notes if n not in counter_notes]
+    synthetic = [n for n in notes if "synthetic" in n or "could not be fetched" in n]
+    for n in synthetic:
+        out.append(f"model note: {n}")
+    notes = [n for n in notes if n not in synthetic]
     columns = COLUMNS + (COUNTER_COLUMNS if has_counters else [])
     if not show_ops:
         columns = [c for c in columns if c.key != "op"]
@@ -145,6 +155,6 @@ def render_text(rep, show_ops=False, style="md"):
     out.append("")
     out.append("bottleneck: " + rep["summary"].get("bottleneck", ""))
     out.append("verdicts: " + roofline.VERDICT_RULE + ".")
-    for n in rep.get("notes") or []:
+    for n in notes:
         out.append(f"note: {n}")
     return "\n".join(out) + "\n"
