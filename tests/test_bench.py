@@ -244,16 +244,24 @@ def test_compare_models_and_types(tmp_path, tiny_model):
 
 
 @needs_engine
-def test_perplexity_of_a_model_that_knows_nothing_is_about_its_vocabulary(tiny_model):
+def test_perplexity_scores_the_second_half_of_each_window(tiny_model):
+    import numpy as np
     from slmprof.commands.compare import perplexity
     from slmprof.model import Model
     with Model.load(str(tiny_model(type="f32")), threads=1, ctx=64) as m:
         toks = m.tokenizer.encode("the quick brown fox jumps over the lazy dog " * 8)
         ppl, scored = perplexity(m, toks, 32)
-        vocab = m.config.vocab
-    assert scored == (len(toks) // 32) * 15
-    # Random weights: no better than chance by much, and not absurdly worse.
-    assert vocab / 20 < ppl < vocab * 20
+        # By hand: each window from an empty context; positions 16..30 predict tokens 17..31.
+        nll = []
+        for start in range(0, len(toks) - 31, 32):
+            w = toks[start:start + 32]
+            m.reset()
+            logits = np.asarray(m.prefill(w, all_logits=True), np.float64)
+            for i in range(16, 31):
+                row = logits[i] - logits[i].max()
+                nll.append(np.log(np.exp(row).sum()) - row[w[i + 1]])
+    assert scored == len(nll) == (len(toks) // 32) * 15
+    assert ppl == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-9)
 
 
 def test_stdlib_text_is_prose():
