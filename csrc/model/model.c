@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "slm.h"
+#include "model/attention.h"
 
 #define DEFAULT_MAX_BATCH 512
 
@@ -78,6 +79,7 @@ typedef struct {
     float *logits;         /* (n_out, vocab) */
     int out0, n_out;       /* tokens [out0, out0 + n_out) get logits; n_out = 0: none */
     slm_region_hooks hooks;
+    slm_attend_fn attend;  /* attention path for the active ISA */
 } chunk_job;
 
 struct slm_model {
@@ -327,25 +329,6 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) 
     for (int i = 0; i < n; i++) o[i] = x[i] * scale * w[i];
 }
 
-/* Eight independent partial sums: the compiler vectorizes it without reassociating. */
-static float dot_f32(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    for (; i < n; i++) acc[0] += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-static float dot_f16(const slm_half *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += slm_fp16_to_fp32(a[i + j]) * b[i + j];
-    for (; i < n; i++) acc[0] += slm_fp16_to_fp32(a[i]) * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 /* Rotate one head's vector. llama GGUFs pair adjacent dims (the converter permuted Q/K rows);
  * qwen2 pairs dim i with i + head_dim/2 (NEOX). cs: (head_dim/2, 2) cos, sin. */
 static void rope(float *v, const float *cs, int head_dim, int neox) {
@@ -473,12 +456,14 @@ static void qkv_rope_store(slm_model *m, int l, int ith, int nth, const uint8_t 
     }
 }
 
-/* Causal grouped-query attention; items (token, head) are dealt out round-robin. Softmax in
- * f32. Each head's output is quantized for wo right away when it fills whole blocks. */
+/* Causal grouped-query attention; items (token, head) are dealt out round-robin. Each head's
+ * output is quantized for wo right away when it fills whole blocks. */
 static void attention(slm_model *m, int l, int ith, int nth, int quantize_here) {
     const slm_model_config *c = &m->cfg;
     run_state *s = &m->s;
     const int hd = c->head_dim, n_tok = m->job.n_tok, kvd = m->kv_dim;
+    const int kv_f16 = c->kv_type == SLM_TYPE_F16;
+    const size_t kv_elem = kv_f16 ? 2 : 4;
     const float scale = 1.0f / sqrtf((float)hd);
     const slm_weight *wo = &m->layers[l].wo;
     const int64_t wo_act_row = act_bytes(m, wo->type, m->q_dim);
@@ -489,33 +474,9 @@ static void attention(slm_model *m, int l, int ith, int nth, int quantize_here) 
         const int n_pos = m->job.pos0 + t + 1; /* attend to positions 0..pos */
         const float *q = s->q + (size_t)t * m->q_dim + (size_t)h * hd;
         float *out = s->att_out + (size_t)t * m->q_dim + (size_t)h * hd;
-        float max = -INFINITY;
-        for (int p = 0; p < n_pos; p++) {
-            size_t off = layer_off + (size_t)p * kvd + (size_t)kvh * hd;
-            float score = c->kv_type == SLM_TYPE_F16
-                              ? dot_f16((const slm_half *)s->key_cache + off, q, hd)
-                              : dot_f32((const float *)s->key_cache + off, q, hd);
-            att[p] = score * scale;
-            if (att[p] > max) max = att[p];
-        }
-        float sum = 0;
-        for (int p = 0; p < n_pos; p++) {
-            att[p] = expf(att[p] - max);
-            sum += att[p];
-        }
-        const float inv_sum = 1.0f / sum;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p < n_pos; p++) {
-            size_t off = layer_off + (size_t)p * kvd + (size_t)kvh * hd;
-            const float a = att[p] * inv_sum;
-            if (c->kv_type == SLM_TYPE_F16) {
-                const slm_half *v = (const slm_half *)s->value_cache + off;
-                for (int i = 0; i < hd; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
-            } else {
-                const float *v = (const float *)s->value_cache + off;
-                for (int i = 0; i < hd; i++) out[i] += a * v[i];
-            }
-        }
+        const size_t head_off = (layer_off + (size_t)kvh * hd) * kv_elem;
+        m->job.attend(q, (const char *)s->key_cache + head_off, (const char *)s->value_cache + head_off,
+                      kvd, n_pos, hd, scale, kv_f16, att, out);
         if (quantize_here) {
             int64_t rb;
             slm_quantize_activations(wo->type, out, hd, 1, hd,
@@ -655,23 +616,25 @@ static void forward_thread(void *ctx, int ith, int nth) {
     edge(m, ith, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), SLM_REGION_ID(head_slot, SLM_OP_LAYER), -1, -1, 0);
 }
 
-int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits, int32_t all_logits) {
+int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits, int32_t n_logits) {
     if (!m->ready) return SLM_EINVAL;
-    if (n_tok < 1 || !tokens || !logits) return SLM_EINVAL;
+    if (n_tok < 1 || !tokens || !logits || n_logits < 1 || n_logits > n_tok) return SLM_EINVAL;
     if ((int64_t)m->n_past + n_tok > m->cfg.n_ctx) return SLM_ECTX;
     for (int i = 0; i < n_tok; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab) return SLM_EINVAL;
     for (int done = 0; done < n_tok;) {
         const int n = n_tok - done < m->max_batch ? n_tok - done : m->max_batch;
-        const int last_chunk = done + n == n_tok;
+        const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
-        *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks};
-        if (all_logits) {
-            job->out0 = 0, job->n_out = n;
-            job->logits = logits + (size_t)done * m->cfg.vocab;
-        } else if (last_chunk) {
-            job->out0 = n - 1, job->n_out = 1;
-            job->logits = logits;
+        *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
+                           .attend = slm_attend_generic};
+#if defined(__x86_64__)
+        if (slm_isa_active() == SLM_ISA_AVX2) job->attend = slm_attend_avx2;
+#endif
+        if (done + n > first_out) {
+            job->out0 = first_out > done ? first_out - done : 0;
+            job->n_out = n - job->out0;
+            job->logits = logits + (size_t)(done + job->out0 - first_out) * m->cfg.vocab;
         }
         slm_pool_run(m->pool, forward_thread, m);
         m->n_past += n;
