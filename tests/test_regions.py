@@ -150,3 +150,9 @@ def test_read_path_is_reported():
     prof = Profiler(events=["task-clock"])
     assert prof.read_path in ("read", "rdpmc", "mrs")
     prof.close()
+
+
+def test_hooks_address_is_stable_for_the_engine():
+    t = _core.RegionTable(64)
+    a = t.hooks_address()
+    assert a != 0 and a == t.hooks_address()

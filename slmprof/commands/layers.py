@@ -136,6 +136,8 @@ def render_text(rep, show_ops=False, style="md"):
         columns = [c for c in columns if c.key != "op"]
     for ph in layers.PHASES:
         rows = [r for r in records if r["phase"] == ph and (show_ops or not r["op"])]
+        # operation rows sit under their layer's row: the layer name is not repeated
+        rows = [dict(r, layer="") if r["op"] else r for r in rows]
         if not rows:
             continue
         s = rep["summary"][ph]
