@@ -87,6 +87,8 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", default="plan-vs-bench", help="directory for the JSON files")
     p.add_argument("--reuse", action="store_true", help="reuse bench JSON files already in --out")
+    p.add_argument("--keep-calibration", action="store_true",
+                   help="use the cached calibration instead of measuring the ceilings again now")
     args = p.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +99,8 @@ def main(argv=None):
         raise SystemExit(f"plan_vs_bench: {', '.join(sorted(overlap))} cannot be both reference and evaluated")
 
     started = time.time()
-    slmprof("calibrate", "--quiet")
+    # the ceilings as the machine is now (others may share it), not as it was at some earlier time
+    slmprof("calibrate", "--quiet", *([] if args.keep_calibration else ["--force"]))
     # 1. learn the engine efficiency from the reference runs only
     ref_paths = [bench(m, args, out_dir) for m in refs]
     slmprof("plan", "--learn", *ref_paths)

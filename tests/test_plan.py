@@ -279,3 +279,11 @@ def test_plot_renders(tmp_path):
     assert out.returncode == 0, out.stderr
     assert png.stat().st_size > 10_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_lists_devices(tmp_path):
+    out = _cli("--list-devices", cache=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for name in devices.BUILTIN_NAMES:
+        assert name in out.stdout
+    assert "calibrate --export" in out.stdout

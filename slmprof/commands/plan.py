@@ -97,6 +97,8 @@ def add_arguments(p):
                         "machine, store it, and use it")
     p.add_argument("--efficiency", type=_efficiency_arg, default=None, metavar="decode=F,prefill=F",
                    help="engine efficiency (fraction of the roofline) to use instead of the stored one")
+    p.add_argument("--list-devices", action="store_true",
+                   help="list the built-in device profiles with their ceilings, then exit")
     p.add_argument("--json", action="store_true", help="print the full JSON report")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the output to FILE")
     p.add_argument("--quiet", "-q", action="store_true", help="no status lines on stderr")
@@ -111,6 +113,16 @@ def run(args):
     from slmprof import devices, report
     from slmprof import plan as planner
 
+    if args.list_devices:
+        for name in devices.BUILTIN_NAMES:
+            d = devices.builtin_profile(name)
+            print(f"{name:9} {d.title}\n          {d.cores} x {d.cpu_model} ({d.isa}), "
+                  f"{d.memory_bytes / 2**30:.0f} GiB, read {d.bandwidth_GBps(d.cores):.1f} GB/s, "
+                  f"int8 {d.int8_GOPs_at(d.cores):.1f} GOP/s, f32 {d.f32_GFLOPs_at(d.cores):.1f} GFLOP/s "
+                  f"at {d.cores} threads")
+        print(f"{devices.THIS:9} this machine, calibrated (`python -m slmprof calibrate`)\n"
+              f"FILE      a profile written by `python -m slmprof calibrate --export FILE`")
+        return 0
     models = [m.strip() for arg in args.model for m in arg.split(",") if m.strip()]
     if not models and not args.shape and not args.learn:
         return _error("give --model M[,M2...] and/or --shape KEY=V,... (see --help)")
