@@ -31,7 +31,12 @@ SHAPES = {  # rows x cols as "out x in"; SmolLM2-135M: dim 576, ffn 1536, vocab 
     "1536x576": (1536, 576),    # gate/up
     "576x1536": (576, 1536),    # down
     "49152x576": (49152, 576),  # LM head (tied embedding)
+    # TinyLlama-1.1B: dim 2048, ffn 5632 (not in the default list; pass --shapes)
+    "2048x2048": (2048, 2048),
+    "5632x2048": (5632, 2048),
+    "2048x5632": (2048, 5632),
 }
+DEFAULT_SHAPES = "576x576,192x576,1536x576,576x1536,49152x576"
 
 
 def weight_copies(name, rows, cols, total_bytes, rng, isa):
@@ -54,7 +59,7 @@ def measure(fn, repeats):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--types", default="q4_1,q4_0,q8_0,f16")
-    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--shapes", default=DEFAULT_SHAPES, help=f"rows x cols; named: {', '.join(SHAPES)}")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--isa", default="best", help="kernel path(s), comma separated, 'all' or 'best'")
     ap.add_argument("--prefill-tokens", type=int, default=128)

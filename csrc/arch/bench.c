@@ -4,6 +4,7 @@
  * engine does, with a spinning barrier after each product; and a plain read-bandwidth loop
  * that gives the ceiling those numbers are compared against. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,11 +33,14 @@ static void barrier_wait(spin_barrier *b) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&b->phase, phase + 1, __ATOMIC_RELEASE);
     } else {
-        while (__atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase) {
+        /* spin briefly (the others are usually microseconds away), then yield the core so an
+         * oversubscribed machine does not make a descheduled thread's partner spin a whole slice */
+        for (int spins = 0; __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase; spins++) {
+            if (spins > 2000) sched_yield();
 #if defined(__x86_64__)
-            __builtin_ia32_pause();
+            else __builtin_ia32_pause();
 #elif defined(__aarch64__)
-            __asm__ volatile("yield");
+            else __asm__ volatile("yield");
 #endif
         }
     }
