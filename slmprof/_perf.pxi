@@ -69,6 +69,7 @@ cdef extern from "slm.h" nogil:
     int slm_counters_n_fds(const slm_counters *c)
     int slm_counters_read_path(slm_counters *c)
     void slm_counters_destroy(slm_counters *c)
+    void slm_perf_spin(uint64_t n)
     int64_t slm_cpu_midr()
     uint64_t slm_monotonic_ns()
 
@@ -90,6 +91,7 @@ cdef extern from "slm.h" nogil:
     void slm_region_table_reset(slm_region_table *t)
     uint64_t slm_region_table_errors(slm_region_table *t)
     int slm_region_table_capacity(const slm_region_table *t)
+    uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n)
 
 
 PERF_EXCLUDE_KERNEL = SLM_PERF_EXCLUDE_KERNEL
@@ -112,6 +114,12 @@ def cpu_midr():
     """MIDR_EL1 read on the core itself (arm64 with HWCAP_CPUID), else None."""
     cdef int64_t v = slm_cpu_midr()
     return None if v < 0 else int(v)
+
+
+def perf_spin(uint64_t n):
+    """Run n iterations of a 2-instruction loop (x86-64, arm64): 2n instructions retired."""
+    with nogil:
+        slm_perf_spin(n)
 
 
 def perf_probe(uint32_t type, uint64_t config, uint64_t config1=0, int flags=0):
@@ -279,6 +287,14 @@ cdef class RegionTable:
         with nogil:
             slm_region_end(self.t, region_id)
 
+    def bench_pairs(self, int32_t region_id, int64_t n):
+        """Run n begin+end pairs in a C loop; elapsed ns (what one edge pair costs, without
+        Python call overhead)."""
+        cdef uint64_t ns
+        with nogil:
+            ns = slm_region_bench_pairs(self.t, region_id, n)
+        return ns
+
     def get(self, int32_t region_id):
         """Totals of one region as a dict, or None if it never ran."""
         cdef slm_region_stats st
@@ -314,6 +330,7 @@ cdef extern from "slm.h" nogil:
         SLM_SAMPLER_MAX_SOURCES
         SLM_SAMPLE_SLOW
         SLM_SAMPLE_PROC_CPU
+        SLM_SAMPLE_MEDIUM
 
     ctypedef struct slm_sample:
         uint64_t t_ns
@@ -350,6 +367,7 @@ SAMPLER_MAX_RAPL = SLM_SAMPLER_MAX_RAPL
 SAMPLER_MAX_SOURCES = SLM_SAMPLER_MAX_SOURCES
 SAMPLE_SLOW = SLM_SAMPLE_SLOW
 SAMPLE_PROC_CPU = SLM_SAMPLE_PROC_CPU
+SAMPLE_MEDIUM = SLM_SAMPLE_MEDIUM
 
 
 def sample_size():

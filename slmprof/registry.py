@@ -269,7 +269,6 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     import math
 
     from slmprof.gguf import GGUFWriter
-    from slmprof.report import Progress
     from slmprof.tokenizer import synthetic_vocab
 
     type_ = type_.lower()
@@ -301,15 +300,14 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     w.add(k + "rope.freq_base", float(s.rope_base))
     w.add(k + "attention.layer_norm_rms_epsilon", float(s.rms_eps))
     w.add(k + "vocab_size", s.vocab)
-    kind, pre = tokenizer
-    for key, value in synthetic_vocab(kind, s.vocab, pre=pre).items():
+    vocab_kind, pre = tokenizer
+    for key, value in synthetic_vocab(vocab_kind, s.vocab, pre=pre).items():
         w.add(key, value)
 
     residual_scale = 1.0 / math.sqrt(2 * s.n_layer)
     # tied: the same matrix embeds (small values are fine) and produces logits (needs ~unit rows)
     embd_std = 1.0 / math.sqrt(s.dim) if s.tied else 0.02
     for tname, ne in s.tensor_shapes().items():
-        kind_ = tname.split(".")[-2] if tname.count(".") >= 1 else tname
         if tname == "rope_freqs.weight":
             w.add_tensor(tname, llama3_rope_factors(s), "f32", ne)
             continue
@@ -331,19 +329,11 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
             std = 1.0 / math.sqrt(s.dim)
         else:
             std = 1.0 / math.sqrt(ne[0])
-            if kind_ in ("attn_output", "ffn_down"):
+            if tname.endswith(("attn_output.weight", "ffn_down.weight")):
                 std *= residual_scale
         w.add_tensor(tname, _tensor_chunks(tname, ne, tid, std, seed), tid, ne)
 
-    total = w.data_bytes()
-    with Progress(total=total, what=f"writing {Path(path).name}", quiet=quiet) as bar:
-        last = [0]
-
-        def progress(done, _total):
-            bar.advance(done - last[0])
-            last[0] = done
-        w.write(progress=progress)
-    return Path(path)
+    return w.write(what=f"writing {Path(path).name}", quiet=quiet)
 
 
 def tiny_shape(arch="llama", tied=True, n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,

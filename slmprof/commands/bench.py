@@ -46,6 +46,8 @@ def add_arguments(p):
                    "the first is the reference for ratios). Default: slmprof")
     p.add_argument("--no-cold", action="store_true",
                    help="skip the cold load (the model file is not dropped from the page cache)")
+    p.add_argument("--no-bandwidth", action="store_true",
+                   help="do not measure the read bandwidth between repetitions (for %% of read BW)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the token ids fed in (default 1234)")
     report.add_output_arguments(p)
 
@@ -295,6 +297,12 @@ def run(args):
                 r.fail(e)
                 report.say(f"slmprof bench: {r.name} cannot run {model.name}: {r.error}", quiet)
             bar.advance()
+        bandwidth = None
+        if G and not args.no_bandwidth:
+            try:
+                bandwidth = ReadBandwidth(threads)
+            except (ImportError, AttributeError) as e:
+                notes.append(f"read bandwidth not measured: {e}")
         watch = _system_watch()
         watch.start()
         # Warm-up (not recorded), then the repetitions, interleaved across backends.
@@ -319,6 +327,9 @@ def run(args):
                         r.decode_s.append(out["decode_s"])
                         r.windows["decode"].append((t1 - int(sum(out["decode_s"]) * 1e9), t1))
                 bar.advance()
+            if rep >= 0 and bandwidth is not None:
+                bar.set_status("read bandwidth")
+                bandwidth.measure()
         system = watch.stop()
         for r in runs:
             if r.worker is not None:
@@ -328,7 +339,12 @@ def run(args):
                     r.fail(e)
                 r.worker.close() if r.worker is not None else None
 
-    records = _records(runs, model, facts, threads, P, G, system)
+    read_bw = bandwidth.median() if bandwidth is not None else None
+    if read_bw:
+        notes.append(f"read bandwidth measured between the repetitions ({threads} threads, "
+                     f"{bandwidth.array_bytes >> 20} MiB buffer): median {read_bw / 1e9:.2f} GB/s "
+                     f"of {len(bandwidth.samples)}")
+    records = _records(runs, model, facts, threads, P, G, system, read_bw)
     summary = _summary(runs, records, system)
     notes.extend(system.get("notes", []))
     for r in runs:
@@ -366,7 +382,29 @@ def run(args):
     return 0
 
 
-def _records(runs, model, facts, threads, P, G, system):
+class ReadBandwidth:
+    """This machine's read bandwidth at the bench's thread count, measured between the
+    repetitions (the calibrate kernel: a streaming read far larger than the last-level cache),
+    so the share of it that decode achieves compares figures taken under the same conditions."""
+
+    def __init__(self, threads):
+        from slmprof import _core, calibrate
+        self.core = _core
+        self.threads = threads
+        llc = _core.calib_llc_bytes()
+        self.array_bytes = max(calibrate.MIN_ARRAY_BYTES, calibrate.LLC_MULTIPLE * llc)
+        self.samples = []
+
+    def measure(self):
+        r = self.core.calib_memory("read", self.threads, self.array_bytes, 0.25, 20)
+        self.samples.append(r["median_per_s"])
+
+    def median(self):
+        xs = sorted(self.samples)
+        return xs[len(xs) // 2] if xs else None
+
+
+def _records(runs, model, facts, threads, P, G, system, read_bw=None):
     records = []
     ref = {}
     for r in runs:
@@ -392,6 +430,9 @@ def _records(runs, model, facts, threads, P, G, system):
                 else:
                     rec["bytes_per_token"] = facts["bytes_per_token"]
                     rec["achieved_GBps"] = facts["bytes_per_token"] * mean / 1e9
+                    if read_bw:
+                        rec["read_bandwidth_GBps"] = read_bw / 1e9
+                        rec["bandwidth_share"] = rec["achieved_GBps"] * 1e9 / read_bw
                 ref.setdefault(test, mean)
                 rec["ratio"] = mean / ref[test] if ref[test] else None
                 if system is not None:
@@ -464,6 +505,7 @@ MAIN_COLUMNS = [
     Column("tok_s_mean", "t/s", ".2f"), Column("tok_s_std", "±", _pm, align="right"),
     Column("ratio", "ratio", _ratio), Column("ttft_ms_mean", "TTFT ms", ".1f"),
     Column("achieved_GBps", "GB/s", ".2f"),
+    Column("bandwidth_share", "% of read BW", lambda v, r: "" if v is None else f"{100 * v:.0f}%"),
 ]
 SYSTEM_COLUMNS = [
     Column("backend", align="left"), Column("load_cold_s", "load cold s", ".3f"),
