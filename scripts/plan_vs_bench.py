@@ -8,7 +8,9 @@ runs that are not in the evaluation set: each reference is benched right after a
 learnt with `plan --learn` (measured tok/s over plan's bound; the runs make a curve over model
 size). Then, for every evaluated model: `calibrate --force` (the ceilings as the machine is now:
 on a shared machine bandwidth moves by tens of percent from minute to minute), `plan --device
-this --json` (the prediction), and `bench` (the measurement; the median of its repetitions).
+this --json` (the prediction), `bench` (the measurement; the median of its repetitions), and
+`calibrate --force` + `plan` once more: the prediction is the geometric mean of the plans made with
+the ceilings just before and just after the run.
 Everything runs through the command line, as a user would.
 
     python scripts/plan_vs_bench.py                                # the default set, 2 threads
@@ -18,6 +20,7 @@ Writes DIR/plan-vs-bench.json (a report of kind "plan_vs_bench") and prints a ma
 """
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -62,18 +65,17 @@ def bench_peak_rss(rep):
     return None
 
 
-def predict(model, args, out_dir, efficiency=None):
+def predict(model, args, out_dir, tag=""):
     """`plan --device this` on the very file bench will run (so its tensor types are planned as
     they are), set up as bench runs it: same threads, prompt, and the decode figure taken at the
     middle of the generated tokens."""
     from slmprof import registry
     model_file = registry.resolve(model).path
-    path = out_dir / f"plan-{slug(model)}.json"
+    path = out_dir / f"plan-{slug(model)}{'-' + tag if tag else ''}.json"
     ctx = args.prompt_tokens + args.gen_tokens + 1
     slmprof("plan", "--model", model_file, "--device", "this", "--threads", args.threads,
             "--ctx", ctx, "--prompt-tokens", args.prompt_tokens,
-            "--decode-at", args.prompt_tokens + args.gen_tokens // 2, "--quiet", "--json", "-o", path,
-            *(["--efficiency", efficiency] if efficiency else []))
+            "--decode-at", args.prompt_tokens + args.gen_tokens // 2, "--quiet", "--json", "-o", path)
     return json.loads(path.read_text())
 
 
@@ -137,8 +139,19 @@ def main(argv=None):
     rows = []
     for model in models:
         calibrate()
-        pred = predict(model, args, out_dir)
+        before = predict(model, args, out_dir, "before")
         got, bench_rep = measured(bench(model, args, out_dir))
+        if args.keep_calibration:
+            pred = before
+        else:
+            # the ceilings again right after the run; the prediction is the geometric mean of the
+            # two, so drift of the machine during the run does not favour either side
+            calibrate()
+            after = predict(model, args, out_dir, "after")
+            pred = before
+            for key in ("decode_bound_tok_s", "decode_expected_tok_s",
+                        "prefill_bound_tok_s", "prefill_expected_tok_s"):
+                pred["records"][0][key] = math.sqrt(before["records"][0][key] * after["records"][0][key])
         rec = pred["records"][0]
         for phase in ("prefill", "decode"):
             if phase not in got:
@@ -174,7 +187,7 @@ def main(argv=None):
     lines = [f"plan --device this vs bench: {args.threads} threads, prompt {args.prompt_tokens}, "
              f"gen {args.gen_tokens}, {args.reps} reps; efficiency learnt from {', '.join(refs)} "
              f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the roofline, a curve "
-             f"over model size), each run predicted from a calibration taken just before it", "",
+             f"over model size); each prediction from calibrations just before and after its run", "",
              "| model | type | phase | roofline bound | predicted | measured (median of reps ± std) | error | within target |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
