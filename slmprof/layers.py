@@ -169,9 +169,12 @@ def dram_estimate(profiler):
     core = getattr(getattr(counters, "detection", None), "core", None)
     dram = getattr(core, "dram", None)
     if dram is None:
-        # other cores: last-level cache misses x 64, the usual estimate (it misses prefetches)
+        # x86: last-level cache misses x 64, the usual estimate (it misses prefetches). On ARM
+        # the generic cache-misses event is an L1 refill: no estimate without the core's table.
+        import platform
         names = getattr(counters, "names", []) if counters is not None else []
-        return (("cache-misses",), 64) if "cache-misses" in names else (None, 64)
+        x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
+        return (("cache-misses",), 64) if x86 and "cache-misses" in names else (None, 64)
     return tuple(dram.events), dram.line_bytes
 
 
