@@ -354,8 +354,10 @@ def run(args):
             ev = r.cold.get("evict", {})
             after = ev.get("cached_after")
             if after is not None and after > 0.05:
+                who = ev.get("mapped_by")
+                why = (f"; mapped by other processes: pid {', '.join(map(str, who))}" if who else "")
                 notes.append(f"{r.name}: cold load was not fully cold: {after:.0%} of the file "
-                             f"stayed in the page cache ({ev.get('method')})")
+                             f"stayed in the page cache ({ev.get('method')}{why})")
     if args.no_cold:
         notes.append("cold load skipped (--no-cold)")
 
