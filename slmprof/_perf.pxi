@@ -90,6 +90,7 @@ cdef extern from "slm.h" nogil:
     void slm_region_table_reset(slm_region_table *t)
     uint64_t slm_region_table_errors(slm_region_table *t)
     int slm_region_table_capacity(const slm_region_table *t)
+    uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n)
 
 
 PERF_EXCLUDE_KERNEL = SLM_PERF_EXCLUDE_KERNEL
@@ -279,6 +280,14 @@ cdef class RegionTable:
         with nogil:
             slm_region_end(self.t, region_id)
 
+    def bench_pairs(self, int32_t region_id, int64_t n):
+        """Run n begin+end pairs in a C loop; elapsed ns (what one edge pair costs, without
+        Python call overhead)."""
+        cdef uint64_t ns
+        with nogil:
+            ns = slm_region_bench_pairs(self.t, region_id, n)
+        return ns
+
     def get(self, int32_t region_id):
         """Totals of one region as a dict, or None if it never ran."""
         cdef slm_region_stats st
@@ -314,6 +323,7 @@ cdef extern from "slm.h" nogil:
         SLM_SAMPLER_MAX_SOURCES
         SLM_SAMPLE_SLOW
         SLM_SAMPLE_PROC_CPU
+        SLM_SAMPLE_MEDIUM
 
     ctypedef struct slm_sample:
         uint64_t t_ns
@@ -350,6 +360,7 @@ SAMPLER_MAX_RAPL = SLM_SAMPLER_MAX_RAPL
 SAMPLER_MAX_SOURCES = SLM_SAMPLER_MAX_SOURCES
 SAMPLE_SLOW = SLM_SAMPLE_SLOW
 SAMPLE_PROC_CPU = SLM_SAMPLE_PROC_CPU
+SAMPLE_MEDIUM = SLM_SAMPLE_MEDIUM
 
 
 def sample_size():

@@ -60,9 +60,18 @@ def is_arm64():
     return platform.machine() in ("aarch64", "arm64")
 
 
+def _arm_roots(roots):
+    if roots == procfs.DEFAULT:
+        return is_arm64()
+    midr = procfs.midr_from_sysfs(roots) or procfs.midr_from_cpuinfo(roots)
+    return midr is not None
+
+
 def user_read_state(roots=procfs.DEFAULT):
     """(allowed, explanation) for user-space counter reads at region edges."""
-    if is_arm64():
+    if not procfs.hardware_pmus(roots):
+        return False, "no hardware PMU: regions read software events with read()"
+    if _arm_roots(roots):
         access = procfs.sysctl("kernel.perf_user_access", roots)
         if access is None:
             return False, "kernel.perf_user_access is absent (kernel older than 5.17): regions use read()"
@@ -73,7 +82,7 @@ def user_read_state(roots=procfs.DEFAULT):
     if platform.machine() in ("x86_64", "i686", "i386"):
         rdpmc = procfs.read_int(roots.s("bus/event_source/devices/cpu/rdpmc"))
         if rdpmc is None:
-            return False, "no hardware PMU (no /sys/bus/event_source/devices/cpu/rdpmc): regions use read()"
+            return False, "no /sys/bus/event_source/devices/cpu/rdpmc: regions use read()"
         if rdpmc == 0:
             return False, ("rdpmc disabled (/sys/bus/event_source/devices/cpu/rdpmc = 0); enable "
                            "with `echo 1 | sudo tee /sys/bus/event_source/devices/cpu/rdpmc`")

@@ -6,8 +6,10 @@
     s.series("rss_bytes")               # float64, NaN where the source failed that tick
     s.sources                           # every source: found or missing, and why
 
-Timestamps are CLOCK_MONOTONIC ns, the region table's clock. Slow sources (vmstat,
-smaps_rollup) are read at `slow_hz`. Each record has a `valid` bit per source; a value
+Timestamps are CLOCK_MONOTONIC ns, the region table's clock. Every tick: process CPU clock,
+schedstat, RSS (statm), io, cpufreq, thermal, throttling, RAPL; at most 100 Hz: status (peak
+RSS, context switches), stat (faults), /proc/stat, meminfo, PSI; at `slow_hz`: vmstat and
+smaps_rollup (costs and reasons in csrc/perf/sampler.c). Each record has a `valid` bit per source; a value
 whose bit is clear was not read and is never carried over from an earlier tick.
 """
 import os
@@ -21,7 +23,7 @@ from slmprof import _core, procfs
 
 # slm_source_kind (csrc/slm_perf.h)
 SCHEDSTAT, STATUS, STAT, IO, SYSSTAT, MEMINFO, PSI_CPU, PSI_MEMORY, PSI_IO, CPUFREQ, THERMAL, \
-    THROTTLED, UNDERVOLT, RAPL, VMSTAT, SMAPS_ROLLUP = range(16)
+    THROTTLED, UNDERVOLT, RAPL, VMSTAT, SMAPS_ROLLUP, STATM = range(17)
 
 MAX_CPUS = _core.SAMPLER_MAX_CPUS
 MAX_THERMAL = _core.SAMPLER_MAX_THERMAL
@@ -45,7 +47,8 @@ assert SAMPLE_DTYPE.itemsize == _core.sample_size(), "SAMPLE_DTYPE disagrees wit
 # Which record fields each source kind fills.
 KIND_FIELDS = {
     SCHEDSTAT: ("sched_run_ns", "sched_wait_ns"),
-    STATUS: ("rss_bytes", "peak_rss_bytes", "vol_ctxsw", "invol_ctxsw"),
+    STATM: ("rss_bytes",),
+    STATUS: ("peak_rss_bytes", "vol_ctxsw", "invol_ctxsw"),
     STAT: ("minflt", "majflt"),
     IO: ("io_rchar", "io_wchar", "io_read_bytes", "io_write_bytes"),
     SYSSTAT: ("sys_busy_ticks", "sys_total_ticks"),
@@ -86,8 +89,8 @@ def discover(pid=0, roots=procfs.DEFAULT):
     def add(name, kind, path, slot=0, missing=None):
         out.append(Source(name, kind, slot, path, reason=missing))
 
-    for name, kind in (("schedstat", SCHEDSTAT), ("status", STATUS), ("stat", STAT), ("io", IO),
-                       ("smaps_rollup", SMAPS_ROLLUP)):
+    for name, kind in (("schedstat", SCHEDSTAT), ("statm", STATM), ("status", STATUS),
+                       ("stat", STAT), ("io", IO), ("smaps_rollup", SMAPS_ROLLUP)):
         add(f"process {name}", kind, roots.p(who, name))
     add("system stat", SYSSTAT, roots.p("stat"))
     add("meminfo", MEMINFO, roots.p("meminfo"))
@@ -145,7 +148,7 @@ class Sampler:
     smaps_rollup. seconds_buffered: ring size in seconds of records (a Python thread
     drains it every `drain_every` s, so it only needs to cover that gap)."""
 
-    def __init__(self, hz=1000, pid=None, roots=procfs.DEFAULT, slow_hz=20,
+    def __init__(self, hz=1000, pid=None, roots=procfs.DEFAULT, slow_hz=10,
                  seconds_buffered=4.0, drain_every=0.1):
         if not (_core.SAMPLER_MIN_HZ <= int(hz) <= _core.SAMPLER_MAX_HZ):
             raise ValueError(f"sampling rate {hz} Hz out of range: {_core.SAMPLER_MIN_HZ} to "

@@ -28,14 +28,14 @@ def test_record_layout_matches_c():
 def test_parsers_on_fake_pi_trees(board):
     s = Sampler(hz=10, roots=fake(board))
     names = {x.name: x for x in s.sources}
-    for must in ("process status", "process stat", "process io", "process schedstat",
+    for must in ("process statm", "process status", "process stat", "process io", "process schedstat",
                  "system stat", "meminfo", "vmstat", "process smaps_rollup", "pressure cpu",
                  "rpi get_throttled", "rpi_volt under-voltage"):
         assert names[must].available, (must, names[must].reason)
     assert [x.slot for x in s.sources if x.name.startswith("cpufreq")] == [0, 1, 2, 3]
     assert names["rapl"].reason and not names["rapl"].available
     r = s.sample_once()
-    assert r["rss_bytes"] == 160000 * 1024 and r["peak_rss_bytes"] == 180000 * 1024
+    assert r["rss_bytes"] == 40000 * os.sysconf("SC_PAGESIZE") and r["peak_rss_bytes"] == 180000 * 1024
     assert (r["vol_ctxsw"], r["invol_ctxsw"]) == (150, 25)
     assert (r["minflt"], r["majflt"]) == (15000, 12)
     assert (r["io_rchar"], r["io_wchar"], r["io_read_bytes"], r["io_write_bytes"]) == (
@@ -73,7 +73,7 @@ def test_missing_sources_say_why(tmp_path):
     assert not names["pressure"].available and "CONFIG_PSI" in names["pressure"].reason
     assert not names["process io"].available and "does not exist" in names["process io"].reason
     r = s.sample_once()
-    assert r["rss_bytes"] == 160000 * 1024      # the others are read
+    assert r["peak_rss_bytes"] == 180000 * 1024      # the others are read
     assert np.isnan(s.series("io_rchar", data=np.array([r])))[0]
 
 
@@ -122,7 +122,7 @@ def test_real_sampling_of_this_process():
 
 def test_sampling_another_process_survives_its_exit():
     child = subprocess.Popen([sys.executable, "-c",
-                              "import time\nt=time.time()\nwhile time.time()-t<0.3: pass"])
+                              "import time\nwhile time.process_time() < 0.3: pass"])
     s = Sampler(hz=200, pid=child.pid)
     assert s.source_for("rss_bytes") is not None
     with s:
@@ -130,10 +130,12 @@ def test_sampling_another_process_survives_its_exit():
         time.sleep(0.1)                         # the process is gone: its files fail
     data = s.samples()
     cpu = s.series("proc_cpu_ns", data=data)
-    assert np.nanmax(cpu) > 0.1e9               # it burnt CPU, seen through its clock
+    assert np.nanmax(cpu) > 0.25e9              # it burnt CPU, seen through its clock
     rss = s.series("rss_bytes", data=data)
     assert np.isfinite(rss[0]) and np.isnan(rss[-1])
-    assert np.isfinite(s.series("psi_cpu_some_us", data=data)[-1]) or not s.source_for("psi_cpu_some_us")
+    medium = (data["flags"] & _core.SAMPLE_MEDIUM) != 0     # PSI is read at <= 100 Hz
+    if s.source_for("psi_cpu_some_us"):
+        assert np.isfinite(s.series("psi_cpu_some_us", data=data)[medium][-1])
     assert np.isfinite(s.series("t_ns", data=data)).all()
 
 
@@ -151,7 +153,12 @@ def test_rate_checked_in_c_too():
 def test_ring_overflow_drops_and_counts():
     s = Sampler(hz=5000, seconds_buffered=0.0, drain_every=10.0)   # ring of 1024 records
     s._core.start()
-    time.sleep(0.6)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = s._core.stats()
+        if st["n_samples"] + st["n_dropped"] > 1100:
+            break
+        time.sleep(0.05)
     s._core.stop()
     st = s._core.stats()
     kept = len(s._core.drain())

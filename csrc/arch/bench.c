@@ -4,17 +4,22 @@
  * engine does, with a spinning barrier after each product; and a plain read-bandwidth loop
  * that gives the ceiling those numbers are compared against. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "quant/kernels_impl.h"
 
-static double now_s(void) {
+static double clock_s(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+static double now_s(void) { return clock_s(CLOCK_MONOTONIC); }
+/* CPU time of the calling thread: on a shared machine it leaves out the time other processes
+ * held the core, which wall time cannot. */
+static double cpu_s(void) { return clock_s(CLOCK_THREAD_CPUTIME_ID); }
 
 typedef struct {
     int n_threads;
@@ -28,11 +33,14 @@ static void barrier_wait(spin_barrier *b) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&b->phase, phase + 1, __ATOMIC_RELEASE);
     } else {
-        while (__atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase) {
+        /* spin briefly (the others are usually microseconds away), then yield the core so an
+         * oversubscribed machine does not make a descheduled thread's partner spin a whole slice */
+        for (int spins = 0; __atomic_load_n(&b->phase, __ATOMIC_ACQUIRE) == phase; spins++) {
+            if (spins > 2000) sched_yield();
 #if defined(__x86_64__)
-            __builtin_ia32_pause();
+            else __builtin_ia32_pause();
 #elif defined(__aarch64__)
-            __asm__ volatile("yield");
+            else __asm__ volatile("yield");
 #endif
         }
     }
@@ -47,7 +55,7 @@ typedef struct {
     int reps, thread, n_threads;
     spin_barrier *barrier;
     const int *go; /* 0 wait, 1 run, -1 abort (a thread could not be created) */
-    double seconds;
+    double seconds, cpu_seconds;
     int status;
 } bench_job;
 
@@ -70,7 +78,7 @@ static void *bench_thread(void *arg) {
     const int64_t r1 = r1g < rows ? r1g : rows;
     if (wait_go(j->go) < 0) return NULL;
     barrier_wait(j->barrier);
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_s();
     for (int rep = 0; rep < j->reps; rep++) {
         const slm_weight *w = &j->copies[rep % j->n_copies];
         if (r1 > r0) {
@@ -80,11 +88,13 @@ static void *bench_thread(void *arg) {
         barrier_wait(j->barrier);
     }
     j->seconds = now_s() - t0;
+    j->cpu_seconds = cpu_s() - c0;
     return NULL;
 }
 
 int slm_bench_matmul(const slm_weight *copies, int n_copies, const void *act, int64_t act_row_bytes,
-                     int64_t n_tok, float *y, int reps, int n_threads, double *seconds_per_rep) {
+                     int64_t n_tok, float *y, int reps, int n_threads, double *seconds_per_rep,
+                     double *cpu_seconds_per_rep) {
     if (!copies || n_copies < 1 || !act || !y || reps < 1 || n_threads < 1 || n_threads > 256 || !seconds_per_rep)
         return SLM_EINVAL;
     spin_barrier barrier = {n_threads, 0, 0};
@@ -92,7 +102,7 @@ int slm_bench_matmul(const slm_weight *copies, int n_copies, const void *act, in
     bench_job jobs[256];
     pthread_t tids[256];
     for (int t = 0; t < n_threads; t++)
-        jobs[t] = (bench_job){copies, n_copies, act, act_row_bytes, n_tok, y, reps, t, n_threads, &barrier, &go, 0, 0};
+        jobs[t] = (bench_job){copies, n_copies, act, act_row_bytes, n_tok, y, reps, t, n_threads, &barrier, &go, 0, 0, 0};
     int started = 1;
     while (started < n_threads && pthread_create(&tids[started], NULL, bench_thread, &jobs[started]) == 0) started++;
     __atomic_store_n(&go, started == n_threads ? 1 : -1, __ATOMIC_RELEASE);
@@ -102,6 +112,7 @@ int slm_bench_matmul(const slm_weight *copies, int n_copies, const void *act, in
     for (int t = 0; t < n_threads; t++)
         if (jobs[t].status < 0) return jobs[t].status;
     *seconds_per_rep = jobs[0].seconds / reps;
+    if (cpu_seconds_per_rep) *cpu_seconds_per_rep = jobs[0].cpu_seconds / reps;
     return SLM_OK;
 }
 
@@ -134,7 +145,8 @@ static void *read_thread(void *arg) {
     return NULL;
 }
 
-int slm_bench_read_bandwidth(int64_t bytes, int reps, int n_threads, double *bytes_per_second) {
+int slm_bench_read_bandwidth(int64_t bytes, int reps, int n_threads, double *bytes_per_second,
+                             double *bytes_per_cpu_second) {
     if (bytes < 4096 || reps < 1 || n_threads < 1 || n_threads > 256 || !bytes_per_second) return SLM_EINVAL;
     uint64_t *buf = aligned_alloc(64, (size_t)(bytes + 63) / 64 * 64);
     if (!buf) return SLM_ENOMEM;
@@ -157,11 +169,13 @@ int slm_bench_read_bandwidth(int64_t bytes, int reps, int n_threads, double *byt
         return -EAGAIN;
     }
     /* thread 0 times from the first barrier to the last */
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_s();
     read_thread(&jobs[0]);
-    const double dt = now_s() - t0;
+    const double dt = now_s() - t0, dc = cpu_s() - c0;
     for (int t = 1; t < n_threads; t++) pthread_join(tids[t], NULL);
     free(buf);
-    *bytes_per_second = (double)(words / 4 * 4 * 8) * reps / dt;
+    const double moved = (double)(words / 4 * 4 * 8) * reps;
+    *bytes_per_second = moved / dt;
+    if (bytes_per_cpu_second) *bytes_per_cpu_second = moved / dc; /* threads run alike */
     return SLM_OK;
 }

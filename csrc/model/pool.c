@@ -29,9 +29,10 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* Spin rounds before sleeping: long enough to cover a barrier inside a forward pass and the
- * sampling between decoded tokens, short enough that an idle pool soon stops burning a core. */
-#define SPIN_ROUNDS (1 << 16)
+/* Spin rounds before sleeping (tens of microseconds): long enough to cover the imbalance at a
+ * barrier inside a forward pass, short enough that a thread whose partner was descheduled (a
+ * busy machine) soon gives its core back instead of spinning through a whole time slice. */
+#define SPIN_ROUNDS 4096
 
 struct slm_pool {
     int n_threads;
@@ -39,7 +40,6 @@ struct slm_pool {
     slm_pool_fn fn;
     void *ctx;
     _Alignas(64) atomic_uint job_gen;   /* bumped by slm_pool_run to start a job */
-    _Alignas(64) atomic_int job_running; /* workers 1..n-1 still inside the current job */
     _Alignas(64) atomic_uint bar_count;  /* arrivals at the current barrier */
     _Alignas(64) atomic_uint bar_gen;    /* bumped when everyone has arrived */
     _Alignas(64) atomic_int sleepers;    /* threads asleep (or about to sleep) on a futex */
@@ -104,7 +104,7 @@ static void *worker_main(void *p) {
         seen = atomic_load(&pool->job_gen);
         if (atomic_load(&pool->stop)) break;
         pool->fn(pool->ctx, arg.ith, pool->n_threads);
-        atomic_fetch_sub_explicit(&pool->job_running, 1, memory_order_release);
+        slm_pool_barrier(pool); /* the job ends when every worker is done */
     }
     return NULL;
 }
@@ -116,14 +116,9 @@ void slm_pool_run(slm_pool *pool, slm_pool_fn fn, void *ctx) {
     }
     pool->fn = fn;
     pool->ctx = ctx;
-    atomic_store(&pool->job_running, pool->n_threads - 1);
     advance(pool, &pool->job_gen);
     fn(ctx, 0, pool->n_threads);
-    /* The job is short and every worker is already on it: spin, yielding now and then so an
-     * oversubscribed machine still makes progress. */
-    for (unsigned i = 1; atomic_load_explicit(&pool->job_running, memory_order_acquire) > 0; i++) {
-        if (i % 4096 == 0) sched_yield(); else cpu_relax();
-    }
+    slm_pool_barrier(pool);
 }
 
 int slm_pool_create(int n_threads, slm_pool **out) {
