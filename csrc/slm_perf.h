@@ -98,6 +98,8 @@ int slm_counters_n_fds(const slm_counters *c);
 /* SLM_READ_* used for the calling thread's groups at region edges. */
 int slm_counters_read_path(slm_counters *c);
 void slm_counters_destroy(slm_counters *c);
+/* n iterations of a 2-instruction loop (x86-64, arm64): a known instruction count. */
+void slm_perf_spin(uint64_t n);
 
 /* A snapshot: per (thread, group) raw values and times; used by the region table. */
 typedef struct slm_counters_snapshot {

@@ -69,6 +69,7 @@ cdef extern from "slm.h" nogil:
     int slm_counters_n_fds(const slm_counters *c)
     int slm_counters_read_path(slm_counters *c)
     void slm_counters_destroy(slm_counters *c)
+    void slm_perf_spin(uint64_t n)
     int64_t slm_cpu_midr()
     uint64_t slm_monotonic_ns()
 
@@ -113,6 +114,12 @@ def cpu_midr():
     """MIDR_EL1 read on the core itself (arm64 with HWCAP_CPUID), else None."""
     cdef int64_t v = slm_cpu_midr()
     return None if v < 0 else int(v)
+
+
+def perf_spin(uint64_t n):
+    """Run n iterations of a 2-instruction loop (x86-64, arm64): 2n instructions retired."""
+    with nogil:
+        slm_perf_spin(n)
 
 
 def perf_probe(uint32_t type, uint64_t config, uint64_t config1=0, int flags=0):

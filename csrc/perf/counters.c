@@ -490,3 +490,17 @@ void slm_counters_destroy(slm_counters *c) {
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
+
+/* A loop with a known instruction count: 2 instructions per iteration (decrement, branch),
+ * for checking instruction counters against an exact figure. */
+void slm_perf_spin(uint64_t n) {
+    if (!n) return;
+#if defined(__x86_64__)
+    __asm__ volatile("1: dec %0\n\tjnz 1b" : "+r"(n) : : "cc");
+#elif defined(__aarch64__)
+    __asm__ volatile("1: subs %0, %0, #1\n\tb.ne 1b" : "+r"(n) : : "cc");
+#else
+    volatile uint64_t i = n;
+    while (i) i--;
+#endif
+}
