@@ -130,6 +130,8 @@ def counter_figures(counters, dram_events=None, line_bytes=64):
             dram = sum(vals) * line_bytes
     out["dram_bytes"] = dram
     stall = value("stall_backend")
+    if stall is None:
+        stall = value("stalled-cycles-backend")
     out["backend_stall_pct"] = 100.0 * stall / cycles if stall is not None and cycles else None
     return out
 
@@ -167,7 +169,12 @@ def dram_estimate(profiler):
     core = getattr(getattr(counters, "detection", None), "core", None)
     dram = getattr(core, "dram", None)
     if dram is None:
-        return None, 64
+        # x86: last-level cache misses x 64, the usual estimate (it misses prefetches). On ARM
+        # the generic cache-misses event is an L1 refill: no estimate without the core's table.
+        import platform
+        names = getattr(counters, "names", []) if counters is not None else []
+        x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
+        return (("cache-misses",), 64) if x86 and "cache-misses" in names else (None, 64)
     return tuple(dram.events), dram.line_bytes
 
 

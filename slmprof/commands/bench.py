@@ -225,6 +225,7 @@ def _system_watch():
 
 def run(args):
     from slmprof.backends import BACKENDS, BackendError, Worker, canonical_name, unavailable_reason
+    from slmprof.errors import ModelNotFoundError
     from slmprof.registry import resolve
 
     quiet = args.quiet
@@ -250,11 +251,18 @@ def run(args):
         report.say("slmprof bench: error: --threads must be >= 1", False)
         return 2
 
-    model = resolve(args.model)
+    notes = []
+    try:
+        model = resolve(args.model)
+    except ModelNotFoundError as e:
+        if args.model != DEFAULT_MODEL:
+            raise
+        model = resolve("synth:" + DEFAULT_MODEL)
+        notes.append(f"{DEFAULT_MODEL} unavailable ({e}); benchmarked {model.name} instead")
+        report.say(f"slmprof bench: {notes[-1]}", quiet)
     facts = _model_facts(model.path)
     P, G = args.prompt_tokens, args.gen_tokens
     ctx = _ctx_for(P, G)
-    notes = []
     if model.synthetic:
         notes.append(f"{model.name} is synthetic: random weights in the real model's shapes "
                      "(speed is meaningful, text is not)")
@@ -354,8 +362,10 @@ def run(args):
             ev = r.cold.get("evict", {})
             after = ev.get("cached_after")
             if after is not None and after > 0.05:
+                who = ev.get("mapped_by")
+                why = (f"; mapped by other processes: pid {', '.join(map(str, who))}" if who else "")
                 notes.append(f"{r.name}: cold load was not fully cold: {after:.0%} of the file "
-                             f"stayed in the page cache ({ev.get('method')})")
+                             f"stayed in the page cache ({ev.get('method')}{why})")
     if args.no_cold:
         notes.append("cold load skipped (--no-cold)")
 

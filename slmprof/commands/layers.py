@@ -1,5 +1,6 @@
 """`slmprof layers`: where each layer's time goes, and whether it waits on memory or arithmetic."""
 import sys
+import textwrap
 
 from slmprof import layers, report, roofline
 
@@ -11,7 +12,7 @@ DESCRIPTION = (
     "norm + LM head) with time per token, bytes moved (weights + KV cache), achieved GB/s and\n"
     "share of this machine's calibrated bandwidth, operations and GOP/s, arithmetic intensity and\n"
     "the verdict: memory-bound, compute-bound or overhead-bound.\n\n"
-    "Verdict rule: " + roofline.VERDICT_RULE + ".")
+    + textwrap.fill("Verdict rule: " + roofline.VERDICT_RULE + ".", 92))
 EXAMPLES = """examples:
   python -m slmprof layers                              the default model, both phases
   python -m slmprof layers --phase decode --ops         decode only, each layer split into operations
