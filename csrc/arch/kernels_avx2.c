@@ -286,7 +286,6 @@ static void prepare_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t
                               uint8_t *out) {
     const int64_t n_pairs = (nb + 1) / 2, n_tt = (n_tok + 3) / 4;
     const int64_t per = type == SLM_TYPE_Q8_0 ? ACT8_BYTES : ACT4_BYTES;
-    const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
     for (int64_t tt = 0; tt < n_tt; tt++) {
         for (int64_t p = 0; p < n_pairs; p++) {
             uint8_t *o = out + (tt * n_pairs + p) * per;
@@ -337,7 +336,6 @@ static void prepare_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t
                 if (type == SLM_TYPE_Q4_1) memcpy(o + 288, sa, 32);
                 else memcpy(o + 288, corr, 32);
             }
-            (void)ones; (void)ones8;
         }
     }
 }
