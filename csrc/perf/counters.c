@@ -460,6 +460,7 @@ int slm_counters_snapshot_take(slm_counters *c, slm_counters_snapshot *s) {
 int slm_counters_snapshot_delta(slm_counters *c, const slm_counters_snapshot *before,
                                 const slm_counters_snapshot *now, slm_perf_value *out) {
     static const uint64_t zeros[SNAP_STRIDE];
+    pthread_mutex_lock(&c->lock);  /* attach may grow (move) the slot array meanwhile */
     for (int i = 0; i < now->n_slots && i < c->n_slots; i++) {
         const slot *s = &c->slots[i];
         const uint64_t *b = i < before->n_slots ? &before->words[(size_t)i * SNAP_STRIDE] : zeros;
@@ -470,6 +471,7 @@ int slm_counters_snapshot_delta(slm_counters *c, const slm_counters_snapshot *be
         for (int m = 0; m < s->n; m++)
             accumulate(&out[c->group_events[s->group][m]], a[m] - b[m], en, run);
     }
+    pthread_mutex_unlock(&c->lock);
     return 0;
 }
 
