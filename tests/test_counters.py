@@ -151,8 +151,8 @@ def test_interpret_flags_scaled_and_not_counted():
 def test_real_software_group_reads_exact_values():
     with Counters(["task-clock", "page-faults", "context-switches", "cpu-migrations"]) as c:
         c.attach_threads()
-        # task-clock alone, the counting software events together
-        assert len({s.group for s in c.active}) == 2
+        assert len({s.group for s in c.active}) == 1   # one software group
+        assert c.active[0].event.name == "task-clock"  # the clock leads
         r = c.read()
         for name in c.names:
             assert r[name].status == "exact"
@@ -209,8 +209,7 @@ def test_group_planning_respects_counter_count():
     assert len(set(hw)) == 2
     assert groups[-1] not in hw            # software in its own group
     sw = ev.resolve(["page-faults", "task-clock", "context-switches", "cpu-clock"])
-    g = counters.plan_groups(sw, 4)
-    assert g[0] == g[2] and len(set(g)) == 3
+    assert len(set(counters.plan_groups(sw, 4))) == 1
 
 
 # Documented numbers: include/linux/perf/arm_pmuv3.h (ARMV8_PMUV3_PERFCTR_*), transcribed

@@ -112,7 +112,10 @@ def test_real_sampling_of_this_process():
     rss = s.series("rss_bytes", data=data)
     assert np.nanmax(rss) - np.nanmin(rss) > 30e6
     cpu = s.series("proc_cpu_ns", data=data)
-    assert np.all(np.diff(cpu) >= 0)
+    assert np.isfinite(cpu).all() and cpu[-1] > cpu[0]
+    # The process CPU clock sums live threads plus exited ones; a thread exiting between
+    # two reads can make it step back by a little.
+    assert np.diff(cpu).min() > -5e6
     slow = (data["flags"] & _core.SAMPLE_SLOW) != 0
     assert slow.any() and not slow.all()
     st = s.stats()
