@@ -28,7 +28,12 @@ typedef struct slm_calib_result {
  * first-touched by that thread) for at least min_seconds (at least 3 passes, at most
  * max_passes). The buffers are allocated and freed here. */
 int slm_calib_memory(int kind, int threads, int64_t bytes_per_array, double min_seconds,
-                     int max_passes, slm_calib_result *out);
+                     int max_passes, int flags, slm_calib_result *out);
+
+/* flags for slm_calib_memory. By default the arrays live in ordinary 4 KiB pages, as the
+ * model's mmap'd (or repacked) weights do; with SLM_CALIB_HUGEPAGES they are 2 MiB aligned
+ * and madvise(MADV_HUGEPAGE)d, as numpy and most STREAM builds get (fewer TLB misses). */
+enum { SLM_CALIB_HUGEPAGES = 1 };
 
 /* Cache-resident dot products with a weight type's kernel on one ISA (slm_get_traits):
  * every thread runs vec_dot over its own `rows` x `cols` weight block (small enough to stay in

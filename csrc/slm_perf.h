@@ -98,6 +98,8 @@ int slm_counters_n_fds(const slm_counters *c);
 /* SLM_READ_* used for the calling thread's groups at region edges. */
 int slm_counters_read_path(slm_counters *c);
 void slm_counters_destroy(slm_counters *c);
+/* n iterations of a 2-instruction loop (x86-64, arm64): a known instruction count. */
+void slm_perf_spin(uint64_t n);
 
 /* A snapshot: per (thread, group) raw values and times; used by the region table. */
 typedef struct slm_counters_snapshot {
@@ -142,6 +144,8 @@ void slm_region_table_reset(slm_region_table *t);
 /* Edges that could not be matched (end without begin, depth or thread overflow, bad id). */
 uint64_t slm_region_table_errors(slm_region_table *t);
 int slm_region_table_capacity(const slm_region_table *t);
+/* n begin+end pairs of one id in a C loop; returns elapsed ns (benchmarks). */
+uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n);
 
 /* ---------------------------------------------------------------- sampler */
 
@@ -155,12 +159,12 @@ int slm_region_table_capacity(const slm_region_table *t);
 /* What a source file is parsed as. */
 typedef enum slm_source_kind {
     SLM_SRC_SCHEDSTAT = 0,  /* <proc>/<pid>/schedstat: run ns, wait ns (leader thread) */
-    SLM_SRC_STATUS,         /* <proc>/<pid>/status: VmRSS, VmHWM, ctxt switches */
-    SLM_SRC_STAT,           /* <proc>/<pid>/stat: minflt, majflt */
+    SLM_SRC_STATUS,         /* <proc>/<pid>/status: VmHWM, ctxt switches (<= 100 Hz) */
+    SLM_SRC_STAT,           /* <proc>/<pid>/stat: minflt, majflt (<= 100 Hz) */
     SLM_SRC_IO,             /* <proc>/<pid>/io */
-    SLM_SRC_SYSSTAT,        /* <proc>/stat: "cpu" line */
-    SLM_SRC_MEMINFO,        /* <proc>/meminfo: MemAvailable */
-    SLM_SRC_PSI_CPU,        /* <proc>/pressure/cpu */
+    SLM_SRC_SYSSTAT,        /* <proc>/stat: "cpu" line (<= 100 Hz) */
+    SLM_SRC_MEMINFO,        /* <proc>/meminfo: MemAvailable (<= 100 Hz) */
+    SLM_SRC_PSI_CPU,        /* <proc>/pressure/cpu (<= 100 Hz, as the other PSI files) */
     SLM_SRC_PSI_MEMORY,
     SLM_SRC_PSI_IO,
     SLM_SRC_CPUFREQ,        /* slot = cpu: scaling_cur_freq (kHz) */
@@ -170,6 +174,7 @@ typedef enum slm_source_kind {
     SLM_SRC_RAPL,           /* slot = domain: energy_uj */
     SLM_SRC_VMSTAT,         /* slow: <proc>/vmstat */
     SLM_SRC_SMAPS_ROLLUP,   /* slow: <proc>/<pid>/smaps_rollup */
+    SLM_SRC_STATM,          /* <proc>/<pid>/statm: resident pages (RSS every tick) */
     SLM_SRC_KIND_COUNT
 } slm_source_kind;
 
@@ -200,6 +205,7 @@ typedef struct slm_sample {
 
 #define SLM_SAMPLE_SLOW 1u
 #define SLM_SAMPLE_PROC_CPU 2u     /* proc_cpu_ns valid */
+#define SLM_SAMPLE_MEDIUM 4u       /* the <= 100 Hz sources were read this tick */
 
 typedef struct slm_sampler slm_sampler;
 

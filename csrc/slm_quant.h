@@ -107,6 +107,16 @@ int slm_act_row_bytes(int weight_type, int64_t cols);
 int slm_matmul_rows_isa(const slm_weight *w, const void *act, int64_t act_row_bytes, int64_t n_tok,
                         float *y, int64_t y_stride, int64_t r0, int64_t r1, int isa);
 
+/* Benchmark loops (scripts/bench_kernels.py): `reps` products of n_tok tokens, cycling over
+ * n_copies weights (so decode streams from DRAM), rows split over n_threads threads with a
+ * barrier after each product; and a read-bandwidth loop over `bytes`. The cpu_ outputs (may be
+ * NULL) use thread 0's CPU time, which leaves out time other processes held the core. */
+int slm_bench_matmul(const slm_weight *copies, int n_copies, const void *act, int64_t act_row_bytes,
+                     int64_t n_tok, float *y, int reps, int n_threads, double *seconds_per_rep,
+                     double *cpu_seconds_per_rep);
+int slm_bench_read_bandwidth(int64_t bytes, int reps, int n_threads, double *bytes_per_second,
+                             double *bytes_per_cpu_second);
+
 /* Test-only: deliberately corrupt one kernel path so validation can prove it catches it. */
 int slm_debug_corrupt_kernel(int type, int isa, int on);
 

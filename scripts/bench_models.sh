@@ -30,7 +30,7 @@ run smollm2-135m-q4_1-t1 --model smollm2-135m --threads 1 --prompt-tokens 128 --
 run smollm2-135m-q8_0-t2 --model smollm2-135m:q8_0 --threads 2 --prompt-tokens 128 --gen-tokens 128
 run smollm2-135m-q4_0-t2 --model smollm2-135m:q4_0 --threads 2 --prompt-tokens 128 --gen-tokens 128
 # synth:tinyllama-1.1b:q4_0: decode >= 1.1x and >= 75% of the read bandwidth; prefill >= 1.0x.
-run tinyllama-1.1b-q4_0-t2 --model synth:tinyllama-1.1b:q4_0 --threads 2 --prompt-tokens 128 --gen-tokens 64
+run tinyllama-1.1b-q4_0-t2 --backend ctransformers --model synth:tinyllama-1.1b:q4_0 --threads 2 --prompt-tokens 128 --gen-tokens 64
 
 # One line per target from the JSON reports.
 "$PY" - "$OUT" <<'PYEOF'

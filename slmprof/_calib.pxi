@@ -13,7 +13,9 @@ cdef extern from "slm.h" nogil:
         SLM_CALIB_COPY
         SLM_CALIB_TRIAD
     int slm_calib_memory(int kind, int threads, int64_t bytes_per_array, double min_seconds,
-                         int max_passes, slm_calib_result *out)
+                         int max_passes, int flags, slm_calib_result *out)
+    enum:
+        SLM_CALIB_HUGEPAGES
     int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
                       double min_seconds, slm_calib_result *out)
     int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name)
@@ -30,15 +32,18 @@ cdef dict _calib_result(slm_calib_result *r):
 
 
 def calib_memory(str kind, int threads, int64_t bytes_per_array, double min_seconds=0.3,
-                 int max_passes=50):
-    """Bandwidth of a STREAM-style loop ("read", "copy", "triad") in bytes/s (best and median)."""
+                 int max_passes=50, bint hugepages=False):
+    """Bandwidth of a STREAM-style loop ("read", "copy", "triad") in bytes/s (best and median).
+    Arrays are in 4 KiB pages like mmap'd weights, or with hugepages=True in transparent huge
+    pages (as numpy allocates large arrays)."""
     if kind not in CALIB_MEMORY_KINDS:
         raise ValueError(f"memory kernel {kind!r}: expected one of {', '.join(CALIB_MEMORY_KINDS)}")
     cdef int k = CALIB_MEMORY_KINDS[kind]
     cdef slm_calib_result r
     cdef int status
     with nogil:
-        status = slm_calib_memory(k, threads, bytes_per_array, min_seconds, max_passes, &r)
+        status = slm_calib_memory(k, threads, bytes_per_array, min_seconds, max_passes,
+                                  SLM_CALIB_HUGEPAGES if hugepages else 0, &r)
     check(status, f"{kind} bandwidth with {threads} threads over {bytes_per_array} bytes")
     return _calib_result(&r)
 

@@ -2,6 +2,7 @@
 # Python-facing helpers live in slmprof/quant.py; these are thin, checked wrappers.
 
 from libc.stdint cimport uint16_t
+from libc.stdlib cimport malloc, free
 
 cdef extern from "slm.h" nogil:
     int64_t slm_type_block_elems(int type)
@@ -238,3 +239,49 @@ cdef class Weight:
                                      <float *>cnp.PyArray_DATA(yo), self.rows, r0, r1, isa)
         check(st, "matmul")
         return y
+
+
+cdef extern from "slm.h" nogil:
+    int slm_bench_matmul(const slm_weight *copies, int n_copies, const void *act, int64_t act_row_bytes,
+                         int64_t n_tok, float *y, int reps, int n_threads, double *seconds_per_rep,
+                         double *cpu_seconds_per_rep)
+    int slm_bench_read_bandwidth(int64_t bytes, int reps, int n_threads, double *bytes_per_second,
+                                 double *bytes_per_cpu_second)
+
+
+def _bench_matmul(list copies, cnp.ndarray act, int reps, int threads):
+    """(wall seconds, thread-0 CPU seconds) per product of act (n_tok, act_row_bytes) with the
+    weights, cycling over copies."""
+    cdef int n = len(copies)
+    if n < 1:
+        raise ValueError("bench: no weights")
+    cdef slm_weight *ws = <slm_weight *>malloc(n * sizeof(slm_weight))
+    if ws == NULL:
+        raise MemoryError()
+    cdef int i
+    cdef Weight w
+    for i in range(n):
+        w = copies[i]
+        ws[i] = w.w
+    act = np.ascontiguousarray(act)
+    cdef int64_t n_tok = act.shape[0], arb = act.shape[1]
+    y = np.zeros((n_tok, ws[0].rows), dtype=np.float32)
+    cdef cnp.ndarray yo = y
+    cdef double sec = 0, csec = 0
+    cdef int st
+    with nogil:
+        st = slm_bench_matmul(ws, n, cnp.PyArray_DATA(act), arb, n_tok, <float *>cnp.PyArray_DATA(yo),
+                              reps, threads, &sec, &csec)
+    free(ws)
+    check(st, "benchmark matmul")
+    return sec, csec
+
+
+def _bench_read_bandwidth(int64_t nbytes, int reps, int threads):
+    """(bytes per wall second, bytes per CPU second of thread 0 x threads)."""
+    cdef double bps = 0, cbps = 0
+    cdef int st
+    with nogil:
+        st = slm_bench_read_bandwidth(nbytes, reps, threads, &bps, &cbps)
+    check(st, "benchmark read bandwidth")
+    return bps, cbps

@@ -2,15 +2,18 @@
 #
 # For the engine (_engine.pxi is included after this file):
 #     `RegionTable` is a cdef class; `(<RegionTable>table).hooks()` returns the C
-#     `slm_region_hooks` {begin, end, ctx} to hand to the engine, which calls them on its
-#     main thread with ids SLM_REGION_ID(slot, op). Keep a Python reference to the table for
-#     as long as the engine holds the hooks. Passing None means "no profiler".
+#     `slm_region_hooks` {begin, end, ctx}, and `table.hooks_address()` the address of a copy
+#     that lives as long as the table (what Model.set_profiler hands to the engine). The
+#     engine calls them on its main thread with ids SLM_REGION_ID(slot, op). Keep a Python
+#     reference to the table for as long as the engine holds the hooks. None: no profiler.
+#     `slm_region_hooks` is declared in the extern block below; do not redeclare it.
 #
 # Python code uses slmprof.counters / slmprof.profiler / slmprof.sampler, not these directly.
 
 from libc.stdint cimport uint32_t, uint16_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+import os
 
 cdef extern from "slm.h" nogil:
     # Declared here (first include that needs it); _engine.pxi uses this declaration.
@@ -66,6 +69,7 @@ cdef extern from "slm.h" nogil:
     int slm_counters_n_fds(const slm_counters *c)
     int slm_counters_read_path(slm_counters *c)
     void slm_counters_destroy(slm_counters *c)
+    void slm_perf_spin(uint64_t n)
     int64_t slm_cpu_midr()
     uint64_t slm_monotonic_ns()
 
@@ -87,6 +91,7 @@ cdef extern from "slm.h" nogil:
     void slm_region_table_reset(slm_region_table *t)
     uint64_t slm_region_table_errors(slm_region_table *t)
     int slm_region_table_capacity(const slm_region_table *t)
+    uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n)
 
 
 PERF_EXCLUDE_KERNEL = SLM_PERF_EXCLUDE_KERNEL
@@ -109,6 +114,12 @@ def cpu_midr():
     """MIDR_EL1 read on the core itself (arm64 with HWCAP_CPUID), else None."""
     cdef int64_t v = slm_cpu_midr()
     return None if v < 0 else int(v)
+
+
+def perf_spin(uint64_t n):
+    """Run n iterations of a 2-instruction loop (x86-64, arm64): 2n instructions retired."""
+    with nogil:
+        slm_perf_spin(n)
 
 
 def perf_probe(uint32_t type, uint64_t config, uint64_t config1=0, int flags=0):
@@ -239,6 +250,7 @@ cdef class RegionTable:
     cdef slm_region_table *t
     cdef readonly object counters
     cdef int n_events
+    cdef slm_region_hooks _hooks   # stable address for hooks_address()
 
     def __cinit__(self, int capacity=16384, CounterSet counters=None):
         cdef slm_counters *c = NULL
@@ -246,6 +258,7 @@ cdef class RegionTable:
             c = counters.ptr()
             self.n_events = counters.n_events
         check(slm_region_table_create(&self.t, capacity, c), "creating the region table")
+        self._hooks = slm_region_table_hooks(self.t)
         self.counters = counters
         if counters is not None:
             counters.users += 1
@@ -261,6 +274,11 @@ cdef class RegionTable:
         """The C hooks for the engine: {slm_region_begin, slm_region_end, table}."""
         return slm_region_table_hooks(self.t)
 
+    def hooks_address(self):
+        """Address of this table's slm_region_hooks, valid while the table lives (the
+        engine copies it: Model.set_profiler(table))."""
+        return <size_t>&self._hooks
+
     def begin(self, int32_t region_id):
         with nogil:
             slm_region_begin(self.t, region_id)
@@ -268,6 +286,14 @@ cdef class RegionTable:
     def end(self, int32_t region_id):
         with nogil:
             slm_region_end(self.t, region_id)
+
+    def bench_pairs(self, int32_t region_id, int64_t n):
+        """Run n begin+end pairs in a C loop; elapsed ns (what one edge pair costs, without
+        Python call overhead)."""
+        cdef uint64_t ns
+        with nogil:
+            ns = slm_region_bench_pairs(self.t, region_id, n)
+        return ns
 
     def get(self, int32_t region_id):
         """Totals of one region as a dict, or None if it never ran."""
@@ -290,3 +316,127 @@ cdef class RegionTable:
     @property
     def capacity(self):
         return slm_region_table_capacity(self.t)
+
+
+# ---------------------------------------------------------------- sampler
+
+cdef extern from "slm.h" nogil:
+    enum:
+        SLM_SAMPLER_MIN_HZ
+        SLM_SAMPLER_MAX_HZ
+        SLM_SAMPLER_MAX_CPUS
+        SLM_SAMPLER_MAX_THERMAL
+        SLM_SAMPLER_MAX_RAPL
+        SLM_SAMPLER_MAX_SOURCES
+        SLM_SAMPLE_SLOW
+        SLM_SAMPLE_PROC_CPU
+        SLM_SAMPLE_MEDIUM
+
+    ctypedef struct slm_sample:
+        uint64_t t_ns
+
+    ctypedef struct slm_sampler:
+        pass
+
+    ctypedef struct slm_sampler_stats:
+        uint64_t n_samples
+        uint64_t n_missed
+        uint64_t n_dropped
+        uint64_t thread_cpu_ns
+        uint64_t elapsed_ns
+
+    int slm_sampler_create(slm_sampler **out, int hz, int pid, int slow_every, int capacity)
+    int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path)
+    int slm_sampler_start(slm_sampler *s)
+    int slm_sampler_stop(slm_sampler *s)
+    int slm_sampler_drain(slm_sampler *s, slm_sample *out, int max)
+    int slm_sampler_stats_get(slm_sampler *s, slm_sampler_stats *out)
+    int slm_sampler_source(slm_sampler *s, int i, int *kind, int *slot, int *last_errno,
+                           uint64_t *n_failed)
+    int slm_sampler_n_sources(const slm_sampler *s)
+    int slm_sampler_sample_once(slm_sampler *s, slm_sample *out)
+    void slm_sampler_destroy(slm_sampler *s)
+    size_t slm_sample_size()
+
+
+SAMPLER_MIN_HZ = SLM_SAMPLER_MIN_HZ
+SAMPLER_MAX_HZ = SLM_SAMPLER_MAX_HZ
+SAMPLER_MAX_CPUS = SLM_SAMPLER_MAX_CPUS
+SAMPLER_MAX_THERMAL = SLM_SAMPLER_MAX_THERMAL
+SAMPLER_MAX_RAPL = SLM_SAMPLER_MAX_RAPL
+SAMPLER_MAX_SOURCES = SLM_SAMPLER_MAX_SOURCES
+SAMPLE_SLOW = SLM_SAMPLE_SLOW
+SAMPLE_PROC_CPU = SLM_SAMPLE_PROC_CPU
+SAMPLE_MEDIUM = SLM_SAMPLE_MEDIUM
+
+
+def sample_size():
+    """sizeof(slm_sample): slmprof.sampler checks its numpy dtype against it."""
+    return slm_sample_size()
+
+
+cdef class SamplerCore:
+    """The C sampler thread. dtype: the numpy structured dtype matching slm_sample.
+    Use slmprof.sampler.Sampler, which finds the sources and explains missing ones."""
+    cdef slm_sampler *s
+    cdef object dtype
+
+    def __cinit__(self, int hz, int pid, int slow_every, int capacity, dtype):
+        if dtype.itemsize != slm_sample_size():
+            raise RuntimeError(f"sample dtype is {dtype.itemsize} bytes, C record {slm_sample_size()}")
+        rc = slm_sampler_create(&self.s, hz, pid, slow_every, capacity)
+        if rc == SLM_ERANGE:
+            raise ValueError(f"sampling rate {hz} Hz out of range: {SLM_SAMPLER_MIN_HZ} to "
+                             f"{SLM_SAMPLER_MAX_HZ} Hz")
+        check(rc, "creating the sampler")
+        self.dtype = dtype
+
+    def __dealloc__(self):
+        if self.s != NULL:
+            with nogil:
+                slm_sampler_destroy(self.s)
+            self.s = NULL
+
+    def add_source(self, int kind, int slot, path):
+        """Open a source: its index (>= 0) or a negative errno."""
+        b = os.fsencode(path)
+        return slm_sampler_add_source(self.s, kind, slot, b)
+
+    def start(self):
+        check(slm_sampler_start(self.s), "starting the sampler thread")
+
+    def stop(self):
+        with nogil:
+            slm_sampler_stop(self.s)
+
+    def drain(self, int max_records=1 << 16):
+        """Records written since the last drain, as a numpy structured array."""
+        out = np.empty(max_records, dtype=self.dtype)
+        cdef cnp.ndarray arr = out
+        cdef int n
+        with nogil:
+            n = slm_sampler_drain(self.s, <slm_sample *>arr.data, max_records)
+        return out[:n].copy() if n < max_records // 2 else out[:n]
+
+    def sample_once(self):
+        out = np.zeros(1, dtype=self.dtype)
+        cdef cnp.ndarray arr = out
+        check(slm_sampler_sample_once(self.s, <slm_sample *>arr.data), "sampling once")
+        return out
+
+    def stats(self):
+        cdef slm_sampler_stats st
+        slm_sampler_stats_get(self.s, &st)
+        return {"n_samples": st.n_samples, "n_missed": st.n_missed, "n_dropped": st.n_dropped,
+                "thread_cpu_ns": st.thread_cpu_ns, "elapsed_ns": st.elapsed_ns}
+
+    def source(self, int i):
+        """(kind, slot, last errno, failures) of source i."""
+        cdef int kind = 0, slot = 0, err = 0
+        cdef uint64_t failed = 0
+        check(slm_sampler_source(self.s, i, &kind, &slot, &err, &failed), "source status")
+        return kind, slot, err, failed
+
+    @property
+    def n_sources(self):
+        return slm_sampler_n_sources(self.s)

@@ -165,6 +165,11 @@ def evict_from_page_cache(path: str) -> dict:
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
+            # Dirty pages (a file just written) cannot be dropped: write them back first.
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             how.append("posix_fadvise(DONTNEED)")
         finally:
@@ -172,15 +177,39 @@ def evict_from_page_cache(path: str) -> dict:
     except (OSError, AttributeError) as e:
         how.append(f"posix_fadvise failed: {e}")
     after = _page_cache_fraction(path)
+    mapped_by = []
     if after is not None and after > 0.05:
+        mapped_by = _processes_mapping(path)
+        if mapped_by:
+            how.append("pages mapped by other processes cannot be dropped")
+        else:
+            try:
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("1\n")
+                how.append("drop_caches")
+                after = _page_cache_fraction(path)
+            except OSError as e:
+                how.append(f"drop_caches not permitted ({e.strerror})")
+    out = {"method": ", ".join(how), "cached_before": before, "cached_after": after}
+    if mapped_by:
+        out["mapped_by"] = mapped_by
+    return out
+
+
+def _processes_mapping(path: str) -> list:
+    """PIDs of other processes that have the file mapped (their pages cannot be dropped)."""
+    real = os.path.realpath(path)
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
         try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("1\n")
-            how.append("drop_caches")
-            after = _page_cache_fraction(path)
-        except OSError as e:
-            how.append(f"drop_caches not permitted ({e.strerror})")
-    return {"method": ", ".join(how), "cached_before": before, "cached_after": after}
+            with open(f"/proc/{entry}/maps") as f:
+                if any(line.rstrip().endswith(real) for line in f):
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
 
 
 # --------------------------------------------------------------------------------------------

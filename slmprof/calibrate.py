@@ -8,7 +8,10 @@ reused until `calibrate --force`. `export_profile` / `load_device` carry it to a
 (`calibrate --export pi5.json` on the board, `plan --device pi5.json` elsewhere).
 
 Ceilings used by the roofline are the *median* pass of each measurement (what the machine
-sustains while other work shares it); the best pass is kept beside it.
+sustains while other work shares it); the best pass is kept beside it. Memory arrays live in
+ordinary 4 KiB pages, as the model's mmap'd weights do; `read_hugepage` (transparent huge pages,
+what numpy and most STREAM builds get) is measured for reference: in a VM the difference can
+be large, because TLB misses walk two page tables.
 """
 import hashlib
 import json
@@ -23,6 +26,7 @@ SCHEMA = "slmprof.machine"
 SCHEMA_VERSION = 1
 
 MEMORY_KINDS = ("read", "copy", "triad")
+HUGEPAGE_READ = "read_hugepage"
 DOT_TYPES = ("q4_0", "q4_1", "q8_0")
 TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
 # Kernel path ids as slm_quant.h numbers them; slmprof.quant is asked first.
@@ -135,6 +139,8 @@ def _steps(cores, paths):
     """The plan of measurements, so progress can say 'k of n'."""
     counts = thread_counts(cores)
     steps = [("memory", kind, t) for kind in MEMORY_KINDS for t in counts]
+    # for reference only: what huge pages would give (numpy/STREAM get them; mmap'd weights don't)
+    steps += [("memory", HUGEPAGE_READ, t) for t in sorted({1, cores})]
     for isa_id, isa_name, available in paths:
         if available is False:
             continue
@@ -180,8 +186,10 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
 
     for done, (what, arg, t) in enumerate(steps, 1):
         if what == "memory":
-            r = _core.calib_memory(arg, t, array_bytes, seconds_per_step)
-            profile["bandwidth"][arg][str(t)] = _rates(r)
+            huge = arg == HUGEPAGE_READ
+            r = _core.calib_memory("read" if huge else arg, t, array_bytes, seconds_per_step,
+                                   hugepages=huge)
+            profile["bandwidth"].setdefault(arg, {})[str(t)] = _rates(r)
             label, text = f"{arg} bandwidth, {t} thread{'s' if t > 1 else ''}", \
                 f"{r['median_per_s'] / 1e9:.1f} GB/s"
         elif what == "dot":
@@ -368,11 +376,14 @@ def summary_lines(profile):
                 + str(profile.get("source", "reference profile")) + ")")]
     lines.append(f"last-level cache {profile.get('llc_bytes', 0) / 2**20:.0f} MiB; "
                  f"memory arrays {profile.get('array_bytes', 0) / 2**20:.0f} MiB each")
-    for kind in MEMORY_KINDS:
+    for kind in MEMORY_KINDS + (HUGEPAGE_READ,):
         table = profile["bandwidth"].get(kind, {})
         cells = ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in
                           sorted(table.items(), key=lambda kv: int(kv[0])))
-        if cells:
+        if cells and kind == HUGEPAGE_READ:
+            lines.append(f"read with huge pages GB/s (reference, not used by the roofline: mmap'd "
+                         f"weights sit in 4 KiB pages): {cells}")
+        elif cells:
             lines.append(f"{kind:>5} bandwidth GB/s (median; best in JSON): {cells}")
     for isa, types in (profile.get("dot") or {}).items():
         cells = "; ".join(f"{ty} " + ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in

@@ -60,9 +60,18 @@ def is_arm64():
     return platform.machine() in ("aarch64", "arm64")
 
 
+def _arm_roots(roots):
+    if roots == procfs.DEFAULT:
+        return is_arm64()
+    midr = procfs.midr_from_sysfs(roots) or procfs.midr_from_cpuinfo(roots)
+    return midr is not None
+
+
 def user_read_state(roots=procfs.DEFAULT):
     """(allowed, explanation) for user-space counter reads at region edges."""
-    if is_arm64():
+    if not procfs.hardware_pmus(roots):
+        return False, "no hardware PMU: regions read software events with read()"
+    if _arm_roots(roots):
         access = procfs.sysctl("kernel.perf_user_access", roots)
         if access is None:
             return False, "kernel.perf_user_access is absent (kernel older than 5.17): regions use read()"
@@ -73,7 +82,7 @@ def user_read_state(roots=procfs.DEFAULT):
     if platform.machine() in ("x86_64", "i686", "i386"):
         rdpmc = procfs.read_int(roots.s("bus/event_source/devices/cpu/rdpmc"))
         if rdpmc is None:
-            return False, "no hardware PMU (no /sys/bus/event_source/devices/cpu/rdpmc): regions use read()"
+            return False, "no /sys/bus/event_source/devices/cpu/rdpmc: regions use read()"
         if rdpmc == 0:
             return False, ("rdpmc disabled (/sys/bus/event_source/devices/cpu/rdpmc = 0); enable "
                            "with `echo 1 | sudo tee /sys/bus/event_source/devices/cpu/rdpmc`")
@@ -173,18 +182,12 @@ def _is_clock(e):
 
 
 def plan_groups(event_defs, counters):
-    """Group index per event. Hardware events go in groups of at most `counters` (the cycle
-    counter is extra on ARM, so cycles rides along and leads). Software counting events
-    (faults, switches, migrations) share one group; task-clock and cpu-clock get a group each:
-    observed on 6.x kernels, a clock grouped with other software events reads stale, and
-    faults grouped under a clock leader go uncounted for a while after opening."""
+    """Group index per event: the software events in one group, hardware events in groups
+    of at most `counters` (the cycle counter is extra on ARM, so cycles rides along).
+    Every thread reads one group per index at each region edge, so fewer groups is cheaper."""
     groups, hw_group, hw_fill, next_group = [], None, 0, 0
     sw_group = None
     for e in event_defs:
-        if _is_clock(e):
-            groups.append(next_group)
-            next_group += 1
-            continue
         if e.is_software:
             if sw_group is None:
                 sw_group, next_group = next_group, next_group + 1
@@ -255,9 +258,9 @@ class Counters:
         counters_per_group = core.counters if core else ev.GENERIC_COUNTERS
         for s, g in zip(active, plan_groups([s.event for s in active], counters_per_group)):
             s.group = g
-        # cycles leads its hardware group
-        active.sort(key=lambda s: (s.group, 0 if (s.event.type == ev.PERF_TYPE_HARDWARE
-                                                   and s.event.config == 0) else 1))
+        # Leaders: cycles for hardware groups, task-clock (or cpu-clock) for software.
+        active.sort(key=lambda s: (s.group, 0 if (_is_clock(s.event) or (
+            s.event.type == ev.PERF_TYPE_HARDWARE and s.event.config == 0)) else 1))
         self.active = active
         self._set = None
         if active:

@@ -741,9 +741,19 @@ class GGUFWriter:
         out += b"\0" * (_align(len(out), self.alignment) - len(out))
         return bytes(out), offsets
 
-    def write(self, progress=None):
+    def write(self, progress=None, what=None, quiet=True):
         """Write everything to a temporary file next to `path`, then rename it into place.
-        `progress(done_bytes, total_bytes)` is called as tensor data are written."""
+        `progress(done_bytes, total_bytes)` is called as tensor data are written; or, with
+        `what` and quiet=False, a progress bar labelled `what` is drawn on stderr."""
+        if what is not None and progress is None:
+            from slmprof.report import Progress
+            with Progress(total=self.data_bytes(), what=what, quiet=quiet) as bar:
+                last = [0]
+
+                def advance(done, _total):
+                    bar.advance(done - last[0])
+                    last[0] = done
+                return self.write(progress=advance)
         header, _ = self._header()
         total = sum(t[3] for t in self._tensors)
         self.path.parent.mkdir(parents=True, exist_ok=True)

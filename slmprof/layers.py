@@ -130,8 +130,26 @@ def counter_figures(counters, dram_events=None, line_bytes=64):
             dram = sum(vals) * line_bytes
     out["dram_bytes"] = dram
     stall = value("stall_backend")
+    if stall is None:
+        stall = value("stalled-cycles-backend")
     out["backend_stall_pct"] = 100.0 * stall / cycles if stall is not None and cycles else None
     return out
+
+
+def _profiler(Profiler, events):
+    """(Profiler, note). With events=None the core's default counters are used when the
+    machine has hardware counters; otherwise regions are timed only, because software events
+    fill no column here and reading them on every thread at every edge costs decode time."""
+    if events is not None:
+        return Profiler(events=events), None
+    from slmprof.counters import Counters
+    counters = Counters()
+    if counters.describe().get("mode") == "hardware":
+        return Profiler(counters=counters), None
+    reason = counters.describe().get("mode_reason") or "no hardware counters on this machine"
+    counters.close()
+    return Profiler(events=[]), ("counter columns (IPC, DRAM bytes, backend stalls) empty: "
+                                 f"{reason}; regions are timed without counters")
 
 
 def counters_note(profiler):
@@ -151,7 +169,12 @@ def dram_estimate(profiler):
     core = getattr(getattr(counters, "detection", None), "core", None)
     dram = getattr(core, "dram", None)
     if dram is None:
-        return None, 64
+        # x86: last-level cache misses x 64, the usual estimate (it misses prefetches). On ARM
+        # the generic cache-misses event is an L1 refill: no estimate without the core's table.
+        import platform
+        names = getattr(counters, "names", []) if counters is not None else []
+        x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
+        return (("cache-misses",), 64) if x86 and "cache-misses" in names else (None, 64)
     return tuple(dram.events), dram.line_bytes
 
 
@@ -230,7 +253,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
     kv_type = kv_type_of(m)
     prompt = prompt_tokens_for(m, n_prompt)
 
-    prof = Profiler(events=events)
+    prof, why_no_counters = _profiler(Profiler, events)
     try:
         prof.name_regions((rid, f"{layer}/{op}") for rid, layer, op in m.region_names())
         m.set_profiler(prof.table)
@@ -294,7 +317,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                              "cannot be chained); no counter values")
             say(f"trace written to {trace_path}")
         dram_events, line_bytes = dram_estimate(prof)
-        cnote = counters_note(prof)
+        cnote = why_no_counters or counters_note(prof)
         if cnote:
             notes.append(cnote)
         m.set_profiler(None)

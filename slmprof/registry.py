@@ -192,7 +192,7 @@ class ResolvedModel:
 # --- synthetic models ----------------------------------------------------------------------------
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
-SYNTH_VERSION = 1          # bump when the generator changes, so cached files are rewritten
+SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
 WEIGHT_TYPES = ("f32", "f16", "q4_0", "q4_1", "q8_0")
 # general.file_type values (llama_ftype) for files whose 2-D weights are mostly this type
 FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
@@ -263,13 +263,12 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     `head_type` (default: llama.cpp's choice, lm_head_type(type_)); an untied token_embd is
     `embd_type` (default `type_`). Norms are F32 near 1. Scales keep activations in a realistic
     range: projections N(0, 1/fan_in), output projections further / sqrt(2 n_layer) so the
-    residual stream grows slowly, embeddings N(0, 0.02^2) scaled up for a tied LM head so logits
-    spread over a few units.
+    residual stream grows slowly, embeddings N(0, 0.02^2) (N(0, 1/dim) when tied, as the LM
+    head), norm gains near 1 and final norm gains near 3 so logits spread over a few units.
     `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM."""
     import math
 
     from slmprof.gguf import GGUFWriter
-    from slmprof.report import Progress
     from slmprof.tokenizer import synthetic_vocab
 
     type_ = type_.lower()
@@ -301,21 +300,24 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     w.add(k + "rope.freq_base", float(s.rope_base))
     w.add(k + "attention.layer_norm_rms_epsilon", float(s.rms_eps))
     w.add(k + "vocab_size", s.vocab)
-    kind, pre = tokenizer
-    for key, value in synthetic_vocab(kind, s.vocab, pre=pre).items():
+    vocab_kind, pre = tokenizer
+    for key, value in synthetic_vocab(vocab_kind, s.vocab, pre=pre).items():
         w.add(key, value)
 
     residual_scale = 1.0 / math.sqrt(2 * s.n_layer)
     # tied: the same matrix embeds (small values are fine) and produces logits (needs ~unit rows)
     embd_std = 1.0 / math.sqrt(s.dim) if s.tied else 0.02
     for tname, ne in s.tensor_shapes().items():
-        kind_ = tname.split(".")[-2] if tname.count(".") >= 1 else tname
         if tname == "rope_freqs.weight":
             w.add_tensor(tname, llama3_rope_factors(s), "f32", ne)
             continue
         if len(ne) == 1:
             if tname.endswith(".bias"):
                 std, mean = 0.1, 0.0
+            elif tname == "output_norm.weight":
+                # larger final gains spread the logits like a trained model's (std ~3 for
+                # SmolLM2-135M) instead of a near-flat distribution
+                std, mean = 0.15, 3.0
             else:                       # norms: gains near 1
                 std, mean = 0.05, 1.0
             w.add_tensor(tname, _tensor_chunks(tname, ne, 0, std, seed, mean), "f32", ne)
@@ -327,19 +329,11 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
             std = 1.0 / math.sqrt(s.dim)
         else:
             std = 1.0 / math.sqrt(ne[0])
-            if kind_ in ("attn_output", "ffn_down"):
+            if tname.endswith(("attn_output.weight", "ffn_down.weight")):
                 std *= residual_scale
         w.add_tensor(tname, _tensor_chunks(tname, ne, tid, std, seed), tid, ne)
 
-    total = w.data_bytes()
-    with Progress(total=total, what=f"writing {Path(path).name}", quiet=quiet) as bar:
-        last = [0]
-
-        def progress(done, _total):
-            bar.advance(done - last[0])
-            last[0] = done
-        w.write(progress=progress)
-    return Path(path)
+    return w.write(what=f"writing {Path(path).name}", quiet=quiet)
 
 
 def tiny_shape(arch="llama", tied=True, n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,

@@ -43,7 +43,6 @@ def _convert_chunks(tensor, dst_type, rows_per_chunk=None):
 def requantize(src, dst, type, embd_type=None, quiet=True):
     """Write `src` to `dst` with every 2-D weight in `type` (see the module docstring).
     Returns the destination path. The file appears only when complete."""
-    from slmprof.report import Progress
     type_name = str(type).lower()
     if type_name not in REQUANT_TYPES:
         raise UnsupportedError(f"cannot requantize to {type!r} (supported: "
@@ -77,13 +76,5 @@ def requantize(src, dst, type, embd_type=None, quiet=True):
                 w.add_tensor(name, t.data, t.type, t.shape)
             else:
                 w.add_tensor(name, _convert_chunks(t, target), target, t.shape)
-        total = w.data_bytes()
-        with Progress(total=total, what=f"writing {dst.name} ({ggml_type_name(dst_id)})",
-                      quiet=quiet) as bar:
-            last = [0]
-
-            def progress(done, _total):
-                bar.advance(done - last[0])
-                last[0] = done
-            w.write(progress=progress)
+        w.write(what=f"writing {dst.name} ({ggml_type_name(dst_id)})", quiet=quiet)
     return dst

@@ -431,6 +431,26 @@ def _train_merges(words, n_merges):
     return merges
 
 
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+def _filler_words(n, taken, space):
+    """n made-up words ("<space>kalo", "<space>mibe", ...) not in `taken`: they fill a synthetic
+    vocabulary to its real size, so sampled ids decode to word-like text of realistic length."""
+    out = []
+    i = len(_SYLLABLES)          # start at two syllables
+    while len(out) < n:
+        k, parts = i, []
+        while k:
+            k, r = divmod(k, len(_SYLLABLES))
+            parts.append(_SYLLABLES[r])
+        word = space + "".join(reversed(parts))
+        if word not in taken:
+            out.append(word)
+        i += 1
+    return out
+
+
 @lru_cache(maxsize=8)
 def _bpe_vocab(pre, vocab_size):
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -446,8 +466,8 @@ def _bpe_vocab(pre, vocab_size):
     tokens += list(dict.fromkeys(a + b for a, b in merges if a + b not in tokens))
     types = [CONTROL] * len(specials) + [NORMAL] * (len(tokens) - len(specials))
     pad = vocab_size - len(tokens)
-    tokens += [f"<|unused_{i}|>" for i in range(pad)]
-    types += [UNUSED] * pad
+    tokens += _filler_words(pad, set(tokens), b2u[ord(" ")])    # no merges lead to these
+    types += [NORMAL] * pad
     return tokens, types, [f"{a} {b}" for a, b in merges]
 
 
@@ -478,16 +498,16 @@ def _spm_vocab(vocab_size):
         types.append(NORMAL)
         scores.append(-float(rank))
     pad = vocab_size - len(tokens)
-    tokens += [f"<unused{i}>" for i in range(pad)]
-    types += [UNUSED] * pad
-    scores += [-1e9] * pad
+    tokens += _filler_words(pad, seen, SPM_SPACE)
+    types += [NORMAL] * pad
+    scores += [-1000.0 - i for i in range(pad)]
     return tokens, types, scores
 
 
 def synthetic_vocab(kind, vocab_size, pre="smollm"):
     """Metadata (key -> value) for a small real vocabulary of `vocab_size` tokens.
     kind "gpt2": byte-level BPE with learned merges and pre-tokenizer `pre`;
-    kind "llama": SPM with byte fallback. Unused slots pad the vocabulary to its size."""
+    kind "llama": SPM with byte fallback. Made-up words fill the vocabulary to its size."""
     if kind == "gpt2":
         tokens, types, merges = _bpe_vocab(pre or "default", vocab_size)
         return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre or "default",

@@ -23,6 +23,7 @@ FORMAT = "slmprof.trace"
 FORMAT_VERSION = 1
 # Python-level phase markers get region ids from here up (engine ids are far below).
 PHASE_REGION_BASE = 1 << 20
+RATE_WINDOW_NS = 10_000_000  # rates of cumulative counters are taken over 10 ms windows
 DEFAULT_CAPACITY = 1 << 22  # edges (24 bytes each): ~100 MB worst case, allocated lazily by the OS
 
 # Sampled fields shown as counter tracks: field -> (track name, scale, derive)
@@ -30,7 +31,7 @@ DEFAULT_CAPACITY = 1 << 22  # edges (24 bytes each): ~100 MB worst case, allocat
 COUNTER_TRACKS = {
     "rss_bytes": ("RSS (MB)", 1e-6, "level"),
     "proc_cpu_ns": ("process CPU (cores busy)", 1e-9, "rate"),
-    "sched_wait_ns": ("run-queue wait (share)", 1e-9, "rate"),
+    "sched_wait_ns": ("run-queue wait (s per s)", 1e-9, "rate"),
     "majflt": ("major faults/s", 1.0, "rate"),
     "minflt": ("minor faults/s", 1.0, "rate"),
     "invol_ctxsw": ("involuntary switches/s", 1.0, "rate"),
@@ -135,17 +136,27 @@ def _start_sampler(hz):
 
 
 def _stop_sampler(sampler):
+    """Stop and collect: the counter-track fields as float64 with NaN where a source was not
+    read that tick (the sampler's own validity bits), plus t_ns."""
     sampler.stop()
-    data = None
-    for name in ("samples", "read"):
-        fn = getattr(sampler, name, None)
-        if callable(fn):
-            data = fn()
-            break
+    data = sampler.samples()
+    cols = sample_columns(data)
+    if hasattr(sampler, "series") and isinstance(data, np.ndarray) and data.dtype.names:
+        cols = {"t_ns": np.asarray(data["t_ns"])}
+        for field in COUNTER_TRACKS:
+            if field not in data.dtype.names:
+                continue
+            slot = None
+            if data.dtype[field].shape:
+                src = sampler.source_for(field)
+                if src is None:
+                    continue
+                slot = src.slot
+            cols[field] = sampler.series(field, slot=slot, data=data)
     close = getattr(sampler, "close", None)
     if callable(close):
         close()
-    return sample_columns(data), None
+    return cols, None
 
 
 def sample_columns(data):
@@ -292,6 +303,7 @@ def counter_series(samples):
     for field, (title, scale, derive) in COUNTER_TRACKS.items():
         if field not in samples:
             continue
+        t = samples["t_ns"].astype(np.int64)
         v = np.asarray(samples[field], dtype=np.float64)
         if v.ndim == 2:   # per cpu / zone: first column that reads non-zero
             cols = [c for c in range(v.shape[1]) if np.any(v[:, c])]
@@ -299,12 +311,26 @@ def counter_series(samples):
                 continue
             v = v[:, cols[0]]
         if derive == "rate":
+            # rates over windows of RATE_WINDOW_NS: counters that move in jumps (CPU time,
+            # faults) give meaningless spikes over a single sub-millisecond tick
+            ok = np.isfinite(v)
+            tt, vv = t[ok], v[ok]
+            if len(tt) < 2:
+                continue
+            edges = np.arange(tt[0], tt[-1] + 1, RATE_WINDOW_NS)
+            idx = np.unique(np.searchsorted(tt, edges))
+            idx = idx[idx < len(tt)]
+            t, v = tt[idx], vv[idx]
+            if len(t) < 2:
+                continue
             dt = np.diff(t) / 1e9
             with np.errstate(divide="ignore", invalid="ignore"):
-                rate = np.where(dt > 0, np.diff(v) / dt, 0.0)
+                rate = np.where(dt > 0, np.diff(v) / dt, np.nan)
             series_t, series_v = t[1:], rate * scale
         else:
             series_t, series_v = t, v * scale
+        keep = np.isfinite(series_v)   # NaN: the source was not read at that tick
+        series_t, series_v = series_t[keep], series_v[keep]
         if not np.any(series_v) or valid is not None and not np.any(valid):
             continue
         out.append((title, series_t, series_v))

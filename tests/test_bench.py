@@ -68,6 +68,9 @@ def test_bench_slmprof_backend(tmp_path, tiny):
     # The cold load really read the file (or says why it could not).
     dec = [r for r in recs if r["test"] == "decode"][0]
     assert dec["load_cold_s"] > 0 and dec["load_warm_s"] > 0
+    # The read bandwidth measured between repetitions, and decode's share of it.
+    assert dec["read_bandwidth_GBps"] > 0
+    assert dec["bandwidth_share"] == pytest.approx(dec["achieved_GBps"] / dec["read_bandwidth_GBps"])
     assert any("synthetic" in n for n in rep["notes"])
 
 
@@ -216,3 +219,52 @@ def test_system_watch_says_why_figures_are_missing(tmp_path):
     for what in ("CPU frequency", "temperature", "throttling", "energy"):
         assert what in text
     assert "energy_between" not in out
+
+
+# --- compare ---------------------------------------------------------------------------------
+
+@needs_engine
+def test_compare_models_and_types(tmp_path, tiny_model):
+    q8 = str(tiny_model(type="q8_0"))
+    q4 = str(tiny_model(type="q4_0"))
+    out = tmp_path / "compare.json"
+    proc = subprocess.run([sys.executable, "-m", "slmprof", "compare", "--models", f"{q8},{q4}",
+                           "-t", "1", "-p", "4", "-n", "2", "-r", "1", "--format", "json",
+                           "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rep = report.read_json(out, kind="compare")
+    by = {r["model"]: r for r in rep["records"]}
+    assert set(by) == {q8, q4}
+    for r in by.values():
+        assert r["file_bytes"] == os.path.getsize(r["model"])
+        assert r["peak_rss_bytes"] > 0 and r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0
+        assert r["synthetic"] is True and "perplexity" not in r
+    # 8-bit weights stream more bytes per token than 4-bit ones.
+    assert by[q8]["bytes_per_token"] > by[q4]["bytes_per_token"]
+
+
+@needs_engine
+def test_perplexity_scores_the_second_half_of_each_window(tiny_model):
+    import numpy as np
+    from slmprof.commands.compare import perplexity
+    from slmprof.model import Model
+    with Model.load(str(tiny_model(type="f32")), threads=1, ctx=64) as m:
+        toks = m.tokenizer.encode("the quick brown fox jumps over the lazy dog " * 8)
+        ppl, scored = perplexity(m, toks, 32)
+        # By hand: each window from an empty context; positions 16..30 predict tokens 17..31.
+        nll = []
+        for start in range(0, len(toks) - 31, 32):
+            w = toks[start:start + 32]
+            m.reset()
+            logits = np.asarray(m.prefill(w, all_logits=True), np.float64)
+            for i in range(16, 31):
+                row = logits[i] - logits[i].max()
+                nll.append(np.log(np.exp(row).sum()) - row[w[i + 1]])
+    assert scored == len(nll) == (len(toks) // 32) * 15
+    assert ppl == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-9)
+
+
+def test_stdlib_text_is_prose():
+    from slmprof.commands.compare import stdlib_text
+    text = stdlib_text()
+    assert len(text.split()) > 500

@@ -16,7 +16,7 @@ SMALL = 8 << 20  # functional tests only: bandwidth figures need buffers far bey
 
 @pytest.mark.parametrize("kind", ["read", "copy", "triad"])
 def test_memory_kernels_report_rates(kind):
-    r = _core.calib_memory(kind, 1, SMALL, 0.0, 5)
+    r = _core.calib_memory(kind, 1, SMALL, 0.0, 5, hugepages=(kind == "read"))
     assert r["passes"] >= 3
     arrays = {"read": 1, "copy": 2, "triad": 3}[kind]
     assert r["work_per_pass"] == arrays * SMALL
@@ -141,18 +141,31 @@ def test_command_json_and_export(cache, tmp_path):
 
 @pytest.mark.slow
 def test_read_bandwidth_agrees_with_independent_stream_measurement():
-    """Calibrated 1-thread read bandwidth vs a numpy sum over a 1 GiB array, interleaved in the
-    same run so both see the same machine load; target: within 10% (median of rounds)."""
+    """Calibrated 1-thread read bandwidth vs a numpy sum over the same 1 GiB, interleaved pass by
+    pass so both see the same machine load; compared on the fastest passes (what each can
+    attain: on a shared machine the slow passes measure the neighbours). Target: within 10%."""
     n_bytes = 1 << 30
-    a = np.ones(n_bytes // 8, dtype=np.uint64)
+    # numpy asks for transparent huge pages on large arrays; calibration measures 4 KiB pages
+    # (what mmap'd weights get). Compare like with like.
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    multiarray._set_madvise_hugepage(False)
+    try:
+        a = np.ones(n_bytes // 8, dtype=np.uint64)
+    finally:
+        multiarray._set_madvise_hugepage(True)
     ours, theirs = [], []
-    for _ in range(5):
-        ours.append(_core.calib_memory("read", 1, 512 << 20, 0.3)["median_per_s"])
+    for _ in range(8):
+        r = _core.calib_memory("read", 1, n_bytes, 0.0, 3)
+        ours.append(r["best_per_s"])
         for _ in range(3):
             t0 = time.perf_counter()
             a.sum()
             theirs.append(n_bytes / (time.perf_counter() - t0))
-    ratio = float(np.median(ours) / np.median(theirs))
-    print(f"calibrated read {np.median(ours) / 1e9:.2f} GB/s, numpy sum "
-          f"{np.median(theirs) / 1e9:.2f} GB/s, ratio {ratio:.3f}")
+    ratio = max(ours) / max(theirs)
+    print(f"calibrated read {max(ours) / 1e9:.2f} GB/s (median pass {np.median(ours) / 1e9:.2f}), "
+          f"numpy sum {max(theirs) / 1e9:.2f} GB/s (median {np.median(theirs) / 1e9:.2f}), "
+          f"ratio {ratio:.3f}")
     assert 0.9 <= ratio <= 1.1

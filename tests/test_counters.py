@@ -86,17 +86,22 @@ def test_threads_that_already_exist_are_counted():
     th = threading.Thread(target=spin)
     th.start()
     started.wait()
+    spin_clock = time.pthread_getcpuclockid(th.ident)
     try:
         with Counters(["task-clock"]) as c:
             added = c.attach_threads()
             assert added >= 2 and c.n_threads >= 2
             before = c.read()["task-clock"].value
-            time.sleep(0.2)  # this thread sleeps; only the spinner burns CPU
+            spin0 = time.clock_gettime_ns(spin_clock)
+            time.sleep(0.3)  # this thread sleeps; only the spinner burns CPU
+            spin = time.clock_gettime_ns(spin_clock) - spin0
             after = c.read()["task-clock"].value
     finally:
         stop.set()
         th.join()
-    assert after - before > 50e6
+    # The spinner existed before the counters were opened and is still counted.
+    assert spin > 1e6
+    assert after - before >= 0.9 * spin
 
 
 def test_attach_again_adds_only_new_threads():
@@ -146,8 +151,8 @@ def test_interpret_flags_scaled_and_not_counted():
 def test_real_software_group_reads_exact_values():
     with Counters(["task-clock", "page-faults", "context-switches", "cpu-migrations"]) as c:
         c.attach_threads()
-        # task-clock alone, the counting software events together
-        assert len({s.group for s in c.active}) == 2
+        assert len({s.group for s in c.active}) == 1   # one software group
+        assert c.active[0].event.name == "task-clock"  # the clock leads
         r = c.read()
         for name in c.names:
             assert r[name].status == "exact"
@@ -204,8 +209,7 @@ def test_group_planning_respects_counter_count():
     assert len(set(hw)) == 2
     assert groups[-1] not in hw            # software in its own group
     sw = ev.resolve(["page-faults", "task-clock", "context-switches", "cpu-clock"])
-    g = counters.plan_groups(sw, 4)
-    assert g[0] == g[2] and len(set(g)) == 3
+    assert len(set(counters.plan_groups(sw, 4))) == 1
 
 
 # Documented numbers: include/linux/perf/arm_pmuv3.h (ARMV8_PMUV3_PERFCTR_*), transcribed
@@ -284,3 +288,112 @@ print('no error')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert f"ERR {errno.EMFILE}" in out.stdout and "ulimit -n" in out.stdout
+
+
+# ---- hardware path: runs where a PMU exists (a Pi, or the emulated Pi of the CI arm64 stage)
+
+pmu = pytest.mark.skipif(NO_PMU is not None, reason=f"hardware counters unavailable here: {NO_PMU}")
+SPIN = 5_000_000
+
+
+@pytest.mark.pmu
+@pmu
+def test_instructions_of_a_known_loop():
+    with Counters(["cycles", "instructions"]) as c:
+        c.attach_threads()
+        prof_table = _core.RegionTable(4, c.counter_set)
+        prof_table.begin(0)
+        _core.perf_spin(SPIN)
+        prof_table.end(0)
+        r = prof_table.get(0)["counters"]
+        ins = dict(zip(c.names, r))["instructions"]
+        # 2 per iteration plus the region's own bookkeeping (a few thousand at most)
+        assert 2 * SPIN <= ins["raw"] <= 2 * SPIN * 1.01 + 20_000
+        assert dict(zip(c.names, r))["cycles"]["raw"] > 0
+        del prof_table
+
+
+@pytest.mark.pmu
+@pmu
+def test_region_delta_matches_a_direct_read():
+    with Counters(["instructions"]) as c:
+        c.attach_threads()
+        t = _core.RegionTable(4, c.counter_set)
+        before = c.read()["instructions"].raw
+        t.begin(1)
+        _core.perf_spin(SPIN)
+        t.end(1)
+        after = c.read()["instructions"].raw
+        inside = t.get(1)["counters"][0]["raw"]
+        assert 2 * SPIN <= inside <= after - before
+        del t
+
+
+@pytest.mark.pmu
+@pmu
+def test_more_events_than_counters_multiplex_and_are_flagged():
+    det = counters.detect_core()
+    n_counters = det.core.counters if det.core else ev.GENERIC_COUNTERS
+    if det.core:
+        pool = [n for n in det.core.events if n not in ("sw_incr", "cpu_cycles", "chain")]
+    else:
+        pool = ["instructions", "cache-references", "cache-misses", "branches", "branch-misses",
+                "bus-cycles", "ref-cycles"]
+    names = pool[: n_counters + 3]
+    with Counters(names) as c:
+        if len(c.active) <= n_counters:
+            pytest.skip(f"only {len(c.active)} of these events open here")
+        c.attach_threads()
+        for _ in range(20):
+            _core.perf_spin(SPIN)
+        r = c.read()
+    states = {n: r[n].status for n in c.names}
+    assert set(states.values()) <= {"scaled", "not counted", "exact"}
+    multiplexed = [n for n in c.names if r[n].status in ("scaled", "not counted")]
+    assert multiplexed, states          # more events than counters cannot all run all the time
+    for n in multiplexed:
+        if r[n].status == "scaled":
+            assert r[n].running_fraction < 1 and r[n].value >= r[n].raw
+        else:
+            assert r[n].value is None
+
+
+@pytest.mark.pmu
+@pmu
+def test_user_space_read_path_agrees_with_read():
+    allowed, why = counters.user_read_state()
+    with Counters(["cycles", "instructions"]) as c:
+        c.attach_threads()
+        if not allowed:
+            assert c.read_path == "read" and c.user_read_reason == why
+            pytest.skip(f"user-space reads off, fallback taken: {why}")
+        assert c.read_path in ("rdpmc", "mrs")
+        t_user = _core.RegionTable(4, c.counter_set)
+        t_user.begin(0)
+        _core.perf_spin(SPIN)
+        t_user.end(0)
+        via_user = dict(zip(c.names, t_user.get(0)["counters"]))["instructions"]["raw"]
+    with Counters(["cycles", "instructions"], user_read=False) as c2:
+        c2.attach_threads()
+        assert c2.read_path == "read"
+        t_read = _core.RegionTable(4, c2.counter_set)
+        t_read.begin(0)
+        _core.perf_spin(SPIN)
+        t_read.end(0)
+        via_read = dict(zip(c2.names, t_read.get(0)["counters"]))["instructions"]["raw"]
+    assert via_user == pytest.approx(via_read, rel=0.01)
+
+
+@pytest.mark.arm64
+@pytest.mark.skipif(not counters.is_arm64(), reason="MIDR detection by mrs needs an arm64 core")
+def test_core_detected_from_midr_on_arm64():
+    det = counters.detect_core()
+    assert det.midr is not None
+    if (det.midr >> 24) == 0x41 and ((det.midr >> 4) & 0xFFF) in ev.CORES:
+        assert det.core is ev.CORES[(det.midr >> 4) & 0xFFF]
+
+
+def test_spin_is_callable_here():
+    t0 = time.thread_time_ns()
+    _core.perf_spin(SPIN)
+    assert time.thread_time_ns() > t0

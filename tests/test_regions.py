@@ -150,3 +150,42 @@ def test_read_path_is_reported():
     prof = Profiler(events=["task-clock"])
     assert prof.read_path in ("read", "rdpmc", "mrs")
     prof.close()
+
+
+def test_hooks_address_is_stable_for_the_engine():
+    t = _core.RegionTable(64)
+    a = t.hooks_address()
+    assert a != 0 and a == t.hooks_address()
+
+
+def test_attaching_threads_while_regions_run():
+    prof = Profiler(events=["task-clock", "page-faults"])
+    stop = threading.Event()
+    started = []
+
+    def edges():
+        while not stop.is_set():
+            with prof.region("busy"):
+                pass
+
+    def newcomer():
+        started.append(1)
+        stop.wait()
+
+    worker = threading.Thread(target=edges)
+    worker.start()
+    extra = []
+    for _ in range(8):                     # threads appear and get attached mid-run
+        t = threading.Thread(target=newcomer)
+        t.start()
+        extra.append(t)
+        prof.attach_threads()
+    time.sleep(0.05)
+    stop.set()
+    worker.join()
+    for t in extra:
+        t.join()
+    r = prof.results()[0]
+    assert r["count"] > 0 and prof.errors == 0
+    assert prof.counters.n_threads >= 10
+    prof.close()

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "slm.h"
@@ -236,23 +237,37 @@ static void *alloc_lines(int64_t bytes) {
     return p;
 }
 
+/* 2 MiB aligned and marked for transparent huge pages (before the first touch, so the
+ * kernel can back it with huge pages from the start). Not an error if THP is off. */
+static void *alloc_huge(int64_t bytes) {
+    const size_t huge = 2u << 20;
+    size_t n = ((size_t)bytes + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, n) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, n, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 int slm_calib_memory(int kind, int threads, int64_t bytes_per_array, double min_seconds,
-                     int max_passes, slm_calib_result *out) {
+                     int max_passes, int flags, slm_calib_result *out) {
     if (!out || kind < SLM_CALIB_READ || kind > SLM_CALIB_TRIAD) return SLM_EINVAL;
     if (bytes_per_array < 4096 || threads < 1 || threads > SLM_CALIB_MAX_THREADS) return SLM_EINVAL;
     if (!(min_seconds >= 0) || max_passes < 1) return SLM_EINVAL;
     mem_ctx m = {.kind = kind, .n = bytes_per_array / 8};
+    void *(*alloc)(int64_t) = (flags & SLM_CALIB_HUGEPAGES) ? alloc_huge : alloc_lines;
     int status = SLM_OK;
     if (kind == SLM_CALIB_TRIAD) {
-        m.ta = alloc_lines(m.n * 8);
-        m.tb = alloc_lines(m.n * 8);
-        m.tc = alloc_lines(m.n * 8);
+        m.ta = alloc(m.n * 8);
+        m.tb = alloc(m.n * 8);
+        m.tc = alloc(m.n * 8);
         if (!m.ta || !m.tb || !m.tc) status = SLM_ENOMEM;
     } else {
-        m.a = alloc_lines(m.n * 8);
+        m.a = alloc(m.n * 8);
         if (!m.a) status = SLM_ENOMEM;
         if (kind == SLM_CALIB_COPY) {
-            m.c = alloc_lines(m.n * 8);
+            m.c = alloc(m.n * 8);
             if (!m.c) status = SLM_ENOMEM;
         }
     }

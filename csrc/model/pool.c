@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "slm.h"
+#include "model/pool.h"
 
 #ifdef __linux__
 #include <linux/futex.h>
@@ -29,9 +30,10 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* Spin rounds before sleeping: long enough to cover a barrier inside a forward pass and the
- * sampling between decoded tokens, short enough that an idle pool soon stops burning a core. */
-#define SPIN_ROUNDS (1 << 16)
+/* Spin rounds before sleeping (tens of microseconds): long enough to cover the imbalance at a
+ * barrier inside a forward pass, short enough that a thread whose partner was descheduled (a
+ * busy machine) soon gives its core back instead of spinning through a whole time slice. */
+#define SPIN_ROUNDS 4096
 
 struct slm_pool {
     int n_threads;
@@ -39,7 +41,6 @@ struct slm_pool {
     slm_pool_fn fn;
     void *ctx;
     _Alignas(64) atomic_uint job_gen;   /* bumped by slm_pool_run to start a job */
-    _Alignas(64) atomic_int job_running; /* workers 1..n-1 still inside the current job */
     _Alignas(64) atomic_uint bar_count;  /* arrivals at the current barrier */
     _Alignas(64) atomic_uint bar_gen;    /* bumped when everyone has arrived */
     _Alignas(64) atomic_int sleepers;    /* threads asleep (or about to sleep) on a futex */
@@ -94,6 +95,16 @@ void slm_pool_barrier(slm_pool *pool) {
     }
 }
 
+void slm_pool_wait_count(slm_pool *pool, atomic_uint *word, unsigned target) {
+    for (;;) {
+        unsigned seen = atomic_load_explicit(word, memory_order_acquire);
+        if (seen >= target) return;
+        wait_for_change(pool, word, seen);
+    }
+}
+
+void slm_pool_count_up(slm_pool *pool, atomic_uint *word) { advance(pool, word); }
+
 static void *worker_main(void *p) {
     worker_arg arg = *(worker_arg *)p;
     free(p);
@@ -104,7 +115,7 @@ static void *worker_main(void *p) {
         seen = atomic_load(&pool->job_gen);
         if (atomic_load(&pool->stop)) break;
         pool->fn(pool->ctx, arg.ith, pool->n_threads);
-        atomic_fetch_sub_explicit(&pool->job_running, 1, memory_order_release);
+        slm_pool_barrier(pool); /* the job ends when every worker is done */
     }
     return NULL;
 }
@@ -116,14 +127,9 @@ void slm_pool_run(slm_pool *pool, slm_pool_fn fn, void *ctx) {
     }
     pool->fn = fn;
     pool->ctx = ctx;
-    atomic_store(&pool->job_running, pool->n_threads - 1);
     advance(pool, &pool->job_gen);
     fn(ctx, 0, pool->n_threads);
-    /* The job is short and every worker is already on it: spin, yielding now and then so an
-     * oversubscribed machine still makes progress. */
-    for (unsigned i = 1; atomic_load_explicit(&pool->job_running, memory_order_acquire) > 0; i++) {
-        if (i % 4096 == 0) sched_yield(); else cpu_relax();
-    }
+    slm_pool_barrier(pool);
 }
 
 int slm_pool_create(int n_threads, slm_pool **out) {

@@ -177,3 +177,12 @@ void slm_region_table_destroy(slm_region_table *t) {
     pthread_mutex_destroy(&t->lock);
     free(t);
 }
+
+uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n) {
+    uint64_t t0 = slm_monotonic_ns();
+    for (int64_t i = 0; i < n; i++) {
+        slm_region_begin(t, id);
+        slm_region_end(t, id);
+    }
+    return slm_monotonic_ns() - t0;
+}

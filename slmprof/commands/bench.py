@@ -46,6 +46,8 @@ def add_arguments(p):
                    "the first is the reference for ratios). Default: slmprof")
     p.add_argument("--no-cold", action="store_true",
                    help="skip the cold load (the model file is not dropped from the page cache)")
+    p.add_argument("--no-bandwidth", action="store_true",
+                   help="do not measure the read bandwidth between repetitions (for %% of read BW)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the token ids fed in (default 1234)")
     report.add_output_arguments(p)
 
@@ -223,6 +225,7 @@ def _system_watch():
 
 def run(args):
     from slmprof.backends import BACKENDS, BackendError, Worker, canonical_name, unavailable_reason
+    from slmprof.errors import ModelNotFoundError
     from slmprof.registry import resolve
 
     quiet = args.quiet
@@ -248,11 +251,18 @@ def run(args):
         report.say("slmprof bench: error: --threads must be >= 1", False)
         return 2
 
-    model = resolve(args.model)
+    notes = []
+    try:
+        model = resolve(args.model)
+    except ModelNotFoundError as e:
+        if args.model != DEFAULT_MODEL:
+            raise
+        model = resolve("synth:" + DEFAULT_MODEL)
+        notes.append(f"{DEFAULT_MODEL} unavailable ({e}); benchmarked {model.name} instead")
+        report.say(f"slmprof bench: {notes[-1]}", quiet)
     facts = _model_facts(model.path)
     P, G = args.prompt_tokens, args.gen_tokens
     ctx = _ctx_for(P, G)
-    notes = []
     if model.synthetic:
         notes.append(f"{model.name} is synthetic: random weights in the real model's shapes "
                      "(speed is meaningful, text is not)")
@@ -295,6 +305,12 @@ def run(args):
                 r.fail(e)
                 report.say(f"slmprof bench: {r.name} cannot run {model.name}: {r.error}", quiet)
             bar.advance()
+        bandwidth = None
+        if G and not args.no_bandwidth:
+            try:
+                bandwidth = ReadBandwidth(threads)
+            except (ImportError, AttributeError) as e:
+                notes.append(f"read bandwidth not measured: {e}")
         watch = _system_watch()
         watch.start()
         # Warm-up (not recorded), then the repetitions, interleaved across backends.
@@ -319,6 +335,9 @@ def run(args):
                         r.decode_s.append(out["decode_s"])
                         r.windows["decode"].append((t1 - int(sum(out["decode_s"]) * 1e9), t1))
                 bar.advance()
+            if rep >= 0 and bandwidth is not None:
+                bar.set_status("read bandwidth")
+                bandwidth.measure()
         system = watch.stop()
         for r in runs:
             if r.worker is not None:
@@ -328,7 +347,12 @@ def run(args):
                     r.fail(e)
                 r.worker.close() if r.worker is not None else None
 
-    records = _records(runs, model, facts, threads, P, G, system)
+    read_bw = bandwidth.median() if bandwidth is not None else None
+    if read_bw:
+        notes.append(f"read bandwidth measured between the repetitions ({threads} threads, "
+                     f"{bandwidth.array_bytes >> 20} MiB buffer): median {read_bw / 1e9:.2f} GB/s "
+                     f"of {len(bandwidth.samples)}")
+    records = _records(runs, model, facts, threads, P, G, system, read_bw)
     summary = _summary(runs, records, system)
     notes.extend(system.get("notes", []))
     for r in runs:
@@ -338,8 +362,10 @@ def run(args):
             ev = r.cold.get("evict", {})
             after = ev.get("cached_after")
             if after is not None and after > 0.05:
+                who = ev.get("mapped_by")
+                why = (f"; mapped by other processes: pid {', '.join(map(str, who))}" if who else "")
                 notes.append(f"{r.name}: cold load was not fully cold: {after:.0%} of the file "
-                             f"stayed in the page cache ({ev.get('method')})")
+                             f"stayed in the page cache ({ev.get('method')}{why})")
     if args.no_cold:
         notes.append("cold load skipped (--no-cold)")
 
@@ -366,7 +392,29 @@ def run(args):
     return 0
 
 
-def _records(runs, model, facts, threads, P, G, system):
+class ReadBandwidth:
+    """This machine's read bandwidth at the bench's thread count, measured between the
+    repetitions (the calibrate kernel: a streaming read far larger than the last-level cache),
+    so the share of it that decode achieves compares figures taken under the same conditions."""
+
+    def __init__(self, threads):
+        from slmprof import _core, calibrate
+        self.core = _core
+        self.threads = threads
+        llc = _core.calib_llc_bytes()
+        self.array_bytes = max(calibrate.MIN_ARRAY_BYTES, calibrate.LLC_MULTIPLE * llc)
+        self.samples = []
+
+    def measure(self):
+        r = self.core.calib_memory("read", self.threads, self.array_bytes, 0.25, 20)
+        self.samples.append(r["median_per_s"])
+
+    def median(self):
+        xs = sorted(self.samples)
+        return xs[len(xs) // 2] if xs else None
+
+
+def _records(runs, model, facts, threads, P, G, system, read_bw=None):
     records = []
     ref = {}
     for r in runs:
@@ -392,6 +440,9 @@ def _records(runs, model, facts, threads, P, G, system):
                 else:
                     rec["bytes_per_token"] = facts["bytes_per_token"]
                     rec["achieved_GBps"] = facts["bytes_per_token"] * mean / 1e9
+                    if read_bw:
+                        rec["read_bandwidth_GBps"] = read_bw / 1e9
+                        rec["bandwidth_share"] = rec["achieved_GBps"] * 1e9 / read_bw
                 ref.setdefault(test, mean)
                 rec["ratio"] = mean / ref[test] if ref[test] else None
                 if system is not None:
@@ -464,6 +515,7 @@ MAIN_COLUMNS = [
     Column("tok_s_mean", "t/s", ".2f"), Column("tok_s_std", "±", _pm, align="right"),
     Column("ratio", "ratio", _ratio), Column("ttft_ms_mean", "TTFT ms", ".1f"),
     Column("achieved_GBps", "GB/s", ".2f"),
+    Column("bandwidth_share", "% of read BW", lambda v, r: "" if v is None else f"{100 * v:.0f}%"),
 ]
 SYSTEM_COLUMNS = [
     Column("backend", align="left"), Column("load_cold_s", "load cold s", ".3f"),

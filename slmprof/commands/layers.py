@@ -1,5 +1,6 @@
 """`slmprof layers`: where each layer's time goes, and whether it waits on memory or arithmetic."""
 import sys
+import textwrap
 
 from slmprof import layers, report, roofline
 
@@ -11,7 +12,7 @@ DESCRIPTION = (
     "norm + LM head) with time per token, bytes moved (weights + KV cache), achieved GB/s and\n"
     "share of this machine's calibrated bandwidth, operations and GOP/s, arithmetic intensity and\n"
     "the verdict: memory-bound, compute-bound or overhead-bound.\n\n"
-    "Verdict rule: " + roofline.VERDICT_RULE + ".")
+    + textwrap.fill("Verdict rule: " + roofline.VERDICT_RULE + ".", 92))
 EXAMPLES = """examples:
   python -m slmprof layers                              the default model, both phases
   python -m slmprof layers --phase decode --ops         decode only, each layer split into operations
@@ -121,11 +122,23 @@ def render_text(rep, show_ops=False, style="md"):
     records = rep["records"]
     has_counters = any(r.get("ipc") is not None or r.get("dram_bytes_per_token") is not None
                        for r in records)
+    notes = list(rep.get("notes") or [])
+    counter_notes = [n for n in notes if n.startswith("counter columns")]
+    if counter_notes:
+        out.append("counters: IPC, DRAM bytes and backend stalls not shown: "
+                   + counter_notes[0].split("empty: ", 1)[-1])
+        notes = [n for n in notes if n not in counter_notes]
+    synthetic = [n for n in notes if "synthetic" in n or "could not be fetched" in n]
+    for n in synthetic:
+        out.append(f"model note: {n}")
+    notes = [n for n in notes if n not in synthetic]
     columns = COLUMNS + (COUNTER_COLUMNS if has_counters else [])
     if not show_ops:
         columns = [c for c in columns if c.key != "op"]
     for ph in layers.PHASES:
         rows = [r for r in records if r["phase"] == ph and (show_ops or not r["op"])]
+        # operation rows sit under their layer's row: the layer name is not repeated
+        rows = [dict(r, layer="") if r["op"] else r for r in rows]
         if not rows:
             continue
         s = rep["summary"][ph]
@@ -145,6 +158,6 @@ def render_text(rep, show_ops=False, style="md"):
     out.append("")
     out.append("bottleneck: " + rep["summary"].get("bottleneck", ""))
     out.append("verdicts: " + roofline.VERDICT_RULE + ".")
-    for n in rep.get("notes") or []:
+    for n in notes:
         out.append(f"note: {n}")
     return "\n".join(out) + "\n"

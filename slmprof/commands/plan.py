@@ -95,8 +95,12 @@ def add_arguments(p):
     p.add_argument("--learn", nargs="+", metavar="BENCH_JSON", default=None,
                    help="learn the engine efficiency from `bench --format json` results of this "
                         "machine, store it, and use it")
+    p.add_argument("--relearn", action="store_true",
+                   help="with --learn: forget the runs learnt before instead of adding to them")
     p.add_argument("--efficiency", type=_efficiency_arg, default=None, metavar="decode=F,prefill=F",
                    help="engine efficiency (fraction of the roofline) to use instead of the stored one")
+    p.add_argument("--list-devices", action="store_true",
+                   help="list the built-in device profiles with their ceilings, then exit")
     p.add_argument("--json", action="store_true", help="print the full JSON report")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the output to FILE")
     p.add_argument("--quiet", "-q", action="store_true", help="no status lines on stderr")
@@ -111,6 +115,16 @@ def run(args):
     from slmprof import devices, report
     from slmprof import plan as planner
 
+    if args.list_devices:
+        for name in devices.BUILTIN_NAMES:
+            d = devices.builtin_profile(name)
+            print(f"{name:9} {d.title}\n          {d.cores} x {d.cpu_model} ({d.isa}), "
+                  f"{d.memory_bytes / 2**30:.0f} GiB, read {d.bandwidth_GBps(d.cores):.1f} GB/s, "
+                  f"int8 {d.int8_GOPs_at(d.cores):.1f} GOP/s, f32 {d.f32_GFLOPs_at(d.cores):.1f} GFLOP/s "
+                  f"at {d.cores} threads")
+        print(f"{devices.THIS:9} this machine, calibrated (`python -m slmprof calibrate`)\n"
+              f"FILE      a profile written by `python -m slmprof calibrate --export FILE`")
+        return 0
     models = [m.strip() for arg in args.model for m in arg.split(",") if m.strip()]
     if not models and not args.shape and not args.learn:
         return _error("give --model M[,M2...] and/or --shape KEY=V,... (see --help)")
@@ -130,7 +144,7 @@ def run(args):
     if args.learn:
         this = device if args.device == devices.THIS else devices.resolve_device(devices.THIS)
         reps = [report.read_json(path, kind="bench") for path in args.learn]
-        eff = planner.learn_efficiency(reps, this)
+        eff = planner.learn_efficiency(reps, this, previous=None if args.relearn else planner.stored_efficiency())
         where = planner.store_efficiency(eff)
         report.say(f"slmprof plan: engine efficiency decode {eff.decode:.2f}, prefill {eff.prefill:.2f} "
                    f"of the roofline ({eff.source}); stored in {where}", quiet=args.quiet and bool(models))
@@ -141,6 +155,7 @@ def run(args):
     if args.efficiency:
         eff.decode = args.efficiency.get("decode", eff.decode)
         eff.prefill = args.efficiency.get("prefill", eff.prefill)
+        eff.points = [p for p in eff.points if p["phase"] not in args.efficiency]
         given = ", ".join(f"{k} {v:.2f}" for k, v in args.efficiency.items())
         eff.source = f"{given} given with --efficiency" + (
             "" if len(args.efficiency) == 2 else f"; otherwise {eff.source}")

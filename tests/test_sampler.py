@@ -1,0 +1,169 @@
+"""Sampler: parsers on the fake Raspberry Pi trees, the real thread on this process and on
+another one, sources that vanish mid-run, bad rates. Rates and overhead are measured by
+scripts/bench_sampler.py, not asserted here."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from slmprof import _core, procfs
+from slmprof.sampler import Sampler, SAMPLE_DTYPE
+
+FAKE_ROOTS = os.path.join(os.path.dirname(__file__), "fake_roots")
+
+
+def fake(board, base=FAKE_ROOTS):
+    return procfs.Roots(proc=os.path.join(base, board, "proc"), sys=os.path.join(base, board, "sys"))
+
+
+def test_record_layout_matches_c():
+    assert SAMPLE_DTYPE.itemsize == _core.sample_size()
+
+
+@pytest.mark.parametrize("board", ["pi5", "pi4"])
+def test_parsers_on_fake_pi_trees(board):
+    s = Sampler(hz=10, roots=fake(board))
+    names = {x.name: x for x in s.sources}
+    for must in ("process statm", "process status", "process stat", "process io", "process schedstat",
+                 "system stat", "meminfo", "vmstat", "process smaps_rollup", "pressure cpu",
+                 "rpi get_throttled", "rpi_volt under-voltage"):
+        assert names[must].available, (must, names[must].reason)
+    assert [x.slot for x in s.sources if x.name.startswith("cpufreq")] == [0, 1, 2, 3]
+    assert names["rapl"].reason and not names["rapl"].available
+    r = s.sample_once()
+    assert r["rss_bytes"] == 40000 * os.sysconf("SC_PAGESIZE") and r["peak_rss_bytes"] == 180000 * 1024
+    assert (r["vol_ctxsw"], r["invol_ctxsw"]) == (150, 25)
+    assert (r["minflt"], r["majflt"]) == (15000, 12)
+    assert (r["io_rchar"], r["io_wchar"], r["io_read_bytes"], r["io_write_bytes"]) == (
+        1000000, 20000, 409600, 8192)
+    assert (r["sched_run_ns"], r["sched_wait_ns"]) == (123456789, 2345678)
+    assert r["sys_total_ticks"] == 1000 + 20 + 300 + 50000 + 40 + 0 + 10 + 0
+    assert r["sys_busy_ticks"] == r["sys_total_ticks"] - 50000 - 40
+    assert r["mem_available_bytes"] == 7534120 * 1024
+    assert r["psi_cpu_some_us"] == 1234567
+    assert (r["psi_mem_some_us"], r["psi_mem_full_us"]) == (2345, 1234)
+    assert (r["psi_io_some_us"], r["psi_io_full_us"]) == (456789, 345678)
+    assert (r["vm_pgfault"], r["vm_pgmajfault"], r["vm_pswpin"], r["vm_pswpout"]) == (9876543, 321, 3, 7)
+    assert (r["pss_bytes"], r["swap_bytes"]) == (150000 * 1024, 128 * 1024)
+    n_valid = bin(int(r["valid"])).count("1")
+    assert n_valid == sum(x.available for x in s.sources)
+    if board == "pi5":
+        assert list(r["cpufreq_khz"][:4]) == [2400000, 2400000, 1500000, 2400000]
+        assert r["thermal_mc"][0] == 61250
+        assert r["throttled"] == 0 and r["undervolt"] == 0
+    else:
+        assert list(r["cpufreq_khz"][:4]) == [1500000] * 4
+        assert r["thermal_mc"][0] == 72500
+        assert r["throttled"] == 0x50005 and r["undervolt"] == 1
+        assert procfs.decode_throttled(int(r["throttled"])) == [
+            "under-voltage now", "throttled now", "under-voltage has occurred",
+            "throttling has occurred"]
+
+
+def test_missing_sources_say_why(tmp_path):
+    shutil.copytree(os.path.join(FAKE_ROOTS, "pi4"), tmp_path / "pi4")
+    shutil.rmtree(tmp_path / "pi4" / "proc" / "pressure")
+    os.remove(tmp_path / "pi4" / "proc" / "self" / "io")
+    s = Sampler(hz=10, roots=fake("pi4", str(tmp_path)))
+    names = {x.name: x for x in s.sources}
+    assert not names["pressure"].available and "CONFIG_PSI" in names["pressure"].reason
+    assert not names["process io"].available and "does not exist" in names["process io"].reason
+    r = s.sample_once()
+    assert r["peak_rss_bytes"] == 180000 * 1024      # the others are read
+    assert np.isnan(s.series("io_rchar", data=np.array([r])))[0]
+
+
+def test_a_source_vanishing_mid_run_does_not_stop_the_others(tmp_path):
+    shutil.copytree(os.path.join(FAKE_ROOTS, "pi5"), tmp_path / "pi5")
+    temp = tmp_path / "pi5" / "sys" / "class" / "thermal" / "thermal_zone0" / "temp"
+    s = Sampler(hz=200, roots=fake("pi5", str(tmp_path)))
+    with s:
+        time.sleep(0.15)
+        with open(temp, "w"):
+            pass                               # the sensor now reads empty
+        time.sleep(0.15)
+    data = s.samples()
+    thermal = s.series("thermal_mc", 0, data)
+    rss = s.series("rss_bytes", data=data)
+    assert np.isfinite(thermal[:5]).all() and np.isnan(thermal[-5:]).all()
+    assert np.isfinite(rss).all()
+    src = next(x for x in s.sources if x.name.startswith("thermal"))
+    assert "failed" in src.reason
+
+
+def test_real_sampling_of_this_process():
+    s = Sampler(hz=500)
+    t_before = _core.monotonic_ns()
+    with s:
+        time.sleep(0.05)
+        block = np.ones(40_000_000 // 8)       # ~40 MB resident
+        block[::512] += 1
+        time.sleep(0.1)
+    t_after = _core.monotonic_ns()
+    data = s.samples()
+    assert len(data) >= 10
+    t = data["t_ns"]
+    assert (np.diff(t.astype(np.int64)) > 0).all()
+    assert t_before <= t[0] and t[-1] <= t_after       # same clock as regions
+    rss = s.series("rss_bytes", data=data)
+    assert np.nanmax(rss) - np.nanmin(rss) > 30e6
+    cpu = s.series("proc_cpu_ns", data=data)
+    assert np.isfinite(cpu).all() and cpu[-1] > cpu[0]
+    # The process CPU clock sums live threads plus exited ones; a thread exiting between
+    # two reads can make it step back by a little.
+    assert np.diff(cpu).min() > -5e6
+    slow = (data["flags"] & _core.SAMPLE_SLOW) != 0
+    assert slow.any() and not slow.all()
+    st = s.stats()
+    assert st["n_samples"] == len(data) and st["thread_cpu_ns"] > 0
+    del block
+
+
+def test_sampling_another_process_survives_its_exit():
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nwhile time.process_time() < 0.3: pass"])
+    s = Sampler(hz=200, pid=child.pid)
+    assert s.source_for("rss_bytes") is not None
+    with s:
+        child.wait()
+        time.sleep(0.1)                         # the process is gone: its files fail
+    data = s.samples()
+    cpu = s.series("proc_cpu_ns", data=data)
+    assert np.nanmax(cpu) > 0.25e9              # it burnt CPU, seen through its clock
+    rss = s.series("rss_bytes", data=data)
+    assert np.isfinite(rss[0]) and np.isnan(rss[-1])
+    medium = (data["flags"] & _core.SAMPLE_MEDIUM) != 0     # PSI is read at <= 100 Hz
+    if s.source_for("psi_cpu_some_us"):
+        assert np.isfinite(s.series("psi_cpu_some_us", data=data)[medium][-1])
+    assert np.isfinite(s.series("t_ns", data=data)).all()
+
+
+@pytest.mark.parametrize("hz", [0, -5, 10001, 100000])
+def test_rate_out_of_range_is_a_clear_error(hz):
+    with pytest.raises(ValueError, match="1 to 10000 Hz"):
+        Sampler(hz=hz)
+
+
+def test_rate_checked_in_c_too():
+    with pytest.raises(ValueError, match="out of range"):
+        _core.SamplerCore(20000, 0, 1, 1024, SAMPLE_DTYPE)
+
+
+def test_ring_overflow_drops_and_counts():
+    s = Sampler(hz=5000, seconds_buffered=0.0, drain_every=10.0)   # ring of 1024 records
+    s._core.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = s._core.stats()
+        if st["n_samples"] + st["n_dropped"] > 1100:
+            break
+        time.sleep(0.05)
+    s._core.stop()
+    st = s._core.stats()
+    kept = len(s._core.drain())
+    assert kept == 1024
+    assert st["n_samples"] == 1024 and st["n_dropped"] > 0
