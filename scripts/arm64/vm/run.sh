@@ -36,4 +36,9 @@ if has_command layers; then
     elif ! grep -q "IPC" <<<"$out"; then echo "FAIL: slmprof layers shows no IPC column although a PMU is there"; rc=1
     fi
 fi
+if $py -c 'import slmprof.model, slmprof.counters' 2>/dev/null; then
+    echo "== instructions per decoded token (exact under -icount)"
+    PYTHONHASHSEED=0 $py /opt/slmprof-src/scripts/arm64/vm/instructions_per_token.py \
+        /opt/slmprof-src/scripts/arm64/instructions_baseline.json || { echo "FAIL: instructions per token"; rc=1; }
+fi
 exit $rc
