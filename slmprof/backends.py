@@ -268,7 +268,8 @@ class _LlamaCppEngine:
         self.llm.eval([token])
 
     def close(self):
-        self.llm.close() if hasattr(self.llm, "close") else None
+        if hasattr(self.llm, "close"):
+            self.llm.close()
         del self.llm
 
 
