@@ -95,6 +95,8 @@ def add_arguments(p):
     p.add_argument("--learn", nargs="+", metavar="BENCH_JSON", default=None,
                    help="learn the engine efficiency from `bench --format json` results of this "
                         "machine, store it, and use it")
+    p.add_argument("--relearn", action="store_true",
+                   help="with --learn: forget the runs learnt before instead of adding to them")
     p.add_argument("--efficiency", type=_efficiency_arg, default=None, metavar="decode=F,prefill=F",
                    help="engine efficiency (fraction of the roofline) to use instead of the stored one")
     p.add_argument("--list-devices", action="store_true",
@@ -142,7 +144,7 @@ def run(args):
     if args.learn:
         this = device if args.device == devices.THIS else devices.resolve_device(devices.THIS)
         reps = [report.read_json(path, kind="bench") for path in args.learn]
-        eff = planner.learn_efficiency(reps, this)
+        eff = planner.learn_efficiency(reps, this, previous=None if args.relearn else planner.stored_efficiency())
         where = planner.store_efficiency(eff)
         report.say(f"slmprof plan: engine efficiency decode {eff.decode:.2f}, prefill {eff.prefill:.2f} "
                    f"of the roofline ({eff.source}); stored in {where}", quiet=args.quiet and bool(models))
@@ -153,6 +155,7 @@ def run(args):
     if args.efficiency:
         eff.decode = args.efficiency.get("decode", eff.decode)
         eff.prefill = args.efficiency.get("prefill", eff.prefill)
+        eff.points = [p for p in eff.points if p["phase"] not in args.efficiency]
         given = ", ".join(f"{k} {v:.2f}" for k, v in args.efficiency.items())
         eff.source = f"{given} given with --efficiency" + (
             "" if len(args.efficiency) == 2 else f"; otherwise {eff.source}")
