@@ -7,9 +7,9 @@ model, core count, memory size and kernel release, cached under the per-user cac
 reused until `calibrate --force`. `export_profile` / `load_device` carry it to another machine
 (`calibrate --export pi5.json` on the board, `plan --device pi5.json` elsewhere).
 
-Ceilings used by the roofline are the *best* pass of each measurement: what this machine
-attains when nothing else is in the way (the median pass, kept beside it and shown by
-`calibrate`, says how much a shared machine loses). Memory arrays live in
+Every figure keeps the best and the median pass. The roofline's ceilings are the *best*
+pass: what this machine attains when nothing else is in the way (roofline.ceilings_from_profile
+asks for it); the accessors below default to the median, what a shared machine sustains. Memory arrays live in
 ordinary 4 KiB pages, as the model's mmap'd weights do; `read_hugepage` (transparent huge pages,
 what numpy and most STREAM builds get) is measured for reference: in a VM the difference can
 be large, because TLB misses walk two page tables.
@@ -341,7 +341,7 @@ def _nearest_threads(table, threads):
     return table[str(below[-1] if below else counts[0])]
 
 
-def bandwidth(profile, threads, kind="read", which="best"):
+def bandwidth(profile, threads, kind="read", which="median"):
     """Bytes/s sustained by `threads` threads for a STREAM kind."""
     entry = _nearest_threads(profile["bandwidth"].get(kind, {}), threads)
     if entry is None:
@@ -349,7 +349,7 @@ def bandwidth(profile, threads, kind="read", which="best"):
     return float(entry[which])
 
 
-def dot_throughput(profile, type_name, threads, isa=None, which="best"):
+def dot_throughput(profile, type_name, threads, isa=None, which="median"):
     """Operations/s of the int8 dot kernel for a weight type, scaled to `threads` threads
     between the measured 1-thread and all-core figures; None when it was not measured."""
     dots = profile.get("dot") or {}
@@ -361,7 +361,7 @@ def dot_throughput(profile, type_name, threads, isa=None, which="best"):
     return _scaled(table, threads, which)
 
 
-def fma_throughput(profile, threads, which="best"):
+def fma_throughput(profile, threads, which="median"):
     table = {k: v for k, v in (profile.get("fma") or {}).items() if str(k).isdigit()}
     if not table:
         return None
@@ -380,7 +380,7 @@ def _scaled(table, threads, which):
     return float(table[str(c)][which]) / c * threads
 
 
-def matmul_throughput(profile, type_name, threads, phase="decode", which="best"):
+def matmul_throughput(profile, type_name, threads, phase="decode", which="median"):
     """Operations/s of the engine's own matrix product for a weight type, decode (one token)
     or prefill (PREFILL_TOKENS tokens), on the path that was active at calibration; None when
     not measured."""

@@ -271,8 +271,9 @@ class Ceilings:
 
 def ceilings_from_profile(profile, threads, isa=None):
     from slmprof import calibrate
-    bw = calibrate.bandwidth(profile, threads)
-    fma = calibrate.fma_throughput(profile, threads)
+    # ceilings are the best passes: what the machine attains with nothing in the way
+    bw = calibrate.bandwidth(profile, threads, which="best")
+    fma = calibrate.fma_throughput(profile, threads, which="best")
     notes = []
     if fma is None:
         fma = float("inf")
@@ -280,17 +281,17 @@ def ceilings_from_profile(profile, threads, isa=None):
     isa = isa or calibrate.best_isa(profile)
     dot = {}
     for t in ("q4_0", "q4_1", "q8_0"):
-        v = calibrate.dot_throughput(profile, t, threads, isa=isa) if isa else None
+        v = calibrate.dot_throughput(profile, t, threads, isa=isa, which="best") if isa else None
         if v:
             dot[t] = v
     matvec, gemm = {}, {}
     mm_isa = (profile.get("matmul") or {}).get("isa")
     if mm_isa is None or isa is None or mm_isa == isa:
         for t in ("q4_0", "q4_1", "q8_0"):
-            v = calibrate.matmul_throughput(profile, t, threads, "decode")
+            v = calibrate.matmul_throughput(profile, t, threads, "decode", which="best")
             if v:
                 matvec[t] = v
-            v = calibrate.matmul_throughput(profile, t, threads, "prefill")
+            v = calibrate.matmul_throughput(profile, t, threads, "prefill", which="best")
             if v:
                 gemm[t] = v
     if not dot and not matvec:

@@ -143,18 +143,18 @@ def test_streaming_read_far_beyond_the_cache_is_memory_bound(ceilings):
 
 
 def test_cache_resident_dot_loop_is_compute_bound(ceilings):
-    """The engine's own one-token product over a 16 x 512 q8_0 block that stays in cache: every
+    """The engine's own one-token product over a 64 x 1024 q8_0 block that stays in cache: every
     pass re-reads the same block, so its bytes come from memory once over all passes. Timed
     at the fastest pass's rate: on a shared machine the slow ones measure the neighbours."""
     try:
-        r = _core.calib_matmul(8, 1, 16, 512, 1, 0.1)
+        r = _core.calib_matmul(8, 1, 64, 1024, 1, 0.1)
         kind, wtype = "matmul", "q8_0"
     except Exception as e:  # no int8 kernel in this build: the f32 FMA chains are the loop
         assert type(e).__name__ == "UnavailableError", e
         r = _core.calib_fma(1, 0.1)
         kind, wtype = "attention", None
     ops = r["work_per_pass"] * r["passes"]
-    block = 16 * roofline.tensor_bytes("q8_0", 1, 512)
+    block = 64 * roofline.tensor_bytes("q8_0", 1, 1024)
     result = roofline.analyze(block, ops, ops / r["best_per_s"], ceilings, kind=kind, weight_type=wtype)
     assert result["verdict"] == "compute-bound", result
 
