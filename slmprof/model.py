@@ -157,13 +157,20 @@ class Model:
                 f"tokens (load the model with a larger ctx, or reset())")
         return toks.astype(np.int32)
 
-    def prefill(self, tokens, all_logits=False):
-        """Run tokens as one batch from n_past; logits (vocab,) of the last, or (n, vocab)."""
-        return self.engine.forward(self._check_tokens(tokens), bool(all_logits))
+    def prefill(self, tokens, all_logits=False, last=None):
+        """Run tokens as one batch from n_past. Logits: (vocab,) of the last token, (n, vocab)
+        with all_logits, or (last, vocab) of the last `last` tokens (the LM head runs only
+        for the tokens asked for)."""
+        toks = self._check_tokens(tokens)
+        if last is not None:
+            if not 1 <= last <= len(toks):
+                raise ValueError(f"last must be in [1, {len(toks)}] (got {last})")
+            return self.engine.forward(toks, int(last))
+        return self.engine.forward(toks, len(toks) if all_logits else 0)
 
     def decode(self, token):
         """Run one token; logits (vocab,)."""
-        return self.engine.forward(self._check_tokens([int(token)]), False)
+        return self.engine.forward(self._check_tokens([int(token)]), 0)
 
     def generate(self, prompt, max_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=0,
                  stop_at_eos=True):

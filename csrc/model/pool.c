@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "slm.h"
+#include "model/pool.h"
 
 #ifdef __linux__
 #include <linux/futex.h>
@@ -93,6 +94,16 @@ void slm_pool_barrier(slm_pool *pool) {
         wait_for_change(pool, &pool->bar_gen, gen);
     }
 }
+
+void slm_pool_wait_count(slm_pool *pool, atomic_uint *word, unsigned target) {
+    for (;;) {
+        unsigned seen = atomic_load_explicit(word, memory_order_acquire);
+        if (seen >= target) return;
+        wait_for_change(pool, word, seen);
+    }
+}
+
+void slm_pool_count_up(slm_pool *pool, atomic_uint *word) { advance(pool, word); }
 
 static void *worker_main(void *p) {
     worker_arg arg = *(worker_arg *)p;
