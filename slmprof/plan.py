@@ -446,7 +446,7 @@ def plan(models=(), device=None, types=None, ctx=None, threads=None, efficiency=
 
 # -- learning the engine efficiency from a bench result ------------------------------------------------
 
-def bench_points(bench_reports, device):
+def bench_points(bench_reports, device, which="median"):
     """For each slmprof record of `bench` reports: (model, type, phase, measured tok/s, roofline
     bound tok/s on `device`), the bound computed exactly as the run was set up (prompt of P
     tokens from position 0; decode of G tokens after it, taken at its middle position)."""
@@ -478,9 +478,11 @@ def bench_points(bench_reports, device):
                         decode_at=n_prompt + n_gen // 2)
             bound = p.prefill_bound_tok_s if phase == "prefill" else p.decode_bound_tok_s
             measured = float(rec["tok_s_mean"])
-            samples = rec.get("tok_s_samples") or []
-            if len(samples) >= 3:   # the median run: one run slowed by a neighbour does not decide
-                measured = _median([float(x) for x in samples])
+            samples = [float(x) for x in rec.get("tok_s_samples") or []]
+            if which == "best" and samples:      # the fastest run, as the ceilings' best pass
+                measured = max(samples)
+            elif len(samples) >= 3:   # the median run: one run slowed by a neighbour does not decide
+                measured = _median(samples)
             points.append({"model": cand.model, "type": cand.type, "phase": phase, "threads": threads,
                            "weights_bytes": p.weights_bytes, "ratio": measured / bound,
                            "measured_tok_s": measured, "bound_tok_s": bound,
@@ -516,12 +518,12 @@ def efficiency_from_points(points, what="bench results"):
     return eff
 
 
-def learn_efficiency(bench_reports, device, previous=None):
+def learn_efficiency(bench_reports, device, previous=None, which="median"):
     """The engine's efficiency on `device` (this machine) from bench reports made on it, each
     run's bound computed with the device's ceilings as they are now. With `previous` (stored)
     efficiency, its points are kept unless the same model, type, phase and threads is measured
     again, so runs learnt one by one (each after its own calibration) add up."""
-    new = bench_points(bench_reports, device)
+    new = bench_points(bench_reports, device, which=which)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for p in new:
         p["learnt"] = stamp
@@ -531,7 +533,8 @@ def learn_efficiency(bench_reports, device, previous=None):
             if key(p) not in replaced]
     points = kept + new
     runs = len({(p.get("model"), p.get("type"), p.get("threads")) for p in points})
-    return efficiency_from_points(points, what=f"{runs} bench run(s)")
+    what = f"{runs} bench run(s)" + (", fastest repetitions against best-pass ceilings" if which == "best" else "")
+    return efficiency_from_points(points, what=what)
 
 
 def fmt_bytes(n):
