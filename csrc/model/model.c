@@ -1,16 +1,18 @@
 /* The llama-family forward pass (llama, qwen2): weights, run state, KV cache, forward.
  *
  * Read top to bottom: structs, loading (set_tensor / ready), the small math blocks, then
- * forward. Every thread runs the whole forward (SPMD); work inside an operation is split by
- * output rows or by (token, head) items, never by splitting one reduction, so any thread count
- * gives bit-identical results. Threads meet at a barrier only where the next operation needs
- * another thread's rows:
+ * forward. Every thread runs the whole forward (SPMD). Each parallel step is cut into fixed
+ * chunks (output rows, head units, (token, head) items) that threads claim from an atomic
+ * counter; a thread moves on once every chunk of the step is done. A chunk is computed the
+ * same way whichever thread takes it, and no reduction is ever split, so any thread count
+ * gives bit-identical results. Steps, for one layer:
  *
- *   embed  |  norm+quant  qkv+bias+RoPE -> cache  | attention+quant | wo+residual |
- *             norm+quant  gate/up+SwiGLU+quant     | down+residual   | ...  final norm, LM head
+ *   norm+quant | q,k,v+bias+RoPE -> cache | attention+quant | wo+residual |
+ *   norm+quant | gate,up+SwiGLU+quant     | down+residual
  *
  * For one token every thread computes the RMSNorm and activation quantization itself into a
- * private buffer (576 floats cost less than a barrier), so a decoded layer has four barriers.
+ * private buffer (576 floats cost less than a wait), so a decoded layer has five waits. A
+ * thread the OS has descheduled delays the others only by the chunk it holds.
  * Region hooks, when attached, are called by thread 0 between two barriers at each edge.
  */
 #include <math.h>
