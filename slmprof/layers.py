@@ -22,6 +22,8 @@ from slmprof.errors import ModelNotFoundError, UnavailableError
 DEFAULT_MODEL = "smollm2-135m"
 FALLBACK_MODEL = "synth:smollm2-135m"
 PHASES = ("prefill", "decode")
+# Above this, the cost of the region hooks themselves is reported with the results.
+PROFILING_OVERHEAD_WARN = 0.03
 # The engine runs a long prompt in chunks of this many tokens (slm_model_config.max_batch
 # default); each chunk streams the weights again.
 ENGINE_MAX_BATCH = 512
@@ -222,7 +224,8 @@ def profile_layers(model="smollm2-135m", threads=None, prompt_tokens=64, gen_tok
         name, model_note = resolve_model(model)
         if model_note:
             notes.append(model_note)
-        n_ctx = ctx or (prompt_tokens + gen_tokens + 8)
+        # room for the profiled decode and the same number of tokens again without regions
+        n_ctx = ctx or (prompt_tokens + 2 * gen_tokens + 8)
         say(f"loading {name}")
         m = Model.load(name, threads=threads, ctx=n_ctx)
     else:
@@ -322,6 +325,16 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
         if cnote:
             notes.append(cnote)
         m.set_profiler(None)
+        unprofiled = None
+        if "decode" in phases and m.n_past + n_gen <= getattr(m, "ctx", 1 << 30):
+            # the same number of tokens with no region hooks: what the regions cost
+            say(f"decode without regions: {n_gen} tokens")
+            unprofiled = 0.0
+            for _ in range(n_gen):
+                t0 = time.perf_counter()
+                logits = m.decode(token)
+                unprofiled += time.perf_counter() - t0
+                token = int(np.argmax(logits))
     finally:
         prof.close()
 
@@ -331,6 +344,16 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                                  dram_events, line_bytes)
         records += rows
         summary[ph] = s
+    if unprofiled and "decode" in summary:
+        d = summary["decode"]
+        d["unprofiled_ms_per_token"] = unprofiled / n_gen * 1e3
+        d["profiling_overhead"] = d["ms_per_token"] / d["unprofiled_ms_per_token"] - 1.0
+        if d["profiling_overhead"] > PROFILING_OVERHEAD_WARN:
+            notes.append(
+                f"per-operation regions slowed decode by {100 * d['profiling_overhead']:.0f}% "
+                f"({d['ms_per_token']:.2f} vs {d['unprofiled_ms_per_token']:.2f} ms/token without "
+                "them): the engine synchronises its threads at every region edge, which costs "
+                "most on a busy machine; the table's times include that cost")
     summary["bottleneck"] = bottleneck_sentence(summary, ceilings)
     summary["verdict_rule"] = roofline.VERDICT_RULE
     model_info = {"name": name, "synthetic": bool(getattr(m, "synthetic", False)),
