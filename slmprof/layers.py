@@ -89,7 +89,8 @@ def phase_costs(shape, weight_types, kv_type, calls, ceilings):
     out = {}
     for n_past, n_tok, n_logits in calls:
         for c in roofline.op_costs(shape, weight_types, n_past, n_tok, kv_type, n_logits):
-            t_mem, t_comp = roofline.roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type),
+            t_mem, t_comp = roofline.roof_times(c.bytes, c.ops,
+                                                ceilings.peak(c.kind, c.weight_type, c.n_tok),
                                                 ceilings.bandwidth)
             for rid in (c.region, roofline.region_id(c.slot, "layer")):
                 acc = out.setdefault(rid, {"slot": c.slot, "layer": c.layer,
@@ -342,6 +343,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                 "phase": phase, "isa": isa, "events": events}
     ceil = {"threads": threads, "bandwidth_bytes_per_s": ceilings.bandwidth,
             "fma_ops_per_s": ceilings.fma, "dot_ops_per_s": dict(ceilings.dot), "isa": ceilings.isa,
+            "matvec_ops_per_s": dict(ceilings.matvec), "gemm_ops_per_s": dict(ceilings.gemm),
             "sync_seconds": ceilings.sync_seconds, "measured": ceilings.measured,
             "profile_key": profile.get("key")}
     return rep.make_report("layers", records, model=model_info, settings=settings,

@@ -114,11 +114,14 @@ def render_text(rep, show_ops=False, style="md"):
     out.append(f"model: {model.get('name')}{' (synthetic)' if model.get('synthetic') else ''}"
                f", {model.get('file_type') or ''}; {settings.get('threads')} threads, "
                f"kernel path {settings.get('isa') or '?'}, KV cache {model.get('kv_type')}")
-    dots = ", ".join(f"{t} {v / 1e9:.1f}" for t, v in sorted((ceil.get("dot_ops_per_s") or {}).items()))
-    out.append(f"ceilings ({'calibrated here' if ceil.get('measured', True) else 'REFERENCE, not measured here'}):"
-               f" read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s, "
-               f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.1f} GFLOP/s"
-               + (f", int8 dot GOP/s: {dots}" if dots else ""))
+    def rates(key):
+        return ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted((ceil.get(key) or {}).items()))
+    matvec, gemm, dots = rates("matvec_ops_per_s"), rates("gemm_ops_per_s"), rates("dot_ops_per_s")
+    out.append(f"ceilings ({'calibrated here' if ceil.get('measured', True) else 'REFERENCE, not measured here'}"
+               f", {ceil.get('threads')} threads): read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s; "
+               + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
+                  f"int8 dot GOP/s {dots}; " if dots else "")
+               + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s")
     records = rep["records"]
     has_counters = any(r.get("ipc") is not None or r.get("dram_bytes_per_token") is not None
                        for r in records)
