@@ -460,26 +460,30 @@ def _phase_records(ph, seconds, n_tokens, times, costs, ceilings, shape, dram_ev
 
 
 def bottleneck_sentence(summary, ceilings):
-    """The main bottleneck in one sentence, from the decode phase when there is one."""
+    """The main bottleneck in one sentence, from the decode phase when there is one: the
+    phase's own verdict (its bytes and operations against the ceilings), then how much of its
+    time sits in operations that neither ceiling explains."""
     ph = "decode" if "decode" in summary else "prefill"
     s = summary.get(ph)
     if not s:
         return ""
     shares = s["time_share_by_verdict"]
-    main = max(shares, key=shares.get) if shares else s["verdict"]
+    overhead = shares.get("overhead-bound", 0.0)
     top_op = s["top_ops"][0] if s["top_ops"] else ("?", 0)
     bw = ceilings.bandwidth / 1e9
-    if main == "memory-bound":
-        return (f"{ph.capitalize()} is limited by memory bandwidth: {shares[main]:.0f}% of its time is in "
-                f"memory-bound operations, moving {s['bytes_per_token'] / 1e6:.1f} MB per token at "
-                f"{s['gb_per_s']:.1f} GB/s ({s['bandwidth_pct']:.0f}% of the calibrated {bw:.1f} GB/s); "
-                f"the largest operation is {top_op[0]} ({top_op[1]:.0f}%).")
-    if main == "compute-bound":
-        return (f"{ph.capitalize()} is limited by arithmetic: {shares[main]:.0f}% of its time is in "
-                f"compute-bound operations (largest: {top_op[0]}, {top_op[1]:.0f}%); faster kernels, "
-                f"not more bandwidth, would speed it up.")
-    return (f"{ph.capitalize()} is overhead-bound: {shares.get(main, 0):.0f}% of its time is in operations "
-            f"that neither bandwidth nor arithmetic explains (sync, dispatch, small matrices); it reaches "
-            f"{100 * (s['roofline_efficiency'] or 0):.0f}% of the roofline, {s['tokens_per_s']:.1f} of an ideal "
-            f"{s['ideal_tokens_per_s'] or 0:.1f} tokens/s; the largest operation is {top_op[0]} "
-            f"({top_op[1]:.0f}%).")
+    reach = (f"{s['tokens_per_s']:.1f} tokens/s is {100 * (s['roofline_efficiency'] or 0):.0f}% of "
+             f"the roofline's {s['ideal_tokens_per_s'] or 0:.1f}")
+    tail = (f"; {overhead:.0f}% of the time is in operations neither ceiling explains (sync, "
+            "dispatch, small matrices)" if overhead >= 20 else "")
+    if s["verdict"] == "memory-bound":
+        return (f"{ph.capitalize()} is limited by memory bandwidth: it moves "
+                f"{s['bytes_per_token'] / 1e6:.1f} MB per token at {s['gb_per_s']:.1f} GB/s "
+                f"({s['bandwidth_pct']:.0f}% of the calibrated {bw:.1f} GB/s) and {reach}; the "
+                f"largest operation is {top_op[0]} ({top_op[1]:.0f}%){tail}.")
+    if s["verdict"] == "compute-bound":
+        return (f"{ph.capitalize()} is limited by arithmetic: {reach}, and faster kernels, not "
+                f"more bandwidth, would speed it up; the largest operation is {top_op[0]} "
+                f"({top_op[1]:.0f}%){tail}.")
+    return (f"{ph.capitalize()} is overhead-bound: neither bandwidth nor arithmetic explains most "
+            f"of its time (sync, dispatch, small matrices); {reach}; the largest operation is "
+            f"{top_op[0]} ({top_op[1]:.0f}%).")
