@@ -92,10 +92,11 @@ int slm_model_ready(slm_model *m);
 void slm_model_free(slm_model *m);
 
 /* Run n_tok tokens at positions n_past.. as one batch (causal attention), append their keys
- * and values to the cache. logits: (n_tok, vocab) if all_logits, else (vocab) for the last
- * token. SLM_ECTX (nothing changed) if n_past + n_tok > n_ctx. */
+ * and values to the cache. logits: (n_logits, vocab) for the last n_logits tokens
+ * (1 <= n_logits <= n_tok; 1 is the usual prompt, n_tok every position).
+ * SLM_ECTX (nothing changed) if n_past + n_tok > n_ctx. */
 int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits,
-                      int32_t all_logits);
+                      int32_t n_logits);
 int32_t slm_model_n_past(const slm_model *m);
 int slm_model_set_n_past(slm_model *m, int32_t n_past); /* only shrink: 0 resets */
 int32_t slm_model_threads(const slm_model *m);

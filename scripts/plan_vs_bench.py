@@ -4,9 +4,14 @@ prediction error per model x type (targets: decode within 20%, prefill within 30
 
 The prediction must not see the measurement it is judged against. The engine efficiency plan
 uses (the achieved fraction of the roofline, per phase) is therefore learnt from *reference*
-runs that are not in the evaluation set: `bench` on the reference model(s) first, then
-`plan --learn`, then for every evaluated model `plan --device this --json` (prediction) followed
-by `bench` (measurement). Everything runs through the command line, as a user would.
+runs that are not in the evaluation set: each reference is benched right after a calibration and
+learnt with `plan --learn` (measured tok/s over plan's bound; the runs make a curve over model
+size). Then, for every evaluated model: `calibrate --force` (the ceilings as the machine is now:
+on a shared machine bandwidth moves by tens of percent from minute to minute), `plan --device
+this --json` (the prediction), `bench` (the measurement; the median of its repetitions), and
+`calibrate --force` + `plan` once more: the prediction is the geometric mean of the plans made with
+the ceilings just before and just after the run.
+Everything runs through the command line, as a user would.
 
     python scripts/plan_vs_bench.py                                # the default set, 2 threads
     python scripts/plan_vs_bench.py --models synth:smollm2-360m:q4_0,synth:tinyllama-1.1b:q8_0 \\
@@ -15,14 +20,15 @@ Writes DIR/plan-vs-bench.json (a report of kind "plan_vs_bench") and prints a ma
 """
 import argparse
 import json
-import os
+import math
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-DEFAULT_REFERENCE = "synth:smollm2-360m:q4_1"
-DEFAULT_MODELS = ("smollm2-135m,synth:smollm2-135m:q8_0,synth:smollm2-360m:q4_0,"
+DEFAULT_REFERENCE = "synth:smollm2-135m:q4_0,synth:qwen2.5-0.5b:q4_1,synth:llama-3.2-1b:q8_0"
+DEFAULT_MODELS = ("smollm2-135m,synth:smollm2-135m:q8_0,synth:smollm2-360m:q4_0,synth:smollm2-360m:q8_0,"
                   "synth:qwen2.5-0.5b:q4_0,synth:qwen2.5-0.5b:q8_0,synth:tinyllama-1.1b:q4_0,"
                   "synth:tinyllama-1.1b:q4_1,synth:tinyllama-1.1b:q8_0,synth:llama-3.2-1b:q4_0")
 TARGET = {"decode": 0.20, "prefill": 0.30}
@@ -52,26 +58,41 @@ def bench(model, args, out_dir):
     return path
 
 
-def predict(model, args, out_dir):
+def bench_peak_rss(rep):
+    for rec in rep["records"]:
+        if rec.get("backend") == "slmprof" and rec.get("peak_rss_bytes"):
+            return rec["peak_rss_bytes"]
+    return None
+
+
+def predict(model, args, out_dir, tag=""):
     """`plan --device this` on the very file bench will run (so its tensor types are planned as
     they are), set up as bench runs it: same threads, prompt, and the decode figure taken at the
     middle of the generated tokens."""
     from slmprof import registry
     model_file = registry.resolve(model).path
-    path = out_dir / f"plan-{slug(model)}.json"
+    path = out_dir / f"plan-{slug(model)}{'-' + tag if tag else ''}.json"
     ctx = args.prompt_tokens + args.gen_tokens + 1
     slmprof("plan", "--model", model_file, "--device", "this", "--threads", args.threads,
             "--ctx", ctx, "--prompt-tokens", args.prompt_tokens,
-            "--decode-at", args.prompt_tokens + args.gen_tokens // 2, "--quiet", "--json", "-o", path)
+            "--decode-at", args.prompt_tokens + args.gen_tokens // 2, "--ceilings", args.ceilings,
+            "--quiet", "--json", "-o", path)
     return json.loads(path.read_text())
 
 
-def measured(bench_path):
+def measured(bench_path, which="median"):
+    """tok/s per phase: the median run, or the fastest with --ceilings best (as `plan --learn`
+    takes it), and the spread."""
     rep = json.loads(Path(bench_path).read_text())
     out = {}
     for rec in rep["records"]:
         if rec.get("backend") == "slmprof" and rec.get("tok_s_mean"):
-            out[rec["test"]] = (rec["tok_s_mean"], rec.get("tok_s_std") or 0.0)
+            samples = rec.get("tok_s_samples") or [rec["tok_s_mean"]]
+            if which == "best":
+                value = max(samples)
+            else:
+                value = statistics.median(samples) if len(samples) >= 3 else rec["tok_s_mean"]
+            out[rec["test"]] = (value, rec.get("tok_s_std") or 0.0)
     return out, rep
 
 
@@ -87,6 +108,10 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", default="plan-vs-bench", help="directory for the JSON files")
     p.add_argument("--reuse", action="store_true", help="reuse bench JSON files already in --out")
+    p.add_argument("--ceilings", choices=("median", "best"), default="best",
+                   help="best (default): best-pass ceilings against each run's fastest repetition, "
+                        "both estimates of the machine undisturbed (what a shared machine allows); "
+                        "median: median pass against the median repetition")
     p.add_argument("--keep-calibration", action="store_true",
                    help="use the cached calibration instead of measuring the ceilings again now")
     args = p.parse_args(argv)
@@ -99,16 +124,43 @@ def main(argv=None):
         raise SystemExit(f"plan_vs_bench: {', '.join(sorted(overlap))} cannot be both reference and evaluated")
 
     started = time.time()
-    # the ceilings as the machine is now (others may share it), not as it was at some earlier time
-    slmprof("calibrate", "--quiet", *([] if args.keep_calibration else ["--force"]))
-    # 1. learn the engine efficiency from the reference runs only
-    ref_paths = [bench(m, args, out_dir) for m in refs]
-    slmprof("plan", "--learn", *ref_paths)
-    # 2. for each model: predict, then measure
+
+    def calibrate():
+        # The ceilings as the machine is right now: on a shared machine, memory bandwidth moves
+        # by tens of percent from minute to minute, so each prediction gets a fresh calibration
+        # taken just before its bench run (on a dedicated board the cached one would do).
+        if not args.keep_calibration:
+            slmprof("calibrate", "--quiet", "--force", "--threads", args.threads)
+
+    # 1. the engine efficiency, from the reference runs only: each reference is benched right
+    #    after a calibration and learnt (`plan --learn`) against it; the runs add up to a curve
+    #    of measured / bound over model size
+    from slmprof import plan as planner
+    planner.forget_efficiency()
+    for model in refs:
+        calibrate()
+        slmprof("plan", "--learn", bench(model, args, out_dir), "--ceilings", args.ceilings, "--quiet")
+    learnt = planner.stored_efficiency()
+    eff = {"decode": learnt.decode, "prefill": learnt.prefill}
+    print(f"engine efficiency: {learnt.source}", file=sys.stderr)
+
+    # 2. for each model: predict (fresh calibration x the learnt efficiency), then measure
     rows = []
     for model in models:
-        pred = predict(model, args, out_dir)
-        got, bench_rep = measured(bench(model, args, out_dir))
+        calibrate()
+        before = predict(model, args, out_dir, "before")
+        got, bench_rep = measured(bench(model, args, out_dir), args.ceilings)
+        if args.keep_calibration:
+            pred = before
+        else:
+            # the ceilings again right after the run; the prediction is the geometric mean of the
+            # two, so drift of the machine during the run does not favour either side
+            calibrate()
+            after = predict(model, args, out_dir, "after")
+            pred = before
+            for key in ("decode_bound_tok_s", "decode_expected_tok_s",
+                        "prefill_bound_tok_s", "prefill_expected_tok_s"):
+                pred["records"][0][key] = math.sqrt(before["records"][0][key] * after["records"][0][key])
         rec = pred["records"][0]
         for phase in ("prefill", "decode"):
             if phase not in got:
@@ -122,8 +174,9 @@ def main(argv=None):
                          "error": expected / mean - 1.0,
                          "within_target": abs(expected / mean - 1.0) <= TARGET[phase],
                          "achieved_of_bound": mean / rec[f"{phase}_bound_tok_s"],
+                         "predicted_memory_bytes": rec["memory_bytes"],
+                         "measured_peak_rss_bytes": bench_peak_rss(bench_rep),
                          "synthetic": bool((bench_rep.get("model") or {}).get("synthetic"))})
-        eff = pred["efficiency"]
     summary = {}
     for phase in ("decode", "prefill"):
         errs = [abs(r["error"]) for r in rows if r["phase"] == phase]
@@ -134,15 +187,17 @@ def main(argv=None):
     from slmprof import report
     rep = report.make_report("plan_vs_bench", rows, settings={
         "threads": args.threads, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
-        "reps": args.reps, "reference": refs, "models": models},
-        summary=summary, notes=[f"engine efficiency used by plan: {eff['source']}",
+        "reps": args.reps, "reference": refs, "models": models, "ceilings": args.ceilings},
+        summary=summary, notes=[f"engine efficiency: {learnt.source}; points: " + "; ".join(
+                                    f"{p['model']} {p['phase']} {p['ratio']:.2f}" for p in learnt.points),
                                 f"wall time {time.time() - started:.0f} s"])
     report.write_json(rep, out_dir / "plan-vs-bench.json")
 
     lines = [f"plan --device this vs bench: {args.threads} threads, prompt {args.prompt_tokens}, "
-             f"gen {args.gen_tokens}, {args.reps} reps; efficiency learnt from {', '.join(refs)} "
-             f"(decode {eff['decode']:.2f}, prefill {eff['prefill']:.2f} of the roofline)", "",
-             "| model | type | phase | roofline bound | predicted | measured | error | within target |",
+             f"gen {args.gen_tokens}, {args.reps} reps, {args.ceilings}-pass ceilings; efficiency learnt from {', '.join(refs)} "
+             f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the roofline, a curve "
+             f"over model size); each prediction from calibrations just before and after its run", "",
+             f"| model | type | phase | roofline bound | predicted | measured ({'fastest' if args.ceilings == 'best' else 'median'} of reps; ± std) | error | within target |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['type']} | {r['phase']} | {r['bound_tok_s']:.1f} | "

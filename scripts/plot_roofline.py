@@ -40,7 +40,10 @@ def plot(rep, out, phase=None, ops=False, title=None):
     xs = np.array([r["intensity"] for r in rows])
     lo, hi = max(min(xs.min() / 4, 0.05), 1e-3), max(xs.max() * 4, 100.0)
     x = np.logspace(np.log10(lo), np.log10(hi), 200)
-    peaks = {f"int8 dot {t}": v for t, v in sorted((c.get("dot_ops_per_s") or {}).items())}
+    peaks = {f"matmul {t}, 1 token": v for t, v in sorted((c.get("matvec_ops_per_s") or {}).items())}
+    peaks.update({f"matmul {t}, prefill": v for t, v in sorted((c.get("gemm_ops_per_s") or {}).items())})
+    if not peaks:
+        peaks = {f"int8 dot {t}": v for t, v in sorted((c.get("dot_ops_per_s") or {}).items())}
     if c.get("fma_ops_per_s") and np.isfinite(c["fma_ops_per_s"]):
         peaks["f32 FMA"] = c["fma_ops_per_s"]
     for i, (name, peak) in enumerate(peaks.items()):

@@ -46,6 +46,19 @@ run() { # cpu, expected exit, args...
 }
 
 unset SLMPROF_ISA
+# the same test natively first (x86-64 hosts: scalar and avx2), so a host-side break shows up too
+if [ "$(uname -m)" = x86_64 ] && command -v gcc >/dev/null 2>&1; then
+    echo "== native $(uname -m)"
+    gcc $CFLAGS -c csrc/arch/kernels_avx2.c -mavx2 -mfma -mf16c -o "$OUT/host_avx2.o"
+    host_objs=("$OUT/host_avx2.o")
+    for src in csrc/quant/*.c csrc/arch/*.c csrc/tests/test_kernels.c; do
+        case "$(basename "$src" .c)" in *_avx2|*_neon|*_neon_dotprod) continue ;; esac
+        gcc $CFLAGS -c "$src" -o "$OUT/host_$(basename "$src" .c).o"
+        host_objs+=("$OUT/host_$(basename "$src" .c).o")
+    done
+    gcc -o "$OUT/test_kernels_host" "${host_objs[@]}" -lm -lpthread
+    "$OUT/test_kernels_host" || { echo "FAILED: native kernel test" >&2; exit 1; }
+fi
 run cortex-a72 0 --expect-best neon --expect-active neon
 run cortex-a76 0 --expect-best neon-dotprod --expect-active neon-dotprod
 SLMPROF_ISA=neon run cortex-a76 0 --expect-active neon

@@ -46,7 +46,7 @@ cdef extern from "slm.h" nogil:
     int slm_model_ready(slm_model *m)
     void slm_model_free(slm_model *m)
     int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits,
-                          int32_t all_logits)
+                          int32_t n_logits)
     int32_t slm_model_n_past(const slm_model *m)
     int slm_model_set_n_past(slm_model *m, int32_t n_past)
     int32_t slm_model_threads(const slm_model *m)
@@ -131,19 +131,22 @@ cdef class Engine:
         self.keep_alive = None
         self.hooks_owner = None
 
-    def forward(self, tokens, bint all_logits=False):
-        """Run tokens at the current position; logits (n, vocab) or (vocab,) as float32."""
+    def forward(self, tokens, int n_logits=0):
+        """Run tokens at the current position. Logits as float32: (vocab,) of the last token
+        when n_logits is 0, else (n_logits, vocab) of the last n_logits tokens."""
         cdef slm_model *m = self._get()
         cdef cnp.ndarray[cnp.int32_t, ndim=1, mode="c"] toks = np.ascontiguousarray(tokens, dtype=np.int32)
         cdef int32_t n = <int32_t>toks.shape[0]
         cdef object vocab = self.vocab
-        out = np.empty([int(n), vocab] if all_logits else [vocab], dtype=np.float32)
         if n == 0:
             raise ValueError("no tokens to run")
+        if n_logits < 0 or n_logits > n:
+            raise ValueError(f"n_logits {n_logits} is outside [0, {n}]")
+        out = np.empty([n_logits, vocab] if n_logits else [vocab], dtype=np.float32)
         cdef float[::1] flat = out.reshape(-1)
         cdef int rc
         with nogil:
-            rc = slm_model_forward(m, &toks[0], n, &flat[0], all_logits)
+            rc = slm_model_forward(m, &toks[0], n, &flat[0], n_logits if n_logits else 1)
         check(rc, "forward pass")
         return out
 

@@ -109,6 +109,9 @@ def explain_errno(code, event, roots=procfs.DEFAULT):
         return f"the kernel rejected {event.name}'s configuration ({name})"
     if code == errno.ENODEV:
         return f"no device for {event.name} on this CPU ({name})"
+    if code == errno.ENOSYS:
+        return ("this kernel (or emulator, e.g. qemu user mode) has no perf_event_open "
+                f"({name}): nothing can be counted")
     if code == errno.EMFILE:
         return f"out of file descriptors ({name}); raise `ulimit -n`"
     return f"{event.name}: {os.strerror(code)} ({name})"
@@ -182,18 +185,12 @@ def _is_clock(e):
 
 
 def plan_groups(event_defs, counters):
-    """Group index per event. Hardware events go in groups of at most `counters` (the cycle
-    counter is extra on ARM, so cycles rides along and leads). Software counting events
-    (faults, switches, migrations) share one group; task-clock and cpu-clock get a group each:
-    observed on 6.x kernels, a clock grouped with other software events reads stale, and
-    faults grouped under a clock leader go uncounted for a while after opening."""
+    """Group index per event: the software events in one group, hardware events in groups
+    of at most `counters` (the cycle counter is extra on ARM, so cycles rides along).
+    Every thread reads one group per index at each region edge, so fewer groups is cheaper."""
     groups, hw_group, hw_fill, next_group = [], None, 0, 0
     sw_group = None
     for e in event_defs:
-        if _is_clock(e):
-            groups.append(next_group)
-            next_group += 1
-            continue
         if e.is_software:
             if sw_group is None:
                 sw_group, next_group = next_group, next_group + 1
@@ -264,9 +261,9 @@ class Counters:
         counters_per_group = core.counters if core else ev.GENERIC_COUNTERS
         for s, g in zip(active, plan_groups([s.event for s in active], counters_per_group)):
             s.group = g
-        # cycles leads its hardware group
-        active.sort(key=lambda s: (s.group, 0 if (s.event.type == ev.PERF_TYPE_HARDWARE
-                                                   and s.event.config == 0) else 1))
+        # Leaders: cycles for hardware groups, task-clock (or cpu-clock) for software.
+        active.sort(key=lambda s: (s.group, 0 if (_is_clock(s.event) or (
+            s.event.type == ev.PERF_TYPE_HARDWARE and s.event.config == 0)) else 1))
         self.active = active
         self._set = None
         if active:

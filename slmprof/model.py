@@ -39,6 +39,14 @@ class Region:
     op: str      # one of OP_NAMES
 
 
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _resolve(name_or_path):
     """(path, name, synthetic) for a registry name or a plain path."""
     try:
@@ -69,7 +77,7 @@ class Model:
         """Load a model by registry name or path. threads: worker threads (default: every core);
         ctx: positions the KV cache holds; kv_type: "f32" or "f16" cache entries."""
         if threads is None:
-            threads = os.cpu_count() or 1
+            threads = default_threads()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1 (got {threads!r})")
         if isinstance(ctx, bool) or not isinstance(ctx, (int, np.integer)) or not 1 <= ctx <= MAX_CTX:
@@ -157,13 +165,20 @@ class Model:
                 f"tokens (load the model with a larger ctx, or reset())")
         return toks.astype(np.int32)
 
-    def prefill(self, tokens, all_logits=False):
-        """Run tokens as one batch from n_past; logits (vocab,) of the last, or (n, vocab)."""
-        return self.engine.forward(self._check_tokens(tokens), bool(all_logits))
+    def prefill(self, tokens, all_logits=False, last=None):
+        """Run tokens as one batch from n_past. Logits: (vocab,) of the last token, (n, vocab)
+        with all_logits, or (last, vocab) of the last `last` tokens (the LM head runs only
+        for the tokens asked for)."""
+        toks = self._check_tokens(tokens)
+        if last is not None:
+            if not 1 <= last <= len(toks):
+                raise ValueError(f"last must be in [1, {len(toks)}] (got {last})")
+            return self.engine.forward(toks, int(last))
+        return self.engine.forward(toks, len(toks) if all_logits else 0)
 
     def decode(self, token):
         """Run one token; logits (vocab,)."""
-        return self.engine.forward(self._check_tokens([int(token)]), False)
+        return self.engine.forward(self._check_tokens([int(token)]), 0)
 
     def generate(self, prompt, max_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=0,
                  stop_at_eos=True):

@@ -40,9 +40,9 @@ def perplexity(model, tokens, n_ctx, progress=None):
         if bos is not None:
             window[0] = bos        # as llama.cpp: each window starts like a document
         model.reset()
-        logits = model.prefill(window, all_logits=True)
-        # logits[i] predicts window[i + 1]; score targets first+1 .. n_ctx-1
-        lp = log_softmax_at(logits[first:n_ctx - 1], window[first + 1:])
+        # logits of tokens first .. n_ctx-1 only; logits[i] predicts window[first + i + 1]
+        logits = model.prefill(window, last=n_ctx - first)
+        lp = log_softmax_at(logits[:-1], window[first + 1:])
         nll -= float(lp.sum())
         count += len(lp)
         per_window.append(math.exp(-float(lp.mean())))

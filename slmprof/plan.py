@@ -239,15 +239,43 @@ def working_bytes(shape, ctx, threads):
 
 @dataclass
 class Efficiency:
+    """Achieved fraction of the roofline, per phase. Measured points (one per bench run:
+    weight bytes of the model, measured / bound) make a curve over model size: small models
+    lose more to fixed per-operation costs, and big matrices run the prefill GEMM better than the
+    calibrated dot kernel. Between measured sizes the fraction is interpolated in log(size),
+    beyond them extrapolated along the nearest segment (within EFFICIENCY_RANGE); with one
+    point, or a value given by hand, it is a constant."""
     decode: float
     prefill: float
     source: str
     measured: bool = False
-    records: list = field(default_factory=list)   # (model, type, phase, measured tok/s, bound tok/s)
+    points: list = field(default_factory=list)   # dicts: phase, weights_bytes, ratio, model, type, ...
+
+    def value(self, phase, weights_bytes=None):
+        curve = sorted((p["weights_bytes"], p["ratio"]) for p in self.points if p["phase"] == phase)
+        if not curve or weights_bytes is None:
+            return getattr(self, phase)
+        # one value per size: the median of the runs at that size
+        sizes = sorted({w for w, _ in curve})
+        curve = [(w, _median([r for ww, r in curve if ww == w])) for w in sizes]
+        if len(curve) == 1:
+            return curve[0][1]
+        x = math.log(weights_bytes)
+        xs = [math.log(w) for w, _ in curve]
+        i = 1
+        while i < len(curve) - 1 and x > xs[i]:
+            i += 1
+        (x0, y0), (x1, y1) = (xs[i - 1], curve[i - 1][1]), (xs[i], curve[i][1])
+        y = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        lo, hi = EFFICIENCY_RANGE
+        return min(hi, max(lo, y))
 
     def to_dict(self):
         return {"decode": self.decode, "prefill": self.prefill, "source": self.source,
-                "measured": self.measured}
+                "measured": self.measured, "points": list(self.points)}
+
+
+EFFICIENCY_RANGE = (0.05, 1.5)
 
 
 def default_efficiency():
@@ -261,11 +289,12 @@ def _efficiency_path():
 
 
 def stored_efficiency():
-    """The efficiency learnt from a bench result of this machine, or the stated default."""
+    """The efficiency learnt from bench results of this machine, or the stated default."""
     path = _efficiency_path()
     try:
         d = json.loads(path.read_text())
-        return Efficiency(float(d["decode"]), float(d["prefill"]), str(d["source"]), measured=True)
+        return Efficiency(float(d["decode"]), float(d["prefill"]), str(d["source"]), measured=True,
+                          points=list(d.get("points", [])))
     except (OSError, ValueError, KeyError, TypeError):
         return default_efficiency()
 
@@ -277,6 +306,13 @@ def store_efficiency(eff):
     tmp.write_text(json.dumps(eff.to_dict(), indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def forget_efficiency():
+    try:
+        _efficiency_path().unlink()
+    except FileNotFoundError:
+        pass
 
 
 # -- the plan ---------------------------------------------------------------------------------
@@ -351,8 +387,8 @@ def predict(cand, device, ctx=None, threads=None, efficiency=None, prefill_token
     dec_bound = 1.0 / t_dec
     t_pre, t_pre_mem, t_pre_cmp, _ = step_seconds(cand, ceilings, 0, prefill_tokens)
     pre_bound = prefill_tokens / t_pre
-    dec_expected = dec_bound * efficiency.decode
-    pre_expected = pre_bound * efficiency.prefill
+    dec_expected = dec_bound * efficiency.value("decode", weights)
+    pre_expected = pre_bound * efficiency.value("prefill", weights)
 
     storage = storage_MBps or device.storage_read_MBps
     load_s = weights / (storage * 1e6) if storage else None
@@ -410,7 +446,7 @@ def plan(models=(), device=None, types=None, ctx=None, threads=None, efficiency=
 
 # -- learning the engine efficiency from a bench result ------------------------------------------------
 
-def bench_points(bench_reports, device):
+def bench_points(bench_reports, device, which="median"):
     """For each slmprof record of `bench` reports: (model, type, phase, measured tok/s, roofline
     bound tok/s on `device`), the bound computed exactly as the run was set up (prompt of P
     tokens from position 0; decode of G tokens after it, taken at its middle position)."""
@@ -441,8 +477,15 @@ def bench_points(bench_reports, device):
             p = predict(cand, device, ctx=ctx, threads=threads, prefill_tokens=max(1, min(n_prompt, ctx) or 1),
                         decode_at=n_prompt + n_gen // 2)
             bound = p.prefill_bound_tok_s if phase == "prefill" else p.decode_bound_tok_s
+            measured = float(rec["tok_s_mean"])
+            samples = [float(x) for x in rec.get("tok_s_samples") or []]
+            if which == "best" and samples:      # the fastest run, as the ceilings' best pass
+                measured = max(samples)
+            elif len(samples) >= 3:   # the median run: one run slowed by a neighbour does not decide
+                measured = _median(samples)
             points.append({"model": cand.model, "type": cand.type, "phase": phase, "threads": threads,
-                           "measured_tok_s": float(rec["tok_s_mean"]), "bound_tok_s": bound,
+                           "weights_bytes": p.weights_bytes, "ratio": measured / bound,
+                           "measured_tok_s": measured, "bound_tok_s": bound,
                            "prompt_tokens": n_prompt, "gen_tokens": n_gen, "spec": str(spec)})
     return points
 
@@ -454,31 +497,44 @@ def _median(xs):
 
 
 def efficiency_from_points(points, what="bench results"):
-    """Efficiency per phase = median over points of measured / roofline bound."""
+    """Efficiency per phase from measured points (bench_points): the curve over model size, and
+    the median ratio as the single figure shown."""
     eff = default_efficiency()
     parts = []
     found = False
     for phase in ("decode", "prefill"):
-        ratios = [p["measured_tok_s"] / p["bound_tok_s"] for p in points if p["phase"] == phase]
+        ratios = [p["ratio"] for p in points if p["phase"] == phase]
         if ratios:
             found = True
             setattr(eff, phase, _median(ratios))
-            parts.append(f"{phase} median of {len(ratios)}")
+            parts.append(f"{phase} from {len(ratios)} run{'s' if len(ratios) > 1 else ''}")
         else:
             parts.append(f"{phase} default {getattr(eff, phase):.2f}, no {phase} record")
     if not found:
         raise SlmprofError(f"no slmprof decode or prefill records in the {what}")
-    stamp = time.strftime("%Y-%m-%d", time.gmtime())
-    eff.source = f"measured on this machine from {what}, {stamp}: " + ", ".join(parts)
+    eff.source = f"measured on this machine from {what}: " + ", ".join(parts)
     eff.measured = True
-    eff.records = points
+    eff.points = list(points)
     return eff
 
 
-def learn_efficiency(bench_reports, device):
-    """The engine's efficiency on `device` (this machine) from bench reports made on it."""
-    return efficiency_from_points(bench_points(bench_reports, device),
-                                  what=f"{len(bench_reports)} bench report(s)")
+def learn_efficiency(bench_reports, device, previous=None, which="median"):
+    """The engine's efficiency on `device` (this machine) from bench reports made on it, each
+    run's bound computed with the device's ceilings as they are now. With `previous` (stored)
+    efficiency, its points are kept unless the same model, type, phase and threads is measured
+    again, so runs learnt one by one (each after its own calibration) add up."""
+    new = bench_points(bench_reports, device, which=which)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for p in new:
+        p["learnt"] = stamp
+    key = lambda p: (p.get("model"), p.get("type"), p["phase"], p.get("threads"))  # noqa: E731
+    replaced = {key(p) for p in new}
+    kept = [p for p in (previous.points if previous is not None and previous.measured else [])
+            if key(p) not in replaced]
+    points = kept + new
+    runs = len({(p.get("model"), p.get("type"), p.get("threads")) for p in points})
+    what = f"{runs} bench run(s)" + (", fastest repetitions against best-pass ceilings" if which == "best" else "")
+    return efficiency_from_points(points, what=what)
 
 
 def fmt_bytes(n):

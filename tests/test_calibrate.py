@@ -56,6 +56,16 @@ def test_dot_throughput_or_clear_unavailability():
             assert r["work_per_pass"] == 2 * 16 * 256
 
 
+@pytest.mark.parametrize("n_tok", [1, 16])
+def test_engine_matmul_throughput(n_tok):
+    r = _core.calib_matmul(2, 1, 16, 256, n_tok, 0.01)
+    assert r["best_per_s"] > 1e7 and r["work_per_pass"] == 2 * 16 * 256 * n_tok
+    with pytest.raises(ValueError):
+        _core.calib_matmul(2, 1, 16, 256, 0, 0.01)
+    with pytest.raises(Exception, match="shape"):
+        _core.calib_matmul(2, 1, 16, 100, 1, 0.01)
+
+
 def test_llc_size_is_sane():
     llc = _core.calib_llc_bytes()
     assert llc == 0 or 64 << 10 <= llc <= 4 << 30
@@ -87,6 +97,8 @@ def test_profile_is_measured_cached_and_reused(cache):
     # more threads than measured: the largest measured count below is used
     assert calibrate.bandwidth(again, 8) == calibrate.bandwidth(again, 1)
     assert calibrate.fma_throughput(again, 2) == pytest.approx(2 * calibrate.fma_throughput(again, 1))
+    assert calibrate.matmul_throughput(again, "q4_0", 1, "decode") > 0
+    assert calibrate.matmul_throughput(again, "q4_0", 1, "prefill") > 0
     forced, cached = calibrate.get_profile(force=True, threads_max=1, seconds_per_step=0.005,
                                            array_bytes=SMALL)
     assert not cached

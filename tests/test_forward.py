@@ -228,3 +228,16 @@ def test_region_names_and_costs(tiny_path):
         # one token streams every weight once: the same count as weight_bytes_per_token
         assert weight_total == m.weight_bytes_per_token()
         assert all(c["bytes"] >= c["weight_bytes"] and c["ops"] >= 0 for c in costs)
+
+
+def test_logits_of_the_last_tokens_only(tiny_path):
+    seq = tokens(40, seed=11)
+    with Model.load(tiny_path("qwen2", "f32"), threads=2, ctx=64, max_batch=16) as m:
+        every = m.prefill(seq, all_logits=True)
+        for last in (1, 5, 16, 17, 40):
+            m.reset()
+            got = m.prefill(seq, last=last)
+            assert got.shape == (last, 320)
+            np.testing.assert_allclose(got, every[-last:], rtol=0, atol=1e-5 * every.std())
+        with pytest.raises(ValueError, match="last"):
+            m.prefill(seq[:3], last=4)

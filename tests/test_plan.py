@@ -205,8 +205,31 @@ def test_efficiency_is_learnt_from_bench_results():
     assert eff.decode == pytest.approx(0.6, rel=1e-6)       # median of 0.5, 0.7, 0.6
     assert eff.prefill == pytest.approx(0.4, rel=1e-6)
     assert "measured on this machine" in eff.source
-    p = plan.plan(["smollm2-135m"], device=dev, types=["q4_0"], efficiency=eff, **at)[0]
-    assert p.decode_expected_tok_s == pytest.approx(0.6 * p.decode_bound_tok_s)
+    # the curve over model size: each size gets the median of its own runs ...
+    small = plan.plan(["smollm2-135m"], device=dev, types=["q4_0"], efficiency=eff, **at)[0]
+    assert small.decode_expected_tok_s == pytest.approx(0.5 * small.decode_bound_tok_s)
+    mid = plan.plan(["smollm2-360m"], device=dev, types=["q4_0"], efficiency=eff, **at)[0]
+    assert mid.decode_expected_tok_s == pytest.approx(0.65 * mid.decode_bound_tok_s)
+    # ... sizes between are interpolated in log(size), and a phase with one size is constant
+    between = plan.plan(["smollm2-135m"], device=dev, types=["q8_0"], efficiency=eff, **at)[0]
+    assert 0.5 < between.decode_expected_tok_s / between.decode_bound_tok_s < 0.65
+    assert between.prefill_expected_tok_s == pytest.approx(0.4 * between.prefill_bound_tok_s)
+    # learning more runs adds to what was learnt; the same run measured again replaces it
+    again = _bench_report([("synth:smollm2-135m:q4_0", "decode",
+                            0.55 * bound["smollm2-135m"].decode_bound_tok_s)])
+    more = plan.learn_efficiency([again], dev, previous=eff)
+    assert len(more.points) == len(eff.points)
+    assert more.value("decode", small.weights_bytes) == pytest.approx(0.55)
+
+
+def test_best_pass_learning_takes_the_fastest_repetition():
+    dev = devices.builtin_profile("pi5-8gb")
+    at = dict(ctx=256, decode_at=64 + 32, prefill_tokens=64)
+    bound = _one("smollm2-135m", "q4_0", **at).decode_bound_tok_s
+    rep = _bench_report([("synth:smollm2-135m:q4_0", "decode", 0.5 * bound)])
+    rep["records"][0]["tok_s_samples"] = [0.3 * bound, 0.5 * bound, 0.7 * bound]
+    assert plan.learn_efficiency([rep], dev).decode == pytest.approx(0.5)
+    assert plan.learn_efficiency([rep], dev, which="best").decode == pytest.approx(0.7)
 
 
 def test_efficiency_needs_slmprof_records():

@@ -18,7 +18,12 @@
 
 #define ROW_CHUNK 64
 
-static inline float h2f(slm_half h) { return slm_fp16_to_fp32(h); }
+/* One fp16 -> fp32 with the scalar hardware conversion (FCVT, baseline Armv8). */
+static inline float h2f(slm_half h) {
+    __fp16 v;
+    memcpy(&v, &h, sizeof v);
+    return (float)v;
+}
 
 /* 4 fp16 -> 4 fp32 with the hardware conversion (baseline Armv8). */
 static inline float32x4_t h4(const slm_half *p) {
@@ -176,24 +181,45 @@ static void NEON_FN(vec_dot_f32)(int64_t n, float *s, const void *w_row, const v
 
 /* ---- R4X2 tiles ---- */
 
-/* Activation view of one block for any quantized weight type: scale, (sum scale), quants. */
-typedef struct { float d, s; const int8_t *qs; } act_block;
+/* Activations prepared once per product, per token and block pair: the two blocks' quants and
+ * their scales as fp32 (d, and s for Q8_1), so the row-group loops below convert nothing.
+ * A block past the end of an odd count is zero. */
+typedef struct {
+    int8_t q[64];
+    float d[2], s[2];
+} act_prep; /* 80 bytes */
 
-static inline act_block act_at(int type, const uint8_t *row, int64_t b, int64_t nb) {
-    static const int8_t zeros[SLM_QK] = {0};
-    act_block r = {0.0f, 0.0f, zeros};
-    if (b >= nb) return r; /* padding block of an odd count: contributes nothing */
-    if (type == SLM_TYPE_Q4_1) {
-        const slm_block_q8_1 *a = (const slm_block_q8_1 *)row + b;
-        r.d = h2f(a->d);
-        r.s = h2f(a->s);
-        r.qs = a->qs;
-    } else {
-        const slm_block_q8_0 *a = (const slm_block_q8_0 *)row + b;
-        r.d = h2f(a->d);
-        r.qs = a->qs;
+static size_t prep_bytes(int64_t n_tok, int64_t nb) {
+    return (size_t)((n_tok + 3) / 4 * 4 * ((nb + 1) / 2)) * sizeof(act_prep);
+}
+
+/* Tokens are padded with zero entries to a multiple of 4 (whole prefill tiles). */
+static void prepare_acts(int type, const uint8_t *act, int64_t arb, int64_t n_tok, int64_t nb, act_prep *out) {
+    const int64_t n_pairs = (nb + 1) / 2;
+    memset(out + n_tok * n_pairs, 0, prep_bytes(n_tok, nb) - (size_t)(n_tok * n_pairs) * sizeof(act_prep));
+    for (int64_t t = 0; t < n_tok; t++) {
+        const uint8_t *row = act + t * arb;
+        for (int64_t p = 0; p < n_pairs; p++) {
+            act_prep *o = &out[t * n_pairs + p];
+            for (int k = 0; k < 2; k++) {
+                const int64_t b = 2 * p + k;
+                if (b >= nb) {
+                    memset(o->q + 32 * k, 0, 32);
+                    o->d[k] = o->s[k] = 0.0f;
+                } else if (type == SLM_TYPE_Q4_1) {
+                    const slm_block_q8_1 *a = (const slm_block_q8_1 *)row + b;
+                    memcpy(o->q + 32 * k, a->qs, 32);
+                    o->d[k] = h2f(a->d);
+                    o->s[k] = h2f(a->s);
+                } else {
+                    const slm_block_q8_0 *a = (const slm_block_q8_0 *)row + b;
+                    memcpy(o->q + 32 * k, a->qs, 32);
+                    o->d[k] = h2f(a->d);
+                    o->s[k] = 0.0f;
+                }
+            }
+        }
     }
-    return r;
 }
 
 /* Integer sums of row r of a tile against one activation block pair: [b0 b0 b1 b1]. */
@@ -215,17 +241,22 @@ static inline int32x4_t tile_row_sums(int type, const uint8_t *t, int r, const i
     return vpaddq_s32(s0, s1);
 }
 
+static inline void load_prep(const act_prep *pp, int8x16_t a[4]) {
+    for (int i = 0; i < 4; i++) a[i] = vld1q_s8(pp->q + 16 * i);
+}
+
+/* 4 rows (one group) . one prepared activation row (its n_pairs entries). */
 static inline __attribute__((always_inline)) void gemv4(int type, const uint8_t *tiles, int64_t nb,
-                                                        const uint8_t *act, float out[4]) {
+                                                        const act_prep *ap, float out[4]) {
     const int64_t n_pairs = (nb + 1) / 2, tb = slm_r4x2_tile_bytes(type);
     float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
     float32x4_t macc01 = vdupq_n_f32(0), macc23 = vdupq_n_f32(0);
     for (int64_t p = 0; p < n_pairs; p++) {
         const uint8_t *t = tiles + p * tb;
-        const act_block a0 = act_at(type, act, 2 * p, nb), a1 = act_at(type, act, 2 * p + 1, nb);
-        const int8x16_t a[4] = {vld1q_s8(a0.qs), vld1q_s8(a0.qs + 16), vld1q_s8(a1.qs), vld1q_s8(a1.qs + 16)};
-        const float dd[4] = {a0.d, a1.d, a0.d, a1.d};
-        const float32x4_t da = vld1q_f32(dd);
+        int8x16_t a[4];
+        load_prep(&ap[p], a);
+        const float32x2_t d2 = vld1_f32(ap[p].d);
+        const float32x4_t da = vcombine_f32(d2, d2); /* [d0 d1 d0 d1] */
         /* [r0b0 r0b1 r1b0 r1b1] and [r2b0 r2b1 r3b0 r3b1], times the activation scales */
         const float32x4_t sc01 = vmulq_f32(h4((const slm_half *)t), da);
         const float32x4_t sc23 = vmulq_f32(h4((const slm_half *)t + 4), da);
@@ -234,8 +265,8 @@ static inline __attribute__((always_inline)) void gemv4(int type, const uint8_t 
         for (int r = 0; r < 4; r++)
             acc[r] = vfmaq_f32(acc[r], vcvtq_f32_s32(tile_row_sums(type, t, r, a)), scr[r]);
         if (type == SLM_TYPE_Q4_1) {
-            const float ss[4] = {a0.s, a1.s, a0.s, a1.s};
-            const float32x4_t sa = vld1q_f32(ss);
+            const float32x2_t s2 = vld1_f32(ap[p].s);
+            const float32x4_t sa = vcombine_f32(s2, s2);
             macc01 = vfmaq_f32(macc01, h4((const slm_half *)t + 8), sa);
             macc23 = vfmaq_f32(macc23, h4((const slm_half *)t + 12), sa);
         }
@@ -248,10 +279,9 @@ static inline __attribute__((always_inline)) void gemv4(int type, const uint8_t 
     out[3] = vaddvq_f32(acc[3]) + vget_lane_f32(m1, 1);
 }
 
-/* 4 rows x 4 tokens: out[t][r]. Token rows past n_tok are replaced by zero blocks. */
+/* 4 rows x 4 tokens: out[t][r]. `ap[j]` points at token j's prepared pairs. */
 static inline __attribute__((always_inline)) void gemm4x4(int type, const uint8_t *tiles, int64_t nb,
-                                                          const uint8_t *act, int64_t arb, int nt,
-                                                          float out[4][4]) {
+                                                          const act_prep *const ap[4], float out[4][4]) {
     const int64_t n_pairs = (nb + 1) / 2, tb = slm_r4x2_tile_bytes(type);
     float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
     for (int64_t p = 0; p < n_pairs; p++) {
@@ -259,13 +289,9 @@ static inline __attribute__((always_inline)) void gemm4x4(int type, const uint8_
         int8x16_t a[4][4];
         float da0[4], da1[4], sa0[4], sa1[4];
         for (int j = 0; j < 4; j++) {
-            const act_block b0 = j < nt ? act_at(type, act + j * arb, 2 * p, nb) : act_at(type, act, nb, nb);
-            const act_block b1 = j < nt ? act_at(type, act + j * arb, 2 * p + 1, nb) : act_at(type, act, nb, nb);
-            a[j][0] = vld1q_s8(b0.qs);
-            a[j][1] = vld1q_s8(b0.qs + 16);
-            a[j][2] = vld1q_s8(b1.qs);
-            a[j][3] = vld1q_s8(b1.qs + 16);
-            da0[j] = b0.d, da1[j] = b1.d, sa0[j] = b0.s, sa1[j] = b1.s;
+            const act_prep *pp = ap[j] + p;
+            load_prep(pp, a[j]);
+            da0[j] = pp->d[0], da1[j] = pp->d[1], sa0[j] = pp->s[0], sa1[j] = pp->s[1];
         }
         const float32x4_t vda0 = vld1q_f32(da0), vda1 = vld1q_f32(da1);
         const float32x4_t wd01 = h4((const slm_half *)t), wd23 = h4((const slm_half *)t + 4);
@@ -300,16 +326,17 @@ static inline __attribute__((always_inline)) void gemm4x4(int type, const uint8_
     }
 }
 
-static void NEON_FN(gemv4_q4_0)(const uint8_t *t, int64_t nb, const uint8_t *a, float o[4]) { gemv4(SLM_TYPE_Q4_0, t, nb, a, o); }
-static void NEON_FN(gemv4_q4_1)(const uint8_t *t, int64_t nb, const uint8_t *a, float o[4]) { gemv4(SLM_TYPE_Q4_1, t, nb, a, o); }
-static void NEON_FN(gemv4_q8_0)(const uint8_t *t, int64_t nb, const uint8_t *a, float o[4]) { gemv4(SLM_TYPE_Q8_0, t, nb, a, o); }
-static void NEON_FN(gemm4x4_q4_0)(const uint8_t *t, int64_t nb, const uint8_t *a, int64_t arb, int nt, float o[4][4]) { gemm4x4(SLM_TYPE_Q4_0, t, nb, a, arb, nt, o); }
-static void NEON_FN(gemm4x4_q4_1)(const uint8_t *t, int64_t nb, const uint8_t *a, int64_t arb, int nt, float o[4][4]) { gemm4x4(SLM_TYPE_Q4_1, t, nb, a, arb, nt, o); }
-static void NEON_FN(gemm4x4_q8_0)(const uint8_t *t, int64_t nb, const uint8_t *a, int64_t arb, int nt, float o[4][4]) { gemm4x4(SLM_TYPE_Q8_0, t, nb, a, arb, nt, o); }
+static void NEON_FN(gemv4_q4_0)(const uint8_t *t, int64_t nb, const act_prep *a, float o[4]) { gemv4(SLM_TYPE_Q4_0, t, nb, a, o); }
+static void NEON_FN(gemv4_q4_1)(const uint8_t *t, int64_t nb, const act_prep *a, float o[4]) { gemv4(SLM_TYPE_Q4_1, t, nb, a, o); }
+static void NEON_FN(gemv4_q8_0)(const uint8_t *t, int64_t nb, const act_prep *a, float o[4]) { gemv4(SLM_TYPE_Q8_0, t, nb, a, o); }
+static void NEON_FN(gemm4x4_q4_0)(const uint8_t *t, int64_t nb, const act_prep *const a[4], float o[4][4]) { gemm4x4(SLM_TYPE_Q4_0, t, nb, a, o); }
+static void NEON_FN(gemm4x4_q4_1)(const uint8_t *t, int64_t nb, const act_prep *const a[4], float o[4][4]) { gemm4x4(SLM_TYPE_Q4_1, t, nb, a, o); }
+static void NEON_FN(gemm4x4_q8_0)(const uint8_t *t, int64_t nb, const act_prep *const a[4], float o[4][4]) { gemm4x4(SLM_TYPE_Q8_0, t, nb, a, o); }
 
-/* Tiles of rows [r0, r1) from `packed` (whose first group starts at row packed_row0). */
+/* Tiles of rows [r0, r1) from `packed` (whose first group starts at row packed_row0), against
+ * activations prepared by prepare_acts. */
 static void NEON_FN(matmul_tiles)(const slm_weight *w, const uint8_t *packed, int64_t packed_row0,
-                                  const uint8_t *act, int64_t arb, int64_t n_tok,
+                                  const act_prep *prep, int64_t n_tok,
                                   float *y, int64_t y_stride, int64_t r0, int64_t r1) {
     const int64_t nb = w->cols / SLM_QK, n_pairs = (nb + 1) / 2;
     const int64_t gbytes = n_pairs * slm_r4x2_tile_bytes(w->type);
@@ -318,21 +345,22 @@ static void NEON_FN(matmul_tiles)(const slm_weight *w, const uint8_t *packed, in
         const int64_t gc1 = gc + ROW_CHUNK / 4 < g1 ? gc + ROW_CHUNK / 4 : g1;
         for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
             const int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
-            const uint8_t *a = act + t0 * arb;
+            const act_prep *ap[4];
+            for (int j = 0; j < 4; j++) ap[j] = prep + (t0 + j) * n_pairs; /* padded to 4 tokens */
             for (int64_t g = gc; g < gc1; g++) {
                 const uint8_t *tiles = packed + (g - packed_row0 / 4) * gbytes;
                 float out[4][4];
                 if (nt == 1) {
                     switch (w->type) {
-                    case SLM_TYPE_Q4_0: NEON_FN(gemv4_q4_0)(tiles, nb, a, out[0]); break;
-                    case SLM_TYPE_Q4_1: NEON_FN(gemv4_q4_1)(tiles, nb, a, out[0]); break;
-                    default: NEON_FN(gemv4_q8_0)(tiles, nb, a, out[0]); break;
+                    case SLM_TYPE_Q4_0: NEON_FN(gemv4_q4_0)(tiles, nb, ap[0], out[0]); break;
+                    case SLM_TYPE_Q4_1: NEON_FN(gemv4_q4_1)(tiles, nb, ap[0], out[0]); break;
+                    default: NEON_FN(gemv4_q8_0)(tiles, nb, ap[0], out[0]); break;
                     }
                 } else {
                     switch (w->type) {
-                    case SLM_TYPE_Q4_0: NEON_FN(gemm4x4_q4_0)(tiles, nb, a, arb, nt, out); break;
-                    case SLM_TYPE_Q4_1: NEON_FN(gemm4x4_q4_1)(tiles, nb, a, arb, nt, out); break;
-                    default: NEON_FN(gemm4x4_q8_0)(tiles, nb, a, arb, nt, out); break;
+                    case SLM_TYPE_Q4_0: NEON_FN(gemm4x4_q4_0)(tiles, nb, ap, out); break;
+                    case SLM_TYPE_Q4_1: NEON_FN(gemm4x4_q4_1)(tiles, nb, ap, out); break;
+                    default: NEON_FN(gemm4x4_q8_0)(tiles, nb, ap, out); break;
                     }
                 }
                 for (int j = 0; j < nt; j++)
@@ -347,7 +375,14 @@ static void NEON_FN(matmul_tiles)(const slm_weight *w, const uint8_t *packed, in
 
 static void NEON_FN(matmul_packed)(const slm_weight *w, const uint8_t *act, int64_t arb, int64_t n_tok,
                                    float *y, int64_t y_stride, int64_t r0, int64_t r1) {
-    NEON_FN(matmul_tiles)(w, w->packed, 0, act, arb, n_tok, y, y_stride, r0, r1);
+    const int64_t nb = w->cols / SLM_QK;
+    act_prep *prep = slm_scratch(0, prep_bytes(n_tok, nb));
+    if (!prep) { /* no memory for the prepared activations: the plain scalar path needs none */
+        slm_matmul_scalar_plain(w, act, arb, n_tok, y, y_stride, r0, r1);
+        return;
+    }
+    prepare_acts(w->type, act, arb, n_tok, nb, prep);
+    NEON_FN(matmul_tiles)(w, w->packed, 0, prep, n_tok, y, y_stride, r0, r1);
 }
 
 static const slm_kernel_set *NEON_FN(set)(int type);
@@ -360,30 +395,32 @@ static void NEON_FN(matmul_plain)(const slm_weight *w, const uint8_t *act, int64
         for (int64_t r = r0; r < r1; r++) dot(w->cols, &y[r], (const uint8_t *)w->data + r * w->row_bytes, act);
         return;
     }
-    const int64_t n_pairs = (w->cols / SLM_QK + 1) / 2;
+    const int64_t nb = w->cols / SLM_QK, n_pairs = (nb + 1) / 2;
+    act_prep *prep = slm_scratch(0, prep_bytes(n_tok, nb));
     uint8_t *buf = slm_scratch(1, (size_t)(ROW_CHUNK / 4 * n_pairs * slm_r4x2_tile_bytes(w->type)));
-    if (!buf) {
+    if (!prep || !buf) {
         slm_matmul_scalar_plain(w, act, arb, n_tok, y, y_stride, r0, r1);
         return;
     }
+    prepare_acts(w->type, act, arb, n_tok, nb, prep);
     for (int64_t c0 = r0 / 4 * 4; c0 < r1; c0 += ROW_CHUNK) {
         const int64_t c1 = c0 + ROW_CHUNK < r1 ? c0 + ROW_CHUNK : r1;
         slm_pack_r4x2_rows(w, c0, (c1 - c0 + 3) / 4, buf);
-        NEON_FN(matmul_tiles)(w, buf, c0, act, arb, n_tok, y, y_stride, c0 > r0 ? c0 : r0, c1);
+        NEON_FN(matmul_tiles)(w, buf, c0, prep, n_tok, y, y_stride, c0 > r0 ? c0 : r0, c1);
     }
 }
 
 /* Float weights: 4 rows x NT tokens per pass with every accumulator in a register (NT is a
  * compile-time constant at each call site); each converted weight vector is used NT times. */
-static inline float32x4_t NEON_FN(load_w4)(const slm_weight *w, int64_t r, int64_t c) {
+static inline float32x4_t NEON_FN(load_w4)(const slm_weight *w, int64_t r, int64_t c, const int is_f16) {
     const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
-    return w->type == SLM_TYPE_F16 ? h4((const slm_half *)row + c) : vld1q_f32((const float *)row + c);
+    return is_f16 ? h4((const slm_half *)row + c) : vld1q_f32((const float *)row + c);
 }
 
 static inline __attribute__((always_inline)) void NEON_FN(float_tile)(const slm_weight *w, const uint8_t *act,
                                                                       int64_t arb, int64_t t0, int64_t r,
                                                                       float *y, int64_t ys, const int NT,
-                                                                      int64_t r0, int64_t r1) {
+                                                                      int64_t r0, int64_t r1, const int is_f16) {
     const int64_t n = w->cols;
     float32x4_t acc[4][4];
     for (int i = 0; i < 4; i++)
@@ -393,7 +430,7 @@ static inline __attribute__((always_inline)) void NEON_FN(float_tile)(const slm_
         float32x4_t a[4];
         for (int j = 0; j < NT; j++) a[j] = vld1q_f32((const float *)(act + (t0 + j) * arb) + c);
         for (int i = 0; i < 4; i++) {
-            const float32x4_t wv = NEON_FN(load_w4)(w, r + i, c);
+            const float32x4_t wv = NEON_FN(load_w4)(w, r + i, c, is_f16);
             for (int j = 0; j < NT; j++) acc[i][j] = vfmaq_f32(acc[i][j], wv, a[j]);
         }
     }
@@ -412,16 +449,27 @@ static inline __attribute__((always_inline)) void NEON_FN(float_tile)(const slm_
 static void NEON_FN(matmul_float)(const slm_weight *w, const uint8_t *act, int64_t arb, int64_t n_tok,
                                   float *y, int64_t y_stride, int64_t r0, int64_t r1) {
     const slm_vec_dot_fn dot = w->type == SLM_TYPE_F16 ? NEON_FN(vec_dot_f16) : NEON_FN(vec_dot_f32);
+    if (n_tok == 1) {
+        /* decode streams the weights: one row at a time is one sequential stream for the
+         * hardware prefetchers (on x86, 4 interleaved rows reached only about half the bandwidth) */
+        for (int64_t r = r0; r < r1; r++) dot(w->cols, &y[r], (const uint8_t *)w->data + r * w->row_bytes, act);
+        return;
+    }
     for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
         const int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
         /* groups at absolute multiples of 4 rows: any split of the rows gives identical numbers */
         int64_t r = r0 / 4 * 4;
+        const int f16 = w->type == SLM_TYPE_F16; /* one loop per (tokens, type): no branch inside */
         for (; r < r1 && r + 4 <= w->rows; r += 4) {
             switch (nt) {
-            case 4: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 4, r0, r1); break;
-            case 3: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 3, r0, r1); break;
-            case 2: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 2, r0, r1); break;
-            default: NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 1, r0, r1); break;
+            case 4: f16 ? NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 4, r0, r1, 1)
+                          : NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 4, r0, r1, 0); break;
+            case 3: f16 ? NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 3, r0, r1, 1)
+                          : NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 3, r0, r1, 0); break;
+            case 2: f16 ? NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 2, r0, r1, 1)
+                          : NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 2, r0, r1, 0); break;
+            default: f16 ? NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 1, r0, r1, 1)
+                         : NEON_FN(float_tile)(w, act, arb, t0, r, y, y_stride, 1, r0, r1, 0); break;
             }
         }
         for (r = r > r0 ? r : r0; r < r1; r++) /* the last rows when the count is not a multiple of 4 */

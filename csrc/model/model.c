@@ -1,23 +1,29 @@
 /* The llama-family forward pass (llama, qwen2): weights, run state, KV cache, forward.
  *
  * Read top to bottom: structs, loading (set_tensor / ready), the small math blocks, then
- * forward. Every thread runs the whole forward (SPMD); work inside an operation is split by
- * output rows or by (token, head) items, never by splitting one reduction, so any thread count
- * gives bit-identical results. Threads meet at a barrier only where the next operation needs
- * another thread's rows:
+ * forward. Every thread runs the whole forward (SPMD). Each parallel step is cut into fixed
+ * chunks (output rows, head units, (token, head) items) that threads claim from an atomic
+ * counter; a thread moves on once every chunk of the step is done. A chunk is computed the
+ * same way whichever thread takes it, and no reduction is ever split, so any thread count
+ * gives bit-identical results. Steps, for one layer:
  *
- *   embed  |  norm+quant  qkv+bias+RoPE -> cache  | attention+quant | wo+residual |
- *             norm+quant  gate/up+SwiGLU+quant     | down+residual   | ...  final norm, LM head
+ *   norm+quant | q,k,v+bias+RoPE -> cache | attention+quant | wo+residual |
+ *   norm+quant | gate,up+SwiGLU+quant     | down+residual
  *
  * For one token every thread computes the RMSNorm and activation quantization itself into a
- * private buffer (576 floats cost less than a barrier), so a decoded layer has four barriers.
+ * private buffer (576 floats cost less than a wait), so a decoded layer has five waits. A
+ * thread the OS has descheduled delays the others only by the chunk it holds. Chunks are
+ * large enough that claiming one (an atomic add on a shared line) costs under 1% of it.
  * Region hooks, when attached, are called by thread 0 between two barriers at each edge.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "slm.h"
+#include "model/attention.h"
+#include "model/pool.h"
 
 #define DEFAULT_MAX_BATCH 512
 
@@ -70,6 +76,13 @@ typedef struct {
     void *value_cache; /* (n_layer, n_ctx, kv_dim) of kv_type */
 } run_state;
 
+/* Work of one parallel step, handed out in fixed chunks: `next` is the next chunk to claim,
+ * `done` counts finished ones. Each pair on its own cache line. */
+typedef struct {
+    _Alignas(64) atomic_uint next;
+    atomic_uint done;
+} work_counter;
+
 /* What one slm_model_forward chunk asks of the threads. */
 typedef struct {
     const int32_t *tokens; /* (n_tok) */
@@ -78,6 +91,7 @@ typedef struct {
     float *logits;         /* (n_out, vocab) */
     int out0, n_out;       /* tokens [out0, out0 + n_out) get logits; n_out = 0: none */
     slm_region_hooks hooks;
+    slm_attend_fn attend;  /* attention path for the active ISA */
 } chunk_job;
 
 struct slm_model {
@@ -101,6 +115,8 @@ struct slm_model {
     slm_pool *pool;
     slm_region_hooks hooks;
     chunk_job job;
+    work_counter *counters;    /* (max_ops) one per parallel step of a forward chunk */
+    int max_ops;
 };
 
 /* ---- loading --------------------------------------------------------------------------- */
@@ -279,6 +295,9 @@ int slm_model_ready(slm_model *m) {
         !s->scores || !s->rope_cs || !s->act_a || !s->act_b || !s->xb_own || !s->act_own ||
         !s->key_cache || !s->value_cache)
         return SLM_ENOMEM;
+    m->max_ops = 4 + 9 * c->n_layer;
+    m->counters = aligned_alloc(64, (size_t)m->max_ops * sizeof(work_counter));
+    if (!m->counters) return SLM_ENOMEM;
     if ((rc = slm_pool_create(c->n_threads, &m->pool))) return rc;
     m->ready = 1;
     return SLM_OK;
@@ -298,7 +317,7 @@ void slm_model_free(slm_model *m) {
     run_state *s = &m->s;
     void *bufs[] = {s->x, s->xb, s->q, s->k, s->v, s->att_out, s->hg, s->hu, s->y, s->scores,
                     s->rope_cs, s->act_a, s->act_b, s->xb_own, s->act_own, s->key_cache,
-                    s->value_cache, m->inv_freq, m->layers, m->layer_tensors};
+                    s->value_cache, m->inv_freq, m->layers, m->layer_tensors, m->counters};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     free(m);
 }
@@ -327,25 +346,6 @@ static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) 
     for (int i = 0; i < n; i++) o[i] = x[i] * scale * w[i];
 }
 
-/* Eight independent partial sums: the compiler vectorizes it without reassociating. */
-static float dot_f32(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    for (; i < n; i++) acc[0] += a[i] * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-static float dot_f16(const slm_half *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += slm_fp16_to_fp32(a[i + j]) * b[i + j];
-    for (; i < n; i++) acc[0] += slm_fp16_to_fp32(a[i]) * b[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 /* Rotate one head's vector. llama GGUFs pair adjacent dims (the converter permuted Q/K rows);
  * qwen2 pairs dim i with i + head_dim/2 (NEOX). cs: (head_dim/2, 2) cos, sin. */
 static void rope(float *v, const float *cs, int head_dim, int neox) {
@@ -360,26 +360,55 @@ static void rope(float *v, const float *cs, int head_dim, int neox) {
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* [n * ith / nth, n * (ith + 1) / nth) */
-static inline void split(int64_t n, int ith, int nth, int64_t *b0, int64_t *b1) {
-    *b0 = n * ith / nth;
-    *b1 = n * (ith + 1) / nth;
-}
-
 /* ---- forward --------------------------------------------------------------------------- */
 
-/* A region edge: end the regions that finished, begin the next ones (ids < 0: none). Threads
- * wait for each other here only if the next step reads other threads' rows or a profiler
- * is attached; with no profiler that is one branch. */
-static void edge(slm_model *m, int ith, int end_op, int end_layer, int begin_layer, int begin_op,
-                 int needs_barrier) {
-    const slm_region_hooks *h = &m->job.hooks;
-    if (!h->begin) {
-        if (needs_barrier) slm_pool_barrier(m->pool);
-        return;
+/* Fixed work units, the same whatever the thread count (so every output is computed the same
+ * way whichever thread computes it). */
+#define EMBED_CHUNK 8     /* tokens */
+#define NORM_CHUNK 4      /* tokens */
+#define ROW_CHUNK 48      /* output rows of wo and down */
+#define FFN_CHUNK 96      /* rows of gate and up (a multiple of the 32-element block) */
+#define HEAD_CHUNK 512    /* rows of the LM head */
+
+/* One thread's place in the forward: which parallel step it is at. */
+typedef struct {
+    slm_model *m;
+    int ith;
+    int step;
+} worker;
+
+typedef void (*chunk_fn)(worker *w, int64_t chunk, void *arg);
+
+/* A parallel step: claim chunks until none is left, then wait until every chunk is done.
+ * No thread waits for another to arrive, only for the work: a thread that the OS has
+ * descheduled holds up the others by at most the one chunk it has in hand. */
+static void parallel(worker *w, int64_t n_chunks, chunk_fn fn, void *arg) {
+    slm_model *m = w->m;
+    work_counter *c = &m->counters[w->step++];
+    if (n_chunks <= 0) return;
+    unsigned mine = 0;
+    for (;;) {
+        unsigned i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (i >= (unsigned)n_chunks) break;
+        fn(w, i, arg);
+        mine++;
     }
+    if (mine) slm_pool_count_up(m->pool, &c->done, mine);
+    slm_pool_wait_count(m->pool, &c->done, (unsigned)n_chunks);
+}
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t n_chunks_of(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
+
+/* A region edge: end the regions that finished, begin the next ones (ids < 0: none). Only
+ * with a profiler attached do the threads line up here (so a region covers every thread's
+ * work); otherwise it is one branch. */
+static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
+    slm_model *m = w->m;
+    const slm_region_hooks *h = &m->job.hooks;
+    if (!h->begin) return;
     slm_pool_barrier(m->pool);
-    if (ith == 0) {
+    if (w->ith == 0) {
         if (end_op >= 0) h->end(h->ctx, end_op);
         if (end_layer >= 0) h->end(h->ctx, end_layer);
         if (begin_layer >= 0) h->begin(h->ctx, begin_layer);
@@ -388,38 +417,55 @@ static void edge(slm_model *m, int ith, int end_op, int end_layer, int begin_lay
     slm_pool_barrier(m->pool);
 }
 
-/* RMSNorm rows [t0, t0+n) of x and quantize them for each activation slot of group g.
- * One row: every thread does it into its own buffers, no barrier. Several: split by rows into
- * shared buffers, then a barrier. Returns the act base to read (slot s at s * slot_bytes). */
-static const uint8_t *norm_quantize(slm_model *m, int ith, int nth, int t0, int n, const float *w,
-                                    const act_group *g, int64_t *slot_bytes) {
+/* RMSNorm of rows [t0, t0+n) of x, quantized once per activation format of group g. */
+typedef struct {
+    int t0;
+    int n;
+    const float *weight;
+    const act_group *g;
+    float *xb;        /* (n, dim) */
+    uint8_t *act;     /* slot s at s * slot_bytes, rows act_bytes(type, dim) apart */
+    int64_t slot_bytes;
+} norm_job;
+
+static void norm_rows(slm_model *m, const norm_job *j, int64_t r0, int64_t r1) {
     const int dim = m->cfg.dim;
-    run_state *s = &m->s;
-    float *xb;
-    uint8_t *act;
-    int64_t r0, r1;
-    if (n == 1) {
-        xb = s->xb_own + (size_t)ith * dim;
-        act = s->act_own + (size_t)ith * 3 * 4 * dim;
-        *slot_bytes = 4 * (int64_t)dim;
-        r0 = 0, r1 = 1;
-    } else {
-        xb = s->xb;
-        act = s->act_a;
-        *slot_bytes = m->act_a_slot;
-        split(n, ith, nth, &r0, &r1);
-    }
     for (int64_t r = r0; r < r1; r++) {
-        rmsnorm(xb + r * dim, s->x + (t0 + r) * dim, w, dim, m->cfg.norm_eps);
-        for (int k = 0; k < g->n_slots; k++) {
-            int type = g->slot_type[k];
+        rmsnorm(j->xb + r * dim, m->s.x + (j->t0 + r) * dim, j->weight, dim, m->cfg.norm_eps);
+        for (int k = 0; k < j->g->n_slots; k++) {
+            int type = j->g->slot_type[k];
             int64_t rb;
-            slm_quantize_activations(type, xb + r * dim, dim, 1, dim,
-                                     act + k * *slot_bytes + r * act_bytes(m, type, dim), &rb);
+            slm_quantize_activations(type, j->xb + r * dim, dim, 1, dim,
+                                     j->act + k * j->slot_bytes + r * act_bytes(m, type, dim), &rb);
         }
     }
-    if (n > 1) slm_pool_barrier(m->pool);
-    return act;
+}
+
+static void norm_chunk(worker *w, int64_t chunk, void *arg) {
+    const norm_job *j = arg;
+    norm_rows(w->m, j, chunk * NORM_CHUNK, min64(j->n, (chunk + 1) * NORM_CHUNK));
+}
+
+/* For one row every thread normalizes into its own buffers (cheaper than making the others
+ * wait for it); for several, the rows are shared out. Returns where the activations are. */
+static norm_job norm_quantize(worker *w, int t0, int n, const float *weight, const act_group *g) {
+    slm_model *m = w->m;
+    run_state *s = &m->s;
+    const int dim = m->cfg.dim;
+    norm_job j = {.t0 = t0, .n = n, .weight = weight, .g = g};
+    if (n == 1) {
+        j.xb = s->xb_own + (size_t)w->ith * dim;
+        j.act = s->act_own + (size_t)w->ith * 3 * 4 * dim;
+        j.slot_bytes = 4 * (int64_t)dim;
+        norm_rows(m, &j, 0, 1);
+        w->step++; /* keep step numbers the same on every path */
+    } else {
+        j.xb = s->xb;
+        j.act = s->act_a;
+        j.slot_bytes = m->act_a_slot;
+        parallel(w, n_chunks_of(n, NORM_CHUNK), norm_chunk, &j);
+    }
+    return j;
 }
 
 static void store_kv(void *cache, const float *src, int64_t n, int kv_type) {
@@ -431,92 +477,73 @@ static void store_kv(void *cache, const float *src, int64_t n, int kv_type) {
     }
 }
 
-/* q/k/v projections for this thread's heads (whole heads, so RoPE and the cache store stay
- * with the rows' owner), biases, RoPE, and the new keys/values into the cache. */
-static void qkv_rope_store(slm_model *m, int l, int ith, int nth, const uint8_t *act, int64_t slot_bytes) {
+typedef struct {
+    int l;
+    const norm_job *in;
+} layer_job;
+
+/* One head's rows of q, k or v (chunk = head unit: q heads, then k heads, then v heads) for
+ * every token; bias; RoPE; new keys and values into the cache. */
+static void qkv_chunk(worker *w, int64_t unit, void *arg) {
+    const layer_job *j = arg;
+    slm_model *m = w->m;
     const slm_model_config *c = &m->cfg;
-    const layer_weights *L = &m->layers[l];
+    const layer_weights *L = &m->layers[j->l];
     run_state *s = &m->s;
     const int hd = c->head_dim, n_tok = m->job.n_tok, neox = c->arch == SLM_ARCH_QWEN2;
-    const int n_units = c->n_head + 2 * c->n_kv_head;
-    int64_t u0, u1;
-    split(n_units, ith, nth, &u0, &u1);
-    const slm_weight *ws[3] = {&L->wq, &L->wk, &L->wv};
-    const float *bias[3] = {L->bq, L->bk, L->bv};
-    float *outs[3] = {s->q, s->k, s->v};
-    const int first[3] = {0, c->n_head, c->n_head + c->n_kv_head};
-    const int count[3] = {c->n_head, c->n_kv_head, c->n_kv_head};
+    const int which = unit < c->n_head ? 0 : unit < c->n_head + c->n_kv_head ? 1 : 2;
+    const int64_t h = which == 0 ? unit : which == 1 ? unit - c->n_head : unit - c->n_head - c->n_kv_head;
+    const slm_weight *wt = which == 0 ? &L->wq : which == 1 ? &L->wk : &L->wv;
+    const float *bias = which == 0 ? L->bq : which == 1 ? L->bk : L->bv;
+    float *outs = which == 0 ? s->q : which == 1 ? s->k : s->v;
+    const int64_t out_dim = wt->rows;
+    const uint8_t *act = j->in->act + L->qkv_acts.slot[which] * j->in->slot_bytes;
+    slm_matmul_rows(wt, act, act_bytes(m, wt->type, c->dim), n_tok, outs, out_dim, h * hd, (h + 1) * hd);
     const size_t kv_elem = c->kv_type == SLM_TYPE_F16 ? 2 : 4;
-    for (int w = 0; w < 3; w++) {
-        int64_t h0 = u0 - first[w], h1 = u1 - first[w];
-        if (h0 < 0) h0 = 0;
-        if (h1 > count[w]) h1 = count[w];
-        if (h0 >= h1) continue;
-        const int64_t out_dim = ws[w]->rows, type = ws[w]->type;
-        const int slot = L->qkv_acts.slot[w];
-        slm_matmul_rows(ws[w], act + slot * slot_bytes, act_bytes(m, type, c->dim), n_tok, outs[w],
-                        out_dim, h0 * hd, h1 * hd);
-        for (int t = 0; t < n_tok; t++) {
-            float *row = outs[w] + (int64_t)t * out_dim;
-            if (bias[w])
-                for (int64_t r = h0 * hd; r < h1 * hd; r++) row[r] += bias[w][r];
-            if (w < 2)
-                for (int64_t h = h0; h < h1; h++)
-                    rope(row + h * hd, s->rope_cs + (int64_t)t * hd, hd, neox);
-            if (w > 0) {
-                void *cache = w == 1 ? s->key_cache : s->value_cache;
-                size_t pos = (size_t)l * c->n_ctx + m->job.pos0 + t;
-                store_kv((char *)cache + (pos * m->kv_dim + h0 * hd) * kv_elem, row + h0 * hd,
-                         (h1 - h0) * hd, c->kv_type);
-            }
+    for (int t = 0; t < n_tok; t++) {
+        float *v = outs + (int64_t)t * out_dim + h * hd;
+        if (bias)
+            for (int i = 0; i < hd; i++) v[i] += bias[h * hd + i];
+        if (which < 2) rope(v, s->rope_cs + (int64_t)t * hd, hd, neox);
+        if (which > 0) {
+            void *cache = which == 1 ? s->key_cache : s->value_cache;
+            size_t pos = (size_t)j->l * c->n_ctx + m->job.pos0 + t;
+            store_kv((char *)cache + (pos * m->kv_dim + h * hd) * kv_elem, v, hd, c->kv_type);
         }
     }
 }
 
-/* Causal grouped-query attention; items (token, head) are dealt out round-robin. Softmax in
- * f32. Each head's output is quantized for wo right away when it fills whole blocks. */
-static void attention(slm_model *m, int l, int ith, int nth, int quantize_here) {
+/* Causal grouped-query attention for items (token, head), item = t * n_head + h. Each head's
+ * output is quantized for wo right away when it fills whole blocks. */
+typedef struct {
+    int l;
+    int items_per_chunk;
+    int quantize_here;
+} attention_job;
+
+static void attention_chunk(worker *w, int64_t chunk, void *arg) {
+    const attention_job *j = arg;
+    slm_model *m = w->m;
     const slm_model_config *c = &m->cfg;
     run_state *s = &m->s;
-    const int hd = c->head_dim, n_tok = m->job.n_tok, kvd = m->kv_dim;
+    const int hd = c->head_dim, kvd = m->kv_dim;
+    const int kv_f16 = c->kv_type == SLM_TYPE_F16;
+    const size_t kv_elem = kv_f16 ? 2 : 4;
     const float scale = 1.0f / sqrtf((float)hd);
-    const slm_weight *wo = &m->layers[l].wo;
+    const slm_weight *wo = &m->layers[j->l].wo;
     const int64_t wo_act_row = act_bytes(m, wo->type, m->q_dim);
-    float *att = s->scores + (size_t)ith * c->n_ctx;
-    const size_t layer_off = (size_t)l * c->n_ctx * kvd;
-    for (int item = ith; item < n_tok * c->n_head; item += nth) {
-        const int t = item / c->n_head, h = item % c->n_head, kvh = h / m->kv_mul;
+    float *att = s->scores + (size_t)w->ith * c->n_ctx;
+    const size_t layer_off = (size_t)j->l * c->n_ctx * kvd;
+    const int64_t n_items = (int64_t)m->job.n_tok * c->n_head;
+    for (int64_t item = chunk * j->items_per_chunk; item < min64(n_items, (chunk + 1) * j->items_per_chunk); item++) {
+        const int t = (int)(item / c->n_head), h = (int)(item % c->n_head), kvh = h / m->kv_mul;
         const int n_pos = m->job.pos0 + t + 1; /* attend to positions 0..pos */
         const float *q = s->q + (size_t)t * m->q_dim + (size_t)h * hd;
         float *out = s->att_out + (size_t)t * m->q_dim + (size_t)h * hd;
-        float max = -INFINITY;
-        for (int p = 0; p < n_pos; p++) {
-            size_t off = layer_off + (size_t)p * kvd + (size_t)kvh * hd;
-            float score = c->kv_type == SLM_TYPE_F16
-                              ? dot_f16((const slm_half *)s->key_cache + off, q, hd)
-                              : dot_f32((const float *)s->key_cache + off, q, hd);
-            att[p] = score * scale;
-            if (att[p] > max) max = att[p];
-        }
-        float sum = 0;
-        for (int p = 0; p < n_pos; p++) {
-            att[p] = expf(att[p] - max);
-            sum += att[p];
-        }
-        const float inv_sum = 1.0f / sum;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p < n_pos; p++) {
-            size_t off = layer_off + (size_t)p * kvd + (size_t)kvh * hd;
-            const float a = att[p] * inv_sum;
-            if (c->kv_type == SLM_TYPE_F16) {
-                const slm_half *v = (const slm_half *)s->value_cache + off;
-                for (int i = 0; i < hd; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
-            } else {
-                const float *v = (const float *)s->value_cache + off;
-                for (int i = 0; i < hd; i++) out[i] += a * v[i];
-            }
-        }
-        if (quantize_here) {
+        const size_t head_off = (layer_off + (size_t)kvh * hd) * kv_elem;
+        m->job.attend(q, (const char *)s->key_cache + head_off, (const char *)s->value_cache + head_off,
+                      kvd, n_pos, hd, scale, kv_f16, att, out);
+        if (j->quantize_here) {
             int64_t rb;
             slm_quantize_activations(wo->type, out, hd, 1, hd,
                                      s->act_b + t * wo_act_row + act_bytes(m, wo->type, (int64_t)h * hd), &rb);
@@ -524,31 +551,42 @@ static void attention(slm_model *m, int l, int ith, int nth, int quantize_here) 
     }
 }
 
-/* out rows [r0, r1) of W . act, then x += them (the residual), for every token. */
-static void matmul_residual(slm_model *m, const slm_weight *w, int ith, int nth) {
+/* Attention outputs of whole tokens quantized for wo (head dims that are not whole blocks). */
+static void quantize_att_chunk(worker *w, int64_t chunk, void *arg) {
+    const attention_job *j = arg;
+    slm_model *m = w->m;
+    const slm_weight *wo = &m->layers[j->l].wo;
+    const int64_t t0 = chunk * NORM_CHUNK, t1 = min64(m->job.n_tok, t0 + NORM_CHUNK);
+    int64_t rb;
+    slm_quantize_activations(wo->type, m->s.att_out + t0 * m->q_dim, m->q_dim, t1 - t0, m->q_dim,
+                             m->s.act_b + t0 * act_bytes(m, wo->type, m->q_dim), &rb);
+}
+
+/* Rows of W . act (act in act_b), added into the residual stream x, for every token. */
+static void matmul_residual_chunk(worker *w, int64_t chunk, void *arg) {
+    const slm_weight *wt = arg;
+    slm_model *m = w->m;
     run_state *s = &m->s;
     const int n_tok = m->job.n_tok, dim = m->cfg.dim;
-    int64_t r0, r1;
-    split(dim, ith, nth, &r0, &r1);
-    slm_matmul_rows(w, s->act_b, act_bytes(m, w->type, w->cols), n_tok, s->y, dim, r0, r1);
+    const int64_t r0 = chunk * ROW_CHUNK, r1 = min64(dim, r0 + ROW_CHUNK);
+    slm_matmul_rows(wt, s->act_b, act_bytes(m, wt->type, wt->cols), n_tok, s->y, dim, r0, r1);
     for (int t = 0; t < n_tok; t++)
         for (int64_t r = r0; r < r1; r++) s->x[(size_t)t * dim + r] += s->y[(size_t)t * dim + r];
 }
 
-/* gate and up rows of this thread (whole 32-row blocks), SwiGLU, quantized for down. */
-static void gate_up_swiglu(slm_model *m, int l, int ith, int nth, const uint8_t *act, int64_t slot_bytes) {
-    const layer_weights *L = &m->layers[l];
+/* Rows of gate and up, silu(gate) * up, quantized for down. */
+static void gate_up_chunk(worker *w, int64_t chunk, void *arg) {
+    const layer_job *j = arg;
+    slm_model *m = w->m;
+    const layer_weights *L = &m->layers[j->l];
     run_state *s = &m->s;
     const int n_tok = m->job.n_tok, ffn = m->cfg.ffn_dim, dim = m->cfg.dim;
-    int64_t b0, b1;
-    split(ffn / SLM_QK, ith, nth, &b0, &b1);
-    const int64_t r0 = b0 * SLM_QK, r1 = b1 * SLM_QK;
-    if (r0 == r1) return;
+    const int64_t r0 = chunk * FFN_CHUNK, r1 = min64(ffn, r0 + FFN_CHUNK);
     const act_group *g = &L->gate_up_acts;
-    slm_matmul_rows(&L->gate, act + g->slot[0] * slot_bytes, act_bytes(m, L->gate.type, dim), n_tok,
-                    s->hg, ffn, r0, r1);
-    slm_matmul_rows(&L->up, act + g->slot[1] * slot_bytes, act_bytes(m, L->up.type, dim), n_tok,
-                    s->hu, ffn, r0, r1);
+    slm_matmul_rows(&L->gate, j->in->act + g->slot[0] * j->in->slot_bytes, act_bytes(m, L->gate.type, dim),
+                    n_tok, s->hg, ffn, r0, r1);
+    slm_matmul_rows(&L->up, j->in->act + g->slot[1] * j->in->slot_bytes, act_bytes(m, L->up.type, dim),
+                    n_tok, s->hu, ffn, r0, r1);
     const int dt = L->down.type;
     const int64_t down_act_row = act_bytes(m, dt, ffn);
     for (int t = 0; t < n_tok; t++) {
@@ -560,13 +598,13 @@ static void gate_up_swiglu(slm_model *m, int l, int ith, int nth, const uint8_t 
     }
 }
 
-static void embed(slm_model *m, int ith, int nth) {
+/* Token embeddings and this chunk's RoPE cos/sin table. */
+static void embed_chunk(worker *w, int64_t chunk, void *arg) {
+    slm_model *m = w->m;
     const slm_model_config *c = &m->cfg;
     run_state *s = &m->s;
     const int half = c->head_dim / 2;
-    int64_t t0, t1;
-    split(m->job.n_tok, ith, nth, &t0, &t1);
-    for (int64_t t = t0; t < t1; t++) {
+    for (int64_t t = chunk * EMBED_CHUNK; t < min64(m->job.n_tok, (chunk + 1) * EMBED_CHUNK); t++) {
         const uint8_t *row = (const uint8_t *)m->token_embd.data + m->job.tokens[t] * m->token_embd.row_bytes;
         slm_dequantize_row(m->token_embd.type, row, s->x + t * c->dim, c->dim);
         const double pos = m->job.pos0 + t;
@@ -578,101 +616,102 @@ static void embed(slm_model *m, int ith, int nth) {
     }
 }
 
+static void lm_head_chunk(worker *w, int64_t chunk, void *arg) {
+    const norm_job *in = arg;
+    slm_model *m = w->m;
+    const slm_weight *head = m->lm_head;
+    const int64_t r0 = chunk * HEAD_CHUNK, r1 = min64(m->cfg.vocab, r0 + HEAD_CHUNK);
+    slm_matmul_rows(head, in->act, act_bytes(m, head->type, m->cfg.dim), m->job.n_out, m->job.logits,
+                    m->cfg.vocab, r0, r1);
+}
+
 static void forward_thread(void *ctx, int ith, int nth) {
     slm_model *m = ctx;
     const slm_model_config *c = &m->cfg;
-    run_state *s = &m->s;
     const chunk_job *job = &m->job;
     const int n_tok = job->n_tok;
     const int head_slot = c->n_layer + 1;
-    int64_t slot_bytes;
-    const uint8_t *act;
+    worker w = {.m = m, .ith = ith, .step = 0};
 
     if (job->hooks.begin && ith == 0) {
         job->hooks.begin(job->hooks.ctx, SLM_REGION_ID(0, SLM_OP_LAYER));
         job->hooks.begin(job->hooks.ctx, SLM_REGION_ID(0, SLM_OP_EMBED));
     }
-    embed(m, ith, nth);
+    parallel(&w, n_chunks_of(n_tok, EMBED_CHUNK), embed_chunk, NULL);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_weights *L = &m->layers[l];
         const int slot = l + 1;
         int prev_end_op = l == 0 ? SLM_REGION_ID(0, SLM_OP_EMBED) : SLM_REGION_ID(l, SLM_OP_DOWN);
-        edge(m, ith, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), SLM_REGION_ID(slot, SLM_OP_LAYER),
-             SLM_REGION_ID(slot, SLM_OP_ATTN_NORM), 1);
+        edge(&w, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), SLM_REGION_ID(slot, SLM_OP_LAYER),
+             SLM_REGION_ID(slot, SLM_OP_ATTN_NORM));
 
         /* attention rmsnorm, quantized once for q, k and v */
-        act = norm_quantize(m, ith, nth, 0, n_tok, L->attn_norm, &L->qkv_acts, &slot_bytes);
-        edge(m, ith, SLM_REGION_ID(slot, SLM_OP_ATTN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_QKV), 0);
+        norm_job in = norm_quantize(&w, 0, n_tok, L->attn_norm, &L->qkv_acts);
+        edge(&w, SLM_REGION_ID(slot, SLM_OP_ATTN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_QKV));
 
-        /* q, k, v for this position; RoPE; keys and values into the cache */
-        qkv_rope_store(m, l, ith, nth, act, slot_bytes);
-        edge(m, ith, SLM_REGION_ID(slot, SLM_OP_QKV), -1, -1, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN), 1);
+        /* q, k, v for these positions; RoPE; keys and values into the cache */
+        layer_job lj = {.l = l, .in = &in};
+        parallel(&w, c->n_head + 2 * c->n_kv_head, qkv_chunk, &lj);
+        edge(&w, SLM_REGION_ID(slot, SLM_OP_QKV), -1, -1, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN));
 
         /* multi-head attention over the cache; heads quantized for wo as they finish */
-        int quantize_here = c->head_dim % SLM_QK == 0;
-        attention(m, l, ith, nth, quantize_here);
-        if (!quantize_here) {
-            slm_pool_barrier(m->pool);
-            int64_t t0, t1, rb;
-            split(n_tok, ith, nth, &t0, &t1);
-            if (t1 > t0)
-                slm_quantize_activations(L->wo.type, s->att_out + t0 * m->q_dim, m->q_dim, t1 - t0,
-                                         m->q_dim, s->act_b + t0 * act_bytes(m, L->wo.type, m->q_dim), &rb);
-        }
-        edge(m, ith, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN), -1, -1, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT), 1);
+        attention_job aj = {.l = l, .items_per_chunk = n_tok > 8 ? c->n_head : 1,
+                            .quantize_here = c->head_dim % SLM_QK == 0};
+        parallel(&w, n_chunks_of((int64_t)n_tok * c->n_head, aj.items_per_chunk), attention_chunk, &aj);
+        if (!aj.quantize_here) parallel(&w, n_chunks_of(n_tok, NORM_CHUNK), quantize_att_chunk, &aj);
+        edge(&w, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN), -1, -1, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT));
 
         /* output projection, residual connection back into x */
-        matmul_residual(m, &L->wo, ith, nth);
-        edge(m, ith, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT), -1, -1, SLM_REGION_ID(slot, SLM_OP_FFN_NORM), 1);
+        parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, (void *)&L->wo);
+        edge(&w, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT), -1, -1, SLM_REGION_ID(slot, SLM_OP_FFN_NORM));
 
         /* ffn rmsnorm, quantized once for gate and up */
-        act = norm_quantize(m, ith, nth, 0, n_tok, L->ffn_norm, &L->gate_up_acts, &slot_bytes);
-        edge(m, ith, SLM_REGION_ID(slot, SLM_OP_FFN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_GATE_UP), 0);
+        in = norm_quantize(&w, 0, n_tok, L->ffn_norm, &L->gate_up_acts);
+        edge(&w, SLM_REGION_ID(slot, SLM_OP_FFN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_GATE_UP));
 
         /* silu(gate) * up, quantized for down */
-        gate_up_swiglu(m, l, ith, nth, act, slot_bytes);
-        edge(m, ith, SLM_REGION_ID(slot, SLM_OP_GATE_UP), -1, -1, SLM_REGION_ID(slot, SLM_OP_DOWN), 1);
+        parallel(&w, n_chunks_of(c->ffn_dim, FFN_CHUNK), gate_up_chunk, &lj);
+        edge(&w, SLM_REGION_ID(slot, SLM_OP_GATE_UP), -1, -1, SLM_REGION_ID(slot, SLM_OP_DOWN));
 
         /* down projection, residual connection back into x */
-        matmul_residual(m, &L->down, ith, nth);
+        parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, (void *)&L->down);
     }
     const int last_down = SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), last_layer = SLM_REGION_ID(c->n_layer, SLM_OP_LAYER);
     if (job->n_out == 0) {
-        edge(m, ith, last_down, last_layer, -1, -1, 0);
+        edge(&w, last_down, last_layer, -1, -1);
         return;
     }
-    edge(m, ith, last_down, last_layer, SLM_REGION_ID(head_slot, SLM_OP_LAYER),
-         SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM), 1);
+    edge(&w, last_down, last_layer, SLM_REGION_ID(head_slot, SLM_OP_LAYER), SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM));
 
     /* final rmsnorm of the tokens that need logits, then the classifier into the logits */
-    const slm_weight *head = m->lm_head;
-    act_group g = {.n_slots = 1, .slot = {0}, .slot_type = {head->type}};
-    act = norm_quantize(m, ith, nth, job->out0, job->n_out, m->output_norm, &g, &slot_bytes);
-    edge(m, ith, SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM), -1, -1, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), 0);
-    int64_t r0, r1;
-    split(c->vocab, ith, nth, &r0, &r1);
-    slm_matmul_rows(head, act, act_bytes(m, head->type, c->dim), job->n_out, job->logits, c->vocab, r0, r1);
-    edge(m, ith, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), SLM_REGION_ID(head_slot, SLM_OP_LAYER), -1, -1, 0);
+    act_group g = {.n_slots = 1, .slot = {0}, .slot_type = {m->lm_head->type}};
+    norm_job in = norm_quantize(&w, job->out0, job->n_out, m->output_norm, &g);
+    edge(&w, SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM), -1, -1, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD));
+    parallel(&w, n_chunks_of(c->vocab, HEAD_CHUNK), lm_head_chunk, &in);
+    edge(&w, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), SLM_REGION_ID(head_slot, SLM_OP_LAYER), -1, -1);
 }
 
-int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits, int32_t all_logits) {
+int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits, int32_t n_logits) {
     if (!m->ready) return SLM_EINVAL;
-    if (n_tok < 1 || !tokens || !logits) return SLM_EINVAL;
+    if (n_tok < 1 || !tokens || !logits || n_logits < 1 || n_logits > n_tok) return SLM_EINVAL;
     if ((int64_t)m->n_past + n_tok > m->cfg.n_ctx) return SLM_ECTX;
     for (int i = 0; i < n_tok; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab) return SLM_EINVAL;
     for (int done = 0; done < n_tok;) {
         const int n = n_tok - done < m->max_batch ? n_tok - done : m->max_batch;
-        const int last_chunk = done + n == n_tok;
+        const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
-        *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks};
-        if (all_logits) {
-            job->out0 = 0, job->n_out = n;
-            job->logits = logits + (size_t)done * m->cfg.vocab;
-        } else if (last_chunk) {
-            job->out0 = n - 1, job->n_out = 1;
-            job->logits = logits;
+        *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
+                           .attend = slm_attend_generic};
+#if defined(__x86_64__)
+        if (slm_isa_active() == SLM_ISA_AVX2) job->attend = slm_attend_avx2;
+#endif
+        if (done + n > first_out) {
+            job->out0 = first_out > done ? first_out - done : 0;
+            job->n_out = n - job->out0;
+            job->logits = logits + (size_t)(done + job->out0 - first_out) * m->cfg.vocab;
         }
+        memset(m->counters, 0, (size_t)m->max_ops * sizeof(work_counter));
         slm_pool_run(m->pool, forward_thread, m);
         m->n_past += n;
         done += n;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "slm.h"
+#include "model/pool.h"
 
 #ifdef __linux__
 #include <linux/futex.h>
@@ -78,10 +79,12 @@ static void wait_for_change(slm_pool *pool, atomic_uint *word, unsigned seen) {
     }
 }
 
-static void advance(slm_pool *pool, atomic_uint *word) {
-    atomic_fetch_add(word, 1); /* seq_cst: ordered before the sleepers load */
+static void advance_by(slm_pool *pool, atomic_uint *word, unsigned n) {
+    atomic_fetch_add(word, n); /* seq_cst: ordered before the sleepers load */
     if (atomic_load(&pool->sleepers) > 0) futex_wake_all(word);
 }
+
+static void advance(slm_pool *pool, atomic_uint *word) { advance_by(pool, word, 1); }
 
 void slm_pool_barrier(slm_pool *pool) {
     if (pool->n_threads == 1) return;
@@ -93,6 +96,16 @@ void slm_pool_barrier(slm_pool *pool) {
         wait_for_change(pool, &pool->bar_gen, gen);
     }
 }
+
+void slm_pool_wait_count(slm_pool *pool, atomic_uint *word, unsigned target) {
+    for (;;) {
+        unsigned seen = atomic_load_explicit(word, memory_order_acquire);
+        if (seen >= target) return;
+        wait_for_change(pool, word, seen);
+    }
+}
+
+void slm_pool_count_up(slm_pool *pool, atomic_uint *word, unsigned n) { advance_by(pool, word, n); }
 
 static void *worker_main(void *p) {
     worker_arg arg = *(worker_arg *)p;

@@ -63,7 +63,11 @@ static int perf_open(const slm_perf_event *e, pid_t pid, int group_fd, int flags
     attr.config1 = e->config1;
     attr.read_format = PERF_FORMAT_GROUP | PERF_FORMAT_TOTAL_TIME_ENABLED |
                        PERF_FORMAT_TOTAL_TIME_RUNNING | PERF_FORMAT_ID;
-    attr.disabled = (leader && (flags & SLM_PERF_ENABLE_ON_EXEC)) ? 1 : 0;
+    /* The leader starts disabled and the whole group is enabled once assembled (or on exec).
+     * Observed on 6.x kernels: members added to a leader that is already counting can miss
+     * events for a while (faults under a task-clock leader) or read stale (a task-clock
+     * under a faults leader); enabling the finished group counts both exactly. */
+    attr.disabled = leader ? 1 : 0;
     attr.enable_on_exec = (leader && (flags & SLM_PERF_ENABLE_ON_EXEC)) ? 1 : 0;
     attr.inherit = (flags & SLM_PERF_INHERIT) ? 1 : 0;
     attr.exclude_kernel = (flags & SLM_PERF_EXCLUDE_KERNEL) ? 1 : 0;
@@ -181,6 +185,12 @@ static int slot_open(slm_counters *c, int g, pid_t tid, slot *s) {
             void *p = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd, 0);
             s->pages[m] = (p == MAP_FAILED) ? NULL : (struct perf_event_mmap_page *)p;
         }
+    }
+    if (!(c->flags & SLM_PERF_ENABLE_ON_EXEC) &&
+        ioctl(s->fds[0], PERF_EVENT_IOC_ENABLE, PERF_IOC_FLAG_GROUP) < 0) {
+        int err = -errno;
+        slot_close(s);
+        return err;
     }
     return 0;
 }
@@ -450,6 +460,7 @@ int slm_counters_snapshot_take(slm_counters *c, slm_counters_snapshot *s) {
 int slm_counters_snapshot_delta(slm_counters *c, const slm_counters_snapshot *before,
                                 const slm_counters_snapshot *now, slm_perf_value *out) {
     static const uint64_t zeros[SNAP_STRIDE];
+    pthread_mutex_lock(&c->lock);  /* attach may grow (move) the slot array meanwhile */
     for (int i = 0; i < now->n_slots && i < c->n_slots; i++) {
         const slot *s = &c->slots[i];
         const uint64_t *b = i < before->n_slots ? &before->words[(size_t)i * SNAP_STRIDE] : zeros;
@@ -460,6 +471,7 @@ int slm_counters_snapshot_delta(slm_counters *c, const slm_counters_snapshot *be
         for (int m = 0; m < s->n; m++)
             accumulate(&out[c->group_events[s->group][m]], a[m] - b[m], en, run);
     }
+    pthread_mutex_unlock(&c->lock);
     return 0;
 }
 

@@ -301,7 +301,7 @@ def print_summary(res, summary, out):
         w(f"\n Samples: {s['n_samples']} at {s['requested_hz']} Hz requested, "
           f"{s['achieved_hz']:.0f} Hz achieved (sampler used {s['sampler_cpu_fraction'] * 100:.2f}% of a core)\n")
         rows = [
-            ("peak RSS", _fmt_bytes(s["peak_rss_bytes"])),
+            ("peak RSS (main process)", _fmt_bytes(s["peak_rss_bytes"])),
             ("peak PSS", _fmt_bytes(s["peak_pss_bytes"]) if s["peak_pss_bytes"] else None),
             ("CPU time", f"{s['cpu_ns'] / 1e9:.3f} s" if s["cpu_ns"] is not None else None),
             ("peak CPU", f"{s['peak_cpu_percent']:.0f} % of one core (100 ms windows)"

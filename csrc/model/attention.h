@@ -1,0 +1,24 @@
+/* One query head's attention over the cached positions, per ISA (internal to csrc/model). */
+#ifndef SLM_MODEL_ATTENTION_H
+#define SLM_MODEL_ATTENTION_H
+
+#include <stddef.h>
+
+/* out (head_dim) = softmax(scale * q . k_p) weighted sum of v_p, for p in [0, n_pos).
+ * k, v: this KV head's row at position 0; row p is p * kv_stride elements further on.
+ * Elements are fp16 if kv_f16, else f32. att: scratch of n_pos floats. Softmax in f32. */
+typedef void (*slm_attend_fn)(const float *q, const void *k, const void *v, size_t kv_stride,
+                              int n_pos, int head_dim, float scale, int kv_f16, float *att,
+                              float *out);
+
+void slm_attend_generic(const float *q, const void *k, const void *v, size_t kv_stride, int n_pos,
+                        int head_dim, float scale, int kv_f16, float *att, float *out);
+#if defined(__x86_64__)
+void slm_attend_avx2(const float *q, const void *k, const void *v, size_t kv_stride, int n_pos,
+                     int head_dim, float scale, int kv_f16, float *att, float *out);
+#endif
+
+/* Softmax of att[0..n) in place, returns nothing; shared by every path. */
+void slm_softmax(float *att, int n);
+
+#endif
