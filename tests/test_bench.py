@@ -64,7 +64,8 @@ def test_bench_slmprof_backend(tmp_path, tiny):
     assert proc.returncode == 0, proc.stderr
     assert rep["model"]["synthetic"] is True
     recs = _check_records(rep, "slmprof")
-    assert all(r["ratio"] == pytest.approx(1.0) for r in recs)
+    assert all(r["ratio"] == pytest.approx(1.0) and r["ratio_best"] == pytest.approx(1.0) for r in recs)
+    assert all(r["tok_s_best"] == max(r["tok_s_samples"]) for r in recs)
     # The cold load really read the file (or says why it could not).
     dec = [r for r in recs if r["test"] == "decode"][0]
     assert dec["load_cold_s"] > 0 and dec["load_warm_s"] > 0

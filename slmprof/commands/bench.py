@@ -427,7 +427,10 @@ def _records(runs, model, facts, threads, P, G, system, read_bw=None):
                     samples = [G / sum(d) for d in r.decode_s]
                     ttft_ms = None
                 mean, std = report.mean_std(samples)
-                rec.update({"tok_s_mean": mean, "tok_s_std": std, "tok_s_samples": samples})
+                # The best repetition too: on a shared machine the least disturbed run is the
+                # one that says most about the engine.
+                rec.update({"tok_s_mean": mean, "tok_s_std": std, "tok_s_samples": samples,
+                            "tok_s_best": max(samples) if samples else None})
                 if test == "prefill":
                     rec["bytes_per_token"] = facts["weight_bytes"] / P   # weights read once per batch
                     t_mean, t_std = report.mean_std(ttft_ms)
@@ -438,8 +441,9 @@ def _records(runs, model, facts, threads, P, G, system, read_bw=None):
                     if read_bw:
                         rec["read_bandwidth_GBps"] = read_bw / 1e9
                         rec["bandwidth_share"] = rec["achieved_GBps"] * 1e9 / read_bw
-                ref.setdefault(test, mean)
-                rec["ratio"] = mean / ref[test] if ref[test] else None
+                ref.setdefault(test, (mean, rec["tok_s_best"]))
+                rec["ratio"] = mean / ref[test][0] if ref[test][0] else None
+                rec["ratio_best"] = (rec["tok_s_best"] / ref[test][1]) if ref[test][1] else None
                 if system is not None:
                     energy = system.get("energy_J") and _energy_in(system, r.windows[test])
                     if energy:
@@ -508,7 +512,8 @@ MAIN_COLUMNS = [
     Column("backend", align="left"), Column("file_type", "type", align="left"),
     Column("threads"), Column("test", align="left"), Column("tokens"),
     Column("tok_s_mean", "t/s", ".2f"), Column("tok_s_std", "±", _pm, align="right"),
-    Column("ratio", "ratio", _ratio), Column("ttft_ms_mean", "TTFT ms", ".1f"),
+    Column("ratio", "ratio", _ratio), Column("tok_s_best", "best t/s", ".1f"),
+    Column("ratio_best", "best ratio", _ratio), Column("ttft_ms_mean", "TTFT ms", ".1f"),
     Column("achieved_GBps", "GB/s", ".2f"),
     Column("bandwidth_share", "% of read BW", lambda v, r: "" if v is None else f"{100 * v:.0f}%"),
 ]
