@@ -3,7 +3,9 @@
  *
  * Decode (one token) is bandwidth-bound: weights are repacked at load into tiles of 4 rows x
  * 2 blocks (SLM_LAYOUT_R4X2) so that one 8-lane F16C conversion yields all the tile's scales,
- * each activation load and permute serves 4 rows, and the stream is one contiguous region.
+ * each activation load serves 4 rows, and the stream is one contiguous region; the activation
+ * row is prepared once per product (permuted quants, pair scales). Measured on a Zen 4 core:
+ * the Q4 gemv runs at ~30 GB/s from cache, so from DRAM it is bound by memory, not arithmetic.
  * Prefill multiplies each tile by 4 tokens at a time (blocked int8 GEMM): the tile's quants
  * are decoded once per 4 tokens, and the integer sums of 4 tokens x 2 blocks are folded into
  * one vector with three horizontal adds before the single float multiply-add per row.
