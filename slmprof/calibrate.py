@@ -25,6 +25,9 @@ from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
 
 SCHEMA = "slmprof.machine"
 SCHEMA_VERSION = 1
+# What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
+# measured again rather than reused. Exported profiles stay loadable whatever their version.
+CALIBRATION_VERSION = 2
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
@@ -179,6 +182,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     steps = _steps(cores, paths)
     profile = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "measured": True,
+        "calibration_version": CALIBRATION_VERSION,
         "source": "measured by slmprof calibrate on this machine",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "key": key, "llc_bytes": llc, "array_bytes": array_bytes,
@@ -307,9 +311,12 @@ def cached_profile(key=None):
     if not path.exists():
         return None
     try:
-        return load_device(path)
+        profile = load_device(path)
     except (ModelFileError, UnsupportedError):
         return None
+    if profile.get("calibration_version", 1) < CALIBRATION_VERSION:
+        return None     # made by an older calibrate: measure what this one measures
+    return profile
 
 
 def get_profile(force=False, progress=None, **measure_args):

@@ -61,6 +61,12 @@ def test_bytes_per_token_follow_the_cost_model(rep):
             assert r["gb_per_s"] == pytest.approx(r["bytes_per_token"] / (r["ms_per_token"] * 1e-3) / 1e9)
 
 
+def test_decode_is_also_timed_without_regions(rep):
+    d = rep["summary"]["decode"]
+    assert d["unprofiled_ms_per_token"] > 0
+    assert d["profiling_overhead"] == pytest.approx(d["ms_per_token"] / d["unprofiled_ms_per_token"] - 1)
+
+
 def test_summary_names_the_bottleneck(rep):
     assert rep["summary"]["bottleneck"].startswith("Decode ")
     assert rep["summary"]["decode"]["ideal_tokens_per_s"] > 0

@@ -158,6 +158,10 @@ def render_text(rep, show_ops=False, style="md"):
                    "  roofline-ideal: n/a")
         out.append(f"  regions cover {100 * s['regions_coverage']:.1f}% of the measured time "
                    f"({s['regions_sum_ms_per_token']:.3f} of {s['ms_per_token']:.3f} ms/token)")
+        if s.get("unprofiled_ms_per_token"):
+            out.append(f"  without regions: {s['unprofiled_ms_per_token']:.2f} ms/token "
+                       f"({1e3 / s['unprofiled_ms_per_token']:.1f} tokens/s); the regions cost "
+                       f"{100 * s['profiling_overhead']:+.1f}%")
     out.append("")
     out.append("bottleneck: " + rep["summary"].get("bottleneck", ""))
     out.append("verdicts: " + roofline.VERDICT_RULE + ".")
