@@ -71,7 +71,8 @@ def plot(rep, out, phase=None, ops=False, title=None):
     ax.set_xlabel("arithmetic intensity (operations per byte of weights + KV cache)")
     ax.set_ylabel("achieved GOP/s")
     model = (rep.get("model") or {}).get("name", "")
-    ax.set_title(title or f"{model}: roofline at {c.get('threads')} threads, "
+    n = c.get("threads")
+    ax.set_title(title or f"{model}: roofline at {n} thread{'s' if n != 1 else ''}, "
                           f"{bw / 1e9:.1f} GB/s read bandwidth"
                  + ("" if c.get("measured", True) else " (reference ceilings)"), fontsize=10)
     ax.grid(True, which="both", alpha=0.25)

@@ -112,13 +112,14 @@ def render_text(rep, show_ops=False, style="md"):
     ceil = rep.get("ceilings") or {}
     settings = rep.get("settings") or {}
     out.append(f"model: {model.get('name')}{' (synthetic)' if model.get('synthetic') else ''}"
-               f", {model.get('file_type') or ''}; {settings.get('threads')} threads, "
+               f", {model.get('file_type') or ''}; {settings.get('threads')} "
+               f"thread{'s' if settings.get('threads') != 1 else ''}, "
                f"kernel path {settings.get('isa') or '?'}, KV cache {model.get('kv_type')}")
     def rates(key):
         return ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted((ceil.get(key) or {}).items()))
     matvec, gemm, dots = rates("matvec_ops_per_s"), rates("gemm_ops_per_s"), rates("dot_ops_per_s")
     out.append(f"ceilings ({'calibrated here' if ceil.get('measured', True) else 'REFERENCE, not measured here'}"
-               f", {ceil.get('threads')} threads): read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s; "
+               f", {ceil.get('threads')} thread{'s' if ceil.get('threads') != 1 else ''}): read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s; "
                + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
                   f"int8 dot GOP/s {dots}; " if dots else "")
                + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s")
