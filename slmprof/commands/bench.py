@@ -345,7 +345,8 @@ def run(args):
                     r.stats = r.worker.stats()
                 except BackendError as e:
                     r.fail(e)
-                r.worker.close() if r.worker is not None else None
+                if r.worker is not None:
+                    r.worker.close()
 
     read_bw = bandwidth.median() if bandwidth is not None else None
     if read_bw:
