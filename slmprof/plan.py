@@ -209,7 +209,7 @@ def step_seconds(cand, ceilings, n_past, n_tok):
         costs = roofline.op_costs(cand.shape, cand.weight_types, n_past + done, n, KV_TYPE, 1)
         total += roofline.ideal_seconds(costs, ceilings)
         for c in costs:
-            m, k = roofline.roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type),
+            m, k = roofline.roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type, c.n_tok),
                                        ceilings.bandwidth)
             t_mem += m
             t_cmp += k
