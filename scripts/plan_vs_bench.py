@@ -48,9 +48,9 @@ def slmprof(*args, capture=True):
     return out
 
 
-def bench(model, args, out_dir):
+def bench(model, args, out_dir, fresh=False):
     path = out_dir / f"bench-{slug(model)}.json"
-    if args.reuse and path.exists():
+    if args.reuse and path.exists() and not fresh:
         return path
     slmprof("bench", "--model", model, "--threads", args.threads, "--prompt-tokens", args.prompt_tokens,
             "--gen-tokens", args.gen_tokens, "--reps", args.reps, "--backend", "slmprof", "--no-cold",
@@ -112,6 +112,11 @@ def main(argv=None):
                    help="best (default): best-pass ceilings against each run's fastest repetition, "
                         "both estimates of the machine undisturbed (what a shared machine allows); "
                         "median: median pass against the median repetition")
+    p.add_argument("--anchor", default=None, metavar="MODEL[,MODEL2]",
+                   help="for a busy shared machine: before every evaluated model, bench an anchor "
+                        "model (the one of the same weight type if several are given) and learn the "
+                        "engine efficiency from it alone, so the prediction and the measurement see "
+                        "the same share of the machine; the references are then not used")
     p.add_argument("--keep-calibration", action="store_true",
                    help="use the cached calibration instead of measuring the ceilings again now")
     args = p.parse_args(argv)
@@ -132,25 +137,49 @@ def main(argv=None):
         if not args.keep_calibration:
             slmprof("calibrate", "--quiet", "--force", "--threads", args.threads)
 
-    # 1. the engine efficiency, from the reference runs only: each reference is benched right
-    #    after a calibration and learnt (`plan --learn`) against it; the runs add up to a curve
-    #    of measured / bound over model size
     from slmprof import plan as planner
-    planner.forget_efficiency()
-    for model in refs:
-        calibrate()
-        slmprof("plan", "--learn", bench(model, args, out_dir), "--ceilings", args.ceilings, "--quiet")
-    learnt = planner.stored_efficiency()
-    eff = {"decode": learnt.decode, "prefill": learnt.prefill}
-    print(f"engine efficiency: {learnt.source}", file=sys.stderr)
+
+    def learn(ref_models):
+        """Learn the engine efficiency from bench runs of `ref_models` only, each right after a
+        calibration; the runs make a curve of measured / bound over model size."""
+        planner.forget_efficiency()
+        for model in ref_models:
+            calibrate()
+            slmprof("plan", "--learn", bench(model, args, out_dir, fresh=bool(args.anchor)),
+                    "--ceilings", args.ceilings, "--quiet")
+        learnt = planner.stored_efficiency()
+        print(f"engine efficiency: {learnt.source}", file=sys.stderr)
+        return learnt
+
+    # 1. the engine efficiency, from the reference runs only (or, with --anchor, from the
+    #    anchor run made just before each evaluated model)
+    anchors = [m.strip() for m in (args.anchor or "").split(",") if m.strip()]
+
+    def anchor_for(model):
+        kind = model.rsplit(":", 1)[-1] if ":" in model else "q4_1"     # the real smollm2-135m is Q4_1
+        same = [a for a in anchors if a.rsplit(":", 1)[-1] == kind]
+        four_bit = [a for a in anchors if kind.startswith("q4") and a.rsplit(":", 1)[-1].startswith("q4")]
+        return (same or four_bit or anchors)[0]
+
+    if anchors:
+        refs = anchors
+        if set(anchors) & set(models):
+            raise SystemExit("plan_vs_bench: an anchor cannot be evaluated too")
+    else:
+        learnt = learn(refs)
+    anchor_points = []
 
     # 2. for each model: predict (fresh calibration x the learnt efficiency), then measure
     rows = []
     for model in models:
-        calibrate()
+        if anchors:
+            learnt = learn([anchor_for(model)])      # calibrates, benches the anchor, learns
+            anchor_points.extend(learnt.points)
+        else:
+            calibrate()
         before = predict(model, args, out_dir, "before")
         got, bench_rep = measured(bench(model, args, out_dir), args.ceilings)
-        if args.keep_calibration:
+        if args.keep_calibration or args.anchor:
             pred = before
         else:
             # the ceilings again right after the run; the prediction is the geometric mean of the
@@ -177,6 +206,9 @@ def main(argv=None):
                          "predicted_memory_bytes": rec["memory_bytes"],
                          "measured_peak_rss_bytes": bench_peak_rss(bench_rep),
                          "synthetic": bool((bench_rep.get("model") or {}).get("synthetic"))})
+    if args.anchor:
+        learnt = planner.efficiency_from_points(anchor_points, what=f"{len(models)} runs of the anchor")
+    eff = {"decode": learnt.decode, "prefill": learnt.prefill}
     summary = {}
     for phase in ("decode", "prefill"):
         errs = [abs(r["error"]) for r in rows if r["phase"] == phase]
@@ -195,8 +227,11 @@ def main(argv=None):
 
     lines = [f"plan --device this vs bench: {args.threads} threads, prompt {args.prompt_tokens}, "
              f"gen {args.gen_tokens}, {args.reps} reps, {args.ceilings}-pass ceilings; efficiency learnt from {', '.join(refs)} "
-             f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the roofline, a curve "
-             f"over model size); each prediction from calibrations just before and after its run", "",
+             f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the roofline"
+             + (f"; learnt afresh from a run of an anchor ({', '.join(anchors)}; the one of the "
+                f"model's weight type) just before each model)" if anchors else
+                ", a curve over model size); each prediction from calibrations just before and after its run")
+             , "",
              f"| model | type | phase | roofline bound | predicted | measured ({'fastest' if args.ceilings == 'best' else 'median'} of reps; ± std) | error | within target |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
