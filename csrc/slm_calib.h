@@ -42,6 +42,14 @@ enum { SLM_CALIB_HUGEPAGES = 1 };
 int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
                   double min_seconds, slm_calib_result *out);
 
+/* Cache-resident matrix products through the engine's own path on the active ISA
+ * (slm_weight_prepare, slm_quantize_activations, slm_matmul_rows): every thread multiplies
+ * its own `rows` x `cols` weight (repacked as the engine's are) by n_tok activation rows.
+ * n_tok = 1 is decode's matrix-vector product, larger n_tok prefill's blocked product.
+ * Operations = 2 * rows * cols * n_tok per pass per thread. */
+int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
+                     double min_seconds, slm_calib_result *out);
+
 /* Peak f32 FMA throughput: independent fused multiply-add chains in registers, 2 operations
  * per lane per FMA. Uses the widest vector unit this CPU has (AVX2+FMA, NEON, else scalar C);
  * *path_name (may be NULL) says which. */

@@ -46,8 +46,8 @@ targets = {  # report name: [(test, minimum ratio to llama.cpp)]
     "tinyllama-1.1b-q4_0-t2": [("decode", 1.1), ("prefill", 1.0)],
 }
 out = Path(sys.argv[1])
-print("| run | test | slmprof t/s | llama.cpp t/s | slmprof / llama.cpp | target | met |")
-print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+print("| run | test | slmprof t/s | llama.cpp t/s | slmprof / llama.cpp | best rep / best rep | target | met by both ratios | slmprof % of read BW |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
 for name, tests in targets.items():
     path = out / f"{name}.json"
     if not path.exists():
@@ -57,8 +57,11 @@ for name, tests in targets.items():
         by = {r["backend"]: r for r in recs if r["test"] == test and r.get("tok_s_mean")}
         if {"slmprof", "llama.cpp"} <= by.keys():
             s, l = by["slmprof"]["tok_s_mean"], by["llama.cpp"]["tok_s_mean"]
-            print(f"| {name} | {test} | {s:.1f} | {l:.1f} | {s / l:.2f}x | {want:.1f}x | "
-                  f"{'yes' if s / l >= want else 'NO'} |")
+            best = max(by["slmprof"]["tok_s_samples"]) / max(by["llama.cpp"]["tok_s_samples"])
+            share = by["slmprof"].get("bandwidth_share")
+            print(f"| {name} | {test} | {s:.1f} | {l:.1f} | {s / l:.2f}x | {best:.2f}x | {want:.1f}x | "
+                  f"{'yes' if min(s / l, best) >= want else 'NO'} | "
+                  f"{'' if share is None else f'{100 * share:.0f}%'} |")
         else:
-            print(f"| {name} | {test} | | | | {want:.1f}x | no result |")
+            print(f"| {name} | {test} | | | | | {want:.1f}x | no result | |")
 PYEOF

@@ -48,9 +48,9 @@ def slmprof(*args, capture=True):
     return out
 
 
-def bench(model, args, out_dir):
+def bench(model, args, out_dir, fresh=False):
     path = out_dir / f"bench-{slug(model)}.json"
-    if args.reuse and path.exists():
+    if args.reuse and path.exists() and not fresh:
         return path
     slmprof("bench", "--model", model, "--threads", args.threads, "--prompt-tokens", args.prompt_tokens,
             "--gen-tokens", args.gen_tokens, "--reps", args.reps, "--backend", "slmprof", "--no-cold",
@@ -75,18 +75,23 @@ def predict(model, args, out_dir, tag=""):
     ctx = args.prompt_tokens + args.gen_tokens + 1
     slmprof("plan", "--model", model_file, "--device", "this", "--threads", args.threads,
             "--ctx", ctx, "--prompt-tokens", args.prompt_tokens,
-            "--decode-at", args.prompt_tokens + args.gen_tokens // 2, "--quiet", "--json", "-o", path)
+            "--decode-at", args.prompt_tokens + args.gen_tokens // 2, "--ceilings", args.ceilings,
+            "--quiet", "--json", "-o", path)
     return json.loads(path.read_text())
 
 
-def measured(bench_path):
-    """tok/s per phase: the median run (as `plan --learn` takes it), and the spread."""
+def measured(bench_path, which="median"):
+    """tok/s per phase: the median run, or the fastest with --ceilings best (as `plan --learn`
+    takes it), and the spread."""
     rep = json.loads(Path(bench_path).read_text())
     out = {}
     for rec in rep["records"]:
         if rec.get("backend") == "slmprof" and rec.get("tok_s_mean"):
             samples = rec.get("tok_s_samples") or [rec["tok_s_mean"]]
-            value = statistics.median(samples) if len(samples) >= 3 else rec["tok_s_mean"]
+            if which == "best":
+                value = max(samples)
+            else:
+                value = statistics.median(samples) if len(samples) >= 3 else rec["tok_s_mean"]
             out[rec["test"]] = (value, rec.get("tok_s_std") or 0.0)
     return out, rep
 
@@ -103,6 +108,15 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", default="plan-vs-bench", help="directory for the JSON files")
     p.add_argument("--reuse", action="store_true", help="reuse bench JSON files already in --out")
+    p.add_argument("--ceilings", choices=("median", "best"), default="best",
+                   help="best (default): best-pass ceilings against each run's fastest repetition, "
+                        "both estimates of the machine undisturbed (what a shared machine allows); "
+                        "median: median pass against the median repetition")
+    p.add_argument("--anchor", default=None, metavar="MODEL[,MODEL2]",
+                   help="for a busy shared machine: before every evaluated model, bench an anchor "
+                        "model (the one of the same weight type if several are given) and learn the "
+                        "engine efficiency from it alone, so the prediction and the measurement see "
+                        "the same share of the machine; the references are then not used")
     p.add_argument("--keep-calibration", action="store_true",
                    help="use the cached calibration instead of measuring the ceilings again now")
     args = p.parse_args(argv)
@@ -123,25 +137,49 @@ def main(argv=None):
         if not args.keep_calibration:
             slmprof("calibrate", "--quiet", "--force", "--threads", args.threads)
 
-    # 1. the engine efficiency, from the reference runs only: each reference is benched right
-    #    after a calibration and learnt (`plan --learn`) against it; the runs add up to a curve
-    #    of measured / bound over model size
     from slmprof import plan as planner
-    planner.forget_efficiency()
-    for model in refs:
-        calibrate()
-        slmprof("plan", "--learn", bench(model, args, out_dir), "--quiet")
-    learnt = planner.stored_efficiency()
-    eff = {"decode": learnt.decode, "prefill": learnt.prefill}
-    print(f"engine efficiency: {learnt.source}", file=sys.stderr)
+
+    def learn(ref_models):
+        """Learn the engine efficiency from bench runs of `ref_models` only, each right after a
+        calibration; the runs make a curve of measured / bound over model size."""
+        planner.forget_efficiency()
+        for model in ref_models:
+            calibrate()
+            slmprof("plan", "--learn", bench(model, args, out_dir, fresh=bool(args.anchor)),
+                    "--ceilings", args.ceilings, "--quiet")
+        learnt = planner.stored_efficiency()
+        print(f"engine efficiency: {learnt.source}", file=sys.stderr)
+        return learnt
+
+    # 1. the engine efficiency, from the reference runs only (or, with --anchor, from the
+    #    anchor run made just before each evaluated model)
+    anchors = [m.strip() for m in (args.anchor or "").split(",") if m.strip()]
+
+    def anchor_for(model):
+        kind = model.rsplit(":", 1)[-1] if ":" in model else "q4_1"     # the real smollm2-135m is Q4_1
+        same = [a for a in anchors if a.rsplit(":", 1)[-1] == kind]
+        four_bit = [a for a in anchors if kind.startswith("q4") and a.rsplit(":", 1)[-1].startswith("q4")]
+        return (same or four_bit or anchors)[0]
+
+    if anchors:
+        refs = anchors
+        if set(anchors) & set(models):
+            raise SystemExit("plan_vs_bench: an anchor cannot be evaluated too")
+    else:
+        learnt = learn(refs)
+    anchor_points = []
 
     # 2. for each model: predict (fresh calibration x the learnt efficiency), then measure
     rows = []
     for model in models:
-        calibrate()
+        if anchors:
+            learnt = learn([anchor_for(model)])      # calibrates, benches the anchor, learns
+            anchor_points.extend(learnt.points)
+        else:
+            calibrate()
         before = predict(model, args, out_dir, "before")
-        got, bench_rep = measured(bench(model, args, out_dir))
-        if args.keep_calibration:
+        got, bench_rep = measured(bench(model, args, out_dir), args.ceilings)
+        if args.keep_calibration or args.anchor:
             pred = before
         else:
             # the ceilings again right after the run; the prediction is the geometric mean of the
@@ -168,6 +206,9 @@ def main(argv=None):
                          "predicted_memory_bytes": rec["memory_bytes"],
                          "measured_peak_rss_bytes": bench_peak_rss(bench_rep),
                          "synthetic": bool((bench_rep.get("model") or {}).get("synthetic"))})
+    if args.anchor:
+        learnt = planner.efficiency_from_points(anchor_points, what=f"{len(models)} runs of the anchor")
+    eff = {"decode": learnt.decode, "prefill": learnt.prefill}
     summary = {}
     for phase in ("decode", "prefill"):
         errs = [abs(r["error"]) for r in rows if r["phase"] == phase]
@@ -178,17 +219,20 @@ def main(argv=None):
     from slmprof import report
     rep = report.make_report("plan_vs_bench", rows, settings={
         "threads": args.threads, "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
-        "reps": args.reps, "reference": refs, "models": models},
+        "reps": args.reps, "reference": refs, "models": models, "ceilings": args.ceilings},
         summary=summary, notes=[f"engine efficiency: {learnt.source}; points: " + "; ".join(
                                     f"{p['model']} {p['phase']} {p['ratio']:.2f}" for p in learnt.points),
                                 f"wall time {time.time() - started:.0f} s"])
     report.write_json(rep, out_dir / "plan-vs-bench.json")
 
     lines = [f"plan --device this vs bench: {args.threads} threads, prompt {args.prompt_tokens}, "
-             f"gen {args.gen_tokens}, {args.reps} reps; efficiency learnt from {', '.join(refs)} "
-             f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the roofline, a curve "
-             f"over model size); each prediction from calibrations just before and after its run", "",
-             "| model | type | phase | roofline bound | predicted | measured (median of reps ± std) | error | within target |",
+             f"gen {args.gen_tokens}, {args.reps} reps, {args.ceilings}-pass ceilings; efficiency learnt from {', '.join(refs)} "
+             f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the roofline"
+             + (f"; learnt afresh from a run of an anchor ({', '.join(anchors)}; the one of the "
+                f"model's weight type) just before each model)" if anchors else
+                ", a curve over model size); each prediction from calibrations just before and after its run")
+             , "",
+             f"| model | type | phase | roofline bound | predicted | measured ({'fastest' if args.ceilings == 'best' else 'median'} of reps; ± std) | error | within target |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['type']} | {r['phase']} | {r['bound_tok_s']:.1f} | "

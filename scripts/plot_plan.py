@@ -49,6 +49,10 @@ def plot(reports, output, title=None, min_tok_s=None):
         ax.scatter([], [], marker=m, color="grey", label=t)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+    for axis in (ax.xaxis, ax.yaxis):          # plain numbers, not powers of ten
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("memory needed (weights + KV cache + buffers), GB")
     ax.set_ylabel("decode tokens/s (expected; line up to the roofline bound)")
     ax.set_title(title or "slmprof plan: speed against memory "

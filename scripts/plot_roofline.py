@@ -40,7 +40,10 @@ def plot(rep, out, phase=None, ops=False, title=None):
     xs = np.array([r["intensity"] for r in rows])
     lo, hi = max(min(xs.min() / 4, 0.05), 1e-3), max(xs.max() * 4, 100.0)
     x = np.logspace(np.log10(lo), np.log10(hi), 200)
-    peaks = {f"int8 dot {t}": v for t, v in sorted((c.get("dot_ops_per_s") or {}).items())}
+    peaks = {f"matmul {t}, 1 token": v for t, v in sorted((c.get("matvec_ops_per_s") or {}).items())}
+    peaks.update({f"matmul {t}, prefill": v for t, v in sorted((c.get("gemm_ops_per_s") or {}).items())})
+    if not peaks:
+        peaks = {f"int8 dot {t}": v for t, v in sorted((c.get("dot_ops_per_s") or {}).items())}
     if c.get("fma_ops_per_s") and np.isfinite(c["fma_ops_per_s"]):
         peaks["f32 FMA"] = c["fma_ops_per_s"]
     for i, (name, peak) in enumerate(peaks.items()):
@@ -68,7 +71,8 @@ def plot(rep, out, phase=None, ops=False, title=None):
     ax.set_xlabel("arithmetic intensity (operations per byte of weights + KV cache)")
     ax.set_ylabel("achieved GOP/s")
     model = (rep.get("model") or {}).get("name", "")
-    ax.set_title(title or f"{model}: roofline at {c.get('threads')} threads, "
+    n = c.get("threads")
+    ax.set_title(title or f"{model}: roofline at {n} thread{'s' if n != 1 else ''}, "
                           f"{bw / 1e9:.1f} GB/s read bandwidth"
                  + ("" if c.get("measured", True) else " (reference ceilings)"), fontsize=10)
     ax.grid(True, which="both", alpha=0.25)

@@ -18,6 +18,8 @@ cdef extern from "slm.h" nogil:
         SLM_CALIB_HUGEPAGES
     int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
                       double min_seconds, slm_calib_result *out)
+    int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
+                         double min_seconds, slm_calib_result *out)
     int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name)
     int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median_seconds)
     int64_t slm_calib_llc_bytes()
@@ -55,6 +57,18 @@ def calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols, double
     with nogil:
         status = slm_calib_dot(type, isa, threads, rows, cols, min_seconds, &r)
     check(status, f"dot throughput of type {type} on kernel path {isa}")
+    return _calib_result(&r)
+
+
+def calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
+                 double min_seconds=0.2):
+    """Cache-resident throughput of the engine's matrix product (prepared weights, active
+    kernel path) for n_tok activation rows, in operations/s."""
+    cdef slm_calib_result r
+    cdef int status
+    with nogil:
+        status = slm_calib_matmul(type, threads, rows, cols, n_tok, min_seconds, &r)
+    check(status, f"matrix product throughput of type {type} with {n_tok} tokens")
     return _calib_result(&r)
 
 

@@ -268,7 +268,8 @@ class _LlamaCppEngine:
         self.llm.eval([token])
 
     def close(self):
-        self.llm.close() if hasattr(self.llm, "close") else None
+        if hasattr(self.llm, "close"):
+            self.llm.close()
         del self.llm
 
 
@@ -410,7 +411,19 @@ class _WorkerState:
                 "minor_faults": mnr, "read_bytes": _proc_io_read_bytes()}
 
 
+def _die_with_parent() -> None:
+    """Ask the kernel to end this worker if the bench process goes away mid-run."""
+    import signal
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError, TypeError):
+        pass   # not Linux: the worker still ends at EOF on stdin once its current request is done
+
+
 def _worker_main(backend: str) -> None:
+    _die_with_parent()
     # The protocol uses a private copy of stdout; C code that prints (llama.cpp's logs) then
     # writes to stderr through fd 1 and cannot corrupt a reply.
     proto = os.fdopen(os.dup(1), "w", buffering=1)

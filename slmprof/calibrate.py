@@ -7,8 +7,9 @@ model, core count, memory size and kernel release, cached under the per-user cac
 reused until `calibrate --force`. `export_profile` / `load_device` carry it to another machine
 (`calibrate --export pi5.json` on the board, `plan --device pi5.json` elsewhere).
 
-Ceilings used by the roofline are the *median* pass of each measurement (what the machine
-sustains while other work shares it); the best pass is kept beside it. Memory arrays live in
+Every figure keeps the best and the median pass. The roofline's ceilings are the *best*
+pass: what this machine attains when nothing else is in the way (roofline.ceilings_from_profile
+asks for it); the accessors below default to the median, what a shared machine sustains. Memory arrays live in
 ordinary 4 KiB pages, as the model's mmap'd weights do; `read_hugepage` (transparent huge pages,
 what numpy and most STREAM builds get) is measured for reference: in a VM the difference can
 be large, because TLB misses walk two page tables.
@@ -24,6 +25,9 @@ from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
 
 SCHEMA = "slmprof.machine"
 SCHEMA_VERSION = 1
+# What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
+# measured again rather than reused. Exported profiles stay loadable whatever their version.
+CALIBRATION_VERSION = 2
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
@@ -39,6 +43,9 @@ LLC_MULTIPLE = 8
 # Dot block per thread: 64 rows x 1024 columns is 36-68 KB in the quantized types: in L2 on
 # every target (Pi 4: 1 MB shared L2; Pi 5: 512 KB per core; x86: >= 256 KB).
 DOT_ROWS, DOT_COLS = 64, 1024
+# The engine's own matrix product (repacked weights, active kernel path) on the same block:
+# one token (decode's matrix-vector product) and PREFILL_TOKENS tokens (prefill's blocked one).
+PREFILL_TOKENS = 16
 
 
 # ------------------------------------------------------------------------------------------
@@ -147,6 +154,10 @@ def _steps(cores, paths):
         for type_name in DOT_TYPES:
             for t in sorted({1, cores}):
                 steps.append(("dot", (isa_id, isa_name, type_name), t))
+    for type_name in DOT_TYPES:
+        for n_tok in (1, PREFILL_TOKENS):
+            for t in sorted({1, cores}):
+                steps.append(("matmul", (type_name, n_tok), t))
     steps += [("fma", None, t) for t in sorted({1, cores})]
     steps += [("sync", None, t) for t in counts]
     return steps
@@ -171,11 +182,13 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     steps = _steps(cores, paths)
     profile = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "measured": True,
+        "calibration_version": CALIBRATION_VERSION,
         "source": "measured by slmprof calibrate on this machine",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "key": key, "llc_bytes": llc, "array_bytes": array_bytes,
         "bandwidth": {kind: {} for kind in MEMORY_KINDS},
         "dot": {}, "dot_block": {"rows": DOT_ROWS, "cols": DOT_COLS},
+        "matmul": {"isa": _active_isa(), "prefill_tokens": PREFILL_TOKENS},
         "fma": {}, "sync_seconds": {}, "unavailable": {},
     }
     try:
@@ -204,6 +217,19 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             else:
                 profile["dot"].setdefault(isa_name, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
+        elif what == "matmul":
+            type_name, n_tok = arg
+            phase = "decode" if n_tok == 1 else "prefill"
+            label = f"{type_name} matmul x{n_tok}, {t} thread{'s' if t > 1 else ''}"
+            try:
+                r = _core.calib_matmul(TYPE_IDS[type_name], t, DOT_ROWS, DOT_COLS, n_tok,
+                                       seconds_per_step * 0.6)
+            except (UnavailableError, UnsupportedError, ValueError) as e:
+                profile["unavailable"][f"matmul {type_name}"] = str(e).split(": ", 1)[-1]
+                text = "not available"
+            else:
+                profile["matmul"].setdefault(phase, {}).setdefault(type_name, {})[str(t)] = _rates(r)
+                text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
         elif what == "fma":
             r = _core.calib_fma(t, seconds_per_step * 0.6)
             profile["fma"]["path"] = r["path"]
@@ -221,6 +247,14 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
                                          "fall back to the f32 FMA peak")
     profile["seconds"] = round(time.monotonic() - started, 2)
     return profile
+
+
+def _active_isa():
+    try:
+        from slmprof import quant
+        return quant.active_isa()
+    except (ImportError, AttributeError):
+        return None
 
 
 def _rates(r):
@@ -277,9 +311,12 @@ def cached_profile(key=None):
     if not path.exists():
         return None
     try:
-        return load_device(path)
+        profile = load_device(path)
     except (ModelFileError, UnsupportedError):
         return None
+    if profile.get("calibration_version", 1) < CALIBRATION_VERSION:
+        return None     # made by an older calibrate: measure what this one measures
+    return profile
 
 
 def get_profile(force=False, progress=None, **measure_args):
@@ -350,6 +387,16 @@ def _scaled(table, threads, which):
     return float(table[str(c)][which]) / c * threads
 
 
+def matmul_throughput(profile, type_name, threads, phase="decode", which="median"):
+    """Operations/s of the engine's own matrix product for a weight type, decode (one token)
+    or prefill (PREFILL_TOKENS tokens), on the path that was active at calibration; None when
+    not measured."""
+    table = ((profile.get("matmul") or {}).get(phase) or {}).get(type_name)
+    if not table:
+        return None
+    return _scaled(table, threads, which)
+
+
 def best_isa(profile):
     """The fastest measured kernel path (by q4_0 or any type, 1 thread)."""
     dots = profile.get("dot") or {}
@@ -367,34 +414,45 @@ def sync_seconds(profile, threads):
     return float(entry["median"]) if entry else 0.0
 
 
+def _cells(table, scale=1e-9):
+    """'1T 12.3 (9.8), 2T ...': best pass, median in parentheses."""
+    return ", ".join(f"{t}T {v['best'] * scale:.1f} ({v['median'] * scale:.1f})" for t, v in
+                     sorted(((k, v) for k, v in table.items() if str(k).isdigit()),
+                            key=lambda kv: int(kv[0])))
+
+
 def summary_lines(profile):
-    """Readable lines for the command and for reports."""
+    """Readable lines for the command and for reports: best pass (the roofline's ceiling),
+    median pass in parentheses."""
     key = profile["key"]
     lines = [f"machine: {key['cpu_model']}, {key['cores']} cores, "
              f"{key['memory_bytes'] / 2**30:.1f} GiB, kernel {key['kernel']}"
              + ("" if profile.get("measured", True) else "  (NOT measured here: "
                 + str(profile.get("source", "reference profile")) + ")")]
     lines.append(f"last-level cache {profile.get('llc_bytes', 0) / 2**20:.0f} MiB; "
-                 f"memory arrays {profile.get('array_bytes', 0) / 2**20:.0f} MiB each")
-    for kind in MEMORY_KINDS + (HUGEPAGE_READ,):
+                 f"memory arrays {profile.get('array_bytes', 0) / 2**20:.0f} MiB each; "
+                 "figures: best pass (median pass)")
+    for kind in MEMORY_KINDS:
         table = profile["bandwidth"].get(kind, {})
-        cells = ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in
-                          sorted(table.items(), key=lambda kv: int(kv[0])))
-        if cells and kind == HUGEPAGE_READ:
-            lines.append(f"read with huge pages GB/s (reference, not used by the roofline: mmap'd "
-                         f"weights sit in 4 KiB pages): {cells}")
-        elif cells:
-            lines.append(f"{kind:>5} bandwidth GB/s (median; best in JSON): {cells}")
+        if table:
+            lines.append(f"{kind:>5} bandwidth GB/s: {_cells(table)}")
+    huge = profile["bandwidth"].get(HUGEPAGE_READ, {})
+    if huge:
+        lines.append(f"read GB/s with huge pages (reference only; mmap'd weights sit in 4 KiB "
+                     f"pages): {_cells(huge)}")
     for isa, types in (profile.get("dot") or {}).items():
-        cells = "; ".join(f"{ty} " + ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in
-                                               sorted(tab.items(), key=lambda kv: int(kv[0])))
-                          for ty, tab in types.items())
-        lines.append(f"int8 dot GOP/s on {isa}: {cells}")
+        lines.append(f"int8 vec_dot GOP/s on {isa}: " + "; ".join(
+            f"{ty} {_cells(tab)}" for ty, tab in types.items()))
+    mm = profile.get("matmul") or {}
+    for phase in ("decode", "prefill"):
+        types = mm.get(phase) or {}
+        if types:
+            n = 1 if phase == "decode" else mm.get("prefill_tokens")
+            lines.append(f"engine matmul x{n} token{'s' if n != 1 else ''} GOP/s on {mm.get('isa')}: "
+                         + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
     fma = profile.get("fma") or {}
-    cells = ", ".join(f"{t}T {v['median'] / 1e9:.1f}" for t, v in sorted(
-        ((k, v) for k, v in fma.items() if str(k).isdigit()), key=lambda kv: int(kv[0])))
-    if cells:
-        lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {cells}")
+    if any(str(k).isdigit() for k in fma):
+        lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {_cells(fma)}")
     sync = profile.get("sync_seconds") or {}
     if sync:
         lines.append("fan-out + join: " + ", ".join(

@@ -109,6 +109,9 @@ def explain_errno(code, event, roots=procfs.DEFAULT):
         return f"the kernel rejected {event.name}'s configuration ({name})"
     if code == errno.ENODEV:
         return f"no device for {event.name} on this CPU ({name})"
+    if code == errno.ENOSYS:
+        return ("this kernel (or emulator, e.g. qemu user mode) has no perf_event_open "
+                f"({name}): nothing can be counted")
     if code == errno.EMFILE:
         return f"out of file descriptors ({name}); raise `ulimit -n`"
     return f"{event.name}: {os.strerror(code)} ({name})"

@@ -250,7 +250,7 @@ def profile_from_dict(d, origin="<dict>"):
     )
 
 
-def load_profile_file(path):
+def load_profile_file(path, which="median"):
     """A device profile (this schema) or a machine profile written by `calibrate --export`."""
     path = Path(path)
     try:
@@ -264,7 +264,7 @@ def load_profile_file(path):
     except json.JSONDecodeError as e:
         raise DeviceProfileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if isinstance(doc, dict) and doc.get("schema") == MACHINE_SCHEMA:
-        profile = from_machine_profile(doc, origin=str(path))
+        profile = from_machine_profile(doc, origin=str(path), which=which)
     else:
         profile = profile_from_dict(doc, origin=str(path))
     profile.path = str(path)
@@ -305,7 +305,10 @@ def _meminfo():
     return out
 
 
-def from_machine_profile(machine, origin="machine profile", this_machine=False):
+PASSES = ("median", "best")
+
+
+def from_machine_profile(machine, origin="machine profile", this_machine=False, which="median"):
     """A device profile from calibrate's machine profile (this machine's cache or an export).
     Ceilings are read through calibrate's own accessors, so plan and layers agree."""
     from slmprof import calibrate
@@ -315,15 +318,17 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False):
         raise DeviceProfileError(str(e)) from None
     key = machine["key"]
     counts = sorted(int(t) for t in machine["bandwidth"]["read"] if str(t).isdigit())
-    read = {t: calibrate.bandwidth(machine, t) / 1e9 for t in counts}
+    if which not in PASSES:
+        raise DeviceProfileError(f"ceilings from the {which!r} pass: choose {' or '.join(PASSES)}")
+    read = {t: calibrate.bandwidth(machine, t, which=which) / 1e9 for t in counts}
     int8 = {}
     for isa, types in (machine.get("dot") or {}).items():
-        per_type = {ty: {int(t): float(v["median"]) / 1e9 for t, v in tab.items() if str(t).isdigit()}
+        per_type = {ty: {int(t): float(v[which]) / 1e9 for t, v in tab.items() if str(t).isdigit()}
                     for ty, tab in types.items()}
         per_type = {ty: tab for ty, tab in per_type.items() if tab}
         if per_type:
             int8[isa] = per_type
-    fma = {int(t): float(v["median"]) / 1e9 for t, v in (machine.get("fma") or {}).items()
+    fma = {int(t): float(v[which]) / 1e9 for t, v in (machine.get("fma") or {}).items()
            if str(t).isdigit()}
     if not fma:
         raise DeviceProfileError(f"{origin}: the machine profile has no f32 FMA throughput")
@@ -333,8 +338,8 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False):
     where = "this machine" if this_machine else f"{key.get('cpu_model', '?')} ({origin})"
     measured = f"measured by slmprof calibrate on {where}, {machine.get('created', 'date unknown')}"
     sources = {"cpu": measured, "memory.total_bytes": "MemTotal of " + where,
-               "read_GBps": measured + " (median pass, read kernel)",
-               "int8_GOPs": measured + " (cache-resident dot kernels, median pass)",
+               "read_GBps": measured + f" ({which} pass, read kernel)",
+               "int8_GOPs": measured + f" (cache-resident dot kernels, {which} pass)",
                "f32_GFLOPs": measured + f" (f32 FMA, {machine.get('fma', {}).get('path', '?')} path)"}
     headroom = machine.get("os_headroom_bytes")
     if this_machine:
@@ -360,11 +365,12 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False):
     return profile
 
 
-def this_machine_profile(force=False, progress=None):
+def this_machine_profile(force=False, progress=None, which="median"):
     """The calibrated profile of this machine (calibrates once, under a minute, if none is cached)."""
     from slmprof import calibrate
     machine, _ = calibrate.get_profile(force=force, progress=progress)
-    profile = from_machine_profile(machine, origin="calibration of this machine", this_machine=True)
+    profile = from_machine_profile(machine, origin="calibration of this machine", this_machine=True,
+                                   which=which)
     if profile.storage_read_MBps is None:
         storage = storage_read_speed()
         if storage is not None:
@@ -439,14 +445,16 @@ def storage_read_speed(directory=None, force=False):
     return result
 
 
-def resolve_device(spec):
-    """--device value: 'this', a built-in name, or a path to an exported profile."""
+def resolve_device(spec, which="median"):
+    """--device value: 'this', a built-in name, or a path to an exported profile. `which`: the
+    calibration pass a measured profile's ceilings come from, the median (what the machine
+    sustains while shared; what layers uses) or the best (the machine undisturbed)."""
     if spec is None or spec == THIS:
-        return this_machine_profile()
+        return this_machine_profile(which=which)
     if spec in BUILTIN_NAMES:
         return builtin_profile(spec)
     if os.sep in spec or spec.endswith(".json") or Path(spec).exists():
-        return load_profile_file(spec)
+        return load_profile_file(spec, which=which)
     raise DeviceProfileError(f"unknown device {spec!r}: give 'this', one of {', '.join(BUILTIN_NAMES)}, "
                              f"or the path of a profile written by `calibrate --export`")
 

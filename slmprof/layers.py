@@ -22,6 +22,8 @@ from slmprof.errors import ModelNotFoundError, UnavailableError
 DEFAULT_MODEL = "smollm2-135m"
 FALLBACK_MODEL = "synth:smollm2-135m"
 PHASES = ("prefill", "decode")
+# Above this, the cost of the region hooks themselves is reported with the results.
+PROFILING_OVERHEAD_WARN = 0.03
 # The engine runs a long prompt in chunks of this many tokens (slm_model_config.max_batch
 # default); each chunk streams the weights again.
 ENGINE_MAX_BATCH = 512
@@ -89,7 +91,8 @@ def phase_costs(shape, weight_types, kv_type, calls, ceilings):
     out = {}
     for n_past, n_tok, n_logits in calls:
         for c in roofline.op_costs(shape, weight_types, n_past, n_tok, kv_type, n_logits):
-            t_mem, t_comp = roofline.roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type),
+            t_mem, t_comp = roofline.roof_times(c.bytes, c.ops,
+                                                ceilings.peak(c.kind, c.weight_type, c.n_tok),
                                                 ceilings.bandwidth)
             for rid in (c.region, roofline.region_id(c.slot, "layer")):
                 acc = out.setdefault(rid, {"slot": c.slot, "layer": c.layer,
@@ -221,7 +224,8 @@ def profile_layers(model="smollm2-135m", threads=None, prompt_tokens=64, gen_tok
         name, model_note = resolve_model(model)
         if model_note:
             notes.append(model_note)
-        n_ctx = ctx or (prompt_tokens + gen_tokens + 8)
+        # room for the profiled decode and the same number of tokens again without regions
+        n_ctx = ctx or (prompt_tokens + 2 * gen_tokens + 8)
         say(f"loading {name}")
         m = Model.load(name, threads=threads, ctx=n_ctx)
     else:
@@ -321,6 +325,16 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
         if cnote:
             notes.append(cnote)
         m.set_profiler(None)
+        unprofiled = None
+        if "decode" in phases and m.n_past + n_gen <= getattr(m, "ctx", 1 << 30):
+            # the same number of tokens with no region hooks: what the regions cost
+            say(f"decode without regions: {n_gen} tokens")
+            unprofiled = 0.0
+            for _ in range(n_gen):
+                t0 = time.perf_counter()
+                logits = m.decode(token)
+                unprofiled += time.perf_counter() - t0
+                token = int(np.argmax(logits))
     finally:
         prof.close()
 
@@ -330,6 +344,16 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                                  dram_events, line_bytes)
         records += rows
         summary[ph] = s
+    if unprofiled and "decode" in summary:
+        d = summary["decode"]
+        d["unprofiled_ms_per_token"] = unprofiled / n_gen * 1e3
+        d["profiling_overhead"] = d["ms_per_token"] / d["unprofiled_ms_per_token"] - 1.0
+        if d["profiling_overhead"] > PROFILING_OVERHEAD_WARN:
+            notes.append(
+                f"per-operation regions slowed decode by {100 * d['profiling_overhead']:.0f}% "
+                f"({d['ms_per_token']:.2f} vs {d['unprofiled_ms_per_token']:.2f} ms/token without "
+                "them): the engine synchronises its threads at every region edge, which costs "
+                "most on a busy machine; the table's times include that cost")
     summary["bottleneck"] = bottleneck_sentence(summary, ceilings)
     summary["verdict_rule"] = roofline.VERDICT_RULE
     model_info = {"name": name, "synthetic": bool(getattr(m, "synthetic", False)),
@@ -342,6 +366,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                 "phase": phase, "isa": isa, "events": events}
     ceil = {"threads": threads, "bandwidth_bytes_per_s": ceilings.bandwidth,
             "fma_ops_per_s": ceilings.fma, "dot_ops_per_s": dict(ceilings.dot), "isa": ceilings.isa,
+            "matvec_ops_per_s": dict(ceilings.matvec), "gemm_ops_per_s": dict(ceilings.gemm),
             "sync_seconds": ceilings.sync_seconds, "measured": ceilings.measured,
             "profile_key": profile.get("key")}
     return rep.make_report("layers", records, model=model_info, settings=settings,
@@ -435,26 +460,30 @@ def _phase_records(ph, seconds, n_tokens, times, costs, ceilings, shape, dram_ev
 
 
 def bottleneck_sentence(summary, ceilings):
-    """The main bottleneck in one sentence, from the decode phase when there is one."""
+    """The main bottleneck in one sentence, from the decode phase when there is one: the
+    phase's own verdict (its bytes and operations against the ceilings), then how much of its
+    time sits in operations that neither ceiling explains."""
     ph = "decode" if "decode" in summary else "prefill"
     s = summary.get(ph)
     if not s:
         return ""
     shares = s["time_share_by_verdict"]
-    main = max(shares, key=shares.get) if shares else s["verdict"]
+    overhead = shares.get("overhead-bound", 0.0)
     top_op = s["top_ops"][0] if s["top_ops"] else ("?", 0)
     bw = ceilings.bandwidth / 1e9
-    if main == "memory-bound":
-        return (f"{ph.capitalize()} is limited by memory bandwidth: {shares[main]:.0f}% of its time is in "
-                f"memory-bound operations, moving {s['bytes_per_token'] / 1e6:.1f} MB per token at "
-                f"{s['gb_per_s']:.1f} GB/s ({s['bandwidth_pct']:.0f}% of the calibrated {bw:.1f} GB/s); "
-                f"the largest operation is {top_op[0]} ({top_op[1]:.0f}%).")
-    if main == "compute-bound":
-        return (f"{ph.capitalize()} is limited by arithmetic: {shares[main]:.0f}% of its time is in "
-                f"compute-bound operations (largest: {top_op[0]}, {top_op[1]:.0f}%); faster kernels, "
-                f"not more bandwidth, would speed it up.")
-    return (f"{ph.capitalize()} is overhead-bound: {shares.get(main, 0):.0f}% of its time is in operations "
-            f"that neither bandwidth nor arithmetic explains (sync, dispatch, small matrices); it reaches "
-            f"{100 * (s['roofline_efficiency'] or 0):.0f}% of the roofline, {s['tokens_per_s']:.1f} of an ideal "
-            f"{s['ideal_tokens_per_s'] or 0:.1f} tokens/s; the largest operation is {top_op[0]} "
-            f"({top_op[1]:.0f}%).")
+    reach = (f"{s['tokens_per_s']:.1f} tokens/s is {100 * (s['roofline_efficiency'] or 0):.0f}% of "
+             f"the roofline's {s['ideal_tokens_per_s'] or 0:.1f}")
+    tail = (f"; {overhead:.0f}% of the time is in operations neither ceiling explains (sync, "
+            "dispatch, small matrices)" if overhead >= 20 else "")
+    if s["verdict"] == "memory-bound":
+        return (f"{ph.capitalize()} is limited by memory bandwidth: it moves "
+                f"{s['bytes_per_token'] / 1e6:.1f} MB per token at {s['gb_per_s']:.1f} GB/s "
+                f"({s['bandwidth_pct']:.0f}% of the calibrated {bw:.1f} GB/s) and {reach}; the "
+                f"largest operation is {top_op[0]} ({top_op[1]:.0f}%){tail}.")
+    if s["verdict"] == "compute-bound":
+        return (f"{ph.capitalize()} is limited by arithmetic: {reach}, and faster kernels, not "
+                f"more bandwidth, would speed it up; the largest operation is {top_op[0]} "
+                f"({top_op[1]:.0f}%){tail}.")
+    return (f"{ph.capitalize()} is overhead-bound: neither bandwidth nor arithmetic explains most "
+            f"of its time (sync, dispatch, small matrices); {reach}; the largest operation is "
+            f"{top_op[0]} ({top_op[1]:.0f}%).")

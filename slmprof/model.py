@@ -39,6 +39,14 @@ class Region:
     op: str      # one of OP_NAMES
 
 
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _resolve(name_or_path):
     """(path, name, synthetic) for a registry name or a plain path."""
     try:
@@ -69,7 +77,7 @@ class Model:
         """Load a model by registry name or path. threads: worker threads (default: every core);
         ctx: positions the KV cache holds; kv_type: "f32" or "f16" cache entries."""
         if threads is None:
-            threads = os.cpu_count() or 1
+            threads = default_threads()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1 (got {threads!r})")
         if isinstance(ctx, bool) or not isinstance(ctx, (int, np.integer)) or not 1 <= ctx <= MAX_CTX:

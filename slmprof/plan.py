@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from slmprof.errors import ContextOverflowError, ShapeError, SlmprofError
@@ -209,7 +209,7 @@ def step_seconds(cand, ceilings, n_past, n_tok):
         costs = roofline.op_costs(cand.shape, cand.weight_types, n_past + done, n, KV_TYPE, 1)
         total += roofline.ideal_seconds(costs, ceilings)
         for c in costs:
-            m, k = roofline.roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type),
+            m, k = roofline.roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type, c.n_tok),
                                        ceilings.bandwidth)
             t_mem += m
             t_cmp += k
@@ -242,17 +242,21 @@ class Efficiency:
     """Achieved fraction of the roofline, per phase. Measured points (one per bench run:
     weight bytes of the model, measured / bound) make a curve over model size: small models
     lose more to fixed per-operation costs, and big matrices run the prefill GEMM better than the
-    calibrated dot kernel. Between measured sizes the fraction is interpolated in log(size),
-    beyond them extrapolated along the nearest segment (within EFFICIENCY_RANGE); with one
-    point, or a value given by hand, it is a constant."""
+    calibrated dot kernel. Between measured sizes the fraction is interpolated in log(size);
+    beyond them the nearest measured size's holds; with one point, or a value given by hand, it
+    is a constant."""
     decode: float
     prefill: float
     source: str
     measured: bool = False
     points: list = field(default_factory=list)   # dicts: phase, weights_bytes, ratio, model, type, ...
 
-    def value(self, phase, weights_bytes=None):
-        curve = sorted((p["weights_bytes"], p["ratio"]) for p in self.points if p["phase"] == phase)
+    def value(self, phase, weights_bytes=None, weight_type=None):
+        points = [p for p in self.points if p["phase"] == phase]
+        # Each weight type has its own kernels (the Q8_0 GEMM and the Q4 ones run at different
+        # fractions of their dot-kernel ceilings): runs of the same type are used when there are.
+        same = [p for p in points if weight_type and main_type(p.get("type")) == main_type(weight_type)]
+        curve = sorted((p["weights_bytes"], p["ratio"]) for p in (same or points))
         if not curve or weights_bytes is None:
             return getattr(self, phase)
         # one value per size: the median of the runs at that size
@@ -260,6 +264,10 @@ class Efficiency:
         curve = [(w, _median([r for ww, r in curve if ww == w])) for w in sizes]
         if len(curve) == 1:
             return curve[0][1]
+        if weights_bytes <= curve[0][0]:       # beyond the measured sizes: the nearest one
+            return curve[0][1]
+        if weights_bytes >= curve[-1][0]:
+            return curve[-1][1]
         x = math.log(weights_bytes)
         xs = [math.log(w) for w, _ in curve]
         i = 1
@@ -276,6 +284,11 @@ class Efficiency:
 
 
 EFFICIENCY_RANGE = (0.05, 1.5)
+
+
+def main_type(type_label):
+    """'q4_1 (token_embd q8_0)' -> 'q4_1'."""
+    return str(type_label or "").split(" ")[0].lower()
 
 
 def default_efficiency():
@@ -387,8 +400,8 @@ def predict(cand, device, ctx=None, threads=None, efficiency=None, prefill_token
     dec_bound = 1.0 / t_dec
     t_pre, t_pre_mem, t_pre_cmp, _ = step_seconds(cand, ceilings, 0, prefill_tokens)
     pre_bound = prefill_tokens / t_pre
-    dec_expected = dec_bound * efficiency.value("decode", weights)
-    pre_expected = pre_bound * efficiency.value("prefill", weights)
+    dec_expected = dec_bound * efficiency.value("decode", weights, cand.type)
+    pre_expected = pre_bound * efficiency.value("prefill", weights, cand.type)
 
     storage = storage_MBps or device.storage_read_MBps
     load_s = weights / (storage * 1e6) if storage else None
@@ -446,7 +459,7 @@ def plan(models=(), device=None, types=None, ctx=None, threads=None, efficiency=
 
 # -- learning the engine efficiency from a bench result ------------------------------------------------
 
-def bench_points(bench_reports, device):
+def bench_points(bench_reports, device, which="median"):
     """For each slmprof record of `bench` reports: (model, type, phase, measured tok/s, roofline
     bound tok/s on `device`), the bound computed exactly as the run was set up (prompt of P
     tokens from position 0; decode of G tokens after it, taken at its middle position)."""
@@ -478,9 +491,11 @@ def bench_points(bench_reports, device):
                         decode_at=n_prompt + n_gen // 2)
             bound = p.prefill_bound_tok_s if phase == "prefill" else p.decode_bound_tok_s
             measured = float(rec["tok_s_mean"])
-            samples = rec.get("tok_s_samples") or []
-            if len(samples) >= 3:   # the median run: one run slowed by a neighbour does not decide
-                measured = _median([float(x) for x in samples])
+            samples = [float(x) for x in rec.get("tok_s_samples") or []]
+            if which == "best" and samples:      # the fastest run, as the ceilings' best pass
+                measured = max(samples)
+            elif len(samples) >= 3:   # the median run: one run slowed by a neighbour does not decide
+                measured = _median(samples)
             points.append({"model": cand.model, "type": cand.type, "phase": phase, "threads": threads,
                            "weights_bytes": p.weights_bytes, "ratio": measured / bound,
                            "measured_tok_s": measured, "bound_tok_s": bound,
@@ -516,12 +531,12 @@ def efficiency_from_points(points, what="bench results"):
     return eff
 
 
-def learn_efficiency(bench_reports, device, previous=None):
+def learn_efficiency(bench_reports, device, previous=None, which="median"):
     """The engine's efficiency on `device` (this machine) from bench reports made on it, each
     run's bound computed with the device's ceilings as they are now. With `previous` (stored)
     efficiency, its points are kept unless the same model, type, phase and threads is measured
     again, so runs learnt one by one (each after its own calibration) add up."""
-    new = bench_points(bench_reports, device)
+    new = bench_points(bench_reports, device, which=which)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for p in new:
         p["learnt"] = stamp
@@ -531,7 +546,8 @@ def learn_efficiency(bench_reports, device, previous=None):
             if key(p) not in replaced]
     points = kept + new
     runs = len({(p.get("model"), p.get("type"), p.get("threads")) for p in points})
-    return efficiency_from_points(points, what=f"{runs} bench run(s)")
+    what = f"{runs} bench run(s)" + (", fastest repetitions against best-pass ceilings" if which == "best" else "")
+    return efficiency_from_points(points, what=what)
 
 
 def fmt_bytes(n):

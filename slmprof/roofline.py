@@ -17,8 +17,10 @@ Costs of one forward call of n_tok tokens at positions n_past .. n_past+n_tok-1:
 Ceilings (slmprof.calibrate profile, at the thread count of the run):
 
   bandwidth            calibrated read bandwidth (median pass) for that many threads
-  peak of a matmul     cache-resident int8 dot throughput of its weight type on the active
-                       kernel path (f32 FMA peak for f32/f16 weights, or when not measured)
+  peak of a matmul     cache-resident throughput of the engine's own matrix product for its
+                       weight type (matrix-vector for one token, blocked for prefill), else
+                       the int8 dot kernel's (f32 FMA peak for f32/f16 weights, or when
+                       neither was measured)
   peak of other ops    f32 FMA peak
 
 Verdict, for a region measured at t seconds (VERDICT_RULE says it in words):
@@ -44,7 +46,8 @@ EXPLAINED_MIN = 0.5
 VERDICTS = ("memory-bound", "compute-bound", "overhead-bound")
 VERDICT_RULE = (
     "t_mem = bytes / calibrated read bandwidth, t_compute = operations / calibrated peak "
-    "(int8 dot throughput of the weight type for matmuls, f32 FMA peak otherwise); "
+    "(the engine's cache-resident matrix product for the weight type for matmuls, f32 FMA peak "
+    "otherwise); "
     f"a region is memory-bound or compute-bound by the larger of the two if that explains at "
     f"least {EXPLAINED_MIN:.0%} of its measured time, else overhead-bound (sync, dispatch, "
     "small matrices: neither ceiling explains the time)")
@@ -137,6 +140,7 @@ class OpCost:
     ops: int
     kind: str                     # "matmul" | "attention" | "elementwise"
     weight_type: Optional[str] = None
+    n_tok: int = 1                # tokens in the call: 1 is decode's matrix-vector product
 
     @property
     def bytes(self):
@@ -172,8 +176,9 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
     out = []
 
     def add(slot, op, weight_bytes, ops, kind, weight_type=None, kv_read=0, kv_write=0):
+        rows = n_logits if op == "lm_head" else n_tok
         out.append(OpCost(slot, layer_name(slot, L), op, region_id(slot, op), int(weight_bytes),
-                          int(kv_read), int(kv_write), int(ops), kind, weight_type))
+                          int(kv_read), int(kv_write), int(ops), kind, weight_type, rows))
 
     add(0, "embed", n_tok * tensor_bytes(wt["token_embd"], 1, d),
         n_tok * d * EMBED_OPS_PER_ELEM, "elementwise", wt["token_embd"])
@@ -240,23 +245,35 @@ class Ceilings:
     sync_seconds: float = 0.0
     measured: bool = True
     notes: list = field(default_factory=list)
+    matvec: dict = field(default_factory=dict)  # weight type -> ops/s, engine matmul, 1 token
+    gemm: dict = field(default_factory=dict)    # weight type -> ops/s, engine matmul, many tokens
 
-    def peak(self, kind, weight_type=None):
-        if kind == "matmul" and weight_type in self.dot:
-            return self.dot[weight_type]
+    def peak(self, kind, weight_type=None, n_tok=1):
+        """Compute ceiling of an operation: a matmul's is the engine's own matrix product for
+        its weight type (matrix-vector for one token, blocked for more), else the int8 dot
+        kernel's, else the f32 FMA peak; everything else gets the f32 FMA peak."""
+        if kind == "matmul":
+            own = (self.matvec if n_tok <= 1 else self.gemm).get(weight_type)
+            if own:
+                return own
+            if weight_type in self.dot:
+                return self.dot[weight_type]
         return self.fma
 
     @property
     def ridge(self):
-        """Operations per byte where the best int8 kernel stops being memory-bound."""
-        top = max(self.dot.values()) if self.dot else self.fma
+        """Operations per byte where the fastest one-token int8 product stops being
+        memory-bound."""
+        rates = self.matvec or self.dot
+        top = max(rates.values()) if rates else self.fma
         return top / self.bandwidth
 
 
 def ceilings_from_profile(profile, threads, isa=None):
     from slmprof import calibrate
-    bw = calibrate.bandwidth(profile, threads)
-    fma = calibrate.fma_throughput(profile, threads)
+    # ceilings are the best passes: what the machine attains with nothing in the way
+    bw = calibrate.bandwidth(profile, threads, which="best")
+    fma = calibrate.fma_throughput(profile, threads, which="best")
     notes = []
     if fma is None:
         fma = float("inf")
@@ -264,14 +281,26 @@ def ceilings_from_profile(profile, threads, isa=None):
     isa = isa or calibrate.best_isa(profile)
     dot = {}
     for t in ("q4_0", "q4_1", "q8_0"):
-        v = calibrate.dot_throughput(profile, t, threads, isa=isa) if isa else None
+        v = calibrate.dot_throughput(profile, t, threads, isa=isa, which="best") if isa else None
         if v:
             dot[t] = v
-    if not dot:
-        notes.append("no int8 dot throughput in the machine profile: matmul peaks use the f32 FMA peak")
+    matvec, gemm = {}, {}
+    mm_isa = (profile.get("matmul") or {}).get("isa")
+    if mm_isa is None or isa is None or mm_isa == isa:
+        for t in ("q4_0", "q4_1", "q8_0"):
+            v = calibrate.matmul_throughput(profile, t, threads, "decode", which="best")
+            if v:
+                matvec[t] = v
+            v = calibrate.matmul_throughput(profile, t, threads, "prefill", which="best")
+            if v:
+                gemm[t] = v
+    if not dot and not matvec:
+        notes.append("no int8 kernel throughput in the machine profile: matmul peaks use the "
+                     "f32 FMA peak")
     return Ceilings(threads=threads, bandwidth=bw, fma=fma, dot=dot, isa=isa,
                     sync_seconds=calibrate.sync_seconds(profile, threads),
-                    measured=bool(profile.get("measured", True)), notes=notes)
+                    measured=bool(profile.get("measured", True)), notes=notes,
+                    matvec=matvec, gemm=gemm)
 
 
 # ------------------------------------------------------------------------------------------
@@ -292,10 +321,10 @@ def verdict(t_mem, t_compute, seconds):
 
 
 def analyze(nbytes, ops, seconds, ceilings, kind="matmul", weight_type=None,
-            t_mem=None, t_compute=None):
+            t_mem=None, t_compute=None, n_tok=1):
     """Roofline figures of one region: achieved rates, share of the ceilings, verdict.
     t_mem/t_compute may be given (sums over operations with different peaks)."""
-    peak = ceilings.peak(kind, weight_type)
+    peak = ceilings.peak(kind, weight_type, n_tok)
     if t_mem is None or t_compute is None:
         t_mem, t_compute = roof_times(nbytes, ops, peak, ceilings.bandwidth)
     gbs = nbytes / seconds / 1e9 if seconds > 0 else 0.0
@@ -320,7 +349,8 @@ def ideal_seconds(costs, ceilings):
     """Roofline time of a list of OpCost: sum over operations of max(t_mem, t_compute)."""
     total = 0.0
     for c in costs:
-        t_mem, t_comp = roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type), ceilings.bandwidth)
+        t_mem, t_comp = roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type, c.n_tok),
+                                   ceilings.bandwidth)
         total += max(t_mem, t_comp)
     return total
 

@@ -64,7 +64,8 @@ def test_bench_slmprof_backend(tmp_path, tiny):
     assert proc.returncode == 0, proc.stderr
     assert rep["model"]["synthetic"] is True
     recs = _check_records(rep, "slmprof")
-    assert all(r["ratio"] == pytest.approx(1.0) for r in recs)
+    assert all(r["ratio"] == pytest.approx(1.0) and r["ratio_best"] == pytest.approx(1.0) for r in recs)
+    assert all(r["tok_s_best"] == max(r["tok_s_samples"]) for r in recs)
     # The cold load really read the file (or says why it could not).
     dec = [r for r in recs if r["test"] == "decode"][0]
     assert dec["load_cold_s"] > 0 and dec["load_warm_s"] > 0
@@ -178,6 +179,8 @@ def test_page_cache_fraction_of_a_file(tmp_path):
 def test_system_watch_on_a_fake_pi4(tmp_path):
     import shutil
     from pathlib import Path
+
+    import numpy as np
     from slmprof import procfs
     from slmprof.commands.bench import SystemWatch
     root = tmp_path / "pi4"
@@ -190,13 +193,18 @@ def test_system_watch_on_a_fake_pi4(tmp_path):
     watch = SystemWatch(hz=50, roots=procfs.Roots(proc=str(root / "proc"), sys=str(root / "sys")))
     watch.start()
     import time
+    while not len(watch.sampler.samples()):   # the first record, so t0 is inside the series
+        time.sleep(0.01)
     t0 = time.monotonic_ns()
     time.sleep(0.1)
     (zone / "energy_uj").write_text("3000000\n")
     deadline = time.monotonic() + 10
-    while watch.energy[-1][1] < 3.0 and time.monotonic() < deadline:   # the thread saw it
+    while time.monotonic() < deadline:      # until the sampler thread has read the new value
+        if np.nanmax(watch.sampler.series("rapl_uj", 0)) >= 3e6:
+            break
         time.sleep(0.01)
     t1 = time.monotonic_ns()
+    time.sleep(0.1)
     out = watch.stop()
     cur = [int((root / f"sys/devices/system/cpu/cpu{i}/cpufreq/scaling_cur_freq").read_text())
            for i in range(4)]

@@ -136,3 +136,14 @@ def test_newer_machine_profile_is_a_clear_error(tmp_path):
     path.write_text(json.dumps(_machine_profile(version=99)))
     with pytest.raises(DeviceProfileError, match="newer"):
         devices.resolve_device(str(path))
+
+
+def test_best_pass_ceilings_can_be_chosen(tmp_path):
+    pytest.importorskip("slmprof.calibrate")
+    median = devices.from_machine_profile(_machine_profile())
+    best = devices.from_machine_profile(_machine_profile(), which="best")
+    assert best.bandwidth_GBps(4) == pytest.approx(1.1 * median.bandwidth_GBps(4))
+    assert best.int8_GOPs_at(4, "q8_0") == pytest.approx(1.1 * median.int8_GOPs_at(4, "q8_0"))
+    assert "best pass" in best.sources["read_GBps"]
+    with pytest.raises(DeviceProfileError, match="median or best"):
+        devices.from_machine_profile(_machine_profile(), which="mean")

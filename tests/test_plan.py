@@ -222,6 +222,31 @@ def test_efficiency_is_learnt_from_bench_results():
     assert more.value("decode", small.weights_bytes) == pytest.approx(0.55)
 
 
+def test_efficiency_prefers_runs_of_the_same_weight_type():
+    dev = devices.builtin_profile("pi5-8gb")
+    at = dict(ctx=256, decode_at=64 + 32, prefill_tokens=64)
+    b4 = _one("smollm2-360m", "q4_0", **at).prefill_bound_tok_s
+    b8 = _one("smollm2-360m", "q8_0", **at).prefill_bound_tok_s
+    eff = plan.learn_efficiency([_bench_report([("synth:smollm2-360m:q4_0", "prefill", 0.9 * b4),
+                                                ("synth:smollm2-360m:q8_0", "prefill", 0.45 * b8)])], dev)
+    for t, want in (("q4_0", 0.9), ("q8_0", 0.45)):
+        p = plan.plan(["tinyllama-1.1b"], device=dev, types=[t], efficiency=eff, **at)[0]
+        assert p.prefill_expected_tok_s == pytest.approx(want * p.prefill_bound_tok_s)
+    # a type with no run of its own uses all runs
+    p = plan.plan(["tinyllama-1.1b"], device=dev, types=["f16"], efficiency=eff, **at)[0]
+    assert p.prefill_expected_tok_s / p.prefill_bound_tok_s == pytest.approx(0.45)  # nearest size
+
+
+def test_best_pass_learning_takes_the_fastest_repetition():
+    dev = devices.builtin_profile("pi5-8gb")
+    at = dict(ctx=256, decode_at=64 + 32, prefill_tokens=64)
+    bound = _one("smollm2-135m", "q4_0", **at).decode_bound_tok_s
+    rep = _bench_report([("synth:smollm2-135m:q4_0", "decode", 0.5 * bound)])
+    rep["records"][0]["tok_s_samples"] = [0.3 * bound, 0.5 * bound, 0.7 * bound]
+    assert plan.learn_efficiency([rep], dev).decode == pytest.approx(0.5)
+    assert plan.learn_efficiency([rep], dev, which="best").decode == pytest.approx(0.7)
+
+
 def test_efficiency_needs_slmprof_records():
     from slmprof.errors import SlmprofError
     with pytest.raises(SlmprofError, match="no slmprof decode or prefill records"):

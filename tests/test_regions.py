@@ -9,6 +9,17 @@ from slmprof import _core
 from slmprof.counters import Counters
 from slmprof.profiler import Profiler, USER_REGION_BASE
 
+def _software_counting_reason():
+    from slmprof.counters import Counters
+    st = Counters(["task-clock"]).states[0]
+    return None if st.available else st.reason
+
+
+SOFTWARE_UNAVAILABLE = _software_counting_reason()
+needs_perf = pytest.mark.skipif(SOFTWARE_UNAVAILABLE is not None,
+                                reason=f"no counting at all here: {SOFTWARE_UNAVAILABLE}")
+
+
 
 def _touch(n_pages):
     m = mmap.mmap(-1, n_pages * mmap.PAGESIZE)
@@ -19,6 +30,7 @@ def _touch(n_pages):
     m.close()
 
 
+@needs_perf
 def test_region_counts_time_and_page_faults():
     with Profiler(events=["page-faults", "task-clock"]) as prof:
         for _ in range(3):
@@ -33,6 +45,7 @@ def test_region_counts_time_and_page_faults():
     assert r["counters"]["task-clock"].value >= r["thread_cpu_ns"] * 0.95
 
 
+@needs_perf
 def test_region_deltas_match_a_direct_read():
     prof = Profiler(events=["page-faults"])
     before = prof.counters.read()["page-faults"].value
@@ -71,6 +84,7 @@ def test_same_name_recursion_and_decorator():
     assert prof.errors == 0
 
 
+@needs_perf
 def test_threads_have_their_own_stacks():
     prof = Profiler(events=["task-clock"])
     barrier = threading.Barrier(4)
@@ -107,6 +121,7 @@ def test_unmatched_edges_are_counted_not_crashing():
         t.get(16)
 
 
+@needs_perf
 def test_counters_set_shared_with_table_outlives_close():
     c = Counters(["task-clock"])
     c.attach_threads()
@@ -146,6 +161,7 @@ def test_disabled_profiler_is_a_no_op():
     assert prof.results() == [] and prof.table is None
 
 
+@needs_perf
 def test_read_path_is_reported():
     prof = Profiler(events=["task-clock"])
     assert prof.read_path in ("read", "rdpmc", "mrs")
@@ -158,6 +174,7 @@ def test_hooks_address_is_stable_for_the_engine():
     assert a != 0 and a == t.hooks_address()
 
 
+@needs_perf
 def test_attaching_threads_while_regions_run():
     prof = Profiler(events=["task-clock", "page-faults"])
     stop = threading.Event()

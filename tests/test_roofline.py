@@ -143,26 +143,19 @@ def test_streaming_read_far_beyond_the_cache_is_memory_bound(ceilings):
 
 
 def test_cache_resident_dot_loop_is_compute_bound(ceilings):
-    paths = [i for i, name, ok in calibrate.kernel_paths() if ok is not False]
-    measured = None
-    for isa in paths[::-1]:
-        try:
-            r = _core.calib_dot(8, isa, 1, 16, 512, 0.1)
-        except Exception as e:  # no kernel on this path in this build
-            assert type(e).__name__ == "UnavailableError"
-            continue
-        block = 16 * roofline.tensor_bytes("q8_0", 1, 512)
-        # every pass re-reads the same block from cache: its bytes come from memory once.
-        # Timed at the fastest pass's rate: on a shared machine the slow ones measure neighbours.
-        ops = r["work_per_pass"] * r["passes"]
-        measured = (block, ops, ops / r["best_per_s"], "matmul", "q8_0")
-        break
-    if measured is None:  # no int8 kernel yet: the f32 FMA chain loop is the cache-resident loop
+    """The engine's own one-token product over a 64 x 1024 q8_0 block that stays in cache: every
+    pass re-reads the same block, so its bytes come from memory once over all passes. Timed
+    at the fastest pass's rate: on a shared machine the slow ones measure the neighbours."""
+    try:
+        r = _core.calib_matmul(8, 1, 64, 1024, 1, 0.1)
+        kind, wtype = "matmul", "q8_0"
+    except Exception as e:  # no int8 kernel in this build: the f32 FMA chains are the loop
+        assert type(e).__name__ == "UnavailableError", e
         r = _core.calib_fma(1, 0.1)
-        ops = r["work_per_pass"] * r["passes"]
-        measured = (4096, ops, ops / r["best_per_s"], "attention", None)
-    nbytes, ops, seconds, kind, wtype = measured
-    result = roofline.analyze(nbytes, ops, seconds, ceilings, kind=kind, weight_type=wtype)
+        kind, wtype = "attention", None
+    ops = r["work_per_pass"] * r["passes"]
+    block = 64 * roofline.tensor_bytes("q8_0", 1, 1024)
+    result = roofline.analyze(block, ops, ops / r["best_per_s"], ceilings, kind=kind, weight_type=wtype)
     assert result["verdict"] == "compute-bound", result
 
 

@@ -1,6 +1,7 @@
 """Sampler: parsers on the fake Raspberry Pi trees, the real thread on this process and on
 another one, sources that vanish mid-run, bad rates. Rates and overhead are measured by
 scripts/bench_sampler.py, not asserted here."""
+import mmap
 import os
 import shutil
 import subprocess
@@ -100,8 +101,9 @@ def test_real_sampling_of_this_process():
     t_before = _core.monotonic_ns()
     with s:
         time.sleep(0.05)
-        block = np.ones(40_000_000 // 8)       # ~40 MB resident
-        block[::512] += 1
+        block = mmap.mmap(-1, 40 << 20)          # fresh pages: ~40 MB more resident
+        for i in range(0, 40 << 20, mmap.PAGESIZE):
+            block[i] = 1
         time.sleep(0.1)
     t_after = _core.monotonic_ns()
     data = s.samples()
@@ -120,7 +122,7 @@ def test_real_sampling_of_this_process():
     assert slow.any() and not slow.all()
     st = s.stats()
     assert st["n_samples"] == len(data) and st["thread_cpu_ns"] > 0
-    del block
+    block.close()
 
 
 def test_sampling_another_process_survives_its_exit():

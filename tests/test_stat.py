@@ -10,6 +10,17 @@ import pytest
 
 PY = sys.executable
 
+def _software_counting_reason():
+    from slmprof.counters import Counters
+    st = Counters(["task-clock"]).states[0]
+    return None if st.available else st.reason
+
+
+SOFTWARE_UNAVAILABLE = _software_counting_reason()
+needs_perf = pytest.mark.skipif(SOFTWARE_UNAVAILABLE is not None,
+                                reason=f"no counting at all here: {SOFTWARE_UNAVAILABLE}")
+
+
 
 def stat(*args, timeout=120, **kw):
     return subprocess.run([PY, "-m", "slmprof", "stat", *args], capture_output=True, text=True,
@@ -20,6 +31,7 @@ TOUCH = ("import mmap\nm = mmap.mmap(-1, 8192 * 4096)\nm.madvise(mmap.MADV_NOHUG
          "for i in range(0, 8192 * 4096, 4096): m[i] = 1\n")
 
 
+@needs_perf
 def test_counts_and_samples_a_child(tmp_path):
     out = tmp_path / "run.json"
     trace = tmp_path / "run.trace.json"
@@ -39,6 +51,7 @@ def test_counts_and_samples_a_child(tmp_path):
     assert any(e.get("ph") == "C" and e["name"] == "RSS MiB" for e in tr["traceEvents"])
 
 
+@needs_perf
 def test_threads_of_the_child_are_counted():
     code = ("import threading, time\n"
             "def spin():\n    t = time.process_time()\n"
@@ -117,3 +130,17 @@ def test_unavailable_hardware_events_carry_reasons():
         assert "<not supported>" in r.stderr
     else:
         assert cyc["value"] is not None or cyc["status"] == "not counted"
+
+
+@pytest.mark.pmu
+def test_stat_shows_ipc_with_hardware_counters():
+    from slmprof.counters import Counters
+    st = Counters(["instructions"]).states[0]
+    if not st.available:
+        pytest.skip(f"hardware counters unavailable here: {st.reason}")
+    r = stat("--events", "cycles,instructions,task-clock", "--json", "-", "--",
+             PY, "-c", "sum(range(10**6))")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["readings"]["instructions"]["value"] > 10**6
+    assert "insn per cycle" in r.stderr

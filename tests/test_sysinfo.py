@@ -87,3 +87,26 @@ def test_parsers_tolerate_missing_files(tmp_path):
     assert procfs.board_model(roots) is None and procfs.throttled_path(roots) is None
     info = sysinfo.collect(roots, probe=False)
     assert info["cpu"]["core"] is None and info["thermal_zones"] == []
+
+
+def _pmu_reason():
+    from slmprof.counters import Counters
+    st = Counters(["cycles"]).states[0]
+    return None if st.available else st.reason
+
+
+@pytest.mark.pmu
+def test_sysinfo_reports_the_pmu_and_its_counters():
+    reason = _pmu_reason()
+    if reason:
+        pytest.skip(f"hardware counters unavailable here: {reason}")
+    r = run("--json")
+    info = json.loads(r.stdout)
+    assert info["kernel"]["hardware_pmus"]
+    ev = {c["name"]: c for c in info["counters"]}
+    assert ev["cycles"]["available"]
+    if info["cpu"]["core"]:          # an Arm Cortex core from slmprof's tables: 6 + cycle counter
+        assert info["cpu"]["counters_per_core"] == 6
+        assert ev["cpu_cycles"]["available"] and ev["inst_retired"]["available"]
+    text = run().stdout
+    assert "hardware" in text and "counters" in text

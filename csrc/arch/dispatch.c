@@ -227,7 +227,7 @@ int slm_weight_prepare(slm_weight *w) {
 
 void slm_weight_release(slm_weight *w) {
     if (!w) return;
-    free(w->packed);
+    slm_packed_free(w->packed);
     w->packed = NULL;
     w->layout = SLM_LAYOUT_PLAIN;
 }

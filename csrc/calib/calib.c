@@ -368,6 +368,88 @@ int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Cache-resident matrix products through the engine's path.                                 */
+
+typedef struct {
+    int type;
+    int64_t rows, cols, n_tok;
+    slm_weight w[SLM_CALIB_MAX_THREADS];
+    uint8_t *data[SLM_CALIB_MAX_THREADS];   /* [rows][row_bytes] plain rows */
+    uint8_t *act[SLM_CALIB_MAX_THREADS];    /* [n_tok][act_row_bytes] */
+    float *y[SLM_CALIB_MAX_THREADS];        /* [n_tok][rows] */
+    int64_t act_row_bytes[SLM_CALIB_MAX_THREADS];
+} mm_ctx;
+
+static int mm_setup(team *t, int tid) {
+    mm_ctx *c = t->ctx;
+    const int64_t rb = slm_row_bytes(c->type, c->cols);
+    /* activations in their quantized form take at most 4 bytes per element plus block headers */
+    const int64_t act_cap = c->n_tok * (c->cols * 4 + 64);
+    float *x = malloc((size_t)(c->n_tok * c->cols) * sizeof(float));
+    c->data[tid] = alloc_lines(c->rows * rb);
+    c->act[tid] = alloc_lines(act_cap);
+    c->y[tid] = alloc_lines(c->n_tok * c->rows * (int64_t)sizeof(float));
+    if (!x || !c->data[tid] || !c->act[tid] || !c->y[tid]) { free(x); return SLM_ENOMEM; }
+    uint64_t state = 0xABCDEF12ULL + (uint64_t)tid;
+    int status = SLM_OK;
+    for (int64_t r = 0; r < c->rows && status == SLM_OK; r++) {
+        for (int64_t i = 0; i < c->cols; i++) x[i] = lcg_float(&state);
+        if (c->type == SLM_TYPE_F32) memcpy(c->data[tid] + r * rb, x, (size_t)rb);
+        else status = slm_quantize_row_ref(c->type, x, c->data[tid] + r * rb, c->cols);
+    }
+    for (int64_t i = 0; i < c->n_tok * c->cols; i++) x[i] = lcg_float(&state);
+    if (status == SLM_OK) {
+        c->w[tid] = (slm_weight){.type = c->type, .rows = c->rows, .cols = c->cols, .row_bytes = rb,
+                                 .data = c->data[tid]};
+        status = slm_weight_prepare(&c->w[tid]);
+    }
+    if (status == SLM_OK)
+        status = slm_quantize_activations(c->type, x, c->cols, c->n_tok, c->cols, c->act[tid],
+                                          &c->act_row_bytes[tid]);
+    free(x);
+    return status < 0 ? status : 0;
+}
+
+static void mm_body(team *t, int tid) {
+    mm_ctx *c = t->ctx;
+    int st = slm_matmul_rows(&c->w[tid], c->act[tid], c->act_row_bytes[tid], c->n_tok, c->y[tid],
+                             c->rows, 0, c->rows);
+    uint64_t bits = 0;
+    memcpy(&bits, &c->y[tid][0], sizeof(float));
+    t->checksums[tid] ^= bits ^ (uint64_t)(st < 0);
+}
+
+static void mm_teardown(team *t, int tid) {
+    mm_ctx *c = t->ctx;
+    slm_weight_release(&c->w[tid]);
+    free(c->data[tid]);
+    free(c->act[tid]);
+    free(c->y[tid]);
+    c->data[tid] = c->act[tid] = NULL;
+    c->y[tid] = NULL;
+}
+
+int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
+                     double min_seconds, slm_calib_result *out) {
+    if (!out || threads < 1 || threads > SLM_CALIB_MAX_THREADS || rows < 1 || cols < SLM_QK ||
+        n_tok < 1 || n_tok > 4096 || !(min_seconds >= 0))
+        return SLM_EINVAL;
+    if (slm_row_bytes(type, cols) <= 0) return SLM_ESHAPE;
+    const slm_type_traits *tr = slm_get_traits(type, -1);
+    if (!tr) return SLM_ENOSYS;
+    mm_ctx *c = calloc(1, sizeof(mm_ctx));
+    if (!c) return SLM_ENOMEM;
+    c->type = type; c->rows = rows; c->cols = cols; c->n_tok = n_tok;
+    team t = {.threads = threads, .setup = mm_setup, .body = mm_body, .teardown = mm_teardown,
+              .ctx = c, .min_seconds = min_seconds, .max_passes = MAX_PASSES_LIMIT, .min_passes = 5};
+    int status = team_run(&t);
+    if (status == SLM_OK) team_result(&t, 2 * rows * cols * n_tok * (int64_t)threads, out);
+    free(t.pass_seconds);
+    free(c);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* f32 FMA peak.                                                                             */
 
 typedef struct {

@@ -79,10 +79,12 @@ static void wait_for_change(slm_pool *pool, atomic_uint *word, unsigned seen) {
     }
 }
 
-static void advance(slm_pool *pool, atomic_uint *word) {
-    atomic_fetch_add(word, 1); /* seq_cst: ordered before the sleepers load */
+static void advance_by(slm_pool *pool, atomic_uint *word, unsigned n) {
+    atomic_fetch_add(word, n); /* seq_cst: ordered before the sleepers load */
     if (atomic_load(&pool->sleepers) > 0) futex_wake_all(word);
 }
+
+static void advance(slm_pool *pool, atomic_uint *word) { advance_by(pool, word, 1); }
 
 void slm_pool_barrier(slm_pool *pool) {
     if (pool->n_threads == 1) return;
@@ -103,7 +105,7 @@ void slm_pool_wait_count(slm_pool *pool, atomic_uint *word, unsigned target) {
     }
 }
 
-void slm_pool_count_up(slm_pool *pool, atomic_uint *word) { advance(pool, word); }
+void slm_pool_count_up(slm_pool *pool, atomic_uint *word, unsigned n) { advance_by(pool, word, n); }
 
 static void *worker_main(void *p) {
     worker_arg arg = *(worker_arg *)p;

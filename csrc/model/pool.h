@@ -8,7 +8,7 @@
 
 /* Wait (spin, then sleep) until *word >= target. */
 void slm_pool_wait_count(slm_pool *pool, atomic_uint *word, unsigned target);
-/* Add one to *word and wake whoever sleeps on it. */
-void slm_pool_count_up(slm_pool *pool, atomic_uint *word);
+/* Add n to *word and wake whoever sleeps on it. */
+void slm_pool_count_up(slm_pool *pool, atomic_uint *word, unsigned n);
 
 #endif

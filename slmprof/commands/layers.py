@@ -112,13 +112,17 @@ def render_text(rep, show_ops=False, style="md"):
     ceil = rep.get("ceilings") or {}
     settings = rep.get("settings") or {}
     out.append(f"model: {model.get('name')}{' (synthetic)' if model.get('synthetic') else ''}"
-               f", {model.get('file_type') or ''}; {settings.get('threads')} threads, "
+               f", {model.get('file_type') or ''}; {settings.get('threads')} "
+               f"thread{'s' if settings.get('threads') != 1 else ''}, "
                f"kernel path {settings.get('isa') or '?'}, KV cache {model.get('kv_type')}")
-    dots = ", ".join(f"{t} {v / 1e9:.1f}" for t, v in sorted((ceil.get("dot_ops_per_s") or {}).items()))
-    out.append(f"ceilings ({'calibrated here' if ceil.get('measured', True) else 'REFERENCE, not measured here'}):"
-               f" read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s, "
-               f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.1f} GFLOP/s"
-               + (f", int8 dot GOP/s: {dots}" if dots else ""))
+    def rates(key):
+        return ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted((ceil.get(key) or {}).items()))
+    matvec, gemm, dots = rates("matvec_ops_per_s"), rates("gemm_ops_per_s"), rates("dot_ops_per_s")
+    out.append(f"ceilings ({'calibrated here' if ceil.get('measured', True) else 'REFERENCE, not measured here'}"
+               f", {ceil.get('threads')} thread{'s' if ceil.get('threads') != 1 else ''}): read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s; "
+               + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
+                  f"int8 dot GOP/s {dots}; " if dots else "")
+               + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s")
     records = rep["records"]
     has_counters = any(r.get("ipc") is not None or r.get("dram_bytes_per_token") is not None
                        for r in records)
@@ -155,6 +159,10 @@ def render_text(rep, show_ops=False, style="md"):
                    "  roofline-ideal: n/a")
         out.append(f"  regions cover {100 * s['regions_coverage']:.1f}% of the measured time "
                    f"({s['regions_sum_ms_per_token']:.3f} of {s['ms_per_token']:.3f} ms/token)")
+        if s.get("unprofiled_ms_per_token"):
+            out.append(f"  without regions: {s['unprofiled_ms_per_token']:.2f} ms/token "
+                       f"({1e3 / s['unprofiled_ms_per_token']:.1f} tokens/s); the regions cost "
+                       f"{100 * s['profiling_overhead']:+.1f}%")
     out.append("")
     out.append("bottleneck: " + rep["summary"].get("bottleneck", ""))
     out.append("verdicts: " + roofline.VERDICT_RULE + ".")

@@ -95,6 +95,10 @@ def add_arguments(p):
     p.add_argument("--learn", nargs="+", metavar="BENCH_JSON", default=None,
                    help="learn the engine efficiency from `bench --format json` results of this "
                         "machine, store it, and use it")
+    p.add_argument("--ceilings", choices=("median", "best"), default="median",
+                   help="for 'this' or an exported calibration: ceilings from the median calibration "
+                        "pass (what the machine sustains while shared; default) or the best (the "
+                        "machine undisturbed; --learn then takes each bench run's fastest repetition)")
     p.add_argument("--relearn", action="store_true",
                    help="with --learn: forget the runs learnt before instead of adding to them")
     p.add_argument("--efficiency", type=_efficiency_arg, default=None, metavar="decode=F,prefill=F",
@@ -139,12 +143,13 @@ def run(args):
         from slmprof import calibrate
         if calibrate.cached_profile() is None:
             report.say("slmprof plan: no calibration of this machine yet; calibrating once (under a minute)")
-    device = devices.resolve_device(args.device)
+    device = devices.resolve_device(args.device, which=args.ceilings)
 
     if args.learn:
-        this = device if args.device == devices.THIS else devices.resolve_device(devices.THIS)
+        this = device if args.device == devices.THIS else devices.resolve_device(devices.THIS, which=args.ceilings)
         reps = [report.read_json(path, kind="bench") for path in args.learn]
-        eff = planner.learn_efficiency(reps, this, previous=None if args.relearn else planner.stored_efficiency())
+        eff = planner.learn_efficiency(reps, this, previous=None if args.relearn else planner.stored_efficiency(),
+                                       which=args.ceilings)
         where = planner.store_efficiency(eff)
         report.say(f"slmprof plan: engine efficiency decode {eff.decode:.2f}, prefill {eff.prefill:.2f} "
                    f"of the roofline ({eff.source}); stored in {where}", quiet=args.quiet and bool(models))
@@ -168,7 +173,7 @@ def run(args):
     rep = planner.make_plan_report(preds, device, eff, settings={
         "device": args.device, "ctx": args.ctx, "threads": args.threads, "types": args.types,
         "min_tok_s": args.min_tok_s, "max_mem": args.max_mem, "prompt_tokens": args.prompt_tokens,
-        "decode_at": args.decode_at, "storage_MBps": args.storage_MBps})
+        "decode_at": args.decode_at, "storage_MBps": args.storage_MBps, "ceilings": args.ceilings})
     text = report.to_json(rep) if args.json else planner.format_plan(rep)
     report.write_text(text, args.output)
     return 0
