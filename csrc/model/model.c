@@ -14,7 +14,8 @@
  * private buffer (576 floats cost less than a wait), so a decoded layer has five waits. A
  * thread the OS has descheduled delays the others only by the chunk it holds. Chunks are
  * large enough that claiming one (an atomic add on a shared line) costs under 1% of it.
- * Region hooks, when attached, are called by thread 0 between two barriers at each edge.
+ * Region hooks, when attached, are called by thread 0 at each edge, after a step whose work is
+ * complete and before a barrier that holds the next step until its region has begun.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -400,14 +401,15 @@ static void parallel(worker *w, int64_t n_chunks, chunk_fn fn, void *arg) {
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t n_chunks_of(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
-/* A region edge: end the regions that finished, begin the next ones (ids < 0: none). Only
- * with a profiler attached do the threads line up here (so a region covers every thread's
- * work); otherwise it is one branch. */
+/* A region edge: end the regions that finished, begin the next ones (ids < 0: none). Every
+ * edge follows a parallel step, whose end already waits for all of its work, so the regions
+ * that end here cover every thread's work. Only with a profiler attached do the threads line
+ * up after the hooks (so no thread starts the next region's work before it begins);
+ * otherwise it is one branch. */
 static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
     slm_model *m = w->m;
     const slm_region_hooks *h = &m->job.hooks;
     if (!h->begin) return;
-    slm_pool_barrier(m->pool);
     if (w->ith == 0) {
         if (end_op >= 0) h->end(h->ctx, end_op);
         if (end_layer >= 0) h->end(h->ctx, end_layer);
