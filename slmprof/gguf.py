@@ -702,6 +702,24 @@ class GGUFWriter:
                 element_type = ValueType.INT32
         self._kv[key] = (vtype, element_type, value)
 
+    def add_hyperparameters(self, shape):
+        """The architecture keys the reader needs, from a ModelShape (or anything with the same
+        fields): one place for the names, so writers and `describe_model` cannot drift apart."""
+        k = shape.arch + "."
+        self.add(k + "context_length", shape.ctx)
+        self.add(k + "embedding_length", shape.dim)
+        self.add(k + "block_count", shape.n_layer)
+        self.add(k + "feed_forward_length", shape.ffn)
+        self.add(k + "attention.head_count", shape.n_head)
+        self.add(k + "attention.head_count_kv", shape.n_kv_head)
+        if shape.head_dim * shape.n_head != shape.dim:
+            self.add(k + "attention.key_length", shape.head_dim)
+            self.add(k + "attention.value_length", shape.head_dim)
+        self.add(k + "rope.dimension_count", shape.head_dim)
+        self.add(k + "rope.freq_base", float(shape.rope_base))
+        self.add(k + "attention.layer_norm_rms_epsilon", float(shape.rms_eps))
+        self.add(k + "vocab_size", shape.vocab)
+
     def add_tensor(self, name, data, type_, shape):
         """`shape` in GGUF order (ne0 = row length first); `data` holds exactly the tensor bytes
         (float32 array for F32, float16 for F16, quantized blocks as uint8) or is a callable."""

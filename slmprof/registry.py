@@ -286,20 +286,7 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     w.add("general.quantization_version", 2)
     w.add("slmprof.synthetic", True)
     w.add("slmprof.synthetic_seed", int(seed) & 0xFFFFFFFF)
-    k = arch + "."
-    w.add(k + "context_length", s.ctx)
-    w.add(k + "embedding_length", s.dim)
-    w.add(k + "block_count", s.n_layer)
-    w.add(k + "feed_forward_length", s.ffn)
-    w.add(k + "attention.head_count", s.n_head)
-    w.add(k + "attention.head_count_kv", s.n_kv_head)
-    if s.head_dim * s.n_head != s.dim:
-        w.add(k + "attention.key_length", s.head_dim)
-        w.add(k + "attention.value_length", s.head_dim)
-    w.add(k + "rope.dimension_count", s.head_dim)
-    w.add(k + "rope.freq_base", float(s.rope_base))
-    w.add(k + "attention.layer_norm_rms_epsilon", float(s.rms_eps))
-    w.add(k + "vocab_size", s.vocab)
+    w.add_hyperparameters(s)
     vocab_kind, pre = tokenizer
     for key, value in synthetic_vocab(vocab_kind, s.vocab, pre=pre).items():
         w.add(key, value)

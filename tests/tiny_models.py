@@ -99,17 +99,8 @@ def write_tiny_model(path, shape: TinyShape, type_name="q8_0", seed=0, embd_type
     """Write the model; returns the float32 weights it was made from."""
     weights = random_weights(shape, seed)
     g = GGUFWriter(path, shape.arch)
-    a = shape.arch + "."
     g.add("general.name", f"tiny-{shape.arch}-{type_name}")
-    g.add(a + "block_count", shape.n_layer)
-    g.add(a + "context_length", shape.ctx)
-    g.add(a + "embedding_length", shape.dim)
-    g.add(a + "feed_forward_length", shape.ffn)
-    g.add(a + "attention.head_count", shape.n_head)
-    g.add(a + "attention.head_count_kv", shape.n_kv_head)
-    g.add(a + "rope.freq_base", shape.rope_base, "float32")
-    g.add(a + "attention.layer_norm_rms_epsilon", shape.rms_eps, "float32")
-    g.add(a + "rope.dimension_count", shape.head_dim)
+    g.add_hyperparameters(shape)
     tokens, scores, types = spm_vocab(shape.vocab)
     g.add("tokenizer.ggml.model", "llama")
     g.add("tokenizer.ggml.tokens", tokens)
