@@ -1,4 +1,4 @@
-"""The C forward pass against tests/numpy_reference.py on tiny models of each architecture and
+"""The C forward pass against slmprof.reference (numpy float64) on tiny models of each architecture and
 weight type, plus batching, thread-count and bad-input checks.
 
 Tolerances (logits compared relative to the reference logits' standard deviation, `std`):
@@ -21,18 +21,18 @@ Tolerances (logits compared relative to the reference logits' standard deviation
 import numpy as np
 import pytest
 
-from numpy_reference import ReferenceModel
 from slmprof.errors import ContextOverflowError
 from slmprof.model import Model
-from tiny_models import TinyShape, write_tiny_model
+from slmprof.reference import ReferenceModel
+from tiny_models import tiny, write_tiny_model
 
 TYPES = ["f32", "f16", "q8_0", "q4_0", "q4_1"]
 SHAPES = {
     # head_dim 16: attention outputs are quantized after a barrier, not per head
-    "llama-tied": TinyShape(),
+    "llama-tied": tiny(),
     # head_dim 32, one KV head for four query heads, rope_freqs, explicit output
-    "llama-untied": TinyShape(dim=128, n_head=4, n_kv_head=1, tied=False, rope_freqs=True),
-    "qwen2": TinyShape(arch="qwen2", dim=128, n_head=4, n_kv_head=2, tied=False),
+    "llama-untied": tiny(dim=128, n_head=4, n_kv_head=1, tied=False, rope_freqs=True),
+    "qwen2": tiny(arch="qwen2", dim=128, n_head=4, n_kv_head=2, tied=False),
 }
 FLOAT_TOL, FLOAT_REF_TOL = 1e-4, 0.15
 
@@ -62,22 +62,23 @@ def test_logits_match_numpy_reference(tiny_path, shape_name, type_name):
     seq = tokens(40)
     with Model.load(path, threads=2, ctx=64) as m:
         got = m.prefill(seq, all_logits=True).astype(np.float64)
-        float_ref = ReferenceModel(path, quantize_activations=False).forward(seq)
+        with ReferenceModel(path, quantize_activations=False) as ref:
+            float_ref = ref.forward(seq)
         std = float_ref.std()
         assert np.abs(got - float_ref).max() <= FLOAT_REF_TOL * std
 
-        rounding_ref = ReferenceModel(path, quantize_activations=True)
-        if type_name in ("f32", "f16"):
-            assert np.abs(got - rounding_ref.forward(seq)).max() <= FLOAT_TOL * std
-        else:
-            clean = 0
-            for i in range(12):
-                short = tokens(4, seed=100 + i)
-                m.reset()
-                err = np.abs(m.prefill(short, all_logits=True) - rounding_ref.forward(short)).max()
-                assert err <= FLOAT_REF_TOL * std
-                clean += err <= FLOAT_TOL * std
-            assert clean >= 9, f"only {clean}/12 short sequences match to float32 precision"
+        with ReferenceModel(path, quantize_activations=True) as rounding_ref:
+            if type_name in ("f32", "f16"):
+                assert np.abs(got - rounding_ref.forward(seq)).max() <= FLOAT_TOL * std
+            else:
+                clean = 0
+                for i in range(12):
+                    short = tokens(4, seed=100 + i)
+                    m.reset()
+                    err = np.abs(m.prefill(short, all_logits=True) - rounding_ref.forward(short)).max()
+                    assert err <= FLOAT_REF_TOL * std
+                    clean += err <= FLOAT_TOL * std
+                assert clean >= 9, f"only {clean}/12 short sequences match to float32 precision"
 
         # same greedy tokens where the reference is decisive
         top2 = np.sort(float_ref, axis=1)[:, -2:]
