@@ -242,3 +242,32 @@ def test_logits_of_the_last_tokens_only(tiny_path):
             np.testing.assert_allclose(got, every[-last:], rtol=0, atol=1e-5 * every.std())
         with pytest.raises(ValueError, match="last"):
             m.prefill(seq[:3], last=4)
+
+
+def mapped_rss_bytes(path):
+    """Resident bytes of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:          # a mapping's header line
+                inside = len(fields) >= 6 and fields[-1] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1]) * 1024
+    return total
+
+
+def test_repacked_weights_do_not_stay_resident_twice(tiny_model):
+    """The engine gives back the file pages under matrices it repacked: the model is resident
+    once (its repacked copy), not twice."""
+    from slmprof import quant
+    path = tiny_model(type="q4_0", dim=512, ffn=2048, n_layer=2, n_head=8, n_kv_head=8).resolve()
+    size = path.stat().st_size
+    with Model.load(path, threads=1, ctx=16) as m:
+        logits = m.prefill([1, 2, 3])
+        assert np.isfinite(logits).all()
+        resident = mapped_rss_bytes(path)
+        if quant.active_isa() == "scalar":
+            pytest.skip("the scalar path reads weights in place (nothing is repacked)")
+        # what stays: the norms, the embedding rows looked up, pages shared at tensor edges
+        assert resident < 0.25 * size, f"{resident} of {size} bytes of the file still resident"
