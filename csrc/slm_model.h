@@ -58,6 +58,11 @@ typedef struct slm_model_config {
     int32_t n_threads;  /* >= 1 */
     float rope_base;
     float norm_eps;
+    /* 1 when every tensor points into a shared read-only file mapping (a mmap'd GGUF): the
+     * pages under a matrix the kernels repacked are then given back after packing (they
+     * refault from the page cache if ever read), so the file is not resident twice. Never
+     * set it for anonymous memory: dropping those pages would zero them. */
+    int32_t weights_file_backed;
 } slm_model_config;
 
 /* Which tensor slm_model_set_tensor is given. Per-layer kinds take a layer index. */

@@ -93,7 +93,8 @@ class Model:
                           n_head=shape.n_head, n_kv_head=shape.n_kv_head, head_dim=shape.head_dim,
                           vocab=shape.vocab, n_ctx=int(ctx), max_batch=int(max_batch),
                           kv_type=KV_TYPES[kv_type], threads=int(threads),
-                          rope_base=shape.rope_base, norm_eps=shape.rms_eps)
+                          rope_base=shape.rope_base, norm_eps=shape.rms_eps,
+                          weights_file_backed=True)   # views of GGUFFile's mapping
             tensors = []
             for pattern, (kind, per_layer) in _core.ENGINE_TENSORS.items():
                 for layer in (range(shape.n_layer) if per_layer else [0]):

@@ -22,6 +22,8 @@
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -188,6 +190,15 @@ static int take_vector(const tensor_ref *t, int64_t n, int required, const float
     return SLM_OK;
 }
 
+/* Unmap the whole pages inside [data, data + nbytes) of a shared file mapping. Pages shared
+ * with a neighbouring tensor stay; a failure only leaves the pages resident. */
+static void drop_file_pages(const void *data, int64_t nbytes) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t start = ((uintptr_t)data + page - 1) / page * page;
+    const uintptr_t end = ((uintptr_t)data + (uintptr_t)nbytes) / page * page;
+    if (end > start) (void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t cols, slm_weight *w) {
     if (!t->present) return SLM_EINVAL;
     if (t->rows != rows || t->cols != cols) return SLM_ESHAPE;
@@ -204,7 +215,10 @@ static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t 
     }
     *w = (slm_weight){.type = t->type, .rows = rows, .cols = cols,
                       .row_bytes = slm_row_bytes(t->type, cols), .data = t->data};
-    return slm_weight_prepare(w);
+    int rc = slm_weight_prepare(w);
+    if (rc == SLM_OK && w->packed && m->cfg.weights_file_backed)
+        drop_file_pages(t->data, t->nbytes);
+    return rc;
 }
 
 /* Bytes of n activation elements in the format weight type `type` reads (n % 32 == 0). */
