@@ -107,6 +107,8 @@ int slm_model_set_n_past(slm_model *m, int32_t n_past); /* only shrink: 0 resets
 int32_t slm_model_threads(const slm_model *m);
 /* Attach (or, with NULL, detach) region hooks; they are copied. */
 int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks);
+/* ops = 0: call the hooks at layer edges only (no operation regions); 1 (the default): both. */
+int slm_model_set_region_ops(slm_model *m, int ops);
 
 
 #endif /* SLM_MODEL_H */

@@ -52,6 +52,7 @@ cdef extern from "slm.h" nogil:
     int slm_model_set_n_past(slm_model *m, int32_t n_past)
     int32_t slm_model_threads(const slm_model *m)
     int slm_model_set_hooks(slm_model *m, const void *hooks)  # const slm_region_hooks *
+    int slm_model_set_region_ops(slm_model *m, int ops)
 
 
 # GGUF tensor name (with {l} for the layer) -> engine tensor kind, and whether it is per layer.
@@ -181,6 +182,10 @@ cdef class Engine:
         h = (<RegionTable>table).hooks()
         check(slm_model_set_hooks(self._get(), <const void *>&h), "attaching region hooks")
         self.hooks_owner = table
+
+    def set_region_ops(self, bint ops):
+        """Region edges at every operation (True, the default) or at layers only."""
+        check(slm_model_set_region_ops(self._get(), ops), "setting the region detail")
 
     def _set_hooks(self, size_t hooks_address, owner):
         """Attach the slm_region_hooks at that address (copied); owner is kept alive.

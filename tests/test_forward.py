@@ -244,6 +244,39 @@ def test_logits_of_the_last_tokens_only(tiny_path):
             m.prefill(seq[:3], last=4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_regions_tile_each_layer(tiny_path, threads):
+    """Operation regions are wall-only and, sharing their edges' instants, add up to their
+    layer exactly; with ops=False only layer regions run; results do not change."""
+    from slmprof import _core
+    with Model.load(tiny_path("qwen2", "q4_0"), threads=threads, ctx=32) as m:
+        plain = [m.prefill([1, 2, 3, 4, 5]), m.decode(6), m.decode(7)]
+        names = m.region_names()
+        for ops in (True, False):
+            table = _core.RegionTable(4096)
+            m.reset()
+            m.set_profiler(table, ops=ops)
+            got = [m.prefill([1, 2, 3, 4, 5]), m.decode(6), m.decode(7)]
+            m.set_profiler(None)
+            for a, b in zip(plain, got):
+                np.testing.assert_array_equal(a, b)
+            assert table.errors == 0
+            by_layer = {}
+            for rid, layer, op in names:
+                st = table.get(rid)
+                if op == "layer":
+                    assert st["count"] == 3 and not st["wall_only"]
+                    by_layer.setdefault(layer, [0, 0])[0] = st["wall_ns"]
+                elif ops:
+                    assert st["count"] == 3 and st["wall_only"], (layer, op)
+                    by_layer.setdefault(layer, [0, 0])[1] += st["wall_ns"]
+                else:
+                    assert st is None, (layer, op)
+            if ops:
+                for layer, (wall, op_sum) in by_layer.items():
+                    assert op_sum == wall, layer
+
+
 def mapped_rss_bytes(path):
     """Resident bytes of this process's mappings of `path` (from /proc/self/smaps)."""
     total, inside = 0, False

@@ -136,9 +136,9 @@ def test_command_outputs_and_usage_errors(tmp_path, profile, monkeypatch):
 @pytest.mark.slow
 def test_fidelity_on_the_smollm2_shape(profile):
     """Per-layer times sum to the measured time per token within 5% (decode, real shape), and
-    per-op regions cost under 3% of decode time (on vs off, interleaved), with one engine
-    thread. (With two threads the engine adds a barrier at every region edge; on a busy
-    machine that costs far more than 3%, and `layers` reports the measured cost.)"""
+    per-op regions cost under 3% of decode time (on vs off, interleaved), with two engine
+    threads. Timing on a shared machine is noisy: scripts/bench_profiling_overhead.py gives
+    the figure with the load it was measured under."""
     import time
     import numpy as np
     from slmprof.model import Model
@@ -150,7 +150,7 @@ def test_fidelity_on_the_smollm2_shape(profile):
     print(f"decode regions cover {100 * cov:.2f}% of measured time per token")
     assert 0.95 <= cov <= 1.0
 
-    m = Model.load("synth:smollm2-135m", threads=1, ctx=600)
+    m = Model.load("synth:smollm2-135m", threads=2, ctx=600)
     prof = Profiler(events=[])
     on, off = [], []
     try:

@@ -15,7 +15,10 @@
  * thread the OS has descheduled delays the others only by the chunk it holds. Chunks are
  * large enough that claiming one (an atomic add on a shared line) costs under 1% of it.
  * Region hooks, when attached, are called by thread 0 at each edge, after a step whose work is
- * complete and before a barrier that holds the next step until its region has begun.
+ * complete. The other threads do not wait for them: they go on with the next step, so an edge
+ * costs the decode only the main thread's clock read, not a meeting of every thread (which on
+ * a busy machine waits for a descheduled thread at every one of ~200 edges per token). Only
+ * hooks that read every thread's counters at layer edges hold the threads there.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -94,6 +97,7 @@ typedef struct {
     float *logits;         /* (n_out, vocab) */
     int out0, n_out;       /* tokens [out0, out0 + n_out) get logits; n_out = 0: none */
     slm_region_hooks hooks;
+    int region_ops;        /* operation edges too, not only layer edges */
     slm_attend_fn attend;  /* attention path for the active ISA */
 } chunk_job;
 
@@ -117,6 +121,7 @@ struct slm_model {
     run_state s;
     slm_pool *pool;
     slm_region_hooks hooks;
+    int region_ops;
     chunk_job job;
     work_counter *counters;    /* (max_ops) one per parallel step of a forward chunk */
     int max_ops;
@@ -147,6 +152,7 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
     m->kv_dim = c.n_kv_head * c.head_dim;
     m->kv_mul = c.n_head / c.n_kv_head;
     m->max_batch = c.max_batch ? c.max_batch : DEFAULT_MAX_BATCH;
+    m->region_ops = 1;
     if (m->max_batch > c.n_ctx) m->max_batch = c.n_ctx;
     m->layer_tensors = calloc((size_t)c.n_layer * SLM_T_COUNT, sizeof(tensor_ref));
     m->layers = calloc((size_t)c.n_layer, sizeof(layer_weights));
@@ -352,6 +358,11 @@ int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks) {
     return SLM_OK;
 }
 
+int slm_model_set_region_ops(slm_model *m, int ops) {
+    m->region_ops = ops != 0;
+    return SLM_OK;
+}
+
 /* ---- the neural net blocks ------------------------------------------------------------- */
 
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
@@ -417,20 +428,35 @@ static inline int64_t n_chunks_of(int64_t n, int64_t chunk) { return (n + chunk 
 
 /* A region edge: end the regions that finished, begin the next ones (ids < 0: none). Every
  * edge follows a parallel step, whose end already waits for all of its work, so the regions
- * that end here cover every thread's work. Only with a profiler attached do the threads line
- * up after the hooks (so no thread starts the next region's work before it begins);
- * otherwise it is one branch. */
+ * that end here cover every thread's work. Thread 0 records the edge while the others start
+ * the next step: what they do meanwhile (the length of one clock read at an operation edge)
+ * is counted in the region that ends. Hooks that read every thread's counters at layer edges
+ * (hold_at_layers) get the threads held there, so no next-layer work is in a layer's counts.
+ * Without a profiler it is one branch. */
 static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
     slm_model *m = w->m;
     const slm_region_hooks *h = &m->job.hooks;
     if (!h->begin) return;
-    if (w->ith == 0) {
-        if (end_op >= 0) h->end(h->ctx, end_op);
-        if (end_layer >= 0) h->end(h->ctx, end_layer);
-        if (begin_layer >= 0) h->begin(h->ctx, begin_layer);
-        if (begin_op >= 0) h->begin(h->ctx, begin_op);
+    const int at_layer = end_layer >= 0 || begin_layer >= 0;
+    if (!m->job.region_ops) {
+        if (!at_layer) return;
+        end_op = begin_op = -1;
     }
-    slm_pool_barrier(m->pool);
+    if (w->ith == 0) {
+        int32_t ends[2], begins[2];
+        int n_end = 0, n_begin = 0;
+        if (end_op >= 0) ends[n_end++] = end_op;
+        if (end_layer >= 0) ends[n_end++] = end_layer;
+        if (begin_layer >= 0) begins[n_begin++] = begin_layer;
+        if (begin_op >= 0) begins[n_begin++] = begin_op;
+        if (h->edge) {
+            h->edge(h->ctx, ends, n_end, begins, n_begin);
+        } else {
+            for (int i = 0; i < n_end; i++) h->end(h->ctx, ends[i]);
+            for (int i = 0; i < n_begin; i++) h->begin(h->ctx, begins[i]);
+        }
+    }
+    if (at_layer && h->hold_at_layers) slm_pool_barrier(m->pool);
 }
 
 /* RMSNorm of rows [t0, t0+n) of x, quantized once per activation format of group g. */
@@ -649,10 +675,7 @@ static void forward_thread(void *ctx, int ith, int nth) {
     const int head_slot = c->n_layer + 1;
     worker w = {.m = m, .ith = ith, .step = 0};
 
-    if (job->hooks.begin && ith == 0) {
-        job->hooks.begin(job->hooks.ctx, SLM_REGION_ID(0, SLM_OP_LAYER));
-        job->hooks.begin(job->hooks.ctx, SLM_REGION_ID(0, SLM_OP_EMBED));
-    }
+    edge(&w, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), SLM_REGION_ID(0, SLM_OP_EMBED));
     parallel(&w, n_chunks_of(n_tok, EMBED_CHUNK), embed_chunk, NULL);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_weights *L = &m->layers[l];
@@ -718,7 +741,7 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
-                           .attend = slm_attend_generic};
+                           .region_ops = m->region_ops, .attend = slm_attend_generic};
 #if defined(__x86_64__)
         if (slm_isa_active() == SLM_ISA_AVX2) job->attend = slm_attend_avx2;
 #endif
