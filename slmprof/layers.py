@@ -95,9 +95,7 @@ def phase_costs(shape, weight_types, kv_type, calls, ceilings):
     out = {}
     for n_past, n_tok, n_logits in calls:
         for c in roofline.op_costs(shape, weight_types, n_past, n_tok, kv_type, n_logits):
-            t_mem, t_comp = roofline.roof_times(c.bytes, c.ops,
-                                                ceilings.peak(c.kind, c.weight_type, c.n_tok),
-                                                ceilings.bandwidth)
+            t_mem, t_comp = ceilings.times(c)
             for rid in (c.region, roofline.region_id(c.slot, "layer")):
                 acc = out.setdefault(rid, {"slot": c.slot, "layer": c.layer,
                                            "op": c.op if rid == c.region else "layer",
