@@ -50,9 +50,9 @@ typedef struct slm_region_hooks {
     void (*begin)(void *ctx, int32_t region);
     void (*end)(void *ctx, int32_t region);
     void *ctx;
-    /* Optional: a whole edge in one call, ending then beginning regions at one instant (one
-     * clock read serves both sides, so consecutive regions tile the time). NULL: the engine
-     * calls end and begin region by region. */
+    /* Optional: a whole edge in one call, ending then beginning regions (each clock is read
+     * once for the edge, so consecutive regions can tile the time). NULL: the engine calls
+     * end and begin region by region. */
     void (*edge)(void *ctx, const int32_t *ends, int n_end, const int32_t *begins, int n_begin);
     /* Nonzero: at layer edges the hooks read state of every thread (counters), so the engine
      * holds its other threads there until the hooks return. Operation edges never hold: the

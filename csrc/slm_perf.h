@@ -138,7 +138,9 @@ void slm_region_table_destroy(slm_region_table *t);
 void slm_region_begin(void *table, int32_t id);
 void slm_region_end(void *table, int32_t id);
 /* End the regions ends[0..n_end) (innermost first) and begin begins[0..n_begin) (outermost
- * first) at one instant: each clock is read once for the edge. */
+ * first) at one instant, each clock read once for the edge: regions that follow each other
+ * tile the time. The CPU clock and counter reads (only if a region here keeps them) come
+ * after the wall instant, so they are in the time of the regions that begin. */
 void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t *begins, int n_begin);
 /* Record only count and wall time for this region (no thread CPU time, no counters): for
  * regions too short and too many for a system call at each edge. */

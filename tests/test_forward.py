@@ -247,7 +247,8 @@ def test_logits_of_the_last_tokens_only(tiny_path):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_engine_regions_tile_each_layer(tiny_path, threads):
     """Operation regions are wall-only and, sharing their edges' instants, add up to their
-    layer exactly; with ops=False only layer regions run; results do not change."""
+    block exactly (the embedding and output layers also hold waking and joining the threads);
+    with ops=False only layer regions run; results do not change."""
     from slmprof import _core
     with Model.load(tiny_path("qwen2", "q4_0"), threads=threads, ctx=32) as m:
         plain = [m.prefill([1, 2, 3, 4, 5]), m.decode(6), m.decode(7)]
@@ -274,7 +275,10 @@ def test_engine_regions_tile_each_layer(tiny_path, threads):
                     assert st is None, (layer, op)
             if ops:
                 for layer, (wall, op_sum) in by_layer.items():
-                    assert op_sum == wall, layer
+                    if layer.startswith("blk."):
+                        assert op_sum == wall, layer
+                    else:
+                        assert 0 < op_sum <= wall, layer
 
 
 def mapped_rss_bytes(path):

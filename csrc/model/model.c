@@ -426,7 +426,28 @@ static void parallel(worker *w, int64_t n_chunks, chunk_fn fn, void *arg) {
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t n_chunks_of(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
-/* A region edge: end the regions that finished, begin the next ones (ids < 0: none). Every
+/* Call the hooks for one edge (main thread only). ids < 0: none; operation ids are dropped
+ * when only layer regions are asked for. Returns whether a layer region ends or begins. */
+static int record_edge(const chunk_job *job, int end_op, int end_layer, int begin_layer, int begin_op) {
+    const slm_region_hooks *h = &job->hooks;
+    if (!job->region_ops) end_op = begin_op = -1;
+    int32_t ends[2], begins[2];
+    int n_end = 0, n_begin = 0;
+    if (end_op >= 0) ends[n_end++] = end_op;
+    if (end_layer >= 0) ends[n_end++] = end_layer;
+    if (begin_layer >= 0) begins[n_begin++] = begin_layer;
+    if (begin_op >= 0) begins[n_begin++] = begin_op;
+    if (n_end + n_begin == 0) return 0;
+    if (h->edge) {
+        h->edge(h->ctx, ends, n_end, begins, n_begin);
+    } else {
+        for (int i = 0; i < n_end; i++) h->end(h->ctx, ends[i]);
+        for (int i = 0; i < n_begin; i++) h->begin(h->ctx, begins[i]);
+    }
+    return end_layer >= 0 || begin_layer >= 0;
+}
+
+/* A region edge inside the pass: end the regions that finished, begin the next ones. Every
  * edge follows a parallel step, whose end already waits for all of its work, so the regions
  * that end here cover every thread's work. Thread 0 records the edge while the others start
  * the next step: what they do meanwhile (the length of one clock read at an operation edge)
@@ -434,29 +455,10 @@ static inline int64_t n_chunks_of(int64_t n, int64_t chunk) { return (n + chunk 
  * (hold_at_layers) get the threads held there, so no next-layer work is in a layer's counts.
  * Without a profiler it is one branch. */
 static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
-    slm_model *m = w->m;
-    const slm_region_hooks *h = &m->job.hooks;
-    if (!h->begin) return;
-    const int at_layer = end_layer >= 0 || begin_layer >= 0;
-    if (!m->job.region_ops) {
-        if (!at_layer) return;
-        end_op = begin_op = -1;
-    }
-    if (w->ith == 0) {
-        int32_t ends[2], begins[2];
-        int n_end = 0, n_begin = 0;
-        if (end_op >= 0) ends[n_end++] = end_op;
-        if (end_layer >= 0) ends[n_end++] = end_layer;
-        if (begin_layer >= 0) begins[n_begin++] = begin_layer;
-        if (begin_op >= 0) begins[n_begin++] = begin_op;
-        if (h->edge) {
-            h->edge(h->ctx, ends, n_end, begins, n_begin);
-        } else {
-            for (int i = 0; i < n_end; i++) h->end(h->ctx, ends[i]);
-            for (int i = 0; i < n_begin; i++) h->begin(h->ctx, begins[i]);
-        }
-    }
-    if (at_layer && h->hold_at_layers) slm_pool_barrier(m->pool);
+    const chunk_job *job = &w->m->job;
+    if (!job->hooks.begin) return;
+    if (w->ith == 0) record_edge(job, end_op, end_layer, begin_layer, begin_op);
+    if ((end_layer >= 0 || begin_layer >= 0) && job->hooks.hold_at_layers) slm_pool_barrier(w->m->pool);
 }
 
 /* RMSNorm of rows [t0, t0+n) of x, quantized once per activation format of group g. */
@@ -674,8 +676,8 @@ static void forward_thread(void *ctx, int ith, int nth) {
     const int n_tok = job->n_tok;
     const int head_slot = c->n_layer + 1;
     worker w = {.m = m, .ith = ith, .step = 0};
+    edge(&w, -1, -1, -1, SLM_REGION_ID(0, SLM_OP_EMBED)); /* its layer began before the wake */
 
-    edge(&w, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), SLM_REGION_ID(0, SLM_OP_EMBED));
     parallel(&w, n_chunks_of(n_tok, EMBED_CHUNK), embed_chunk, NULL);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_weights *L = &m->layers[l];
@@ -715,19 +717,19 @@ static void forward_thread(void *ctx, int ith, int nth) {
         /* down projection, residual connection back into x */
         parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, (void *)&L->down);
     }
-    const int last_down = SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), last_layer = SLM_REGION_ID(c->n_layer, SLM_OP_LAYER);
-    if (job->n_out == 0) {
-        edge(&w, last_down, last_layer, -1, -1);
+    if (job->n_out == 0) { /* the last block's layer region ends in slm_model_forward */
+        edge(&w, SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), -1, -1, -1);
         return;
     }
-    edge(&w, last_down, last_layer, SLM_REGION_ID(head_slot, SLM_OP_LAYER), SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM));
+    edge(&w, SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), SLM_REGION_ID(c->n_layer, SLM_OP_LAYER),
+         SLM_REGION_ID(head_slot, SLM_OP_LAYER), SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM));
 
     /* final rmsnorm of the tokens that need logits, then the classifier into the logits */
     act_group g = {.n_slots = 1, .slot = {0}, .slot_type = {m->lm_head->type}};
     norm_job in = norm_quantize(&w, job->out0, job->n_out, m->output_norm, &g);
     edge(&w, SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM), -1, -1, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD));
     parallel(&w, n_chunks_of(c->vocab, HEAD_CHUNK), lm_head_chunk, &in);
-    edge(&w, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), SLM_REGION_ID(head_slot, SLM_OP_LAYER), -1, -1);
+    edge(&w, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), -1, -1, -1); /* its layer: after the join */
 }
 
 int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits, int32_t n_logits) {
@@ -751,7 +753,15 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
             job->logits = logits + (size_t)(done + job->out0 - first_out) * m->cfg.vocab;
         }
         memset(m->counters, 0, (size_t)m->max_ops * sizeof(work_counter));
+        /* The first layer region begins before the workers are woken and the last ends
+         * after all of them have finished, so the layer regions cover the whole pass: waking
+         * the threads is in the embedding layer's time, waiting for the last one to finish
+         * in the final layer's (not in their operations: there it is the time by which the
+         * layer exceeds its operations). */
+        const int last_slot = job->n_out ? m->cfg.n_layer + 1 : m->cfg.n_layer;
+        if (job->hooks.begin) record_edge(job, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), -1);
         slm_pool_run(m->pool, forward_thread, m);
+        if (job->hooks.begin) record_edge(job, -1, SLM_REGION_ID(last_slot, SLM_OP_LAYER), -1, -1);
         m->n_past += n;
         done += n;
     }

@@ -9,7 +9,7 @@
  * A region marked wall-only records count and wall time alone: one vDSO clock read per
  * edge (tens of ns) instead of the thread CPU clock (a system call, about a microsecond)
  * and a counter snapshot. The engine's operation regions are marked so; its layer regions
- * keep everything. slm_region_edge ends and begins several regions at one instant, reading
+ * keep everything. slm_region_edge ends and begins several regions at one edge, reading
  * each clock once for the whole edge.
  */
 #include "slm.h"
@@ -192,6 +192,10 @@ void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t 
     }
     for (int i = 0; i < n_begin; i++)
         if (begins[i] >= 0 && begins[i] < t->capacity && !t->wall_only[begins[i]]) full = 1;
+    /* One instant for both sides, read first: the regions tile the time. The CPU clock and
+     * counter reads that follow are in the time of the regions that begin (a preemption at
+     * that system call too: leaving it out of every region lost whole time slices on a busy
+     * machine), and their values bracket both sides alike. */
     uint64_t cpu = 0;
     if (full) {
         cpu = thread_cpu_ns();
