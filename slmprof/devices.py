@@ -59,7 +59,9 @@ class DeviceProfile:
     # The engine's own kernels as calibrate measured them (absent from reference profiles):
     # "matvec_GOPs"/"gemm_GOPs" {type: {threads: GOP/s}} (cache-resident matrix products, one
     # token / blocked), "stream_GBps" {type: {threads: GB/s}} (one-token product with weights
-    # from memory), "attention_GOPs" {threads: GOP/s} (decode attention, KV from memory).
+    # from memory in plain row chunks), "stream_<pattern>_GBps" likewise in the engine's other
+    # work units (gate_up, lm_head), "attention_GOPs" {threads: GOP/s} (decode attention, KV
+    # from memory).
     engine: dict = field(default_factory=dict)
 
     # -- thread-count tables ------------------------------------------------------------
@@ -107,11 +109,18 @@ class DeviceProfile:
         attention = None
         if eng.get("attention_GOPs"):
             attention = _at_threads(eng["attention_GOPs"], threads, "engine.attention_GOPs", self.name) * 1e9
+        from slmprof.calibrate import STREAM_PATTERN_OF_OP
+        stream_by_op = {}
+        for op, pattern in STREAM_PATTERN_OF_OP.items():
+            tab = per_type(f"stream_{pattern}_GBps") or (per_type("stream_GBps") if pattern == "rows" else {})
+            if tab:
+                stream_by_op[op] = tab
         return roofline.Ceilings(threads=int(threads), bandwidth=self.bandwidth_GBps(threads) * 1e9,
                                  fma=self.f32_GFLOPs_at(threads) * 1e9, dot=dot, isa=self.isa,
                                  sync_seconds=sync, measured=self.measured_by_this_installation,
                                  matvec=per_type("matvec_GOPs"), gemm=per_type("gemm_GOPs"),
-                                 stream=per_type("stream_GBps"), attention=attention)
+                                 stream=per_type("stream_GBps"), attention=attention,
+                                 stream_by_op=stream_by_op)
 
     @property
     def usable_memory_bytes(self):
@@ -340,7 +349,8 @@ def _meminfo():
 
 
 PASSES = ("median", "best")
-ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "attention_GOPs")
+ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "stream_gate_up_GBps",
+               "stream_lm_head_GBps", "attention_GOPs")
 
 
 def _engine_tables(machine, which):
@@ -361,9 +371,11 @@ def _engine_tables(machine, which):
                 out[key] = {ty: t for ty, t in tabs.items() if t}
     stream = machine.get("stream") or {}
     if stream.get("isa") in (None, isa):
-        tabs = {ty: table(t) for ty, t in stream.items() if isinstance(t, dict)}
-        if any(tabs.values()):
-            out["stream_GBps"] = {ty: t for ty, t in tabs.items() if t}
+        for pattern in calibrate.STREAM_PATTERNS:
+            tabs = {ty: table(t) for ty, t in (stream.get(pattern) or {}).items() if isinstance(t, dict)}
+            if any(tabs.values()):
+                key = "stream_GBps" if pattern == "rows" else f"stream_{pattern}_GBps"
+                out[key] = {ty: t for ty, t in tabs.items() if t}
     attention = machine.get("attention") or {}
     if attention.get("isa") in (None, isa) and table(attention):
         out["attention_GOPs"] = table(attention)
