@@ -2,14 +2,15 @@
 """Proof of `plan`: predict with `plan --device this`, then measure with `bench`, and report the
 prediction error per model x type (targets: decode within 20%, prefill within 30%).
 
-The prediction must not see the measurement it is judged against. By default nothing is learnt
-(`--reference none`): on this machine `calibrate` measures the engine's own kernels (its
-one-token product streaming each weight type from memory, its decode attention, its blocked
-product), so plan's bound is made of them and the prediction is the bound itself, from the
-calibration alone. With `--reference M1,M2` the engine efficiency (measured / bound, per phase)
-is learnt from reference runs that are not in the evaluation set: each reference is benched
-right after a calibration and learnt with `plan --learn` (the runs make a curve over model
-size). Then, for every evaluated model: `calibrate --force` (the ceilings as the machine is now:
+The prediction must not see the measurement it is judged against. On this machine `calibrate`
+measures the engine's own kernels (its one-token product streaming each weight type from memory
+in the engine's work units, its decode attention, its blocked product), so plan's bound is made
+of them. What they leave out (the many small steps of a forward pass: norms, RoPE, activation
+quantization, waits) is learnt as the engine efficiency (measured / bound, per phase) from
+*reference* runs that are not in the evaluation set (`--reference`, default three models of
+three sizes and types): each reference is benched right after a calibration and learnt with
+`plan --learn` (the runs make a curve over model size). `--reference none` learns nothing: the
+prediction is the bound itself, from the calibration alone. Then, for every evaluated model: `calibrate --force` (the ceilings as the machine is now:
 on a shared machine bandwidth moves by tens of percent from minute to minute), `plan --device
 this --json` (the prediction), `bench` (the measurement; the median of its repetitions), and
 `calibrate --force` + `plan` once more: the prediction is the geometric mean of the plans made with
@@ -31,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_REFERENCE = "none"
+DEFAULT_REFERENCE = "synth:smollm2-135m:q4_0,synth:qwen2.5-0.5b:q4_1,synth:llama-3.2-1b:q8_0"
 DEFAULT_MODELS = ("smollm2-135m,synth:smollm2-135m:q8_0,synth:smollm2-360m:q4_0,synth:smollm2-360m:q8_0,"
                   "synth:qwen2.5-0.5b:q4_0,synth:qwen2.5-0.5b:q8_0,synth:tinyllama-1.1b:q4_0,"
                   "synth:tinyllama-1.1b:q4_1,synth:tinyllama-1.1b:q8_0,synth:llama-3.2-1b:q4_0")
@@ -105,7 +106,8 @@ def main(argv=None):
     p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated models to evaluate")
     p.add_argument("--reference", default=DEFAULT_REFERENCE,
                    help="comma-separated models whose bench results teach plan the engine efficiency "
-                        "(not evaluated), or 'none' (default): predict from the calibration alone")
+                        f"(not evaluated; default {DEFAULT_REFERENCE}), or 'none': predict from the "
+                        "calibration alone")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=64)

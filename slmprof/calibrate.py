@@ -65,8 +65,15 @@ STREAM_PATTERNS = {"rows": (48, 1), "gate_up": (96, 2), "lm_head": (512, 1)}
 STREAM_PATTERN_OF_OP = {"qkv": "rows", "attn_out": "rows", "down": "rows", "gate_up": "gate_up",
                         "lm_head": "lm_head"}
 # Decode attention: 64-dimensional heads (every registry shape has them) over this many cached
-# positions, caches together the size of a memory array (out of cache, as decode finds them).
+# positions, caches together the size of a memory array (out of cache, as decode finds them),
+# and once more with one layer's cache per thread (in cache: the arithmetic alone). The
+# calibration runs 3 query heads per KV head; a model with more shares each KV byte among more
+# heads, so the roofline charges attention its in-cache time per operation plus the measured
+# extra time per KV byte read from memory (attention_costs).
 ATTENTION_HEAD_DIM, ATTENTION_POSITIONS = 64, 256
+ATTENTION_HEADS, ATTENTION_KV_HEADS = 12, 4            # as csrc/calib/calib.c runs them
+ATTENTION_OPS_PER_KV_BYTE = (ATTENTION_HEADS * (4 * ATTENTION_HEAD_DIM + 5)
+                             / (2 * ATTENTION_KV_HEADS * ATTENTION_HEAD_DIM * 4))
 
 
 # ------------------------------------------------------------------------------------------
@@ -181,7 +188,7 @@ def _steps(cores, paths):
                 steps.append(("matmul", (type_name, n_tok), t))
     steps += [("stream", (pattern, type_name), t) for pattern in STREAM_PATTERNS
               for type_name in DOT_TYPES for t in counts]
-    steps += [("attention", None, t) for t in counts]
+    steps += [("attention", where, t) for where in ("memory", "cache") for t in counts]
     steps += [("fma", None, t) for t in sorted({1, cores})]
     steps += [("sync", None, t) for t in counts]
     return steps
@@ -216,7 +223,8 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
         "stream": {"isa": _active_isa(), "weight_rows": STREAM_ROWS, "weight_cols": STREAM_COLS,
                    "patterns": {k: list(v) for k, v in STREAM_PATTERNS.items()}},
         "attention": {"isa": _active_isa(), "head_dim": ATTENTION_HEAD_DIM,
-                      "positions": ATTENTION_POSITIONS},
+                      "positions": ATTENTION_POSITIONS, "ops_per_kv_byte": ATTENTION_OPS_PER_KV_BYTE,
+                      "cached": {}},
         "fma": {}, "sync_seconds": {}, "unavailable": {},
     }
     try:
@@ -272,10 +280,11 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
                 profile["stream"].setdefault(pattern, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GB/s"
         elif what == "attention":
-            label = f"decode attention, {t} thread{'s' if t > 1 else ''}"
-            r = _core.calib_attention(t, array_bytes, ATTENTION_HEAD_DIM, ATTENTION_POSITIONS,
-                                      seconds_per_step)
-            profile["attention"][str(t)] = _rates(r)
+            label = f"decode attention, KV cache in {arg}, {t} thread{'s' if t > 1 else ''}"
+            layer_bytes = 2 * ATTENTION_POSITIONS * ATTENTION_KV_HEADS * ATTENTION_HEAD_DIM * 4
+            r = _core.calib_attention(t, array_bytes if arg == "memory" else t * layer_bytes,
+                                      ATTENTION_HEAD_DIM, ATTENTION_POSITIONS, seconds_per_step)
+            (profile["attention"] if arg == "memory" else profile["attention"]["cached"])[str(t)] = _rates(r)
             text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
         elif what == "fma":
             r = _core.calib_fma(t, seconds_per_step * 0.6)
@@ -456,10 +465,11 @@ def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows"
     return float(entry[which]) if entry else None
 
 
-def attention_throughput(profile, threads, which="median"):
-    """Operations/s of decode attention through the engine's path (roofline's count); None
-    when not measured."""
-    table = {k: v for k, v in (profile.get("attention") or {}).items() if str(k).isdigit()}
+def attention_throughput(profile, threads, which="median", cached=False):
+    """Operations/s of decode attention through the engine's path (roofline's count), its KV
+    cache from memory (or in cache); None when not measured."""
+    attn = profile.get("attention") or {}
+    table = {k: v for k, v in ((attn.get("cached") or {}) if cached else attn).items() if str(k).isdigit()}
     if not table:
         return None
     entry = _nearest_threads(table, threads)
@@ -529,7 +539,8 @@ def summary_lines(profile):
                          + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
     attn = profile.get("attention") or {}
     if any(str(k).isdigit() for k in attn):
-        lines.append(f"engine decode attention GOP/s (KV cache from memory): {_cells(attn)}")
+        lines.append(f"engine decode attention GOP/s (KV cache from memory): {_cells(attn)}"
+                     + (f"; in cache: {_cells(attn['cached'])}" if attn.get("cached") else ""))
     fma = profile.get("fma") or {}
     if any(str(k).isdigit() for k in fma):
         lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {_cells(fma)}")

@@ -286,9 +286,13 @@ class Efficiency:
         points = [p for p in self.points if p["phase"] == phase and p.get("ceilings", ROOFLINE) == ceilings]
         if not points:
             return (ENGINE_EFFICIENCY if ceilings == ENGINE else DEFAULT_EFFICIENCY)[phase]
-        # Each weight type has its own kernels (the Q8_0 GEMM and the Q4 ones run at different
-        # fractions of their dot-kernel ceilings): runs of the same type are used when there are.
-        same = [p for p in points if weight_type and main_type(p.get("type")) == main_type(weight_type)]
+        # Against a plain roofline each weight type has its own kernels (the Q8_0 GEMM and the
+        # Q4 ones run at different fractions of the dot-kernel ceilings): runs of the same type
+        # are used when there are. The engine's own kernels are measured per type already, so
+        # against them what remains is the size curve (small models lose more to the fixed
+        # costs of their many small steps).
+        same = [p for p in points if ceilings == ROOFLINE and weight_type
+                and main_type(p.get("type")) == main_type(weight_type)]
         curve = sorted((p["weights_bytes"], p["ratio"]) for p in (same or points))
         if weights_bytes is None:
             return _median([r for _, r in curve])

@@ -27,8 +27,11 @@ Ceilings (slmprof.calibrate profile, at the thread count of the run):
                        weight type (matrix-vector for one token, blocked for prefill), else
                        the int8 dot kernel's (f32 FMA peak for f32/f16 weights, or when
                        neither was measured)
-  peak of attention    the engine's decode attention with its KV cache coming from memory,
-                       operations counted as here (calibrate), else the f32 FMA peak
+  peak of attention    the engine's decode attention, operations counted as here (calibrate):
+                       its time is the operations at its in-cache rate plus, per KV byte read,
+                       the extra time a byte from memory cost it in the calibration (so models
+                       sharing each KV head among more query heads pay less per operation);
+                       with only the from-memory figure, that rate; else the f32 FMA peak
   peak of other ops    f32 FMA peak
 
 Verdict, for a region measured at t seconds (VERDICT_RULE says it in words):
@@ -258,6 +261,8 @@ class Ceilings:
     stream: dict = field(default_factory=dict)  # weight type -> weight bytes/s, engine matmul, 1 token, from memory
     stream_by_op: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s} where the engine streams it its own way
     attention: Optional[float] = None           # ops/s, engine decode attention, KV from memory
+    attention_cached: Optional[float] = None    # ops/s, the same with the KV cache in cache
+    attention_ops_per_kv_byte: Optional[float] = None  # of the attention calibration
 
     def peak(self, kind, weight_type=None, n_tok=1):
         """Compute ceiling of an operation: a matmul's is the engine's own matrix product for
@@ -289,6 +294,11 @@ class Ceilings:
         traffic at the read bandwidth, operations at the operation's peak."""
         t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op)
                  + (c.kv_read_bytes + c.kv_write_bytes) / self.bandwidth)
+        if c.kind == "attention" and self.attention and self.attention_cached and self.attention_ops_per_kv_byte:
+            # the engine's attention: its arithmetic in cache, plus what each KV byte from
+            # memory cost it beyond that in the calibration (whose heads share KV bytes 3 to 1)
+            per_byte = max(0.0, (1 / self.attention - 1 / self.attention_cached) * self.attention_ops_per_kv_byte)
+            return t_mem, c.ops / self.attention_cached + c.kv_read_bytes * per_byte
         peak = self.peak(c.kind, c.weight_type, c.n_tok)
         return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
 
@@ -317,7 +327,7 @@ def ceilings_from_profile(profile, threads, isa=None):
         if v:
             dot[t] = v
     matvec, gemm, stream, attention = {}, {}, {}, None
-    stream_by_op = {}
+    stream_by_op, attention_cached, ops_per_kv_byte = {}, None, None
     mm_isa = (profile.get("matmul") or {}).get("isa")
     if mm_isa is None or isa is None or mm_isa == isa:
         for t in ("q4_0", "q4_1", "q8_0"):
@@ -335,6 +345,8 @@ def ceilings_from_profile(profile, threads, isa=None):
                 if v:
                     stream_by_op.setdefault(op, {})[t] = v
         attention = calibrate.attention_throughput(profile, threads, which="best")
+        attention_cached = calibrate.attention_throughput(profile, threads, which="best", cached=True)
+        ops_per_kv_byte = (profile.get("attention") or {}).get("ops_per_kv_byte")
     if not dot and not matvec:
         notes.append("no int8 kernel throughput in the machine profile: matmul peaks use the "
                      "f32 FMA peak")
@@ -342,7 +354,8 @@ def ceilings_from_profile(profile, threads, isa=None):
                     sync_seconds=calibrate.sync_seconds(profile, threads),
                     measured=bool(profile.get("measured", True)), notes=notes,
                     matvec=matvec, gemm=gemm, stream=stream, attention=attention,
-                    stream_by_op=stream_by_op)
+                    stream_by_op=stream_by_op, attention_cached=attention_cached,
+                    attention_ops_per_kv_byte=ops_per_kv_byte)
 
 
 # ------------------------------------------------------------------------------------------
