@@ -525,6 +525,8 @@ def profiling_cost(m, prompt_tokens=64, gen_tokens=32, reps=15, events=None):
     token once under every configuration back to back, the order rotating, so a change in the
     machine's load touches all of them alike. Returns {"runs": {config: [seconds per
     repetition]}, "ratios": {config: [run / off run]}, "median_ratio": {config: x},
+    "median_token_ratio": {config: median over single tokens of token / the same token off
+    (robust to a preemption in one call)},
     "coverage": {"layers"|"ops": layer regions' time / measured time}, "counters_note",
     "region_errors", "tokens"}."""
     from slmprof.profiler import Profiler
@@ -545,6 +547,7 @@ def profiling_cost(m, prompt_tokens=64, gen_tokens=32, reps=15, events=None):
               "layers": lambda: m.set_profiler(profs["layers"].table, ops=False),
               "ops": lambda: m.set_profiler(profs["ops"].table)}
     runs = {c: [] for c in PROFILING_CONFIGS}
+    per_token = {c: [] for c in PROFILING_CONFIGS}  # [rep * n + i] seconds
     try:
         for c in PROFILING_CONFIGS:  # warm every path once
             attach[c]()
@@ -562,7 +565,9 @@ def profiling_cost(m, prompt_tokens=64, gen_tokens=32, reps=15, events=None):
                 k += 1
                 for c in order:
                     attach[c]()
-                    spent[c] += _decode_one(m, start + i, token)
+                    s = _decode_one(m, start + i, token)
+                    spent[c] += s
+                    per_token[c].append(s)
             for c in PROFILING_CONFIGS:
                 runs[c].append(spent[c])
         m.set_profiler(None)
@@ -573,7 +578,10 @@ def profiling_cost(m, prompt_tokens=64, gen_tokens=32, reps=15, events=None):
         for p in profs.values():
             p.close()
     ratios = {c: [a / b for a, b in zip(runs[c], runs["off"])] for c in PROFILING_CONFIGS}
+    token_ratio = {c: float(np.median(np.array(per_token[c]) / np.array(per_token["off"])))
+                   for c in PROFILING_CONFIGS}
     return {"runs": runs, "ratios": ratios,
             "median_ratio": {c: float(np.median(r)) for c, r in ratios.items()},
+            "median_token_ratio": token_ratio,
             "coverage": coverage, "counters_note": made["ops"][1], "region_errors": errors,
             "tokens": len(tokens)}
