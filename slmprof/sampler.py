@@ -10,13 +10,16 @@ Timestamps are CLOCK_MONOTONIC ns, the region table's clock. Each source is read
 rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got):
 
     every tick  process CPU time, faults and context switches (this process: getrusage,
-                minus the sampler thread; another one: its CPU clock and /proc/PID/stat),
-                RSS (statm)
-    100 Hz      schedstat (main thread's run and run-queue wait), io, status (another
+                minus the sampler thread; another one: its CPU clock and /proc/PID/stat)
+    100 Hz      RSS (statm: each read costs as much as the wake-up's margin in a 1 kHz tick;
+                RSS moves by faults, which are counted every tick)
+    20 Hz       schedstat (main thread's run and run-queue wait), io, status (another
                 process: peak RSS, main thread's context switches)
     10 Hz       /proc/stat (itself in 10 ms ticks), meminfo, PSI, per-core cpufreq, thermal
                 zones, Raspberry Pi throttling and under-voltage, RAPL energy
-    slow_hz     vmstat, smaps_rollup (1 Hz by default: 20-400 us a read)
+    slow_hz     vmstat (1 Hz by default), and smaps_rollup, slower still when one read is
+                dear (it walks every page table: 20 us for a small process, milliseconds
+                with a large model mapped): at most SMAPS_CPU_SHARE of a core
 
 A record holds only the sources read at that tick: each has a `valid` bit per source, and a
 value whose bit is clear was not read then (it is zero in the record, NaN in series()); it is
@@ -41,12 +44,13 @@ NO_FILE = (RUSAGE, PROC_CLOCK)      # read by a syscall, not from a file
 # fast the value moves and what a read costs (csrc/perf/sampler.c).
 SLOW = "slow"
 RATE_HZ = {
-    RUSAGE: None, PROC_CLOCK: None, STATM: None, STAT: None,
-    SCHEDSTAT: 100, IO: 100, STATUS: 100,
+    RUSAGE: None, PROC_CLOCK: None, STAT: None,
+    STATM: 100, SCHEDSTAT: 20, IO: 20, STATUS: 20,
     SYSSTAT: 10, MEMINFO: 10, PSI_CPU: 10, PSI_MEMORY: 10, PSI_IO: 10, CPUFREQ: 10,
     THERMAL: 10, THROTTLED: 10, UNDERVOLT: 10, RAPL: 10,
     VMSTAT: SLOW, SMAPS_ROLLUP: SLOW,
 }
+SMAPS_CPU_SHARE = 2e-4   # smaps_rollup's reads: at most this share of one core
 
 MAX_CPUS = _core.SAMPLER_MAX_CPUS
 MAX_THERMAL = _core.SAMPLER_MAX_THERMAL
@@ -188,11 +192,33 @@ def _errno_reason(code, path):
     return f"{path}: {os.strerror(code)}"
 
 
-def every_for(kind, hz, slow_hz, rates=None):
-    """Ticks between reads of a source of this kind at sampling rate hz."""
+def read_cost_s(path):
+    """CPU seconds one read of a file takes (the cheaper of two), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        costs = []
+        for _ in range(2):
+            t0 = time.thread_time_ns()
+            os.pread(fd, 1 << 16, 0)
+            costs.append((time.thread_time_ns() - t0) / 1e9)
+        return min(costs)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def every_for(kind, hz, slow_hz, rates=None, cost_s=None):
+    """Ticks between reads of a source of this kind at sampling rate hz (cost_s: what a
+    read of it costs, for smaps_rollup)."""
     rate = (rates or RATE_HZ).get(kind, RATE_HZ[kind])
     if rate is SLOW:
         rate = slow_hz
+        if kind == SMAPS_ROLLUP and cost_s:
+            rate = min(rate, SMAPS_CPU_SHARE / cost_s)
     if rate is None or rate >= hz:
         return 1
     return min(_core.SAMPLER_MAX_EVERY, max(1, round(hz / max(rate, 1e-9))))
@@ -219,7 +245,8 @@ class Sampler:
         for s in self.sources:
             if not s.found:
                 continue
-            s.every = every_for(s.kind, self.hz, slow_hz, rates)
+            cost = read_cost_s(s.path) if s.kind == SMAPS_ROLLUP else None
+            s.every = every_for(s.kind, self.hz, slow_hz, rates, cost)
             s.rate_hz = self.hz / s.every
             rc = self._core.add_source(s.kind, s.slot, s.path, s.every)
             if rc >= 0:
