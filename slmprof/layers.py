@@ -24,6 +24,10 @@ FALLBACK_MODEL = "synth:smollm2-135m"
 PHASES = ("prefill", "decode")
 # Above this, the cost of the region hooks themselves is reported with the results.
 PROFILING_OVERHEAD_WARN = 0.03
+# Operation rows carry wall time only; counters and thread CPU time are per layer.
+OPERATION_REGIONS = ("wall time only: counters and thread CPU time are read at layer edges, not "
+                     "at the ~8 operation edges per layer, where a counter read (a system call "
+                     "per thread) would slow decode by several percent")
 # The engine runs a long prompt in chunks of this many tokens (slm_model_config.max_batch
 # default); each chunk streams the weights again.
 ENGINE_MAX_BATCH = 512
@@ -91,9 +95,7 @@ def phase_costs(shape, weight_types, kv_type, calls, ceilings):
     out = {}
     for n_past, n_tok, n_logits in calls:
         for c in roofline.op_costs(shape, weight_types, n_past, n_tok, kv_type, n_logits):
-            t_mem, t_comp = roofline.roof_times(c.bytes, c.ops,
-                                                ceilings.peak(c.kind, c.weight_type, c.n_tok),
-                                                ceilings.bandwidth)
+            t_mem, t_comp = ceilings.times(c)
             for rid in (c.region, roofline.region_id(c.slot, "layer")):
                 acc = out.setdefault(rid, {"slot": c.slot, "layer": c.layer,
                                            "op": c.op if rid == c.region else "layer",
@@ -352,8 +354,8 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
             notes.append(
                 f"per-operation regions slowed decode by {100 * d['profiling_overhead']:.0f}% "
                 f"({d['ms_per_token']:.2f} vs {d['unprofiled_ms_per_token']:.2f} ms/token without "
-                "them): the engine synchronises its threads at every region edge, which costs "
-                "most on a busy machine; the table's times include that cost")
+                "them, run after them): each edge costs the main thread one clock read, so a "
+                "larger figure mostly means a busy machine; the table's times include it")
     summary["bottleneck"] = bottleneck_sentence(summary, ceilings)
     summary["verdict_rule"] = roofline.VERDICT_RULE
     model_info = {"name": name, "synthetic": bool(getattr(m, "synthetic", False)),
@@ -363,7 +365,8 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                   "kv_type": kv_type,
                   "weight_bytes_per_token": m.weight_bytes_per_token()}
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
-                "phase": phase, "isa": isa, "events": events}
+                "phase": phase, "isa": isa, "events": events,
+                "operation_regions": OPERATION_REGIONS}
     ceil = {"threads": threads, "bandwidth_bytes_per_s": ceilings.bandwidth,
             "fma_ops_per_s": ceilings.fma, "dot_ops_per_s": dict(ceilings.dot), "isa": ceilings.isa,
             "matvec_ops_per_s": dict(ceilings.matvec), "gemm_ops_per_s": dict(ceilings.gemm),
