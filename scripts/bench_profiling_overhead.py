@@ -2,9 +2,11 @@
 
 One loaded Model, one prompt prefilled once; every repetition decodes the same tokens from the
 same positions (the cache is rewound), each token once under every configuration, back to
-back, the order rotating so no configuration always runs first. Each repetition gives a ratio
-to profiling off measured milliseconds apart; the median ratio over the repetitions is the
-figure. The load average is printed
+back, the order rotating so no configuration always runs first (slmprof.layers.profiling_cost).
+Each repetition gives a ratio to profiling off measured milliseconds apart; the median ratio
+over the repetitions is the figure. The per-token median ratio (each token against the same
+token with profiling off, a few ms apart) is printed beside it: on a busy machine it is the
+steadier of the two, as a preemption inflates one token, not the comparison. The load average is printed
 with it: on a shared machine the ratios, not the absolute speeds, are what to compare.
 
     python scripts/bench_profiling_overhead.py                      # smollm2-135m, 2 threads
@@ -20,11 +22,9 @@ import json
 import os
 import statistics
 import sys
-import time
 
 from slmprof import layers
 from slmprof.model import Model
-from slmprof.profiler import Profiler
 
 TARGET = 0.03  # per-op regions within 3% of profiling off (issue 6)
 
@@ -34,23 +34,6 @@ def load_average():
         return os.getloadavg()
     except OSError:
         return (float("nan"),) * 3
-
-
-def decode_one(m, pos, token):
-    """Decode `token` at position `pos` (the cache is rewound there); seconds in the call."""
-    m.engine.set_n_past(pos)
-    t0 = time.perf_counter()
-    m.decode(token)
-    return time.perf_counter() - t0
-
-
-def layer_seconds(prof, m):
-    """Wall time in the layer regions since the last reset."""
-    total = 0
-    for rid, _, op in m.region_names():
-        st = prof.table.get(rid) if op == "layer" else None
-        total += st["wall_ns"] if st else 0
-    return total * 1e-9
 
 
 def main(argv=None):
@@ -67,61 +50,17 @@ def main(argv=None):
     if note:
         print(note)
     m = Model.load(name, threads=args.threads, ctx=args.prompt_tokens + args.gen_tokens + 8)
-    prompt = layers.prompt_tokens_for(m, args.prompt_tokens)
-    logits = m.prefill(prompt)
-    # the generated tokens, decoded once greedily; every run then decodes exactly these
-    tokens, t = [], int(logits.argmax())
-    for _ in range(args.gen_tokens):
-        tokens.append(t)
-        t = int(m.decode(t).argmax())
-    start = args.prompt_tokens
-
-    # what `slmprof layers` uses on this machine; one table per profiled configuration, so
-    # each one's layer regions can be set against that configuration's measured time
-    profs = {c: layers._profiler(Profiler, None) for c in ("layers", "ops")}
-    why = profs["ops"][1]
-    profs = {c: p for c, (p, _) in profs.items()}
-    for p in profs.values():
-        p.name_regions((rid, f"{layer}/{op}") for rid, layer, op in m.region_names())
-    configs = {"off": lambda: m.set_profiler(None),
-               "layers": lambda: m.set_profiler(profs["layers"].table, ops=False),
-               "ops": lambda: m.set_profiler(profs["ops"].table)}
-    for c, attach in configs.items():  # warm every path once
-        attach()
-        if c in profs:
-            profs[c].attach_threads()
-        for i in range(4):
-            decode_one(m, start + i, tokens[i])
-
-    # Each repetition decodes the tokens once per configuration; at every position the
-    # configurations run back to back (order rotating), so a change in the machine's load
-    # touches all of them alike.
     load_before = load_average()
-    names = list(configs)
-    runs = {c: [] for c in names}
-    for p in profs.values():
-        p.reset()
-    k = 0
-    for rep in range(args.reps):
-        spent = dict.fromkeys(names, 0.0)
-        for i, token in enumerate(tokens):
-            order = names[k % len(names):] + names[:k % len(names)]
-            k += 1
-            for c in order:
-                configs[c]()
-                spent[c] += decode_one(m, start + i, token)
-        for c in names:
-            runs[c].append(spent[c])
-    m.set_profiler(None)
+    try:
+        cost = layers.profiling_cost(m, args.prompt_tokens, args.gen_tokens, args.reps)
+    finally:
+        m.close()
     load_after = load_average()
-    covered = layer_seconds(profs["ops"], m) / sum(runs["ops"])
-    covered_layers = layer_seconds(profs["layers"], m) / sum(runs["layers"])
-    errors = sum(p.errors for p in profs.values())
-    for p in profs.values():
-        p.close()
-    m.close()
+    runs, why, errors = cost["runs"], cost["counters_note"], cost["region_errors"]
+    covered, covered_layers = cost["coverage"]["ops"], cost["coverage"]["layers"]
+    names = list(layers.PROFILING_CONFIGS)
 
-    n = len(tokens)
+    n = cost["tokens"]
     out = {"model": name, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
            "gen_tokens": n, "reps": args.reps, "load_before": load_before, "load_after": load_after,
            "counters": why or "opened", "region_errors": errors, "configs": {}}
@@ -132,24 +71,24 @@ def main(argv=None):
     if why:
         print(f"counters: {why}")
     print(f"{'config':8} {'median ms/tok':>13} {'best ms/tok':>11} {'median ratio':>12} "
-          f"{'ratio range':>15}")
+          f"{'ratio range':>15} {'per-token median ratio':>22}")
     for c in names:
         ms = [s / n * 1e3 for s in runs[c]]
-        ratios = [a / b for a, b in zip(runs[c], runs["off"])]
-        med = statistics.median(ratios)
+        ratios, med = cost["ratios"][c], cost["median_ratio"][c]
+        tok = cost["median_token_ratio"][c]
         out["configs"][c] = {"ms_per_token": ms, "median_ms_per_token": statistics.median(ms),
-                             "ratios_to_off": ratios, "median_ratio": med}
+                             "ratios_to_off": ratios, "median_ratio": med,
+                             "median_token_ratio": tok}
         print(f"{c:8} {statistics.median(ms):13.3f} {min(ms):11.3f} {med:12.4f} "
-              f"{min(ratios):7.3f}-{max(ratios):.3f}")
+              f"{min(ratios):7.3f}-{max(ratios):.3f} {tok:22.4f}")
     ops = out["configs"]["ops"]["median_ratio"] - 1.0
-    cov = covered
     out["ops_overhead"] = ops
-    out["ops_layer_coverage"] = cov
+    out["ops_layer_coverage"] = covered
     out["layers_layer_coverage"] = covered_layers
     out["target_met"] = ops <= TARGET
     print(f"per-op regions: {100 * ops:+.1f}% decode time vs profiling off (target <= "
           f"{100 * TARGET:.0f}%): {'met' if ops <= TARGET else 'NOT met'}; layer regions cover "
-          f"{100 * cov:.1f}% of the measured time (target >= 95%; {100 * covered_layers:.1f}% "
+          f"{100 * covered:.1f}% of the measured time (target >= 95%; {100 * covered_layers:.1f}% "
           "with layer regions only)")
     if errors:
         print(f"region errors: {errors}")
