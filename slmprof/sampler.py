@@ -11,12 +11,12 @@ rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got
 
     every tick  process CPU time, faults and context switches (this process: getrusage,
                 minus the sampler thread; another one: its CPU clock and /proc/PID/stat)
-    100 Hz      RSS (statm: each read costs as much as the wake-up's margin in a 1 kHz tick;
-                RSS moves by faults, which are counted every tick)
-    20 Hz       schedstat (main thread's run and run-queue wait), io, status (another
-                process: peak RSS, main thread's context switches)
-    10 Hz       /proc/stat (itself in 10 ms ticks), meminfo, PSI, per-core cpufreq, thermal
-                zones, Raspberry Pi throttling and under-voltage, RAPL energy
+    50 Hz       RSS (statm; RSS moves by faults, which are counted every tick)
+    10 Hz       schedstat (main thread's run and run-queue wait), io, status (another
+                process: peak RSS, main thread's context switches), /proc/stat (itself in
+                10 ms ticks), per-core cpufreq, thermal zones, Raspberry Pi throttling and
+                under-voltage, RAPL energy
+    5 Hz        meminfo, PSI
     slow_hz     vmstat (1 Hz by default), and smaps_rollup, slower still when one read is
                 dear (it walks every page table: 20 us for a small process, milliseconds
                 with a large model mapped): at most SMAPS_CPU_SHARE of a core
@@ -41,13 +41,16 @@ SCHEDSTAT, STATUS, STAT, IO, SYSSTAT, MEMINFO, PSI_CPU, PSI_MEMORY, PSI_IO, CPUF
 NO_FILE = (RUSAGE, PROC_CLOCK)      # read by a syscall, not from a file
 
 # Highest rate each kind is read at, Hz (None: every tick; SLOW: the sampler's slow_hz), by how
-# fast the value moves and what a read costs (csrc/perf/sampler.c).
+# fast the value moves and what a read costs: on a small VM a read of a file not read every
+# tick costs ~5-15 us of the sampler thread's CPU, so reads per second are what the 2%-of-a-core
+# budget at 1 kHz buys after the wake-ups (csrc/perf/sampler.c).
 SLOW = "slow"
 RATE_HZ = {
     RUSAGE: None, PROC_CLOCK: None, STAT: None,
-    STATM: 100, SCHEDSTAT: 20, IO: 20, STATUS: 20,
-    SYSSTAT: 10, MEMINFO: 10, PSI_CPU: 10, PSI_MEMORY: 10, PSI_IO: 10, CPUFREQ: 10,
-    THERMAL: 10, THROTTLED: 10, UNDERVOLT: 10, RAPL: 10,
+    STATM: 50,
+    SCHEDSTAT: 10, IO: 10, STATUS: 10, SYSSTAT: 10, CPUFREQ: 10, THERMAL: 10, THROTTLED: 10,
+    UNDERVOLT: 10, RAPL: 10,
+    MEMINFO: 5, PSI_CPU: 5, PSI_MEMORY: 5, PSI_IO: 5,
     VMSTAT: SLOW, SMAPS_ROLLUP: SLOW,
 }
 SMAPS_CPU_SHARE = 2e-4   # smaps_rollup's reads: at most this share of one core

@@ -82,8 +82,8 @@ def test_missing_sources_say_why(tmp_path):
 
 def test_rates_per_kind():
     assert sm.every_for(sm.STAT, 1000, 1) == sm.every_for(sm.RUSAGE, 10000, 1) == 1
-    assert sm.every_for(sm.STATM, 1000, 1) == 10
-    assert sm.every_for(sm.IO, 1000, 1) == 50 and sm.every_for(sm.SYSSTAT, 1000, 1) == 100
+    assert sm.every_for(sm.STATM, 1000, 1) == 20 and sm.every_for(sm.MEMINFO, 1000, 1) == 200
+    assert sm.every_for(sm.IO, 1000, 1) == 100 and sm.every_for(sm.SYSSTAT, 1000, 1) == 100
     assert sm.every_for(sm.SYSSTAT, 5, 1) == 1                    # never above the sampling rate
     assert sm.every_for(sm.VMSTAT, 1000, 2) == 500
     assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=20e-6) == 1000
@@ -131,19 +131,19 @@ def test_each_source_is_read_exactly_on_its_planned_ticks_spread_out():
     rates = {x.name: x.rate_hz for x in s.sources if x.available}
     for name in ("process CPU clock", "process stat"):
         assert rates[name] == 1000
-    assert rates["process statm"] == 100
-    for name in ("process schedstat", "process io", "process status"):
-        assert rates[name] == 20
-    for name in ("system stat", "meminfo", "pressure cpu", "cpufreq cpu0", "cpufreq cpu3",
-                 "thermal zone0 cpu-thermal", "rpi get_throttled", "rpi_volt under-voltage"):
+    assert rates["process statm"] == 50
+    for name in ("process schedstat", "process io", "process status", "system stat",
+                 "cpufreq cpu0", "cpufreq cpu3", "thermal zone0 cpu-thermal", "rpi get_throttled",
+                 "rpi_volt under-voltage"):
         assert rates[name] == 10
+    for name in ("meminfo", "pressure cpu", "pressure memory", "pressure io"):
+        assert rates[name] == 5
     assert rates["vmstat"] == rates["process smaps_rollup"] == 1
     with s:
         time.sleep(0.3)
     assert max(planned_reads(s, 1000)) <= 2           # no tick reads more than two slow files
     tenth = [x.phase for x in s.sources if x.available and x.every == 100]
-    assert len(set(tenth)) == len(tenth)              # the 10 Hz ones on distinct ticks
-    assert len(set(x.phase % 50 for x in s.sources if x.every == 50)) == 3      # and the 20 Hz
+    assert len(tenth) == 11 and len(set(tenth)) == len(tenth)   # the 10 Hz ones on distinct ticks
     data = s.samples()
     assert len(data) > 100
     for x in s.sources:

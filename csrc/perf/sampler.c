@@ -6,16 +6,18 @@
  * bit in the record and is counted; the other sources go on (a process that exits takes
  * its /proc files with it, the system ones stay).
  *
- * Cost. On a small VM one wake-up of a sleeping thread costs ~15 us of its CPU time, most
- * of a 1 kHz budget of 20 us (2% of a core), so a tick can afford only a few microseconds
- * of reads. Each source therefore has its own period in ticks (`every`, chosen by
- * slmprof/sampler.py from how fast the value moves and what a read costs); a record holds
- * only the sources read at that tick (their bits in `valid`), so a value is never older
- * than its timestamp. The slower sources get phases spread over the ticks at start, so
- * that no tick reads more than a couple of them. Measured pread costs on a kept fd
- * (x86 VM, hot caches; a tick after a sleep runs colder, ~2x): schedstat 0.8 us, statm
+ * Cost. On a small VM one wake-up of a sleeping thread costs ~16 us of its CPU time (the
+ * bare loop, measured by scripts/bench_sampler.py as the floor), most of a 1 kHz budget of
+ * 20 us (2% of a core), so a tick can afford only a few microseconds of reads. Each source
+ * therefore has its own period in ticks (`every`, chosen by slmprof/sampler.py from how fast
+ * the value moves and what a read costs); a record holds only the sources read at that tick
+ * (their bits in `valid`), so a value is never older than its timestamp. The slower sources
+ * get phases spread over the ticks at start, so that no tick reads more than a couple of
+ * them. Measured pread costs on a kept fd (x86 VM, hot caches): schedstat 0.8 us, statm
  * 1 us, io 1.3 us, stat 3 us, status 6 us, /proc/stat 6 us, meminfo 5 us, PSI 1.6 us each,
- * vmstat 17 us, smaps_rollup 20-400 us (grows with the mappings); getrusage 0.6 us.
+ * vmstat 17 us, smaps_rollup 20 us to milliseconds (it walks the page tables); getrusage
+ * 0.6 us. A file read only now and then runs cold after the sleep: 5-15 us of the thread's
+ * CPU, so reads per second, not bytes, are what the budget buys.
  *
  * Process CPU, faults and context switches of this process come from getrusage (one
  * syscall, every thread) minus the sampler thread's own share, not from /proc/self/stat
@@ -24,9 +26,9 @@
  * its /proc files.
  *
  * Timing: absolute deadlines on CLOCK_MONOTONIC (the region table's clock), slept with
- * clock_nanosleep up to 100 Hz and on a condition variable below (see wait_until). If the thread falls behind by
- * more than a period, the missed ticks are counted and skipped, never bunched; a source
- * due on a skipped tick is read on the next one.
+ * clock_nanosleep up to 100 Hz and on a condition variable below (see wait_until). If the
+ * thread falls behind by more than a period, the missed ticks are counted and skipped, never
+ * bunched: a read planned for a skipped tick is skipped with it.
  *
  * The ring is single-producer (the thread) single-consumer (drain); when it is full the
  * new record is dropped and counted, so what was kept is never overwritten.
