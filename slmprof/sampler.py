@@ -24,7 +24,9 @@ rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got
 A record holds only the sources read at that tick: each has a `valid` bit per source, and a
 value whose bit is clear was not read then (it is zero in the record, NaN in series()); it is
 never carried over from an earlier tick. The slower sources' ticks are spread so that few
-fall on the same tick. Costs and the reasons for the rates: csrc/perf/sampler.c.
+fall on the same tick. `data["tick"]` numbers the ticks (a gap is a missed tick) and
+`planned_mask(data, source)` the records that were due to read a source, so a NaN there is a
+failed read. Costs and the reasons for the rates: csrc/perf/sampler.c.
 """
 import os
 import threading
