@@ -55,7 +55,7 @@ RATE_HZ = {
     MEMINFO: 5, PSI_CPU: 5, PSI_MEMORY: 5, PSI_IO: 5,
     VMSTAT: SLOW, SMAPS_ROLLUP: SLOW,
 }
-SMAPS_CPU_SHARE = 2e-4   # smaps_rollup's reads: at most this share of one core
+SMAPS_CPU_SHARE = 1e-4   # smaps_rollup's reads: at most this share of one core
 
 MAX_CPUS = _core.SAMPLER_MAX_CPUS
 MAX_THERMAL = _core.SAMPLER_MAX_THERMAL

@@ -87,7 +87,7 @@ def test_rates_per_kind():
     assert sm.every_for(sm.SYSSTAT, 5, 1) == 1                    # never above the sampling rate
     assert sm.every_for(sm.VMSTAT, 1000, 2) == 500
     assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=20e-6) == 1000
-    assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=2e-3) == 10000   # 0.1 Hz: 0.02% of a core
+    assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=1e-3) == 10000   # 0.1 Hz: 0.01% of a core
     assert sm.every_for(sm.THERMAL, 100, 1, rates={sm.THERMAL: None}) == 1
     assert sm.every_for(sm.SMAPS_ROLLUP, 10000, 1e-3, cost_s=1) == _core.SAMPLER_MAX_EVERY
 
