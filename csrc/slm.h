@@ -43,12 +43,21 @@ enum {
 };
 
 /* Region hooks: how the engine tells a profiler where a layer or operation begins and ends.
- * The engine calls them on its main thread only, between thread-pool barriers, so a region
- * covers the work of every thread. A NULL begin means "no profiler": one predictable branch. */
+ * The engine calls them on its main thread only, once the step before the edge has finished
+ * on every thread, so a region covers the work of every thread. A NULL begin means "no
+ * profiler": one predictable branch. */
 typedef struct slm_region_hooks {
     void (*begin)(void *ctx, int32_t region);
     void (*end)(void *ctx, int32_t region);
     void *ctx;
+    /* Optional: a whole edge in one call, ending then beginning regions (each clock is read
+     * once for the edge, so consecutive regions can tile the time). NULL: the engine calls
+     * end and begin region by region. */
+    void (*edge)(void *ctx, const int32_t *ends, int n_end, const int32_t *begins, int n_begin);
+    /* Nonzero: at layer edges the hooks read state of every thread (counters), so the engine
+     * holds its other threads there until the hooks return. Operation edges never hold: the
+     * other threads go on with the next step while the main thread records the edge. */
+    int hold_at_layers;
 } slm_region_hooks;
 
 #include "slm_quant.h"

@@ -50,6 +50,22 @@ int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
 int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
                      double min_seconds, slm_calib_result *out);
 
+/* Decode's matrix-vector product streaming from memory through the engine's path (active
+ * ISA): enough prepared copies of one `rows` x `cols` weight to exceed total_bytes (make it
+ * far larger than the last-level cache), each thread multiplying its share of every copy's
+ * rows by one activation row. Rates are weight bytes per second (the copies' plain row bytes;
+ * the repacked layouts hold the same bytes). */
+int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
+                     double min_seconds, slm_calib_result *out);
+
+/* Decode attention through the engine's path (active ISA), f32 cache: every thread runs query
+ * heads (3 per KV head) over n_pos cached positions of per-layer caches of its own that
+ * together hold total_kv_bytes (make it far larger than the last-level cache: a decoded token
+ * finds its cache evicted by the weights it streamed). Operations per head and position as
+ * the roofline counts them: 4 * head_dim + 5. */
+int slm_calib_attention(int threads, int head_dim, int n_pos, int64_t total_kv_bytes,
+                        double min_seconds, slm_calib_result *out);
+
 /* Peak f32 FMA throughput: independent fused multiply-add chains in registers, 2 operations
  * per lane per FMA. Uses the widest vector unit this CPU has (AVX2+FMA, NEON, else scalar C);
  * *path_name (may be NULL) says which. */

@@ -58,6 +58,11 @@ typedef struct slm_model_config {
     int32_t n_threads;  /* >= 1 */
     float rope_base;
     float norm_eps;
+    /* 1 when every tensor points into a shared read-only file mapping (a mmap'd GGUF): the
+     * pages under a matrix the kernels repacked are then given back after packing (they
+     * refault from the page cache if ever read), so the file is not resident twice. Never
+     * set it for anonymous memory: dropping those pages would zero them. */
+    int32_t weights_file_backed;
 } slm_model_config;
 
 /* Which tensor slm_model_set_tensor is given. Per-layer kinds take a layer index. */
@@ -102,6 +107,8 @@ int slm_model_set_n_past(slm_model *m, int32_t n_past); /* only shrink: 0 resets
 int32_t slm_model_threads(const slm_model *m);
 /* Attach (or, with NULL, detach) region hooks; they are copied. */
 int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks);
+/* ops = 0: call the hooks at layer edges only (no operation regions); 1 (the default): both. */
+int slm_model_set_region_ops(slm_model *m, int ops);
 
 
 #endif /* SLM_MODEL_H */

@@ -133,7 +133,7 @@ int64_t slm_cpu_midr(void);
 typedef struct slm_region_stats {
     uint64_t count;
     uint64_t wall_ns;           /* CLOCK_MONOTONIC, the sampler's clock */
-    uint64_t thread_cpu_ns;     /* CPU time of the thread calling begin/end */
+    uint64_t thread_cpu_ns;     /* CPU time of the thread calling begin/end (0: wall-only) */
     slm_perf_value counters[SLM_PERF_MAX_EVENTS];
 } slm_region_stats;
 
@@ -144,6 +144,15 @@ int slm_region_table_create(slm_region_table **out, int capacity, slm_counters *
 void slm_region_table_destroy(slm_region_table *t);
 void slm_region_begin(void *table, int32_t id);
 void slm_region_end(void *table, int32_t id);
+/* End the regions ends[0..n_end) (innermost first) and begin begins[0..n_begin) (outermost
+ * first) at one instant, each clock read once for the edge: regions that follow each other
+ * tile the time. The CPU clock and counter reads (only if a region here keeps them) come
+ * after the wall instant, so they are in the time of the regions that begin. */
+void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t *begins, int n_begin);
+/* Record only count and wall time for this region (no thread CPU time, no counters): for
+ * regions too short and too many for a system call at each edge. */
+int slm_region_set_wall_only(slm_region_table *t, int32_t id, int wall_only);
+int slm_region_is_wall_only(const slm_region_table *t, int32_t id);
 slm_region_hooks slm_region_table_hooks(slm_region_table *t);
 /* 0 and fills out if the region ran, -ENOENT if it never did, -EINVAL for a bad id. */
 int slm_region_get(slm_region_table *t, int32_t id, slm_region_stats *out);

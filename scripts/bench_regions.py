@@ -2,7 +2,8 @@
 
 Each value runs `loops` begin+end pairs inside C (RegionTable.bench_pairs), so Python call
 overhead is not in the figure. Configurations:
-  time-only        no counters: two clock reads per edge
+  time-only        no counters: wall and thread CPU clock (a system call) at each edge
+  wall-only        a region marked wall-only (the engine's operations): one vDSO clock read
   read-sw-1thread  software events (task-clock, faults+switches groups), this thread only
   read-sw-5threads the same with 4 more (idle) threads attached: read() per thread group
   user-hw          hardware events read with rdpmc (x86) / mrs (arm64) on the calling thread,
@@ -24,6 +25,10 @@ SW_EVENTS = ["task-clock", "page-faults", "context-switches"]
 def make_table(config):
     if config == "time-only":
         return _core.RegionTable(16), None, []
+    if config == "wall-only":
+        t = _core.RegionTable(16)
+        t.set_wall_only([1])
+        return t, None, []
     if config.startswith("read-sw"):
         extra = 4 if config.endswith("5threads") else 0
         stop = threading.Event()
@@ -49,7 +54,7 @@ def bench(loops, table):
 def main():
     runner = pyperf.Runner(values=5, processes=6, warmups=1)
     runner.metadata["description"] = "one region begin+end pair (C loop), per read path"
-    for config in ("time-only", "read-sw-1thread", "read-sw-5threads", "user-hw"):
+    for config in ("time-only", "wall-only", "read-sw-1thread", "read-sw-5threads", "user-hw"):
         try:
             table, counters, keep = make_table(config)
         except Exception as e:  # noqa: BLE001 - reported, not fatal

@@ -20,6 +20,10 @@ cdef extern from "slm.h" nogil:
                       double min_seconds, slm_calib_result *out)
     int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
                          double min_seconds, slm_calib_result *out)
+    int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
+                         double min_seconds, slm_calib_result *out)
+    int slm_calib_attention(int threads, int head_dim, int n_pos, int64_t total_kv_bytes,
+                            double min_seconds, slm_calib_result *out)
     int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name)
     int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median_seconds)
     int64_t slm_calib_llc_bytes()
@@ -69,6 +73,31 @@ def calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_to
     with nogil:
         status = slm_calib_matmul(type, threads, rows, cols, n_tok, min_seconds, &r)
     check(status, f"matrix product throughput of type {type} with {n_tok} tokens")
+    return _calib_result(&r)
+
+
+def calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
+                 double min_seconds=0.2):
+    """Decode's matrix-vector product through the engine's path with its weights streaming
+    from memory (prepared copies totalling total_bytes), in weight bytes/s."""
+    cdef slm_calib_result r
+    cdef int status
+    with nogil:
+        status = slm_calib_stream(type, threads, rows, cols, total_bytes, min_seconds, &r)
+    check(status, f"streamed matrix-vector product of type {type} over {total_bytes} bytes")
+    return _calib_result(&r)
+
+
+def calib_attention(int threads, int64_t total_kv_bytes, int head_dim=64, int n_pos=256,
+                    double min_seconds=0.2):
+    """Decode attention through the engine's path (f32 KV caches totalling total_kv_bytes, read
+    from memory as decode finds them), in operations/s counted as the roofline counts them
+    (4 * head_dim + 5 per head and position)."""
+    cdef slm_calib_result r
+    cdef int status
+    with nogil:
+        status = slm_calib_attention(threads, head_dim, n_pos, total_kv_bytes, min_seconds, &r)
+    check(status, f"attention throughput with {threads} threads")
     return _calib_result(&r)
 
 

@@ -18,6 +18,7 @@ cdef extern from "slm.h" nogil:
         int32_t n_threads
         float rope_base
         float norm_eps
+        int32_t weights_file_backed
 
     enum:
         SLM_ARCH_LLAMA
@@ -51,6 +52,7 @@ cdef extern from "slm.h" nogil:
     int slm_model_set_n_past(slm_model *m, int32_t n_past)
     int32_t slm_model_threads(const slm_model *m)
     int slm_model_set_hooks(slm_model *m, const void *hooks)  # const slm_region_hooks *
+    int slm_model_set_region_ops(slm_model *m, int ops)
 
 
 # GGUF tensor name (with {l} for the layer) -> engine tensor kind, and whether it is per layer.
@@ -80,7 +82,8 @@ cdef class Engine:
     """One loaded model in C: weights (zero-copy views of the GGUF mapping), KV cache, threads.
 
     `tensors` is a list of (kind, layer, type, rows, cols, uint8 array); the arrays (and the
-    mapping under them) are kept alive for as long as the engine lives.
+    mapping under them) are kept alive for as long as the engine lives. config
+    "weights_file_backed": the arrays are views of a shared file mapping (see slm_model_config).
     """
     cdef slm_model *m
     cdef int vocab
@@ -103,11 +106,16 @@ cdef class Engine:
         c.n_threads = config["threads"]
         c.rope_base = config["rope_base"]
         c.norm_eps = config["norm_eps"]
+        c.weights_file_backed = 1 if config.get("weights_file_backed") else 0
         self.vocab = c.vocab
         check(slm_model_create(&c, &self.m), "creating the model")
         cdef cnp.ndarray data
         for kind, layer, ttype, rows, cols, arr in tensors:
-            data = np.ascontiguousarray(arr).view(np.uint8)
+            # The engine keeps pointers into these arrays: a copy made here would not live.
+            if not (isinstance(arr, np.ndarray) and arr.flags.c_contiguous):
+                raise ValueError(f"tensor kind {kind} layer {layer}: weights must be a "
+                                 f"C-contiguous numpy array")
+            data = arr.view(np.uint8)
             check(slm_model_set_tensor(self.m, kind, layer, ttype, rows, cols,
                                        <const void *>cnp.PyArray_DATA(data), data.nbytes),
                   f"loading tensor kind {kind} layer {layer}")
@@ -174,6 +182,10 @@ cdef class Engine:
         h = (<RegionTable>table).hooks()
         check(slm_model_set_hooks(self._get(), <const void *>&h), "attaching region hooks")
         self.hooks_owner = table
+
+    def set_region_ops(self, bint ops):
+        """Region edges at every operation (True, the default) or at layers only."""
+        check(slm_model_set_region_ops(self._get(), ops), "setting the region detail")
 
     def _set_hooks(self, size_t hooks_address, owner):
         """Attach the slm_region_hooks at that address (copied); owner is kept alive.

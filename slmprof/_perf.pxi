@@ -95,6 +95,9 @@ cdef extern from "slm.h" nogil:
     uint64_t slm_region_table_errors(slm_region_table *t)
     int slm_region_table_capacity(const slm_region_table *t)
     uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n)
+    void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t *begins, int n_begin)
+    int slm_region_set_wall_only(slm_region_table *t, int32_t id, int wall_only)
+    int slm_region_is_wall_only(const slm_region_table *t, int32_t id)
 
 
 PERF_EXCLUDE_KERNEL = SLM_PERF_EXCLUDE_KERNEL
@@ -302,6 +305,28 @@ cdef class RegionTable:
         with nogil:
             slm_region_end(self.t, region_id)
 
+    def edge(self, ends=(), begins=()):
+        """End the regions `ends` (innermost first) and begin `begins` (outermost first) at
+        one instant, as the engine does at a region edge: each clock is read once."""
+        cdef int32_t e[8]
+        cdef int32_t b[8]
+        cdef int ne = len(ends), nb = len(begins), i
+        if ne > 8 or nb > 8:
+            raise ValueError("at most 8 regions on each side of an edge")
+        for i in range(ne):
+            e[i] = ends[i]
+        for i in range(nb):
+            b[i] = begins[i]
+        with nogil:
+            slm_region_edge(self.t, e, ne, b, nb)
+
+    def set_wall_only(self, region_ids, bint wall_only=True):
+        """Record only count and wall time for these regions: no thread CPU time and no
+        counters, and one cheap clock read per edge instead of a system call and a counter
+        snapshot (for short regions at a high rate, e.g. the engine's operations)."""
+        for rid in region_ids:
+            check(slm_region_set_wall_only(self.t, rid, wall_only), f"marking region {rid}")
+
     def bench_pairs(self, int32_t region_id, int64_t n):
         """Run n begin+end pairs in a C loop; elapsed ns (what one edge pair costs, without
         Python call overhead)."""
@@ -317,8 +342,12 @@ cdef class RegionTable:
         if rc == SLM_ENOENT:
             return None
         check(rc, f"reading region {region_id}")
+        if slm_region_is_wall_only(self.t, region_id):
+            return {"count": st.count, "wall_ns": st.wall_ns, "thread_cpu_ns": None,
+                    "counters": [], "wall_only": True}
         return {"count": st.count, "wall_ns": st.wall_ns, "thread_cpu_ns": st.thread_cpu_ns,
-                "counters": [_value_dict(&st.counters[i]) for i in range(self.n_events)]}
+                "counters": [_value_dict(&st.counters[i]) for i in range(self.n_events)],
+                "wall_only": False}
 
     def reset(self):
         slm_region_table_reset(self.t)

@@ -2,7 +2,9 @@
 
 A profile holds read/copy/triad bandwidth for 1..N threads over buffers far larger than the
 last-level cache, cache-resident dot-product throughput of every weight type on every kernel
-path this CPU can run, f32 FMA throughput, and the cost of a thread fan-out. It is keyed by CPU
+path this CPU can run, the engine's own kernels (its matrix products cache-resident, its
+one-token product streaming weights from memory, its decode attention), f32 FMA throughput,
+and the cost of a thread fan-out. It is keyed by CPU
 model, core count, memory size and kernel release, cached under the per-user cache directory and
 reused until `calibrate --force`. `export_profile` / `load_device` carry it to another machine
 (`calibrate --export pi5.json` on the board, `plan --device pi5.json` elsewhere).
@@ -10,9 +12,12 @@ reused until `calibrate --force`. `export_profile` / `load_device` carry it to a
 Every figure keeps the best and the median pass. The roofline's ceilings are the *best*
 pass: what this machine attains when nothing else is in the way (roofline.ceilings_from_profile
 asks for it); the accessors below default to the median, what a shared machine sustains. Memory arrays live in
-ordinary 4 KiB pages, as the model's mmap'd weights do; `read_hugepage` (transparent huge pages,
+ordinary 4 KiB pages, as mmap'd F16/F32 weights do; `read_hugepage` (transparent huge pages,
 what numpy and most STREAM builds get) is measured for reference: in a VM the difference can
-be large, because TLB misses walk two page tables.
+be large, because TLB misses walk two page tables. The engine repacks Q4_0/Q4_1/Q8_0 weights
+into huge pages and streams them with its own kernel, which neither read loop is: so decode's
+weight stream is calibrated as itself ("matmul x1 from memory", `stream`), and decode
+attention too, with its KV cache coming from memory as a decoded token finds it.
 """
 import hashlib
 import json
@@ -27,7 +32,7 @@ SCHEMA = "slmprof.machine"
 SCHEMA_VERSION = 1
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
 # measured again rather than reused. Exported profiles stay loadable whatever their version.
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 3
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
@@ -46,6 +51,13 @@ DOT_ROWS, DOT_COLS = 64, 1024
 # The engine's own matrix product (repacked weights, active kernel path) on the same block:
 # one token (decode's matrix-vector product) and PREFILL_TOKENS tokens (prefill's blocked one).
 PREFILL_TOKENS = 16
+# Decode's product with its weights streaming from memory: copies of a STREAM_ROWS x
+# STREAM_COLS weight (0.6-1.1 MB, the size of a small model's projections) prepared as the
+# engine prepares them, together the size of a memory array.
+STREAM_ROWS, STREAM_COLS = 1024, 1024
+# Decode attention: 64-dimensional heads (every registry shape has them) over this many cached
+# positions, caches together the size of a memory array (out of cache, as decode finds them).
+ATTENTION_HEAD_DIM, ATTENTION_POSITIONS = 64, 256
 
 
 # ------------------------------------------------------------------------------------------
@@ -158,6 +170,8 @@ def _steps(cores, paths):
         for n_tok in (1, PREFILL_TOKENS):
             for t in sorted({1, cores}):
                 steps.append(("matmul", (type_name, n_tok), t))
+    steps += [("stream", type_name, t) for type_name in DOT_TYPES for t in counts]
+    steps += [("attention", None, t) for t in counts]
     steps += [("fma", None, t) for t in sorted({1, cores})]
     steps += [("sync", None, t) for t in counts]
     return steps
@@ -189,6 +203,9 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
         "bandwidth": {kind: {} for kind in MEMORY_KINDS},
         "dot": {}, "dot_block": {"rows": DOT_ROWS, "cols": DOT_COLS},
         "matmul": {"isa": _active_isa(), "prefill_tokens": PREFILL_TOKENS},
+        "stream": {"isa": _active_isa(), "rows": STREAM_ROWS, "cols": STREAM_COLS},
+        "attention": {"isa": _active_isa(), "head_dim": ATTENTION_HEAD_DIM,
+                      "positions": ATTENTION_POSITIONS},
         "fma": {}, "sync_seconds": {}, "unavailable": {},
     }
     try:
@@ -230,6 +247,23 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             else:
                 profile["matmul"].setdefault(phase, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
+        elif what == "stream":
+            label = f"{arg} matmul x1 from memory, {t} thread{'s' if t > 1 else ''}"
+            try:
+                r = _core.calib_stream(TYPE_IDS[arg], t, STREAM_ROWS, STREAM_COLS, array_bytes,
+                                       seconds_per_step)
+            except (UnavailableError, UnsupportedError, ValueError) as e:
+                profile["unavailable"][f"stream {arg}"] = str(e).split(": ", 1)[-1]
+                text = "not available"
+            else:
+                profile["stream"].setdefault(arg, {})[str(t)] = _rates(r)
+                text = f"{r['median_per_s'] / 1e9:.1f} GB/s"
+        elif what == "attention":
+            label = f"decode attention, {t} thread{'s' if t > 1 else ''}"
+            r = _core.calib_attention(t, array_bytes, ATTENTION_HEAD_DIM, ATTENTION_POSITIONS,
+                                      seconds_per_step)
+            profile["attention"][str(t)] = _rates(r)
+            text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
         elif what == "fma":
             r = _core.calib_fma(t, seconds_per_step * 0.6)
             profile["fma"]["path"] = r["path"]
@@ -397,6 +431,27 @@ def matmul_throughput(profile, type_name, threads, phase="decode", which="median
     return _scaled(table, threads, which)
 
 
+def stream_bandwidth(profile, type_name, threads, which="median"):
+    """Weight bytes/s of decode's one-token product streaming from memory for a weight type
+    (the engine's own kernel and layout); None when not measured. Like memory bandwidth it
+    does not scale with threads: the nearest measured count at or below is used."""
+    table = (profile.get("stream") or {}).get(type_name)
+    if not isinstance(table, dict):
+        return None
+    entry = _nearest_threads(table, threads)
+    return float(entry[which]) if entry else None
+
+
+def attention_throughput(profile, threads, which="median"):
+    """Operations/s of decode attention through the engine's path (roofline's count); None
+    when not measured."""
+    table = {k: v for k, v in (profile.get("attention") or {}).items() if str(k).isdigit()}
+    if not table:
+        return None
+    entry = _nearest_threads(table, threads)
+    return float(entry[which]) if entry else None
+
+
 def best_isa(profile):
     """The fastest measured kernel path (by q4_0 or any type, 1 thread)."""
     dots = profile.get("dot") or {}
@@ -438,8 +493,9 @@ def summary_lines(profile):
             lines.append(f"{kind:>5} bandwidth GB/s: {_cells(table)}")
     huge = profile["bandwidth"].get(HUGEPAGE_READ, {})
     if huge:
-        lines.append(f"read GB/s with huge pages (reference only; mmap'd weights sit in 4 KiB "
-                     f"pages): {_cells(huge)}")
+        lines.append(f"read GB/s with huge pages (reference; the engine's repacked weights sit in "
+                     f"huge pages, and its own streaming figure below is what the roofline uses "
+                     f"for them): {_cells(huge)}")
     for isa, types in (profile.get("dot") or {}).items():
         lines.append(f"int8 vec_dot GOP/s on {isa}: " + "; ".join(
             f"{ty} {_cells(tab)}" for ty, tab in types.items()))
@@ -450,6 +506,13 @@ def summary_lines(profile):
             n = 1 if phase == "decode" else mm.get("prefill_tokens")
             lines.append(f"engine matmul x{n} token{'s' if n != 1 else ''} GOP/s on {mm.get('isa')}: "
                          + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
+    stream = {ty: tab for ty, tab in (profile.get("stream") or {}).items() if isinstance(tab, dict)}
+    if stream:
+        lines.append(f"engine matmul x1 from memory GB/s on {(profile.get('stream') or {}).get('isa')}: "
+                     + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in stream.items()))
+    attn = profile.get("attention") or {}
+    if any(str(k).isdigit() for k in attn):
+        lines.append(f"engine decode attention GOP/s (KV cache from memory): {_cells(attn)}")
     fma = profile.get("fma") or {}
     if any(str(k).isdigit() for k in fma):
         lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {_cells(fma)}")

@@ -56,6 +56,11 @@ class DeviceProfile:
     published: list = field(default_factory=list)  # measured tokens/s figures others reported
     path: str = None                          # file it was loaded from
     sync_seconds: dict = field(default_factory=dict)  # {threads: fan-out + join seconds}, when measured
+    # The engine's own kernels as calibrate measured them (absent from reference profiles):
+    # "matvec_GOPs"/"gemm_GOPs" {type: {threads: GOP/s}} (cache-resident matrix products, one
+    # token / blocked), "stream_GBps" {type: {threads: GB/s}} (one-token product with weights
+    # from memory), "attention_GOPs" {threads: GOP/s} (decode attention, KV from memory).
+    engine: dict = field(default_factory=dict)
 
     # -- thread-count tables ------------------------------------------------------------
     def bandwidth_GBps(self, threads):
@@ -94,9 +99,19 @@ class DeviceProfile:
         sync = 0.0
         if self.sync_seconds:
             sync = _at_threads(self.sync_seconds, threads, "sync_seconds", self.name)
+        eng = self.engine or {}
+
+        def per_type(key):
+            return {t: _at_threads(tab, threads, f"engine.{key}.{t}", self.name) * 1e9
+                    for t, tab in (eng.get(key) or {}).items() if tab}
+        attention = None
+        if eng.get("attention_GOPs"):
+            attention = _at_threads(eng["attention_GOPs"], threads, "engine.attention_GOPs", self.name) * 1e9
         return roofline.Ceilings(threads=int(threads), bandwidth=self.bandwidth_GBps(threads) * 1e9,
                                  fma=self.f32_GFLOPs_at(threads) * 1e9, dot=dot, isa=self.isa,
-                                 sync_seconds=sync, measured=self.measured_by_this_installation)
+                                 sync_seconds=sync, measured=self.measured_by_this_installation,
+                                 matvec=per_type("matvec_GOPs"), gemm=per_type("gemm_GOPs"),
+                                 stream=per_type("stream_GBps"), attention=attention)
 
     @property
     def usable_memory_bytes(self):
@@ -125,6 +140,10 @@ class DeviceProfile:
         }
         if self.published:
             d["published"] = list(self.published)
+        if self.engine:
+            d["engine"] = {k: (_str_keys(v) if k == "attention_GOPs" else
+                               {ty: _str_keys(t) for ty, t in sorted(v.items())})
+                           for k, v in self.engine.items() if v}
         return d
 
 
@@ -232,6 +251,21 @@ def profile_from_dict(d, origin="<dict>"):
     sources = d.get("sources", {})
     if not isinstance(sources, dict):
         raise DeviceProfileError(f"{origin}: sources must be an object")
+    engine = {}
+    raw_engine = d.get("engine") or {}
+    if not isinstance(raw_engine, dict):
+        raise DeviceProfileError(f"{origin}: engine must be an object")
+    for key, table in raw_engine.items():
+        if key not in ENGINE_KEYS:
+            continue        # a field a later slmprof measures: ignored, not an error
+        where = f"{origin}: engine.{key}"
+        if key == "attention_GOPs":
+            engine[key] = _thread_table(table, where)
+        elif not isinstance(table, dict):
+            raise DeviceProfileError(f"{where}: expected an object {{type: {{threads: value}}}}")
+        else:
+            engine[key] = {str(ty): _thread_table(t, f"{where}.{ty}") for ty, t in table.items()}
+    optional["engine"] = engine
     return DeviceProfile(
         name=str(need("name", str)),
         title=str(d.get("title", d["name"])),
@@ -306,6 +340,34 @@ def _meminfo():
 
 
 PASSES = ("median", "best")
+ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "attention_GOPs")
+
+
+def _engine_tables(machine, which):
+    """The engine's own kernels from a machine profile (see DeviceProfile.engine), in GOP/s
+    and GB/s; only what was measured on the kernel path the engine uses."""
+    from slmprof import calibrate
+    isa = calibrate.best_isa(machine)
+    out = {}
+
+    def table(raw):
+        return {int(t): float(v[which]) / 1e9 for t, v in (raw or {}).items()
+                if str(t).isdigit() and isinstance(v, dict) and v.get(which)}
+    mm = machine.get("matmul") or {}
+    if mm.get("isa") in (None, isa):
+        for phase, key in (("decode", "matvec_GOPs"), ("prefill", "gemm_GOPs")):
+            tabs = {ty: table(t) for ty, t in (mm.get(phase) or {}).items()}
+            if any(tabs.values()):
+                out[key] = {ty: t for ty, t in tabs.items() if t}
+    stream = machine.get("stream") or {}
+    if stream.get("isa") in (None, isa):
+        tabs = {ty: table(t) for ty, t in stream.items() if isinstance(t, dict)}
+        if any(tabs.values()):
+            out["stream_GBps"] = {ty: t for ty, t in tabs.items() if t}
+    attention = machine.get("attention") or {}
+    if attention.get("isa") in (None, isa) and table(attention):
+        out["attention_GOPs"] = table(attention)
+    return out
 
 
 def from_machine_profile(machine, origin="machine profile", this_machine=False, which="median"):
@@ -361,7 +423,12 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
         storage_read_MBps=machine.get("storage_read_MBps"), power_W=machine.get("power_W"),
         sources=sources)
     sync = machine.get("sync_seconds") or {}
-    profile.sync_seconds = {int(t): float(v["median"]) for t, v in sync.items() if str(t).isdigit()}
+    profile.sync_seconds = {int(t): float(v[which]) for t, v in sync.items() if str(t).isdigit()}
+    profile.engine = _engine_tables(machine, which)
+    if profile.engine:
+        sources["engine"] = measured + (f" (the engine's own kernels: matrix products cache-resident, "
+                                        f"one-token product with weights from memory, decode "
+                                        f"attention; {which} pass)")
     return profile
 
 

@@ -24,6 +24,10 @@ FALLBACK_MODEL = "synth:smollm2-135m"
 PHASES = ("prefill", "decode")
 # Above this, the cost of the region hooks themselves is reported with the results.
 PROFILING_OVERHEAD_WARN = 0.03
+# Operation rows carry wall time only; counters and thread CPU time are per layer.
+OPERATION_REGIONS = ("wall time only: counters and thread CPU time are read at layer edges, not "
+                     "at the ~8 operation edges per layer, where a counter read (a system call "
+                     "per thread) would slow decode by several percent")
 # The engine runs a long prompt in chunks of this many tokens (slm_model_config.max_batch
 # default); each chunk streams the weights again.
 ENGINE_MAX_BATCH = 512
@@ -91,9 +95,7 @@ def phase_costs(shape, weight_types, kv_type, calls, ceilings):
     out = {}
     for n_past, n_tok, n_logits in calls:
         for c in roofline.op_costs(shape, weight_types, n_past, n_tok, kv_type, n_logits):
-            t_mem, t_comp = roofline.roof_times(c.bytes, c.ops,
-                                                ceilings.peak(c.kind, c.weight_type, c.n_tok),
-                                                ceilings.bandwidth)
+            t_mem, t_comp = ceilings.times(c)
             for rid in (c.region, roofline.region_id(c.slot, "layer")):
                 acc = out.setdefault(rid, {"slot": c.slot, "layer": c.layer,
                                            "op": c.op if rid == c.region else "layer",
@@ -352,8 +354,8 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
             notes.append(
                 f"per-operation regions slowed decode by {100 * d['profiling_overhead']:.0f}% "
                 f"({d['ms_per_token']:.2f} vs {d['unprofiled_ms_per_token']:.2f} ms/token without "
-                "them): the engine synchronises its threads at every region edge, which costs "
-                "most on a busy machine; the table's times include that cost")
+                "them, run after them): each edge costs the main thread one clock read, so a "
+                "larger figure mostly means a busy machine; the table's times include it")
     summary["bottleneck"] = bottleneck_sentence(summary, ceilings)
     summary["verdict_rule"] = roofline.VERDICT_RULE
     model_info = {"name": name, "synthetic": bool(getattr(m, "synthetic", False)),
@@ -363,7 +365,8 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                   "kv_type": kv_type,
                   "weight_bytes_per_token": m.weight_bytes_per_token()}
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
-                "phase": phase, "isa": isa, "events": events}
+                "phase": phase, "isa": isa, "events": events,
+                "operation_regions": OPERATION_REGIONS}
     ceil = {"threads": threads, "bandwidth_bytes_per_s": ceilings.bandwidth,
             "fma_ops_per_s": ceilings.fma, "dot_ops_per_s": dict(ceilings.dot), "isa": ceilings.isa,
             "matvec_ops_per_s": dict(ceilings.matvec), "gemm_ops_per_s": dict(ceilings.gemm),
@@ -487,3 +490,98 @@ def bottleneck_sentence(summary, ceilings):
     return (f"{ph.capitalize()} is overhead-bound: neither bandwidth nor arithmetic explains most "
             f"of its time (sync, dispatch, small matrices); {reach}; the largest operation is "
             f"{top_op[0]} ({top_op[1]:.0f}%).")
+
+
+# ------------------------------------------------------------------------------------------
+# What profiling costs
+
+
+def _decode_one(m, pos, token):
+    """Decode `token` at position `pos` (the cache is rewound there); seconds in the call."""
+    m.engine.set_n_past(pos)
+    t0 = time.perf_counter()
+    m.decode(token)
+    return time.perf_counter() - t0
+
+
+def _layer_seconds(prof, m):
+    """Wall time in the layer regions since the last reset."""
+    total = 0
+    for rid, _, op in m.region_names():
+        st = prof.table.get(rid) if op == "layer" else None
+        total += st["wall_ns"] if st else 0
+    return total * 1e-9
+
+
+PROFILING_CONFIGS = ("off", "layers", "ops")
+
+
+def profiling_cost(m, prompt_tokens=64, gen_tokens=32, reps=15, events=None):
+    """Decode time of a loaded Model with profiling off, layer regions only and per-operation
+    regions (what `layers` attaches; events as for profile_layers).
+
+    The prompt is prefilled once and its greedy continuation decoded once; each repetition
+    then decodes exactly those tokens from the same positions (the cache is rewound), each
+    token once under every configuration back to back, the order rotating, so a change in the
+    machine's load touches all of them alike. Returns {"runs": {config: [seconds per
+    repetition]}, "ratios": {config: [run / off run]}, "median_ratio": {config: x},
+    "median_token_ratio": {config: median over single tokens of token / the same token off
+    (robust to a preemption in one call)},
+    "coverage": {"layers"|"ops": layer regions' time / measured time}, "counters_note",
+    "region_errors", "tokens"}."""
+    from slmprof.profiler import Profiler
+    if m.n_past:
+        m.reset()
+    prompt = prompt_tokens_for(m, prompt_tokens)
+    logits = m.prefill(prompt)
+    tokens, t = [], int(np.argmax(logits))
+    for _ in range(gen_tokens):
+        tokens.append(t)
+        t = int(np.argmax(m.decode(t)))
+    start = len(prompt)
+    # one table per profiled configuration, so each one's layer regions can be set against
+    # that configuration's own measured time
+    made = {c: _profiler(Profiler, events) for c in ("layers", "ops")}
+    profs = {c: p for c, (p, _) in made.items()}
+    attach = {"off": lambda: m.set_profiler(None),
+              "layers": lambda: m.set_profiler(profs["layers"].table, ops=False),
+              "ops": lambda: m.set_profiler(profs["ops"].table)}
+    runs = {c: [] for c in PROFILING_CONFIGS}
+    per_token = {c: [] for c in PROFILING_CONFIGS}  # [rep * n + i] seconds
+    try:
+        for c in PROFILING_CONFIGS:  # warm every path once
+            attach[c]()
+            if c in profs:
+                profs[c].attach_threads()
+            for i in range(min(4, len(tokens))):
+                _decode_one(m, start + i, tokens[i])
+        for p in profs.values():
+            p.reset()
+        k = 0
+        for _ in range(reps):
+            spent = dict.fromkeys(PROFILING_CONFIGS, 0.0)
+            for i, token in enumerate(tokens):
+                order = PROFILING_CONFIGS[k % 3:] + PROFILING_CONFIGS[:k % 3]
+                k += 1
+                for c in order:
+                    attach[c]()
+                    s = _decode_one(m, start + i, token)
+                    spent[c] += s
+                    per_token[c].append(s)
+            for c in PROFILING_CONFIGS:
+                runs[c].append(spent[c])
+        m.set_profiler(None)
+        coverage = {c: _layer_seconds(profs[c], m) / sum(runs[c]) for c in profs}
+        errors = sum(p.errors for p in profs.values())
+    finally:
+        m.set_profiler(None)
+        for p in profs.values():
+            p.close()
+    ratios = {c: [a / b for a, b in zip(runs[c], runs["off"])] for c in PROFILING_CONFIGS}
+    token_ratio = {c: float(np.median(np.array(per_token[c]) / np.array(per_token["off"])))
+                   for c in PROFILING_CONFIGS}
+    return {"runs": runs, "ratios": ratios,
+            "median_ratio": {c: float(np.median(r)) for c, r in ratios.items()},
+            "median_token_ratio": token_ratio,
+            "coverage": coverage, "counters_note": made["ops"][1], "region_errors": errors,
+            "tokens": len(tokens)}

@@ -93,7 +93,8 @@ class Model:
                           n_head=shape.n_head, n_kv_head=shape.n_kv_head, head_dim=shape.head_dim,
                           vocab=shape.vocab, n_ctx=int(ctx), max_batch=int(max_batch),
                           kv_type=KV_TYPES[kv_type], threads=int(threads),
-                          rope_base=shape.rope_base, norm_eps=shape.rms_eps)
+                          rope_base=shape.rope_base, norm_eps=shape.rms_eps,
+                          weights_file_backed=True)   # views of GGUFFile's mapping
             tensors = []
             for pattern, (kind, per_layer) in _core.ENGINE_TENSORS.items():
                 for layer in (range(shape.n_layer) if per_layer else [0]):
@@ -282,10 +283,18 @@ class Model:
         return out
 
     # --- profiling --------------------------------------------------------------------------
-    def set_profiler(self, region_table):
+    def set_profiler(self, region_table, ops=True):
         """Attach a region table (its C hooks are called at every region edge), or None.
         Anything else that offers C hooks through hooks_address() (the address of a
-        slm_region_hooks that lives as long as the object) works too, e.g. a trace recorder."""
+        slm_region_hooks that lives as long as the object) works too, e.g. a trace recorder.
+
+        ops=False: layer regions only. With ops, operation regions record wall time only
+        (count and wall ns: no thread CPU time, no counters): there are ~8 per layer and a
+        system call or counter snapshot at each of their edges would slow decode by several
+        percent. Layer regions keep thread CPU time and counters."""
+        self.engine.set_region_ops(bool(ops))
+        if region_table is not None and hasattr(region_table, "set_wall_only"):
+            region_table.set_wall_only(rid for rid, _, op in self.region_names() if op != "layer")
         if region_table is not None and hasattr(region_table, "hooks_address"):
             self.engine._set_hooks(int(region_table.hooks_address()), region_table)
         else:

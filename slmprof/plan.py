@@ -198,24 +198,32 @@ RUNTIME_BYTES = 40 << 20
 
 
 def step_seconds(cand, ceilings, n_past, n_tok):
-    """Roofline seconds of n_tok tokens from position n_past, in the engine's prefill chunks;
-    also (memory seconds, compute seconds) summed over operations, to say which bound."""
+    """Roofline seconds of n_tok tokens from position n_past, in the engine's prefill chunks:
+    per operation the larger of its memory and compute times (slmprof.roofline, each operation
+    at its own ceilings), plus the engine's waits for all threads at the calibrated fan-out
+    cost. Also (memory seconds, compute seconds) summed over operations, to say which bound,
+    and the bytes moved."""
     from slmprof import roofline
     total = t_mem = t_cmp = 0.0
     nbytes = 0
-    done = 0
-    while done < n_tok:
-        n = min(ENGINE_MAX_BATCH, n_tok - done)
-        costs = roofline.op_costs(cand.shape, cand.weight_types, n_past + done, n, KV_TYPE, 1)
+    for start, n in _chunks(n_past, n_tok):
+        costs = roofline.op_costs(cand.shape, cand.weight_types, start, n, KV_TYPE, 1)
         total += roofline.ideal_seconds(costs, ceilings)
+        total += roofline.engine_waits(cand.shape, n) * ceilings.sync_seconds
         for c in costs:
-            m, k = roofline.roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type, c.n_tok),
-                                       ceilings.bandwidth)
+            m, k = ceilings.times(c)
             t_mem += m
             t_cmp += k
             nbytes += c.bytes
-        done += n
     return total, t_mem, t_cmp, nbytes
+
+
+def _chunks(n_past, n_tok):
+    done = 0
+    while done < n_tok:
+        n = min(ENGINE_MAX_BATCH, n_tok - done)
+        yield n_past + done, n
+        done += n
 
 
 def kv_cache_bytes(shape, ctx, kv_type=KV_TYPE):

@@ -16,11 +16,19 @@ Costs of one forward call of n_tok tokens at positions n_past .. n_past+n_tok-1:
 
 Ceilings (slmprof.calibrate profile, at the thread count of the run):
 
-  bandwidth            calibrated read bandwidth (median pass) for that many threads
+  bandwidth            calibrated read bandwidth (best pass) for that many threads
+  weight bandwidth     of a one-token matmul: the rate the engine's own matrix-vector product
+                       streams that weight type from memory (calibrate's "matmul x1 from
+                       memory": its repacked layout in huge pages, its loads, its row split),
+                       when measured; the plain read bandwidth otherwise. The read loop's
+                       arrays sit in 4 KiB pages and do no arithmetic, so it can be above or
+                       below what the kernel attains; only the kernel's own figure says which.
   peak of a matmul     cache-resident throughput of the engine's own matrix product for its
                        weight type (matrix-vector for one token, blocked for prefill), else
                        the int8 dot kernel's (f32 FMA peak for f32/f16 weights, or when
                        neither was measured)
+  peak of attention    the engine's decode attention with its KV cache coming from memory,
+                       operations counted as here (calibrate), else the f32 FMA peak
   peak of other ops    f32 FMA peak
 
 Verdict, for a region measured at t seconds (VERDICT_RULE says it in words):
@@ -247,18 +255,40 @@ class Ceilings:
     notes: list = field(default_factory=list)
     matvec: dict = field(default_factory=dict)  # weight type -> ops/s, engine matmul, 1 token
     gemm: dict = field(default_factory=dict)    # weight type -> ops/s, engine matmul, many tokens
+    stream: dict = field(default_factory=dict)  # weight type -> weight bytes/s, engine matmul, 1 token, from memory
+    attention: Optional[float] = None           # ops/s, engine decode attention, KV from memory
 
     def peak(self, kind, weight_type=None, n_tok=1):
         """Compute ceiling of an operation: a matmul's is the engine's own matrix product for
         its weight type (matrix-vector for one token, blocked for more), else the int8 dot
-        kernel's, else the f32 FMA peak; everything else gets the f32 FMA peak."""
+        kernel's, else the f32 FMA peak; attention's is the engine's attention when measured;
+        everything else gets the f32 FMA peak."""
         if kind == "matmul":
             own = (self.matvec if n_tok <= 1 else self.gemm).get(weight_type)
             if own:
                 return own
             if weight_type in self.dot:
                 return self.dot[weight_type]
+        if kind == "attention" and self.attention:
+            return self.attention
         return self.fma
+
+    def weight_bandwidth(self, kind, weight_type=None, n_tok=1):
+        """Bytes/s at which an operation's weights arrive: the engine's one-token product
+        streaming its weight type from memory when measured, else the read bandwidth."""
+        if kind == "matmul" and n_tok <= 1:
+            own = self.stream.get(weight_type)
+            if own:
+                return own
+        return self.bandwidth
+
+    def times(self, c):
+        """(t_mem, t_compute) of one OpCost: weights at their weight bandwidth, KV cache
+        traffic at the read bandwidth, operations at the operation's peak."""
+        t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok)
+                 + (c.kv_read_bytes + c.kv_write_bytes) / self.bandwidth)
+        peak = self.peak(c.kind, c.weight_type, c.n_tok)
+        return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
 
     @property
     def ridge(self):
@@ -284,7 +314,7 @@ def ceilings_from_profile(profile, threads, isa=None):
         v = calibrate.dot_throughput(profile, t, threads, isa=isa, which="best") if isa else None
         if v:
             dot[t] = v
-    matvec, gemm = {}, {}
+    matvec, gemm, stream, attention = {}, {}, {}, None
     mm_isa = (profile.get("matmul") or {}).get("isa")
     if mm_isa is None or isa is None or mm_isa == isa:
         for t in ("q4_0", "q4_1", "q8_0"):
@@ -294,13 +324,17 @@ def ceilings_from_profile(profile, threads, isa=None):
             v = calibrate.matmul_throughput(profile, t, threads, "prefill", which="best")
             if v:
                 gemm[t] = v
+            v = calibrate.stream_bandwidth(profile, t, threads, which="best")
+            if v:
+                stream[t] = v
+        attention = calibrate.attention_throughput(profile, threads, which="best")
     if not dot and not matvec:
         notes.append("no int8 kernel throughput in the machine profile: matmul peaks use the "
                      "f32 FMA peak")
     return Ceilings(threads=threads, bandwidth=bw, fma=fma, dot=dot, isa=isa,
                     sync_seconds=calibrate.sync_seconds(profile, threads),
                     measured=bool(profile.get("measured", True)), notes=notes,
-                    matvec=matvec, gemm=gemm)
+                    matvec=matvec, gemm=gemm, stream=stream, attention=attention)
 
 
 # ------------------------------------------------------------------------------------------
@@ -345,13 +379,25 @@ def attainable(intensity, peak, bandwidth):
     return min(peak, intensity * bandwidth)
 
 
+# Parallel steps of the engine's forward call that end in a wait for all threads' work
+# (csrc/model/model.c): per layer q/k/v, attention, wo, gate/up and down, plus the two norms
+# when several tokens share them out (one token: every thread normalizes on its own); then
+# the LM head and the embedding lookup.
+ENGINE_WAITS_PER_LAYER = {"decode": 5, "prefill": 7}
+ENGINE_WAITS_OUTSIDE_LAYERS = 2
+
+
+def engine_waits(shape, n_tok):
+    """Waits for all threads in one forward call of n_tok tokens."""
+    per_layer = ENGINE_WAITS_PER_LAYER["decode" if n_tok <= 1 else "prefill"]
+    return shape.n_layer * per_layer + ENGINE_WAITS_OUTSIDE_LAYERS
+
+
 def ideal_seconds(costs, ceilings):
     """Roofline time of a list of OpCost: sum over operations of max(t_mem, t_compute)."""
     total = 0.0
     for c in costs:
-        t_mem, t_comp = roof_times(c.bytes, c.ops, ceilings.peak(c.kind, c.weight_type, c.n_tok),
-                                   ceilings.bandwidth)
-        total += max(t_mem, t_comp)
+        total += max(ceilings.times(c))
     return total
 
 

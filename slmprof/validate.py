@@ -6,7 +6,8 @@ type x path x check, with a metric, its threshold and pass/fail. The references:
 - format decoding written here in numpy from the block layouts (dequantization must be exact);
 - exact integer block sums in numpy (int64) for the quantized dot products;
 - float64 numpy products of the dequantized weights (matrix-vector and matrix-matrix);
-- a float numpy forward pass of the whole model on its dequantized weights (`float_forward`).
+- a float numpy forward pass of the whole model on its dequantized weights
+  (`slmprof.reference.float_forward`).
 
 Thresholds are named; the quantization-error ones follow ggml's tests/test-quantize-fns
 (total error sqrt(sum d^2)/n on 0.1 + 2 cos(i + offset) data, dot-product error |dot - ref|/n).
@@ -418,86 +419,6 @@ def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] =
 
 # --- the whole model -----------------------------------------------------------------------------
 
-def _rms_norm(x, w, eps):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
-
-
-def _rope(x, pos, base, neox, freq_factors=None):
-    """Rotate (n_tok, n_heads, head_dim) in place by positions; llama pairs (2i, 2i+1), NEOX
-    (i, i + d/2)."""
-    hd = x.shape[-1]
-    inv = base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)      # (hd/2,)
-    if freq_factors is not None:
-        inv = inv / np.asarray(freq_factors, np.float64)
-    ang = np.asarray(pos, np.float64)[:, None] * inv[None, :]        # (n_tok, hd/2)
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
-    if neox:
-        a, b = x[..., : hd // 2].copy(), x[..., hd // 2:].copy()
-        x[..., : hd // 2] = a * c - b * s
-        x[..., hd // 2:] = a * s + b * c
-    else:
-        a, b = x[..., 0::2].copy(), x[..., 1::2].copy()
-        x[..., 0::2] = a * c - b * s
-        x[..., 1::2] = a * s + b * c
-    return x
-
-
-def float_forward(model_path, tokens: Sequence[int]) -> np.ndarray:
-    """Logits (n_tok, vocab) of a llama/qwen2 GGUF model computed in float64 numpy on its
-    dequantized weights: an implementation independent of the C engine."""
-    from slmprof.gguf import GGUFFile, describe_model
-    q = _quant()
-    with GGUFFile(model_path) as gf:
-        desc = describe_model(gf)
-        shp = desc.shape
-        tensors = gf.tensors
-
-        def weight(name):
-            t = tensors[name]
-            if len(t.shape) == 1:
-                return q.dequantize(t.data, t.type, t.shape[0]).astype(np.float64)
-            cols, rows = t.shape[0], int(np.prod(t.shape[1:]))
-            return q.dequantize(np.asarray(t.data).reshape(rows, -1), t.type, cols).astype(np.float64)
-
-        toks = np.asarray(tokens, dtype=np.int64)
-        n = len(toks)
-        embd = weight("token_embd.weight")                 # (vocab, dim)
-        x = embd[toks]                                     # (n, dim)
-        pos = np.arange(n)
-        hd, nh, nkv = shp.head_dim, shp.n_head, shp.n_kv_head
-        group = nh // nkv
-        neox = shp.rope_neox
-        ff = weight("rope_freqs.weight") if "rope_freqs.weight" in tensors else None
-        mask = np.triu(np.full((n, n), -np.inf), 1)
-        for i in range(shp.n_layer):
-            b = f"blk.{i}."
-            h = _rms_norm(x, weight(b + "attn_norm.weight"), shp.rms_eps)
-            qv = h @ weight(b + "attn_q.weight").T         # (n, nh*hd)
-            kv = h @ weight(b + "attn_k.weight").T         # (n, nkv*hd)
-            vv = h @ weight(b + "attn_v.weight").T
-            if b + "attn_q.bias" in tensors:
-                qv = qv + weight(b + "attn_q.bias")
-                kv = kv + weight(b + "attn_k.bias")
-                vv = vv + weight(b + "attn_v.bias")
-            qh = _rope(qv.reshape(n, nh, hd), pos, shp.rope_base, neox, ff)
-            kh = _rope(kv.reshape(n, nkv, hd), pos, shp.rope_base, neox, ff)
-            vh = vv.reshape(n, nkv, hd)
-            att = np.empty((n, nh, hd))
-            for hh in range(nh):
-                k_h, v_h = kh[:, hh // group], vh[:, hh // group]
-                s = qh[:, hh] @ k_h.T / math.sqrt(hd) + mask   # (n, n)
-                s = np.exp(s - s.max(-1, keepdims=True))
-                att[:, hh] = (s / s.sum(-1, keepdims=True)) @ v_h
-            x = x + att.reshape(n, nh * hd) @ weight(b + "attn_output.weight").T
-            h = _rms_norm(x, weight(b + "ffn_norm.weight"), shp.rms_eps)
-            g = h @ weight(b + "ffn_gate.weight").T
-            u = h @ weight(b + "ffn_up.weight").T
-            x = x + (g / (1 + np.exp(-g)) * u) @ weight(b + "ffn_down.weight").T
-        x = _rms_norm(x, weight("output_norm.weight"), shp.rms_eps)
-        head = embd if "output.weight" not in tensors else weight("output.weight")
-        return x @ head.T
-
-
 def model_tokens(model, n: int) -> list:
     toks = model.tokenizer.encode(REAL_TEXT, add_bos=True)
     return list(toks[:n])
@@ -527,6 +448,7 @@ def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
                 model.close()
         if progress:
             progress()
+    from slmprof.reference import float_forward
     ref = float_forward(plan.model_path, tokens)
     if progress:
         progress()

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from slmprof.model import Model
-from tiny_models import TinyShape, write_tiny_model
+from tiny_models import tiny, write_tiny_model
 
 pytestmark = [
     pytest.mark.peers,
@@ -47,7 +47,7 @@ sys.stdout.flush()
 os._exit(0)
 """
 
-SHAPE = TinyShape(dim=128, n_head=4, n_kv_head=2, tied=False)
+SHAPE = tiny(dim=128, n_head=4, n_kv_head=2, tied=False)
 TOKENS = [1, 300, 301, 5, 17, 260, 99, 120, 3, 310, 42, 7, 280, 281, 64, 200, 201, 11, 12, 13]
 
 

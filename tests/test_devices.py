@@ -130,6 +130,36 @@ def test_calibrate_export_loads_as_a_device(tmp_path):
     assert q.int8_GOPs == p.int8_GOPs and q.read_GBps == p.read_GBps
 
 
+def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
+    """The engine's own kernel figures (matrix products, streaming one-token product, decode
+    attention) become the ceilings' matvec/gemm/stream/attention, and survive an export."""
+    pytest.importorskip("slmprof.calibrate")
+    rate = lambda v: {"best": v * 1.1, "median": v, "passes": 5, "seconds": 0.2}  # noqa: E731
+    machine = _machine_profile()
+    machine["matmul"] = {"isa": "neon-dotprod", "prefill_tokens": 16,
+                         "decode": {"q4_0": {"1": rate(30e9), "4": rate(110e9)}},
+                         "prefill": {"q4_0": {"1": rate(50e9), "4": rate(190e9)}}}
+    machine["stream"] = {"isa": "neon-dotprod", "rows": 1024, "cols": 1024,
+                         "q4_0": {"1": rate(7e9), "4": rate(10e9)}}
+    machine["attention"] = {"isa": "neon-dotprod", "head_dim": 64, "positions": 256,
+                            "1": rate(2e9), "4": rate(6e9)}
+    p = devices.from_machine_profile(machine)
+    c = p.ceilings(4)
+    assert c.matvec["q4_0"] == pytest.approx(110e9) and c.gemm["q4_0"] == pytest.approx(190e9)
+    assert c.stream["q4_0"] == pytest.approx(10e9) and c.attention == pytest.approx(6e9)
+    assert c.peak("matmul", "q4_0", 1) == pytest.approx(110e9)
+    assert c.peak("attention") == pytest.approx(6e9)
+    assert c.weight_bandwidth("matmul", "q4_0", 1) == pytest.approx(10e9)
+    assert c.weight_bandwidth("matmul", "q4_0", 16) == c.bandwidth       # prefill: the read bandwidth
+    assert c.weight_bandwidth("matmul", "q8_0", 1) == c.bandwidth        # not measured for q8_0
+    assert "engine" in p.sources
+    q = devices.load_profile_file(devices.save_profile(p, tmp_path / "again.json"))
+    assert q.engine == p.engine
+    # a kernel path other than the one measured for the engine: its figures are not used
+    machine["stream"]["isa"] = "neon"
+    assert "stream_GBps" not in devices.from_machine_profile(machine).engine
+
+
 def test_newer_machine_profile_is_a_clear_error(tmp_path):
     pytest.importorskip("slmprof.calibrate")
     path = tmp_path / "pi5.json"

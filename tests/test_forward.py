@@ -1,4 +1,4 @@
-"""The C forward pass against tests/numpy_reference.py on tiny models of each architecture and
+"""The C forward pass against slmprof.reference (numpy float64) on tiny models of each architecture and
 weight type, plus batching, thread-count and bad-input checks.
 
 Tolerances (logits compared relative to the reference logits' standard deviation, `std`):
@@ -21,18 +21,18 @@ Tolerances (logits compared relative to the reference logits' standard deviation
 import numpy as np
 import pytest
 
-from numpy_reference import ReferenceModel
 from slmprof.errors import ContextOverflowError
 from slmprof.model import Model
-from tiny_models import TinyShape, write_tiny_model
+from slmprof.reference import ReferenceModel
+from tiny_models import tiny, write_tiny_model
 
 TYPES = ["f32", "f16", "q8_0", "q4_0", "q4_1"]
 SHAPES = {
     # head_dim 16: attention outputs are quantized after a barrier, not per head
-    "llama-tied": TinyShape(),
+    "llama-tied": tiny(),
     # head_dim 32, one KV head for four query heads, rope_freqs, explicit output
-    "llama-untied": TinyShape(dim=128, n_head=4, n_kv_head=1, tied=False, rope_freqs=True),
-    "qwen2": TinyShape(arch="qwen2", dim=128, n_head=4, n_kv_head=2, tied=False),
+    "llama-untied": tiny(dim=128, n_head=4, n_kv_head=1, tied=False, rope_freqs=True),
+    "qwen2": tiny(arch="qwen2", dim=128, n_head=4, n_kv_head=2, tied=False),
 }
 FLOAT_TOL, FLOAT_REF_TOL = 1e-4, 0.15
 
@@ -62,22 +62,23 @@ def test_logits_match_numpy_reference(tiny_path, shape_name, type_name):
     seq = tokens(40)
     with Model.load(path, threads=2, ctx=64) as m:
         got = m.prefill(seq, all_logits=True).astype(np.float64)
-        float_ref = ReferenceModel(path, quantize_activations=False).forward(seq)
+        with ReferenceModel(path, quantize_activations=False) as ref:
+            float_ref = ref.forward(seq)
         std = float_ref.std()
         assert np.abs(got - float_ref).max() <= FLOAT_REF_TOL * std
 
-        rounding_ref = ReferenceModel(path, quantize_activations=True)
-        if type_name in ("f32", "f16"):
-            assert np.abs(got - rounding_ref.forward(seq)).max() <= FLOAT_TOL * std
-        else:
-            clean = 0
-            for i in range(12):
-                short = tokens(4, seed=100 + i)
-                m.reset()
-                err = np.abs(m.prefill(short, all_logits=True) - rounding_ref.forward(short)).max()
-                assert err <= FLOAT_REF_TOL * std
-                clean += err <= FLOAT_TOL * std
-            assert clean >= 9, f"only {clean}/12 short sequences match to float32 precision"
+        with ReferenceModel(path, quantize_activations=True) as rounding_ref:
+            if type_name in ("f32", "f16"):
+                assert np.abs(got - rounding_ref.forward(seq)).max() <= FLOAT_TOL * std
+            else:
+                clean = 0
+                for i in range(12):
+                    short = tokens(4, seed=100 + i)
+                    m.reset()
+                    err = np.abs(m.prefill(short, all_logits=True) - rounding_ref.forward(short)).max()
+                    assert err <= FLOAT_REF_TOL * std
+                    clean += err <= FLOAT_TOL * std
+                assert clean >= 9, f"only {clean}/12 short sequences match to float32 precision"
 
         # same greedy tokens where the reference is decisive
         top2 = np.sort(float_ref, axis=1)[:, -2:]
@@ -241,3 +242,69 @@ def test_logits_of_the_last_tokens_only(tiny_path):
             np.testing.assert_allclose(got, every[-last:], rtol=0, atol=1e-5 * every.std())
         with pytest.raises(ValueError, match="last"):
             m.prefill(seq[:3], last=4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_regions_tile_each_layer(tiny_path, threads):
+    """Operation regions are wall-only and, sharing their edges' instants, add up to their
+    block exactly (the embedding and output layers also hold waking and joining the threads);
+    with ops=False only layer regions run; results do not change."""
+    from slmprof import _core
+    with Model.load(tiny_path("qwen2", "q4_0"), threads=threads, ctx=32) as m:
+        plain = [m.prefill([1, 2, 3, 4, 5]), m.decode(6), m.decode(7)]
+        names = m.region_names()
+        for ops in (True, False):
+            table = _core.RegionTable(4096)
+            m.reset()
+            m.set_profiler(table, ops=ops)
+            got = [m.prefill([1, 2, 3, 4, 5]), m.decode(6), m.decode(7)]
+            m.set_profiler(None)
+            for a, b in zip(plain, got):
+                np.testing.assert_array_equal(a, b)
+            assert table.errors == 0
+            by_layer = {}
+            for rid, layer, op in names:
+                st = table.get(rid)
+                if op == "layer":
+                    assert st["count"] == 3 and not st["wall_only"]
+                    by_layer.setdefault(layer, [0, 0])[0] = st["wall_ns"]
+                elif ops:
+                    assert st["count"] == 3 and st["wall_only"], (layer, op)
+                    by_layer.setdefault(layer, [0, 0])[1] += st["wall_ns"]
+                else:
+                    assert st is None, (layer, op)
+            if ops:
+                for layer, (wall, op_sum) in by_layer.items():
+                    if layer.startswith("blk."):
+                        assert op_sum == wall, layer
+                    else:
+                        assert 0 < op_sum <= wall, layer
+
+
+def mapped_rss_bytes(path):
+    """Resident bytes of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:          # a mapping's header line
+                inside = len(fields) >= 6 and fields[-1] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1]) * 1024
+    return total
+
+
+def test_repacked_weights_do_not_stay_resident_twice(tiny_model):
+    """The engine gives back the file pages under matrices it repacked: the model is resident
+    once (its repacked copy), not twice."""
+    from slmprof import quant
+    path = tiny_model(type="q4_0", dim=512, ffn=2048, n_layer=2, n_head=8, n_kv_head=8).resolve()
+    size = path.stat().st_size
+    with Model.load(path, threads=1, ctx=16) as m:
+        logits = m.prefill([1, 2, 3])
+        assert np.isfinite(logits).all()
+        resident = mapped_rss_bytes(path)
+        if quant.active_isa() == "scalar":
+            pytest.skip("the scalar path reads weights in place (nothing is repacked)")
+        # what stays: the norms, the embedding rows looked up, pages shared at tensor edges
+        assert resident < 0.25 * size, f"{resident} of {size} bytes of the file still resident"

@@ -42,7 +42,9 @@ def test_layer_times_are_their_operations_and_sum_below_the_measured_total(rep):
         rows = [r for r in rep["records"] if r["phase"] == ph]
         total = [r for r in rows if r["layer"] == "total"][0]
         layer_sum = sum(r["ms_per_token"] for r in rows if not r["op"] and r["layer"] != "total")
-        assert 0.3 * total["ms_per_token"] < layer_sum <= total["ms_per_token"] * 1.001
+        # a tiny-model token is ~10 us of work, about what the Python call around it costs
+        # (the real shape's coverage is checked by the slow fidelity test)
+        assert 0.05 * total["ms_per_token"] < layer_sum <= total["ms_per_token"] * 1.001
         s = rep["summary"][ph]
         assert s["regions_coverage"] == pytest.approx(layer_sum / total["ms_per_token"])
         block = [r for r in rows if r["layer"] == "block 0"]
@@ -136,13 +138,10 @@ def test_command_outputs_and_usage_errors(tmp_path, profile, monkeypatch):
 @pytest.mark.slow
 def test_fidelity_on_the_smollm2_shape(profile):
     """Per-layer times sum to the measured time per token within 5% (decode, real shape), and
-    per-op regions cost under 3% of decode time (on vs off, interleaved), with one engine
-    thread. (With two threads the engine adds a barrier at every region edge; on a busy
-    machine that costs far more than 3%, and `layers` reports the measured cost.)"""
-    import time
-    import numpy as np
+    per-op regions cost under 3% of decode time (on vs off, interleaved), with two engine
+    threads. Timing on a shared machine is noisy: scripts/bench_profiling_overhead.py gives
+    the figure with the load it was measured under."""
     from slmprof.model import Model
-    from slmprof.profiler import Profiler
     prof_machine, _ = calibrate.get_profile()
     rep = layers.profile_layers("synth:smollm2-135m", threads=2, prompt_tokens=32, gen_tokens=32,
                                 profile=prof_machine, events=[])
@@ -150,24 +149,10 @@ def test_fidelity_on_the_smollm2_shape(profile):
     print(f"decode regions cover {100 * cov:.2f}% of measured time per token")
     assert 0.95 <= cov <= 1.0
 
-    m = Model.load("synth:smollm2-135m", threads=1, ctx=600)
-    prof = Profiler(events=[])
-    on, off = [], []
-    try:
-        for round_ in range(6):
-            for attach in (True, False):
-                m.reset()
-                m.set_profiler(prof.table if attach else None)
-                m.prefill([1, 2, 3, 4])
-                t0 = time.perf_counter()
-                tok = 5
-                for _ in range(32):
-                    tok = int(np.argmax(m.decode(tok)))
-                (on if attach else off).append(time.perf_counter() - t0)
-    finally:
-        m.set_profiler(None)
-        m.close()
-        prof.close()
-    ratio = float(np.median(on) / np.median(off))
-    print(f"decode with per-op regions / without: {ratio:.4f}")
+    with Model.load("synth:smollm2-135m", threads=2, ctx=128) as m:
+        cost = layers.profiling_cost(m, prompt_tokens=32, gen_tokens=32, reps=9, events=[])
+    ratio = cost["median_ratio"]["ops"]
+    print(f"decode with per-op regions / without (median of 9 interleaved runs): {ratio:.4f}")
+    assert cost["region_errors"] == 0
+    assert 0.95 <= cost["coverage"]["ops"] <= 1.0
     assert ratio < 1.03

@@ -206,3 +206,53 @@ def test_attaching_threads_while_regions_run():
     assert r["count"] > 0 and prof.errors == 0
     assert prof.counters.n_threads >= 10
     prof.close()
+
+
+def test_wall_only_regions_record_count_and_wall_time_only():
+    t = _core.RegionTable(8)
+    t.set_wall_only([2])
+    t.begin(1)
+    t.begin(2)
+    time.sleep(0.002)
+    t.end(2)
+    t.end(1)
+    op, layer = t.get(2), t.get(1)
+    assert op["wall_only"] and op["thread_cpu_ns"] is None and op["counters"] == []
+    assert op["count"] == 1 and op["wall_ns"] >= 2_000_000
+    assert not layer["wall_only"] and layer["thread_cpu_ns"] is not None
+    assert layer["wall_ns"] >= op["wall_ns"]
+    with pytest.raises(ValueError):
+        t.set_wall_only([8])
+
+
+@needs_perf
+def test_wall_only_regions_inside_counted_ones():
+    c = Counters(["page-faults"])
+    c.attach_threads()
+    t = _core.RegionTable(8, c.counter_set)
+    t.set_wall_only([2])
+    t.edge(begins=[1, 2])
+    _touch(200)
+    t.edge(ends=[2, 1])
+    assert t.get(2)["counters"] == []
+    assert t.get(1)["counters"][0]["raw"] >= 200 * 0.9
+    del t
+    c.close()
+
+
+def test_an_edge_ends_and_begins_regions_at_one_instant():
+    """Regions that follow each other at edges tile their enclosing region exactly."""
+    t = _core.RegionTable(8)
+    t.set_wall_only([2, 3])
+    t.edge(begins=[1, 2])
+    time.sleep(0.001)
+    t.edge(ends=[2], begins=[3])
+    time.sleep(0.001)
+    t.edge(ends=[3, 1])
+    assert t.get(2)["wall_ns"] + t.get(3)["wall_ns"] == t.get(1)["wall_ns"]
+    assert t.get(1)["thread_cpu_ns"] >= 0 and t.errors == 0
+    t.edge(ends=[5])            # nothing open: counted, not crashing
+    t.edge(begins=[1, 99])      # out of range
+    t.edge(ends=[4, 1])         # 4 is not the innermost: only 1 ends
+    assert t.errors == 3 and t.get(1)["count"] == 2
+

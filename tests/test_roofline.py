@@ -110,6 +110,24 @@ def test_verdict_rule():
     assert a["bandwidth_pct"] == pytest.approx(50.0) and a["explained"] == pytest.approx(0.5)
 
 
+def test_engine_kernel_ceilings_take_their_operations():
+    """A one-token matmul's weights arrive at the engine's streaming rate for their type, its
+    KV traffic at the read bandwidth; attention runs at the engine's attention rate."""
+    c = roofline.Ceilings(threads=1, bandwidth=20e9, fma=100e9, matvec={"q4_0": 50e9},
+                          stream={"q4_0": 10e9}, attention=5e9)
+    costs = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 100, 1)
+    qkv = next(x for x in costs if x.op == "qkv")
+    t_mem, t_cmp = c.times(qkv)
+    assert t_mem == pytest.approx(qkv.weight_bytes / 10e9 + qkv.kv_write_bytes / 20e9)
+    assert t_cmp == pytest.approx(qkv.ops / 50e9)
+    attn = next(x for x in costs if x.op == "rope_attn")
+    assert c.times(attn) == pytest.approx((attn.kv_read_bytes / 20e9, attn.ops / 5e9))
+    prefill = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 0, 16)
+    down = next(x for x in prefill if x.op == "down")
+    assert c.times(down)[0] == pytest.approx(down.weight_bytes / 20e9)
+    assert roofline.engine_waits(SMOL, 1) == 30 * 5 + 2
+
+
 def test_ideal_tokens_per_second():
     c = roofline.Ceilings(threads=2, bandwidth=20e9, fma=200e9, dot={"q4_1": 1e15, "q8_0": 1e15})
     tps = roofline.ideal_tokens_per_s(SMOL, smol_types(), c)

@@ -107,11 +107,12 @@ def test_per_tensor_report(tmp_path, tiny_model):
                                 dict(type="q8_0", rope_freqs=True)])
 def test_float_forward_matches_the_engine(tiny_model, kw):
     from slmprof.model import Model
+    from slmprof.reference import float_forward
     path = tiny_model(**kw)
     toks = [1, 5, 9, 33, 2, 7]
     with Model.load(str(path), threads=1, ctx=64) as m:
         got = np.asarray(m.prefill(toks, all_logits=True), np.float64)
-    ref = validate.float_forward(path, toks)
+    ref = float_forward(path, toks)
     a = validate.logits_agreement(ref, got)
     assert a["kl"] < validate.MODEL_KL_VS_FLOAT and a["top1"] >= validate.MODEL_TOP1_VS_FLOAT
 

@@ -2,55 +2,25 @@
 
 Weights are random with std 1/sqrt(fan_in) so activations stay O(1) through the layers, the way a
 trained model's do; norms are 1 plus noise. The vocabulary is an SPM one (tokenizer model
-"llama": <unk>, <s>, </s>, the 256 byte tokens, then word pieces), which GGML loaders accept.
+"llama" with byte fallback), which GGML loaders accept.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from slmprof import quant
-from slmprof.gguf import GGUFWriter
+from slmprof.gguf import GGUFWriter, ModelShape
+from slmprof.registry import tiny_shape
+from slmprof.tokenizer import synthetic_vocab
 
 
-@dataclass(frozen=True)
-class TinyShape:
-    arch: str = "llama"
-    n_layer: int = 2
-    dim: int = 64
-    ffn: int = 128
-    n_head: int = 4
-    n_kv_head: int = 2
-    vocab: int = 320
-    ctx: int = 256
-    tied: bool = True
-    rope_base: float = 10000.0
-    rms_eps: float = 1e-5
-    rope_freqs: bool = False
-
-    @property
-    def head_dim(self):
-        return self.dim // self.n_head
+def tiny(arch="llama", dim=64, ffn=128, n_head=4, n_kv_head=2, tied=True, rope_freqs=False):
+    """The forward-pass tests' shape: 2 layers, a 320-token vocabulary, RoPE base 10000."""
+    return tiny_shape(arch=arch, dim=dim, ffn=ffn, n_head=n_head, n_kv_head=n_kv_head, tied=tied,
+                      vocab=320, ctx=256, rope_base=10000.0, rope_freqs=rope_freqs)
 
 
-def spm_vocab(n):
-    """(tokens, scores, token types) of an n-token SPM vocabulary."""
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    types = [2, 3, 3] + [6] * 256
-    letters = "etaoinshrdlucmfwypvbgkqjxz"
-    i = 0
-    while len(tokens) < n:
-        a, b = letters[i % 26], letters[(i // 26) % 26]
-        tokens.append("\u2581" + (a if i < 26 else a + b))
-        types.append(1)
-        i += 1
-    tokens, types = tokens[:n], types[:n]
-    scores = [0.0] * 259 + [-float(k) for k in range(n - 259)]
-    return tokens, scores[:n], types
-
-
-def random_weights(shape: TinyShape, seed=0):
+def random_weights(shape: ModelShape, seed=0):
     """name -> float32 array, numpy (rows, cols) order (1-D for vectors)."""
     rng = np.random.default_rng(seed)
     d, f, hd = shape.dim, shape.ffn, shape.head_dim
@@ -95,20 +65,14 @@ def encode_tensor(x, type_name):
     return quant.quantize(x, type_name)
 
 
-def write_tiny_model(path, shape: TinyShape, type_name="q8_0", seed=0, embd_type=None):
+def write_tiny_model(path, shape: ModelShape, type_name="q8_0", seed=0, embd_type=None):
     """Write the model; returns the float32 weights it was made from."""
     weights = random_weights(shape, seed)
     g = GGUFWriter(path, shape.arch)
     g.add("general.name", f"tiny-{shape.arch}-{type_name}")
     g.add_hyperparameters(shape)
-    tokens, scores, types = spm_vocab(shape.vocab)
-    g.add("tokenizer.ggml.model", "llama")
-    g.add("tokenizer.ggml.tokens", tokens)
-    g.add("tokenizer.ggml.scores", scores, element_type="float32")
-    g.add("tokenizer.ggml.token_type", types, element_type="int32")
-    g.add("tokenizer.ggml.bos_token_id", 1)
-    g.add("tokenizer.ggml.eos_token_id", 2)
-    g.add("tokenizer.ggml.unknown_token_id", 0)
+    for key, value in synthetic_vocab("llama", shape.vocab).items():
+        g.add(key, value)
     for name, x in weights.items():
         t = embd_type if (name == "token_embd.weight" and embd_type) else type_name
         t = "f32" if x.ndim == 1 else t

@@ -18,9 +18,20 @@
 
 #include "slm.h"
 #include "calib_internal.h"
+#include "model/attention.h"
 
 
 #define MAX_PASSES_LIMIT 100000
+/* Operations per thread in one pass of a cache-resident kernel: a pass must dwarf the barriers
+ * around it (a few microseconds, tens when a core is shared), or a multi-thread figure measures
+ * the barrier instead of the kernel. 2^25 operations are ~0.3 ms on an x86 core, ~3 ms on a
+ * Pi 4 core. */
+#define PASS_OPS ((int64_t)1 << 25)
+
+static int64_t reps_for(int64_t ops_per_rep) {
+    int64_t reps = ops_per_rep > 0 ? PASS_OPS / ops_per_rep : 1;
+    return reps < 1 ? 1 : reps;
+}
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -294,6 +305,7 @@ typedef struct {
     uint8_t *w[SLM_CALIB_MAX_THREADS];    /* [rows][w_row_bytes] per thread */
     uint8_t *act[SLM_CALIB_MAX_THREADS];  /* one activation row per thread */
     int64_t act_bytes;
+    int64_t reps;                         /* block products per pass */
 } dot_ctx;
 
 /* A small deterministic generator so weights are not all alike. */
@@ -328,9 +340,11 @@ static void dot_body(team *t, int tid) {
     dot_ctx *d = t->ctx;
     float acc = 0, s = 0;
     const uint8_t *w = d->w[tid];
-    for (int64_t r = 0; r < d->rows; r++) {
-        d->traits->vec_dot(d->cols, &s, w + r * d->w_row_bytes, d->act[tid]);
-        acc += s;
+    for (int64_t k = 0; k < d->reps; k++) {
+        for (int64_t r = 0; r < d->rows; r++) {
+            d->traits->vec_dot(d->cols, &s, w + r * d->w_row_bytes, d->act[tid]);
+            acc += s;
+        }
     }
     uint64_t bits;
     memcpy(&bits, &(float){acc}, sizeof(float));
@@ -357,12 +371,12 @@ int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
     int64_t arb = tr->from_float ? slm_row_bytes(tr->vec_dot_type, cols) : cols * (int64_t)sizeof(float);
     if (arb <= 0) return SLM_ESHAPE;
     dot_ctx d = {.type = type, .rows = rows, .cols = cols, .traits = tr, .w_row_bytes = wrb,
-                 .act_bytes = arb};
+                 .act_bytes = arb, .reps = reps_for(2 * rows * cols)};
     team t = {.threads = threads, .setup = dot_setup, .body = dot_body, .teardown = dot_teardown,
               .ctx = &d, .min_seconds = min_seconds, .max_passes = MAX_PASSES_LIMIT,
               .min_passes = 5};
     int status = team_run(&t);
-    if (status == SLM_OK) team_result(&t, 2 * rows * cols * (int64_t)threads, out);
+    if (status == SLM_OK) team_result(&t, 2 * rows * cols * d.reps * (int64_t)threads, out);
     free(t.pass_seconds);
     return status;
 }
@@ -373,6 +387,7 @@ int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
 typedef struct {
     int type;
     int64_t rows, cols, n_tok;
+    int64_t reps;                           /* products per pass */
     slm_weight w[SLM_CALIB_MAX_THREADS];
     uint8_t *data[SLM_CALIB_MAX_THREADS];   /* [rows][row_bytes] plain rows */
     uint8_t *act[SLM_CALIB_MAX_THREADS];    /* [n_tok][act_row_bytes] */
@@ -412,8 +427,10 @@ static int mm_setup(team *t, int tid) {
 
 static void mm_body(team *t, int tid) {
     mm_ctx *c = t->ctx;
-    int st = slm_matmul_rows(&c->w[tid], c->act[tid], c->act_row_bytes[tid], c->n_tok, c->y[tid],
-                             c->rows, 0, c->rows);
+    int st = 0;
+    for (int64_t k = 0; k < c->reps; k++)
+        st |= slm_matmul_rows(&c->w[tid], c->act[tid], c->act_row_bytes[tid], c->n_tok, c->y[tid],
+                              c->rows, 0, c->rows);
     uint64_t bits = 0;
     memcpy(&bits, &c->y[tid][0], sizeof(float));
     t->checksums[tid] ^= bits ^ (uint64_t)(st < 0);
@@ -440,12 +457,211 @@ int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t 
     mm_ctx *c = calloc(1, sizeof(mm_ctx));
     if (!c) return SLM_ENOMEM;
     c->type = type; c->rows = rows; c->cols = cols; c->n_tok = n_tok;
+    c->reps = reps_for(2 * rows * cols * n_tok);
     team t = {.threads = threads, .setup = mm_setup, .body = mm_body, .teardown = mm_teardown,
               .ctx = c, .min_seconds = min_seconds, .max_passes = MAX_PASSES_LIMIT, .min_passes = 5};
     int status = team_run(&t);
-    if (status == SLM_OK) team_result(&t, 2 * rows * cols * n_tok * (int64_t)threads, out);
+    if (status == SLM_OK) team_result(&t, 2 * rows * cols * n_tok * c->reps * (int64_t)threads, out);
     free(t.pass_seconds);
     free(c);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Decode's matrix-vector product streaming its weights from memory, through the engine's    */
+/* path: copies of one weight, each prepared as the engine prepares its weights (repacked     */
+/* into its own huge-page chunks), together far larger than the last-level cache; every      */
+/* thread multiplies its share of each copy's rows (groups of 4, as the engine splits them)   */
+/* by one activation row. What a token of decode does to its weights, minus the waits.       */
+
+typedef struct {
+    int type;
+    int64_t rows, cols, row_bytes;
+    int n_copies;
+    slm_weight *w;                        /* [n_copies], shared */
+    uint8_t *act[SLM_CALIB_MAX_THREADS];  /* one activation row per thread */
+    float *y[SLM_CALIB_MAX_THREADS];      /* [rows] per thread */
+    int64_t act_row_bytes;
+} stream_ctx;
+
+static int stream_setup(team *t, int tid) {
+    stream_ctx *c = t->ctx;
+    float *x = malloc((size_t)c->cols * sizeof(float));
+    c->act[tid] = alloc_lines(c->cols * 4 + 64);
+    c->y[tid] = alloc_lines(c->rows * (int64_t)sizeof(float));
+    if (!x || !c->act[tid] || !c->y[tid]) { free(x); return SLM_ENOMEM; }
+    uint64_t state = 0x5EED5EEDULL + (uint64_t)tid;
+    for (int64_t i = 0; i < c->cols; i++) x[i] = lcg_float(&state);
+    int64_t arb = 0;
+    int status = slm_quantize_activations(c->type, x, c->cols, 1, c->cols, c->act[tid], &arb);
+    c->act_row_bytes = arb;
+    free(x);
+    return status < 0 ? status : 0;
+}
+
+static void stream_body(team *t, int tid) {
+    stream_ctx *c = t->ctx;
+    const int64_t groups = (c->rows + 3) / 4;
+    const int64_t r0 = groups * tid / t->threads * 4;
+    int64_t r1 = groups * (tid + 1) / t->threads * 4;
+    if (r1 > c->rows) r1 = c->rows;
+    int st = 0;
+    for (int i = 0; i < c->n_copies; i++)
+        st |= slm_matmul_rows(&c->w[i], c->act[tid], c->act_row_bytes, 1, c->y[tid], c->rows, r0, r1);
+    uint64_t bits = 0;
+    if (r1 > r0) memcpy(&bits, &c->y[tid][r0], sizeof(float));
+    t->checksums[tid] ^= bits ^ (uint64_t)(st < 0);
+}
+
+static void stream_teardown(team *t, int tid) {
+    stream_ctx *c = t->ctx;
+    free(c->act[tid]);
+    free(c->y[tid]);
+    c->act[tid] = NULL;
+    c->y[tid] = NULL;
+}
+
+int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
+                     double min_seconds, slm_calib_result *out) {
+    if (!out || threads < 1 || threads > SLM_CALIB_MAX_THREADS || rows < 4 || cols < SLM_QK ||
+        total_bytes < 1 || !(min_seconds >= 0))
+        return SLM_EINVAL;
+    const int64_t rb = slm_row_bytes(type, cols);
+    if (rb <= 0) return SLM_ESHAPE;
+    if (!slm_get_traits(type, -1)) return SLM_ENOSYS;
+    const int64_t bytes = rows * rb;
+    const int64_t n = (total_bytes + bytes - 1) / bytes;
+    if (n > 1000000) return SLM_EINVAL;
+    stream_ctx c = {.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .n_copies = 0};
+    c.w = calloc((size_t)n, sizeof(slm_weight));
+    uint8_t *plain = alloc_lines(bytes);
+    float *x = malloc((size_t)cols * sizeof(float));
+    int status = (c.w && plain && x) ? SLM_OK : SLM_ENOMEM;
+    uint64_t state = 0xC0FFEEULL;
+    for (int64_t r = 0; r < rows && status == SLM_OK; r++) {
+        for (int64_t i = 0; i < cols; i++) x[i] = lcg_float(&state);
+        if (type == SLM_TYPE_F32) memcpy(plain + r * rb, x, (size_t)rb);
+        else status = slm_quantize_row_ref(type, x, plain + r * rb, cols);
+    }
+    free(x);
+    /* Each copy gets its own rows, prepared; a repacked copy no longer reads them, so they are
+     * dropped and it points at the shared template (never read again). */
+    for (int64_t i = 0; i < n && status == SLM_OK; i++) {
+        uint8_t *rows_i = alloc_lines(bytes);
+        if (!rows_i) { status = SLM_ENOMEM; break; }
+        memcpy(rows_i, plain, (size_t)bytes);
+        c.w[i] = (slm_weight){.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .data = rows_i};
+        status = slm_weight_prepare(&c.w[i]);
+        if (status < 0) { free(rows_i); break; }
+        if (c.w[i].packed) { free(rows_i); c.w[i].data = plain; }
+        c.n_copies++;
+    }
+    if (status >= 0) {
+        status = SLM_OK;
+        team t = {.threads = threads, .setup = stream_setup, .body = stream_body,
+                  .teardown = stream_teardown, .ctx = &c, .min_seconds = min_seconds,
+                  .max_passes = MAX_PASSES_LIMIT, .min_passes = 3};
+        status = team_run(&t);
+        if (status == SLM_OK) team_result(&t, bytes * c.n_copies, out);
+        free(t.pass_seconds);
+    }
+    for (int i = 0; i < c.n_copies; i++) {
+        const void *own = c.w[i].data;
+        slm_weight_release(&c.w[i]);
+        if (own != plain) free((void *)own);
+    }
+    free(c.w);
+    free(plain);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Attention of one decoded token through the engine's path for the active ISA: every thread  */
+/* runs query heads over cached positions (f32, KV heads side by side as in the engine's      */
+/* cache, 3 query heads per KV head) of "layers" of its own that together are far larger than */
+/* the last-level cache, as a decoded token finds its KV cache after streaming every weight.  */
+/* Operations counted as the roofline counts them: per head and attended position,           */
+/* 4 * head_dim (scores and weighted sum) + 5 (softmax).                                      */
+
+#define ATTN_KV_HEADS 4
+#define ATTN_HEADS 12
+
+typedef struct {
+    int head_dim, n_pos;
+    int64_t layers;                     /* per thread */
+    slm_attend_fn attend;
+    float *kv[SLM_CALIB_MAX_THREADS];   /* per layer K then V: [layers][2][n_pos][ATTN_KV_HEADS * head_dim] */
+    float *q[SLM_CALIB_MAX_THREADS];    /* [ATTN_HEADS][head_dim] */
+    float *att[SLM_CALIB_MAX_THREADS];  /* [n_pos] */
+    float *o[SLM_CALIB_MAX_THREADS];    /* [head_dim] */
+} attn_ctx;
+
+static int64_t attn_layer_floats(const attn_ctx *a) {
+    return 2 * (int64_t)a->n_pos * ATTN_KV_HEADS * a->head_dim;
+}
+
+static int attn_setup(team *t, int tid) {
+    attn_ctx *a = t->ctx;
+    const int64_t n = a->layers * attn_layer_floats(a);
+    a->kv[tid] = alloc_lines(n * (int64_t)sizeof(float));
+    a->q[tid] = alloc_lines((int64_t)ATTN_HEADS * a->head_dim * (int64_t)sizeof(float));
+    a->att[tid] = alloc_lines(a->n_pos * (int64_t)sizeof(float));
+    a->o[tid] = alloc_lines(a->head_dim * (int64_t)sizeof(float));
+    if (!a->kv[tid] || !a->q[tid] || !a->att[tid] || !a->o[tid]) return SLM_ENOMEM;
+    uint64_t state = 0xA77E17ULL + (uint64_t)tid;
+    for (int64_t i = 0; i < n; i++) a->kv[tid][i] = lcg_float(&state);
+    for (int64_t i = 0; i < (int64_t)ATTN_HEADS * a->head_dim; i++) a->q[tid][i] = lcg_float(&state);
+    return 0;
+}
+
+static void attn_body(team *t, int tid) {
+    attn_ctx *a = t->ctx;
+    const size_t stride = (size_t)ATTN_KV_HEADS * (size_t)a->head_dim;
+    const float scale = 1.0f / sqrtf((float)a->head_dim);
+    float acc = 0;
+    for (int64_t l = 0; l < a->layers; l++) {
+        const float *k = a->kv[tid] + l * attn_layer_floats(a);
+        const float *v = k + (size_t)a->n_pos * stride;
+        for (int h = 0; h < ATTN_HEADS; h++) {
+            const size_t off = (size_t)(h / (ATTN_HEADS / ATTN_KV_HEADS)) * (size_t)a->head_dim;
+            a->attend(a->q[tid] + (size_t)h * (size_t)a->head_dim, k + off, v + off, stride, a->n_pos,
+                      a->head_dim, scale, 0, a->att[tid], a->o[tid]);
+            acc += a->o[tid][0];
+        }
+    }
+    uint64_t bits = 0;
+    memcpy(&bits, &acc, sizeof(float));
+    t->checksums[tid] ^= bits;
+}
+
+static void attn_teardown(team *t, int tid) {
+    attn_ctx *a = t->ctx;
+    free(a->kv[tid]); free(a->q[tid]); free(a->att[tid]); free(a->o[tid]);
+    a->kv[tid] = a->q[tid] = a->att[tid] = a->o[tid] = NULL;
+}
+
+int slm_calib_attention(int threads, int head_dim, int n_pos, int64_t total_kv_bytes,
+                        double min_seconds, slm_calib_result *out) {
+    if (!out || threads < 1 || threads > SLM_CALIB_MAX_THREADS || head_dim < 2 || head_dim % 2 ||
+        head_dim > 1024 || n_pos < 1 || n_pos > (1 << 20) || total_kv_bytes < 1 || !(min_seconds >= 0))
+        return SLM_EINVAL;
+    attn_ctx *a = calloc(1, sizeof(attn_ctx));
+    if (!a) return SLM_ENOMEM;
+    a->head_dim = head_dim;
+    a->n_pos = n_pos;
+    const int64_t layer_bytes = attn_layer_floats(a) * (int64_t)sizeof(float);
+    a->layers = (total_kv_bytes / threads + layer_bytes - 1) / layer_bytes;
+    a->attend = slm_attend_generic;
+#if defined(__x86_64__)
+    if (slm_isa_active() == SLM_ISA_AVX2) a->attend = slm_attend_avx2;   /* as the engine picks */
+#endif
+    const int64_t ops_per_layer = (int64_t)ATTN_HEADS * n_pos * (4 * (int64_t)head_dim + 5);
+    team t = {.threads = threads, .setup = attn_setup, .body = attn_body, .teardown = attn_teardown,
+              .ctx = a, .min_seconds = min_seconds, .max_passes = MAX_PASSES_LIMIT, .min_passes = 3};
+    int status = team_run(&t);
+    if (status == SLM_OK) team_result(&t, ops_per_layer * a->layers * threads, out);
+    free(t.pass_seconds);
+    free(a);
     return status;
 }
 

@@ -67,6 +67,7 @@ int slm_trace_create(slm_trace_recorder **out, int64_t capacity, const slm_regio
     r->capacity = capacity;
     atomic_init(&r->n, 0);
     if (next && next->begin && next->end) r->next = *next;
+    r->self.hold_at_layers = r->next.hold_at_layers; /* the next hooks' needs hold */
     r->self.begin = trace_begin;
     r->self.end = trace_end;
     r->self.ctx = r;

@@ -15,10 +15,15 @@
  * thread the OS has descheduled delays the others only by the chunk it holds. Chunks are
  * large enough that claiming one (an atomic add on a shared line) costs under 1% of it.
  * Region hooks, when attached, are called by thread 0 at each edge, after a step whose work is
- * complete and before a barrier that holds the next step until its region has begun.
+ * complete. The other threads do not wait for them: they go on with the next step, so an edge
+ * costs the decode only the main thread's clock read, not a meeting of every thread (which on
+ * a busy machine waits for a descheduled thread at every one of ~200 edges per token). Only
+ * hooks that read every thread's counters at layer edges hold the threads there.
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +97,7 @@ typedef struct {
     float *logits;         /* (n_out, vocab) */
     int out0, n_out;       /* tokens [out0, out0 + n_out) get logits; n_out = 0: none */
     slm_region_hooks hooks;
+    int region_ops;        /* operation edges too, not only layer edges */
     slm_attend_fn attend;  /* attention path for the active ISA */
 } chunk_job;
 
@@ -115,6 +121,7 @@ struct slm_model {
     run_state s;
     slm_pool *pool;
     slm_region_hooks hooks;
+    int region_ops;
     chunk_job job;
     work_counter *counters;    /* (max_ops) one per parallel step of a forward chunk */
     int max_ops;
@@ -145,6 +152,7 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
     m->kv_dim = c.n_kv_head * c.head_dim;
     m->kv_mul = c.n_head / c.n_kv_head;
     m->max_batch = c.max_batch ? c.max_batch : DEFAULT_MAX_BATCH;
+    m->region_ops = 1;
     if (m->max_batch > c.n_ctx) m->max_batch = c.n_ctx;
     m->layer_tensors = calloc((size_t)c.n_layer * SLM_T_COUNT, sizeof(tensor_ref));
     m->layers = calloc((size_t)c.n_layer, sizeof(layer_weights));
@@ -182,6 +190,15 @@ static int take_vector(const tensor_ref *t, int64_t n, int required, const float
     return SLM_OK;
 }
 
+/* Unmap the whole pages inside [data, data + nbytes) of a shared file mapping. Pages shared
+ * with a neighbouring tensor stay; a failure only leaves the pages resident. */
+static void drop_file_pages(const void *data, int64_t nbytes) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t start = ((uintptr_t)data + page - 1) / page * page;
+    const uintptr_t end = ((uintptr_t)data + (uintptr_t)nbytes) / page * page;
+    if (end > start) (void)madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t cols, slm_weight *w) {
     if (!t->present) return SLM_EINVAL;
     if (t->rows != rows || t->cols != cols) return SLM_ESHAPE;
@@ -198,7 +215,10 @@ static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t 
     }
     *w = (slm_weight){.type = t->type, .rows = rows, .cols = cols,
                       .row_bytes = slm_row_bytes(t->type, cols), .data = t->data};
-    return slm_weight_prepare(w);
+    int rc = slm_weight_prepare(w);
+    if (rc == SLM_OK && w->packed && m->cfg.weights_file_backed)
+        drop_file_pages(t->data, t->nbytes);
+    return rc;
 }
 
 /* Bytes of n activation elements in the format weight type `type` reads (n % 32 == 0). */
@@ -338,6 +358,11 @@ int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks) {
     return SLM_OK;
 }
 
+int slm_model_set_region_ops(slm_model *m, int ops) {
+    m->region_ops = ops != 0;
+    return SLM_OK;
+}
+
 /* ---- the neural net blocks ------------------------------------------------------------- */
 
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
@@ -401,22 +426,39 @@ static void parallel(worker *w, int64_t n_chunks, chunk_fn fn, void *arg) {
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t n_chunks_of(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
-/* A region edge: end the regions that finished, begin the next ones (ids < 0: none). Every
- * edge follows a parallel step, whose end already waits for all of its work, so the regions
- * that end here cover every thread's work. Only with a profiler attached do the threads line
- * up after the hooks (so no thread starts the next region's work before it begins);
- * otherwise it is one branch. */
-static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
-    slm_model *m = w->m;
-    const slm_region_hooks *h = &m->job.hooks;
-    if (!h->begin) return;
-    if (w->ith == 0) {
-        if (end_op >= 0) h->end(h->ctx, end_op);
-        if (end_layer >= 0) h->end(h->ctx, end_layer);
-        if (begin_layer >= 0) h->begin(h->ctx, begin_layer);
-        if (begin_op >= 0) h->begin(h->ctx, begin_op);
+/* Call the hooks for one edge (main thread only). ids < 0: none; operation ids are dropped
+ * when only layer regions are asked for. Returns whether a layer region ends or begins. */
+static int record_edge(const chunk_job *job, int end_op, int end_layer, int begin_layer, int begin_op) {
+    const slm_region_hooks *h = &job->hooks;
+    if (!job->region_ops) end_op = begin_op = -1;
+    int32_t ends[2], begins[2];
+    int n_end = 0, n_begin = 0;
+    if (end_op >= 0) ends[n_end++] = end_op;
+    if (end_layer >= 0) ends[n_end++] = end_layer;
+    if (begin_layer >= 0) begins[n_begin++] = begin_layer;
+    if (begin_op >= 0) begins[n_begin++] = begin_op;
+    if (n_end + n_begin == 0) return 0;
+    if (h->edge) {
+        h->edge(h->ctx, ends, n_end, begins, n_begin);
+    } else {
+        for (int i = 0; i < n_end; i++) h->end(h->ctx, ends[i]);
+        for (int i = 0; i < n_begin; i++) h->begin(h->ctx, begins[i]);
     }
-    slm_pool_barrier(m->pool);
+    return end_layer >= 0 || begin_layer >= 0;
+}
+
+/* A region edge inside the pass: end the regions that finished, begin the next ones. Every
+ * edge follows a parallel step, whose end already waits for all of its work, so the regions
+ * that end here cover every thread's work. Thread 0 records the edge while the others start
+ * the next step: what they do meanwhile (the length of one clock read at an operation edge)
+ * is counted in the region that ends. Hooks that read every thread's counters at layer edges
+ * (hold_at_layers) get the threads held there, so no next-layer work is in a layer's counts.
+ * Without a profiler it is one branch. */
+static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
+    const chunk_job *job = &w->m->job;
+    if (!job->hooks.begin) return;
+    if (w->ith == 0) record_edge(job, end_op, end_layer, begin_layer, begin_op);
+    if ((end_layer >= 0 || begin_layer >= 0) && job->hooks.hold_at_layers) slm_pool_barrier(w->m->pool);
 }
 
 /* RMSNorm of rows [t0, t0+n) of x, quantized once per activation format of group g. */
@@ -634,11 +676,8 @@ static void forward_thread(void *ctx, int ith, int nth) {
     const int n_tok = job->n_tok;
     const int head_slot = c->n_layer + 1;
     worker w = {.m = m, .ith = ith, .step = 0};
+    edge(&w, -1, -1, -1, SLM_REGION_ID(0, SLM_OP_EMBED)); /* its layer began before the wake */
 
-    if (job->hooks.begin && ith == 0) {
-        job->hooks.begin(job->hooks.ctx, SLM_REGION_ID(0, SLM_OP_LAYER));
-        job->hooks.begin(job->hooks.ctx, SLM_REGION_ID(0, SLM_OP_EMBED));
-    }
     parallel(&w, n_chunks_of(n_tok, EMBED_CHUNK), embed_chunk, NULL);
     for (int l = 0; l < c->n_layer; l++) {
         const layer_weights *L = &m->layers[l];
@@ -678,19 +717,19 @@ static void forward_thread(void *ctx, int ith, int nth) {
         /* down projection, residual connection back into x */
         parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, (void *)&L->down);
     }
-    const int last_down = SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), last_layer = SLM_REGION_ID(c->n_layer, SLM_OP_LAYER);
-    if (job->n_out == 0) {
-        edge(&w, last_down, last_layer, -1, -1);
+    if (job->n_out == 0) { /* the last block's layer region ends in slm_model_forward */
+        edge(&w, SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), -1, -1, -1);
         return;
     }
-    edge(&w, last_down, last_layer, SLM_REGION_ID(head_slot, SLM_OP_LAYER), SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM));
+    edge(&w, SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), SLM_REGION_ID(c->n_layer, SLM_OP_LAYER),
+         SLM_REGION_ID(head_slot, SLM_OP_LAYER), SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM));
 
     /* final rmsnorm of the tokens that need logits, then the classifier into the logits */
     act_group g = {.n_slots = 1, .slot = {0}, .slot_type = {m->lm_head->type}};
     norm_job in = norm_quantize(&w, job->out0, job->n_out, m->output_norm, &g);
     edge(&w, SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM), -1, -1, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD));
     parallel(&w, n_chunks_of(c->vocab, HEAD_CHUNK), lm_head_chunk, &in);
-    edge(&w, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), SLM_REGION_ID(head_slot, SLM_OP_LAYER), -1, -1);
+    edge(&w, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), -1, -1, -1); /* its layer: after the join */
 }
 
 int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits, int32_t n_logits) {
@@ -704,7 +743,7 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
-                           .attend = slm_attend_generic};
+                           .region_ops = m->region_ops, .attend = slm_attend_generic};
 #if defined(__x86_64__)
         if (slm_isa_active() == SLM_ISA_AVX2) job->attend = slm_attend_avx2;
 #endif
@@ -714,7 +753,15 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
             job->logits = logits + (size_t)(done + job->out0 - first_out) * m->cfg.vocab;
         }
         memset(m->counters, 0, (size_t)m->max_ops * sizeof(work_counter));
+        /* The first layer region begins before the workers are woken and the last ends
+         * after all of them have finished, so the layer regions cover the whole pass: waking
+         * the threads is in the embedding layer's time, waiting for the last one to finish
+         * in the final layer's (not in their operations: there it is the time by which the
+         * layer exceeds its operations). */
+        const int last_slot = job->n_out ? m->cfg.n_layer + 1 : m->cfg.n_layer;
+        if (job->hooks.begin) record_edge(job, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), -1);
         slm_pool_run(m->pool, forward_thread, m);
+        if (job->hooks.begin) record_edge(job, -1, SLM_REGION_ID(last_slot, SLM_OP_LAYER), -1, -1);
         m->n_past += n;
         done += n;
     }

@@ -5,6 +5,12 @@
  * wall clock, the thread's CPU clock and a counter snapshot taken at begin; end takes a
  * second snapshot and adds the differences to the region's totals under the table lock.
  * Stats are allocated on a region's first end, so a large id space costs only pointers.
+ *
+ * A region marked wall-only records count and wall time alone: one vDSO clock read per
+ * edge (tens of ns) instead of the thread CPU clock (a system call, about a microsecond)
+ * and a counter snapshot. The engine's operation regions are marked so; its layer regions
+ * keep everything. slm_region_edge ends and begins several regions at one edge, reading
+ * each clock once for the whole edge.
  */
 #include "slm.h"
 
@@ -15,6 +21,7 @@
 
 typedef struct frame {
     int32_t id;
+    int full;  /* CPU clock and counters were read at begin (not wall-only) */
     uint64_t t0_ns, cpu0_ns;
     slm_counters_snapshot snap;
 } frame;
@@ -31,6 +38,7 @@ struct slm_region_table {
     int capacity;
     slm_counters *counters;
     slm_region_stats **stats;  /* [capacity], NULL until the region first ends */
+    uint8_t *wall_only;        /* [capacity] 1: count and wall time only */
     pthread_mutex_t lock;
     uint64_t errors;
     thread_stack stacks[SLM_REGION_MAX_THREADS];
@@ -54,7 +62,10 @@ int slm_region_table_create(slm_region_table **out, int capacity, slm_counters *
     slm_region_table *t = calloc(1, sizeof *t);
     if (!t) return SLM_ENOMEM;
     t->stats = calloc((size_t)capacity, sizeof *t->stats);
-    if (!t->stats) {
+    t->wall_only = calloc((size_t)capacity, 1);
+    if (!t->stats || !t->wall_only) {
+        free(t->stats);
+        free(t->wall_only);
         free(t);
         return SLM_ENOMEM;
     }
@@ -103,15 +114,35 @@ void slm_region_begin(void *table, int32_t id) {
     }
     frame *f = &s->frames[s->depth++];
     f->id = id;
+    f->full = !t->wall_only[id];
     /* Counters first and clocks last, so the region's own bookkeeping is not in its time. */
-    if (t->counters) slm_counters_snapshot_take(t->counters, &f->snap);
-    f->cpu0_ns = thread_cpu_ns();
+    if (f->full) {
+        if (t->counters) slm_counters_snapshot_take(t->counters, &f->snap);
+        f->cpu0_ns = thread_cpu_ns();
+    }
     f->t0_ns = slm_monotonic_ns();
+}
+
+/* Add one finished frame to its region's totals; the caller holds the table lock. now: the
+ * counter snapshot at the end (unused for wall-only frames). */
+static void accumulate(slm_region_table *t, const frame *f, uint64_t t1, uint64_t cpu1,
+                       const slm_counters_snapshot *now) {
+    slm_region_stats *st = t->stats[f->id];
+    if (!st) st = t->stats[f->id] = calloc(1, sizeof *st);
+    if (!st) {
+        count_error(t);
+        return;
+    }
+    st->count++;
+    st->wall_ns += t1 - f->t0_ns;
+    if (f->full) {
+        st->thread_cpu_ns += cpu1 - f->cpu0_ns;
+        if (t->counters) slm_counters_snapshot_delta(t->counters, &f->snap, now, st->counters);
+    }
 }
 
 void slm_region_end(void *table, int32_t id) {
     uint64_t t1 = slm_monotonic_ns();
-    uint64_t cpu1 = thread_cpu_ns();
     slm_region_table *t = table;
     thread_stack *s = my_stack(t, 0);
     if (!s || s->depth == 0 || s->frames[s->depth - 1].id != id) {
@@ -119,22 +150,97 @@ void slm_region_end(void *table, int32_t id) {
         return;
     }
     frame *f = &s->frames[--s->depth];
-    if (t->counters) slm_counters_snapshot_take(t->counters, &s->now);
-    pthread_mutex_lock(&t->lock);
-    slm_region_stats *st = t->stats[id];
-    if (!st) st = t->stats[id] = calloc(1, sizeof *st);
-    if (st) {
-        st->count++;
-        st->wall_ns += t1 - f->t0_ns;
-        st->thread_cpu_ns += cpu1 - f->cpu0_ns;
-        if (t->counters) slm_counters_snapshot_delta(t->counters, &f->snap, &s->now, st->counters);
+    uint64_t cpu1 = 0;
+    if (f->full) {
+        cpu1 = thread_cpu_ns();
+        if (t->counters) slm_counters_snapshot_take(t->counters, &s->now);
     }
+    pthread_mutex_lock(&t->lock);
+    accumulate(t, f, t1, cpu1, &s->now);
     pthread_mutex_unlock(&t->lock);
-    if (!st) count_error(t);
+}
+
+/* dst = src, growing dst as needed; on allocation failure dst is left empty (no delta). */
+static void snapshot_copy(slm_counters_snapshot *dst, const slm_counters_snapshot *src) {
+    const size_t stride = SLM_PERF_MAX_GROUP + 2;
+    if (dst->capacity < src->n_slots) {
+        uint64_t *w = realloc(dst->words, (size_t)src->n_slots * stride * sizeof(uint64_t));
+        if (!w) {
+            dst->n_slots = 0;
+            return;
+        }
+        dst->words = w;
+        dst->capacity = src->n_slots;
+    }
+    if (src->n_slots) memcpy(dst->words, src->words, (size_t)src->n_slots * stride * sizeof(uint64_t));
+    dst->n_slots = src->n_slots;
+}
+
+void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t *begins, int n_begin) {
+    uint64_t now_ns = slm_monotonic_ns();
+    slm_region_table *t = table;
+    thread_stack *s = my_stack(t, n_begin > 0);
+    if (!s) {
+        for (int i = 0; i < n_end + n_begin; i++) count_error(t);
+        return;
+    }
+    /* The CPU clock and counters are read once, and only if some region here keeps them. */
+    int full = 0;
+    for (int i = 0; i < n_end; i++) {
+        int d = s->depth - 1 - i;
+        if (d >= 0 && s->frames[d].full) full = 1;
+    }
+    for (int i = 0; i < n_begin; i++)
+        if (begins[i] >= 0 && begins[i] < t->capacity && !t->wall_only[begins[i]]) full = 1;
+    /* One instant for both sides, read first: the regions tile the time. The CPU clock and
+     * counter reads that follow are in the time of the regions that begin (a preemption at
+     * that system call too: leaving it out of every region lost whole time slices on a busy
+     * machine), and their values bracket both sides alike. */
+    uint64_t cpu = 0;
+    if (full) {
+        cpu = thread_cpu_ns();
+        if (t->counters) slm_counters_snapshot_take(t->counters, &s->now);
+    }
+    if (n_end > 0) {
+        pthread_mutex_lock(&t->lock);
+        for (int i = 0; i < n_end; i++) {
+            if (s->depth == 0 || s->frames[s->depth - 1].id != ends[i]) {
+                count_error(t);
+                continue;
+            }
+            accumulate(t, &s->frames[--s->depth], now_ns, cpu, &s->now);
+        }
+        pthread_mutex_unlock(&t->lock);
+    }
+    for (int i = 0; i < n_begin; i++) {
+        int32_t id = begins[i];
+        if (id < 0 || id >= t->capacity || s->depth >= SLM_REGION_MAX_DEPTH) {
+            count_error(t);
+            continue;
+        }
+        frame *f = &s->frames[s->depth++];
+        f->id = id;
+        f->full = !t->wall_only[id];
+        f->t0_ns = now_ns;
+        f->cpu0_ns = cpu;
+        if (f->full && t->counters) snapshot_copy(&f->snap, &s->now);
+    }
+}
+
+int slm_region_set_wall_only(slm_region_table *t, int32_t id, int wall_only) {
+    if (id < 0 || id >= t->capacity) return SLM_EINVAL;
+    t->wall_only[id] = wall_only != 0;
+    return 0;
+}
+
+int slm_region_is_wall_only(const slm_region_table *t, int32_t id) {
+    return id >= 0 && id < t->capacity && t->wall_only[id];
 }
 
 slm_region_hooks slm_region_table_hooks(slm_region_table *t) {
-    slm_region_hooks h = {slm_region_begin, slm_region_end, t};
+    /* With counters, layer edges read every thread's groups: the engine holds its threads
+     * there so no thread's next-layer work is counted in the layer that ends. */
+    slm_region_hooks h = {slm_region_begin, slm_region_end, t, slm_region_edge, t->counters != NULL};
     return h;
 }
 
@@ -174,6 +280,7 @@ void slm_region_table_destroy(slm_region_table *t) {
         slm_counters_snapshot_free(&t->stacks[i].now);
     }
     free(t->stats);
+    free(t->wall_only);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }

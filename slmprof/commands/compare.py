@@ -80,7 +80,8 @@ def _quality(resolved, base_path, args, cache):
     """Perplexity and KL against the float reference of `base_path` for one real model."""
     import numpy as np
     from slmprof.model import Model
-    from slmprof.validate import float_forward, logits_agreement
+    from slmprof.reference import float_forward
+    from slmprof.validate import logits_agreement
     out = {}
     with Model.load(str(resolved.path), threads=args.threads,
                     ctx=max(args.ppl_ctx, args.kl_tokens) + 8) as model:

@@ -132,6 +132,8 @@ def render_text(rep, show_ops=False, style="md"):
         out.append("counters: IPC, DRAM bytes and backend stalls not shown: "
                    + counter_notes[0].split("empty: ", 1)[-1])
         notes = [n for n in notes if n not in counter_notes]
+    if has_counters and show_ops and settings.get("operation_regions"):
+        out.append("counters: per layer; operation rows: " + settings["operation_regions"])
     synthetic = [n for n in notes if "synthetic" in n or "could not be fetched" in n]
     for n in synthetic:
         out.append(f"model note: {n}")
