@@ -18,7 +18,9 @@
  *
  * Sampler (csrc/perf/sampler.c)
  *   A pthread reading kept-open /proc and sysfs files with pread at offset 0, at 1 Hz to
- *   10 kHz, into a ring of fixed-size slm_sample records that Python drains to numpy.
+ *   10 kHz, into a ring of fixed-size slm_sample records that Python drains to numpy. Each
+ *   source is read every N ticks (its own rate, chosen by the caller); the ticks of the
+ *   slower sources are spread so that few of them fall on the same tick.
  */
 #ifndef SLM_PERF_H
 #define SLM_PERF_H
@@ -171,16 +173,17 @@ uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n);
 #define SLM_SAMPLER_MAX_THERMAL 8
 #define SLM_SAMPLER_MAX_RAPL 4
 #define SLM_SAMPLER_MAX_SOURCES 64
+#define SLM_SAMPLER_MAX_EVERY 100000  /* 10 s at 10 kHz */
 
-/* What a source file is parsed as. */
+/* What a source is parsed as (the rates the Python side reads them at: slmprof/sampler.py). */
 typedef enum slm_source_kind {
     SLM_SRC_SCHEDSTAT = 0,  /* <proc>/<pid>/schedstat: run ns, wait ns (leader thread) */
-    SLM_SRC_STATUS,         /* <proc>/<pid>/status: VmHWM, ctxt switches (<= 100 Hz) */
-    SLM_SRC_STAT,           /* <proc>/<pid>/stat: minflt, majflt (<= 100 Hz) */
+    SLM_SRC_STATUS,         /* <proc>/<pid>/status: VmHWM, ctxt switches (leader thread) */
+    SLM_SRC_STAT,           /* <proc>/<pid>/stat: minflt, majflt (all threads) */
     SLM_SRC_IO,             /* <proc>/<pid>/io */
-    SLM_SRC_SYSSTAT,        /* <proc>/stat: "cpu" line (<= 100 Hz) */
-    SLM_SRC_MEMINFO,        /* <proc>/meminfo: MemAvailable (<= 100 Hz) */
-    SLM_SRC_PSI_CPU,        /* <proc>/pressure/cpu (<= 100 Hz, as the other PSI files) */
+    SLM_SRC_SYSSTAT,        /* <proc>/stat: "cpu" line */
+    SLM_SRC_MEMINFO,        /* <proc>/meminfo: MemAvailable */
+    SLM_SRC_PSI_CPU,        /* <proc>/pressure/cpu */
     SLM_SRC_PSI_MEMORY,
     SLM_SRC_PSI_IO,
     SLM_SRC_CPUFREQ,        /* slot = cpu: scaling_cur_freq (kHz) */
@@ -188,9 +191,13 @@ typedef enum slm_source_kind {
     SLM_SRC_THROTTLED,      /* Raspberry Pi get_throttled (hex bit field) */
     SLM_SRC_UNDERVOLT,      /* Raspberry Pi hwmon in0_lcrit_alarm (0/1) */
     SLM_SRC_RAPL,           /* slot = domain: energy_uj */
-    SLM_SRC_VMSTAT,         /* slow: <proc>/vmstat */
-    SLM_SRC_SMAPS_ROLLUP,   /* slow: <proc>/<pid>/smaps_rollup */
-    SLM_SRC_STATM,          /* <proc>/<pid>/statm: resident pages (RSS every tick) */
+    SLM_SRC_VMSTAT,         /* <proc>/vmstat */
+    SLM_SRC_SMAPS_ROLLUP,   /* <proc>/<pid>/smaps_rollup */
+    SLM_SRC_STATM,          /* <proc>/<pid>/statm: resident pages */
+    SLM_SRC_RUSAGE,         /* no file, pid 0 only: getrusage of this process minus the
+                               sampler thread: CPU ns, faults, ctxt switches (all threads),
+                               peak RSS */
+    SLM_SRC_PROC_CLOCK,     /* no file: the process's POSIX CPU clock (all threads) */
     SLM_SRC_KIND_COUNT
 } slm_source_kind;
 
@@ -198,7 +205,7 @@ typedef enum slm_source_kind {
  * (bit i = source i in the order added); nothing is carried over from a failed read. */
 typedef struct slm_sample {
     uint64_t t_ns;                 /* CLOCK_MONOTONIC */
-    uint64_t proc_cpu_ns;          /* process CPU clock (all threads); see sampler.c */
+    uint64_t proc_cpu_ns;          /* process CPU time (all threads): RUSAGE or PROC_CLOCK */
     uint64_t sched_run_ns, sched_wait_ns;
     uint64_t rss_bytes, peak_rss_bytes;
     uint64_t minflt, majflt;
@@ -215,13 +222,9 @@ typedef struct slm_sample {
     int32_t thermal_mc[SLM_SAMPLER_MAX_THERMAL];
     uint32_t throttled;
     uint32_t undervolt;
-    uint32_t flags;                /* SLM_SAMPLE_SLOW: slow sources were read this tick */
-    uint32_t pad;
+    uint64_t tick;                 /* ticks since start; gaps are missed ticks. Source i is
+                                      read when tick % every == phase (slm_sampler_source) */
 } slm_sample;
-
-#define SLM_SAMPLE_SLOW 1u
-#define SLM_SAMPLE_PROC_CPU 2u     /* proc_cpu_ns valid */
-#define SLM_SAMPLE_MEDIUM 4u       /* the <= 100 Hz sources were read this tick */
 
 typedef struct slm_sampler slm_sampler;
 
@@ -233,20 +236,22 @@ typedef struct slm_sampler_stats {
     uint64_t elapsed_ns;     /* from start to stop (or now) */
 } slm_sampler_stats;
 
-/* pid: 0 for this process. slow_every: read slow sources every N ticks. capacity: ring
- * records (rounded up to a power of two). -ERANGE if hz is outside 1..10000. */
-int slm_sampler_create(slm_sampler **out, int hz, int pid, int slow_every, int capacity);
-/* Open (and test-read) a source; 0, or -errno with the source recorded as missing.
- * Returns the source index (>= 0) on success. */
-int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path);
+/* pid: 0 for this process. capacity: ring records (rounded up to a power of two).
+ * -ERANGE if hz is outside 1..10000. */
+int slm_sampler_create(slm_sampler **out, int hz, int pid, int capacity);
+/* Open (and test-read) a source, read every `every` ticks (1 = every tick, up to
+ * SLM_SAMPLER_MAX_EVERY). path is NULL for RUSAGE and PROC_CLOCK. Returns the source index
+ * (>= 0), or -errno (the caller records the source as missing). */
+int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path, int every);
 int slm_sampler_start(slm_sampler *s);
 int slm_sampler_stop(slm_sampler *s);
 /* Copy up to max records out; returns how many. */
 int slm_sampler_drain(slm_sampler *s, slm_sample *out, int max);
 int slm_sampler_stats_get(slm_sampler *s, slm_sampler_stats *out);
-/* Source i: kind, slot, errno of the last failed read (0 if none), failure count. */
+/* Source i: kind, slot, errno of the last failed read (0 if none), failure count, its
+ * period in ticks and the first tick it is read on (set by start). */
 int slm_sampler_source(slm_sampler *s, int i, int *kind, int *slot, int *last_errno,
-                       uint64_t *n_failed);
+                       uint64_t *n_failed, int *every, int *phase);
 int slm_sampler_n_sources(const slm_sampler *s);
 /* Sample once into *out right now (for tests and one-off reads; the thread need not run). */
 int slm_sampler_sample_once(slm_sampler *s, slm_sample *out);

@@ -1,59 +1,95 @@
 """Sampler thread: achieved rate and its own CPU time, at 1 kHz (the target: >= 95% of the
 requested rate, <= 2% of one core) and at the other rates for context.
 
-The main thread sleeps while the sampler runs, so the figure is the sampler's cost on an
-otherwise idle process. The machine's load average is printed with the results: on shared
-cores other work delays the thread's wake-ups and inflates its CPU time (cache misses).
+For each rate it runs, one after the other (alternating, --repeat times; medians printed):
+  floor    the sampler thread with no sources: wake up on the deadline, stamp and store an
+           empty record, sleep. What the loop costs before it reads anything.
+  sampler  slmprof.sampler.Sampler with every source this machine has, at its own rates.
+The main thread sleeps meanwhile, so the figures are the sampler's cost on an otherwise idle
+process. Printed with them: the machine's load (1-minute load average, and how busy all the
+CPUs were during the run from /proc/stat): on shared cores other work delays the thread's
+wake-ups and makes each one dearer (cold caches).
 
-    python scripts/bench_sampler.py                  # 1 kHz for 5 s, then 100 Hz and 10 kHz
-    python scripts/bench_sampler.py --seconds 10 --rates 1000
+    python scripts/bench_sampler.py --seconds 5 --rates 1000,100
+    python scripts/bench_sampler.py --seconds 3 --rates 1000 --repeat 3 --json out.json
 """
 import argparse
 import json
 import os
+import statistics
 import time
 
-from slmprof.sampler import Sampler
+from slmprof import _core
+from slmprof.sampler import SAMPLE_DTYPE, Sampler
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs, from the 'cpu' line of /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def run(core, seconds, n_sources):
+    b0 = machine_busy()
+    core.start()
+    time.sleep(seconds)
+    core.stop()
+    b1 = machine_busy()
+    st = core.stats()
+    n = max(1, st["n_samples"])
+    el = st["elapsed_ns"]
+    return {"achieved_hz": st["n_samples"] / (el / 1e9), "missed_ticks": st["n_missed"],
+            "cpu_fraction_of_one_core": st["thread_cpu_ns"] / el,
+            "cpu_us_per_tick": st["thread_cpu_ns"] / n / 1e3, "sources": n_sources,
+            "machine_busy_fraction": (b1[0] - b0[0]) / max(1, b1[1] - b0[1]),
+            "loadavg_1min": os.getloadavg()[0]}
 
 
 def measure(hz, seconds):
-    s = Sampler(hz=hz)
-    with s:
-        time.sleep(seconds)
-    st = s.stats()
-    n = max(1, st["n_samples"])
-    return {"requested_hz": hz, "achieved_hz": st["achieved_hz"],
-            "achieved_fraction": st["achieved_hz"] / hz, "missed_ticks": st["n_missed"],
-            "dropped": st["n_dropped"], "cpu_fraction_of_one_core": st["cpu_fraction"],
-            "cpu_us_per_sample": st["thread_cpu_ns"] / n / 1e3,
-            "sources": sum(x.available for x in s.sources)}
+    floor = _core.SamplerCore(hz, 0, max(1024, int(hz * (seconds + 1))), SAMPLE_DTYPE)
+    f = run(floor, seconds, 0)
+    s = Sampler(hz=hz, seconds_buffered=seconds + 1)
+    r = run(s._core, seconds, sum(x.available for x in s.sources))
+    r["rates_hz"] = {x.name: x.rate_hz for x in s.sources if x.available}
+    return f, r
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=5.0, help="per run (default 5)")
     p.add_argument("--rates", default="1000,100,10000", help="comma-separated Hz")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs per rate, alternating floor and sampler; medians printed (default 3)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     results = []
-    load_before = os.getloadavg()
     for hz in (int(x) for x in args.rates.split(",")):
-        r = measure(hz, args.seconds)
-        results.append(r)
-        target = ""
+        runs = [measure(hz, args.seconds) for _ in range(args.repeat)]
+        med = lambda which, k: statistics.median(r[which][k] for r in runs)  # noqa: E731
+        f = {k: med(0, k) for k in runs[0][0]}
+        r = {k: med(1, k) for k in runs[0][1] if k != "rates_hz"}
+        r["rates_hz"] = runs[0][1]["rates_hz"]
+        results.append({"requested_hz": hz, "floor": f, "sampler": r, "runs": runs})
+        frac = r["achieved_hz"] / hz
+        verdict = ""
         if hz == 1000:
-            ok_rate = r["achieved_fraction"] >= 0.95
-            ok_cpu = r["cpu_fraction_of_one_core"] <= 0.02
-            target = (f"   target rate >=95%: {'met' if ok_rate else 'NOT met'}, "
-                      f"CPU <=2%: {'met' if ok_cpu else 'NOT met'}")
-        print(f"{hz:>6} Hz: achieved {r['achieved_hz']:8.1f} Hz ({r['achieved_fraction'] * 100:5.1f}%), "
-              f"missed {r['missed_ticks']}, sampler CPU {r['cpu_fraction_of_one_core'] * 100:5.2f}% of a core "
-              f"({r['cpu_us_per_sample']:.1f} us/sample, {r['sources']} sources){target}")
-    load = os.getloadavg()
-    print(f"load average before/after: {load_before[0]:.2f} / {load[0]:.2f} on {os.cpu_count()} CPUs")
+            verdict = (f"  [target rate >= 95%: {'met' if frac >= 0.95 else 'NOT met'}, "
+                       f"CPU <= 2%: {'met' if r['cpu_fraction_of_one_core'] <= 0.02 else 'NOT met'}]")
+        print(f"{hz:>6} Hz: achieved {r['achieved_hz']:8.1f} Hz ({frac * 100:5.1f}%), missed {r['missed_ticks']:.0f}, "
+              f"sampler CPU {r['cpu_fraction_of_one_core'] * 100:5.2f}% of a core, "
+              f"{r['cpu_us_per_tick']:5.1f} us/tick ({r['sources']:.0f} sources){verdict}")
+        print(f"{'':>10}floor (no sources): {f['cpu_fraction_of_one_core'] * 100:5.2f}% of a core, "
+              f"{f['cpu_us_per_tick']:5.1f} us/tick, achieved {f['achieved_hz']:.1f} Hz; "
+              f"machine load during the runs: {r['machine_busy_fraction'] * 100:.0f}% of all CPUs busy, "
+              f"load average {r['loadavg_1min']:.2f}")
+    rates = results[0]["sampler"]["rates_hz"] if results else {}
+    print("source rates at " + (f"{results[0]['requested_hz']} Hz: " if results else "") +
+          ", ".join(f"{k} {v:g}" for k, v in rates.items()))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": results, "loadavg": [load_before, load], "cpus": os.cpu_count()}, f, indent=1)
+            json.dump({"results": results, "cpus": os.cpu_count()}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -372,9 +372,7 @@ cdef extern from "slm.h" nogil:
         SLM_SAMPLER_MAX_THERMAL
         SLM_SAMPLER_MAX_RAPL
         SLM_SAMPLER_MAX_SOURCES
-        SLM_SAMPLE_SLOW
-        SLM_SAMPLE_PROC_CPU
-        SLM_SAMPLE_MEDIUM
+        SLM_SAMPLER_MAX_EVERY
 
     ctypedef struct slm_sample:
         uint64_t t_ns
@@ -389,14 +387,14 @@ cdef extern from "slm.h" nogil:
         uint64_t thread_cpu_ns
         uint64_t elapsed_ns
 
-    int slm_sampler_create(slm_sampler **out, int hz, int pid, int slow_every, int capacity)
-    int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path)
+    int slm_sampler_create(slm_sampler **out, int hz, int pid, int capacity)
+    int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path, int every)
     int slm_sampler_start(slm_sampler *s)
     int slm_sampler_stop(slm_sampler *s)
     int slm_sampler_drain(slm_sampler *s, slm_sample *out, int max)
     int slm_sampler_stats_get(slm_sampler *s, slm_sampler_stats *out)
     int slm_sampler_source(slm_sampler *s, int i, int *kind, int *slot, int *last_errno,
-                           uint64_t *n_failed)
+                           uint64_t *n_failed, int *every, int *phase)
     int slm_sampler_n_sources(const slm_sampler *s)
     int slm_sampler_sample_once(slm_sampler *s, slm_sample *out)
     void slm_sampler_destroy(slm_sampler *s)
@@ -409,9 +407,7 @@ SAMPLER_MAX_CPUS = SLM_SAMPLER_MAX_CPUS
 SAMPLER_MAX_THERMAL = SLM_SAMPLER_MAX_THERMAL
 SAMPLER_MAX_RAPL = SLM_SAMPLER_MAX_RAPL
 SAMPLER_MAX_SOURCES = SLM_SAMPLER_MAX_SOURCES
-SAMPLE_SLOW = SLM_SAMPLE_SLOW
-SAMPLE_PROC_CPU = SLM_SAMPLE_PROC_CPU
-SAMPLE_MEDIUM = SLM_SAMPLE_MEDIUM
+SAMPLER_MAX_EVERY = SLM_SAMPLER_MAX_EVERY
 
 
 def sample_size():
@@ -425,10 +421,10 @@ cdef class SamplerCore:
     cdef slm_sampler *s
     cdef object dtype
 
-    def __cinit__(self, int hz, int pid, int slow_every, int capacity, dtype):
+    def __cinit__(self, int hz, int pid, int capacity, dtype):
         if dtype.itemsize != slm_sample_size():
             raise RuntimeError(f"sample dtype is {dtype.itemsize} bytes, C record {slm_sample_size()}")
-        rc = slm_sampler_create(&self.s, hz, pid, slow_every, capacity)
+        rc = slm_sampler_create(&self.s, hz, pid, capacity)
         if rc == SLM_ERANGE:
             raise ValueError(f"sampling rate {hz} Hz out of range: {SLM_SAMPLER_MIN_HZ} to "
                              f"{SLM_SAMPLER_MAX_HZ} Hz")
@@ -441,10 +437,13 @@ cdef class SamplerCore:
                 slm_sampler_destroy(self.s)
             self.s = NULL
 
-    def add_source(self, int kind, int slot, path):
-        """Open a source: its index (>= 0) or a negative errno."""
+    def add_source(self, int kind, int slot, path, int every=1):
+        """Open a source read every `every` ticks (path None for the kinds without a file):
+        its index (>= 0) or a negative errno."""
+        if path is None:
+            return slm_sampler_add_source(self.s, kind, slot, NULL, every)
         b = os.fsencode(path)
-        return slm_sampler_add_source(self.s, kind, slot, b)
+        return slm_sampler_add_source(self.s, kind, slot, b, every)
 
     def start(self):
         check(slm_sampler_start(self.s), "starting the sampler thread")
@@ -475,11 +474,12 @@ cdef class SamplerCore:
                 "thread_cpu_ns": st.thread_cpu_ns, "elapsed_ns": st.elapsed_ns}
 
     def source(self, int i):
-        """(kind, slot, last errno, failures) of source i."""
-        cdef int kind = 0, slot = 0, err = 0
+        """(kind, slot, last errno, failures, every, phase) of source i."""
+        cdef int kind = 0, slot = 0, err = 0, every = 0, phase = 0
         cdef uint64_t failed = 0
-        check(slm_sampler_source(self.s, i, &kind, &slot, &err, &failed), "source status")
-        return kind, slot, err, failed
+        check(slm_sampler_source(self.s, i, &kind, &slot, &err, &failed, &every, &phase),
+              "source status")
+        return kind, slot, err, failed, every, phase
 
     @property
     def n_sources(self):

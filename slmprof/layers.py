@@ -226,8 +226,7 @@ def profile_layers(model="smollm2-135m", threads=None, prompt_tokens=64, gen_tok
         name, model_note = resolve_model(model)
         if model_note:
             notes.append(model_note)
-        # room for the profiled decode and the same number of tokens again without regions
-        n_ctx = ctx or (prompt_tokens + 2 * gen_tokens + 8)
+        n_ctx = ctx or (prompt_tokens + gen_tokens + 8)
         say(f"loading {name}")
         m = Model.load(name, threads=threads, ctx=n_ctx)
     else:
@@ -295,8 +294,9 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
                 trace.mark(rec, "decode")
             prof.reset()
             token = int(np.argmax(logits))
-            decode_s = 0.0
+            decode_s, decoded = 0.0, []
             for _ in range(n_gen):
+                decoded.append(token)
                 t0 = time.perf_counter()
                 logits = m.decode(token)
                 decode_s += time.perf_counter() - t0
@@ -328,15 +328,16 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
             notes.append(cnote)
         m.set_profiler(None)
         unprofiled = None
-        if "decode" in phases and m.n_past + n_gen <= getattr(m, "ctx", 1 << 30):
-            # the same number of tokens with no region hooks: what the regions cost
+        if "decode" in phases:
+            # the same tokens at the same positions (the cache rewound) with no region hooks:
+            # what the regions cost
             say(f"decode without regions: {n_gen} tokens")
+            m.engine.set_n_past(n_prompt)
             unprofiled = 0.0
-            for _ in range(n_gen):
+            for token in decoded:
                 t0 = time.perf_counter()
-                logits = m.decode(token)
+                m.decode(token)
                 unprofiled += time.perf_counter() - t0
-                token = int(np.argmax(logits))
     finally:
         prof.close()
 
@@ -353,8 +354,8 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
         if d["profiling_overhead"] > PROFILING_OVERHEAD_WARN:
             notes.append(
                 f"per-operation regions slowed decode by {100 * d['profiling_overhead']:.0f}% "
-                f"({d['ms_per_token']:.2f} vs {d['unprofiled_ms_per_token']:.2f} ms/token without "
-                "them, run after them): each edge costs the main thread one clock read, so a "
+                f"({d['ms_per_token']:.2f} vs {d['unprofiled_ms_per_token']:.2f} ms/token for the "
+                "same tokens without them, run after them): each edge costs the main thread one clock read, so a "
                 "larger figure mostly means a busy machine; the table's times include it")
     summary["bottleneck"] = bottleneck_sentence(summary, ceilings)
     summary["verdict_rule"] = roofline.VERDICT_RULE

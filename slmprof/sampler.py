@@ -3,14 +3,28 @@
     with Sampler(hz=1000) as s:        # this process; Sampler(pid=...) for another one
         work()
     data = s.samples()                  # numpy structured array, SAMPLE_DTYPE
-    s.series("rss_bytes")               # float64, NaN where the source failed that tick
-    s.sources                           # every source: found or missing, and why
+    s.series("rss_bytes")               # float64, NaN where the source was not read that tick
+    s.sources                           # every source: found or missing and why, and its rate
 
-Timestamps are CLOCK_MONOTONIC ns, the region table's clock. Every tick: process CPU clock,
-schedstat, RSS (statm), io, cpufreq, thermal, throttling, RAPL; at most 100 Hz: status (peak
-RSS, context switches), stat (faults), /proc/stat, meminfo, PSI; at `slow_hz`: vmstat and
-smaps_rollup (costs and reasons in csrc/perf/sampler.c). Each record has a `valid` bit per source; a value
-whose bit is clear was not read and is never carried over from an earlier tick.
+Timestamps are CLOCK_MONOTONIC ns, the region table's clock. Each source is read at its own
+rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got):
+
+    every tick  process CPU time, faults and context switches (this process: getrusage,
+                minus the sampler thread; another one: its CPU clock and /proc/PID/stat)
+    50 Hz       RSS (statm; RSS moves by faults, which are counted every tick)
+    10 Hz       schedstat (main thread's run and run-queue wait), io, status (another
+                process: peak RSS, main thread's context switches), /proc/stat (itself in
+                10 ms ticks), per-core cpufreq, thermal zones, Raspberry Pi throttling and
+                under-voltage, RAPL energy
+    5 Hz        meminfo, PSI
+    slow_hz     vmstat (1 Hz by default), and smaps_rollup, slower still when one read is
+                dear (it walks every page table: 20 us for a small process, milliseconds
+                with a large model mapped): at most SMAPS_CPU_SHARE of a core
+
+A record holds only the sources read at that tick: each has a `valid` bit per source, and a
+value whose bit is clear was not read then (it is zero in the record, NaN in series()); it is
+never carried over from an earlier tick. The slower sources' ticks are spread so that few
+fall on the same tick. Costs and the reasons for the rates: csrc/perf/sampler.c.
 """
 import os
 import threading
@@ -23,7 +37,23 @@ from slmprof import _core, procfs
 
 # slm_source_kind (csrc/slm_perf.h)
 SCHEDSTAT, STATUS, STAT, IO, SYSSTAT, MEMINFO, PSI_CPU, PSI_MEMORY, PSI_IO, CPUFREQ, THERMAL, \
-    THROTTLED, UNDERVOLT, RAPL, VMSTAT, SMAPS_ROLLUP, STATM = range(17)
+    THROTTLED, UNDERVOLT, RAPL, VMSTAT, SMAPS_ROLLUP, STATM, RUSAGE, PROC_CLOCK = range(19)
+NO_FILE = (RUSAGE, PROC_CLOCK)      # read by a syscall, not from a file
+
+# Highest rate each kind is read at, Hz (None: every tick; SLOW: the sampler's slow_hz), by how
+# fast the value moves and what a read costs: on a small VM a read of a file not read every
+# tick costs ~5-15 us of the sampler thread's CPU, so reads per second are what the 2%-of-a-core
+# budget at 1 kHz buys after the wake-ups (csrc/perf/sampler.c).
+SLOW = "slow"
+RATE_HZ = {
+    RUSAGE: None, PROC_CLOCK: None, STAT: None,
+    STATM: 50,
+    SCHEDSTAT: 10, IO: 10, STATUS: 10, SYSSTAT: 10, CPUFREQ: 10, THERMAL: 10, THROTTLED: 10,
+    UNDERVOLT: 10, RAPL: 10,
+    MEMINFO: 5, PSI_CPU: 5, PSI_MEMORY: 5, PSI_IO: 5,
+    VMSTAT: SLOW, SMAPS_ROLLUP: SLOW,
+}
+SMAPS_CPU_SHARE = 2e-4   # smaps_rollup's reads: at most this share of one core
 
 MAX_CPUS = _core.SAMPLER_MAX_CPUS
 MAX_THERMAL = _core.SAMPLER_MAX_THERMAL
@@ -40,7 +70,7 @@ SAMPLE_DTYPE = np.dtype(
     + [(n, "<u8") for n in ("vm_pgfault", "vm_pgmajfault", "vm_pswpin", "vm_pswpout",
                             "pss_bytes", "swap_bytes", "valid")]
     + [("cpufreq_khz", "<u4", (MAX_CPUS,)), ("thermal_mc", "<i4", (MAX_THERMAL,)),
-       ("throttled", "<u4"), ("undervolt", "<u4"), ("flags", "<u4"), ("pad", "<u4")],
+       ("throttled", "<u4"), ("undervolt", "<u4"), ("tick", "<u8")],
     align=True)
 assert SAMPLE_DTYPE.itemsize == _core.sample_size(), "SAMPLE_DTYPE disagrees with slm_sample"
 
@@ -60,6 +90,8 @@ KIND_FIELDS = {
     UNDERVOLT: ("undervolt",), RAPL: ("rapl_uj",),
     VMSTAT: ("vm_pgfault", "vm_pgmajfault", "vm_pswpin", "vm_pswpout"),
     SMAPS_ROLLUP: ("pss_bytes", "swap_bytes"),
+    RUSAGE: ("proc_cpu_ns", "minflt", "majflt", "vol_ctxsw", "invol_ctxsw", "peak_rss_bytes"),
+    PROC_CLOCK: ("proc_cpu_ns",),
 }
 
 
@@ -68,17 +100,31 @@ class Source:
     name: str            # "status", "cpufreq/cpu2", "thermal/cpu-thermal", ...
     kind: int
     slot: int
-    path: object         # None when there is nothing to open
+    path: object         # None when there is nothing to open (or no file: NO_FILE kinds)
     index: object = None  # bit in `valid` when open
     reason: object = None  # why it is missing, or why it stopped
+    every: int = 1       # read on the ticks t with t % every == phase (phase set by start)
+    phase: int = 0
+    rate_hz: float = 0.0  # so: the sampler's rate / every
 
     @property
     def available(self):
         return self.index is not None
 
+    @property
+    def found(self):
+        """There is something to read (before opening it)."""
+        return self.reason is None and (self.kind in NO_FILE or bool(self.path))
+
     def as_dict(self):
         return {"name": self.name, "path": self.path, "available": self.available,
-                "reason": self.reason}
+                "rate_hz": self.rate_hz if self.available else None,
+                "every_ticks": self.every if self.available else None, "reason": self.reason}
+
+
+def _is_this_process(pid, roots):
+    """getrusage describes this process only when /proc/self is the real one."""
+    return pid == 0 and os.path.realpath(roots.proc) == "/proc"
 
 
 def discover(pid=0, roots=procfs.DEFAULT):
@@ -89,8 +135,14 @@ def discover(pid=0, roots=procfs.DEFAULT):
     def add(name, kind, path, slot=0, missing=None):
         out.append(Source(name, kind, slot, path, reason=missing))
 
-    for name, kind in (("schedstat", SCHEDSTAT), ("statm", STATM), ("status", STATUS),
-                       ("stat", STAT), ("io", IO), ("smaps_rollup", SMAPS_ROLLUP)):
+    if _is_this_process(pid, roots):
+        add("process rusage", RUSAGE, None)
+        files = ("schedstat", SCHEDSTAT), ("statm", STATM), ("io", IO), ("smaps_rollup", SMAPS_ROLLUP)
+    else:
+        add("process CPU clock", PROC_CLOCK, None)
+        files = (("schedstat", SCHEDSTAT), ("statm", STATM), ("status", STATUS), ("stat", STAT),
+                 ("io", IO), ("smaps_rollup", SMAPS_ROLLUP))
+    for name, kind in files:
         add(f"process {name}", kind, roots.p(who, name))
     add("system stat", SYSSTAT, roots.p("stat"))
     add("meminfo", MEMINFO, roots.p("meminfo"))
@@ -143,12 +195,46 @@ def _errno_reason(code, path):
     return f"{path}: {os.strerror(code)}"
 
 
+def read_cost_s(path):
+    """CPU seconds one read of a file takes (the cheaper of two), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        costs = []
+        for _ in range(2):
+            t0 = time.thread_time_ns()
+            os.pread(fd, 1 << 16, 0)
+            costs.append((time.thread_time_ns() - t0) / 1e9)
+        return min(costs)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def every_for(kind, hz, slow_hz, rates=None, cost_s=None):
+    """Ticks between reads of a source of this kind at sampling rate hz (cost_s: what a
+    read of it costs, for smaps_rollup)."""
+    rate = (rates or RATE_HZ).get(kind, RATE_HZ[kind])
+    if rate is SLOW:
+        rate = slow_hz
+        if kind == SMAPS_ROLLUP and cost_s:
+            rate = min(rate, SMAPS_CPU_SHARE / cost_s)
+    if rate is None or rate >= hz:
+        return 1
+    return min(_core.SAMPLER_MAX_EVERY, max(1, round(hz / max(rate, 1e-9))))
+
+
 class Sampler:
     """hz: 1 to 10000. pid: None or 0 for this process. slow_hz: rate of vmstat and
-    smaps_rollup. seconds_buffered: ring size in seconds of records (a Python thread
-    drains it every `drain_every` s, so it only needs to cover that gap)."""
+    smaps_rollup. rates: {kind: Hz, or None for every tick} over RATE_HZ (a caller that
+    wants, say, the sensors at every tick of a low rate). seconds_buffered: ring size in
+    seconds of records (a Python thread drains it every `drain_every` s, so it only needs to
+    cover that gap)."""
 
-    def __init__(self, hz=1000, pid=None, roots=procfs.DEFAULT, slow_hz=10,
+    def __init__(self, hz=1000, pid=None, roots=procfs.DEFAULT, slow_hz=1, rates=None,
                  seconds_buffered=4.0, drain_every=0.1):
         if not (_core.SAMPLER_MIN_HZ <= int(hz) <= _core.SAMPLER_MAX_HZ):
             raise ValueError(f"sampling rate {hz} Hz out of range: {_core.SAMPLER_MIN_HZ} to "
@@ -156,19 +242,20 @@ class Sampler:
         self.hz = int(hz)
         self.pid = int(pid or 0)
         self.roots = roots
-        slow_every = max(1, round(self.hz / max(1e-9, slow_hz)))
         capacity = max(1024, int(self.hz * seconds_buffered))
-        self._core = _core.SamplerCore(self.hz, self.pid, slow_every, capacity, SAMPLE_DTYPE)
-        self.slow_every = slow_every
+        self._core = _core.SamplerCore(self.hz, self.pid, capacity, SAMPLE_DTYPE)
         self.sources = discover(self.pid, roots)
         for s in self.sources:
-            if s.path is None:
+            if not s.found:
                 continue
-            rc = self._core.add_source(s.kind, s.slot, s.path)
+            cost = read_cost_s(s.path) if s.kind == SMAPS_ROLLUP else None
+            s.every = every_for(s.kind, self.hz, slow_hz, rates, cost)
+            s.rate_hz = self.hz / s.every
+            rc = self._core.add_source(s.kind, s.slot, s.path, s.every)
             if rc >= 0:
                 s.index = rc
             else:
-                s.reason = _errno_reason(-rc, s.path)
+                s.reason = _errno_reason(-rc, s.path or s.name)
         self._chunks = []
         self._drain_every = drain_every
         self._drainer = None
@@ -181,6 +268,9 @@ class Sampler:
     def start(self):
         self.started_ns = _core.monotonic_ns()
         self._core.start()
+        for s in self.sources:
+            if s.available:
+                s.phase = self._core.source(s.index)[5]
         self._stop_drain.clear()
         self._drainer = threading.Thread(target=self._drain_loop, name="slmprof-drain", daemon=True)
         self._drainer.start()
@@ -223,7 +313,7 @@ class Sampler:
         for s in self.sources:
             if s.index is None:
                 continue
-            _, _, err, failed = self._core.source(s.index)
+            err, failed = self._core.source(s.index)[2:4]
             if failed and s.reason is None:
                 s.reason = f"failed {failed} time(s) during the run, last: {os.strerror(err)}"
 
@@ -258,6 +348,11 @@ class Sampler:
                 return s
         return None
 
+    def planned_mask(self, data, source):
+        """Records whose tick was planned to read `source` (read or failed)."""
+        ticks = data["tick"]
+        return ticks % np.uint64(source.every) == np.uint64(source.phase)
+
     def valid_mask(self, data, field, slot=None):
         s = self.source_for(field, slot)
         if s is None:
@@ -269,28 +364,25 @@ class Sampler:
         data = self.samples() if data is None else data
         if field == "t_ns":
             return data["t_ns"].astype(np.float64)
-        if field == "proc_cpu_ns":
-            ok = (data["flags"] & _core.SAMPLE_PROC_CPU) != 0
-            col = data[field]
-        else:
-            ok = self.valid_mask(data, field, slot)
-            col = data[field] if slot is None else data[field][:, slot]
+        ok = self.valid_mask(data, field, slot)
+        col = data[field] if slot is None else data[field][:, slot]
         out = col.astype(np.float64)
         out[~ok] = np.nan
         return out
 
     def describe(self):
-        return {"hz": self.hz, "pid": self.pid or os.getpid(), "slow_every": self.slow_every,
+        return {"hz": self.hz, "pid": self.pid or os.getpid(),
+                "rates": "each source is read at its rate_hz; a record holds only the sources "
+                         "read at its timestamp (NaN in the samples otherwise)",
                 "sources": [s.as_dict() for s in self.sources], "stats": self.stats()}
 
     def columns(self, data=None):
         """{column name: float64 array (NaN where not read)} for every available source,
-        plus t_s (seconds since the first record) and proc_cpu_ns."""
+        plus t_s (seconds since the first record)."""
         data = self.samples() if data is None else data
         cols = {}
         if len(data):
             cols["t_s"] = (data["t_ns"] - data["t_ns"][0]) / 1e9
-        cols["proc_cpu_ns"] = self.series("proc_cpu_ns", data=data)
         for s in self.sources:
             if not s.available:
                 continue

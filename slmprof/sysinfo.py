@@ -132,7 +132,7 @@ def collect(roots=procfs.DEFAULT, probe=True):
                        "meaning": procfs.decode_throttled(throttled)}),
         "hwmon": [{"name": n, "attributes": a} for n, a in procfs.hwmon_sensors(roots)],
         "sampler_sources": [{"name": s.name, "path": s.path,
-                             "found": bool(s.path and os.path.exists(s.path)),
+                             "found": s.found and (s.path is None or os.path.exists(s.path)),
                              "reason": s.reason} for s in sources],
         "how_to_enable": how_to_enable(roots),
     }

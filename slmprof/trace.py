@@ -118,6 +118,9 @@ def stop(rec, next_table=None):
             "pid": os.getpid(), "region_names": names,
             "phases": {str(k): v for k, v in rec.phase_names.items()}, "notes": rec.notes}
     meta.update(rec.meta)
+    if rec.sampler is not None and hasattr(rec.sampler, "sources"):
+        # each sampled field has values only at its source's rate (NaN between reads)
+        meta["sampler_rates_hz"] = {s.name: s.rate_hz for s in rec.sampler.sources if s.available}
     return {"edges": rec.recorder.edges(), "samples": samples, "meta": meta}
 
 

@@ -308,3 +308,31 @@ def test_repacked_weights_do_not_stay_resident_twice(tiny_model):
             pytest.skip("the scalar path reads weights in place (nothing is repacked)")
         # what stays: the norms, the embedding rows looked up, pages shared at tensor edges
         assert resident < 0.25 * size, f"{resident} of {size} bytes of the file still resident"
+
+
+def test_engine_layer_regions_keep_counters(tiny_path):
+    """With counters, layer regions get counter deltas (the engine holds its threads at layer
+    edges for the read) and operation regions stay wall-only; results do not change."""
+    from slmprof.counters import Counters
+    from slmprof.profiler import Profiler
+    st = Counters(["task-clock"]).states[0]
+    if not st.available:
+        pytest.skip(f"no software counting here: {st.reason}")
+    with Model.load(tiny_path("qwen2", "q4_0"), threads=2, ctx=32) as m:
+        plain = m.prefill([1, 2, 3, 4, 5])
+        prof = Profiler(events=["task-clock"])
+        try:
+            m.reset()
+            m.set_profiler(prof.table)
+            prof.attach_threads()
+            np.testing.assert_array_equal(m.prefill([1, 2, 3, 4, 5]), plain)
+            m.set_profiler(None)
+            assert prof.errors == 0
+            for rid, layer, op in m.region_names():
+                r = prof.result(rid)
+                if op == "layer":
+                    assert r["counters"]["task-clock"].value > 0, layer
+                else:
+                    assert r["wall_only"] and r["counters"] == {}, (layer, op)
+        finally:
+            prof.close()

@@ -1,8 +1,10 @@
-"""Sampler: parsers on the fake Raspberry Pi trees, the real thread on this process and on
-another one, sources that vanish mid-run, bad rates. Rates and overhead are measured by
+"""Sampler: parsers on the fake Raspberry Pi trees, each source read exactly on its planned
+ticks, getrusage of this process without the sampler thread, the real thread on this process
+and on another one, sources that vanish mid-run, bad rates. Rates and overhead are measured by
 scripts/bench_sampler.py, not asserted here."""
 import mmap
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from slmprof import _core, procfs
+from slmprof import sampler as sm
 from slmprof.sampler import Sampler, SAMPLE_DTYPE
 
 FAKE_ROOTS = os.path.join(os.path.dirname(__file__), "fake_roots")
@@ -29,7 +32,7 @@ def test_record_layout_matches_c():
 def test_parsers_on_fake_pi_trees(board):
     s = Sampler(hz=10, roots=fake(board))
     names = {x.name: x for x in s.sources}
-    for must in ("process statm", "process status", "process stat", "process io", "process schedstat",
+    for must in ("process CPU clock", "process statm", "process status", "process stat", "process io", "process schedstat",
                  "system stat", "meminfo", "vmstat", "process smaps_rollup", "pressure cpu",
                  "rpi get_throttled", "rpi_volt under-voltage"):
         assert names[must].available, (must, names[must].reason)
@@ -77,27 +80,108 @@ def test_missing_sources_say_why(tmp_path):
     assert r["peak_rss_bytes"] == 180000 * 1024      # the others are read
     assert np.isnan(s.series("io_rchar", data=np.array([r])))[0]
 
+def test_rates_per_kind():
+    assert sm.every_for(sm.STAT, 1000, 1) == sm.every_for(sm.RUSAGE, 10000, 1) == 1
+    assert sm.every_for(sm.STATM, 1000, 1) == 20 and sm.every_for(sm.MEMINFO, 1000, 1) == 200
+    assert sm.every_for(sm.IO, 1000, 1) == 100 and sm.every_for(sm.SYSSTAT, 1000, 1) == 100
+    assert sm.every_for(sm.SYSSTAT, 5, 1) == 1                    # never above the sampling rate
+    assert sm.every_for(sm.VMSTAT, 1000, 2) == 500
+    assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=20e-6) == 1000
+    assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=2e-3) == 10000   # 0.1 Hz: 0.02% of a core
+    assert sm.every_for(sm.THERMAL, 100, 1, rates={sm.THERMAL: None}) == 1
+    assert sm.every_for(sm.SMAPS_ROLLUP, 10000, 1e-3, cost_s=1) == _core.SAMPLER_MAX_EVERY
+
 
 def test_a_source_vanishing_mid_run_does_not_stop_the_others(tmp_path):
     shutil.copytree(os.path.join(FAKE_ROOTS, "pi5"), tmp_path / "pi5")
     temp = tmp_path / "pi5" / "sys" / "class" / "thermal" / "thermal_zone0" / "temp"
     s = Sampler(hz=200, roots=fake("pi5", str(tmp_path)))
+    src = next(x for x in s.sources if x.name.startswith("thermal"))
+    assert src.rate_hz == 10
     with s:
-        time.sleep(0.15)
+        time.sleep(0.35)
+        t_cut = _core.monotonic_ns()
         with open(temp, "w"):
             pass                               # the sensor now reads empty
-        time.sleep(0.15)
+        time.sleep(0.35)
     data = s.samples()
     thermal = s.series("thermal_mc", 0, data)
-    rss = s.series("rss_bytes", data=data)
-    assert np.isfinite(thermal[:5]).all() and np.isnan(thermal[-5:]).all()
-    assert np.isfinite(rss).all()
-    src = next(x for x in s.sources if x.name.startswith("thermal"))
+    planned = s.planned_mask(data, src)
+    before, after = data["t_ns"] < t_cut, data["t_ns"] > t_cut + 5_000_000
+    assert np.isfinite(thermal[planned & before]).all() and (planned & before).sum() >= 2
+    assert (planned & after).sum() >= 2 and np.isnan(thermal[after]).all()
+    assert np.isnan(thermal[~planned]).all()             # nothing carried between reads
+    assert np.isfinite(s.series("proc_cpu_ns", data=data)).all()   # every tick, all along
+    statm = s.source_for("rss_bytes")
+    assert np.isfinite(s.series("rss_bytes", data=data)[s.planned_mask(data, statm)]).all()
     assert "failed" in src.reason
 
 
+def planned_reads(s, window):
+    """Lower-rate (every > 1) sources planned on each tick of range(window)."""
+    load = np.zeros(window, dtype=int)
+    for x in s.sources:
+        if x.available and x.every > 1:
+            load[x.phase::x.every] += 1
+    return load
+
+
+def test_each_source_is_read_exactly_on_its_planned_ticks_spread_out():
+    s = Sampler(hz=1000, roots=fake("pi5"))
+    rates = {x.name: x.rate_hz for x in s.sources if x.available}
+    for name in ("process CPU clock", "process stat"):
+        assert rates[name] == 1000
+    assert rates["process statm"] == 50
+    for name in ("process schedstat", "process io", "process status", "system stat",
+                 "cpufreq cpu0", "cpufreq cpu3", "thermal zone0 cpu-thermal", "rpi get_throttled",
+                 "rpi_volt under-voltage"):
+        assert rates[name] == 10
+    for name in ("meminfo", "pressure cpu", "pressure memory", "pressure io"):
+        assert rates[name] == 5
+    assert rates["vmstat"] == rates["process smaps_rollup"] == 1
+    with s:
+        time.sleep(0.3)
+    assert max(planned_reads(s, 1000)) <= 2           # no tick reads more than two slow files
+    tenth = [x.phase for x in s.sources if x.available and x.every == 100]
+    assert len(tenth) == 11 and len(set(tenth)) == len(tenth)   # the 10 Hz ones on distinct ticks
+    data = s.samples()
+    assert len(data) > 100
+    for x in s.sources:
+        if x.available:
+            read = (data["valid"] >> np.uint64(x.index)) & np.uint64(1) == 1
+            assert (read == s.planned_mask(data, x)).all(), x.name
+            assert x.every > 1 or read.all()
+    assert (np.diff(data["tick"].astype(np.int64)) >= 1).all()
+    d = s.describe()
+    assert {x["name"]: x["rate_hz"] for x in d["sources"] if x["available"]} == rates
+
+
+def test_rusage_is_this_process_without_the_sampler_thread():
+    s = Sampler(hz=1000)
+    names = {x.name for x in s.sources if x.available}
+    assert "process rusage" in names and "process status" not in names and "process stat" not in names
+    assert s.source_for("vol_ctxsw").kind == sm.RUSAGE and s.source_for("proc_cpu_ns").kind == sm.RUSAGE
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    r = s.sample_once()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = lambda u: round((u.ru_utime + u.ru_stime) * 1e6) * 1000  # noqa: E731
+    assert cpu(before) - 2000 <= r["proc_cpu_ns"] <= cpu(after) + 2000
+    assert before.ru_minflt <= r["minflt"] <= after.ru_minflt
+    assert before.ru_nvcsw <= r["vol_ctxsw"] <= after.ru_nvcsw
+    assert r["peak_rss_bytes"] == after.ru_maxrss * 1024
+    with s:
+        time.sleep(0.3)                     # the thread sleeps ~300 times: not our switches
+    data = s.samples()
+    vol = s.series("vol_ctxsw", data=data)
+    assert np.isfinite(vol).all() and len(data) > 150
+    assert vol[-1] - vol[0] < len(data) / 4
+    r2 = s.sample_once()                    # the exited thread's share is still left out
+    assert r2["vol_ctxsw"] - r["vol_ctxsw"] < len(data) / 4
+    assert r2["vol_ctxsw"] < resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - len(data) / 2
+
+
 def test_real_sampling_of_this_process():
-    s = Sampler(hz=500)
+    s = Sampler(hz=500, slow_hz=50)
     t_before = _core.monotonic_ns()
     with s:
         time.sleep(0.05)
@@ -113,13 +197,22 @@ def test_real_sampling_of_this_process():
     assert t_before <= t[0] and t[-1] <= t_after       # same clock as regions
     rss = s.series("rss_bytes", data=data)
     assert np.nanmax(rss) - np.nanmin(rss) > 30e6
+    flt = s.series("minflt", data=data)
+    assert flt[-1] - flt[0] > 5000                     # ~10000 pages faulted in
     cpu = s.series("proc_cpu_ns", data=data)
     assert np.isfinite(cpu).all() and cpu[-1] > cpu[0]
-    # The process CPU clock sums live threads plus exited ones; a thread exiting between
-    # two reads can make it step back by a little.
+    # CPU time sums live threads plus exited ones; a thread exiting between two reads can
+    # make it step back by a little.
     assert np.diff(cpu).min() > -5e6
-    slow = (data["flags"] & _core.SAMPLE_SLOW) != 0
-    assert slow.any() and not slow.all()
+    for x in s.sources:                                 # each read on its ticks, none failed
+        if x.available:
+            field = sm.KIND_FIELDS[x.kind][0]
+            got = np.isfinite(s.series(field, x.slot if SAMPLE_DTYPE[field].shape else None, data))
+            assert (got == s.planned_mask(data, x)).all(), x.name
+    vm = s.source_for("vm_pgfault")
+    assert vm.every == 10 and 0 < s.planned_mask(data, vm).sum() < len(data)
+    pss = s.source_for("pss_bytes")                    # slower still when a read is dear
+    assert pss.rate_hz <= 50 and pss.rate_hz * sm.read_cost_s(pss.path) < 3 * sm.SMAPS_CPU_SHARE
     st = s.stats()
     assert st["n_samples"] == len(data) and st["thread_cpu_ns"] > 0
     block.close()
@@ -136,11 +229,11 @@ def test_sampling_another_process_survives_its_exit():
     data = s.samples()
     cpu = s.series("proc_cpu_ns", data=data)
     assert np.nanmax(cpu) > 0.25e9              # it burnt CPU, seen through its clock
-    rss = s.series("rss_bytes", data=data)
+    rss = s.series("rss_bytes", data=data)[s.planned_mask(data, s.source_for("rss_bytes"))]
     assert np.isfinite(rss[0]) and np.isnan(rss[-1])
-    medium = (data["flags"] & _core.SAMPLE_MEDIUM) != 0     # PSI is read at <= 100 Hz
-    if s.source_for("psi_cpu_some_us"):
-        assert np.isfinite(s.series("psi_cpu_some_us", data=data)[medium][-1])
+    psi = s.source_for("psi_cpu_some_us")              # a system file: read all along
+    if psi:
+        assert np.isfinite(s.series("psi_cpu_some_us", data=data)[s.planned_mask(data, psi)]).all()
     assert np.isfinite(s.series("t_ns", data=data)).all()
 
 
@@ -152,7 +245,23 @@ def test_rate_out_of_range_is_a_clear_error(hz):
 
 def test_rate_checked_in_c_too():
     with pytest.raises(ValueError, match="out of range"):
-        _core.SamplerCore(20000, 0, 1, 1024, SAMPLE_DTYPE)
+        _core.SamplerCore(20000, 0, 1024, SAMPLE_DTYPE)
+
+
+def test_bad_sources_are_refused_in_c():
+    import errno
+    core = _core.SamplerCore(100, 0, 1024, SAMPLE_DTYPE)
+    statm = "/proc/self/statm"
+    assert core.add_source(sm.STATM, 0, statm, 0) == -errno.EINVAL            # every < 1
+    assert core.add_source(sm.STATM, 0, statm, _core.SAMPLER_MAX_EVERY + 1) == -errno.EINVAL
+    assert core.add_source(sm.STATM, 0, None) == -errno.EINVAL                # a file kind needs a path
+    assert core.add_source(sm.RUSAGE, 0, statm) == -errno.EINVAL              # and rusage has none
+    assert core.add_source(99, 0, statm) == -errno.EINVAL
+    assert core.add_source(sm.STATM, 0, "/nonexistent/statm") == -errno.ENOENT
+    other = _core.SamplerCore(100, os.getppid(), 1024, SAMPLE_DTYPE)
+    assert other.add_source(sm.RUSAGE, 0, None) == -errno.EINVAL              # getrusage: ours only
+    assert other.add_source(sm.PROC_CLOCK, 0, None) == 0
+    assert core.add_source(sm.STATM, 0, statm, 7) == 0
 
 
 def test_ring_overflow_drops_and_counts():

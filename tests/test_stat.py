@@ -49,6 +49,11 @@ def test_counts_and_samples_a_child(tmp_path):
     assert len(cols["t_s"]) == doc["summary"]["n_samples"] and "rss_bytes" in cols
     tr = json.loads(trace.read_text())
     assert any(e.get("ph") == "C" and e["name"] == "RSS MiB" for e in tr["traceEvents"])
+    # each source's rate is in both, and the summary says so
+    rates = {s["name"]: s["rate_hz"] for s in doc["sampler"]["sources"] if s["available"]}
+    assert rates["process CPU clock"] == 200 and rates["process statm"] == 50
+    assert tr["otherData"]["sampler_rates_hz"] == rates
+    assert "each source at its own rate: 200 Hz: process CPU clock" in r.stderr
 
 
 @needs_perf

@@ -57,6 +57,19 @@ static void trace_end(void *ctx, int32_t region) {
     if (r->next.end) r->next.end(r->next.ctx, region);
 }
 
+/* A whole edge: its ends logged first, its begins last, the next hooks' edge in between. */
+static void trace_edge(void *ctx, const int32_t *ends, int n_end, const int32_t *begins, int n_begin) {
+    slm_trace_recorder *r = ctx;
+    for (int i = 0; i < n_end; i++) record(r, ends[i], 1);
+    if (r->next.edge) {
+        r->next.edge(r->next.ctx, ends, n_end, begins, n_begin);
+    } else if (r->next.begin) {
+        for (int i = 0; i < n_end; i++) r->next.end(r->next.ctx, ends[i]);
+        for (int i = 0; i < n_begin; i++) r->next.begin(r->next.ctx, begins[i]);
+    }
+    for (int i = 0; i < n_begin; i++) record(r, begins[i], 0);
+}
+
 int slm_trace_create(slm_trace_recorder **out, int64_t capacity, const slm_region_hooks *next) {
     if (!out || capacity < 1 || capacity > ((int64_t)1 << 32)) return SLM_EINVAL;
     *out = NULL;
@@ -70,6 +83,7 @@ int slm_trace_create(slm_trace_recorder **out, int64_t capacity, const slm_regio
     r->self.hold_at_layers = r->next.hold_at_layers; /* the next hooks' needs hold */
     r->self.begin = trace_begin;
     r->self.end = trace_end;
+    r->self.edge = trace_edge;
     r->self.ctx = r;
     *out = r;
     return SLM_OK;

@@ -6,25 +6,32 @@
  * bit in the record and is counted; the other sources go on (a process that exits takes
  * its /proc files with it, the system ones stay).
  *
- * Rates, chosen by cost (pread on a kept fd, x86 VM: schedstat 1 us, statm 1 us, io 2 us,
- * stat 4 us, status 7 us, /proc/stat 7 us, meminfo 6 us, PSI 2 us each, vmstat 17 us,
- * smaps_rollup 30-360 us growing with the mappings) and by how fast the value moves:
- *   every tick   process CPU clock, schedstat, statm (RSS), io, cpufreq, thermal,
- *                throttling, RAPL
- *   <= 100 Hz    status (peak RSS, context switches), stat (faults), /proc/stat (USER_HZ
- *                ticks of 10 ms), meminfo, PSI          (SLM_SAMPLE_MEDIUM)
- *   slow_every   vmstat, smaps_rollup                   (SLM_SAMPLE_SLOW)
+ * Cost. On a small VM one wake-up of a sleeping thread costs ~16 us of its CPU time (the
+ * bare loop, measured by scripts/bench_sampler.py as the floor), most of a 1 kHz budget of
+ * 20 us (2% of a core), so a tick can afford only a few microseconds of reads. Each source
+ * therefore has its own period in ticks (`every`, chosen by slmprof/sampler.py from how fast
+ * the value moves and what a read costs); a record holds only the sources read at that tick
+ * (their bits in `valid`), so a value is never older than its timestamp. The slower sources
+ * get phases spread over the ticks at start, so that no tick reads more than a couple of
+ * them. Measured pread costs on a kept fd (x86 VM, hot caches): schedstat 0.8 us, statm
+ * 1 us, io 1.3 us, stat 3 us, status 6 us, /proc/stat 6 us, meminfo 5 us, PSI 1.6 us each,
+ * vmstat 17 us, smaps_rollup 20 us to milliseconds (it walks the page tables); getrusage
+ * 0.6 us. A file read only now and then runs cold after the sleep: 5-15 us of the thread's
+ * CPU, so reads per second, not bytes, are what the budget buys.
  *
- * Timing: absolute deadlines on CLOCK_MONOTONIC (the region table's clock), waited with a
- * condition variable so stop() is immediate even at 1 Hz. If the thread falls behind by
- * more than a period, the missed ticks are counted and skipped, never bunched.
+ * Process CPU, faults and context switches of this process come from getrusage (one
+ * syscall, every thread) minus the sampler thread's own share, not from /proc/self/stat
+ * and status (4x the cost, and status counts only the main thread's switches). For
+ * another process: its POSIX CPU clock (clock_getcpuclockid: every thread's run time) and
+ * its /proc files.
+ *
+ * Timing: absolute deadlines on CLOCK_MONOTONIC (the region table's clock), slept with
+ * clock_nanosleep up to 100 Hz and on a condition variable below (see wait_until). If the
+ * thread falls behind by more than a period, the missed ticks are counted and skipped, never
+ * bunched: a read planned for a skipped tick is skipped with it.
  *
  * The ring is single-producer (the thread) single-consumer (drain); when it is full the
  * new record is dropped and counted, so what was kept is never overwritten.
- *
- * Process CPU: the POSIX CPU clock of the process (clock_getcpuclockid), which is the sum of
- * every thread's schedstat run time; /proc/PID/schedstat alone covers only the main thread
- * (kept too: its run-queue wait shows CPU contention).
  */
 #include "slm.h"
 
@@ -34,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,13 +49,20 @@
 
 typedef struct source {
     int kind, slot, fd;
+    int every, phase;                 /* read on the ticks t with t % every == phase */
+    clockid_t clock;                  /* PROC_CLOCK */
     int last_errno;
     uint64_t n_failed;
 } source;
 
+/* The part of getrusage that RUSAGE reports (all counts, CPU in us). */
+typedef struct usage {
+    uint64_t cpu_us, minflt, majflt, nvcsw, nivcsw;
+} usage;
+
 struct slm_sampler {
-    int hz, pid, slow_every, medium_every;
-    uint64_t period_ns;
+    int hz, pid;
+    uint64_t period_ns, page_bytes;
     source sources[SLM_SAMPLER_MAX_SOURCES];
     int n_sources;
     slm_sample *ring;                 /* [capacity] */
@@ -58,8 +73,7 @@ struct slm_sampler {
     int stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    clockid_t proc_clock;
-    int have_proc_clock;
+    usage ended_threads;              /* sampler threads that have exited (now inside RUSAGE_SELF) */
     uint64_t n_samples, n_missed, n_dropped, tick;
     uint64_t t_start, t_stop, thread_cpu_ns;
     char buf[SAMPLER_BUF];            /* used by whoever samples (thread or sample_once) */
@@ -145,7 +159,8 @@ static int parse_hex(const char *p, const char *end, uint64_t *out) {
 }
 
 /* Parse one source's text into the record; 0 if every field it provides was found. */
-static int parse_source(const source *s, const char *t, const char *e, slm_sample *r) {
+static int parse_source(const slm_sampler *sm, const source *s, const char *t, const char *e,
+                        slm_sample *r) {
     uint64_t a, b;
     int64_t si;
     switch (s->kind) {
@@ -248,7 +263,7 @@ static int parse_source(const source *s, const char *t, const char *e, slm_sampl
     case SLM_SRC_STATM: {  /* size resident shared text lib data dt, in pages */
         const char *p = parse_u64(t, e, &a);
         if (!p || !parse_u64(p, e, &b)) return -1;
-        r->rss_bytes = b * (uint64_t)sysconf(_SC_PAGESIZE);
+        r->rss_bytes = b * sm->page_bytes;
         return 0;
     }
     case SLM_SRC_SMAPS_ROLLUP:
@@ -260,15 +275,56 @@ static int parse_source(const source *s, const char *t, const char *e, slm_sampl
     return -1;
 }
 
-static int is_slow(int kind) { return kind == SLM_SRC_VMSTAT || kind == SLM_SRC_SMAPS_ROLLUP; }
-
-static int is_medium(int kind) {
-    return kind == SLM_SRC_STATUS || kind == SLM_SRC_STAT || kind == SLM_SRC_SYSSTAT ||
-           kind == SLM_SRC_MEMINFO || kind == SLM_SRC_PSI_CPU || kind == SLM_SRC_PSI_MEMORY ||
-           kind == SLM_SRC_PSI_IO;
+static usage usage_of(const struct rusage *ru) {
+    usage u = {(uint64_t)ru->ru_utime.tv_sec * 1000000u + (uint64_t)ru->ru_utime.tv_usec +
+                   (uint64_t)ru->ru_stime.tv_sec * 1000000u + (uint64_t)ru->ru_stime.tv_usec,
+               (uint64_t)ru->ru_minflt, (uint64_t)ru->ru_majflt, (uint64_t)ru->ru_nvcsw,
+               (uint64_t)ru->ru_nivcsw};
+    return u;
 }
 
-static int read_source(slm_sampler *sm, source *s, slm_sample *r) {
+static uint64_t minus(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+
+/* This process minus the sampler thread(s): RUSAGE_SELF first, so the kernel brings the
+ * calling thread's run time up to date before RUSAGE_THREAD reads it. */
+static int read_rusage(slm_sampler *sm, int on_thread, slm_sample *r) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru)) return -1;
+    usage all = usage_of(&ru);
+    uint64_t peak_kib = (uint64_t)ru.ru_maxrss;  /* whole process: VmHWM */
+    usage own = sm->ended_threads;
+    if (on_thread) {
+        if (getrusage(RUSAGE_THREAD, &ru)) return -1;
+        usage me = usage_of(&ru);
+        own.cpu_us += me.cpu_us;
+        own.minflt += me.minflt;
+        own.majflt += me.majflt;
+        own.nvcsw += me.nvcsw;
+        own.nivcsw += me.nivcsw;
+    }
+    r->proc_cpu_ns = minus(all.cpu_us, own.cpu_us) * 1000u;
+    r->minflt = minus(all.minflt, own.minflt);
+    r->majflt = minus(all.majflt, own.majflt);
+    r->vol_ctxsw = minus(all.nvcsw, own.nvcsw);
+    r->invol_ctxsw = minus(all.nivcsw, own.nivcsw);
+    r->peak_rss_bytes = peak_kib * 1024u;
+    return 0;
+}
+
+static int read_source(slm_sampler *sm, source *s, int on_thread, slm_sample *r) {
+    if (s->kind == SLM_SRC_RUSAGE || s->kind == SLM_SRC_PROC_CLOCK) {
+        struct timespec ts;
+        int rc = s->kind == SLM_SRC_RUSAGE ? read_rusage(sm, on_thread, r)
+                                           : clock_gettime(s->clock, &ts);
+        if (rc) {  /* PROC_CLOCK: the process has exited */
+            s->last_errno = errno;
+            s->n_failed++;
+            return -1;
+        }
+        if (s->kind == SLM_SRC_PROC_CLOCK)
+            r->proc_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        return 0;
+    }
     if (s->fd < 0) return -1;
     ssize_t n = pread(s->fd, sm->buf, SAMPLER_BUF - 1, 0);
     if (n < 0) {
@@ -276,7 +332,7 @@ static int read_source(slm_sampler *sm, source *s, slm_sample *r) {
         s->n_failed++;
         return -1;
     }
-    if (parse_source(s, sm->buf, sm->buf + n, r)) {
+    if (parse_source(sm, s, sm->buf, sm->buf + n, r)) {
         s->last_errno = n == 0 ? ENODATA : EINVAL;
         s->n_failed++;
         return -1;
@@ -284,28 +340,67 @@ static int read_source(slm_sampler *sm, source *s, slm_sample *r) {
     return 0;
 }
 
-static void take_sample(slm_sampler *sm, slm_sample *r, int slow, int medium) {
+/* all: read every source (sample_once); otherwise those planned for sm->tick. A read
+ * planned for a skipped tick is skipped with it (never bunched onto the next one). */
+static void take_sample(slm_sampler *sm, slm_sample *r, int all, int on_thread) {
     memset(r, 0, sizeof *r);
     r->t_ns = slm_monotonic_ns();
-    struct timespec ts;
-    if (sm->have_proc_clock && clock_gettime(sm->proc_clock, &ts) == 0) {
-        r->proc_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-        r->flags |= SLM_SAMPLE_PROC_CPU;
-    }
-    if (slow) r->flags |= SLM_SAMPLE_SLOW;
-    if (medium) r->flags |= SLM_SAMPLE_MEDIUM;
+    r->tick = sm->tick;
     for (int i = 0; i < sm->n_sources; i++) {
         source *s = &sm->sources[i];
-        if (is_slow(s->kind) && !slow) continue;
-        if (is_medium(s->kind) && !medium) continue;
-        if (read_source(sm, s, r) == 0) r->valid |= 1ull << i;
+        if (!all && s->every > 1 && sm->tick % (uint64_t)s->every != (uint64_t)s->phase) continue;
+        if (read_source(sm, s, on_thread, r) == 0) r->valid |= 1ull << i;
     }
 }
 
-int slm_sampler_create(slm_sampler **out, int hz, int pid, int slow_every, int capacity) {
+/* Phases for the sources read less often than every tick: each in turn (most frequent
+ * first) takes the phase whose ticks are least loaded by those placed before it, over one
+ * period of the slowest source. */
+static void assign_phases(slm_sampler *sm) {
+    int window = 1;
+    for (int i = 0; i < sm->n_sources; i++) {
+        sm->sources[i].phase = 0;
+        if (sm->sources[i].every > window) window = sm->sources[i].every;
+    }
+    if (window == 1) return;
+    uint8_t *load = calloc((size_t)window, 1);  /* [window] reads per tick, <= 64 */
+    int placed[SLM_SAMPLER_MAX_SOURCES] = {0};
+    for (int n = 0; n < sm->n_sources; n++) {
+        int pick = -1;
+        for (int i = 0; i < sm->n_sources; i++)
+            if (!placed[i] && sm->sources[i].every > 1 &&
+                (pick < 0 || sm->sources[i].every < sm->sources[pick].every))
+                pick = i;
+        if (pick < 0) break;
+        placed[pick] = 1;
+        int every = sm->sources[pick].every, best = 0;
+        if (load) {
+            unsigned best_max = ~0u, best_sum = ~0u;
+            for (int p = 0; p < every; p++) {
+                unsigned mx = 0, sum = 0;
+                for (int t = p; t < window; t += every) {
+                    if (load[t] > mx) mx = load[t];
+                    sum += load[t];
+                }
+                if (mx < best_max || (mx == best_max && sum < best_sum)) {
+                    best = p;
+                    best_max = mx;
+                    best_sum = sum;
+                }
+            }
+            for (int t = best; t < window; t += every) load[t]++;
+        } else {
+            best = n % every;  /* no memory for the table: a plain stagger */
+        }
+        sm->sources[pick].phase = best;
+    }
+    free(load);
+}
+
+int slm_sampler_create(slm_sampler **out, int hz, int pid, int capacity) {
     *out = NULL;
     if (hz < SLM_SAMPLER_MIN_HZ || hz > SLM_SAMPLER_MAX_HZ) return SLM_ERANGE;
-    if (slow_every < 1 || capacity < 1 || capacity > (1 << 24)) return SLM_EINVAL;
+    if (pid < 0 || capacity < 1 || capacity > (1 << 24)) return SLM_EINVAL;
     slm_sampler *sm = calloc(1, sizeof *sm);
     if (!sm) return SLM_ENOMEM;
     uint64_t cap = 1;
@@ -315,19 +410,15 @@ int slm_sampler_create(slm_sampler **out, int hz, int pid, int slow_every, int c
         free(sm);
         return SLM_ENOMEM;
     }
+    /* touch every page now: a page fault in the thread costs more than a whole tick */
+    memset(sm->ring, 0, cap * sizeof(slm_sample));
     sm->capacity = cap;
     sm->mask = cap - 1;
     sm->hz = hz;
     sm->period_ns = 1000000000ull / (uint64_t)hz;
     sm->pid = pid;
-    sm->slow_every = slow_every;
-    sm->medium_every = hz > 100 ? hz / 100 : 1;
-    if (pid == 0) {
-        sm->proc_clock = CLOCK_PROCESS_CPUTIME_ID;
-        sm->have_proc_clock = 1;
-    } else {
-        sm->have_proc_clock = clock_getcpuclockid((pid_t)pid, &sm->proc_clock) == 0;
-    }
+    long page = sysconf(_SC_PAGESIZE);
+    sm->page_bytes = page > 0 ? (uint64_t)page : 4096u;
     pthread_mutex_init(&sm->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -338,22 +429,34 @@ int slm_sampler_create(slm_sampler **out, int hz, int pid, int slow_every, int c
     return 0;
 }
 
-int slm_sampler_add_source(slm_sampler *sm, int kind, int slot, const char *path) {
+int slm_sampler_add_source(slm_sampler *sm, int kind, int slot, const char *path, int every) {
     if (sm->running) return SLM_EBUSY;
-    if (kind < 0 || kind >= SLM_SRC_KIND_COUNT) return SLM_EINVAL;
+    if (kind < 0 || kind >= SLM_SRC_KIND_COUNT || every < 1 || every > SLM_SAMPLER_MAX_EVERY)
+        return SLM_EINVAL;
     if ((kind == SLM_SRC_CPUFREQ && (slot < 0 || slot >= SLM_SAMPLER_MAX_CPUS)) ||
         (kind == SLM_SRC_THERMAL && (slot < 0 || slot >= SLM_SAMPLER_MAX_THERMAL)) ||
         (kind == SLM_SRC_RAPL && (slot < 0 || slot >= SLM_SAMPLER_MAX_RAPL)))
         return SLM_ERANGE;
     if (sm->n_sources >= SLM_SAMPLER_MAX_SOURCES) return SLM_ERANGE;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    source s = {kind, slot, fd, 0, 0};
+    int no_file = kind == SLM_SRC_RUSAGE || kind == SLM_SRC_PROC_CLOCK;
+    if (no_file != (path == NULL)) return SLM_EINVAL;
+    if (kind == SLM_SRC_RUSAGE && sm->pid != 0) return SLM_EINVAL;  /* getrusage is ours only */
+    source s = {.kind = kind, .slot = slot, .fd = -1, .every = every};
+    if (kind == SLM_SRC_PROC_CLOCK) {
+        s.clock = CLOCK_PROCESS_CPUTIME_ID;
+        if (sm->pid) {
+            int rc = clock_getcpuclockid((pid_t)sm->pid, &s.clock);
+            if (rc) return -rc;
+        }
+    } else if (path) {
+        s.fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (s.fd < 0) return -errno;
+    }
     slm_sample probe;
     memset(&probe, 0, sizeof probe);
-    if (read_source(sm, &s, &probe) != 0) {  /* opens but cannot be read or parsed */
+    if (read_source(sm, &s, 0, &probe) != 0) {  /* opens but cannot be read or parsed */
         int err = s.last_errno ? s.last_errno : EINVAL;
-        close(fd);
+        if (s.fd >= 0) close(s.fd);
         return -err;
     }
     sm->sources[sm->n_sources] = s;
@@ -372,40 +475,64 @@ static void push(slm_sampler *sm, const slm_sample *r) {
     __atomic_add_fetch(&sm->n_samples, 1, __ATOMIC_RELAXED);
 }
 
+/* Periods up to this sleep in clock_nanosleep, which costs ~1.5 us less of the thread's CPU
+ * per wake-up than a condition variable (VM, 1 kHz); stop() then waits up to one period. Longer
+ * periods wait on the condition variable, so stop() is immediate even at 1 Hz. */
+#define PLAIN_SLEEP_MAX_NS 10000000ull
+
+static void wait_until(slm_sampler *sm, uint64_t deadline_ns) {
+    struct timespec dl = {(time_t)(deadline_ns / 1000000000ull), (long)(deadline_ns % 1000000000ull)};
+    if (sm->period_ns <= PLAIN_SLEEP_MAX_NS) {
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &dl, NULL) == EINTR) {
+        }
+        return;
+    }
+    pthread_mutex_lock(&sm->mu);
+    while (!sm->stop && pthread_cond_timedwait(&sm->cv, &sm->mu, &dl) != ETIMEDOUT) {
+    }
+    pthread_mutex_unlock(&sm->mu);
+}
+
 static void *sampler_main(void *arg) {
     slm_sampler *sm = arg;
-    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);  /* wake on the deadline, not up to 50 µs late */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);  /* wake on the deadline, not up to 50 us late */
     slm_sample r;
     uint64_t next = slm_monotonic_ns();
-    pthread_mutex_lock(&sm->mu);
-    while (!sm->stop) {
-        pthread_mutex_unlock(&sm->mu);
-        take_sample(sm, &r, sm->tick % (uint64_t)sm->slow_every == 0,
-                    sm->tick % (uint64_t)sm->medium_every == 0);
-        sm->tick++;
+    while (!__atomic_load_n(&sm->stop, __ATOMIC_ACQUIRE)) {
+        take_sample(sm, &r, 0, 1);
         push(sm, &r);
+        sm->tick++;
         next += sm->period_ns;
         uint64_t now = slm_monotonic_ns();
         if (now > next + sm->period_ns) {  /* fell behind: skip, do not bunch */
             uint64_t behind = (now - next) / sm->period_ns;
             __atomic_add_fetch(&sm->n_missed, behind, __ATOMIC_RELAXED);
             next += behind * sm->period_ns;
+            sm->tick += behind;
         }
-        struct timespec dl = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
-        pthread_mutex_lock(&sm->mu);
-        while (!sm->stop && pthread_cond_timedwait(&sm->cv, &sm->mu, &dl) != ETIMEDOUT) {
-        }
+        wait_until(sm, next);
     }
-    pthread_mutex_unlock(&sm->mu);
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     sm->thread_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    /* from now on this thread's usage is part of RUSAGE_SELF's exited threads */
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+        usage me = usage_of(&ru);
+        sm->ended_threads.cpu_us += me.cpu_us;
+        sm->ended_threads.minflt += me.minflt;
+        sm->ended_threads.majflt += me.majflt;
+        sm->ended_threads.nvcsw += me.nvcsw;
+        sm->ended_threads.nivcsw += me.nivcsw;
+    }
     return NULL;
 }
 
 int slm_sampler_start(slm_sampler *sm) {
     if (sm->running) return SLM_EBUSY;
     sm->stop = 0;
+    sm->tick = 0;
+    assign_phases(sm);
     sm->t_start = slm_monotonic_ns();
     sm->t_stop = 0;
     /* The thread blocks every signal, so Ctrl-C is delivered to the caller's thread. */
@@ -422,7 +549,7 @@ int slm_sampler_start(slm_sampler *sm) {
 int slm_sampler_stop(slm_sampler *sm) {
     if (!sm->running) return 0;
     pthread_mutex_lock(&sm->mu);
-    sm->stop = 1;
+    __atomic_store_n(&sm->stop, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&sm->cv);
     pthread_mutex_unlock(&sm->mu);
     pthread_join(sm->thread, NULL);
@@ -457,8 +584,10 @@ int slm_sampler_stats_get(slm_sampler *sm, slm_sampler_stats *out) {
 }
 
 int slm_sampler_source(slm_sampler *sm, int i, int *kind, int *slot, int *last_errno,
-                       uint64_t *n_failed) {
+                       uint64_t *n_failed, int *every, int *phase) {
     if (i < 0 || i >= sm->n_sources) return SLM_EINVAL;
+    *every = sm->sources[i].every;
+    *phase = sm->sources[i].phase;
     *kind = sm->sources[i].kind;
     *slot = sm->sources[i].slot;
     *last_errno = sm->sources[i].last_errno;
@@ -470,7 +599,7 @@ int slm_sampler_n_sources(const slm_sampler *sm) { return sm->n_sources; }
 
 int slm_sampler_sample_once(slm_sampler *sm, slm_sample *out) {
     if (sm->running) return SLM_EBUSY;  /* the thread owns the read buffer */
-    take_sample(sm, out, 1, 1);
+    take_sample(sm, out, 1, 0);
     return 0;
 }
 

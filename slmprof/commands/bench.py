@@ -124,7 +124,8 @@ class SystemWatch:
         from slmprof import procfs
         from slmprof.sampler import CPUFREQ, RAPL, THERMAL, THROTTLED, Sampler
         self.procfs = procfs
-        self.sampler = Sampler(hz=hz, roots=roots or procfs.DEFAULT, slow_hz=1)
+        every_tick = {CPUFREQ: None, THERMAL: None, THROTTLED: None, RAPL: None}
+        self.sampler = Sampler(hz=hz, roots=roots or procfs.DEFAULT, slow_hz=1, rates=every_tick)
         self.kinds = {"cpufreq": CPUFREQ, "thermal": THERMAL, "throttled": THROTTLED, "rapl": RAPL}
         self.energy = []          # (monotonic ns, cumulative joules), filled by stop()
 

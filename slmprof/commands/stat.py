@@ -175,6 +175,15 @@ def _rate_peak(t_ns, v, window_s=0.1):
     return float(np.max(dv[good] / dt[good])) if good.any() else None
 
 
+def source_rates_text(sampler):
+    """'100 Hz: a, b; 10 Hz: c' for the sources read, fastest first."""
+    by_rate = {}
+    for x in sampler.sources:
+        if x.available:
+            by_rate.setdefault(x.rate_hz, []).append(x.name)
+    return "; ".join(f"{r:g} Hz: {', '.join(names)}" for r, names in sorted(by_rate.items(), reverse=True))
+
+
 def summarize_samples(sampler, data):
     """Peaks and totals of the sampled series (None where the source was missing)."""
     if len(data) == 0:
@@ -300,6 +309,7 @@ def print_summary(res, summary, out):
     if s.get("n_samples"):
         w(f"\n Samples: {s['n_samples']} at {s['requested_hz']} Hz requested, "
           f"{s['achieved_hz']:.0f} Hz achieved (sampler used {s['sampler_cpu_fraction'] * 100:.2f}% of a core)\n")
+        w(f"   each source at its own rate: {source_rates_text(res['sampler'])}\n")
         rows = [
             ("peak RSS (main process)", _fmt_bytes(s["peak_rss_bytes"])),
             ("peak PSS", _fmt_bytes(s["peak_pss_bytes"]) if s["peak_pss_bytes"] else None),
@@ -399,7 +409,10 @@ def write_trace(path, res, data):
                 if np.isfinite(v):
                     events.append({"name": name, "ph": "C", "pid": pid, "ts": float(ts),
                                    "args": {"value": round(float(v), 3)}})
-    _write_json(path, {"traceEvents": events, "displayTimeUnit": "ms"})
+    rates = {x.name: x.rate_hz for x in sampler.sources if x.available}
+    _write_json(path, {"traceEvents": events, "displayTimeUnit": "ms",
+                       "otherData": {"sampler_rates_hz": rates,
+                                     "note": "each track has points only where its source was read"}})
 
 
 def run(args):
