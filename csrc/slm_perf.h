@@ -99,6 +99,13 @@ int slm_counters_n_threads(const slm_counters *c);
 int slm_counters_n_fds(const slm_counters *c);
 /* SLM_READ_* used for the calling thread's groups at region edges. */
 int slm_counters_read_path(slm_counters *c);
+/* allow = 0 makes every read use read() even where the user-space path is open (to compare
+ * the two paths on the same counters); 1 restores the default. */
+void slm_counters_allow_user_read(slm_counters *c, int allow);
+/* (thread, group) reads since creation: served from the mmap page, by read(), and user-path
+ * attempts that had to fall back to read() (group not on the PMU at that moment). */
+void slm_counters_read_stats(slm_counters *c, uint64_t *user_reads, uint64_t *syscall_reads,
+                             uint64_t *user_fallbacks);
 void slm_counters_destroy(slm_counters *c);
 /* n iterations of a 2-instruction loop (x86-64, arm64): a known instruction count. */
 void slm_perf_spin(uint64_t n);

@@ -427,8 +427,8 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t n_chunks_of(int64_t n, int64_t chunk) { return (n + chunk - 1) / chunk; }
 
 /* Call the hooks for one edge (main thread only). ids < 0: none; operation ids are dropped
- * when only layer regions are asked for. Returns whether a layer region ends or begins. */
-static int record_edge(const chunk_job *job, int end_op, int end_layer, int begin_layer, int begin_op) {
+ * when only layer regions are asked for. */
+static void record_edge(const chunk_job *job, int end_op, int end_layer, int begin_layer, int begin_op) {
     const slm_region_hooks *h = &job->hooks;
     if (!job->region_ops) end_op = begin_op = -1;
     int32_t ends[2], begins[2];
@@ -437,21 +437,20 @@ static int record_edge(const chunk_job *job, int end_op, int end_layer, int begi
     if (end_layer >= 0) ends[n_end++] = end_layer;
     if (begin_layer >= 0) begins[n_begin++] = begin_layer;
     if (begin_op >= 0) begins[n_begin++] = begin_op;
-    if (n_end + n_begin == 0) return 0;
+    if (n_end + n_begin == 0) return;
     if (h->edge) {
         h->edge(h->ctx, ends, n_end, begins, n_begin);
     } else {
         for (int i = 0; i < n_end; i++) h->end(h->ctx, ends[i]);
         for (int i = 0; i < n_begin; i++) h->begin(h->ctx, begins[i]);
     }
-    return end_layer >= 0 || begin_layer >= 0;
 }
 
 /* A region edge inside the pass: end the regions that finished, begin the next ones. Every
  * edge follows a parallel step, whose end already waits for all of its work, so the regions
  * that end here cover every thread's work. Thread 0 records the edge while the others start
- * the next step: what they do meanwhile (the length of one clock read at an operation edge)
- * is counted in the region that ends. Hooks that read every thread's counters at layer edges
+ * the next step; the edge's instant is read first, so what they do meanwhile is counted in
+ * the region that begins, where it belongs. Hooks that read every thread's counters at layer edges
  * (hold_at_layers) get the threads held there, so no next-layer work is in a layer's counts.
  * Without a profiler it is one branch. */
 static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
