@@ -194,9 +194,8 @@ typedef enum slm_source_kind {
     SLM_SRC_VMSTAT,         /* <proc>/vmstat */
     SLM_SRC_SMAPS_ROLLUP,   /* <proc>/<pid>/smaps_rollup */
     SLM_SRC_STATM,          /* <proc>/<pid>/statm: resident pages */
-    SLM_SRC_RUSAGE,         /* no file, pid 0 only: getrusage of this process minus the
-                               sampler thread: CPU ns, faults, ctxt switches (all threads),
-                               peak RSS */
+    SLM_SRC_RUSAGE,         /* no file, pid 0 only: getrusage of this process (all threads,
+                               the sampler's too): CPU ns, faults, ctxt switches, peak RSS */
     SLM_SRC_PROC_CLOCK,     /* no file: the process's POSIX CPU clock (all threads) */
     SLM_SRC_KIND_COUNT
 } slm_source_kind;
@@ -234,6 +233,7 @@ typedef struct slm_sampler_stats {
     uint64_t n_dropped;      /* records lost because the ring was full */
     uint64_t thread_cpu_ns;  /* the sampler thread's own CPU time */
     uint64_t elapsed_ns;     /* from start to stop (or now) */
+    uint64_t thread_vol_ctxsw, thread_invol_ctxsw;  /* its own context switches (once stopped) */
 } slm_sampler_stats;
 
 /* pid: 0 for this process. capacity: ring records (rounded up to a power of two).

@@ -386,6 +386,8 @@ cdef extern from "slm.h" nogil:
         uint64_t n_dropped
         uint64_t thread_cpu_ns
         uint64_t elapsed_ns
+        uint64_t thread_vol_ctxsw
+        uint64_t thread_invol_ctxsw
 
     int slm_sampler_create(slm_sampler **out, int hz, int pid, int capacity)
     int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path, int every)
@@ -471,7 +473,8 @@ cdef class SamplerCore:
         cdef slm_sampler_stats st
         slm_sampler_stats_get(self.s, &st)
         return {"n_samples": st.n_samples, "n_missed": st.n_missed, "n_dropped": st.n_dropped,
-                "thread_cpu_ns": st.thread_cpu_ns, "elapsed_ns": st.elapsed_ns}
+                "thread_cpu_ns": st.thread_cpu_ns, "elapsed_ns": st.elapsed_ns,
+                "thread_vol_ctxsw": st.thread_vol_ctxsw, "thread_invol_ctxsw": st.thread_invol_ctxsw}
 
     def source(self, int i):
         """(kind, slot, last errno, failures, every, phase) of source i."""

@@ -9,8 +9,9 @@
 Timestamps are CLOCK_MONOTONIC ns, the region table's clock. Each source is read at its own
 rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got):
 
-    every tick  process CPU time, faults and context switches (this process: getrusage,
-                minus the sampler thread; another one: its CPU clock and /proc/PID/stat)
+    every tick  process CPU time, faults and context switches (this process: one getrusage,
+                every thread, the sampler's included: its ~1 voluntary switch a tick and
+                its CPU are in stats(); another one: its CPU clock and /proc/PID/stat)
     50 Hz       RSS (statm; RSS moves by faults, which are counted every tick)
     10 Hz       schedstat (main thread's run and run-queue wait), io, status (another
                 process: peak RSS, main thread's context switches), /proc/stat (itself in
@@ -336,7 +337,9 @@ class Sampler:
 
     def stats(self):
         """n_samples, n_missed, n_dropped, thread_cpu_ns, elapsed_ns, achieved_hz,
-        cpu_fraction (of one core used by the sampler thread)."""
+        cpu_fraction (of one core used by the sampler thread), thread_vol_ctxsw and
+        thread_invol_ctxsw (the sampler thread's own switches, once stopped: this process's
+        getrusage counts them)."""
         st = self._core.stats()
         el = st["elapsed_ns"]
         st["requested_hz"] = self.hz
