@@ -99,11 +99,11 @@ def test_a_source_vanishing_mid_run_does_not_stop_the_others(tmp_path):
     src = next(x for x in s.sources if x.name.startswith("thermal"))
     assert src.rate_hz == 10
     with s:
-        time.sleep(0.35)
+        time.sleep(0.5)
         t_cut = _core.monotonic_ns()
         with open(temp, "w"):
             pass                               # the sensor now reads empty
-        time.sleep(0.35)
+        time.sleep(0.5)
     data = s.samples()
     thermal = s.series("thermal_mc", 0, data)
     planned = s.planned_mask(data, src)
