@@ -8,7 +8,8 @@ For each rate it runs, one after the other (alternating, --repeat times; medians
 The main thread sleeps meanwhile, so the figures are the sampler's cost on an otherwise idle
 process. Printed with them: the machine's load (1-minute load average, and how busy all the
 CPUs were during the run from /proc/stat): on shared cores other work delays the thread's
-wake-ups and makes each one dearer (cold caches).
+wake-ups and makes each one dearer (cold caches). On a small VM the floor alone is 1.6-2.5%
+of a core at 1 kHz and moves with the host; what the sources add is the difference to it.
 
     python scripts/bench_sampler.py --seconds 5 --rates 1000,100
     python scripts/bench_sampler.py --seconds 3 --rates 1000 --repeat 3 --json out.json
@@ -83,7 +84,8 @@ def main():
               f"{r['cpu_us_per_tick']:5.1f} us/tick ({r['sources']:.0f} sources, "
               f"{r['file_reads_per_s']:.0f} file reads/s){verdict}")
         print(f"{'':>10}floor (no sources): {f['cpu_fraction_of_one_core'] * 100:5.2f}% of a core, "
-              f"{f['cpu_us_per_tick']:5.1f} us/tick, achieved {f['achieved_hz']:.1f} Hz; "
+              f"{f['cpu_us_per_tick']:5.1f} us/tick (the sources add "
+              f"{r['cpu_us_per_tick'] - f['cpu_us_per_tick']:+.1f}), achieved {f['achieved_hz']:.1f} Hz; "
               f"machine load during the runs: {r['machine_busy_fraction'] * 100:.0f}% of all CPUs busy, "
               f"load average {r['loadavg_1min']:.2f}")
     rates = results[0]["sampler"]["rates_hz"] if results else {}
