@@ -22,6 +22,8 @@ typedef struct slm_calib_result {
     int64_t passes;       /* passes timed */
     int64_t work_per_pass;/* bytes or operations in one pass */
     uint64_t checksum;    /* folds every result so no pass can be optimised away */
+    double median_per_cpu_s; /* per second of thread 0's CPU time, median pass: with one thread,
+                                the kernel's speed without the time other processes held the core */
 } slm_calib_result;
 
 /* Stream `bytes_per_array` per array with `threads` threads (each owns a contiguous slice,
@@ -51,12 +53,13 @@ int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t 
                      double min_seconds, slm_calib_result *out);
 
 /* Decode's matrix-vector product streaming from memory through the engine's path (active
- * ISA): enough prepared copies of one `rows` x `cols` weight to exceed total_bytes (make it
- * far larger than the last-level cache), each thread multiplying its share of every copy's
- * rows by one activation row. Rates are weight bytes per second (the copies' plain row bytes;
- * the repacked layouts hold the same bytes). */
+ * ISA) in the engine's pattern: enough prepared copies of one `rows` x `cols` weight to exceed
+ * total_bytes (make it far larger than the last-level cache), multiplied by one activation row
+ * in calls of chunk_rows rows (a multiple of 4), `interleave` copies in turn (the engine's
+ * gate and up: 2), chunks dealt round robin to the threads. Rates are weight bytes per second
+ * (the copies' plain row bytes; the repacked layouts hold the same bytes). */
 int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
-                     double min_seconds, slm_calib_result *out);
+                     int64_t chunk_rows, int interleave, double min_seconds, slm_calib_result *out);
 
 /* Decode attention through the engine's path (active ISA), f32 cache: every thread runs query
  * heads (3 per KV head) over n_pos cached positions of per-layer caches of its own that

@@ -2,11 +2,15 @@
 """Proof of `plan`: predict with `plan --device this`, then measure with `bench`, and report the
 prediction error per model x type (targets: decode within 20%, prefill within 30%).
 
-The prediction must not see the measurement it is judged against. The engine efficiency plan
-uses (the achieved fraction of the roofline, per phase) is therefore learnt from *reference*
-runs that are not in the evaluation set: each reference is benched right after a calibration and
-learnt with `plan --learn` (measured tok/s over plan's bound; the runs make a curve over model
-size). Then, for every evaluated model: `calibrate --force` (the ceilings as the machine is now:
+The prediction must not see the measurement it is judged against. On this machine `calibrate`
+measures the engine's own kernels (its one-token product streaming each weight type from memory
+in the engine's work units, its decode attention, its blocked product), so plan's bound is made
+of them. What they leave out (the many small steps of a forward pass: norms, RoPE, activation
+quantization, waits) is learnt as the engine efficiency (measured / bound, per phase) from
+*reference* runs that are not in the evaluation set (`--reference`, default three models of
+three sizes and types): each reference is benched right after a calibration and learnt with
+`plan --learn` (the runs make a curve over model size). `--reference none` learns nothing: the
+prediction is the bound itself, from the calibration alone. Then, for every evaluated model: `calibrate --force` (the ceilings as the machine is now:
 on a shared machine bandwidth moves by tens of percent from minute to minute), `plan --device
 this --json` (the prediction), `bench` (the measurement; the median of its repetitions), and
 `calibrate --force` + `plan` once more: the prediction is the geometric mean of the plans made with
@@ -21,6 +25,7 @@ Writes DIR/plan-vs-bench.json (a report of kind "plan_vs_bench") and prints a ma
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -101,7 +106,8 @@ def main(argv=None):
     p.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated models to evaluate")
     p.add_argument("--reference", default=DEFAULT_REFERENCE,
                    help="comma-separated models whose bench results teach plan the engine efficiency "
-                        f"(not evaluated; default {DEFAULT_REFERENCE})")
+                        f"(not evaluated; default {DEFAULT_REFERENCE}), or 'none': predict from the "
+                        "calibration alone")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=64)
@@ -123,12 +129,13 @@ def main(argv=None):
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    refs = [m.strip() for m in args.reference.split(",") if m.strip()]
+    refs = [m.strip() for m in args.reference.split(",") if m.strip() and m.strip() != "none"]
     overlap = set(models) & set(refs)
     if overlap:
         raise SystemExit(f"plan_vs_bench: {', '.join(sorted(overlap))} cannot be both reference and evaluated")
 
     started = time.time()
+    started_load = os.getloadavg()[0]
 
     def calibrate():
         # The ceilings as the machine is right now: on a shared machine, memory bandwidth moves
@@ -166,7 +173,7 @@ def main(argv=None):
         if set(anchors) & set(models):
             raise SystemExit("plan_vs_bench: an anchor cannot be evaluated too")
     else:
-        learnt = learn(refs)
+        learnt = learn(refs)     # with no references: forgets what was learnt, predicts from ceilings
     anchor_points = []
 
     # 2. for each model: predict (fresh calibration x the learnt efficiency), then measure
@@ -178,6 +185,7 @@ def main(argv=None):
         else:
             calibrate()
         before = predict(model, args, out_dir, "before")
+        load = os.getloadavg()[0]           # what else ran: the 1-minute load just before the run
         got, bench_rep = measured(bench(model, args, out_dir), args.ceilings)
         if args.keep_calibration or args.anchor:
             pred = before
@@ -200,7 +208,7 @@ def main(argv=None):
                          "threads": args.threads,
                          "bound_tok_s": rec[f"{phase}_bound_tok_s"], "predicted_tok_s": expected,
                          "measured_tok_s": mean, "measured_std": std,
-                         "error": expected / mean - 1.0,
+                         "error": expected / mean - 1.0, "load_1min": load,
                          "within_target": abs(expected / mean - 1.0) <= TARGET[phase],
                          "achieved_of_bound": mean / rec[f"{phase}_bound_tok_s"],
                          "predicted_memory_bytes": rec["memory_bytes"],
@@ -225,24 +233,30 @@ def main(argv=None):
                                 f"wall time {time.time() - started:.0f} s"])
     report.write_json(rep, out_dir / "plan-vs-bench.json")
 
+    if refs:
+        how = (f"efficiency learnt from {', '.join(refs)} "
+               f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the bound"
+               + (f"; learnt afresh from a run of an anchor ({', '.join(anchors)}; the one of the "
+                  f"model's weight type) just before each model)" if anchors else ", a curve over model size)"))
+    else:
+        how = "nothing learnt: predictions from the calibration alone (the engine's own kernels)"
     lines = [f"plan --device this vs bench: {args.threads} threads, prompt {args.prompt_tokens}, "
-             f"gen {args.gen_tokens}, {args.reps} reps, {args.ceilings}-pass ceilings; efficiency learnt from {', '.join(refs)} "
-             f"(median {', '.join(f'{k} {v:.2f}' for k, v in eff.items())} of the roofline"
-             + (f"; learnt afresh from a run of an anchor ({', '.join(anchors)}; the one of the "
-                f"model's weight type) just before each model)" if anchors else
-                ", a curve over model size); each prediction from calibrations just before and after its run")
-             , "",
-             f"| model | type | phase | roofline bound | predicted | measured ({'fastest' if args.ceilings == 'best' else 'median'} of reps; ± std) | error | within target |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+             f"gen {args.gen_tokens}, {args.reps} reps, {args.ceilings}-pass ceilings; {how}"
+             + ("" if anchors or args.keep_calibration else
+                "; each prediction from calibrations just before and after its run"), "",
+             f"| model | type | phase | bound | predicted | measured ({'fastest' if args.ceilings == 'best' else 'median'} of reps; ± std) | error | within target | load |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['type']} | {r['phase']} | {r['bound_tok_s']:.1f} | "
                      f"{r['predicted_tok_s']:.1f} | {r['measured_tok_s']:.1f} ± {r['measured_std']:.1f} | "
                      f"{r['error']:+.0%} | {'yes' if r['within_target'] else 'no'} "
-                     f"(±{TARGET[r['phase']]:.0%}) |")
+                     f"(±{TARGET[r['phase']]:.0%}) | {r['load_1min']:.1f} |")
     lines.append("")
     for phase, s in summary.items():
         lines.append(f"{phase}: {s['within_target']}/{s['n']} within ±{s['target']:.0%}; mean |error| "
                      f"{s['mean_abs_error']:.0%}, max {s['max_abs_error']:.0%}")
+    lines.append(f"load average (1 min) {started_load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
+                 f"(2 cores: above ~0.3 the runs shared the machine); wall time {time.time() - started:.0f} s")
     text = "\n".join(lines) + "\n"
     (out_dir / "plan-vs-bench.md").write_text(text)
     print(text)

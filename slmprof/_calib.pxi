@@ -8,6 +8,7 @@ cdef extern from "slm.h" nogil:
         int64_t passes
         int64_t work_per_pass
         uint64_t checksum
+        double median_per_cpu_s
     enum:
         SLM_CALIB_READ
         SLM_CALIB_COPY
@@ -21,7 +22,7 @@ cdef extern from "slm.h" nogil:
     int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
                          double min_seconds, slm_calib_result *out)
     int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
-                         double min_seconds, slm_calib_result *out)
+                         int64_t chunk_rows, int interleave, double min_seconds, slm_calib_result *out)
     int slm_calib_attention(int threads, int head_dim, int n_pos, int64_t total_kv_bytes,
                             double min_seconds, slm_calib_result *out)
     int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name)
@@ -34,7 +35,8 @@ CALIB_MEMORY_KINDS = {"read": SLM_CALIB_READ, "copy": SLM_CALIB_COPY, "triad": S
 
 cdef dict _calib_result(slm_calib_result *r):
     return {"best_per_s": r.best_per_s, "median_per_s": r.median_per_s, "seconds": r.seconds,
-            "passes": r.passes, "work_per_pass": r.work_per_pass, "checksum": r.checksum}
+            "passes": r.passes, "work_per_pass": r.work_per_pass, "checksum": r.checksum,
+            "median_per_cpu_s": r.median_per_cpu_s}
 
 
 def calib_memory(str kind, int threads, int64_t bytes_per_array, double min_seconds=0.3,
@@ -77,13 +79,15 @@ def calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_to
 
 
 def calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
-                 double min_seconds=0.2):
+                 int64_t chunk_rows=48, int interleave=1, double min_seconds=0.2):
     """Decode's matrix-vector product through the engine's path with its weights streaming
-    from memory (prepared copies totalling total_bytes), in weight bytes/s."""
+    from memory (prepared copies totalling total_bytes) in calls of chunk_rows rows,
+    `interleave` weights in turn, in weight bytes/s."""
     cdef slm_calib_result r
     cdef int status
     with nogil:
-        status = slm_calib_stream(type, threads, rows, cols, total_bytes, min_seconds, &r)
+        status = slm_calib_stream(type, threads, rows, cols, total_bytes, chunk_rows, interleave,
+                                  min_seconds, &r)
     check(status, f"streamed matrix-vector product of type {type} over {total_bytes} bytes")
     return _calib_result(&r)
 

@@ -32,7 +32,7 @@ SCHEMA = "slmprof.machine"
 SCHEMA_VERSION = 1
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
 # measured again rather than reused. Exported profiles stay loadable whatever their version.
-CALIBRATION_VERSION = 3
+CALIBRATION_VERSION = 4
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
@@ -53,11 +53,27 @@ DOT_ROWS, DOT_COLS = 64, 1024
 PREFILL_TOKENS = 16
 # Decode's product with its weights streaming from memory: copies of a STREAM_ROWS x
 # STREAM_COLS weight (0.6-1.1 MB, the size of a small model's projections) prepared as the
-# engine prepares them, together the size of a memory array.
+# engine prepares them, together the size of a memory array, multiplied in the engine's own
+# work units (csrc/model/model.c): how a weight is cut into calls costs the stream 10-25% (each
+# call restarts the hardware prefetcher's stream; gate and up in turn are two streams).
 STREAM_ROWS, STREAM_COLS = 1024, 1024
+# pattern -> (rows per call, weights in turn): "rows" is wo and down (48-row chunks; q/k/v's
+# 64-row heads are alike), "gate_up" the FFN's gate and up (96 rows of each in turn),
+# "lm_head" the LM head (512-row chunks).
+STREAM_PATTERNS = {"rows": (48, 1), "gate_up": (96, 2), "lm_head": (512, 1)}
+# Which pattern each one-token matmul of the cost model streams in (roofline op names).
+STREAM_PATTERN_OF_OP = {"qkv": "rows", "attn_out": "rows", "down": "rows", "gate_up": "gate_up",
+                        "lm_head": "lm_head"}
 # Decode attention: 64-dimensional heads (every registry shape has them) over this many cached
-# positions, caches together the size of a memory array (out of cache, as decode finds them).
+# positions, caches together the size of a memory array (out of cache, as decode finds them),
+# and once more with one layer's cache per thread (in cache: the arithmetic alone). The
+# calibration runs 3 query heads per KV head; a model with more shares each KV byte among more
+# heads, so the roofline charges attention its in-cache time per operation plus the measured
+# extra time per KV byte read from memory (attention_costs).
 ATTENTION_HEAD_DIM, ATTENTION_POSITIONS = 64, 256
+ATTENTION_HEADS, ATTENTION_KV_HEADS = 12, 4            # as csrc/calib/calib.c runs them
+ATTENTION_OPS_PER_KV_BYTE = (ATTENTION_HEADS * (4 * ATTENTION_HEAD_DIM + 5)
+                             / (2 * ATTENTION_KV_HEADS * ATTENTION_HEAD_DIM * 4))
 
 
 # ------------------------------------------------------------------------------------------
@@ -170,8 +186,9 @@ def _steps(cores, paths):
         for n_tok in (1, PREFILL_TOKENS):
             for t in sorted({1, cores}):
                 steps.append(("matmul", (type_name, n_tok), t))
-    steps += [("stream", type_name, t) for type_name in DOT_TYPES for t in counts]
-    steps += [("attention", None, t) for t in counts]
+    steps += [("stream", (pattern, type_name), t) for pattern in STREAM_PATTERNS
+              for type_name in DOT_TYPES for t in counts]
+    steps += [("attention", where, t) for where in ("memory", "cache") for t in counts]
     steps += [("fma", None, t) for t in sorted({1, cores})]
     steps += [("sync", None, t) for t in counts]
     return steps
@@ -203,9 +220,11 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
         "bandwidth": {kind: {} for kind in MEMORY_KINDS},
         "dot": {}, "dot_block": {"rows": DOT_ROWS, "cols": DOT_COLS},
         "matmul": {"isa": _active_isa(), "prefill_tokens": PREFILL_TOKENS},
-        "stream": {"isa": _active_isa(), "rows": STREAM_ROWS, "cols": STREAM_COLS},
+        "stream": {"isa": _active_isa(), "weight_rows": STREAM_ROWS, "weight_cols": STREAM_COLS,
+                   "patterns": {k: list(v) for k, v in STREAM_PATTERNS.items()}},
         "attention": {"isa": _active_isa(), "head_dim": ATTENTION_HEAD_DIM,
-                      "positions": ATTENTION_POSITIONS},
+                      "positions": ATTENTION_POSITIONS, "ops_per_kv_byte": ATTENTION_OPS_PER_KV_BYTE,
+                      "cached": {}},
         "fma": {}, "sync_seconds": {}, "unavailable": {},
     }
     try:
@@ -248,21 +267,24 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
                 profile["matmul"].setdefault(phase, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
         elif what == "stream":
-            label = f"{arg} matmul x1 from memory, {t} thread{'s' if t > 1 else ''}"
+            pattern, type_name = arg
+            chunk, interleave = STREAM_PATTERNS[pattern]
+            label = (f"{type_name} matmul x1 from memory ({pattern}), {t} thread{'s' if t > 1 else ''}")
             try:
-                r = _core.calib_stream(TYPE_IDS[arg], t, STREAM_ROWS, STREAM_COLS, array_bytes,
-                                       seconds_per_step)
+                r = _core.calib_stream(TYPE_IDS[type_name], t, STREAM_ROWS, STREAM_COLS, array_bytes,
+                                       chunk, interleave, seconds_per_step)
             except (UnavailableError, UnsupportedError, ValueError) as e:
-                profile["unavailable"][f"stream {arg}"] = str(e).split(": ", 1)[-1]
+                profile["unavailable"][f"stream {type_name}"] = str(e).split(": ", 1)[-1]
                 text = "not available"
             else:
-                profile["stream"].setdefault(arg, {})[str(t)] = _rates(r)
+                profile["stream"].setdefault(pattern, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GB/s"
         elif what == "attention":
-            label = f"decode attention, {t} thread{'s' if t > 1 else ''}"
-            r = _core.calib_attention(t, array_bytes, ATTENTION_HEAD_DIM, ATTENTION_POSITIONS,
-                                      seconds_per_step)
-            profile["attention"][str(t)] = _rates(r)
+            label = f"decode attention, KV cache in {arg}, {t} thread{'s' if t > 1 else ''}"
+            layer_bytes = 2 * ATTENTION_POSITIONS * ATTENTION_KV_HEADS * ATTENTION_HEAD_DIM * 4
+            r = _core.calib_attention(t, array_bytes if arg == "memory" else t * layer_bytes,
+                                      ATTENTION_HEAD_DIM, ATTENTION_POSITIONS, seconds_per_step)
+            (profile["attention"] if arg == "memory" else profile["attention"]["cached"])[str(t)] = _rates(r)
             text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
         elif what == "fma":
             r = _core.calib_fma(t, seconds_per_step * 0.6)
@@ -431,21 +453,23 @@ def matmul_throughput(profile, type_name, threads, phase="decode", which="median
     return _scaled(table, threads, which)
 
 
-def stream_bandwidth(profile, type_name, threads, which="median"):
+def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows"):
     """Weight bytes/s of decode's one-token product streaming from memory for a weight type
-    (the engine's own kernel and layout); None when not measured. Like memory bandwidth it
-    does not scale with threads: the nearest measured count at or below is used."""
-    table = (profile.get("stream") or {}).get(type_name)
+    (the engine's own kernel, layout and work units; STREAM_PATTERNS); None when not measured.
+    Like memory bandwidth it does not scale with threads: the nearest measured count at or
+    below is used."""
+    table = ((profile.get("stream") or {}).get(pattern) or {}).get(type_name)
     if not isinstance(table, dict):
         return None
     entry = _nearest_threads(table, threads)
     return float(entry[which]) if entry else None
 
 
-def attention_throughput(profile, threads, which="median"):
-    """Operations/s of decode attention through the engine's path (roofline's count); None
-    when not measured."""
-    table = {k: v for k, v in (profile.get("attention") or {}).items() if str(k).isdigit()}
+def attention_throughput(profile, threads, which="median", cached=False):
+    """Operations/s of decode attention through the engine's path (roofline's count), its KV
+    cache from memory (or in cache); None when not measured."""
+    attn = profile.get("attention") or {}
+    table = {k: v for k, v in ((attn.get("cached") or {}) if cached else attn).items() if str(k).isdigit()}
     if not table:
         return None
     entry = _nearest_threads(table, threads)
@@ -506,13 +530,17 @@ def summary_lines(profile):
             n = 1 if phase == "decode" else mm.get("prefill_tokens")
             lines.append(f"engine matmul x{n} token{'s' if n != 1 else ''} GOP/s on {mm.get('isa')}: "
                          + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
-    stream = {ty: tab for ty, tab in (profile.get("stream") or {}).items() if isinstance(tab, dict)}
-    if stream:
-        lines.append(f"engine matmul x1 from memory GB/s on {(profile.get('stream') or {}).get('isa')}: "
-                     + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in stream.items()))
+    stream = profile.get("stream") or {}
+    for pattern, (chunk, interleave) in STREAM_PATTERNS.items():
+        types = stream.get(pattern) or {}
+        if types:
+            how = f"{chunk}-row calls" + (f", {interleave} weights in turn" if interleave > 1 else "")
+            lines.append(f"engine matmul x1 from memory GB/s, {pattern} ({how}) on {stream.get('isa')}: "
+                         + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
     attn = profile.get("attention") or {}
     if any(str(k).isdigit() for k in attn):
-        lines.append(f"engine decode attention GOP/s (KV cache from memory): {_cells(attn)}")
+        lines.append(f"engine decode attention GOP/s (KV cache from memory): {_cells(attn)}"
+                     + (f"; in cache: {_cells(attn['cached'])}" if attn.get("cached") else ""))
     fma = profile.get("fma") or {}
     if any(str(k).isdigit() for k in fma):
         lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {_cells(fma)}")

@@ -59,7 +59,9 @@ class DeviceProfile:
     # The engine's own kernels as calibrate measured them (absent from reference profiles):
     # "matvec_GOPs"/"gemm_GOPs" {type: {threads: GOP/s}} (cache-resident matrix products, one
     # token / blocked), "stream_GBps" {type: {threads: GB/s}} (one-token product with weights
-    # from memory), "attention_GOPs" {threads: GOP/s} (decode attention, KV from memory).
+    # from memory in plain row chunks), "stream_<pattern>_GBps" likewise in the engine's other
+    # work units (gate_up, lm_head), "attention_GOPs" {threads: GOP/s} (decode attention, KV
+    # from memory).
     engine: dict = field(default_factory=dict)
 
     # -- thread-count tables ------------------------------------------------------------
@@ -104,14 +106,26 @@ class DeviceProfile:
         def per_type(key):
             return {t: _at_threads(tab, threads, f"engine.{key}.{t}", self.name) * 1e9
                     for t, tab in (eng.get(key) or {}).items() if tab}
-        attention = None
+        # (attention_ops_per_kv_byte is a plain number, attention_*_GOPs thread tables)
+        attention = attention_cached = None
         if eng.get("attention_GOPs"):
             attention = _at_threads(eng["attention_GOPs"], threads, "engine.attention_GOPs", self.name) * 1e9
+        if eng.get("attention_cached_GOPs"):
+            attention_cached = _at_threads(eng["attention_cached_GOPs"], threads,
+                                           "engine.attention_cached_GOPs", self.name) * 1e9
+        from slmprof.calibrate import STREAM_PATTERN_OF_OP
+        stream_by_op = {}
+        for op, pattern in STREAM_PATTERN_OF_OP.items():
+            tab = per_type(f"stream_{pattern}_GBps") or (per_type("stream_GBps") if pattern == "rows" else {})
+            if tab:
+                stream_by_op[op] = tab
         return roofline.Ceilings(threads=int(threads), bandwidth=self.bandwidth_GBps(threads) * 1e9,
                                  fma=self.f32_GFLOPs_at(threads) * 1e9, dot=dot, isa=self.isa,
                                  sync_seconds=sync, measured=self.measured_by_this_installation,
                                  matvec=per_type("matvec_GOPs"), gemm=per_type("gemm_GOPs"),
-                                 stream=per_type("stream_GBps"), attention=attention)
+                                 stream=per_type("stream_GBps"), attention=attention,
+                                 stream_by_op=stream_by_op, attention_cached=attention_cached,
+                                 attention_ops_per_kv_byte=eng.get("attention_ops_per_kv_byte"))
 
     @property
     def usable_memory_bytes(self):
@@ -141,7 +155,8 @@ class DeviceProfile:
         if self.published:
             d["published"] = list(self.published)
         if self.engine:
-            d["engine"] = {k: (_str_keys(v) if k == "attention_GOPs" else
+            d["engine"] = {k: (v if k == "attention_ops_per_kv_byte" else
+                               _str_keys(v) if k in ENGINE_THREAD_TABLES else
                                {ty: _str_keys(t) for ty, t in sorted(v.items())})
                            for k, v in self.engine.items() if v}
         return d
@@ -259,7 +274,9 @@ def profile_from_dict(d, origin="<dict>"):
         if key not in ENGINE_KEYS:
             continue        # a field a later slmprof measures: ignored, not an error
         where = f"{origin}: engine.{key}"
-        if key == "attention_GOPs":
+        if key == "attention_ops_per_kv_byte":
+            engine[key] = float(_positive_number(table, where))
+        elif key in ENGINE_THREAD_TABLES:
             engine[key] = _thread_table(table, where)
         elif not isinstance(table, dict):
             raise DeviceProfileError(f"{where}: expected an object {{type: {{threads: value}}}}")
@@ -340,7 +357,10 @@ def _meminfo():
 
 
 PASSES = ("median", "best")
-ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "attention_GOPs")
+ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "stream_gate_up_GBps",
+               "stream_lm_head_GBps", "attention_GOPs", "attention_cached_GOPs",
+               "attention_ops_per_kv_byte")
+ENGINE_THREAD_TABLES = ("attention_GOPs", "attention_cached_GOPs")
 
 
 def _engine_tables(machine, which):
@@ -361,12 +381,17 @@ def _engine_tables(machine, which):
                 out[key] = {ty: t for ty, t in tabs.items() if t}
     stream = machine.get("stream") or {}
     if stream.get("isa") in (None, isa):
-        tabs = {ty: table(t) for ty, t in stream.items() if isinstance(t, dict)}
-        if any(tabs.values()):
-            out["stream_GBps"] = {ty: t for ty, t in tabs.items() if t}
+        for pattern in calibrate.STREAM_PATTERNS:
+            tabs = {ty: table(t) for ty, t in (stream.get(pattern) or {}).items() if isinstance(t, dict)}
+            if any(tabs.values()):
+                key = "stream_GBps" if pattern == "rows" else f"stream_{pattern}_GBps"
+                out[key] = {ty: t for ty, t in tabs.items() if t}
     attention = machine.get("attention") or {}
     if attention.get("isa") in (None, isa) and table(attention):
         out["attention_GOPs"] = table(attention)
+        if table(attention.get("cached")) and attention.get("ops_per_kv_byte"):
+            out["attention_cached_GOPs"] = table(attention["cached"])
+            out["attention_ops_per_kv_byte"] = float(attention["ops_per_kv_byte"])
     return out
 
 

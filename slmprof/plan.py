@@ -32,10 +32,27 @@ DEFAULT_TYPES = ("q4_0", "q4_1", "q8_0", "f16")
 FITS, TIGHT, NO_FIT = "fits", "tight", "does not fit"
 TIGHT_FRACTION = 0.85        # above 85% of usable memory: page cache and other programs get squeezed
 
+# What the bound is made of. "engine": the device's calibration measured the engine's own
+# kernels (its one-token product streaming each weight type from memory, its decode attention,
+# its blocked product for prefill), so the bound is what the engine itself attains and nothing
+# needs learning: the expected figure is the bound (ENGINE_EFFICIENCY). "roofline": plain
+# bandwidth and dot-kernel ceilings (the Pi reference profiles), which the engine reaches only
+# a fraction of: the learnt efficiency, or DEFAULT_EFFICIENCY.
+ENGINE, ROOFLINE = "engine", "roofline"
+ENGINE_EFFICIENCY = {"decode": 1.0, "prefill": 1.0}
 # Used only when no bench result of this machine is stored; the output says so.
 DEFAULT_EFFICIENCY = {"decode": 0.6, "prefill": 0.5}
 DEFAULT_EFFICIENCY_SOURCE = ("default, not measured: run `python -m slmprof bench ... --format json "
                              "-o B.json` then `python -m slmprof plan --learn B.json`")
+
+
+def ceilings_kind(ceilings, phase, weight_type):
+    """ENGINE when the ceilings hold the engine's own kernels for this phase and weight type,
+    else ROOFLINE."""
+    t = main_type(weight_type)
+    if phase == "decode":
+        return ENGINE if ceilings.stream.get(t) and ceilings.attention else ROOFLINE
+    return ENGINE if ceilings.gemm.get(t) and ceilings.attention else ROOFLINE
 
 
 # -- what is planned ---------------------------------------------------------------------------
@@ -257,16 +274,28 @@ class Efficiency:
     prefill: float
     source: str
     measured: bool = False
-    points: list = field(default_factory=list)   # dicts: phase, weights_bytes, ratio, model, type, ...
+    points: list = field(default_factory=list)   # dicts: phase, weights_bytes, ratio, model, type, ceilings, ...
+    given: list = field(default_factory=list)    # phases given by hand (--efficiency): used whatever the ceilings
 
-    def value(self, phase, weights_bytes=None, weight_type=None):
-        points = [p for p in self.points if p["phase"] == phase]
-        # Each weight type has its own kernels (the Q8_0 GEMM and the Q4 ones run at different
-        # fractions of their dot-kernel ceilings): runs of the same type are used when there are.
-        same = [p for p in points if weight_type and main_type(p.get("type")) == main_type(weight_type)]
-        curve = sorted((p["weights_bytes"], p["ratio"]) for p in (same or points))
-        if not curve or weights_bytes is None:
+    def value(self, phase, weights_bytes=None, weight_type=None, ceilings=ROOFLINE):
+        """The fraction of a bound made of `ceilings` (ENGINE or ROOFLINE) expected for a model
+        of this size and weight type: from measured points against bounds of the same kind,
+        else that kind's default."""
+        if phase in self.given:
             return getattr(self, phase)
+        points = [p for p in self.points if p["phase"] == phase and p.get("ceilings", ROOFLINE) == ceilings]
+        if not points:
+            return (ENGINE_EFFICIENCY if ceilings == ENGINE else DEFAULT_EFFICIENCY)[phase]
+        # Against a plain roofline each weight type has its own kernels (the Q8_0 GEMM and the
+        # Q4 ones run at different fractions of the dot-kernel ceilings): runs of the same type
+        # are used when there are. The engine's own kernels are measured per type already, so
+        # against them what remains is the size curve (small models lose more to the fixed
+        # costs of their many small steps).
+        same = [p for p in points if ceilings == ROOFLINE and weight_type
+                and main_type(p.get("type")) == main_type(weight_type)]
+        curve = sorted((p["weights_bytes"], p["ratio"]) for p in (same or points))
+        if weights_bytes is None:
+            return _median([r for _, r in curve])
         # one value per size: the median of the runs at that size
         sizes = sorted({w for w, _ in curve})
         curve = [(w, _median([r for ww, r in curve if ww == w])) for w in sizes]
@@ -288,7 +317,7 @@ class Efficiency:
 
     def to_dict(self):
         return {"decode": self.decode, "prefill": self.prefill, "source": self.source,
-                "measured": self.measured, "points": list(self.points)}
+                "measured": self.measured, "points": list(self.points), "given": list(self.given)}
 
 
 EFFICIENCY_RANGE = (0.05, 1.5)
@@ -315,7 +344,7 @@ def stored_efficiency():
     try:
         d = json.loads(path.read_text())
         return Efficiency(float(d["decode"]), float(d["prefill"]), str(d["source"]), measured=True,
-                          points=list(d.get("points", [])))
+                          points=list(d.get("points", [])), given=list(d.get("given", [])))
     except (OSError, ValueError, KeyError, TypeError):
         return default_efficiency()
 
@@ -357,10 +386,14 @@ class Prediction:
     decode_bound_tok_s: float
     decode_expected_tok_s: float
     decode_bound_by: str          # "memory" or "compute"
+    decode_ceilings: str          # ENGINE or ROOFLINE: what the bound is made of
+    decode_efficiency: float      # expected / bound
     prefill_tokens: int
     prefill_bound_tok_s: float
     prefill_expected_tok_s: float
     prefill_bound_by: str
+    prefill_ceilings: str
+    prefill_efficiency: float
     planned_types: bool = True
     load_s: float = None
     energy_J_per_token: float = None
@@ -408,8 +441,12 @@ def predict(cand, device, ctx=None, threads=None, efficiency=None, prefill_token
     dec_bound = 1.0 / t_dec
     t_pre, t_pre_mem, t_pre_cmp, _ = step_seconds(cand, ceilings, 0, prefill_tokens)
     pre_bound = prefill_tokens / t_pre
-    dec_expected = dec_bound * efficiency.value("decode", weights, cand.type)
-    pre_expected = pre_bound * efficiency.value("prefill", weights, cand.type)
+    dec_kind = ceilings_kind(ceilings, "decode", cand.type)
+    pre_kind = ceilings_kind(ceilings, "prefill", cand.type)
+    dec_eff = efficiency.value("decode", weights, cand.type, dec_kind)
+    pre_eff = efficiency.value("prefill", weights, cand.type, pre_kind)
+    dec_expected = dec_bound * dec_eff
+    pre_expected = pre_bound * pre_eff
 
     storage = storage_MBps or device.storage_read_MBps
     load_s = weights / (storage * 1e6) if storage else None
@@ -423,9 +460,11 @@ def predict(cand, device, ctx=None, threads=None, efficiency=None, prefill_token
         decode_bytes_per_token=dec_bytes,
         decode_bound_tok_s=dec_bound, decode_expected_tok_s=dec_expected,
         decode_bound_by="memory" if t_dec_mem >= t_dec_cmp else "compute",
+        decode_ceilings=dec_kind, decode_efficiency=dec_eff,
         prefill_tokens=prefill_tokens, prefill_bound_tok_s=pre_bound,
         prefill_expected_tok_s=pre_expected,
         prefill_bound_by="memory" if t_pre_mem >= t_pre_cmp else "compute",
+        prefill_ceilings=pre_kind, prefill_efficiency=pre_eff,
         load_s=load_s, energy_J_per_token=energy)
 
 
@@ -498,6 +537,7 @@ def bench_points(bench_reports, device, which="median"):
             p = predict(cand, device, ctx=ctx, threads=threads, prefill_tokens=max(1, min(n_prompt, ctx) or 1),
                         decode_at=n_prompt + n_gen // 2)
             bound = p.prefill_bound_tok_s if phase == "prefill" else p.decode_bound_tok_s
+            kind = p.prefill_ceilings if phase == "prefill" else p.decode_ceilings
             measured = float(rec["tok_s_mean"])
             samples = [float(x) for x in rec.get("tok_s_samples") or []]
             if which == "best" and samples:      # the fastest run, as the ceilings' best pass
@@ -505,7 +545,7 @@ def bench_points(bench_reports, device, which="median"):
             elif len(samples) >= 3:   # the median run: one run slowed by a neighbour does not decide
                 measured = _median(samples)
             points.append({"model": cand.model, "type": cand.type, "phase": phase, "threads": threads,
-                           "weights_bytes": p.weights_bytes, "ratio": measured / bound,
+                           "weights_bytes": p.weights_bytes, "ratio": measured / bound, "ceilings": kind,
                            "measured_tok_s": measured, "bound_tok_s": bound,
                            "prompt_tokens": n_prompt, "gen_tokens": n_gen, "spec": str(spec)})
     return points
@@ -580,9 +620,15 @@ def make_plan_report(predictions, device, efficiency, settings=None):
     if not device.measured_by_this_installation:
         notes.append(f"device {device.name}: not measured by this installation; every value and its "
                      f"source is in the JSON report under 'device'")
-    if not efficiency.measured:
+    uses_roofline = any(ROOFLINE in (p.decode_ceilings, p.prefill_ceilings) for p in predictions)
+    if not efficiency.measured and uses_roofline and not efficiency.given:
         notes.append("engine efficiency is a default, not a measurement: expected figures are rough; "
                      "learn it with `plan --learn BENCH.json`")
+    if any(ENGINE in (p.decode_ceilings, p.prefill_ceilings) for p in predictions):
+        notes.append("bounds marked 'engine' are made of the engine's own kernels as calibrate measured "
+                     "them (one-token product streaming its weights from memory, decode attention, "
+                     "blocked product): the expected figure is the bound unless an efficiency was "
+                     "measured against such bounds or given")
     if any(p.energy_J_per_token is None for p in predictions):
         notes.append(f"energy per token: no power figure for device {device.name!r}")
     if any(p.load_s is None for p in predictions):
@@ -602,10 +648,52 @@ def make_plan_report(predictions, device, efficiency, settings=None):
 
 
 def _ceilings(device, threads):
+    c = device.ceilings(threads)
     return {"threads": threads, "read_GBps": device.bandwidth_GBps(threads),
             "int8_GOPs": device.int8_GOPs_at(threads), "int8_path": device.isa,
             "f32_GFLOPs": device.f32_GFLOPs_at(threads),
+            "engine": {"stream_GBps": {t: v / 1e9 for t, v in sorted(c.stream.items())},
+                       "matvec_GOPs": {t: v / 1e9 for t, v in sorted(c.matvec.items())},
+                       "gemm_GOPs": {t: v / 1e9 for t, v in sorted(c.gemm.items())},
+                       "attention_GOPs": c.attention / 1e9 if c.attention else None,
+                       "sync_us": c.sync_seconds * 1e6},
             "memory_bytes": device.memory_bytes, "usable_bytes": device.usable_memory_bytes}
+
+
+def _engine_ceilings_line(e):
+    if not e.get("stream_GBps") and not e.get("gemm_GOPs"):
+        return []
+    cells = lambda tab, unit: ", ".join(f"{t} {v:.1f}" for t, v in tab.items()) + f" {unit}"  # noqa: E731
+    parts = []
+    if e.get("stream_GBps"):
+        parts.append("matmul x1 from memory " + cells(e["stream_GBps"], "GB/s"))
+    if e.get("gemm_GOPs"):
+        parts.append("blocked matmul " + cells(e["gemm_GOPs"], "GOP/s"))
+    if e.get("attention_GOPs"):
+        parts.append(f"decode attention {e['attention_GOPs']:.1f} GOP/s")
+    parts.append(f"wait {e.get('sync_us', 0):.1f} us")
+    return ["engine's own kernels: " + "; ".join(parts)]
+
+
+def _efficiency_line(eff, recs):
+    """What expected / bound was applied: per phase, the ceilings the bounds are made of and
+    the range of fractions, and where they come from."""
+    parts = []
+    for phase in ("decode", "prefill"):
+        kinds = sorted({r[f"{phase}_ceilings"] for r in recs})
+        vals = [r[f"{phase}_efficiency"] for r in recs]
+        if not vals:
+            continue
+        lo, hi = min(vals), max(vals)
+        rng = f"{lo:.2f}" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}"
+        parts.append(f"{phase} {rng} of the {'/'.join(kinds)} bound")
+    if not parts:
+        return f"engine efficiency: decode {eff['decode']:.2f}, prefill {eff['prefill']:.2f} ({eff['source']})"
+    engine_only = all(r["decode_ceilings"] == ENGINE and r["prefill_ceilings"] == ENGINE for r in recs)
+    learnt_engine = any(p.get("ceilings") == ENGINE for p in eff.get("points", []))
+    where = ("the ceilings are the engine's own kernels: expected = bound"
+             if engine_only and not eff.get("given") and not learnt_engine else eff["source"])
+    return "engine efficiency: " + ", ".join(parts) + f" ({where})"
 
 
 def format_plan(rep):
@@ -619,8 +707,8 @@ def format_plan(rep):
              f"{c['read_GBps']:.1f} GB/s, int8 {c['int8_GOPs']:.1f} GOP/s ({c['int8_path']}), f32 "
              f"{c['f32_GFLOPs']:.1f} GFLOP/s; memory {c['memory_bytes'] / 2**30:.2f} GiB, usable "
              f"{c['usable_bytes'] / 2**30:.2f} GiB after OS headroom",
-             f"engine efficiency: decode {eff['decode']:.2f}, prefill {eff['prefill']:.2f} of the "
-             f"roofline ({eff['source']})"]
+             *_engine_ceilings_line(c.get("engine") or {}),
+             _efficiency_line(eff, rep["records"])]
     recs = rep["records"]
     if recs:
         r0 = recs[0]

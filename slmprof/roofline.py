@@ -27,8 +27,11 @@ Ceilings (slmprof.calibrate profile, at the thread count of the run):
                        weight type (matrix-vector for one token, blocked for prefill), else
                        the int8 dot kernel's (f32 FMA peak for f32/f16 weights, or when
                        neither was measured)
-  peak of attention    the engine's decode attention with its KV cache coming from memory,
-                       operations counted as here (calibrate), else the f32 FMA peak
+  peak of attention    the engine's decode attention, operations counted as here (calibrate):
+                       its time is the operations at its in-cache rate plus, per KV byte read,
+                       the extra time a byte from memory cost it in the calibration (so models
+                       sharing each KV head among more query heads pay less per operation);
+                       with only the from-memory figure, that rate; else the f32 FMA peak
   peak of other ops    f32 FMA peak
 
 Verdict, for a region measured at t seconds (VERDICT_RULE says it in words):
@@ -256,7 +259,10 @@ class Ceilings:
     matvec: dict = field(default_factory=dict)  # weight type -> ops/s, engine matmul, 1 token
     gemm: dict = field(default_factory=dict)    # weight type -> ops/s, engine matmul, many tokens
     stream: dict = field(default_factory=dict)  # weight type -> weight bytes/s, engine matmul, 1 token, from memory
+    stream_by_op: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s} where the engine streams it its own way
     attention: Optional[float] = None           # ops/s, engine decode attention, KV from memory
+    attention_cached: Optional[float] = None    # ops/s, the same with the KV cache in cache
+    attention_ops_per_kv_byte: Optional[float] = None  # of the attention calibration
 
     def peak(self, kind, weight_type=None, n_tok=1):
         """Compute ceiling of an operation: a matmul's is the engine's own matrix product for
@@ -273,11 +279,12 @@ class Ceilings:
             return self.attention
         return self.fma
 
-    def weight_bandwidth(self, kind, weight_type=None, n_tok=1):
+    def weight_bandwidth(self, kind, weight_type=None, n_tok=1, op=None):
         """Bytes/s at which an operation's weights arrive: the engine's one-token product
-        streaming its weight type from memory when measured, else the read bandwidth."""
+        streaming its weight type from memory in that operation's work units when measured,
+        else in its plain row chunks, else the read bandwidth."""
         if kind == "matmul" and n_tok <= 1:
-            own = self.stream.get(weight_type)
+            own = (self.stream_by_op.get(op) or {}).get(weight_type) or self.stream.get(weight_type)
             if own:
                 return own
         return self.bandwidth
@@ -285,8 +292,13 @@ class Ceilings:
     def times(self, c):
         """(t_mem, t_compute) of one OpCost: weights at their weight bandwidth, KV cache
         traffic at the read bandwidth, operations at the operation's peak."""
-        t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok)
+        t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op)
                  + (c.kv_read_bytes + c.kv_write_bytes) / self.bandwidth)
+        if c.kind == "attention" and self.attention and self.attention_cached and self.attention_ops_per_kv_byte:
+            # the engine's attention: its arithmetic in cache, plus what each KV byte from
+            # memory cost it beyond that in the calibration (whose heads share KV bytes 3 to 1)
+            per_byte = max(0.0, (1 / self.attention - 1 / self.attention_cached) * self.attention_ops_per_kv_byte)
+            return t_mem, c.ops / self.attention_cached + c.kv_read_bytes * per_byte
         peak = self.peak(c.kind, c.weight_type, c.n_tok)
         return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
 
@@ -315,6 +327,7 @@ def ceilings_from_profile(profile, threads, isa=None):
         if v:
             dot[t] = v
     matvec, gemm, stream, attention = {}, {}, {}, None
+    stream_by_op, attention_cached, ops_per_kv_byte = {}, None, None
     mm_isa = (profile.get("matmul") or {}).get("isa")
     if mm_isa is None or isa is None or mm_isa == isa:
         for t in ("q4_0", "q4_1", "q8_0"):
@@ -327,14 +340,22 @@ def ceilings_from_profile(profile, threads, isa=None):
             v = calibrate.stream_bandwidth(profile, t, threads, which="best")
             if v:
                 stream[t] = v
+            for op, pattern in calibrate.STREAM_PATTERN_OF_OP.items():
+                v = calibrate.stream_bandwidth(profile, t, threads, which="best", pattern=pattern)
+                if v:
+                    stream_by_op.setdefault(op, {})[t] = v
         attention = calibrate.attention_throughput(profile, threads, which="best")
+        attention_cached = calibrate.attention_throughput(profile, threads, which="best", cached=True)
+        ops_per_kv_byte = (profile.get("attention") or {}).get("ops_per_kv_byte")
     if not dot and not matvec:
         notes.append("no int8 kernel throughput in the machine profile: matmul peaks use the "
                      "f32 FMA peak")
     return Ceilings(threads=threads, bandwidth=bw, fma=fma, dot=dot, isa=isa,
                     sync_seconds=calibrate.sync_seconds(profile, threads),
                     measured=bool(profile.get("measured", True)), notes=notes,
-                    matvec=matvec, gemm=gemm, stream=stream, attention=attention)
+                    matvec=matvec, gemm=gemm, stream=stream, attention=attention,
+                    stream_by_op=stream_by_op, attention_cached=attention_cached,
+                    attention_ops_per_kv_byte=ops_per_kv_byte)
 
 
 # ------------------------------------------------------------------------------------------

@@ -70,14 +70,18 @@ def test_engine_matmul_throughput(n_tok):
 @pytest.mark.parametrize("type_id", [2, 3, 8])
 def test_engine_matvec_streaming_from_memory(type_id):
     # copies of a 64 x 256 weight totalling 4 MiB; rate in weight bytes per second
-    r = _core.calib_stream(type_id, 2, 64, 256, 4 << 20, 0.01)
     row = {2: 18, 3: 20, 8: 34}[type_id] * 256 // 32
     copies = -(-(4 << 20) // (64 * row))
-    assert r["work_per_pass"] == copies * 64 * row and r["best_per_s"] > 1e8
+    for chunk, interleave in ((16, 1), (32, 2)):   # weights in turn: copies rounded up to whole turns
+        r = _core.calib_stream(type_id, 2, 64, 256, 4 << 20, chunk, interleave, 0.01)
+        n = -(-copies // interleave) * interleave
+        assert r["work_per_pass"] == n * 64 * row and r["best_per_s"] > 1e8
     with pytest.raises(Exception, match="shape"):
-        _core.calib_stream(type_id, 1, 64, 100, 4 << 20, 0.01)
+        _core.calib_stream(type_id, 1, 64, 100, 4 << 20, 16, 1, 0.01)
     with pytest.raises(ValueError):
-        _core.calib_stream(type_id, 1, 2, 256, 4 << 20, 0.01)
+        _core.calib_stream(type_id, 1, 2, 256, 4 << 20, 16, 1, 0.01)
+    with pytest.raises(ValueError):              # calls cover whole groups of 4 rows
+        _core.calib_stream(type_id, 1, 64, 256, 4 << 20, 6, 1, 0.01)
 
 
 def test_engine_attention_throughput():
@@ -124,6 +128,7 @@ def test_profile_is_measured_cached_and_reused(cache):
     assert calibrate.matmul_throughput(again, "q4_0", 1, "decode") > 0
     assert calibrate.matmul_throughput(again, "q4_0", 1, "prefill") > 0
     assert calibrate.stream_bandwidth(again, "q8_0", 1) > 0
+    assert calibrate.stream_bandwidth(again, "q8_0", 1, pattern="gate_up") > 0
     assert calibrate.stream_bandwidth(again, "q8_0", 4) == calibrate.stream_bandwidth(again, "q8_0", 1)
     assert calibrate.attention_throughput(again, 1) > 0
     forced, cached = calibrate.get_profile(force=True, threads_max=1, seconds_per_step=0.005,

@@ -139,17 +139,22 @@ def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
     machine["matmul"] = {"isa": "neon-dotprod", "prefill_tokens": 16,
                          "decode": {"q4_0": {"1": rate(30e9), "4": rate(110e9)}},
                          "prefill": {"q4_0": {"1": rate(50e9), "4": rate(190e9)}}}
-    machine["stream"] = {"isa": "neon-dotprod", "rows": 1024, "cols": 1024,
-                         "q4_0": {"1": rate(7e9), "4": rate(10e9)}}
+    machine["stream"] = {"isa": "neon-dotprod", "weight_rows": 1024, "weight_cols": 1024,
+                         "rows": {"q4_0": {"1": rate(7e9), "4": rate(10e9)}},
+                         "gate_up": {"q4_0": {"1": rate(6e9), "4": rate(9e9)}}}
     machine["attention"] = {"isa": "neon-dotprod", "head_dim": 64, "positions": 256,
-                            "1": rate(2e9), "4": rate(6e9)}
+                            "1": rate(2e9), "4": rate(6e9), "ops_per_kv_byte": 1.53,
+                            "cached": {"1": rate(5e9), "4": rate(18e9)}}
     p = devices.from_machine_profile(machine)
     c = p.ceilings(4)
     assert c.matvec["q4_0"] == pytest.approx(110e9) and c.gemm["q4_0"] == pytest.approx(190e9)
     assert c.stream["q4_0"] == pytest.approx(10e9) and c.attention == pytest.approx(6e9)
     assert c.peak("matmul", "q4_0", 1) == pytest.approx(110e9)
     assert c.peak("attention") == pytest.approx(6e9)
+    assert c.attention_cached == pytest.approx(18e9) and c.attention_ops_per_kv_byte == 1.53
     assert c.weight_bandwidth("matmul", "q4_0", 1) == pytest.approx(10e9)
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "gate_up") == pytest.approx(9e9)   # its own work units
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "lm_head") == pytest.approx(10e9)  # not measured: rows
     assert c.weight_bandwidth("matmul", "q4_0", 16) == c.bandwidth       # prefill: the read bandwidth
     assert c.weight_bandwidth("matmul", "q8_0", 1) == c.bandwidth        # not measured for q8_0
     assert "engine" in p.sources

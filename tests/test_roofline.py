@@ -126,6 +126,14 @@ def test_engine_kernel_ceilings_take_their_operations():
     down = next(x for x in prefill if x.op == "down")
     assert c.times(down)[0] == pytest.approx(down.weight_bytes / 20e9)
     assert roofline.engine_waits(SMOL, 1) == 30 * 5 + 2
+    # with the in-cache figure too: arithmetic in cache plus the extra time of each KV byte
+    # from memory, as the calibration (1.5 operations per KV byte) measured it
+    c.attention_cached, c.attention_ops_per_kv_byte = 20e9, 1.5
+    per_byte = (1 / 5e9 - 1 / 20e9) * 1.5
+    assert c.times(attn)[1] == pytest.approx(attn.ops / 20e9 + attn.kv_read_bytes * per_byte)
+    # a model with the calibration's operations per KV byte gets the from-memory rate
+    assert c.times(attn)[1] == pytest.approx(attn.ops / 5e9, rel=0.02) or \
+        abs(attn.ops / attn.kv_read_bytes - 1.5) > 0.05
 
 
 def test_ideal_tokens_per_second():

@@ -39,6 +39,13 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU time of the calling thread: leaves out the time other processes held the core. */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -64,6 +71,7 @@ typedef struct team {
     int min_passes;
     /* written by thread 0 only */
     double *pass_seconds;      /* [max_passes] */
+    double *pass_cpu_seconds;  /* [max_passes] thread 0's CPU time of each pass */
     int passes;
     double spent;
     volatile int stop;
@@ -91,10 +99,11 @@ static void team_loop(team *t, int tid) {
     if (t->setup_failed) goto done;
     double started = now_seconds();
     for (;;) {
-        double t0 = 0;
+        double t0 = 0, c0 = 0;
         pthread_barrier_wait(&t->barrier);
-        if (tid == 0) t0 = now_seconds();
+        if (tid == 0) { t0 = now_seconds(); c0 = cpu_seconds(); }
         t->body(t, tid);
+        if (tid == 0) t->pass_cpu_seconds[t->passes] = cpu_seconds() - c0;
         pthread_barrier_wait(&t->barrier);
         if (tid == 0) {
             double t1 = now_seconds();
@@ -138,7 +147,13 @@ static int team_run(team *t) {
     if (t->max_passes < 1 || t->max_passes > MAX_PASSES_LIMIT) return SLM_EINVAL;
     if (t->min_passes > t->max_passes) t->min_passes = t->max_passes;
     t->pass_seconds = calloc((size_t)t->max_passes, sizeof(double));
-    if (!t->pass_seconds) return SLM_ENOMEM;
+    t->pass_cpu_seconds = calloc((size_t)t->max_passes, sizeof(double));
+    if (!t->pass_seconds || !t->pass_cpu_seconds) {
+        free(t->pass_seconds);
+        free(t->pass_cpu_seconds);
+        t->pass_seconds = t->pass_cpu_seconds = NULL;
+        return SLM_ENOMEM;
+    }
     t->passes = 0;
     t->stop = 0;
     t->setup_failed = 0;
@@ -149,7 +164,8 @@ static int team_run(team *t) {
     t->gate_owner = &tg;
     if (pthread_barrier_init(&t->barrier, NULL, (unsigned)t->threads) != 0) {
         free(t->pass_seconds);
-        t->pass_seconds = NULL;
+        free(t->pass_cpu_seconds);
+        t->pass_seconds = t->pass_cpu_seconds = NULL;
         return SLM_ENOMEM;
     }
     pthread_t ids[SLM_CALIB_MAX_THREADS];
@@ -182,6 +198,11 @@ static void team_result(team *t, int64_t work_per_pass_all_threads, slm_calib_re
     double median = t->pass_seconds[t->passes / 2];
     out->best_per_s = best > 0 ? (double)work_per_pass_all_threads / best : 0;
     out->median_per_s = median > 0 ? (double)work_per_pass_all_threads / median : 0;
+    qsort(t->pass_cpu_seconds, (size_t)t->passes, sizeof(double), cmp_double);
+    double cpu_median = t->pass_cpu_seconds[t->passes / 2];
+    out->median_per_cpu_s = cpu_median > 0 ? (double)work_per_pass_all_threads / cpu_median : 0;
+    free(t->pass_cpu_seconds);
+    t->pass_cpu_seconds = NULL;
     out->seconds = t->spent;
     out->passes = t->passes;
     out->work_per_pass = work_per_pass_all_threads;
@@ -289,6 +310,7 @@ int slm_calib_memory(int kind, int threads, int64_t bytes_per_array, double min_
         int arrays = kind == SLM_CALIB_READ ? 1 : kind == SLM_CALIB_COPY ? 2 : 3;
         if (status == SLM_OK) team_result(&t, (int64_t)arrays * m.n * 8, out);
         free(t.pass_seconds);
+        free(t.pass_cpu_seconds);
     }
     free(m.a); free(m.c); free(m.ta); free(m.tb); free(m.tc);
     return status;
@@ -378,6 +400,7 @@ int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
     int status = team_run(&t);
     if (status == SLM_OK) team_result(&t, 2 * rows * cols * d.reps * (int64_t)threads, out);
     free(t.pass_seconds);
+    free(t.pass_cpu_seconds);
     return status;
 }
 
@@ -463,24 +486,26 @@ int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t 
     int status = team_run(&t);
     if (status == SLM_OK) team_result(&t, 2 * rows * cols * n_tok * c->reps * (int64_t)threads, out);
     free(t.pass_seconds);
+    free(t.pass_cpu_seconds);
     free(c);
     return status;
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Decode's matrix-vector product streaming its weights from memory, through the engine's    */
-/* path: copies of one weight, each prepared as the engine prepares its weights (repacked     */
-/* into its own huge-page chunks), together far larger than the last-level cache; every      */
-/* thread multiplies its share of each copy's rows (groups of 4, as the engine splits them)   */
-/* by one activation row. What a token of decode does to its weights, minus the waits.       */
+/* path and in the engine's pattern: copies of one weight, each prepared as the engine        */
+/* prepares its weights (repacked into its own huge-page chunks), together far larger than    */
+/* the last-level cache, multiplied by one activation row in calls of chunk_rows rows (the    */
+/* engine's work unit), `interleave` weights in turn (gate and up: 2), chunks dealt round     */
+/* robin to the threads. What a token of decode does to its weights, minus the waits.        */
 
 typedef struct {
     int type;
-    int64_t rows, cols, row_bytes;
-    int n_copies;
+    int64_t rows, cols, row_bytes, chunk_rows;
+    int n_copies, interleave;
     slm_weight *w;                        /* [n_copies], shared */
     uint8_t *act[SLM_CALIB_MAX_THREADS];  /* one activation row per thread */
-    float *y[SLM_CALIB_MAX_THREADS];      /* [rows] per thread */
+    float *y[SLM_CALIB_MAX_THREADS];      /* [interleave][rows] per thread */
     int64_t act_row_bytes;
 } stream_ctx;
 
@@ -488,7 +513,7 @@ static int stream_setup(team *t, int tid) {
     stream_ctx *c = t->ctx;
     float *x = malloc((size_t)c->cols * sizeof(float));
     c->act[tid] = alloc_lines(c->cols * 4 + 64);
-    c->y[tid] = alloc_lines(c->rows * (int64_t)sizeof(float));
+    c->y[tid] = alloc_lines(c->interleave * c->rows * (int64_t)sizeof(float));
     if (!x || !c->act[tid] || !c->y[tid]) { free(x); return SLM_ENOMEM; }
     uint64_t state = 0x5EED5EEDULL + (uint64_t)tid;
     for (int64_t i = 0; i < c->cols; i++) x[i] = lcg_float(&state);
@@ -501,15 +526,19 @@ static int stream_setup(team *t, int tid) {
 
 static void stream_body(team *t, int tid) {
     stream_ctx *c = t->ctx;
-    const int64_t groups = (c->rows + 3) / 4;
-    const int64_t r0 = groups * tid / t->threads * 4;
-    int64_t r1 = groups * (tid + 1) / t->threads * 4;
-    if (r1 > c->rows) r1 = c->rows;
+    const int64_t n_chunks = (c->rows + c->chunk_rows - 1) / c->chunk_rows;
     int st = 0;
-    for (int i = 0; i < c->n_copies; i++)
-        st |= slm_matmul_rows(&c->w[i], c->act[tid], c->act_row_bytes, 1, c->y[tid], c->rows, r0, r1);
+    for (int i = 0; i + c->interleave <= c->n_copies; i += c->interleave) {
+        for (int64_t k = tid; k < n_chunks; k += t->threads) {
+            const int64_t r0 = k * c->chunk_rows;
+            const int64_t r1 = r0 + c->chunk_rows < c->rows ? r0 + c->chunk_rows : c->rows;
+            for (int j = 0; j < c->interleave; j++)
+                st |= slm_matmul_rows(&c->w[i + j], c->act[tid], c->act_row_bytes, 1,
+                                      c->y[tid] + j * c->rows, c->rows, r0, r1);
+        }
+    }
     uint64_t bits = 0;
-    if (r1 > r0) memcpy(&bits, &c->y[tid][r0], sizeof(float));
+    memcpy(&bits, &c->y[tid][0], sizeof(float));
     t->checksums[tid] ^= bits ^ (uint64_t)(st < 0);
 }
 
@@ -522,17 +551,20 @@ static void stream_teardown(team *t, int tid) {
 }
 
 int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
-                     double min_seconds, slm_calib_result *out) {
+                     int64_t chunk_rows, int interleave, double min_seconds, slm_calib_result *out) {
     if (!out || threads < 1 || threads > SLM_CALIB_MAX_THREADS || rows < 4 || cols < SLM_QK ||
-        total_bytes < 1 || !(min_seconds >= 0))
+        total_bytes < 1 || chunk_rows < 4 || chunk_rows % 4 || interleave < 1 || interleave > 8 ||
+        !(min_seconds >= 0))
         return SLM_EINVAL;
     const int64_t rb = slm_row_bytes(type, cols);
     if (rb <= 0) return SLM_ESHAPE;
     if (!slm_get_traits(type, -1)) return SLM_ENOSYS;
     const int64_t bytes = rows * rb;
-    const int64_t n = (total_bytes + bytes - 1) / bytes;
+    int64_t n = (total_bytes + bytes - 1) / bytes;
+    n = (n + interleave - 1) / interleave * interleave;
     if (n > 1000000) return SLM_EINVAL;
-    stream_ctx c = {.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .n_copies = 0};
+    stream_ctx c = {.type = type, .rows = rows, .cols = cols, .row_bytes = rb, .n_copies = 0,
+                    .chunk_rows = chunk_rows, .interleave = interleave};
     c.w = calloc((size_t)n, sizeof(slm_weight));
     uint8_t *plain = alloc_lines(bytes);
     float *x = malloc((size_t)cols * sizeof(float));
@@ -564,6 +596,7 @@ int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t 
         status = team_run(&t);
         if (status == SLM_OK) team_result(&t, bytes * c.n_copies, out);
         free(t.pass_seconds);
+        free(t.pass_cpu_seconds);
     }
     for (int i = 0; i < c.n_copies; i++) {
         const void *own = c.w[i].data;
@@ -661,6 +694,7 @@ int slm_calib_attention(int threads, int head_dim, int n_pos, int64_t total_kv_b
     int status = team_run(&t);
     if (status == SLM_OK) team_result(&t, ops_per_layer * a->layers * threads, out);
     free(t.pass_seconds);
+    free(t.pass_cpu_seconds);
     free(a);
     return status;
 }
@@ -705,6 +739,7 @@ int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const 
     int status = team_run(&t);
     if (status == SLM_OK) team_result(&t, f.iters * f.ops_per_iter * threads, out);
     free(t.pass_seconds);
+    free(t.pass_cpu_seconds);
     return status;
 }
 
@@ -726,6 +761,7 @@ int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median
         if (median_seconds) *median_seconds = t.pass_seconds[t.passes / 2];
     }
     free(t.pass_seconds);
+    free(t.pass_cpu_seconds);
     return status;
 }
 

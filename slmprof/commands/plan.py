@@ -161,6 +161,7 @@ def run(args):
         eff.decode = args.efficiency.get("decode", eff.decode)
         eff.prefill = args.efficiency.get("prefill", eff.prefill)
         eff.points = [p for p in eff.points if p["phase"] not in args.efficiency]
+        eff.given = sorted(set(eff.given) | set(args.efficiency))
         given = ", ".join(f"{k} {v:.2f}" for k, v in args.efficiency.items())
         eff.source = f"{given} given with --efficiency" + (
             "" if len(args.efficiency) == 2 else f"; otherwise {eff.source}")
