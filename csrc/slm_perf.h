@@ -99,6 +99,13 @@ int slm_counters_n_threads(const slm_counters *c);
 int slm_counters_n_fds(const slm_counters *c);
 /* SLM_READ_* used for the calling thread's groups at region edges. */
 int slm_counters_read_path(slm_counters *c);
+/* allow = 0 makes every read use read() even where the user-space path is open (to compare
+ * the two paths on the same counters); 1 restores the default. */
+void slm_counters_allow_user_read(slm_counters *c, int allow);
+/* (thread, group) reads since creation: served from the mmap page, by read(), and user-path
+ * attempts that had to fall back to read() (group not on the PMU at that moment). */
+void slm_counters_read_stats(slm_counters *c, uint64_t *user_reads, uint64_t *syscall_reads,
+                             uint64_t *user_fallbacks);
 void slm_counters_destroy(slm_counters *c);
 /* n iterations of a 2-instruction loop (x86-64, arm64): a known instruction count. */
 void slm_perf_spin(uint64_t n);
@@ -187,9 +194,8 @@ typedef enum slm_source_kind {
     SLM_SRC_VMSTAT,         /* <proc>/vmstat */
     SLM_SRC_SMAPS_ROLLUP,   /* <proc>/<pid>/smaps_rollup */
     SLM_SRC_STATM,          /* <proc>/<pid>/statm: resident pages */
-    SLM_SRC_RUSAGE,         /* no file, pid 0 only: getrusage of this process minus the
-                               sampler thread: CPU ns, faults, ctxt switches (all threads),
-                               peak RSS */
+    SLM_SRC_RUSAGE,         /* no file, pid 0 only: getrusage of this process (all threads,
+                               the sampler's too): CPU ns, faults, ctxt switches, peak RSS */
     SLM_SRC_PROC_CLOCK,     /* no file: the process's POSIX CPU clock (all threads) */
     SLM_SRC_KIND_COUNT
 } slm_source_kind;
@@ -227,6 +233,7 @@ typedef struct slm_sampler_stats {
     uint64_t n_dropped;      /* records lost because the ring was full */
     uint64_t thread_cpu_ns;  /* the sampler thread's own CPU time */
     uint64_t elapsed_ns;     /* from start to stop (or now) */
+    uint64_t thread_vol_ctxsw, thread_invol_ctxsw;  /* its own context switches (once stopped) */
 } slm_sampler_stats;
 
 /* pid: 0 for this process. capacity: ring records (rounded up to a power of two).

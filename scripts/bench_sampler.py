@@ -8,7 +8,8 @@ For each rate it runs, one after the other (alternating, --repeat times; medians
 The main thread sleeps meanwhile, so the figures are the sampler's cost on an otherwise idle
 process. Printed with them: the machine's load (1-minute load average, and how busy all the
 CPUs were during the run from /proc/stat): on shared cores other work delays the thread's
-wake-ups and makes each one dearer (cold caches).
+wake-ups and makes each one dearer (cold caches). On a small VM the floor alone is 1.6-2.5%
+of a core at 1 kHz and moves with the host; what the sources add is the difference to it.
 
     python scripts/bench_sampler.py --seconds 5 --rates 1000,100
     python scripts/bench_sampler.py --seconds 3 --rates 1000 --repeat 3 --json out.json
@@ -20,7 +21,7 @@ import statistics
 import time
 
 from slmprof import _core
-from slmprof.sampler import SAMPLE_DTYPE, Sampler
+from slmprof.sampler import NO_FILE, SAMPLE_DTYPE, Sampler
 
 
 def machine_busy():
@@ -52,6 +53,7 @@ def measure(hz, seconds):
     s = Sampler(hz=hz, seconds_buffered=seconds + 1)
     r = run(s._core, seconds, sum(x.available for x in s.sources))
     r["rates_hz"] = {x.name: x.rate_hz for x in s.sources if x.available}
+    r["file_reads_per_s"] = sum(x.rate_hz for x in s.sources if x.available and x.kind not in NO_FILE)
     return f, r
 
 
@@ -79,9 +81,11 @@ def main():
                        f"CPU <= 2%: {'met' if r['cpu_fraction_of_one_core'] <= 0.02 else 'NOT met'}]")
         print(f"{hz:>6} Hz: achieved {r['achieved_hz']:8.1f} Hz ({frac * 100:5.1f}%), missed {r['missed_ticks']:.0f}, "
               f"sampler CPU {r['cpu_fraction_of_one_core'] * 100:5.2f}% of a core, "
-              f"{r['cpu_us_per_tick']:5.1f} us/tick ({r['sources']:.0f} sources){verdict}")
+              f"{r['cpu_us_per_tick']:5.1f} us/tick ({r['sources']:.0f} sources, "
+              f"{r['file_reads_per_s']:.0f} file reads/s){verdict}")
         print(f"{'':>10}floor (no sources): {f['cpu_fraction_of_one_core'] * 100:5.2f}% of a core, "
-              f"{f['cpu_us_per_tick']:5.1f} us/tick, achieved {f['achieved_hz']:.1f} Hz; "
+              f"{f['cpu_us_per_tick']:5.1f} us/tick (the sources add "
+              f"{r['cpu_us_per_tick'] - f['cpu_us_per_tick']:+.1f}), achieved {f['achieved_hz']:.1f} Hz; "
               f"machine load during the runs: {r['machine_busy_fraction'] * 100:.0f}% of all CPUs busy, "
               f"load average {r['loadavg_1min']:.2f}")
     rates = results[0]["sampler"]["rates_hz"] if results else {}

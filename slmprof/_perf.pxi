@@ -68,6 +68,9 @@ cdef extern from "slm.h" nogil:
     int slm_counters_n_threads(const slm_counters *c)
     int slm_counters_n_fds(const slm_counters *c)
     int slm_counters_read_path(slm_counters *c)
+    void slm_counters_allow_user_read(slm_counters *c, int allow)
+    void slm_counters_read_stats(slm_counters *c, uint64_t *user_reads, uint64_t *syscall_reads,
+                                 uint64_t *user_fallbacks)
     void slm_counters_destroy(slm_counters *c)
     void slm_perf_spin(uint64_t n)
     int64_t slm_cpu_midr()
@@ -235,6 +238,18 @@ cdef class CounterSet:
         """How the calling thread's groups are read at region edges: read, rdpmc or mrs."""
         return READ_PATH_NAMES[slm_counters_read_path(self.ptr())]
 
+    def allow_user_read(self, bint allow):
+        """False: read every group with read() even where rdpmc/mrs is open (to compare the
+        two paths on the same counters); True: back to the fastest path."""
+        slm_counters_allow_user_read(self.ptr(), allow)
+
+    def read_stats(self):
+        """How (thread, group) reads were served so far: {"user": from the mmap page with
+        rdpmc/mrs, "syscall": by read(), "user_fallback": user path tried, read() used}."""
+        cdef uint64_t user = 0, syscall = 0, fallback = 0
+        slm_counters_read_stats(self.ptr(), &user, &syscall, &fallback)
+        return {"user": user, "syscall": syscall, "user_fallback": fallback}
+
     def close(self):
         """Close every descriptor (kept open while a region table uses the set)."""
         if self.c != NULL and self.users == 0:
@@ -371,6 +386,8 @@ cdef extern from "slm.h" nogil:
         uint64_t n_dropped
         uint64_t thread_cpu_ns
         uint64_t elapsed_ns
+        uint64_t thread_vol_ctxsw
+        uint64_t thread_invol_ctxsw
 
     int slm_sampler_create(slm_sampler **out, int hz, int pid, int capacity)
     int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path, int every)
@@ -456,7 +473,8 @@ cdef class SamplerCore:
         cdef slm_sampler_stats st
         slm_sampler_stats_get(self.s, &st)
         return {"n_samples": st.n_samples, "n_missed": st.n_missed, "n_dropped": st.n_dropped,
-                "thread_cpu_ns": st.thread_cpu_ns, "elapsed_ns": st.elapsed_ns}
+                "thread_cpu_ns": st.thread_cpu_ns, "elapsed_ns": st.elapsed_ns,
+                "thread_vol_ctxsw": st.thread_vol_ctxsw, "thread_invol_ctxsw": st.thread_invol_ctxsw}
 
     def source(self, int i):
         """(kind, slot, last errno, failures, every, phase) of source i."""

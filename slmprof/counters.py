@@ -214,10 +214,12 @@ class Counters:
 
     events: names (perf spellings, core raw names, rNN); None: the core's defaults plus
     the software events. Unknown names raise ValueError listing the valid ones.
-    inherit/enable_on_exec: for counting a child process from exec on (see `stat`)."""
+    inherit/enable_on_exec: for counting a child process from exec on (see `stat`).
+    exclude_kernel: None counts kernel mode too when perf_event_paranoid allows it; True
+    counts user mode only (what a program's own instructions are)."""
 
     def __init__(self, events=None, *, roots=procfs.DEFAULT, inherit=False,
-                 enable_on_exec=False, user_read=True):
+                 enable_on_exec=False, user_read=True, exclude_kernel=None):
         self.roots = roots
         self.detection = detect_core(roots)
         core = self.detection.core
@@ -228,7 +230,7 @@ class Counters:
             raise ValueError("no events given")
         if len(defs) > _core.PERF_MAX_EVENTS:
             raise ValueError(f"{len(defs)} events: at most {_core.PERF_MAX_EVENTS} at once")
-        self.exclude_kernel = needs_exclude_kernel(roots)
+        self.exclude_kernel = bool(exclude_kernel) or needs_exclude_kernel(roots)
         flags = _core.PERF_EXCLUDE_KERNEL if self.exclude_kernel else 0
         self.user_read, self.user_read_reason = user_read_state(roots) if user_read else (
             False, "user-space reads not requested")
@@ -342,6 +344,14 @@ class Counters:
     def read_path(self):
         """read / rdpmc / mrs: how the calling thread's groups are read at region edges."""
         return self._set.read_path if self._set is not None else "none"
+
+    @property
+    def read_stats(self):
+        """How (thread, group) reads were served so far: user (rdpmc/mrs), syscall (read()),
+        user_fallback (user path tried, group not on the PMU then, read() used)."""
+        if self._set is None:
+            return {"user": 0, "syscall": 0, "user_fallback": 0}
+        return self._set.read_stats()
 
     def describe(self):
         return {"mode": self.mode, "mode_reason": self.mode_reason,

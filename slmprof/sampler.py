@@ -9,8 +9,9 @@
 Timestamps are CLOCK_MONOTONIC ns, the region table's clock. Each source is read at its own
 rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got):
 
-    every tick  process CPU time, faults and context switches (this process: getrusage,
-                minus the sampler thread; another one: its CPU clock and /proc/PID/stat)
+    every tick  process CPU time, faults and context switches (this process: one getrusage,
+                every thread, the sampler's included: its ~1 voluntary switch a tick and
+                its CPU are in stats(); another one: its CPU clock and /proc/PID/stat)
     50 Hz       RSS (statm; RSS moves by faults, which are counted every tick)
     10 Hz       schedstat (main thread's run and run-queue wait), io, status (another
                 process: peak RSS, main thread's context switches), /proc/stat (itself in
@@ -24,7 +25,9 @@ rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got
 A record holds only the sources read at that tick: each has a `valid` bit per source, and a
 value whose bit is clear was not read then (it is zero in the record, NaN in series()); it is
 never carried over from an earlier tick. The slower sources' ticks are spread so that few
-fall on the same tick. Costs and the reasons for the rates: csrc/perf/sampler.c.
+fall on the same tick. `data["tick"]` numbers the ticks (a gap is a missed tick) and
+`planned_mask(data, source)` the records that were due to read a source, so a NaN there is a
+failed read. Costs and the reasons for the rates: csrc/perf/sampler.c.
 """
 import os
 import threading
@@ -53,7 +56,7 @@ RATE_HZ = {
     MEMINFO: 5, PSI_CPU: 5, PSI_MEMORY: 5, PSI_IO: 5,
     VMSTAT: SLOW, SMAPS_ROLLUP: SLOW,
 }
-SMAPS_CPU_SHARE = 2e-4   # smaps_rollup's reads: at most this share of one core
+SMAPS_CPU_SHARE = 1e-4   # smaps_rollup's reads: at most this share of one core
 
 MAX_CPUS = _core.SAMPLER_MAX_CPUS
 MAX_THERMAL = _core.SAMPLER_MAX_THERMAL
@@ -334,7 +337,9 @@ class Sampler:
 
     def stats(self):
         """n_samples, n_missed, n_dropped, thread_cpu_ns, elapsed_ns, achieved_hz,
-        cpu_fraction (of one core used by the sampler thread)."""
+        cpu_fraction (of one core used by the sampler thread), thread_vol_ctxsw and
+        thread_invol_ctxsw (the sampler thread's own switches, once stopped: this process's
+        getrusage counts them)."""
         st = self._core.stats()
         el = st["elapsed_ns"]
         st["requested_hz"] = self.hz

@@ -87,7 +87,7 @@ def test_rates_per_kind():
     assert sm.every_for(sm.SYSSTAT, 5, 1) == 1                    # never above the sampling rate
     assert sm.every_for(sm.VMSTAT, 1000, 2) == 500
     assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=20e-6) == 1000
-    assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=2e-3) == 10000   # 0.1 Hz: 0.02% of a core
+    assert sm.every_for(sm.SMAPS_ROLLUP, 1000, 1, cost_s=1e-3) == 10000   # 0.1 Hz: 0.01% of a core
     assert sm.every_for(sm.THERMAL, 100, 1, rates={sm.THERMAL: None}) == 1
     assert sm.every_for(sm.SMAPS_ROLLUP, 10000, 1e-3, cost_s=1) == _core.SAMPLER_MAX_EVERY
 
@@ -99,11 +99,11 @@ def test_a_source_vanishing_mid_run_does_not_stop_the_others(tmp_path):
     src = next(x for x in s.sources if x.name.startswith("thermal"))
     assert src.rate_hz == 10
     with s:
-        time.sleep(0.35)
+        time.sleep(0.5)
         t_cut = _core.monotonic_ns()
         with open(temp, "w"):
             pass                               # the sensor now reads empty
-        time.sleep(0.35)
+        time.sleep(0.5)
     data = s.samples()
     thermal = s.series("thermal_mc", 0, data)
     planned = s.planned_mask(data, src)
@@ -156,7 +156,7 @@ def test_each_source_is_read_exactly_on_its_planned_ticks_spread_out():
     assert {x["name"]: x["rate_hz"] for x in d["sources"] if x["available"]} == rates
 
 
-def test_rusage_is_this_process_without_the_sampler_thread():
+def test_rusage_is_this_whole_process():
     s = Sampler(hz=1000)
     names = {x.name for x in s.sources if x.available}
     assert "process rusage" in names and "process status" not in names and "process stat" not in names
@@ -168,16 +168,16 @@ def test_rusage_is_this_process_without_the_sampler_thread():
     assert cpu(before) - 2000 <= r["proc_cpu_ns"] <= cpu(after) + 2000
     assert before.ru_minflt <= r["minflt"] <= after.ru_minflt
     assert before.ru_nvcsw <= r["vol_ctxsw"] <= after.ru_nvcsw
+    assert before.ru_nivcsw <= r["invol_ctxsw"] <= after.ru_nivcsw
     assert r["peak_rss_bytes"] == after.ru_maxrss * 1024
     with s:
-        time.sleep(0.3)                     # the thread sleeps ~300 times: not our switches
+        time.sleep(0.3)                     # the thread sleeps ~300 times, and says so
     data = s.samples()
+    st = s.stats()
     vol = s.series("vol_ctxsw", data=data)
     assert np.isfinite(vol).all() and len(data) > 150
-    assert vol[-1] - vol[0] < len(data) / 4
-    r2 = s.sample_once()                    # the exited thread's share is still left out
-    assert r2["vol_ctxsw"] - r["vol_ctxsw"] < len(data) / 4
-    assert r2["vol_ctxsw"] < resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - len(data) / 2
+    assert len(data) / 2 <= st["thread_vol_ctxsw"] <= st["n_samples"] + 10
+    assert vol[-1] - vol[0] >= (len(data) - 1) / 2     # every thread's, the sampler's too
 
 
 def test_real_sampling_of_this_process():

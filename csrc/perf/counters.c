@@ -40,6 +40,9 @@ struct slm_counters {
     pid_t *tids;           /* [cap_tids] threads attached */
     int n_threads, cap_tids;
     int n_fds;
+    int user_read_off;     /* slm_counters_allow_user_read(c, 0): read() only */
+    /* (thread, group) reads by path, counted under the lock: what was really taken. */
+    uint64_t n_user_reads, n_syscall_reads, n_user_fallbacks;
     pthread_mutex_t lock;  /* attach vs read */
 };
 
@@ -290,17 +293,28 @@ static inline uint64_t user_timestamp(void) {
 #define USER_READ_PATH SLM_READ_RDPMC
 #elif defined(__aarch64__)
 #define HAVE_USER_READ 1
+/* PMEVCNTR<n>_EL0 by name rather than through PMSELR_EL0 + PMXEVCNTR_EL0: no selector state
+ * to race with, and one instruction per read. */
+#define PMEVCNTR_CASE(n) \
+    case n: __asm__ volatile("mrs %0, pmevcntr" #n "_el0" : "=r"(v)); break;
 static inline uint64_t user_counter(uint32_t idx) {
-    uint64_t v;
-    if (idx == 31) {  /* the dedicated cycle counter */
+    uint64_t v = 0;
+    switch (idx) {
+        PMEVCNTR_CASE(0) PMEVCNTR_CASE(1) PMEVCNTR_CASE(2) PMEVCNTR_CASE(3)
+        PMEVCNTR_CASE(4) PMEVCNTR_CASE(5) PMEVCNTR_CASE(6) PMEVCNTR_CASE(7)
+        PMEVCNTR_CASE(8) PMEVCNTR_CASE(9) PMEVCNTR_CASE(10) PMEVCNTR_CASE(11)
+        PMEVCNTR_CASE(12) PMEVCNTR_CASE(13) PMEVCNTR_CASE(14) PMEVCNTR_CASE(15)
+        PMEVCNTR_CASE(16) PMEVCNTR_CASE(17) PMEVCNTR_CASE(18) PMEVCNTR_CASE(19)
+        PMEVCNTR_CASE(20) PMEVCNTR_CASE(21) PMEVCNTR_CASE(22) PMEVCNTR_CASE(23)
+        PMEVCNTR_CASE(24) PMEVCNTR_CASE(25) PMEVCNTR_CASE(26) PMEVCNTR_CASE(27)
+        PMEVCNTR_CASE(28) PMEVCNTR_CASE(29) PMEVCNTR_CASE(30)
+    case 31:  /* the dedicated cycle counter (the kernel reports it as index 32) */
         __asm__ volatile("mrs %0, pmccntr_el0" : "=r"(v));
-    } else {
-        __asm__ volatile("msr pmselr_el0, %0" : : "r"((uint64_t)idx));
-        __asm__ volatile("isb" : : : "memory");
-        __asm__ volatile("mrs %0, pmxevcntr_el0" : "=r"(v));
+        break;
     }
     return v;
 }
+#undef PMEVCNTR_CASE
 static inline uint64_t user_timestamp(void) {
     uint64_t v;
     __asm__ volatile("isb" : : : "memory");
@@ -360,28 +374,36 @@ static int page_read(volatile struct perf_event_mmap_page *pc, int want_times, u
 }
 #endif
 
-static int slot_user_readable(const slot *s) {
+static int slot_user_readable(const slm_counters *c, const slot *s) {
 #if HAVE_USER_READ
-    if (s->n == 0 || s->tid != current_tid()) return 0;
+    if (c->user_read_off || s->n == 0 || s->tid != current_tid()) return 0;
     for (int m = 0; m < s->n; m++)
         if (!s->pages[m] || !s->pages[m]->cap_user_rdpmc) return 0;
     return 1;
 #else
+    (void)c;
     (void)s;
     return 0;
 #endif
 }
 
-/* Read one slot: values[n], enabled, running. User path first where possible. */
-static int slot_read(const slot *s, uint64_t *values, uint64_t *enabled, uint64_t *running) {
+/* Read one slot: values[n], enabled, running. User path first where possible. Caller holds
+ * the lock. */
+static int slot_read(slm_counters *c, const slot *s, uint64_t *values, uint64_t *enabled,
+                     uint64_t *running) {
 #if HAVE_USER_READ
-    if (slot_user_readable(s)) {
+    if (slot_user_readable(c, s)) {
         int ok = 1;
         for (int m = 0; m < s->n && ok; m++)
             ok = page_read(s->pages[m], m == 0, &values[m], enabled, running) == 0;
-        if (ok) return 0;
+        if (ok) {
+            c->n_user_reads++;
+            return 0;
+        }
+        c->n_user_fallbacks++;  /* not on the PMU right now (multiplexed out): read() */
     }
 #endif
+    c->n_syscall_reads++;
     uint64_t buf[3 + 2 * SLM_PERF_MAX_GROUP];
     ssize_t n = read(s->fds[0], buf, sizeof buf);
     if (n < 0) return -errno;
@@ -416,7 +438,7 @@ int slm_counters_read(slm_counters *c, slm_perf_value *out) {
     for (int i = 0; i < c->n_slots; i++) {
         const slot *s = &c->slots[i];
         uint64_t vals[SLM_PERF_MAX_GROUP], en, run;
-        int r = slot_read(s, vals, &en, &run);
+        int r = slot_read(c, s, vals, &en, &run);
         if (r) {
             rc = r;
             continue;
@@ -446,7 +468,7 @@ int slm_counters_snapshot_take(slm_counters *c, slm_counters_snapshot *s) {
     }
     for (int i = 0; i < c->n_slots; i++) {
         uint64_t *w = &s->words[(size_t)i * SNAP_STRIDE];
-        int r = slot_read(&c->slots[i], w, &w[SLM_PERF_MAX_GROUP], &w[SLM_PERF_MAX_GROUP + 1]);
+        int r = slot_read(c, &c->slots[i], w, &w[SLM_PERF_MAX_GROUP], &w[SLM_PERF_MAX_GROUP + 1]);
         if (r) {  /* unreadable now: make the slot contribute nothing to the delta */
             memset(w, 0xff, SNAP_STRIDE * sizeof(uint64_t));
             rc = r;
@@ -489,9 +511,24 @@ int slm_counters_read_path(slm_counters *c) {
     int path = SLM_READ_SYSCALL;
     pthread_mutex_lock(&c->lock);
     for (int i = 0; i < c->n_slots; i++)
-        if (slot_user_readable(&c->slots[i])) path = USER_READ_PATH;
+        if (slot_user_readable(c, &c->slots[i])) path = USER_READ_PATH;
     pthread_mutex_unlock(&c->lock);
     return path;
+}
+
+void slm_counters_allow_user_read(slm_counters *c, int allow) {
+    pthread_mutex_lock(&c->lock);
+    c->user_read_off = !allow;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void slm_counters_read_stats(slm_counters *c, uint64_t *user_reads, uint64_t *syscall_reads,
+                             uint64_t *user_fallbacks) {
+    pthread_mutex_lock(&c->lock);
+    *user_reads = c->n_user_reads;
+    *syscall_reads = c->n_syscall_reads;
+    *user_fallbacks = c->n_user_fallbacks;
+    pthread_mutex_unlock(&c->lock);
 }
 
 void slm_counters_destroy(slm_counters *c) {

@@ -19,11 +19,11 @@
  * 0.6 us. A file read only now and then runs cold after the sleep: 5-15 us of the thread's
  * CPU, so reads per second, not bytes, are what the budget buys.
  *
- * Process CPU, faults and context switches of this process come from getrusage (one
- * syscall, every thread) minus the sampler thread's own share, not from /proc/self/stat
- * and status (4x the cost, and status counts only the main thread's switches). For
- * another process: its POSIX CPU clock (clock_getcpuclockid: every thread's run time) and
- * its /proc files.
+ * Process CPU, faults and context switches of this process come from one getrusage (every
+ * thread, the sampler's included: its ~1 voluntary switch a tick and its CPU, which stats
+ * reports), not from /proc/self/stat and status (4x the cost, and status counts only the
+ * main thread's switches). For another process: its POSIX CPU clock (clock_getcpuclockid:
+ * every thread's run time) and its /proc files.
  *
  * Timing: absolute deadlines on CLOCK_MONOTONIC (the region table's clock), slept with
  * clock_nanosleep up to 100 Hz and on a condition variable below (see wait_until). If the
@@ -55,11 +55,6 @@ typedef struct source {
     uint64_t n_failed;
 } source;
 
-/* The part of getrusage that RUSAGE reports (all counts, CPU in us). */
-typedef struct usage {
-    uint64_t cpu_us, minflt, majflt, nvcsw, nivcsw;
-} usage;
-
 struct slm_sampler {
     int hz, pid;
     uint64_t period_ns, page_bytes;
@@ -73,7 +68,7 @@ struct slm_sampler {
     int stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    usage ended_threads;              /* sampler threads that have exited (now inside RUSAGE_SELF) */
+    uint64_t thread_vol_ctxsw, thread_invol_ctxsw;  /* the thread's own, at its exit */
     uint64_t n_samples, n_missed, n_dropped, tick;
     uint64_t t_start, t_stop, thread_cpu_ns;
     char buf[SAMPLER_BUF];            /* used by whoever samples (thread or sample_once) */
@@ -275,46 +270,25 @@ static int parse_source(const slm_sampler *sm, const source *s, const char *t, c
     return -1;
 }
 
-static usage usage_of(const struct rusage *ru) {
-    usage u = {(uint64_t)ru->ru_utime.tv_sec * 1000000u + (uint64_t)ru->ru_utime.tv_usec +
-                   (uint64_t)ru->ru_stime.tv_sec * 1000000u + (uint64_t)ru->ru_stime.tv_usec,
-               (uint64_t)ru->ru_minflt, (uint64_t)ru->ru_majflt, (uint64_t)ru->ru_nvcsw,
-               (uint64_t)ru->ru_nivcsw};
-    return u;
-}
-
-static uint64_t minus(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
-
-/* This process minus the sampler thread(s): RUSAGE_SELF first, so the kernel brings the
- * calling thread's run time up to date before RUSAGE_THREAD reads it. */
-static int read_rusage(slm_sampler *sm, int on_thread, slm_sample *r) {
+/* This whole process, every thread (the sampler's too: one syscall a tick is what the budget
+ * allows; a second one for the sampler thread's own share costs 0.5 us a tick). */
+static int read_rusage(slm_sample *r) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru)) return -1;
-    usage all = usage_of(&ru);
-    uint64_t peak_kib = (uint64_t)ru.ru_maxrss;  /* whole process: VmHWM */
-    usage own = sm->ended_threads;
-    if (on_thread) {
-        if (getrusage(RUSAGE_THREAD, &ru)) return -1;
-        usage me = usage_of(&ru);
-        own.cpu_us += me.cpu_us;
-        own.minflt += me.minflt;
-        own.majflt += me.majflt;
-        own.nvcsw += me.nvcsw;
-        own.nivcsw += me.nivcsw;
-    }
-    r->proc_cpu_ns = minus(all.cpu_us, own.cpu_us) * 1000u;
-    r->minflt = minus(all.minflt, own.minflt);
-    r->majflt = minus(all.majflt, own.majflt);
-    r->vol_ctxsw = minus(all.nvcsw, own.nvcsw);
-    r->invol_ctxsw = minus(all.nivcsw, own.nivcsw);
-    r->peak_rss_bytes = peak_kib * 1024u;
+    r->proc_cpu_ns = ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
+                     ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
+    r->minflt = (uint64_t)ru.ru_minflt;
+    r->majflt = (uint64_t)ru.ru_majflt;
+    r->vol_ctxsw = (uint64_t)ru.ru_nvcsw;
+    r->invol_ctxsw = (uint64_t)ru.ru_nivcsw;
+    r->peak_rss_bytes = (uint64_t)ru.ru_maxrss * 1024u;  /* KiB: VmHWM */
     return 0;
 }
 
-static int read_source(slm_sampler *sm, source *s, int on_thread, slm_sample *r) {
+static int read_source(slm_sampler *sm, source *s, slm_sample *r) {
     if (s->kind == SLM_SRC_RUSAGE || s->kind == SLM_SRC_PROC_CLOCK) {
         struct timespec ts;
-        int rc = s->kind == SLM_SRC_RUSAGE ? read_rusage(sm, on_thread, r)
+        int rc = s->kind == SLM_SRC_RUSAGE ? read_rusage(r)
                                            : clock_gettime(s->clock, &ts);
         if (rc) {  /* PROC_CLOCK: the process has exited */
             s->last_errno = errno;
@@ -342,14 +316,14 @@ static int read_source(slm_sampler *sm, source *s, int on_thread, slm_sample *r)
 
 /* all: read every source (sample_once); otherwise those planned for sm->tick. A read
  * planned for a skipped tick is skipped with it (never bunched onto the next one). */
-static void take_sample(slm_sampler *sm, slm_sample *r, int all, int on_thread) {
+static void take_sample(slm_sampler *sm, slm_sample *r, int all) {
     memset(r, 0, sizeof *r);
     r->t_ns = slm_monotonic_ns();
     r->tick = sm->tick;
     for (int i = 0; i < sm->n_sources; i++) {
         source *s = &sm->sources[i];
         if (!all && s->every > 1 && sm->tick % (uint64_t)s->every != (uint64_t)s->phase) continue;
-        if (read_source(sm, s, on_thread, r) == 0) r->valid |= 1ull << i;
+        if (read_source(sm, s, r) == 0) r->valid |= 1ull << i;
     }
 }
 
@@ -454,7 +428,7 @@ int slm_sampler_add_source(slm_sampler *sm, int kind, int slot, const char *path
     }
     slm_sample probe;
     memset(&probe, 0, sizeof probe);
-    if (read_source(sm, &s, 0, &probe) != 0) {  /* opens but cannot be read or parsed */
+    if (read_source(sm, &s, &probe) != 0) {  /* opens but cannot be read or parsed */
         int err = s.last_errno ? s.last_errno : EINVAL;
         if (s.fd >= 0) close(s.fd);
         return -err;
@@ -499,7 +473,7 @@ static void *sampler_main(void *arg) {
     slm_sample r;
     uint64_t next = slm_monotonic_ns();
     while (!__atomic_load_n(&sm->stop, __ATOMIC_ACQUIRE)) {
-        take_sample(sm, &r, 0, 1);
+        take_sample(sm, &r, 0);
         push(sm, &r);
         sm->tick++;
         next += sm->period_ns;
@@ -515,15 +489,10 @@ static void *sampler_main(void *arg) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     sm->thread_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    /* from now on this thread's usage is part of RUSAGE_SELF's exited threads */
     struct rusage ru;
     if (getrusage(RUSAGE_THREAD, &ru) == 0) {
-        usage me = usage_of(&ru);
-        sm->ended_threads.cpu_us += me.cpu_us;
-        sm->ended_threads.minflt += me.minflt;
-        sm->ended_threads.majflt += me.majflt;
-        sm->ended_threads.nvcsw += me.nvcsw;
-        sm->ended_threads.nivcsw += me.nivcsw;
+        sm->thread_vol_ctxsw = (uint64_t)ru.ru_nvcsw;
+        sm->thread_invol_ctxsw = (uint64_t)ru.ru_nivcsw;
     }
     return NULL;
 }
@@ -572,6 +541,8 @@ int slm_sampler_stats_get(slm_sampler *sm, slm_sampler_stats *out) {
     out->n_missed = __atomic_load_n(&sm->n_missed, __ATOMIC_RELAXED);
     out->n_dropped = sm->n_dropped;
     out->thread_cpu_ns = sm->thread_cpu_ns;
+    out->thread_vol_ctxsw = sm->thread_vol_ctxsw;
+    out->thread_invol_ctxsw = sm->thread_invol_ctxsw;
     if (sm->running) {
         clockid_t cid;
         struct timespec ts;
@@ -599,7 +570,7 @@ int slm_sampler_n_sources(const slm_sampler *sm) { return sm->n_sources; }
 
 int slm_sampler_sample_once(slm_sampler *sm, slm_sample *out) {
     if (sm->running) return SLM_EBUSY;  /* the thread owns the read buffer */
-    take_sample(sm, out, 1, 0);
+    take_sample(sm, out, 1);
     return 0;
 }
 

@@ -6,7 +6,9 @@
 # directory comes back as a tar stream on a second disk.
 #   scripts/arm64/pmu_vm.sh                      both cores, in parallel
 #   PMU_CPUS=cortex-a76 scripts/arm64/pmu_vm.sh
-#   PMU_PYTEST_ARGS="-k loop" scripts/arm64/pmu_vm.sh
+#   PMU_PYTEST_ARGS="-k loop" scripts/arm64/pmu_vm.sh      extra pytest arguments inside
+#   PMU_TESTS_ONLY=1 scripts/arm64/pmu_vm.sh     only the pytest passes (no sysinfo, layers,
+#                                                instructions per token): for iterating
 # The kernel is Debian's linux-image-arm64 from the root; the initramfs is ours (a static
 # busybox and six modules). Both, and the disk image, are cached and rebuilt when their inputs
 # change.
@@ -75,6 +77,11 @@ fi
 # --- boot
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
+# Options for the guest ride on the kernel command line (pytest arguments base64-encoded, so
+# spaces and quotes survive).
+guest_opts=""
+[ -n "${PMU_PYTEST_ARGS:-}" ] && guest_opts+=" slmprof_pytest_args=$(printf %s "$PMU_PYTEST_ARGS" | base64 -w0)"
+[ "${PMU_TESTS_ONLY:-0}" = 1 ] && guest_opts+=" slmprof_tests_only=1"
 boot() {
     local cpu=$1 out="$RESULTS/$1"
     mkdir -p "$out"
@@ -84,7 +91,7 @@ boot() {
         -M virt -cpu "$cpu" -icount shift=0 -smp 2 -m 2048 \
         -nic none -display none -monitor none -serial "file:$out/console.log" -no-reboot \
         -kernel "$kernel" -initrd "$initrd" \
-        -append "root=/dev/vda init=/slmprof-init console=ttyAMA0 quiet slmprof_cpu=$cpu" \
+        -append "root=/dev/vda init=/slmprof-init console=ttyAMA0 quiet slmprof_cpu=$cpu$guest_opts" \
         -drive "file=$image,format=raw,if=none,id=root,snapshot=on" -device virtio-blk-pci,drive=root \
         -drive "file=$out/results.tar,format=raw,if=none,id=results" -device virtio-blk-pci,drive=results \
         </dev/null > "$out/qemu.log" 2>&1
