@@ -17,7 +17,7 @@ rate (RATE_HZ, capped at the sampling rate `hz`; `Source.rate_hz` is what it got
                 process: peak RSS, main thread's context switches), /proc/stat (itself in
                 10 ms ticks), per-core cpufreq, thermal zones, Raspberry Pi throttling and
                 under-voltage, RAPL energy
-    5 Hz        meminfo, PSI
+    2 Hz        meminfo, PSI
     slow_hz     vmstat (1 Hz by default), and smaps_rollup, slower still when one read is
                 dear (it walks every page table: 20 us for a small process, milliseconds
                 with a large model mapped): at most SMAPS_CPU_SHARE of a core
@@ -45,15 +45,16 @@ NO_FILE = (RUSAGE, PROC_CLOCK)      # read by a syscall, not from a file
 
 # Highest rate each kind is read at, Hz (None: every tick; SLOW: the sampler's slow_hz), by how
 # fast the value moves and what a read costs: on a small VM a read of a file not read every
-# tick costs ~5-15 us of the sampler thread's CPU, so reads per second are what the 2%-of-a-core
-# budget at 1 kHz buys after the wake-ups (csrc/perf/sampler.c).
+# tick costs ~10-30 us of the sampler thread's CPU (cold after the sleep), so reads per second
+# (~90 here) are what the 2%-of-a-core budget at 1 kHz buys after the wake-ups
+# (csrc/perf/sampler.c).
 SLOW = "slow"
 RATE_HZ = {
     RUSAGE: None, PROC_CLOCK: None, STAT: None,
     STATM: 50,
     SCHEDSTAT: 10, IO: 10, STATUS: 10, SYSSTAT: 10, CPUFREQ: 10, THERMAL: 10, THROTTLED: 10,
     UNDERVOLT: 10, RAPL: 10,
-    MEMINFO: 5, PSI_CPU: 5, PSI_MEMORY: 5, PSI_IO: 5,
+    MEMINFO: 2, PSI_CPU: 2, PSI_MEMORY: 2, PSI_IO: 2,
     VMSTAT: SLOW, SMAPS_ROLLUP: SLOW,
 }
 SMAPS_CPU_SHARE = 1e-4   # smaps_rollup's reads: at most this share of one core
@@ -109,6 +110,7 @@ class Source:
     every: int = 1       # read on the ticks t with t % every == phase (phase set by start)
     phase: int = 0
     rate_hz: float = 0.0  # so: the sampler's rate / every
+    read_cost_s: object = None  # smaps_rollup: what one read cost when the rate was chosen
 
     @property
     def available(self):
@@ -251,8 +253,9 @@ class Sampler:
         for s in self.sources:
             if not s.found:
                 continue
-            cost = read_cost_s(s.path) if s.kind == SMAPS_ROLLUP else None
-            s.every = every_for(s.kind, self.hz, slow_hz, rates, cost)
+            if s.kind == SMAPS_ROLLUP:
+                s.read_cost_s = read_cost_s(s.path)
+            s.every = every_for(s.kind, self.hz, slow_hz, rates, s.read_cost_s)
             s.rate_hz = self.hz / s.every
             rc = self._core.add_source(s.kind, s.slot, s.path, s.every)
             if rc >= 0:

@@ -16,8 +16,8 @@
  * them. Measured pread costs on a kept fd (x86 VM, hot caches): schedstat 0.8 us, statm
  * 1 us, io 1.3 us, stat 3 us, status 6 us, /proc/stat 6 us, meminfo 5 us, PSI 1.6 us each,
  * vmstat 17 us, smaps_rollup 20 us to milliseconds (it walks the page tables); getrusage
- * 0.6 us. A file read only now and then runs cold after the sleep: 5-15 us of the thread's
- * CPU, so reads per second, not bytes, are what the budget buys.
+ * 0.6 us. A file read only now and then runs cold after the sleep: 10-30 us of the
+ * thread's CPU, so reads per second, not bytes, are what the budget buys.
  *
  * Process CPU, faults and context switches of this process come from one getrusage (every
  * thread, the sampler's included: its ~1 voluntary switch a tick and its CPU, which stats
