@@ -12,9 +12,13 @@ For each model x weight type, from the shapes alone (nothing is loaded or run):
     energy   = device power / expected decode tokens per second
 
 Bytes and operations per region come from slmprof.roofline (the one cost model of the project);
-ceilings come from a device profile (slmprof.devices). The engine efficiency is the fraction of
-the roofline slmprof's engine achieved on this machine, per phase, learnt from a stored `bench`
-result; without one a stated default is used and the output says so.
+ceilings come from a device profile (slmprof.devices). Where the profile is a calibration by
+this slmprof, the ceilings are the engine's own kernels (its one-token product streaming each
+weight type from memory in the engine's work units, its attention, its blocked product) and the
+bound is made of them (ENGINE below). The engine efficiency is the fraction of the bound
+slmprof's engine achieved on this machine, per phase and per kind of bound, learnt from stored
+`bench` results; without one, an engine-kernel bound is expected as it is and a plain roofline
+gets a stated default, and the output says so.
 """
 import json
 import math
@@ -34,8 +38,9 @@ TIGHT_FRACTION = 0.85        # above 85% of usable memory: page cache and other 
 
 # What the bound is made of. "engine": the device's calibration measured the engine's own
 # kernels (its one-token product streaming each weight type from memory, its decode attention,
-# its blocked product for prefill), so the bound is what the engine itself attains and nothing
-# needs learning: the expected figure is the bound (ENGINE_EFFICIENCY). "roofline": plain
+# its blocked product for prefill), so the bound is what the engine's kernels attain; unless an
+# efficiency was learnt against such bounds (what the many small steps between the kernels
+# cost), the expected figure is the bound (ENGINE_EFFICIENCY). "roofline": plain
 # bandwidth and dot-kernel ceilings (the Pi reference profiles), which the engine reaches only
 # a fraction of: the learnt efficiency, or DEFAULT_EFFICIENCY.
 ENGINE, ROOFLINE = "engine", "roofline"
