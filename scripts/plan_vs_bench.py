@@ -256,7 +256,8 @@ def main(argv=None):
         lines.append(f"{phase}: {s['within_target']}/{s['n']} within ±{s['target']:.0%}; mean |error| "
                      f"{s['mean_abs_error']:.0%}, max {s['max_abs_error']:.0%}")
     lines.append(f"load average (1 min) {started_load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end "
-                 f"(2 cores: above ~0.3 the runs shared the machine); wall time {time.time() - started:.0f} s")
+                 f"(2 cores; the runs' own calibrations and benches add up to their thread count, so "
+                 f"load beyond that is other work); wall time {time.time() - started:.0f} s")
     text = "\n".join(lines) + "\n"
     (out_dir / "plan-vs-bench.md").write_text(text)
     print(text)
