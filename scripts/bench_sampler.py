@@ -8,16 +8,22 @@ For each rate it runs, one after the other (alternating, --repeat times; medians
 The main thread sleeps meanwhile, so the figures are the sampler's cost on an otherwise idle
 process. Printed with them: the machine's load (1-minute load average, and how busy all the
 CPUs were during the run from /proc/stat): on shared cores other work delays the thread's
-wake-ups and makes each one dearer (cold caches). On a small VM the floor alone is 1.6-2.5%
-of a core at 1 kHz and moves with the host; what the sources add is the difference to it.
+wake-ups and makes each one dearer (cold caches). On a small VM the floor alone is 1.2-2.6%
+of a core at 1 kHz and moves with the host; what the sources add is the difference to it. There
+a wake-up onto an idle CPU costs more than one that preempts a running task (~15-25 us against
+~12 us here), so an idle machine is the dear case; --busy measures the usual one, the sampler
+beside a run that keeps every core busy (one spinning process per CPU).
 
     python scripts/bench_sampler.py --seconds 5 --rates 1000,100
     python scripts/bench_sampler.py --seconds 3 --rates 1000 --repeat 3 --json out.json
+    python scripts/bench_sampler.py --seconds 5 --rates 1000 --busy
 """
 import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 from slmprof import _core
@@ -64,8 +70,27 @@ def main():
     p.add_argument("--repeat", type=int, default=3,
                    help="runs per rate, alternating floor and sampler; medians printed (default 3)")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--busy", action="store_true",
+                   help="keep every CPU busy meanwhile (one spinning process per CPU), as a model run does")
     args = p.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    spinners = []
+    if args.busy:
+        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(os.cpu_count() or 1)]
+        print(f"busy: {len(spinners)} spinning processes, one per CPU")
+    try:
+        results = measure_rates(args)
+    finally:
+        for sp in spinners:
+            sp.kill()
+            sp.wait()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "cpus": os.cpu_count(), "busy": args.busy}, f, indent=1)
+
+
+def measure_rates(args):
     results = []
     for hz in (int(x) for x in args.rates.split(",")):
         runs = [measure(hz, args.seconds) for _ in range(args.repeat)]
@@ -90,10 +115,8 @@ def main():
               f"load average {r['loadavg_1min']:.2f}")
     rates = results[0]["sampler"]["rates_hz"] if results else {}
     print("source rates at " + (f"{results[0]['requested_hz']} Hz: " if results else "") +
-          ", ".join(f"{k} {v:g}" for k, v in rates.items()))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "cpus": os.cpu_count()}, f, indent=1)
+          ", ".join(f"{k} {v:.4g}" for k, v in rates.items()))
+    return results
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def measure(cmd, events=None, hz=100, out=sys.stderr):
         os.close(w_gate)
         err = os.read(r_err, 64)
         os.close(r_err)
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         elapsed_ns = time.monotonic_ns() - t0
         sampler.stop()
         if err:
@@ -121,7 +121,9 @@ def measure(cmd, events=None, hz=100, out=sys.stderr):
                 "exit_status": 130 if interrupted[0] else _exit_status(status),
                 "child_status": _exit_status(status), "interrupted": bool(interrupted[0]),
                 "elapsed_ns": elapsed_ns, "counters": counters.describe(),
-                "attach_error": attach_error, "readings": readings, "sampler": sampler}
+                "attach_error": attach_error, "readings": readings, "sampler": sampler,
+                # the kernel's high-water mark, exact even when the peak fell between samples
+                "peak_rss_bytes_at_exit": usage.ru_maxrss * 1024}
     finally:
         signal.signal(signal.SIGINT, old_handler)
         if sampler is not None:
@@ -181,7 +183,7 @@ def source_rates_text(sampler):
     for x in sampler.sources:
         if x.available:
             by_rate.setdefault(x.rate_hz, []).append(x.name)
-    return "; ".join(f"{r:g} Hz: {', '.join(names)}" for r, names in sorted(by_rate.items(), reverse=True))
+    return "; ".join(f"{r:.4g} Hz: {', '.join(names)}" for r, names in sorted(by_rate.items(), reverse=True))
 
 
 def summarize_samples(sampler, data):
@@ -311,7 +313,7 @@ def print_summary(res, summary, out):
           f"{s['achieved_hz']:.0f} Hz achieved (sampler used {s['sampler_cpu_fraction'] * 100:.2f}% of a core)\n")
         w(f"   each source at its own rate: {source_rates_text(res['sampler'])}\n")
         rows = [
-            ("peak RSS (main process)", _fmt_bytes(s["peak_rss_bytes"])),
+            ("peak RSS *", _fmt_bytes(s["peak_rss_bytes"])),
             ("peak PSS", _fmt_bytes(s["peak_pss_bytes"]) if s["peak_pss_bytes"] else None),
             ("CPU time", f"{s['cpu_ns'] / 1e9:.3f} s" if s["cpu_ns"] is not None else None),
             ("peak CPU", f"{s['peak_cpu_percent']:.0f} % of one core (100 ms windows)"
@@ -345,6 +347,7 @@ def print_summary(res, summary, out):
         for name, val in rows:
             if val is not None:
                 w(f"   {name:<24}{val}\n")
+        w("   * the kernel's high-water mark, of the main process or a child it waited for\n")
     missing = [x for x in res["sampler"].sources if not x.available]
     if missing:
         w("\n Not sampled:\n")
@@ -435,6 +438,7 @@ def run(args):
         return res["exit_status"]
     data = res["sampler"].samples()
     summary = summarize_samples(res["sampler"], data)
+    summary["peak_rss_bytes"] = max(summary.get("peak_rss_bytes") or 0, res["peak_rss_bytes_at_exit"])
     print_summary(res, summary, sys.stderr)
     if args.json:
         write_json(args.json, res, summary, data)
