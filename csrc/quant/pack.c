@@ -64,19 +64,28 @@ typedef struct chunk {
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER;
 static chunk *arena_current;
 
+/* Chunks are mapped directly, not taken from malloc: glibc serves 32 MiB requests from its heap
+ * once its mmap threshold has risen, and freed heap memory stays resident, so a process that
+ * loads a model twice (bench: cold, then warm) would carry the first copy. munmap returns it. */
 static chunk *chunk_new(size_t size) {
     size = (size + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES;
-    void *p = NULL;
-    if (posix_memalign(&p, HUGE_BYTES, size) != 0) return NULL;
+    const size_t span = size + HUGE_BYTES; /* room to align the start to a huge page */
+    uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES);
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    if (raw + span > p + size) munmap(p + size, (size_t)(raw + span - (p + size)));
 #ifdef MADV_HUGEPAGE
     madvise(p, size, MADV_HUGEPAGE);
 #endif
-    chunk *c = p;
+    chunk *c = (chunk *)p;
     c->size = size;
     c->used = HDR;
     c->live = 0;
     return c;
 }
+
+static void chunk_free(chunk *c) { munmap(c, c->size); }
 
 static void *alloc_packed(size_t bytes) {
     const size_t need = HDR + (bytes + 63) / 64 * 64;
@@ -88,7 +97,7 @@ static void *alloc_packed(size_t bytes) {
         if (!arena_current || arena_current->used + need > arena_current->size) {
             chunk *fresh = chunk_new(CHUNK_BYTES);
             if (fresh) {
-                if (arena_current && arena_current->live == 0) free(arena_current);
+                if (arena_current && arena_current->live == 0) chunk_free(arena_current);
                 arena_current = fresh;
             }
         }
@@ -110,7 +119,11 @@ void slm_packed_free(void *ptr) {
     chunk *c;
     memcpy(&c, (uint8_t *)ptr - HDR, sizeof c);
     pthread_mutex_lock(&arena_lock);
-    if (--c->live == 0 && c != arena_current) free(c);
+    if (--c->live == 0) {
+        /* the last weight of a closed model: nothing of it stays mapped */
+        if (c == arena_current) arena_current = NULL;
+        chunk_free(c);
+    }
     pthread_mutex_unlock(&arena_lock);
 }
 
