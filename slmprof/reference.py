@@ -25,18 +25,27 @@ from slmprof.gguf import GGUFFile, describe_model
 ACTIVATION_FORMAT = {"q4_0": "q8_0", "q8_0": "q8_0", "q4_1": "q8_1", "f32": None, "f16": None}
 
 
-def q4_1_offsets(data, rows):
-    """The per-block m (fp16 at bytes 2..3 of each 20-byte block) of Q4_1 rows: (rows, blocks)."""
-    blocks = np.asarray(data).reshape(rows, -1, 20)
-    return blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0].astype(np.float64)
-
-
-def q8_1_parts(data, rows):
-    """(d, s, q) of Q8_1 rows: d, s (rows, blocks) float64, q (rows, blocks, 32) int."""
-    blocks = np.asarray(data).reshape(rows, -1, 36)
-    d = blocks[:, :, 0:2].copy().view(np.float16)[:, :, 0].astype(np.float64)
-    s = blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0].astype(np.float64)
-    return d, s, blocks[:, :, 4:].view(np.int8).astype(np.int64)
+def block_parts(data, type: str, n: int, rows=None):
+    """(d, m_or_s, q) of `rows` rows of n elements in a GGUF block type, read from the block
+    layout: d and the second scale (m of Q4_1, s of Q8_1; None for Q4_0/Q8_0) float64
+    (rows, blocks), q int64 (rows, blocks, 32) with Q4_0's offset of 8 taken off.
+    rows=None: `data` is one row and the leading axis is dropped."""
+    bb, nb = quant.row_bytes(type, 32), n // 32
+    raw = np.ascontiguousarray(data, dtype=np.uint8).reshape(1 if rows is None else rows, -1)
+    blocks = raw[:, : nb * bb].reshape(len(raw), nb, bb)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
+    second = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
+    if type in ("q4_0", "q4_1"):
+        qs = blocks[..., 2:18] if type == "q4_0" else blocks[..., 4:20]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.int64)
+        if type == "q4_0":
+            q -= 8
+    else:
+        q = blocks[..., (2 if type == "q8_0" else 4):][..., :32].view(np.int8).astype(np.int64)
+    second = second if type in ("q4_1", "q8_1") else None
+    if rows is None:
+        return d[0], None if second is None else second[0], q[0]
+    return d, second, q
 
 
 class ReferenceModel:
@@ -81,8 +90,9 @@ class ReferenceModel:
             x = quant.dequantize(xq, fmt, x.shape[-1]).astype(np.float64)
             if fmt == "q8_1":
                 # sum_b m_b * s_b replaces sum_b m_b * d_b * sum(q_b) inside W . x
-                d, s, q = q8_1_parts(xq, len(x))
-                correction = (s - d * q.sum(axis=2)) @ q4_1_offsets(t.data, len(w)).T
+                d, s, q = block_parts(xq, "q8_1", x.shape[-1], rows=len(x))
+                m = block_parts(t.data, "q4_1", w.shape[1], rows=len(w))[1]   # (rows, blocks)
+                correction = (s - d * q.sum(axis=2)) @ m.T
         elif self.quantize_activations:
             x = x.astype(np.float32).astype(np.float64)
         return x @ w.T + correction

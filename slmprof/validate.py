@@ -122,31 +122,13 @@ def decode_blocks(data: np.ndarray, type: str, n: int) -> np.ndarray:
     return out.reshape(-1).astype(np.float32)
 
 
-def _block_parts(data: np.ndarray, type: str, n: int):
-    """(d, m_or_s, q) per block as float64/int64, for exact integer dot products."""
-    raw = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
-    nb = n // 32
-    blocks = raw[: nb * _BLOCK[type]].reshape(nb, _BLOCK[type])
-    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float64)[:, 0]
-    second = blocks[:, 2:4].copy().view(np.float16).astype(np.float64)[:, 0]
-    if type == "q4_0":
-        qs = blocks[:, 2:18]
-        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int64) - 8
-        return d, None, q
-    if type == "q4_1":
-        qs = blocks[:, 4:20]
-        return d, second, np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int64)
-    off = 2 if type == "q8_0" else 4
-    q = blocks[:, off:off + 32].view(np.int8).astype(np.int64)
-    return d, (second if type == "q8_1" else None), q
-
-
 def exact_block_dot(w_row: np.ndarray, w_type: str, act_row: np.ndarray, act_type: str,
                     n: int) -> tuple:
     """sum over blocks of d_w d_a sum(q_w q_a) (+ m_w s_a for q4_1), in exact integers and
     float64; also the sum of |terms| to scale the tolerance by."""
-    dw, mw, qw = _block_parts(w_row, w_type, n)
-    da, sa, qa = _block_parts(act_row, act_type, n)
+    from slmprof.reference import block_parts
+    dw, mw, qw = block_parts(w_row, w_type, n)
+    da, sa, qa = block_parts(act_row, act_type, n)
     isum = (qw * qa).sum(axis=1)                       # exact int64 per block
     terms = dw * da * isum.astype(np.float64)
     if w_type == "q4_1":

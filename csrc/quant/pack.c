@@ -95,11 +95,9 @@ static void *alloc_packed(size_t bytes) {
         c = chunk_new(HDR + need); /* a big matrix gets a chunk of its own */
     } else {
         if (!arena_current || arena_current->used + need > arena_current->size) {
+            /* the chunk left behind is freed by its last allocation's slm_packed_free */
             chunk *fresh = chunk_new(CHUNK_BYTES);
-            if (fresh) {
-                if (arena_current && arena_current->live == 0) chunk_free(arena_current);
-                arena_current = fresh;
-            }
+            if (fresh) arena_current = fresh;
         }
         c = arena_current && arena_current->used + need <= arena_current->size ? arena_current : NULL;
     }
