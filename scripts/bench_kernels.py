@@ -23,7 +23,9 @@ import sys
 
 import numpy as np
 
-from slmprof import _core, quant
+from slmprof import _core
+
+from slmprof.engine import quant
 
 SHAPES = {  # rows x cols as "out x in"; SmolLM2-135M: dim 576, ffn 1536, vocab 49152
     "576x576": (576, 576),      # q/o projections

@@ -2,7 +2,7 @@
 
 One loaded Model, one prompt prefilled once; every repetition decodes the same tokens from the
 same positions (the cache is rewound), each token once under every configuration, back to
-back, the order rotating so no configuration always runs first (slmprof.layers.profiling_cost).
+back, the order rotating so no configuration always runs first (slmprof.analysis.layers.profiling_cost).
 Each repetition gives a ratio to profiling off measured milliseconds apart; the median ratio
 over the repetitions is the figure. The per-token median ratio (each token against the same
 token with profiling off, a few ms apart) is printed beside it: on a busy machine it is the
@@ -23,8 +23,8 @@ import os
 import statistics
 import sys
 
-from slmprof import layers
-from slmprof.model import Model
+from slmprof.analysis import layers
+from slmprof.engine.model import Model
 
 TARGET = 0.03  # per-op regions within 3% of profiling off (issue 6)
 

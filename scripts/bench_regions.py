@@ -17,7 +17,7 @@ import threading
 import pyperf
 
 from slmprof import _core
-from slmprof.counters import Counters
+from slmprof.measure.counters import Counters
 
 SW_EVENTS = ["task-clock", "page-faults", "context-switches"]
 

@@ -4,7 +4,7 @@ requested rate, <= 2% of one core) and at the other rates for context.
 For each rate it runs, one after the other (alternating, --repeat times; medians printed):
   floor    the sampler thread with no sources: wake up on the deadline, stamp and store an
            empty record, sleep. What the loop costs before it reads anything.
-  sampler  slmprof.sampler.Sampler with every source this machine has, at its own rates.
+  sampler  slmprof.measure.sampler.Sampler with every source this machine has, at its own rates.
 The main thread sleeps meanwhile, so the figures are the sampler's cost on an otherwise idle
 process. Printed with them: the machine's load (1-minute load average, and how busy all the
 CPUs were during the run from /proc/stat): on shared cores other work delays the thread's
@@ -27,7 +27,7 @@ import sys
 import time
 
 from slmprof import _core
-from slmprof.sampler import NO_FILE, SAMPLE_DTYPE, Sampler
+from slmprof.measure.sampler import NO_FILE, SAMPLE_DTYPE, Sampler
 
 
 def machine_busy():

@@ -9,7 +9,7 @@ the thread, `median_per_cpu_s`) and for the engine alike. So this script builds 
 ceilings from the engine's own calibration kernels in CPU time (the one-token product streaming
 each weight type from memory in each of the engine's work units, decode attention with its KV
 cache from memory and in cache, the cache-resident products, the read bandwidth), predicts
-decode and prefill time per token with slmprof.plan.step_seconds (the same code as `plan`), and
+decode and prefill time per token with slmprof.analysis.plan.step_seconds (the same code as `plan`), and
 times the engine's decode and prefill in CPU time, interleaved, for each model. Nothing is
 learnt. What it cannot take out: memory bandwidth the neighbours use at the same time.
 
@@ -27,7 +27,9 @@ DEFAULT_MODELS = ("smollm2-135m,synth:smollm2-135m:q8_0,synth:smollm2-360m:q4_0,
 
 def cpu_ceilings(seconds=0.3, array_bytes=256 << 20):
     """One-thread Ceilings from the calibration kernels, rates per CPU second."""
-    from slmprof import _core, calibrate, roofline
+    from slmprof import _core
+    from slmprof.measure import calibrate
+    from slmprof.analysis import roofline
     ids = calibrate.TYPE_IDS
     stream, stream_by_op, matvec, gemm = {}, {}, {}, {}
     for t in calibrate.DOT_TYPES:
@@ -56,7 +58,7 @@ def cpu_ceilings(seconds=0.3, array_bytes=256 << 20):
 def engine_cpu_seconds(path, prompt_tokens, gen_tokens, reps):
     """(decode seconds per token, prefill seconds per token), CPU time of the one engine thread,
     the fastest of `reps` runs."""
-    from slmprof.model import Model
+    from slmprof.engine.model import Model
     model = Model.load(str(path), threads=1, ctx=prompt_tokens + gen_tokens + 1)
     try:
         dec, pre = [], []
@@ -81,7 +83,8 @@ def main(argv=None):
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args(argv)
-    from slmprof import plan as planner, registry
+    from slmprof.analysis import plan as planner
+    from slmprof.engine import registry
     load0 = os.getloadavg()[0]
     rows = []
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:

@@ -74,7 +74,7 @@ def predict(model, args, out_dir, tag=""):
     """`plan --device this` on the very file bench will run (so its tensor types are planned as
     they are), set up as bench runs it: same threads, prompt, and the decode figure taken at the
     middle of the generated tokens."""
-    from slmprof import registry
+    from slmprof.engine import registry
     model_file = registry.resolve(model).path
     path = out_dir / f"plan-{slug(model)}{'-' + tag if tag else ''}.json"
     ctx = args.prompt_tokens + args.gen_tokens + 1
@@ -144,7 +144,7 @@ def main(argv=None):
         if not args.keep_calibration:
             slmprof("calibrate", "--quiet", "--force", "--threads", args.threads)
 
-    from slmprof import plan as planner
+    from slmprof.analysis import plan as planner
 
     def learn(ref_models):
         """Learn the engine efficiency from bench runs of `ref_models` only, each right after a

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from slmprof import trace as tr  # noqa: E402
+from slmprof.measure import trace as tr  # noqa: E402
 
 
 def plot(data, out, max_series=5):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-compile the kernel test (csrc/tests/test_kernels.c + csrc/quant + csrc/arch) for aarch64
+# Cross-compile the kernel test (csrc/tests/test_kernels.c + csrc/quant + csrc/arch + attention) for aarch64
 # and run it under user-mode emulation as a Raspberry Pi 4 core (cortex-a72: plain NEON) and a
 # Pi 5 core (cortex-a76: NEON + dotprod). Checks every path against the reference, that each
 # core dispatches to its own path, and that SLMPROF_ISA can force / refuses paths.
@@ -18,7 +18,7 @@ done
 OUT=${OUT:-$(mktemp -d)}
 CFLAGS="-O2 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Werror -D_GNU_SOURCE -Icsrc"
 objs=()
-for src in csrc/quant/*.c csrc/arch/*.c csrc/tests/test_kernels.c; do
+for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c csrc/tests/test_kernels.c; do
     name=$(basename "$src" .c)
     flags=""
     case "$name" in
@@ -49,9 +49,12 @@ unset SLMPROF_ISA
 # the same test natively first (x86-64 hosts: scalar and avx2), so a host-side break shows up too
 if [ "$(uname -m)" = x86_64 ] && command -v gcc >/dev/null 2>&1; then
     echo "== native $(uname -m)"
-    gcc $CFLAGS -c csrc/arch/kernels_avx2.c -mavx2 -mfma -mf16c -o "$OUT/host_avx2.o"
-    host_objs=("$OUT/host_avx2.o")
-    for src in csrc/quant/*.c csrc/arch/*.c csrc/tests/test_kernels.c; do
+    host_objs=()
+    for src in csrc/arch/kernels_avx2.c csrc/arch/attention_avx2.c; do
+        gcc $CFLAGS -mavx2 -mfma -mf16c -c "$src" -o "$OUT/host_$(basename "$src" .c).o"
+        host_objs+=("$OUT/host_$(basename "$src" .c).o")
+    done
+    for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c csrc/tests/test_kernels.c; do
         case "$(basename "$src" .c)" in *_avx2|*_neon|*_neon_dotprod) continue ;; esac
         gcc $CFLAGS -c "$src" -o "$OUT/host_$(basename "$src" .c).o"
         host_objs+=("$OUT/host_$(basename "$src" .c).o")

@@ -4,7 +4,7 @@
         path = tiny_model(arch="qwen2", type="q8_0")            # a Path to a GGUF file
         path = tiny_model(arch="llama", type="q4_1", tokenizer="spm", tied=False)
 
-tiny_model(**kw) takes the arguments of slmprof.registry.write_tiny_model: arch ("llama",
+tiny_model(**kw) takes the arguments of slmprof.engine.registry.write_tiny_model: arch ("llama",
 "qwen2"), type ("f32", "f16", "q4_0", "q4_1", "q8_0"), tokenizer ("gpt2", "spm"), tied,
 head_type / embd_type (LM head and untied embedding types; default: `type`), seed, version
 (GGUF 2 or 3), and shape fields (n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2, head_dim,
@@ -13,7 +13,7 @@ shared, so treat them as read-only. `tiny_shape(**kw)` gives the matching ModelS
 """
 import pytest
 
-from slmprof import registry
+from slmprof.engine import registry
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,13 @@ import sys
 
 import pytest
 
-from slmprof import backends, report
+from slmprof.bench import backends
+
+from slmprof import report
 
 HAVE_CTRANSFORMERS = importlib.util.find_spec("ctransformers") is not None
-HAVE_ENGINE = importlib.util.find_spec("slmprof.model") is not None
-needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="slmprof.model (the engine) is not in this build")
+HAVE_ENGINE = importlib.util.find_spec("slmprof.engine.model") is not None
+needs_engine = pytest.mark.skipif(not HAVE_ENGINE, reason="slmprof.engine.model (the engine) is not in this build")
 
 
 def _bench(tmp_path, *extra, env_cache=None):
@@ -181,7 +183,7 @@ def test_system_watch_on_a_fake_pi4(tmp_path):
     from pathlib import Path
 
     import numpy as np
-    from slmprof import procfs
+    from slmprof.measure import procfs
     from slmprof.commands.bench import SystemWatch
     root = tmp_path / "pi4"
     shutil.copytree(Path(__file__).parent / "fake_roots" / "pi4", root)
@@ -217,7 +219,7 @@ def test_system_watch_on_a_fake_pi4(tmp_path):
 
 
 def test_system_watch_says_why_figures_are_missing(tmp_path):
-    from slmprof import procfs
+    from slmprof.measure import procfs
     from slmprof.commands.bench import SystemWatch
     (tmp_path / "sys").mkdir()
     watch = SystemWatch(hz=50, roots=procfs.Roots(proc=str(tmp_path), sys=str(tmp_path / "sys")))
@@ -255,7 +257,7 @@ def test_compare_models_and_types(tmp_path, tiny_model):
 def test_perplexity_scores_the_second_half_of_each_window(tiny_model):
     import numpy as np
     from slmprof.commands.compare import perplexity
-    from slmprof.model import Model
+    from slmprof.engine.model import Model
     with Model.load(str(tiny_model(type="f32")), threads=1, ctx=64) as m:
         toks = m.tokenizer.encode("the quick brown fox jumps over the lazy dog " * 8)
         ppl, scored = perplexity(m, toks, 32)

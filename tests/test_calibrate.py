@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from slmprof import _core, calibrate
+from slmprof import _core
+
+from slmprof.measure import calibrate
 from slmprof.errors import ModelFileError, UnsupportedError
 
 SMALL = 8 << 20  # functional tests only: bandwidth figures need buffers far beyond the LLC

@@ -10,11 +10,13 @@ import time
 
 import pytest
 
-from slmprof import _core, counters, events as ev, procfs
-from slmprof.counters import Counters, interpret
+from slmprof import _core
+
+from slmprof.measure import counters, events as ev, procfs
+from slmprof.measure.counters import Counters, interpret
 
 def _software_counting_reason():
-    from slmprof.counters import Counters
+    from slmprof.measure.counters import Counters
     st = Counters(["task-clock"]).states[0]
     return None if st.available else st.reason
 
@@ -298,7 +300,7 @@ def test_raw_names_need_the_core():
 def test_emfile_is_a_clear_error():
     code = r"""
 import resource, sys
-from slmprof.counters import Counters
+from slmprof.measure.counters import Counters
 import os
 used = len(os.listdir('/proc/self/fd'))
 resource.setrlimit(resource.RLIMIT_NOFILE, (used + 2, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
@@ -503,7 +505,7 @@ def test_instructions_over_the_engine_pool_add_up_to_the_process_count(tiny_mode
     """Per-thread counters on every thread of the process (the engine's pool workers
     included, attached after they exist) sum to what one inherited counter, opened before
     the pool started, counts for the whole process; and more than the calling thread alone."""
-    from slmprof.model import Model
+    from slmprof.engine.model import Model
     me = threading.get_native_id()
     path = tiny_model(dim=256, ffn=512, n_head=4, n_kv_head=2)
     whole = Counters(["instructions"], inherit=True, exclude_kernel=True)

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 import pytest
 
-from slmprof.model import Model
+from slmprof.engine.model import Model
 from tiny_models import tiny, write_tiny_model
 
 pytestmark = [

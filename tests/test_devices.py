@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from slmprof import devices
-from slmprof.devices import DeviceProfileError
+from slmprof.analysis import devices
+from slmprof.analysis.devices import DeviceProfileError
 
 
 def _doc(**changes):
@@ -113,7 +113,7 @@ def _machine_profile(version=1):
 
 
 def test_calibrate_export_loads_as_a_device(tmp_path):
-    pytest.importorskip("slmprof.calibrate")
+    pytest.importorskip("slmprof.measure.calibrate")
     path = tmp_path / "pi5.json"
     path.write_text(json.dumps(_machine_profile()))
     p = devices.resolve_device(str(path))
@@ -133,7 +133,7 @@ def test_calibrate_export_loads_as_a_device(tmp_path):
 def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
     """The engine's own kernel figures (matrix products, streaming one-token product, decode
     attention) become the ceilings' matvec/gemm/stream/attention, and survive an export."""
-    pytest.importorskip("slmprof.calibrate")
+    pytest.importorskip("slmprof.measure.calibrate")
     rate = lambda v: {"best": v * 1.1, "median": v, "passes": 5, "seconds": 0.2}  # noqa: E731
     machine = _machine_profile()
     machine["matmul"] = {"isa": "neon-dotprod", "prefill_tokens": 16,
@@ -166,7 +166,7 @@ def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
 
 
 def test_newer_machine_profile_is_a_clear_error(tmp_path):
-    pytest.importorskip("slmprof.calibrate")
+    pytest.importorskip("slmprof.measure.calibrate")
     path = tmp_path / "pi5.json"
     path.write_text(json.dumps(_machine_profile(version=99)))
     with pytest.raises(DeviceProfileError, match="newer"):
@@ -174,7 +174,7 @@ def test_newer_machine_profile_is_a_clear_error(tmp_path):
 
 
 def test_best_pass_ceilings_can_be_chosen(tmp_path):
-    pytest.importorskip("slmprof.calibrate")
+    pytest.importorskip("slmprof.measure.calibrate")
     median = devices.from_machine_profile(_machine_profile())
     best = devices.from_machine_profile(_machine_profile(), which="best")
     assert best.bandwidth_GBps(4) == pytest.approx(1.1 * median.bandwidth_GBps(4))

@@ -1,4 +1,4 @@
-"""The C forward pass against slmprof.reference (numpy float64) on tiny models of each architecture and
+"""The C forward pass against slmprof.engine.reference (numpy float64) on tiny models of each architecture and
 weight type, plus batching, thread-count and bad-input checks.
 
 Tolerances (logits compared relative to the reference logits' standard deviation, `std`):
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from slmprof.errors import ContextOverflowError
-from slmprof.model import Model
-from slmprof.reference import ReferenceModel
+from slmprof.engine.model import Model
+from slmprof.engine.reference import ReferenceModel
 from tiny_models import tiny, write_tiny_model
 
 TYPES = ["f32", "f16", "q8_0", "q4_0", "q4_1"]
@@ -297,7 +297,7 @@ def mapped_rss_bytes(path):
 def test_repacked_weights_do_not_stay_resident_twice(tiny_model):
     """The engine gives back the file pages under matrices it repacked: the model is resident
     once (its repacked copy), not twice."""
-    from slmprof import quant
+    from slmprof.engine import quant
     path = tiny_model(type="q4_0", dim=512, ffn=2048, n_layer=2, n_head=8, n_kv_head=8).resolve()
     size = path.stat().st_size
     with Model.load(path, threads=1, ctx=16) as m:
@@ -313,8 +313,8 @@ def test_repacked_weights_do_not_stay_resident_twice(tiny_model):
 def test_engine_layer_regions_keep_counters(tiny_path):
     """With counters, layer regions get counter deltas (the engine holds its threads at layer
     edges for the read) and operation regions stay wall-only; results do not change."""
-    from slmprof.counters import Counters
-    from slmprof.profiler import Profiler
+    from slmprof.measure.counters import Counters
+    from slmprof.measure.profiler import Profiler
     st = Counters(["task-clock"]).states[0]
     if not st.available:
         pytest.skip(f"no software counting here: {st.reason}")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from slmprof.errors import ModelFileError, UnsupportedError
-from slmprof.gguf import (GGUFFile, GGUFWriter, ModelShape, describe_model, open_model,
+from slmprof.engine.gguf import (GGUFFile, GGUFWriter, ModelShape, describe_model, open_model,
                           tensor_nbytes)
 
 TINY = ModelShape(arch="llama", n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2, head_dim=16,
@@ -35,7 +35,7 @@ def write_f32_model(path, shape=TINY, drop=(), reshape=None, types=None, arch=No
         shp = (reshape or {}).get(name, shp)
         t = (types or {}).get(name)
         if t is not None:
-            from slmprof.gguf import GGML_TYPES
+            from slmprof.engine.gguf import GGML_TYPES
             nbytes = tensor_nbytes(t, shp) if shp[0] % GGML_TYPES[t].block_elems == 0 else 0
             w.add_tensor(name, bytes(nbytes), t, shp)
         else:
@@ -443,7 +443,7 @@ def test_random_corruption_gives_only_clear_errors(tiny_model, tmp_path):
     """Flip bytes of the header and metadata of a real tiny model: opening, describing and
     building the tokenizer either work or raise slmprof's own errors, never anything else."""
     from slmprof.errors import SlmprofError
-    from slmprof.tokenizer import Tokenizer
+    from slmprof.engine.tokenizer import Tokenizer
     src = tiny_model(type="q8_0").read_bytes()
     with GGUFFile(tiny_model(type="q8_0")) as gf:
         header_end = gf.data_start

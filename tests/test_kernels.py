@@ -3,7 +3,7 @@ package as a cross-check, and (below) every SIMD path against the reference."""
 import numpy as np
 import pytest
 
-from slmprof import quant
+from slmprof.engine import quant
 from slmprof.errors import ShapeError, UnsupportedError
 
 QK = 32
@@ -347,7 +347,7 @@ def test_isa_selection_and_force():
 
 
 def _env_isa(value):
-    code = "from slmprof import quant\ntry:\n print(quant.active_isa())\nexcept Exception as e:\n print(type(e).__name__, e)"
+    code = "from slmprof.engine import quant\ntry:\n print(quant.active_isa())\nexcept Exception as e:\n print(type(e).__name__, e)"
     env = dict(os.environ, SLMPROF_ISA=value)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip()
 

@@ -5,10 +5,14 @@ import sys
 
 import pytest
 
-from slmprof import calibrate, layers, report, roofline
+from slmprof.measure import calibrate
 
-engine = pytest.importorskip("slmprof.model", reason="the engine (slmprof.model) is not in this build")
-pytest.importorskip("slmprof.profiler", reason="the region profiler is not in this build")
+from slmprof.analysis import layers, roofline
+
+from slmprof import report
+
+engine = pytest.importorskip("slmprof.engine.model", reason="the engine (slmprof.engine.model) is not in this build")
+pytest.importorskip("slmprof.measure.profiler", reason="the region profiler is not in this build")
 
 TINY = "synth:tiny-llama"
 
@@ -95,7 +99,7 @@ def test_phase_choice(profile):
 
 
 def test_offline_default_falls_back_to_the_synthetic_twin(monkeypatch):
-    from slmprof import registry
+    from slmprof.engine import registry
     from slmprof.errors import ModelNotFoundError
     real = registry.resolve
 
@@ -141,7 +145,7 @@ def test_fidelity_on_the_smollm2_shape(profile):
     per-op regions cost under 3% of decode time (on vs off, interleaved), with two engine
     threads. Timing on a shared machine is noisy: scripts/bench_profiling_overhead.py gives
     the figure with the load it was measured under."""
-    from slmprof.model import Model
+    from slmprof.engine.model import Model
     prof_machine, _ = calibrate.get_profile()
     rep = layers.profile_layers("synth:smollm2-135m", threads=2, prompt_tokens=32, gen_tokens=32,
                                 profile=prof_machine, events=[])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from slmprof import devices, plan, roofline
+from slmprof.analysis import devices, plan, roofline
 from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ def _one(model, type_, device="pi5-8gb", **kw):
 
 
 def test_memory_parts_follow_the_shape():
-    from slmprof.registry import SHAPES
+    from slmprof.engine.registry import SHAPES
     shape = SHAPES["tinyllama-1.1b"]
     p = _one("tinyllama-1.1b", "q8_0", ctx=1024)
     # weights: every tensor, 2-D in Q8_0 (34 bytes per 32), norms in F32
@@ -51,7 +51,7 @@ def test_prefill_is_compute_bound_and_uses_the_int8_ceiling():
     assert p.prefill_bound_tok_s > p.decode_bound_tok_s
     # matmul operations dominate: 2 ops per weight per token at the int8 ceiling
     dev = devices.builtin_profile("pi5-8gb")
-    from slmprof.registry import SHAPES
+    from slmprof.engine.registry import SHAPES
     s = SHAPES["tinyllama-1.1b"]
     matmul_params = s.n_layer * (s.dim * (s.n_head + 2 * s.n_kv_head) * s.head_dim
                                  + s.n_head * s.head_dim * s.dim + 3 * s.dim * s.ffn)
@@ -122,7 +122,7 @@ def test_load_time_and_energy_come_from_the_profile():
 
 
 def test_shape_by_hand_matches_the_registry_shape():
-    from slmprof.registry import SHAPES
+    from slmprof.engine.registry import SHAPES
     s = SHAPES["smollm2-135m"]
     spec = (f"n_layer={s.n_layer},dim={s.dim},ffn={s.ffn},n_head={s.n_head},n_kv_head={s.n_kv_head},"
             f"vocab={s.vocab},ctx={s.ctx}")
@@ -161,8 +161,8 @@ def test_unresolvable_model_is_an_error(tmp_path, monkeypatch):
 
 def test_a_gguf_file_is_planned_at_its_own_types(tmp_path, monkeypatch):
     monkeypatch.setenv("SLMPROF_CACHE", str(tmp_path))
-    from slmprof import registry
-    from slmprof.gguf import open_model
+    from slmprof.engine import registry
+    from slmprof.engine.gguf import open_model
     path = registry.resolve("synth:tiny-llama:q8_0").path
     gf, desc = open_model(path)
     file_weights = desc.weight_bytes()

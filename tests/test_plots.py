@@ -7,10 +7,14 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("matplotlib")
-pytest.importorskip("slmprof.model", reason="the engine (slmprof.model) is not in this build")
-pytest.importorskip("slmprof.profiler", reason="the region profiler is not in this build")
+pytest.importorskip("slmprof.engine.model", reason="the engine (slmprof.engine.model) is not in this build")
+pytest.importorskip("slmprof.measure.profiler", reason="the region profiler is not in this build")
 
-from slmprof import calibrate, layers, report, trace  # noqa: E402
+from slmprof.measure import calibrate, trace  # noqa: E402
+
+from slmprof.analysis import layers
+
+from slmprof import report
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 TINY = "synth:tiny-llama"

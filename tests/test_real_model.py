@@ -6,9 +6,9 @@ English of the stdlib's pydoc_data topics, which ships with every Python.
 import numpy as np
 import pytest
 
-from slmprof import quant
-from slmprof.model import Model
-from slmprof.perplexity import perplexity
+from slmprof.engine import quant
+from slmprof.engine.model import Model
+from slmprof.analysis.perplexity import perplexity
 
 pytestmark = pytest.mark.real_model
 

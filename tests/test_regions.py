@@ -6,11 +6,11 @@ import time
 import pytest
 
 from slmprof import _core
-from slmprof.counters import Counters
-from slmprof.profiler import Profiler, USER_REGION_BASE
+from slmprof.measure.counters import Counters
+from slmprof.measure.profiler import Profiler, USER_REGION_BASE
 
 def _software_counting_reason():
-    from slmprof.counters import Counters
+    from slmprof.measure.counters import Counters
     st = Counters(["task-clock"]).states[0]
     return None if st.available else st.reason
 

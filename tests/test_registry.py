@@ -8,11 +8,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from slmprof import cli, quant, registry
+from slmprof import cli
+
+from slmprof.engine import quant, registry
 from slmprof.errors import ModelNotFoundError, UnsupportedError
-from slmprof.gguf import GGUFFile, open_model
-from slmprof.requantize import requantize
-from slmprof.tokenizer import Tokenizer
+from slmprof.engine.gguf import GGUFFile, open_model
+from slmprof.engine.requantize import requantize
+from slmprof.engine.tokenizer import Tokenizer
 
 
 def dequant(t):
@@ -459,7 +461,7 @@ def test_large_synthetic_model(isolated_cache):
 def test_requantized_real_model_predicts_the_same(real_model_path, tmp_path):
     """SmolLM2 requantized to Q8_0 keeps its predictions: same greedy continuation, logits
     close to the original's."""
-    from slmprof.model import Model
+    from slmprof.engine.model import Model
     q8 = requantize(real_model_path, tmp_path / "q8.gguf", "q8_0")
     outs = []
     for path in (real_model_path, q8):

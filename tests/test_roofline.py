@@ -5,9 +5,13 @@ import time
 import numpy as np
 import pytest
 
-from slmprof import _core, calibrate, roofline
-from slmprof.gguf import ModelShape
-from slmprof.registry import SHAPES
+from slmprof import _core
+
+from slmprof.measure import calibrate
+
+from slmprof.analysis import roofline
+from slmprof.engine.gguf import ModelShape
+from slmprof.engine.registry import SHAPES
 
 SMOL = SHAPES["smollm2-135m"]
 

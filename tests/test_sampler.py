@@ -13,9 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from slmprof import _core, procfs
-from slmprof import sampler as sm
-from slmprof.sampler import Sampler, SAMPLE_DTYPE
+from slmprof import _core
+
+from slmprof.measure import procfs
+from slmprof.measure import sampler as sm
+from slmprof.measure.sampler import Sampler, SAMPLE_DTYPE
 
 FAKE_ROOTS = os.path.join(os.path.dirname(__file__), "fake_roots")
 

@@ -11,7 +11,7 @@ import pytest
 PY = sys.executable
 
 def _software_counting_reason():
-    from slmprof.counters import Counters
+    from slmprof.measure.counters import Counters
     st = Counters(["task-clock"]).states[0]
     return None if st.available else st.reason
 
@@ -139,7 +139,7 @@ def test_unavailable_hardware_events_carry_reasons():
 
 @pytest.mark.pmu
 def test_stat_shows_ipc_with_hardware_counters():
-    from slmprof.counters import Counters
+    from slmprof.measure.counters import Counters
     st = Counters(["instructions"]).states[0]
     if not st.available:
         pytest.skip(f"hardware counters unavailable here: {st.reason}")

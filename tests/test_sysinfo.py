@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from slmprof import procfs, sysinfo
+from slmprof.measure import procfs, sysinfo
 
 FAKE_ROOTS = os.path.join(os.path.dirname(__file__), "fake_roots")
 
@@ -56,7 +56,7 @@ def test_this_machine_json():
     r = run("--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["schema"] == "slmprof.sysinfo/1"
+    assert info["schema"] == "slmprof.measure.sysinfo/1"
     assert info["memory"]["total_bytes"] > 0
     ev = {c["name"]: c for c in info["counters"]}
     assert ev["task-clock"]["available"]                 # software events open everywhere here
@@ -90,7 +90,7 @@ def test_parsers_tolerate_missing_files(tmp_path):
 
 
 def _pmu_reason():
-    from slmprof.counters import Counters
+    from slmprof.measure.counters import Counters
     st = Counters(["cycles"]).states[0]
     return None if st.available else st.reason
 

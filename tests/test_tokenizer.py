@@ -3,8 +3,8 @@ pre-tokenizer splits, special tokens, errors; and the real SmolLM2 vocabulary.""
 import pytest
 
 from slmprof.errors import ModelFileError, UnsupportedError
-from slmprof.gguf import GGUFFile, GGUFWriter
-from slmprof.tokenizer import (BPETokenizer, CONTROL, NORMAL, SPMTokenizer, Tokenizer, BYTE,
+from slmprof.engine.gguf import GGUFFile, GGUFWriter
+from slmprof.engine.tokenizer import (BPETokenizer, CONTROL, NORMAL, SPMTokenizer, Tokenizer, BYTE,
                                byte_to_unicode, synthetic_vocab)
 
 TEXTS = [

@@ -6,7 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from slmprof import _core, trace
+from slmprof import _core
+
+from slmprof.measure import trace
 
 
 def test_recorder_logs_edges_in_order_with_thread_ids():
@@ -39,7 +41,7 @@ def test_recorder_counts_what_does_not_fit():
 
 
 def test_recorder_chains_to_a_region_table():
-    profiler = pytest.importorskip("slmprof.profiler")
+    profiler = pytest.importorskip("slmprof.measure.profiler")
     prof = profiler.Profiler(events=[])
     if not hasattr(prof.table, "hooks_address"):
         pytest.skip("this region table exposes no hooks address to chain to")

@@ -5,10 +5,14 @@ import importlib.util
 import numpy as np
 import pytest
 
-from slmprof import cli, quant, report, validate
+from slmprof import cli, report
 
-needs_engine = pytest.mark.skipif(importlib.util.find_spec("slmprof.model") is None,
-                                  reason="slmprof.model (the engine) is not in this build")
+from slmprof.engine import quant
+
+from slmprof.analysis import validate
+
+needs_engine = pytest.mark.skipif(importlib.util.find_spec("slmprof.engine.model") is None,
+                                  reason="slmprof.engine.model (the engine) is not in this build")
 
 
 @pytest.mark.parametrize("type", ["q4_0", "q4_1", "q8_0"])
@@ -106,8 +110,8 @@ def test_per_tensor_report(tmp_path, tiny_model):
                                 dict(type="f16", tied=False, tokenizer="spm"),
                                 dict(type="q8_0", rope_freqs=True)])
 def test_float_forward_matches_the_engine(tiny_model, kw):
-    from slmprof.model import Model
-    from slmprof.reference import float_forward
+    from slmprof.engine.model import Model
+    from slmprof.engine.reference import float_forward
     path = tiny_model(**kw)
     toks = [1, 5, 9, 33, 2, 7]
     with Model.load(str(path), threads=1, ctx=64) as m:

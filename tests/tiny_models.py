@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmprof import quant
-from slmprof.gguf import GGUFWriter, ModelShape
-from slmprof.registry import tiny_shape
-from slmprof.tokenizer import synthetic_vocab
+from slmprof.engine import quant
+from slmprof.engine.gguf import GGUFWriter, ModelShape
+from slmprof.engine.registry import tiny_shape
+from slmprof.engine.tokenizer import synthetic_vocab
 
 
 def tiny(arch="llama", dim=64, ffn=128, n_head=4, n_kv_head=2, tied=True, rope_freqs=False):

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/attention.h"
 #include "quant/kernels_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -139,6 +140,15 @@ static const slm_kernel_set *kernel_set(int type, int isa) {
 #endif
     default: return NULL;
     }
+}
+
+/* The attention path beside the matrix kernels: the same ISA choice. */
+slm_attend_fn slm_attend_for(int isa) {
+    if (isa < 0) isa = slm_isa_active();
+#if defined(__x86_64__)
+    if (isa == SLM_ISA_AVX2 && slm_isa_available(isa)) return slm_attend_avx2;
+#endif
+    return slm_attend_generic;
 }
 
 /* ---- test-only corruption switch ---- */

@@ -684,10 +684,7 @@ int slm_calib_attention(int threads, int head_dim, int n_pos, int64_t total_kv_b
     a->n_pos = n_pos;
     const int64_t layer_bytes = attn_layer_floats(a) * (int64_t)sizeof(float);
     a->layers = (total_kv_bytes / threads + layer_bytes - 1) / layer_bytes;
-    a->attend = slm_attend_generic;
-#if defined(__x86_64__)
-    if (slm_isa_active() == SLM_ISA_AVX2) a->attend = slm_attend_avx2;   /* as the engine picks */
-#endif
+    a->attend = slm_attend_for(-1);   /* as the engine picks */
     const int64_t ops_per_layer = (int64_t)ATTN_HEADS * n_pos * (4 * (int64_t)head_dim + 5);
     team t = {.threads = threads, .setup = attn_setup, .body = attn_body, .teardown = attn_teardown,
               .ctx = a, .min_seconds = min_seconds, .max_passes = MAX_PASSES_LIMIT, .min_passes = 3};

@@ -1,4 +1,4 @@
-/* One query head's attention over the cached positions, per ISA (internal to csrc/model). */
+/* One query head's attention over the cached positions, per ISA (internal to the C core). */
 #ifndef SLM_MODEL_ATTENTION_H
 #define SLM_MODEL_ATTENTION_H
 
@@ -17,6 +17,10 @@ void slm_attend_generic(const float *q, const void *k, const void *v, size_t kv_
 void slm_attend_avx2(const float *q, const void *k, const void *v, size_t kv_stride, int n_pos,
                      int head_dim, float scale, int kv_f16, float *att, float *out);
 #endif
+
+/* The attention path for an ISA (isa < 0: the active one), chosen in csrc/arch/dispatch.c
+ * beside the matrix kernels; never NULL. */
+slm_attend_fn slm_attend_for(int isa);
 
 /* Softmax of att[0..n) in place, returns nothing; shared by every path. */
 void slm_softmax(float *att, int n);

@@ -742,10 +742,7 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
-                           .region_ops = m->region_ops, .attend = slm_attend_generic};
-#if defined(__x86_64__)
-        if (slm_isa_active() == SLM_ISA_AVX2) job->attend = slm_attend_avx2;
-#endif
+                           .region_ops = m->region_ops, .attend = slm_attend_for(-1)};
         if (done + n > first_out) {
             job->out0 = first_out > done ? first_out - done : 0;
             job->n_out = n - job->out0;

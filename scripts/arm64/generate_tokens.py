@@ -6,8 +6,8 @@ same tokens on x86 (AVX2) and arm64 (NEON, with or without dotprod).
 """
 import sys
 
-from slmprof.model import Model
-from slmprof.registry import SHAPES
+from slmprof.engine.model import Model
+from slmprof.engine.registry import SHAPES
 
 
 def smallest_synthetic():

@@ -93,9 +93,9 @@ for cpu in $CPUS; do
         skip "slmprof sysinfo (no such command yet)"
     fi
 
-    if has_module slmprof.quant; then
+    if has_module slmprof.engine.quant; then
         log "== arm64 $cpu: kernel dispatch"
-        if isa=$(in_pi "$cpu" "cd / && $py -c 'from slmprof import quant; print(quant.active_isa(), quant.available_isas())'" 2>&1); then
+        if isa=$(in_pi "$cpu" "cd / && $py -c 'from slmprof.engine import quant; print(quant.active_isa(), quant.available_isas())'" 2>&1); then
             echo "active ISA and available: $isa"
             active=${isa%% *}
             case "$want_dotprod:$active" in
@@ -109,10 +109,10 @@ for cpu in $CPUS; do
                 fail "sysinfo on $cpu does not name the kernel path $active"
             fi
         else
-            echo "$isa"; fail "slmprof.quant on $cpu"
+            echo "$isa"; fail "slmprof.engine.quant on $cpu"
         fi
     else
-        skip "kernel dispatch check (slmprof.quant not there yet)"
+        skip "kernel dispatch check (slmprof.engine.quant not there yet)"
     fi
 
     if has_command layers; then
@@ -131,7 +131,7 @@ done
 # Same tokens as x86: greedy generation on a tiny synthetic model, on the host's installed
 # package and on each emulated core.
 echo
-if has_module slmprof.model; then
+if has_module slmprof.engine.model; then
     log "== generation: arm64 against x86"
     cp "$here/generate_tokens.py" "$ARM64_ROOT/tmp/generate_tokens.py"
     if host=$(cd / && "$HOST_PYTHON" "$here/generate_tokens.py" 2>&1); then
@@ -153,7 +153,7 @@ if has_module slmprof.model; then
         fi
     fi
 else
-    skip "token comparison with x86 (slmprof.model not there yet)"
+    skip "token comparison with x86 (slmprof.engine.model not there yet)"
 fi
 
 echo

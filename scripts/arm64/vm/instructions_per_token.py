@@ -10,9 +10,9 @@ import json
 import os
 import sys
 
-from slmprof import quant
-from slmprof.counters import Counters, detect_core
-from slmprof.model import Model
+from slmprof.engine import quant
+from slmprof.measure.counters import Counters, detect_core
+from slmprof.engine.model import Model
 
 REGRESSION = 0.05   # more instructions per token than the baseline by this much is flagged
 

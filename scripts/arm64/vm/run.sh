@@ -48,7 +48,7 @@ if [ "${SLMPROF_PMU_TESTS_ONLY:-0}" != 1 ] && has_command layers; then
     elif ! grep -q "IPC" <<<"$out"; then echo "FAIL: slmprof layers shows no IPC column although a PMU is there"; rc=1
     fi
 fi
-if [ "${SLMPROF_PMU_TESTS_ONLY:-0}" != 1 ] && $py -c 'import slmprof.model, slmprof.counters' 2>/dev/null; then
+if [ "${SLMPROF_PMU_TESTS_ONLY:-0}" != 1 ] && $py -c 'import slmprof.engine.model, slmprof.measure.counters' 2>/dev/null; then
     echo "== instructions per decoded token (exact under -icount)"
     PYTHONHASHSEED=0 $py /opt/slmprof-src/scripts/arm64/vm/instructions_per_token.py \
         /opt/slmprof-src/scripts/arm64/instructions_baseline.json || { echo "FAIL: instructions per token not measured"; rc=1; }

@@ -1,0 +1,489 @@
+# _perf.pxi: wrappers of the measurement core (csrc/perf/*). Included by _core.pyx.
+#
+# For the engine (_engine.pxi is included after this file):
+#     `RegionTable` is a cdef class; `(<RegionTable>table).hooks()` returns the C
+#     `slm_region_hooks` {begin, end, ctx}, and `table.hooks_address()` the address of a copy
+#     that lives as long as the table (what Model.set_profiler hands to the engine). The
+#     engine calls them on its main thread with ids SLM_REGION_ID(slot, op). Keep a Python
+#     reference to the table for as long as the engine holds the hooks. None: no profiler.
+#     `slm_region_hooks` is declared in the extern block below; do not redeclare it.
+#
+# Python code uses slmprof.measure.counters / slmprof.measure.profiler / slmprof.measure.sampler, not these directly.
+
+from libc.stdint cimport uint32_t, uint16_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+import os
+
+cdef extern from "slm.h" nogil:
+    # Declared here (first include that needs it); _engine.pxi uses this declaration.
+    ctypedef struct slm_region_hooks:
+        void (*begin)(void *ctx, int32_t region)
+        void (*end)(void *ctx, int32_t region)
+        void *ctx
+
+    enum:
+        SLM_PERF_MAX_EVENTS
+        SLM_PERF_MAX_GROUP
+        SLM_PERF_EXCLUDE_KERNEL
+        SLM_PERF_INHERIT
+        SLM_PERF_ENABLE_ON_EXEC
+        SLM_PERF_USER_READ
+        SLM_READ_SYSCALL
+        SLM_READ_RDPMC
+        SLM_READ_MRS
+        SLM_COUNT_EXACT
+        SLM_COUNT_SCALED
+        SLM_COUNT_NOT_COUNTED
+        SLM_COUNT_IDLE
+
+    ctypedef struct slm_perf_event:
+        uint32_t type
+        uint64_t config
+        uint64_t config1
+        int32_t group
+
+    ctypedef struct slm_perf_value:
+        uint64_t raw
+        double scaled
+        uint64_t enabled_ns
+        uint64_t running_ns
+        uint32_t n_scaled
+        uint32_t n_not_counted
+
+    ctypedef struct slm_counters:
+        pass
+
+    int slm_perf_probe(uint32_t type, uint64_t config, uint64_t config1, int flags)
+    int slm_perf_scale(uint64_t value, uint64_t enabled, uint64_t running, double *scaled)
+    int slm_perf_parse_group(const uint64_t *buf, size_t n_words, int expected_nr, int has_id,
+                             uint64_t *values, uint64_t *ids, uint64_t *enabled, uint64_t *running)
+    int slm_counters_create(slm_counters **out, const slm_perf_event *events, int n_events, int flags)
+    int slm_counters_attach_threads(slm_counters *c, int pid)
+    int slm_counters_attach_task(slm_counters *c, int tid)
+    int slm_counters_enable(slm_counters *c)
+    int slm_counters_disable(slm_counters *c)
+    int slm_counters_read(slm_counters *c, slm_perf_value *out)
+    int slm_counters_n_events(const slm_counters *c)
+    int slm_counters_n_threads(const slm_counters *c)
+    int slm_counters_n_fds(const slm_counters *c)
+    int slm_counters_read_path(slm_counters *c)
+    void slm_counters_allow_user_read(slm_counters *c, int allow)
+    void slm_counters_read_stats(slm_counters *c, uint64_t *user_reads, uint64_t *syscall_reads,
+                                 uint64_t *user_fallbacks)
+    void slm_counters_destroy(slm_counters *c)
+    void slm_perf_spin(uint64_t n)
+    int64_t slm_cpu_midr()
+    uint64_t slm_monotonic_ns()
+
+    ctypedef struct slm_region_stats:
+        uint64_t count
+        uint64_t wall_ns
+        uint64_t thread_cpu_ns
+        slm_perf_value counters[24]
+
+    ctypedef struct slm_region_table:
+        pass
+
+    int slm_region_table_create(slm_region_table **out, int capacity, slm_counters *counters)
+    void slm_region_table_destroy(slm_region_table *t)
+    void slm_region_begin(void *table, int32_t id)
+    void slm_region_end(void *table, int32_t id)
+    slm_region_hooks slm_region_table_hooks(slm_region_table *t)
+    int slm_region_get(slm_region_table *t, int32_t id, slm_region_stats *out)
+    void slm_region_table_reset(slm_region_table *t)
+    uint64_t slm_region_table_errors(slm_region_table *t)
+    int slm_region_table_capacity(const slm_region_table *t)
+    uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n)
+    void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t *begins, int n_begin)
+    int slm_region_set_wall_only(slm_region_table *t, int32_t id, int wall_only)
+    int slm_region_is_wall_only(const slm_region_table *t, int32_t id)
+
+
+PERF_EXCLUDE_KERNEL = SLM_PERF_EXCLUDE_KERNEL
+PERF_INHERIT = SLM_PERF_INHERIT
+PERF_ENABLE_ON_EXEC = SLM_PERF_ENABLE_ON_EXEC
+PERF_USER_READ = SLM_PERF_USER_READ
+PERF_MAX_EVENTS = SLM_PERF_MAX_EVENTS
+PERF_MAX_GROUP = SLM_PERF_MAX_GROUP
+READ_PATH_NAMES = {SLM_READ_SYSCALL: "read", SLM_READ_RDPMC: "rdpmc", SLM_READ_MRS: "mrs"}
+COUNT_STATUS_NAMES = {SLM_COUNT_EXACT: "exact", SLM_COUNT_SCALED: "scaled",
+                      SLM_COUNT_NOT_COUNTED: "not counted", SLM_COUNT_IDLE: "idle"}
+
+
+def monotonic_ns():
+    """CLOCK_MONOTONIC in ns: the clock of regions and sampler records."""
+    return slm_monotonic_ns()
+
+
+def cpu_midr():
+    """MIDR_EL1 read on the core itself (arm64 with HWCAP_CPUID), else None."""
+    cdef int64_t v = slm_cpu_midr()
+    return None if v < 0 else int(v)
+
+
+def perf_spin(uint64_t n):
+    """Run n iterations of a 2-instruction loop (x86-64, arm64): 2n instructions retired."""
+    with nogil:
+        slm_perf_spin(n)
+
+
+def perf_probe(uint32_t type, uint64_t config, uint64_t config1=0, int flags=0):
+    """Open and close one event on this thread: 0, or a negative errno."""
+    with nogil:
+        rc = slm_perf_probe(type, config, config1, flags)
+    return rc
+
+
+def perf_scale(uint64_t value, uint64_t enabled, uint64_t running):
+    """(scaled value, status name) for one reading; status is exact/scaled/not counted/idle."""
+    cdef double scaled = 0
+    cdef int how = slm_perf_scale(value, enabled, running, &scaled)
+    return scaled, COUNT_STATUS_NAMES[how]
+
+
+def perf_parse_group(words, int expected_nr, bint has_id=True):
+    """Parse a PERF_FORMAT_GROUP read buffer given as a sequence of u64:
+    -> (values, ids, enabled, running)."""
+    cdef cnp.ndarray[cnp.uint64_t, ndim=1] buf = np.ascontiguousarray(words, dtype=np.uint64)
+    cdef uint64_t vals[64]
+    cdef uint64_t ids[64]
+    cdef uint64_t en = 0, run = 0
+    if expected_nr < 0 or expected_nr > 64:
+        raise ValueError(f"group size {expected_nr} out of range 0..64")
+    check(slm_perf_parse_group(<uint64_t *>buf.data, buf.shape[0], expected_nr, has_id,
+                               vals, ids, &en, &run), "parsing a group read")
+    return ([vals[i] for i in range(expected_nr)],
+            [ids[i] for i in range(expected_nr)] if has_id else None, en, run)
+
+
+cdef dict _value_dict(slm_perf_value *v):
+    return {"raw": v.raw, "scaled": v.scaled, "enabled_ns": v.enabled_ns,
+            "running_ns": v.running_ns, "n_scaled": v.n_scaled,
+            "n_not_counted": v.n_not_counted}
+
+
+cdef class CounterSet:
+    """perf_event groups opened per thread (or inherited on a child), read as one set.
+
+    events: sequence of (type, config, config1, group); events sharing a group index are one
+    perf group. Use slmprof.measure.counters.Counters, which chooses events and explains failures."""
+    cdef slm_counters *c
+    cdef int n_events
+    cdef int users       # region tables that hold this set
+
+    def __cinit__(self, events, int flags=0):
+        cdef slm_perf_event ev[24]
+        n = len(events)
+        if n < 1 or n > SLM_PERF_MAX_EVENTS:
+            raise ValueError(f"{n} events: a counter set holds 1 to {SLM_PERF_MAX_EVENTS}")
+        for i, (t, cfg, cfg1, g) in enumerate(events):
+            ev[i].type = t
+            ev[i].config = cfg
+            ev[i].config1 = cfg1
+            ev[i].group = g
+        check(slm_counters_create(&self.c, ev, n, flags), "creating a counter set")
+        self.n_events = n
+
+    def __dealloc__(self):
+        if self.c != NULL:
+            slm_counters_destroy(self.c)
+            self.c = NULL
+
+    cdef slm_counters *ptr(self) except NULL:
+        if self.c == NULL:
+            raise ValueError("counter set is closed")
+        return self.c
+
+    def attach_threads(self, int pid=0):
+        """Open the groups on every thread of pid (0: this process) not attached yet;
+        returns how many threads were added, or a negative errno."""
+        cdef slm_counters *c = self.ptr()
+        with nogil:
+            rc = slm_counters_attach_threads(c, pid)
+        return rc
+
+    def attach_task(self, int tid):
+        """Open the groups on one task; 0 or a negative errno."""
+        cdef slm_counters *c = self.ptr()
+        with nogil:
+            rc = slm_counters_attach_task(c, tid)
+        return rc
+
+    def enable(self):
+        check(slm_counters_enable(self.ptr()), "enabling counters")
+
+    def disable(self):
+        check(slm_counters_disable(self.ptr()), "disabling counters")
+
+    def read(self):
+        """One dict per event: raw, scaled, enabled_ns, running_ns, n_scaled, n_not_counted."""
+        cdef slm_perf_value vals[24]
+        cdef slm_counters *c = self.ptr()
+        with nogil:
+            rc = slm_counters_read(c, vals)
+        check(rc, "reading counters")
+        return [_value_dict(&vals[i]) for i in range(self.n_events)]
+
+    @property
+    def n_threads(self):
+        return slm_counters_n_threads(self.ptr())
+
+    @property
+    def n_fds(self):
+        return slm_counters_n_fds(self.ptr())
+
+    @property
+    def read_path(self):
+        """How the calling thread's groups are read at region edges: read, rdpmc or mrs."""
+        return READ_PATH_NAMES[slm_counters_read_path(self.ptr())]
+
+    def allow_user_read(self, bint allow):
+        """False: read every group with read() even where rdpmc/mrs is open (to compare the
+        two paths on the same counters); True: back to the fastest path."""
+        slm_counters_allow_user_read(self.ptr(), allow)
+
+    def read_stats(self):
+        """How (thread, group) reads were served so far: {"user": from the mmap page with
+        rdpmc/mrs, "syscall": by read(), "user_fallback": user path tried, read() used}."""
+        cdef uint64_t user = 0, syscall = 0, fallback = 0
+        slm_counters_read_stats(self.ptr(), &user, &syscall, &fallback)
+        return {"user": user, "syscall": syscall, "user_fallback": fallback}
+
+    def close(self):
+        """Close every descriptor (kept open while a region table uses the set)."""
+        if self.c != NULL and self.users == 0:
+            slm_counters_destroy(self.c)
+            self.c = NULL
+
+    @property
+    def closed(self):
+        return self.c == NULL
+
+
+cdef class RegionTable:
+    """C region table: begin/end by integer id (0 .. capacity-1), nested, thread-safe,
+    accumulating count, wall ns, calling-thread CPU ns and counter deltas of `counters`
+    (a CounterSet or None) over all its threads."""
+    cdef slm_region_table *t
+    cdef readonly object counters
+    cdef int n_events
+    cdef slm_region_hooks _hooks   # stable address for hooks_address()
+
+    def __cinit__(self, int capacity=16384, CounterSet counters=None):
+        cdef slm_counters *c = NULL
+        if counters is not None:
+            c = counters.ptr()
+            self.n_events = counters.n_events
+        check(slm_region_table_create(&self.t, capacity, c), "creating the region table")
+        self._hooks = slm_region_table_hooks(self.t)
+        self.counters = counters
+        if counters is not None:
+            counters.users += 1
+
+    def __dealloc__(self):
+        if self.t != NULL:
+            slm_region_table_destroy(self.t)
+            self.t = NULL
+        if self.counters is not None:
+            (<CounterSet>self.counters).users -= 1
+
+    cdef slm_region_hooks hooks(self):
+        """The C hooks for the engine: {slm_region_begin, slm_region_end, table}."""
+        return slm_region_table_hooks(self.t)
+
+    def hooks_address(self):
+        """Address of this table's slm_region_hooks, valid while the table lives (the
+        engine copies it: Model.set_profiler(table))."""
+        return <size_t>&self._hooks
+
+    def begin(self, int32_t region_id):
+        with nogil:
+            slm_region_begin(self.t, region_id)
+
+    def end(self, int32_t region_id):
+        with nogil:
+            slm_region_end(self.t, region_id)
+
+    def edge(self, ends=(), begins=()):
+        """End the regions `ends` (innermost first) and begin `begins` (outermost first) at
+        one instant, as the engine does at a region edge: each clock is read once."""
+        cdef int32_t e[8]
+        cdef int32_t b[8]
+        cdef int ne = len(ends), nb = len(begins), i
+        if ne > 8 or nb > 8:
+            raise ValueError("at most 8 regions on each side of an edge")
+        for i in range(ne):
+            e[i] = ends[i]
+        for i in range(nb):
+            b[i] = begins[i]
+        with nogil:
+            slm_region_edge(self.t, e, ne, b, nb)
+
+    def set_wall_only(self, region_ids, bint wall_only=True):
+        """Record only count and wall time for these regions: no thread CPU time and no
+        counters, and one cheap clock read per edge instead of a system call and a counter
+        snapshot (for short regions at a high rate, e.g. the engine's operations)."""
+        for rid in region_ids:
+            check(slm_region_set_wall_only(self.t, rid, wall_only), f"marking region {rid}")
+
+    def bench_pairs(self, int32_t region_id, int64_t n):
+        """Run n begin+end pairs in a C loop; elapsed ns (what one edge pair costs, without
+        Python call overhead)."""
+        cdef uint64_t ns
+        with nogil:
+            ns = slm_region_bench_pairs(self.t, region_id, n)
+        return ns
+
+    def get(self, int32_t region_id):
+        """Totals of one region as a dict, or None if it never ran."""
+        cdef slm_region_stats st
+        rc = slm_region_get(self.t, region_id, &st)
+        if rc == SLM_ENOENT:
+            return None
+        check(rc, f"reading region {region_id}")
+        if slm_region_is_wall_only(self.t, region_id):
+            return {"count": st.count, "wall_ns": st.wall_ns, "thread_cpu_ns": None,
+                    "counters": [], "wall_only": True}
+        return {"count": st.count, "wall_ns": st.wall_ns, "thread_cpu_ns": st.thread_cpu_ns,
+                "counters": [_value_dict(&st.counters[i]) for i in range(self.n_events)],
+                "wall_only": False}
+
+    def reset(self):
+        slm_region_table_reset(self.t)
+
+    @property
+    def errors(self):
+        """Edges that could not be matched (end without begin, too deep, bad id)."""
+        return slm_region_table_errors(self.t)
+
+    @property
+    def capacity(self):
+        return slm_region_table_capacity(self.t)
+
+
+# ---------------------------------------------------------------- sampler
+
+cdef extern from "slm.h" nogil:
+    enum:
+        SLM_SAMPLER_MIN_HZ
+        SLM_SAMPLER_MAX_HZ
+        SLM_SAMPLER_MAX_CPUS
+        SLM_SAMPLER_MAX_THERMAL
+        SLM_SAMPLER_MAX_RAPL
+        SLM_SAMPLER_MAX_SOURCES
+        SLM_SAMPLER_MAX_EVERY
+
+    ctypedef struct slm_sample:
+        uint64_t t_ns
+
+    ctypedef struct slm_sampler:
+        pass
+
+    ctypedef struct slm_sampler_stats:
+        uint64_t n_samples
+        uint64_t n_missed
+        uint64_t n_dropped
+        uint64_t thread_cpu_ns
+        uint64_t elapsed_ns
+        uint64_t thread_vol_ctxsw
+        uint64_t thread_invol_ctxsw
+
+    int slm_sampler_create(slm_sampler **out, int hz, int pid, int capacity)
+    int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path, int every)
+    int slm_sampler_start(slm_sampler *s)
+    int slm_sampler_stop(slm_sampler *s)
+    int slm_sampler_drain(slm_sampler *s, slm_sample *out, int max)
+    int slm_sampler_stats_get(slm_sampler *s, slm_sampler_stats *out)
+    int slm_sampler_source(slm_sampler *s, int i, int *kind, int *slot, int *last_errno,
+                           uint64_t *n_failed, int *every, int *phase)
+    int slm_sampler_n_sources(const slm_sampler *s)
+    int slm_sampler_sample_once(slm_sampler *s, slm_sample *out)
+    void slm_sampler_destroy(slm_sampler *s)
+    size_t slm_sample_size()
+
+
+SAMPLER_MIN_HZ = SLM_SAMPLER_MIN_HZ
+SAMPLER_MAX_HZ = SLM_SAMPLER_MAX_HZ
+SAMPLER_MAX_CPUS = SLM_SAMPLER_MAX_CPUS
+SAMPLER_MAX_THERMAL = SLM_SAMPLER_MAX_THERMAL
+SAMPLER_MAX_RAPL = SLM_SAMPLER_MAX_RAPL
+SAMPLER_MAX_SOURCES = SLM_SAMPLER_MAX_SOURCES
+SAMPLER_MAX_EVERY = SLM_SAMPLER_MAX_EVERY
+
+
+def sample_size():
+    """sizeof(slm_sample): slmprof.measure.sampler checks its numpy dtype against it."""
+    return slm_sample_size()
+
+
+cdef class SamplerCore:
+    """The C sampler thread. dtype: the numpy structured dtype matching slm_sample.
+    Use slmprof.measure.sampler.Sampler, which finds the sources and explains missing ones."""
+    cdef slm_sampler *s
+    cdef object dtype
+
+    def __cinit__(self, int hz, int pid, int capacity, dtype):
+        if dtype.itemsize != slm_sample_size():
+            raise RuntimeError(f"sample dtype is {dtype.itemsize} bytes, C record {slm_sample_size()}")
+        rc = slm_sampler_create(&self.s, hz, pid, capacity)
+        if rc == SLM_ERANGE:
+            raise ValueError(f"sampling rate {hz} Hz out of range: {SLM_SAMPLER_MIN_HZ} to "
+                             f"{SLM_SAMPLER_MAX_HZ} Hz")
+        check(rc, "creating the sampler")
+        self.dtype = dtype
+
+    def __dealloc__(self):
+        if self.s != NULL:
+            with nogil:
+                slm_sampler_destroy(self.s)
+            self.s = NULL
+
+    def add_source(self, int kind, int slot, path, int every=1):
+        """Open a source read every `every` ticks (path None for the kinds without a file):
+        its index (>= 0) or a negative errno."""
+        if path is None:
+            return slm_sampler_add_source(self.s, kind, slot, NULL, every)
+        b = os.fsencode(path)
+        return slm_sampler_add_source(self.s, kind, slot, b, every)
+
+    def start(self):
+        check(slm_sampler_start(self.s), "starting the sampler thread")
+
+    def stop(self):
+        with nogil:
+            slm_sampler_stop(self.s)
+
+    def drain(self, int max_records=1 << 16):
+        """Records written since the last drain, as a numpy structured array."""
+        out = np.empty(max_records, dtype=self.dtype)
+        cdef cnp.ndarray arr = out
+        cdef int n
+        with nogil:
+            n = slm_sampler_drain(self.s, <slm_sample *>arr.data, max_records)
+        return out[:n].copy() if n < max_records // 2 else out[:n]
+
+    def sample_once(self):
+        out = np.zeros(1, dtype=self.dtype)
+        cdef cnp.ndarray arr = out
+        check(slm_sampler_sample_once(self.s, <slm_sample *>arr.data), "sampling once")
+        return out
+
+    def stats(self):
+        cdef slm_sampler_stats st
+        slm_sampler_stats_get(self.s, &st)
+        return {"n_samples": st.n_samples, "n_missed": st.n_missed, "n_dropped": st.n_dropped,
+                "thread_cpu_ns": st.thread_cpu_ns, "elapsed_ns": st.elapsed_ns,
+                "thread_vol_ctxsw": st.thread_vol_ctxsw, "thread_invol_ctxsw": st.thread_invol_ctxsw}
+
+    def source(self, int i):
+        """(kind, slot, last errno, failures, every, phase) of source i."""
+        cdef int kind = 0, slot = 0, err = 0, every = 0, phase = 0
+        cdef uint64_t failed = 0
+        check(slm_sampler_source(self.s, i, &kind, &slot, &err, &failed, &every, &phase),
+              "source status")
+        return kind, slot, err, failed, every, phase
+
+    @property
+    def n_sources(self):
+        return slm_sampler_n_sources(self.s)

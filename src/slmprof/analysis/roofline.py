@@ -1,0 +1,431 @@
+"""The roofline: bytes and operations of every layer and operation, from the model's shapes and
+tensor types, against this machine's calibrated ceilings; and the verdict for a measured time.
+
+This module is the one place the cost model lives (the engine's `Model.layer_costs` and `plan`
+use it too).
+
+Costs of one forward call of n_tok tokens at positions n_past .. n_past+n_tok-1:
+
+  bytes     compulsory memory traffic: every weight the operation reads, once per call (the
+            matmuls stream each weight row once for all tokens of the call), the KV cache
+            entries it reads (attention: all n_past+n_tok positions, once per call) and writes
+            (q/k/v: n_tok new positions). Activations are small and stay in cache; not counted.
+  ops       arithmetic operations: 2 per multiply-add of a matmul (2 * rows * cols * n_tok),
+            2 * q_dim per attended position for scores and again for the weighted sum, and a
+            few per element for norms, RoPE, softmax and SwiGLU (constants below).
+
+Ceilings (slmprof.measure.calibrate profile, at the thread count of the run):
+
+  bandwidth            calibrated read bandwidth (best pass) for that many threads
+  weight bandwidth     of a one-token matmul: the rate the engine's own matrix-vector product
+                       streams that weight type from memory (calibrate's "matmul x1 from
+                       memory": its repacked layout in huge pages, its loads, its row split),
+                       when measured; the plain read bandwidth otherwise. The read loop's
+                       arrays sit in 4 KiB pages and do no arithmetic, so it can be above or
+                       below what the kernel attains; only the kernel's own figure says which.
+  peak of a matmul     cache-resident throughput of the engine's own matrix product for its
+                       weight type (matrix-vector for one token, blocked for prefill), else
+                       the int8 dot kernel's (f32 FMA peak for f32/f16 weights, or when
+                       neither was measured)
+  peak of attention    the engine's decode attention, operations counted as here (calibrate):
+                       its time is the operations at its in-cache rate plus, per KV byte read,
+                       the extra time a byte from memory cost it in the calibration (so models
+                       sharing each KV head among more query heads pay less per operation);
+                       with only the from-memory figure, that rate; else the f32 FMA peak
+  peak of other ops    f32 FMA peak
+
+Verdict, for a region measured at t seconds (VERDICT_RULE says it in words):
+
+  t_mem = bytes / bandwidth,  t_compute = ops / peak,  t_roof = max(t_mem, t_compute)
+  explained = t_roof / t
+  explained >= EXPLAINED_MIN  ->  memory-bound if t_mem >= t_compute else compute-bound
+  otherwise                   ->  overhead-bound (neither ceiling accounts for the time:
+                                  thread sync, dispatch, small matrices, cache misses on
+                                  scattered data)
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Operation names in slm_op order (csrc/slm_model.h); region id = slot * OP_COUNT + op.
+OP_NAMES = ("layer", "embed", "attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm",
+            "gate_up", "down", "output_norm", "lm_head")
+OP_COUNT = len(OP_NAMES)
+OP_IDS = {name: i for i, name in enumerate(OP_NAMES)}
+LAYER_OPS = ("attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm", "gate_up", "down")
+
+EXPLAINED_MIN = 0.5
+VERDICTS = ("memory-bound", "compute-bound", "overhead-bound")
+VERDICT_RULE = (
+    "t_mem = bytes / calibrated read bandwidth, t_compute = operations / calibrated peak "
+    "(the engine's cache-resident matrix product for the weight type for matmuls, f32 FMA peak "
+    "otherwise); "
+    f"a region is memory-bound or compute-bound by the larger of the two if that explains at "
+    f"least {EXPLAINED_MIN:.0%} of its measured time, else overhead-bound (sync, dispatch, "
+    "small matrices: neither ceiling explains the time)")
+
+# Operations per element of the non-matmul work (counted, not measured).
+NORM_OPS_PER_ELEM = 4      # square-accumulate (2), scale by 1/rms (1), by the norm weight (1)
+ROPE_OPS_PER_ELEM = 3      # a pair rotation is 4 multiplies + 2 adds
+SOFTMAX_OPS_PER_SCORE = 5  # scale, max, subtract, exp, add (exp counted as one)
+SWIGLU_OPS_PER_ELEM = 6    # silu (negate, exp, add, divide) and the product with up
+EMBED_OPS_PER_ELEM = 1     # dequantize: one multiply
+
+
+def region_id(slot, op):
+    return int(slot) * OP_COUNT + OP_IDS[op] if isinstance(op, str) else int(slot) * OP_COUNT + int(op)
+
+
+def layer_name(slot, n_layer):
+    if slot == 0:
+        return "embedding"
+    if slot == n_layer + 1:
+        return "output"
+    return f"block {slot - 1}"
+
+
+# ------------------------------------------------------------------------------------------
+# Tensor types
+
+
+_TYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 8: "q8_0", 9: "q8_1"}
+_BLOCK = {"f32": (1, 4), "f16": (1, 2), "q4_0": (32, 18), "q4_1": (32, 20), "q8_0": (32, 34),
+          "q8_1": (32, 36)}
+
+
+def type_name(t):
+    if isinstance(t, str):
+        name = t.lower()
+    else:
+        name = _TYPE_NAMES.get(int(t))
+    if name not in _BLOCK:
+        from slmprof.errors import UnsupportedError
+        raise UnsupportedError(f"tensor type {t!r} has no cost model (known: {', '.join(_BLOCK)})")
+    return name
+
+
+def tensor_bytes(t, rows, cols):
+    """Bytes of rows x cols elements (cols = row length) of type t."""
+    elems, nbytes = _BLOCK[type_name(t)]
+    if cols % elems:
+        from slmprof.errors import ShapeError
+        raise ShapeError(f"a {type_name(t)} row must be a multiple of {elems} elements, got {cols}")
+    return rows * (cols // elems) * nbytes
+
+
+def weight_types_for(shape, weight_type, embd_type=None, output_type=None):
+    """A tensor-type table for a shape given by hand (plan): 2-D weights in `weight_type`,
+    norms f32, the embedding in embd_type (default: the weight type)."""
+    wt = type_name(weight_type)
+    et = type_name(embd_type) if embd_type is not None else wt
+    return {"token_embd": et, "output": type_name(output_type) if output_type else (et if shape.tied else wt),
+            "attn_q": wt, "attn_k": wt, "attn_v": wt, "attn_output": wt,
+            "ffn_gate": wt, "ffn_up": wt, "ffn_down": wt}
+
+
+def weight_types_from_tensors(tensors, tied):
+    """The tensor-type table of a real file (name -> TensorInfo with .type), from block 0."""
+    def t(name):
+        info = tensors.get(name)
+        return type_name(info.type) if info is not None else None
+    table = {"token_embd": t("token_embd.weight")}
+    table["output"] = table["token_embd"] if tied or "output.weight" not in tensors else t("output.weight")
+    for key in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+        table[key] = t(f"blk.0.{key}.weight")
+    return table
+
+
+# ------------------------------------------------------------------------------------------
+# The cost model
+
+
+@dataclass
+class OpCost:
+    """What one operation of one layer costs for one forward call."""
+    slot: int
+    layer: str
+    op: str
+    region: int
+    weight_bytes: int
+    kv_read_bytes: int
+    kv_write_bytes: int
+    ops: int
+    kind: str                     # "matmul" | "attention" | "elementwise"
+    weight_type: Optional[str] = None
+    n_tok: int = 1                # tokens in the call: 1 is decode's matrix-vector product
+
+    @property
+    def bytes(self):
+        return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes
+
+    @property
+    def intensity(self):
+        """Operations per byte of compulsory memory traffic."""
+        return self.ops / self.bytes if self.bytes else float("inf")
+
+    def as_dict(self):
+        return {"slot": self.slot, "layer": self.layer, "op": self.op, "region": self.region,
+                "weight_bytes": self.weight_bytes, "kv_read_bytes": self.kv_read_bytes,
+                "kv_write_bytes": self.kv_write_bytes, "bytes": self.bytes, "ops": self.ops,
+                "kind": self.kind, "weight_type": self.weight_type}
+
+
+def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
+    """[OpCost] for every operation of one forward call, in execution order.
+
+    shape: ModelShape-like (n_layer, dim, ffn, n_head, n_kv_head, head_dim, vocab, tied, and
+    q_dim/kv_dim or enough to derive them); weight_types: weight_types_for/_from_tensors;
+    n_logits: tokens that get logits (1 for a prefill without all_logits, n_tok with it).
+    """
+    if n_tok < 1 or n_past < 0:
+        raise ValueError(f"a forward call needs n_tok >= 1 and n_past >= 0 (got {n_tok}, {n_past})")
+    L, d, f = shape.n_layer, shape.dim, shape.ffn
+    q_dim = shape.n_head * shape.head_dim
+    kv_dim = shape.n_kv_head * shape.head_dim
+    kv_elem = _BLOCK[type_name(kv_type)][1]
+    wt = weight_types
+    qkv_bias = bool(getattr(shape, "qkv_bias", False))
+    out = []
+
+    def add(slot, op, weight_bytes, ops, kind, weight_type=None, kv_read=0, kv_write=0):
+        rows = n_logits if op == "lm_head" else n_tok
+        out.append(OpCost(slot, layer_name(slot, L), op, region_id(slot, op), int(weight_bytes),
+                          int(kv_read), int(kv_write), int(ops), kind, weight_type, rows))
+
+    add(0, "embed", n_tok * tensor_bytes(wt["token_embd"], 1, d),
+        n_tok * d * EMBED_OPS_PER_ELEM, "elementwise", wt["token_embd"])
+    norm_bytes = d * 4
+    # attended positions summed over the call's tokens: token t sees n_past + t + 1 positions
+    attended = n_tok * n_past + n_tok * (n_tok + 1) // 2
+    for layer in range(L):
+        s = layer + 1
+        add(s, "attn_norm", norm_bytes, n_tok * d * NORM_OPS_PER_ELEM, "elementwise")
+        qkv_w = (tensor_bytes(wt["attn_q"], q_dim, d) + tensor_bytes(wt["attn_k"], kv_dim, d)
+                 + tensor_bytes(wt["attn_v"], kv_dim, d))
+        qkv_ops = 2 * n_tok * d * (q_dim + 2 * kv_dim) + n_tok * (q_dim + kv_dim) * ROPE_OPS_PER_ELEM
+        if qkv_bias:
+            qkv_w += (q_dim + 2 * kv_dim) * 4
+            qkv_ops += n_tok * (q_dim + 2 * kv_dim)
+        add(s, "qkv", qkv_w, qkv_ops, "matmul", wt["attn_q"],
+            kv_write=n_tok * 2 * kv_dim * kv_elem)
+        attn_ops = attended * (4 * q_dim + shape.n_head * SOFTMAX_OPS_PER_SCORE)
+        add(s, "rope_attn", 0, attn_ops, "attention",
+            kv_read=(n_past + n_tok) * 2 * kv_dim * kv_elem)
+        add(s, "attn_out", tensor_bytes(wt["attn_output"], d, q_dim), 2 * n_tok * q_dim * d,
+            "matmul", wt["attn_output"])
+        add(s, "ffn_norm", norm_bytes, n_tok * d * NORM_OPS_PER_ELEM, "elementwise")
+        add(s, "gate_up", tensor_bytes(wt["ffn_gate"], f, d) + tensor_bytes(wt["ffn_up"], f, d),
+            4 * n_tok * d * f + n_tok * f * SWIGLU_OPS_PER_ELEM, "matmul", wt["ffn_gate"])
+        add(s, "down", tensor_bytes(wt["ffn_down"], d, f), 2 * n_tok * f * d, "matmul",
+            wt["ffn_down"])
+    head = L + 1
+    add(head, "output_norm", norm_bytes, n_logits * d * NORM_OPS_PER_ELEM, "elementwise")
+    add(head, "lm_head", tensor_bytes(wt["output"], shape.vocab, d),
+        2 * n_logits * d * shape.vocab, "matmul", wt["output"])
+    return out
+
+
+def layer_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
+    """Per-region dicts (the engine's Model.layer_costs shape): one per operation, plus one per
+    layer (op "layer") summing its operations."""
+    ops = op_costs(shape, weight_types, n_past, n_tok, kv_type, n_logits)
+    rows = [c.as_dict() for c in ops]
+    for slot in sorted({c.slot for c in ops}):
+        mine = [c for c in ops if c.slot == slot]
+        rows.append({"slot": slot, "layer": mine[0].layer, "op": "layer",
+                     "region": region_id(slot, "layer"),
+                     "weight_bytes": sum(c.weight_bytes for c in mine),
+                     "kv_read_bytes": sum(c.kv_read_bytes for c in mine),
+                     "kv_write_bytes": sum(c.kv_write_bytes for c in mine),
+                     "bytes": sum(c.bytes for c in mine), "ops": sum(c.ops for c in mine),
+                     "kind": "layer", "weight_type": None})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# Ceilings
+
+
+@dataclass
+class Ceilings:
+    """This machine's ceilings at one thread count (from a calibrate profile)."""
+    threads: int
+    bandwidth: float                       # bytes/s
+    fma: float                             # f32 operations/s
+    dot: dict = field(default_factory=dict)  # weight type -> operations/s of the int8 dot kernel
+    isa: Optional[str] = None
+    sync_seconds: float = 0.0
+    measured: bool = True
+    notes: list = field(default_factory=list)
+    matvec: dict = field(default_factory=dict)  # weight type -> ops/s, engine matmul, 1 token
+    gemm: dict = field(default_factory=dict)    # weight type -> ops/s, engine matmul, many tokens
+    stream: dict = field(default_factory=dict)  # weight type -> weight bytes/s, engine matmul, 1 token, from memory
+    stream_by_op: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s} where the engine streams it its own way
+    attention: Optional[float] = None           # ops/s, engine decode attention, KV from memory
+    attention_cached: Optional[float] = None    # ops/s, the same with the KV cache in cache
+    attention_ops_per_kv_byte: Optional[float] = None  # of the attention calibration
+
+    def peak(self, kind, weight_type=None, n_tok=1):
+        """Compute ceiling of an operation: a matmul's is the engine's own matrix product for
+        its weight type (matrix-vector for one token, blocked for more), else the int8 dot
+        kernel's, else the f32 FMA peak; attention's is the engine's attention when measured;
+        everything else gets the f32 FMA peak."""
+        if kind == "matmul":
+            own = (self.matvec if n_tok <= 1 else self.gemm).get(weight_type)
+            if own:
+                return own
+            if weight_type in self.dot:
+                return self.dot[weight_type]
+        if kind == "attention" and self.attention:
+            return self.attention
+        return self.fma
+
+    def weight_bandwidth(self, kind, weight_type=None, n_tok=1, op=None):
+        """Bytes/s at which an operation's weights arrive: the engine's one-token product
+        streaming its weight type from memory in that operation's work units when measured,
+        else in its plain row chunks, else the read bandwidth."""
+        if kind == "matmul" and n_tok <= 1:
+            own = (self.stream_by_op.get(op) or {}).get(weight_type) or self.stream.get(weight_type)
+            if own:
+                return own
+        return self.bandwidth
+
+    def times(self, c):
+        """(t_mem, t_compute) of one OpCost: weights at their weight bandwidth, KV cache
+        traffic at the read bandwidth, operations at the operation's peak."""
+        t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op)
+                 + (c.kv_read_bytes + c.kv_write_bytes) / self.bandwidth)
+        if c.kind == "attention" and self.attention and self.attention_cached and self.attention_ops_per_kv_byte:
+            # the engine's attention: its arithmetic in cache, plus what each KV byte from
+            # memory cost it beyond that in the calibration (whose heads share KV bytes 3 to 1)
+            per_byte = max(0.0, (1 / self.attention - 1 / self.attention_cached) * self.attention_ops_per_kv_byte)
+            return t_mem, c.ops / self.attention_cached + c.kv_read_bytes * per_byte
+        peak = self.peak(c.kind, c.weight_type, c.n_tok)
+        return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
+
+    @property
+    def ridge(self):
+        """Operations per byte where the fastest one-token int8 product stops being
+        memory-bound."""
+        rates = self.matvec or self.dot
+        top = max(rates.values()) if rates else self.fma
+        return top / self.bandwidth
+
+
+def ceilings_from_profile(profile, threads, isa=None):
+    from slmprof.measure import calibrate
+    # ceilings are the best passes: what the machine attains with nothing in the way
+    bw = calibrate.bandwidth(profile, threads, which="best")
+    fma = calibrate.fma_throughput(profile, threads, which="best")
+    notes = []
+    if fma is None:
+        fma = float("inf")
+        notes.append("no f32 FMA figure in the machine profile: non-matmul work has no compute ceiling")
+    isa = isa or calibrate.best_isa(profile)
+    dot = {}
+    for t in ("q4_0", "q4_1", "q8_0"):
+        v = calibrate.dot_throughput(profile, t, threads, isa=isa, which="best") if isa else None
+        if v:
+            dot[t] = v
+    matvec, gemm, stream, attention = {}, {}, {}, None
+    stream_by_op, attention_cached, ops_per_kv_byte = {}, None, None
+    mm_isa = (profile.get("matmul") or {}).get("isa")
+    if mm_isa is None or isa is None or mm_isa == isa:
+        for t in ("q4_0", "q4_1", "q8_0"):
+            v = calibrate.matmul_throughput(profile, t, threads, "decode", which="best")
+            if v:
+                matvec[t] = v
+            v = calibrate.matmul_throughput(profile, t, threads, "prefill", which="best")
+            if v:
+                gemm[t] = v
+            v = calibrate.stream_bandwidth(profile, t, threads, which="best")
+            if v:
+                stream[t] = v
+            for op, pattern in calibrate.STREAM_PATTERN_OF_OP.items():
+                v = calibrate.stream_bandwidth(profile, t, threads, which="best", pattern=pattern)
+                if v:
+                    stream_by_op.setdefault(op, {})[t] = v
+        attention = calibrate.attention_throughput(profile, threads, which="best")
+        attention_cached = calibrate.attention_throughput(profile, threads, which="best", cached=True)
+        ops_per_kv_byte = (profile.get("attention") or {}).get("ops_per_kv_byte")
+    if not dot and not matvec:
+        notes.append("no int8 kernel throughput in the machine profile: matmul peaks use the "
+                     "f32 FMA peak")
+    return Ceilings(threads=threads, bandwidth=bw, fma=fma, dot=dot, isa=isa,
+                    sync_seconds=calibrate.sync_seconds(profile, threads),
+                    measured=bool(profile.get("measured", True)), notes=notes,
+                    matvec=matvec, gemm=gemm, stream=stream, attention=attention,
+                    stream_by_op=stream_by_op, attention_cached=attention_cached,
+                    attention_ops_per_kv_byte=ops_per_kv_byte)
+
+
+# ------------------------------------------------------------------------------------------
+# Verdicts
+
+
+def roof_times(nbytes, ops, peak, bandwidth):
+    """(t_mem, t_compute) in seconds."""
+    return nbytes / bandwidth, (ops / peak if peak and peak != float("inf") else 0.0)
+
+
+def verdict(t_mem, t_compute, seconds):
+    """The verdict for a region measured at `seconds` (see VERDICT_RULE)."""
+    roof = max(t_mem, t_compute)
+    if seconds <= 0 or roof < EXPLAINED_MIN * seconds:
+        return "overhead-bound"
+    return "memory-bound" if t_mem >= t_compute else "compute-bound"
+
+
+def analyze(nbytes, ops, seconds, ceilings, kind="matmul", weight_type=None,
+            t_mem=None, t_compute=None, n_tok=1):
+    """Roofline figures of one region: achieved rates, share of the ceilings, verdict.
+    t_mem/t_compute may be given (sums over operations with different peaks)."""
+    peak = ceilings.peak(kind, weight_type, n_tok)
+    if t_mem is None or t_compute is None:
+        t_mem, t_compute = roof_times(nbytes, ops, peak, ceilings.bandwidth)
+    gbs = nbytes / seconds / 1e9 if seconds > 0 else 0.0
+    gops = ops / seconds / 1e9 if seconds > 0 else 0.0
+    roof = max(t_mem, t_compute)
+    return {
+        "seconds": seconds, "bytes": nbytes, "ops": ops,
+        "gb_per_s": gbs, "bandwidth_pct": 100.0 * gbs * 1e9 / ceilings.bandwidth,
+        "gop_per_s": gops, "intensity": ops / nbytes if nbytes else float("inf"),
+        "t_mem": t_mem, "t_compute": t_compute, "t_roof": roof,
+        "explained": roof / seconds if seconds > 0 else 0.0,
+        "verdict": verdict(t_mem, t_compute, seconds),
+    }
+
+
+def attainable(intensity, peak, bandwidth):
+    """The roofline: operations/s attainable at an arithmetic intensity."""
+    return min(peak, intensity * bandwidth)
+
+
+# Parallel steps of the engine's forward call that end in a wait for all threads' work
+# (csrc/model/model.c): per layer q/k/v, attention, wo, gate/up and down, plus the two norms
+# when several tokens share them out (one token: every thread normalizes on its own); then
+# the LM head and the embedding lookup.
+ENGINE_WAITS_PER_LAYER = {"decode": 5, "prefill": 7}
+ENGINE_WAITS_OUTSIDE_LAYERS = 2
+
+
+def engine_waits(shape, n_tok):
+    """Waits for all threads in one forward call of n_tok tokens."""
+    per_layer = ENGINE_WAITS_PER_LAYER["decode" if n_tok <= 1 else "prefill"]
+    return shape.n_layer * per_layer + ENGINE_WAITS_OUTSIDE_LAYERS
+
+
+def ideal_seconds(costs, ceilings):
+    """Roofline time of a list of OpCost: sum over operations of max(t_mem, t_compute)."""
+    total = 0.0
+    for c in costs:
+        total += max(ceilings.times(c))
+    return total
+
+
+def ideal_tokens_per_s(shape, weight_types, ceilings, n_past=0, n_tok=1, kv_type="f32",
+                       phase="decode"):
+    """Roofline-ideal tokens/s: decode (one token at position n_past) or prefill (n_tok)."""
+    if phase == "decode":
+        return 1.0 / ideal_seconds(op_costs(shape, weight_types, n_past, 1, kv_type, 1), ceilings)
+    secs = ideal_seconds(op_costs(shape, weight_types, n_past, n_tok, kv_type, 1), ceilings)
+    return n_tok / secs

@@ -1,0 +1,175 @@
+"""`slmprof layers`: where each layer's time goes, and whether it waits on memory or arithmetic."""
+import sys
+import textwrap
+
+from slmprof.analysis import layers, roofline
+
+from slmprof import report
+
+NAME = "layers"
+HELP = "per-layer time, bytes, throughput and roofline verdict of a model on this machine"
+DESCRIPTION = (
+    "Run a prompt (prefill) and a greedy generation (decode) with every layer and operation of\n"
+    "the engine measured as a region, and print one row per layer (embedding, each block, final\n"
+    "norm + LM head) with time per token, bytes moved (weights + KV cache), achieved GB/s and\n"
+    "share of this machine's calibrated bandwidth, operations and GOP/s, arithmetic intensity and\n"
+    "the verdict: memory-bound, compute-bound or overhead-bound.\n\n"
+    + textwrap.fill("Verdict rule: " + roofline.VERDICT_RULE + ".", 92))
+EXAMPLES = """examples:
+  python -m slmprof layers                              the default model, both phases
+  python -m slmprof layers --phase decode --ops         decode only, each layer split into operations
+  python -m slmprof layers --model synth:qwen2.5-0.5b --threads 2 --json out.json --csv out.csv
+  python -m slmprof layers --trace run.trace.json       also write a Perfetto/Chrome trace
+"""
+
+COLUMNS = [
+    report.Column("layer", "layer", align="left"),
+    report.Column("op", "op", align="left"),
+    report.Column("ms_per_token", "ms/tok", "{:.3f}"),
+    report.Column("pct", "%", "{:.1f}"),
+    report.Column("bytes_per_token", "MB/tok", lambda v, r: f"{v / 1e6:.2f}" if v is not None else ""),
+    report.Column("gb_per_s", "GB/s", "{:.2f}"),
+    report.Column("bandwidth_pct", "%BW", "{:.0f}"),
+    report.Column("gop_per_s", "GOP/s", "{:.2f}"),
+    report.Column("intensity", "op/B", "{:.2f}"),
+    report.Column("verdict", "verdict", align="left"),
+]
+COUNTER_COLUMNS = [
+    report.Column("ipc", "IPC", "{:.2f}"),
+    report.Column("dram_bytes_per_token", "DRAM MB/tok",
+                  lambda v, r: f"{v / 1e6:.2f}" if v is not None else ""),
+    report.Column("backend_stall_pct", "stall%", "{:.0f}"),
+]
+
+
+def add_arguments(p):
+    p.add_argument("--model", default=layers.DEFAULT_MODEL,
+                   help=f"registry name or GGUF path (default {layers.DEFAULT_MODEL}; offline it "
+                        f"falls back to {layers.FALLBACK_MODEL} and says so)")
+    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
+    p.add_argument("--prompt-tokens", type=int, default=64, help="prompt length for prefill (default 64)")
+    p.add_argument("--gen-tokens", type=int, default=32, help="tokens to decode (default 32)")
+    p.add_argument("--phase", choices=("prefill", "decode", "both"), default="both")
+    p.add_argument("--ops", action="store_true", help="one row per operation under each layer")
+    p.add_argument("--events", default=None,
+                   help="comma-separated counter events (default: the core's set; 'none' for time only)")
+    p.add_argument("--hz", type=int, default=0,
+                   help="also sample /proc and sysfs at this rate for --trace (default off)")
+    p.add_argument("--csv", metavar="FILE", default=None, help="write the rows as CSV")
+    p.add_argument("--trace", metavar="FILE", default=None,
+                   help="write a Chrome/Perfetto JSON trace of the run (see `slmprof trace`)")
+    report.add_output_arguments(p)
+
+
+def _events(arg):
+    if arg is None:
+        return None
+    if arg.strip().lower() in ("none", ""):
+        return []
+    return [e.strip() for e in arg.split(",") if e.strip()]
+
+
+def validate_args(args):
+    for name in ("prompt_tokens", "gen_tokens"):
+        if getattr(args, name) < (1 if name == "prompt_tokens" or args.phase != "prefill" else 0):
+            return f"--{name.replace('_', '-')} must be at least 1"
+    if args.threads is not None and args.threads < 1:
+        return "--threads must be at least 1"
+    if args.hz < 0 or args.hz > 10000:
+        return "--hz must be between 0 and 10000"
+    return None
+
+
+def run(args):
+    problem = validate_args(args)
+    if problem:
+        print(f"slmprof layers: error: {problem}", file=sys.stderr)
+        return 2
+    quiet = args.quiet
+
+    def say(text):
+        report.say(text, quiet=quiet)
+
+    rep = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
+                                gen_tokens=args.gen_tokens, phase=args.phase,
+                                events=_events(args.events), progress=say,
+                                trace_path=args.trace, hz=args.hz)
+    if args.json_file:
+        report.write_json(rep, args.json_file)
+    if args.csv:
+        report.write_text(report.to_csv(rep["records"]), args.csv)
+    if args.format == "json":
+        report.write_text(report.to_json(rep), args.output)
+    elif args.format == "csv":
+        report.write_text(report.to_csv(rep["records"]), args.output)
+    else:
+        report.write_text(render_text(rep, show_ops=args.ops, style=args.format), args.output)
+    return 0
+
+
+def render_text(rep, show_ops=False, style="md"):
+    """The table people read: header lines, one table per phase, summary lines, notes."""
+    out = []
+    model = rep.get("model") or {}
+    ceil = rep.get("ceilings") or {}
+    settings = rep.get("settings") or {}
+    out.append(f"model: {model.get('name')}{' (synthetic)' if model.get('synthetic') else ''}"
+               f", {model.get('file_type') or ''}; {settings.get('threads')} "
+               f"thread{'s' if settings.get('threads') != 1 else ''}, "
+               f"kernel path {settings.get('isa') or '?'}, KV cache {model.get('kv_type')}")
+    def rates(key):
+        return ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted((ceil.get(key) or {}).items()))
+    matvec, gemm, dots = rates("matvec_ops_per_s"), rates("gemm_ops_per_s"), rates("dot_ops_per_s")
+    out.append(f"ceilings ({'calibrated here' if ceil.get('measured', True) else 'REFERENCE, not measured here'}"
+               f", {ceil.get('threads')} thread{'s' if ceil.get('threads') != 1 else ''}): read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s; "
+               + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
+                  f"int8 dot GOP/s {dots}; " if dots else "")
+               + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s")
+    records = rep["records"]
+    has_counters = any(r.get("ipc") is not None or r.get("dram_bytes_per_token") is not None
+                       for r in records)
+    notes = list(rep.get("notes") or [])
+    counter_notes = [n for n in notes if n.startswith("counter columns")]
+    if counter_notes:
+        out.append("counters: IPC, DRAM bytes and backend stalls not shown: "
+                   + counter_notes[0].split("empty: ", 1)[-1])
+        notes = [n for n in notes if n not in counter_notes]
+    if has_counters and show_ops and settings.get("operation_regions"):
+        out.append("counters: per layer; operation rows: " + settings["operation_regions"])
+    synthetic = [n for n in notes if "synthetic" in n or "could not be fetched" in n]
+    for n in synthetic:
+        out.append(f"model note: {n}")
+    notes = [n for n in notes if n not in synthetic]
+    columns = COLUMNS + (COUNTER_COLUMNS if has_counters else [])
+    if not show_ops:
+        columns = [c for c in columns if c.key != "op"]
+    for ph in layers.PHASES:
+        rows = [r for r in records if r["phase"] == ph and (show_ops or not r["op"])]
+        # operation rows sit under their layer's row: the layer name is not repeated
+        rows = [dict(r, layer="") if r["op"] else r for r in rows]
+        if not rows:
+            continue
+        s = rep["summary"][ph]
+        out.append("")
+        out.append(f"{ph}: {s['tokens']} tokens, {s['ms_per_token']:.2f} ms/token, "
+                   f"{s['tokens_per_s']:.1f} tokens/s")
+        out.append(report.format_table(rows, columns, style=style).rstrip("\n"))
+        out.append(f"  where the time goes: layers " + ", ".join(
+            f"{name} {pct:.0f}%" for name, pct in s["top_layers"]) + "; operations " + ", ".join(
+            f"{op} {pct:.0f}%" for op, pct in s["top_ops"]))
+        ideal = s.get("ideal_tokens_per_s")
+        out.append(f"  roofline-ideal {ideal:.1f} tokens/s vs achieved {s['tokens_per_s']:.1f} "
+                   f"({100 * (s['roofline_efficiency'] or 0):.0f}% of the roofline)" if ideal else
+                   "  roofline-ideal: n/a")
+        out.append(f"  regions cover {100 * s['regions_coverage']:.1f}% of the measured time "
+                   f"({s['regions_sum_ms_per_token']:.3f} of {s['ms_per_token']:.3f} ms/token)")
+        if s.get("unprofiled_ms_per_token"):
+            out.append(f"  without regions: {s['unprofiled_ms_per_token']:.2f} ms/token "
+                       f"({1e3 / s['unprofiled_ms_per_token']:.1f} tokens/s); the regions cost "
+                       f"{100 * s['profiling_overhead']:+.1f}%")
+    out.append("")
+    out.append("bottleneck: " + rep["summary"].get("bottleneck", ""))
+    out.append("verdicts: " + roofline.VERDICT_RULE + ".")
+    for n in notes:
+        out.append(f"note: {n}")
+    return "\n".join(out) + "\n"

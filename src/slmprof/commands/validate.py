@@ -1,0 +1,216 @@
+"""`python -m slmprof validate`: prove the quantization kernels right on this CPU."""
+from __future__ import annotations
+
+import time
+
+from slmprof import report
+from slmprof.report import Column
+
+NAME = "validate"
+HELP = "check every quantization kernel path on this CPU against references, and the whole model"
+DESCRIPTION = """\
+For every weight type and every kernel path this CPU can execute: dequantization exactly against
+an independent decoding of the block layout; quantization error (RMSE, worst element) on random
+and real weight rows against named thresholds (ggml's test-quantize-fns ones among them); the
+path's activation quantization against the reference; quantized dot products against exact
+integer block sums; matrix-vector and matrix-matrix products against float64 on random shapes
+and the model's own; and the whole model's logits on each path against the scalar path and
+against a float reference on the dequantized weights (KL divergence, top-1 agreement, max logit
+difference). Prints one pass/fail table and exits 1 if any check fails.
+
+--tensors instead lists every weight tensor of the model with the error that requantizing it
+to each type would add: which layers suffer most from 4 bits."""
+EXAMPLES = """\
+examples:
+  python -m slmprof validate --quick                     # about a minute on a Pi-class CPU
+  python -m slmprof validate --isa scalar --types q4_0,q8_0 --json validate.json
+  python -m slmprof validate --model smollm2-135m --tensors
+"""
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def add_arguments(p):
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                   help=f"model name or GGUF path (default {DEFAULT_MODEL}, or its synthetic twin "
+                        "when it cannot be fetched); 'none' skips the model checks")
+    p.add_argument("--types", default=",".join(("q4_0", "q4_1", "q8_0", "f16")),
+                   help="comma-separated weight types (default q4_0,q4_1,q8_0,f16)")
+    p.add_argument("--isa", default="all", metavar="PATH",
+                   help="all (every path this CPU runs; default), scalar, avx2, neon or neon-dotprod")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and a shorter text")
+    p.add_argument("--tensors", action="store_true",
+                   help="per-tensor requantization error report for the model instead")
+    p.add_argument("--format", choices=("md", "plain", "csv", "json"), default="md",
+                   help="table format on stdout (default md)")
+    p.add_argument("--json", dest="json_file", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the table here instead of stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress or status on stderr")
+
+
+CHECK_COLUMNS = [
+    Column("type", align="left"), Column("path", align="left"), Column("check", align="left"),
+    Column("metric", align="left"), Column("value", fmt=lambda v, r: _num(v), align="right"),
+    Column("threshold", fmt=lambda v, r: f"{r['op']} {_num(v)}", align="right"),
+    Column("result", align="left"),
+]
+
+
+def _num(v):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if 0.999 <= v < 1:
+            return f"{v:.7f}"
+        if 1e-3 <= abs(v) < 1e4:
+            return f"{v:.4g}"
+        return f"{v:.2e}"
+    return str(v)
+
+
+def _resolve(name, quiet):
+    if name is None or name.lower() == "none":
+        return None, []
+    from slmprof.errors import ModelNotFoundError
+    from slmprof.engine.registry import resolve
+    try:
+        return resolve(name), []
+    except ModelNotFoundError as e:
+        if name != DEFAULT_MODEL:
+            raise
+        fallback = resolve("synth:" + DEFAULT_MODEL)
+        note = f"{DEFAULT_MODEL} unavailable ({e}); validated on {fallback.name} (synthetic) instead"
+        report.say(f"slmprof validate: {note}", quiet)
+        return fallback, [note]
+
+
+def run(args):
+    from slmprof.engine import quant
+    from slmprof.analysis import validate as v
+
+    types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
+    bad = [t for t in types if t not in v.DEFAULT_TYPES]
+    if bad or not types:
+        report.say(f"slmprof validate: error: unknown type(s) {', '.join(bad) or '(none)'}; "
+                   f"choose from {', '.join(v.DEFAULT_TYPES)}", False)
+        return 2
+    try:
+        paths = v.kernel_paths(args.isa)
+    except ValueError as e:
+        report.say(f"slmprof validate: error: {e}", False)
+        return 2
+
+    model, notes = _resolve(args.model, args.quiet)
+    if model is not None and not args.tensors:
+        import importlib.util
+        if importlib.util.find_spec("slmprof.engine.model") is None:
+            notes.append("whole-model checks skipped: the engine (slmprof.engine.model) is not in this build")
+            model = None
+    if args.tensors:
+        return _run_tensors(args, model, types, notes)
+
+    plan = v.Plan(types=types, paths=paths, quick=args.quick, seed=0,
+                  text_tokens=12 if args.quick else 32)
+    if model is not None:
+        plan.model_path = str(model.path)
+        plan.model_name = model.name
+        plan.model_shapes = v.model_matrix_shapes(model.path, limit=2 if args.quick else 4)
+        if model.synthetic:
+            notes.append(f"{model.name} is synthetic (random weights): its logits check the kernels, "
+                         "not the model's quality")
+    est = v.estimate_seconds(plan, model is not None)
+    report.say(f"slmprof validate: {len(types)} type(s) x {len(paths)} path(s) ({', '.join(paths)})"
+               + (f" + the whole model {model.name}" if model else "")
+               + f"; this will take about {_dur(est)}"
+               + ("" if args.quick else
+                  f" (--quick: about {_dur(v.estimate_seconds(_quick(plan), model is not None))})"),
+               args.quiet)
+
+    t0 = time.monotonic()
+    steps = v.count_steps(plan, model is not None)
+    with report.Progress(total=steps, what="validate", quiet=args.quiet) as bar:
+        checks = v.run_checks(plan, with_model=model is not None,
+                              progress=lambda what: bar.advance(status=what))
+    elapsed = time.monotonic() - t0
+    records = [c.record() for c in checks]
+    failed = [r for r in records if r["result"] != "pass"]
+    summary = {"checks": len(records), "failed": len(failed), "passed": len(records) - len(failed),
+               "seconds": elapsed, "paths": paths, "types": types,
+               "active_path": quant.active_isa()}
+    rep = report.make_report(
+        "validate", records,
+        model=None if model is None else {"name": model.name, "path": str(model.path),
+                                          "synthetic": model.synthetic},
+        settings={"types": types, "isa": args.isa, "quick": args.quick}, summary=summary,
+        notes=notes)
+    if args.json_file:
+        report.write_json(rep, args.json_file)
+    if args.format in ("md", "plain"):
+        text = report.format_table(records, CHECK_COLUMNS, style=args.format)
+        text += (f"\n{len(records) - len(failed)} passed, {len(failed)} failed "
+                 f"({len(types)} types x {len(paths)} paths, {elapsed:.1f} s)\n")
+        for r in failed:
+            text += (f"FAILED: {r['type']} {r['path']} {r['check']}: {r['metric']} = {_num(r['value'])}"
+                     f" (needs {r['op']} {_num(r['threshold'])})\n")
+        for n in notes:
+            text += f"note: {n}\n"
+        report.write_text(text, args.output)
+    else:
+        report.emit(rep, args.format, args.output)
+    return 1 if failed else 0
+
+
+def _quick(plan):
+    import dataclasses
+    q = dataclasses.replace(plan, quick=True, text_tokens=12)
+    q.model_shapes = list(plan.model_shapes)[:2]
+    return q
+
+
+def _dur(s):
+    return f"{max(1, round(s))} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def _run_tensors(args, model, types, notes):
+    from slmprof.analysis import validate as v
+    if model is None:
+        report.say("slmprof validate: error: --tensors needs a model (--model)", False)
+        return 2
+    from slmprof.engine.gguf import GGUFFile
+    with GGUFFile(model.path) as gf:
+        n = sum(1 for t in gf.tensors.values() if len(t.shape) == 2)
+    with report.Progress(total=n, what="requantizing", quiet=args.quiet) as bar:
+        records = v.tensor_errors(model.path, types, progress=lambda name: bar.advance(status=name))
+    cols = [Column("tensor", align="left"), Column("type", align="left"),
+            Column("rows"), Column("cols")]
+    cols += [Column(f"rel_rmse_{t}", f"{t} rel RMSE", fmt=lambda x, r: "" if x is None else f"{x:.2e}")
+             for t in types]
+    worst = {}
+    for t in types:
+        key = f"rel_rmse_{t}"
+        vals = [r for r in records if r.get(key) is not None]
+        if vals:
+            w = max(vals, key=lambda r: r[key])
+            worst[t] = {"tensor": w["tensor"], "rel_rmse": w[key],
+                        "mean": sum(r[key] for r in vals) / len(vals)}
+    rep = report.make_report(
+        "validate-tensors", records,
+        model={"name": model.name, "path": str(model.path), "synthetic": model.synthetic},
+        settings={"types": types}, summary={"worst": worst}, notes=notes)
+    if args.json_file:
+        report.write_json(rep, args.json_file)
+    if args.format in ("md", "plain"):
+        text = report.format_table(records, cols, style=args.format)
+        text += "\nrel RMSE: the tensor as stored against the same tensor requantized to the type" \
+                "\n"
+        for t, w in worst.items():
+            text += (f"{t}: worst {w['tensor']} ({w['rel_rmse']:.2e}), mean over tensors "
+                     f"{w['mean']:.2e}\n")
+        for n_ in notes:
+            text += f"note: {n_}\n"
+        report.write_text(text, args.output)
+    else:
+        report.emit(rep, args.format, args.output)
+    return 0

@@ -1,0 +1,302 @@
+"""A loaded model: the C engine over a mapped GGUF file, its tokenizer, and generation.
+
+    >>> from slmprof.engine.model import Model
+    >>> m = Model.load("smollm2-135m", threads=2)              # doctest: +SKIP
+    >>> for token, piece in m.generate("The capital of France is", max_tokens=8):
+    ...     print(piece, end="")                                # doctest: +SKIP
+
+Weights stay in the file mapping (zero-copy); the C side keeps its own KV cache and threads.
+`prefill` runs a prompt as one batch; `decode` runs one token; both continue from `n_past`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from slmprof import _core
+from slmprof.errors import ContextOverflowError
+from slmprof.engine.sampling import Sampler
+
+MAX_CTX = 1 << 20
+KV_TYPES = {"f32": 0, "f16": 1}
+
+# Region ops in the order the engine emits them inside a slot (see csrc/slm_model.h).
+OP_NAMES = ("layer", "embed", "attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm", "gate_up",
+            "down", "output_norm", "lm_head")
+BLOCK_OPS = ("attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm", "gate_up", "down")
+
+
+def region_id(slot: int, op: str) -> int:
+    return slot * _core.REGION_OP_COUNT + OP_NAMES.index(op)
+
+
+@dataclass(frozen=True)
+class Region:
+    id: int
+    layer: str   # "embed", "blk.0" ... "blk.N-1", "head"
+    op: str      # one of OP_NAMES
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _resolve(name_or_path):
+    """(path, name, synthetic) for a registry name or a plain path."""
+    try:
+        from slmprof.engine import registry
+        resolve = registry.resolve
+    except (ImportError, AttributeError):   # registry without resolve(): accept plain paths
+        return os.fspath(name_or_path), os.path.basename(os.fspath(name_or_path)), False
+    r = resolve(name_or_path)
+    return r.path, r.name, bool(r.synthetic)
+
+
+class Model:
+    """Use Model.load(); see the module docstring."""
+
+    def __init__(self, engine, gguf_file, description, name, synthetic, ctx, tokenizer):
+        self._engine = engine
+        self._gguf = gguf_file
+        self.description = description
+        self.config = description.shape
+        self.name = name
+        self.synthetic = synthetic
+        self.ctx = ctx
+        self.tokenizer = tokenizer
+        self._profiler = None
+
+    @classmethod
+    def load(cls, name_or_path, threads=None, ctx=2048, kv_type="f32", max_batch=0):
+        """Load a model by registry name or path. threads: worker threads (default: every core);
+        ctx: positions the KV cache holds; kv_type: "f32" or "f16" cache entries."""
+        if threads is None:
+            threads = default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1 (got {threads!r})")
+        if isinstance(ctx, bool) or not isinstance(ctx, (int, np.integer)) or not 1 <= ctx <= MAX_CTX:
+            raise ValueError(f"ctx must be an integer in [1, {MAX_CTX}] (got {ctx!r})")
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)} (got {kv_type!r})")
+        from slmprof.engine import gguf
+        path, name, synthetic = _resolve(name_or_path)
+        gf, desc = gguf.open_model(path)
+        try:
+            shape = desc.shape
+            config = dict(arch=shape.arch, n_layer=shape.n_layer, dim=shape.dim, ffn=shape.ffn,
+                          n_head=shape.n_head, n_kv_head=shape.n_kv_head, head_dim=shape.head_dim,
+                          vocab=shape.vocab, n_ctx=int(ctx), max_batch=int(max_batch),
+                          kv_type=KV_TYPES[kv_type], threads=int(threads),
+                          rope_base=shape.rope_base, norm_eps=shape.rms_eps,
+                          weights_file_backed=True)   # views of GGUFFile's mapping
+            tensors = []
+            for pattern, (kind, per_layer) in _core.ENGINE_TENSORS.items():
+                for layer in (range(shape.n_layer) if per_layer else [0]):
+                    t = desc.tensors.get(pattern.format(l=layer))
+                    if t is None:
+                        continue        # optional ones; describe_model checked the required
+                    rows = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
+                    tensors.append((kind, layer, t.type, rows, int(t.shape[0]), t.data))
+            engine = _core.Engine(config, tensors)
+            tokenizer = None
+            try:
+                from slmprof.engine.tokenizer import Tokenizer
+            except ImportError:
+                Tokenizer = None
+            if Tokenizer is not None and "tokenizer.ggml.tokens" in gf.metadata:
+                tokenizer = Tokenizer.from_gguf(gf)
+        except BaseException:
+            gf.close()
+            raise
+        model = cls(engine, gf, desc, name, synthetic, int(ctx), tokenizer)
+        model.kv_type = kv_type
+        return model
+
+    # --- state ------------------------------------------------------------------------------
+    @property
+    def engine(self):
+        if self._engine is None:
+            raise ValueError(f"the model {self.name} is closed")
+        return self._engine
+
+    @property
+    def threads(self) -> int:
+        return self.engine.threads
+
+    @property
+    def n_past(self) -> int:
+        return self.engine.n_past
+
+    def reset(self):
+        """Forget the context (the KV cache is overwritten from position 0)."""
+        self.engine.set_n_past(0)
+
+    def close(self):
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+        if self._gguf is not None:
+            self._gguf.close()
+            self._gguf = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- running ----------------------------------------------------------------------------
+    def _check_tokens(self, tokens):
+        toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if toks.size == 0:
+            raise ValueError("no tokens to run")
+        bad = (toks < 0) | (toks >= self.config.vocab)
+        if bad.any():
+            raise ValueError(f"token id {int(toks[bad][0])} is outside the vocabulary "
+                             f"[0, {self.config.vocab})")
+        if self.n_past + toks.size > self.ctx:
+            raise ContextOverflowError(
+                f"{toks.size} tokens at position {self.n_past} exceed the context of {self.ctx} "
+                f"tokens (load the model with a larger ctx, or reset())")
+        return toks.astype(np.int32)
+
+    def prefill(self, tokens, all_logits=False, last=None):
+        """Run tokens as one batch from n_past. Logits: (vocab,) of the last token, (n, vocab)
+        with all_logits, or (last, vocab) of the last `last` tokens (the LM head runs only
+        for the tokens asked for)."""
+        toks = self._check_tokens(tokens)
+        if last is not None:
+            if not 1 <= last <= len(toks):
+                raise ValueError(f"last must be in [1, {len(toks)}] (got {last})")
+            return self.engine.forward(toks, int(last))
+        return self.engine.forward(toks, len(toks) if all_logits else 0)
+
+    def decode(self, token):
+        """Run one token; logits (vocab,)."""
+        return self.engine.forward(self._check_tokens([int(token)]), 0)
+
+    def generate(self, prompt, max_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=0,
+                 stop_at_eos=True):
+        """Reset, prefill the prompt (text or token ids), then yield (token_id, text_piece) for
+        each generated token. Stops at max_tokens, end of sequence, or a full context."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("this model file has no tokenizer; pass token ids")
+            tokens = self.tokenizer.encode(prompt, add_bos=True)
+        else:
+            tokens = [int(t) for t in prompt]
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0 (got {max_tokens})")
+        sampler = Sampler(temperature, top_k, top_p, seed)
+        self.reset()
+        logits = self.prefill(tokens)
+        eos = self.tokenizer.eos_id if self.tokenizer is not None else None
+        generated, text = [], ""
+        for i in range(max_tokens):
+            token = sampler.sample(logits)
+            if stop_at_eos and eos is not None and token == eos:
+                return
+            generated.append(token)
+            piece = ""
+            if self.tokenizer is not None:
+                full = self.tokenizer.decode(generated)
+                # a multi-byte character split across tokens: wait for its last byte
+                if not full.endswith("\ufffd"):
+                    piece, text = full[len(text):], full
+            yield token, piece
+            if i + 1 == max_tokens or self.n_past >= self.ctx:
+                return
+            logits = self.decode(token)
+
+    # --- regions and costs ------------------------------------------------------------------
+    def region_names(self):
+        """[(region_id, layer_name, op_name)] for every region the engine reports, in order."""
+        n = self.config.n_layer
+        out = [(region_id(0, "layer"), "embed", "layer"), (region_id(0, "embed"), "embed", "embed")]
+        for layer in range(n):
+            out.append((region_id(layer + 1, "layer"), f"blk.{layer}", "layer"))
+            out += [(region_id(layer + 1, op), f"blk.{layer}", op) for op in BLOCK_OPS]
+        out += [(region_id(n + 1, op), "head", op) for op in ("layer", "output_norm", "lm_head")]
+        return out
+
+    def weight_bytes_per_token(self) -> int:
+        """Weight bytes streamed per decoded token (every layer, LM head, one embedding row)."""
+        return self.description.weight_bytes_per_token()
+
+    def layer_costs(self, n_past: int, n_tok: int):
+        """Per-region bytes and operations of running n_tok tokens after n_past, from the shapes.
+
+        Each dict: region, layer, op, weight_bytes (read once per call), kv_bytes (cache read and
+        written), act_bytes (activations in and out, f32), bytes (their sum), ops (2 per
+        multiply-add, plus the elementwise work where it matters)."""
+        s = self.config
+        t = self.description.tensors
+        kv_elem = 2 if getattr(self, "kv_type", "f32") == "f16" else 4
+        q_dim, kv_dim, d, f = s.n_head * s.head_dim, s.n_kv_head * s.head_dim, s.dim, s.ffn
+        # attention: token i sees n_past + i + 1 positions
+        seen = n_tok * n_past + n_tok * (n_tok + 1) // 2
+
+        def nb(name):
+            return t[name].nbytes if name in t else 0
+
+        def row(slot_name, rid, op, w=0, kv=0, act=0, ops=0):
+            return dict(region=rid, layer=slot_name, op=op, weight_bytes=int(w), kv_bytes=int(kv),
+                        act_bytes=int(act), bytes=int(w + kv + act), ops=int(ops))
+
+        embd = t["token_embd.weight"]
+        # rope_freqs is folded into the frequencies at load; counted here once, as the file does
+        out = [row("embed", region_id(0, "embed"), "embed",
+                   w=n_tok * embd.nbytes // s.vocab + nb("rope_freqs.weight"), act=4 * n_tok * d)]
+        for layer in range(s.n_layer):
+            b, slot, name = f"blk.{layer}.", layer + 1, f"blk.{layer}"
+            qkv_w = sum(nb(b + f"attn_{p}.{kind}") for p in "qkv" for kind in ("weight", "bias"))
+            out += [
+                row(name, region_id(slot, "attn_norm"), "attn_norm", w=4 * d, act=8 * n_tok * d,
+                    ops=4 * n_tok * d),
+                row(name, region_id(slot, "qkv"), "qkv", w=qkv_w,
+                    kv=2 * kv_elem * n_tok * kv_dim, act=4 * n_tok * (d + q_dim + 2 * kv_dim),
+                    ops=2 * n_tok * d * (q_dim + 2 * kv_dim) + 3 * n_tok * (q_dim + kv_dim)),
+                row(name, region_id(slot, "rope_attn"), "rope_attn",
+                    kv=2 * kv_elem * seen * kv_dim, act=8 * n_tok * q_dim,
+                    ops=4 * seen * q_dim + 5 * seen * s.n_head),
+                row(name, region_id(slot, "attn_out"), "attn_out", w=nb(b + "attn_output.weight"),
+                    act=4 * n_tok * (q_dim + 2 * d), ops=2 * n_tok * q_dim * d + n_tok * d),
+                row(name, region_id(slot, "ffn_norm"), "ffn_norm", w=4 * d, act=8 * n_tok * d,
+                    ops=4 * n_tok * d),
+                row(name, region_id(slot, "gate_up"), "gate_up",
+                    w=nb(b + "ffn_gate.weight") + nb(b + "ffn_up.weight"),
+                    act=4 * n_tok * (d + f), ops=4 * n_tok * d * f + 6 * n_tok * f),
+                row(name, region_id(slot, "down"), "down", w=nb(b + "ffn_down.weight"),
+                    act=4 * n_tok * (f + 2 * d), ops=2 * n_tok * f * d + n_tok * d),
+            ]
+        head = t.get("output.weight", embd)
+        out += [row("head", region_id(s.n_layer + 1, "output_norm"), "output_norm", w=4 * d,
+                    act=8 * d, ops=4 * d),
+                row("head", region_id(s.n_layer + 1, "lm_head"), "lm_head", w=head.nbytes,
+                    act=4 * (d + s.vocab), ops=2 * d * s.vocab)]
+        return out
+
+    # --- profiling --------------------------------------------------------------------------
+    def set_profiler(self, region_table, ops=True):
+        """Attach a region table (its C hooks are called at every region edge), or None.
+        Anything else that offers C hooks through hooks_address() (the address of a
+        slm_region_hooks that lives as long as the object) works too, e.g. a trace recorder.
+
+        ops=False: layer regions only. With ops, operation regions record wall time only
+        (count and wall ns: no thread CPU time, no counters): there are ~8 per layer and a
+        system call or counter snapshot at each of their edges would slow decode by several
+        percent. Layer regions keep thread CPU time and counters."""
+        self.engine.set_region_ops(bool(ops))
+        if region_table is not None and hasattr(region_table, "set_wall_only"):
+            region_table.set_wall_only(rid for rid, _, op in self.region_names() if op != "layer")
+        if region_table is not None and hasattr(region_table, "hooks_address"):
+            self.engine._set_hooks(int(region_table.hooks_address()), region_table)
+        else:
+            self.engine.set_region_table(region_table)
+        self._profiler = region_table

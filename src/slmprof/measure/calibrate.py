@@ -1,0 +1,553 @@
+"""This machine's ceilings for the roofline, measured once and kept as a machine profile.
+
+A profile holds read/copy/triad bandwidth for 1..N threads over buffers far larger than the
+last-level cache, cache-resident dot-product throughput of every weight type on every kernel
+path this CPU can run, the engine's own kernels (its matrix products cache-resident, its
+one-token product streaming weights from memory, its decode attention), f32 FMA throughput,
+and the cost of a thread fan-out. It is keyed by CPU
+model, core count, memory size and kernel release, cached under the per-user cache directory and
+reused until `calibrate --force`. `export_profile` / `load_device` carry it to another machine
+(`calibrate --export pi5.json` on the board, `plan --device pi5.json` elsewhere).
+
+Every figure keeps the best and the median pass. The roofline's ceilings are the *best*
+pass: what this machine attains when nothing else is in the way (roofline.ceilings_from_profile
+asks for it); the accessors below default to the median, what a shared machine sustains. Memory arrays live in
+ordinary 4 KiB pages, as mmap'd F16/F32 weights do; `read_hugepage` (transparent huge pages,
+what numpy and most STREAM builds get) is measured for reference: in a VM the difference can
+be large, because TLB misses walk two page tables. The engine repacks Q4_0/Q4_1/Q8_0 weights
+into huge pages and streams them with its own kernel, which neither read loop is: so decode's
+weight stream is calibrated as itself ("matmul x1 from memory", `stream`), and decode
+attention too, with its KV cache coming from memory as a decoded token finds it.
+"""
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+
+SCHEMA = "slmprof.machine"
+SCHEMA_VERSION = 1
+# What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
+# measured again rather than reused. Exported profiles stay loadable whatever their version.
+CALIBRATION_VERSION = 4
+
+MEMORY_KINDS = ("read", "copy", "triad")
+HUGEPAGE_READ = "read_hugepage"
+DOT_TYPES = ("q4_0", "q4_1", "q8_0")
+TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
+# Kernel path ids as slm_quant.h numbers them; slmprof.engine.quant is asked first.
+ISA_NAMES_FALLBACK = ("scalar", "avx2", "neon", "neon-dotprod")
+
+# Sizes: each memory array is at least 64 MB and at least 8x the last-level cache, so a pass
+# cannot be served from cache; at most 1/8 of RAM per array (triad uses three).
+MIN_ARRAY_BYTES = 64 << 20
+LLC_MULTIPLE = 8
+# Dot block per thread: 64 rows x 1024 columns is 36-68 KB in the quantized types: in L2 on
+# every target (Pi 4: 1 MB shared L2; Pi 5: 512 KB per core; x86: >= 256 KB).
+DOT_ROWS, DOT_COLS = 64, 1024
+# The engine's own matrix product (repacked weights, active kernel path) on the same block:
+# one token (decode's matrix-vector product) and PREFILL_TOKENS tokens (prefill's blocked one).
+PREFILL_TOKENS = 16
+# Decode's product with its weights streaming from memory: copies of a STREAM_ROWS x
+# STREAM_COLS weight (0.6-1.1 MB, the size of a small model's projections) prepared as the
+# engine prepares them, together the size of a memory array, multiplied in the engine's own
+# work units (csrc/model/model.c): how a weight is cut into calls costs the stream 10-25% (each
+# call restarts the hardware prefetcher's stream; gate and up in turn are two streams).
+STREAM_ROWS, STREAM_COLS = 1024, 1024
+# pattern -> (rows per call, weights in turn): "rows" is wo and down (48-row chunks; q/k/v's
+# 64-row heads are alike), "gate_up" the FFN's gate and up (96 rows of each in turn),
+# "lm_head" the LM head (512-row chunks).
+STREAM_PATTERNS = {"rows": (48, 1), "gate_up": (96, 2), "lm_head": (512, 1)}
+# Which pattern each one-token matmul of the cost model streams in (roofline op names).
+STREAM_PATTERN_OF_OP = {"qkv": "rows", "attn_out": "rows", "down": "rows", "gate_up": "gate_up",
+                        "lm_head": "lm_head"}
+# Decode attention: 64-dimensional heads (every registry shape has them) over this many cached
+# positions, caches together the size of a memory array (out of cache, as decode finds them),
+# and once more with one layer's cache per thread (in cache: the arithmetic alone). The
+# calibration runs 3 query heads per KV head; a model with more shares each KV byte among more
+# heads, so the roofline charges attention its in-cache time per operation plus the measured
+# extra time per KV byte read from memory (attention_costs).
+ATTENTION_HEAD_DIM, ATTENTION_POSITIONS = 64, 256
+ATTENTION_HEADS, ATTENTION_KV_HEADS = 12, 4            # as csrc/calib/calib.c runs them
+ATTENTION_OPS_PER_KV_BYTE = (ATTENTION_HEADS * (4 * ATTENTION_HEAD_DIM + 5)
+                             / (2 * ATTENTION_KV_HEADS * ATTENTION_HEAD_DIM * 4))
+
+
+# ------------------------------------------------------------------------------------------
+# Machine identity
+
+
+def _read_text(path):
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model():
+    """A human name for the CPU: /proc/cpuinfo model name, or the ARM part (Pi cores)."""
+    info = _read_text("/proc/cpuinfo")
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model name") and value.strip():
+            return value.strip()
+    parts = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76",
+             "0xd05": "Cortex-A55", "0xd0c": "Neoverse-N1"}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "CPU part":
+            return parts.get(value.strip().lower(), f"ARM part {value.strip()}")
+    return platform.processor() or platform.machine()
+
+
+def memory_bytes():
+    for line in _read_text("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine_key():
+    """What a profile is valid for: the same CPU, core count, memory size and kernel."""
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count() or 1, "memory_bytes": memory_bytes(),
+            "kernel": platform.release(), "arch": platform.machine()}
+
+
+def key_id(key):
+    blob = json.dumps(key, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cache_root():
+    try:
+        from slmprof.engine import registry
+        return Path(registry.cache_dir())
+    except (ImportError, AttributeError):
+        env = os.environ.get("SLMPROF_CACHE")
+        return Path(env) if env else Path.home() / ".cache" / "slmprof"
+
+
+def profile_path(key=None):
+    key = key or machine_key()
+    return cache_root() / "machine" / f"{key_id(key)}.json"
+
+
+# ------------------------------------------------------------------------------------------
+# Kernel paths
+
+
+def kernel_paths():
+    """[(isa_id, name, available)] for every kernel path slm_quant.h knows."""
+    try:
+        from slmprof.engine import quant
+        names = list(quant.isa_names())
+        available = set(quant.available_isas())
+        return [(i, n, n in available) for i, n in enumerate(names)]
+    except (ImportError, AttributeError):
+        # Without slmprof.engine.quant, try the paths this architecture can have; the C side says
+        # SLM_ENOSYS for any the CPU or build lacks.
+        machine = platform.machine().lower()
+        own = {"scalar"} | ({"avx2"} if machine in ("x86_64", "amd64") else set()) | \
+              ({"neon", "neon-dotprod"} if machine in ("aarch64", "arm64") else set())
+        return [(i, n, None if n in own else False) for i, n in enumerate(ISA_NAMES_FALLBACK)]
+
+
+def thread_counts(cores):
+    """1..N for small machines; powers of two plus N beyond 8 cores."""
+    if cores <= 8:
+        return list(range(1, cores + 1))
+    counts, t = [], 1
+    while t < cores:
+        counts.append(t)
+        t *= 2
+    return counts + [cores]
+
+
+# ------------------------------------------------------------------------------------------
+# Measuring
+
+
+def _steps(cores, paths):
+    """The plan of measurements, so progress can say 'k of n'."""
+    counts = thread_counts(cores)
+    steps = [("memory", kind, t) for kind in MEMORY_KINDS for t in counts]
+    # for reference only: what huge pages would give (numpy/STREAM get them; mmap'd weights don't)
+    steps += [("memory", HUGEPAGE_READ, t) for t in sorted({1, cores})]
+    for isa_id, isa_name, available in paths:
+        if available is False:
+            continue
+        for type_name in DOT_TYPES:
+            for t in sorted({1, cores}):
+                steps.append(("dot", (isa_id, isa_name, type_name), t))
+    for type_name in DOT_TYPES:
+        for n_tok in (1, PREFILL_TOKENS):
+            for t in sorted({1, cores}):
+                steps.append(("matmul", (type_name, n_tok), t))
+    steps += [("stream", (pattern, type_name), t) for pattern in STREAM_PATTERNS
+              for type_name in DOT_TYPES for t in counts]
+    steps += [("attention", where, t) for where in ("memory", "cache") for t in counts]
+    steps += [("fma", None, t) for t in sorted({1, cores})]
+    steps += [("sync", None, t) for t in counts]
+    return steps
+
+
+def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
+    """Run every calibration kernel and return a fresh profile dict (not saved).
+
+    progress(done, total, label, value_text) is called after each step.
+    """
+    from slmprof import _core
+
+    started = time.monotonic()
+    key = machine_key()
+    cores = threads_max or key["cores"]
+    llc = _core.calib_llc_bytes()
+    if array_bytes is None:
+        array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * llc)
+        if key["memory_bytes"]:
+            array_bytes = min(array_bytes, key["memory_bytes"] // 8)
+    paths = kernel_paths()
+    steps = _steps(cores, paths)
+    profile = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "measured": True,
+        "calibration_version": CALIBRATION_VERSION,
+        "source": "measured by slmprof calibrate on this machine",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "key": key, "llc_bytes": llc, "array_bytes": array_bytes,
+        "bandwidth": {kind: {} for kind in MEMORY_KINDS},
+        "dot": {}, "dot_block": {"rows": DOT_ROWS, "cols": DOT_COLS},
+        "matmul": {"isa": _active_isa(), "prefill_tokens": PREFILL_TOKENS},
+        "stream": {"isa": _active_isa(), "weight_rows": STREAM_ROWS, "weight_cols": STREAM_COLS,
+                   "patterns": {k: list(v) for k, v in STREAM_PATTERNS.items()}},
+        "attention": {"isa": _active_isa(), "head_dim": ATTENTION_HEAD_DIM,
+                      "positions": ATTENTION_POSITIONS, "ops_per_kv_byte": ATTENTION_OPS_PER_KV_BYTE,
+                      "cached": {}},
+        "fma": {}, "sync_seconds": {}, "unavailable": {},
+    }
+    try:
+        from slmprof import __version__
+        profile["slmprof_version"] = __version__
+    except ImportError:
+        pass
+
+    for done, (what, arg, t) in enumerate(steps, 1):
+        if what == "memory":
+            huge = arg == HUGEPAGE_READ
+            r = _core.calib_memory("read" if huge else arg, t, array_bytes, seconds_per_step,
+                                   hugepages=huge)
+            profile["bandwidth"].setdefault(arg, {})[str(t)] = _rates(r)
+            label, text = f"{arg} bandwidth, {t} thread{'s' if t > 1 else ''}", \
+                f"{r['median_per_s'] / 1e9:.1f} GB/s"
+        elif what == "dot":
+            isa_id, isa_name, type_name = arg
+            label = f"{type_name} dot on {isa_name}, {t} thread{'s' if t > 1 else ''}"
+            try:
+                r = _core.calib_dot(TYPE_IDS[type_name], isa_id, t, DOT_ROWS, DOT_COLS,
+                                    seconds_per_step * 0.6)
+            except (UnavailableError, UnsupportedError, ValueError) as e:  # no kernel here
+                profile["unavailable"][f"dot on {isa_name}"] = str(e).split(": ", 1)[-1]
+                text = "not available"
+            else:
+                profile["dot"].setdefault(isa_name, {}).setdefault(type_name, {})[str(t)] = _rates(r)
+                text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
+        elif what == "matmul":
+            type_name, n_tok = arg
+            phase = "decode" if n_tok == 1 else "prefill"
+            label = f"{type_name} matmul x{n_tok}, {t} thread{'s' if t > 1 else ''}"
+            try:
+                r = _core.calib_matmul(TYPE_IDS[type_name], t, DOT_ROWS, DOT_COLS, n_tok,
+                                       seconds_per_step * 0.6)
+            except (UnavailableError, UnsupportedError, ValueError) as e:
+                profile["unavailable"][f"matmul {type_name}"] = str(e).split(": ", 1)[-1]
+                text = "not available"
+            else:
+                profile["matmul"].setdefault(phase, {}).setdefault(type_name, {})[str(t)] = _rates(r)
+                text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
+        elif what == "stream":
+            pattern, type_name = arg
+            chunk, interleave = STREAM_PATTERNS[pattern]
+            label = (f"{type_name} matmul x1 from memory ({pattern}), {t} thread{'s' if t > 1 else ''}")
+            try:
+                r = _core.calib_stream(TYPE_IDS[type_name], t, STREAM_ROWS, STREAM_COLS, array_bytes,
+                                       chunk, interleave, seconds_per_step)
+            except (UnavailableError, UnsupportedError, ValueError) as e:
+                profile["unavailable"][f"stream {type_name}"] = str(e).split(": ", 1)[-1]
+                text = "not available"
+            else:
+                profile["stream"].setdefault(pattern, {}).setdefault(type_name, {})[str(t)] = _rates(r)
+                text = f"{r['median_per_s'] / 1e9:.1f} GB/s"
+        elif what == "attention":
+            label = f"decode attention, KV cache in {arg}, {t} thread{'s' if t > 1 else ''}"
+            layer_bytes = 2 * ATTENTION_POSITIONS * ATTENTION_KV_HEADS * ATTENTION_HEAD_DIM * 4
+            r = _core.calib_attention(t, array_bytes if arg == "memory" else t * layer_bytes,
+                                      ATTENTION_HEAD_DIM, ATTENTION_POSITIONS, seconds_per_step)
+            (profile["attention"] if arg == "memory" else profile["attention"]["cached"])[str(t)] = _rates(r)
+            text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
+        elif what == "fma":
+            r = _core.calib_fma(t, seconds_per_step * 0.6)
+            profile["fma"]["path"] = r["path"]
+            profile["fma"][str(t)] = _rates(r)
+            label, text = f"f32 FMA ({r['path']}), {t} thread{'s' if t > 1 else ''}", \
+                f"{r['median_per_s'] / 1e9:.1f} GFLOP/s"
+        else:
+            best, median = _core.calib_sync(t, 2000)
+            profile["sync_seconds"][str(t)] = {"best": best, "median": median}
+            label, text = f"fan-out + join, {t} thread{'s' if t > 1 else ''}", f"{median * 1e6:.1f} us"
+        if progress:
+            progress(done, len(steps), label, text)
+    if not profile["dot"]:
+        profile["unavailable"]["dot"] = ("no int8 kernel path could be measured; compute ceilings "
+                                         "fall back to the f32 FMA peak")
+    profile["seconds"] = round(time.monotonic() - started, 2)
+    return profile
+
+
+def _active_isa():
+    try:
+        from slmprof.engine import quant
+        return quant.active_isa()
+    except (ImportError, AttributeError):
+        return None
+
+
+def _rates(r):
+    return {"best": r["best_per_s"], "median": r["median_per_s"], "passes": r["passes"],
+            "seconds": round(r["seconds"], 4)}
+
+
+# ------------------------------------------------------------------------------------------
+# Cache, export, load
+
+
+def save_profile(profile, path=None):
+    path = Path(path) if path else profile_path(profile["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(profile, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_device(path):
+    """Read and validate a machine profile (ours or another machine's export)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ModelFileError(f"device profile {path}: cannot read: {e.strerror}") from None
+    except ValueError as e:
+        raise ModelFileError(f"device profile {path}: not JSON: {e}") from None
+    return validate_profile(data, str(path))
+
+
+def validate_profile(data, where="device profile"):
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ModelFileError(f"{where}: not an slmprof machine profile (schema field is "
+                             f"{data.get('schema') if isinstance(data, dict) else None!r})")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{where}: schema_version missing or not an integer")
+    if version > SCHEMA_VERSION:
+        raise UnsupportedError(f"{where}: machine profile schema version {version} is newer than "
+                               f"this slmprof understands ({SCHEMA_VERSION}); upgrade slmprof")
+    for field in ("key", "bandwidth"):
+        if field not in data:
+            raise ModelFileError(f"{where}: field {field!r} missing")
+    if not data["bandwidth"].get("read"):
+        raise ModelFileError(f"{where}: no read bandwidth in the profile")
+    return data
+
+
+def cached_profile(key=None):
+    """The saved profile for this machine, or None."""
+    path = profile_path(key)
+    if not path.exists():
+        return None
+    try:
+        profile = load_device(path)
+    except (ModelFileError, UnsupportedError):
+        return None
+    if profile.get("calibration_version", 1) < CALIBRATION_VERSION:
+        return None     # made by an older calibrate: measure what this one measures
+    return profile
+
+
+def get_profile(force=False, progress=None, **measure_args):
+    """This machine's profile: the cached one unless force, else measured and saved.
+    Returns (profile, was_cached)."""
+    if not force:
+        cached = cached_profile()
+        if cached is not None:
+            return cached, True
+    profile = measure(progress=progress, **measure_args)
+    save_profile(profile)
+    return profile, False
+
+
+def export_profile(profile, path):
+    return save_profile(profile, path)
+
+
+# ------------------------------------------------------------------------------------------
+# Reading ceilings out of a profile (the roofline uses these)
+
+
+def _nearest_threads(table, threads):
+    """The entry for `threads`, else the largest measured count below it, else the smallest."""
+    counts = sorted(int(k) for k in table if str(k).isdigit())
+    if not counts:
+        return None
+    below = [c for c in counts if c <= threads]
+    return table[str(below[-1] if below else counts[0])]
+
+
+def bandwidth(profile, threads, kind="read", which="median"):
+    """Bytes/s sustained by `threads` threads for a STREAM kind."""
+    entry = _nearest_threads(profile["bandwidth"].get(kind, {}), threads)
+    if entry is None:
+        raise ModelFileError(f"machine profile has no {kind} bandwidth")
+    return float(entry[which])
+
+
+def dot_throughput(profile, type_name, threads, isa=None, which="median"):
+    """Operations/s of the int8 dot kernel for a weight type, scaled to `threads` threads
+    between the measured 1-thread and all-core figures; None when it was not measured."""
+    dots = profile.get("dot") or {}
+    if isa is None:
+        isa = best_isa(profile)
+    table = dots.get(isa, {}).get(type_name)
+    if not table:
+        return None
+    return _scaled(table, threads, which)
+
+
+def fma_throughput(profile, threads, which="median"):
+    table = {k: v for k, v in (profile.get("fma") or {}).items() if str(k).isdigit()}
+    if not table:
+        return None
+    return _scaled(table, threads, which)
+
+
+def _scaled(table, threads, which):
+    """Per-thread rate times threads, from the nearest measured count (compute scales with
+    cores; the all-core figure already includes whatever sharing costs)."""
+    counts = sorted(int(k) for k in table)
+    exact = table.get(str(threads))
+    if exact:
+        return float(exact[which])
+    below = [c for c in counts if c <= threads] or counts[:1]
+    c = below[-1]
+    return float(table[str(c)][which]) / c * threads
+
+
+def matmul_throughput(profile, type_name, threads, phase="decode", which="median"):
+    """Operations/s of the engine's own matrix product for a weight type, decode (one token)
+    or prefill (PREFILL_TOKENS tokens), on the path that was active at calibration; None when
+    not measured."""
+    table = ((profile.get("matmul") or {}).get(phase) or {}).get(type_name)
+    if not table:
+        return None
+    return _scaled(table, threads, which)
+
+
+def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows"):
+    """Weight bytes/s of decode's one-token product streaming from memory for a weight type
+    (the engine's own kernel, layout and work units; STREAM_PATTERNS); None when not measured.
+    Like memory bandwidth it does not scale with threads: the nearest measured count at or
+    below is used."""
+    table = ((profile.get("stream") or {}).get(pattern) or {}).get(type_name)
+    if not isinstance(table, dict):
+        return None
+    entry = _nearest_threads(table, threads)
+    return float(entry[which]) if entry else None
+
+
+def attention_throughput(profile, threads, which="median", cached=False):
+    """Operations/s of decode attention through the engine's path (roofline's count), its KV
+    cache from memory (or in cache); None when not measured."""
+    attn = profile.get("attention") or {}
+    table = {k: v for k, v in ((attn.get("cached") or {}) if cached else attn).items() if str(k).isdigit()}
+    if not table:
+        return None
+    entry = _nearest_threads(table, threads)
+    return float(entry[which]) if entry else None
+
+
+def best_isa(profile):
+    """The fastest measured kernel path (by q4_0 or any type, 1 thread)."""
+    dots = profile.get("dot") or {}
+    best, best_rate = None, -1.0
+    for isa, types in dots.items():
+        rates = [v.get("1", {}).get("median", 0) for v in types.values()]
+        rate = max(rates) if rates else 0
+        if rate > best_rate:
+            best, best_rate = isa, rate
+    return best
+
+
+def sync_seconds(profile, threads):
+    entry = _nearest_threads(profile.get("sync_seconds") or {}, threads)
+    return float(entry["median"]) if entry else 0.0
+
+
+def _cells(table, scale=1e-9):
+    """'1T 12.3 (9.8), 2T ...': best pass, median in parentheses."""
+    return ", ".join(f"{t}T {v['best'] * scale:.1f} ({v['median'] * scale:.1f})" for t, v in
+                     sorted(((k, v) for k, v in table.items() if str(k).isdigit()),
+                            key=lambda kv: int(kv[0])))
+
+
+def summary_lines(profile):
+    """Readable lines for the command and for reports: best pass (the roofline's ceiling),
+    median pass in parentheses."""
+    key = profile["key"]
+    lines = [f"machine: {key['cpu_model']}, {key['cores']} cores, "
+             f"{key['memory_bytes'] / 2**30:.1f} GiB, kernel {key['kernel']}"
+             + ("" if profile.get("measured", True) else "  (NOT measured here: "
+                + str(profile.get("source", "reference profile")) + ")")]
+    lines.append(f"last-level cache {profile.get('llc_bytes', 0) / 2**20:.0f} MiB; "
+                 f"memory arrays {profile.get('array_bytes', 0) / 2**20:.0f} MiB each; "
+                 "figures: best pass (median pass)")
+    for kind in MEMORY_KINDS:
+        table = profile["bandwidth"].get(kind, {})
+        if table:
+            lines.append(f"{kind:>5} bandwidth GB/s: {_cells(table)}")
+    huge = profile["bandwidth"].get(HUGEPAGE_READ, {})
+    if huge:
+        lines.append(f"read GB/s with huge pages (reference; the engine's repacked weights sit in "
+                     f"huge pages, and its own streaming figure below is what the roofline uses "
+                     f"for them): {_cells(huge)}")
+    for isa, types in (profile.get("dot") or {}).items():
+        lines.append(f"int8 vec_dot GOP/s on {isa}: " + "; ".join(
+            f"{ty} {_cells(tab)}" for ty, tab in types.items()))
+    mm = profile.get("matmul") or {}
+    for phase in ("decode", "prefill"):
+        types = mm.get(phase) or {}
+        if types:
+            n = 1 if phase == "decode" else mm.get("prefill_tokens")
+            lines.append(f"engine matmul x{n} token{'s' if n != 1 else ''} GOP/s on {mm.get('isa')}: "
+                         + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
+    stream = profile.get("stream") or {}
+    for pattern, (chunk, interleave) in STREAM_PATTERNS.items():
+        types = stream.get(pattern) or {}
+        if types:
+            how = f"{chunk}-row calls" + (f", {interleave} weights in turn" if interleave > 1 else "")
+            lines.append(f"engine matmul x1 from memory GB/s, {pattern} ({how}) on {stream.get('isa')}: "
+                         + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
+    attn = profile.get("attention") or {}
+    if any(str(k).isdigit() for k in attn):
+        lines.append(f"engine decode attention GOP/s (KV cache from memory): {_cells(attn)}"
+                     + (f"; in cache: {_cells(attn['cached'])}" if attn.get("cached") else ""))
+    fma = profile.get("fma") or {}
+    if any(str(k).isdigit() for k in fma):
+        lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {_cells(fma)}")
+    sync = profile.get("sync_seconds") or {}
+    if sync:
+        lines.append("fan-out + join: " + ", ".join(
+            f"{t}T {v['median'] * 1e6:.1f} us" for t, v in sorted(sync.items(), key=lambda kv: int(kv[0]))))
+    for what, why in (profile.get("unavailable") or {}).items():
+        lines.append(f"not measured: {what}: {why}")
+    return lines
