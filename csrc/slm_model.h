@@ -23,6 +23,14 @@ typedef enum slm_op {
 
 #define SLM_REGION_ID(slot, op) ((int32_t)(slot) * SLM_OP_COUNT + (int32_t)(op))
 
+/* "layer", "embed", "attn_norm", ...: the names reports use; "unknown" out of range. */
+const char *slm_op_name(int op);
+
+/* Limits of a model config: the longest context, and the tokens of one internal forward chunk
+ * when max_batch is 0 (a longer prompt runs in chunks, each streaming the weights again). */
+#define SLM_MAX_CTX (1 << 20)
+#define SLM_DEFAULT_MAX_BATCH 512
+
 /* ---- Thread pool ----------------------------------------------------------------------
  * Persistent workers; the calling thread is worker 0. slm_pool_run runs fn on every worker and
  * returns when all are done. Inside fn, slm_pool_barrier waits for every worker (spins for a
@@ -53,7 +61,7 @@ typedef struct slm_model_config {
     int32_t head_dim;
     int32_t vocab;
     int32_t n_ctx;      /* positions the KV cache holds */
-    int32_t max_batch;  /* tokens per internal forward chunk; 0 = default (512, at most n_ctx) */
+    int32_t max_batch;  /* tokens per internal forward chunk; 0 = SLM_DEFAULT_MAX_BATCH (at most n_ctx) */
     int32_t kv_type;    /* SLM_TYPE_F32 or SLM_TYPE_F16 */
     int32_t n_threads;  /* >= 1 */
     float rope_base;

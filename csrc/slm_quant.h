@@ -33,11 +33,26 @@ typedef enum slm_isa {
     SLM_ISA_COUNT
 } slm_isa;
 
-/* Type facts; 0 for an unknown type. */
+/* Every tensor type a GGUF file may carry (ggml's ids, names and block layouts), whether or not
+ * this engine computes with it: the one table of type facts, read by Python through the
+ * extension. `activation` marks formats that only activations take (Q8_1, Q8_K). */
+typedef struct slm_type_info {
+    int id;
+    const char *name;     /* lower case, as ggml spells it ("q4_k", "bf16") */
+    int64_t block_elems;  /* elements per block (1 for plain floats and integers) */
+    int64_t block_bytes;
+    int activation;
+} slm_type_info;
+const slm_type_info *slm_type_info_at(int index); /* index 0.. in id order; NULL past the end */
+const slm_type_info *slm_type_info_of(int type);  /* NULL for an id ggml does not define */
+/* 1 if the engine has kernels for weights of this type (every ISA has at least the scalar path). */
+int slm_type_computable(int type);
+
+/* Type facts from that table; 0 for an unknown type. */
 int64_t slm_type_block_elems(int type);
 int64_t slm_type_block_bytes(int type);
 int64_t slm_row_bytes(int type, int64_t n); /* <0 if n is not a multiple of the block */
-const char *slm_type_name(int type);
+const char *slm_type_name(int type);        /* "unknown" for an unknown type */
 
 float slm_fp16_to_fp32(slm_half h);
 slm_half slm_fp32_to_fp16(float f);

@@ -30,7 +30,8 @@ def cpu_ceilings(seconds=0.3, array_bytes=256 << 20):
     from slmprof import _core
     from slmprof.measure import calibrate
     from slmprof.analysis import roofline
-    ids = calibrate.TYPE_IDS
+    from slmprof.engine import quant
+    ids = {t: quant.type_id(t) for t in calibrate.DOT_TYPES}
     stream, stream_by_op, matvec, gemm = {}, {}, {}, {}
     for t in calibrate.DOT_TYPES:
         for pattern, (chunk, interleave) in calibrate.STREAM_PATTERNS.items():

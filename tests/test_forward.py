@@ -21,6 +21,7 @@ Tolerances (logits compared relative to the reference logits' standard deviation
 import numpy as np
 import pytest
 
+from slmprof.analysis import roofline
 from slmprof.errors import ContextOverflowError
 from slmprof.engine.model import Model
 from slmprof.engine.reference import ReferenceModel
@@ -224,8 +225,9 @@ def test_region_names_and_costs(tiny_path):
         ids = [r for r, _, _ in names]
         assert len(ids) == len(set(ids))
         assert ("blk.1", "gate_up") in [(layer, op) for _, layer, op in names]
-        costs = m.layer_costs(0, 1)
-        weight_total = sum(c["weight_bytes"] for c in costs)
+        wtypes = roofline.weight_types_from_tensors(m.description.tensors, m.config.tied)
+        costs = roofline.layer_costs(m.config, wtypes, 0, 1, m.kv_type)
+        weight_total = sum(c["weight_bytes"] for c in costs if c["op"] != "layer")
         # one token streams every weight once: the same count as weight_bytes_per_token
         assert weight_total == m.weight_bytes_per_token()
         assert all(c["bytes"] >= c["weight_bytes"] and c["ops"] >= 0 for c in costs)

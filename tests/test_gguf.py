@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from slmprof.errors import ModelFileError, UnsupportedError
-from slmprof.engine.gguf import (GGUFFile, GGUFWriter, ModelShape, describe_model, open_model,
-                          tensor_nbytes)
+from slmprof.engine import quant
+from slmprof.engine.gguf import GGUFFile, GGUFWriter, ModelShape, describe_model, open_model
 
 TINY = ModelShape(arch="llama", n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2, head_dim=16,
                   vocab=128, ctx=64, tied=True, rope_base=10000.0)
@@ -35,8 +35,8 @@ def write_f32_model(path, shape=TINY, drop=(), reshape=None, types=None, arch=No
         shp = (reshape or {}).get(name, shp)
         t = (types or {}).get(name)
         if t is not None:
-            from slmprof.engine.gguf import GGML_TYPES
-            nbytes = tensor_nbytes(t, shp) if shp[0] % GGML_TYPES[t].block_elems == 0 else 0
+            ok = shp[0] % quant.type_info(t).block_elems == 0
+            nbytes = quant.tensor_bytes(t, shp) if ok else 0
             w.add_tensor(name, bytes(nbytes), t, shp)
         else:
             w.add_tensor(name, rng.standard_normal(shp[::-1]).astype(np.float32), "f32", shp)

@@ -167,8 +167,9 @@ def test_gguf_package_cross_check(name):
 
 
 def test_type_names_ids_and_sizes():
-    assert quant.TYPE_IDS == {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
-    for name, tid in quant.TYPE_IDS.items():
+    ids = {name: quant.TYPES[name].id for name in quant.WEIGHT_TYPES}
+    assert ids == {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
+    for name, tid in ids.items():
         assert quant.type_name(tid) == name and quant.type_id(name) == tid
     assert quant.row_bytes("q4_0", 64) == 36
     assert quant.row_bytes("q4_1", 576) == 360

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from slmprof.engine.model import BLOCK_OPS
 from slmprof.measure import calibrate
 
 from slmprof.analysis import layers, roofline
@@ -35,7 +36,7 @@ def test_one_row_per_layer_and_operation_and_a_total(rep):
         layer_rows = [r["layer"] for r in rows if not r["op"]]
         assert layer_rows == ["embedding"] + [f"block {i}" for i in range(n_layer)] + ["output", "total"]
         ops = [r["op"] for r in rows if r["layer"] == "block 0" and r["op"]]
-        assert ops == list(roofline.LAYER_OPS)
+        assert ops == list(BLOCK_OPS)
         for r in rows:
             assert r["verdict"] in roofline.VERDICTS, r
             assert r["ms_per_token"] > 0

@@ -151,6 +151,8 @@ slm_attend_fn slm_attend_for(int isa) {
     return slm_attend_generic;
 }
 
+int slm_type_computable(int type) { return slm_kernels_scalar(type) != NULL; }
+
 /* ---- test-only corruption switch ---- */
 
 static int corrupt_type = -1, corrupt_isa = -1;

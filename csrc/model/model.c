@@ -31,7 +31,6 @@
 #include "model/attention.h"
 #include "model/pool.h"
 
-#define DEFAULT_MAX_BATCH 512
 
 typedef struct {
     int present;
@@ -141,7 +140,7 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
     /* Activation quantization works on blocks of 32 along every matmul input. */
     if (c.dim % SLM_QK != 0 || c.ffn_dim % SLM_QK != 0 || (c.n_head * c.head_dim) % SLM_QK != 0)
         return SLM_ESHAPE;
-    if (c.n_ctx < 1 || c.n_ctx > (1 << 20) || c.max_batch < 0) return SLM_EINVAL;
+    if (c.n_ctx < 1 || c.n_ctx > SLM_MAX_CTX || c.max_batch < 0) return SLM_EINVAL;
     if (c.kv_type != SLM_TYPE_F32 && c.kv_type != SLM_TYPE_F16) return SLM_EINVAL;
     if (c.n_threads < 1 || c.n_threads > 1024) return SLM_EINVAL;
     if (!(c.rope_base > 0) || !(c.norm_eps >= 0)) return SLM_EINVAL;
@@ -151,7 +150,7 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
     m->q_dim = c.n_head * c.head_dim;
     m->kv_dim = c.n_kv_head * c.head_dim;
     m->kv_mul = c.n_head / c.n_kv_head;
-    m->max_batch = c.max_batch ? c.max_batch : DEFAULT_MAX_BATCH;
+    m->max_batch = c.max_batch ? c.max_batch : SLM_DEFAULT_MAX_BATCH;
     m->region_ops = 1;
     if (m->max_batch > c.n_ctx) m->max_batch = c.n_ctx;
     m->layer_tensors = calloc((size_t)c.n_layer * SLM_T_COUNT, sizeof(tensor_ref));
@@ -161,13 +160,22 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
     return SLM_OK;
 }
 
+const char *slm_op_name(int op) {
+    static const char *const names[SLM_OP_COUNT] = {
+        [SLM_OP_LAYER] = "layer", [SLM_OP_EMBED] = "embed", [SLM_OP_ATTN_NORM] = "attn_norm",
+        [SLM_OP_QKV] = "qkv", [SLM_OP_ROPE_ATTN] = "rope_attn", [SLM_OP_ATTN_OUT] = "attn_out",
+        [SLM_OP_FFN_NORM] = "ffn_norm", [SLM_OP_GATE_UP] = "gate_up", [SLM_OP_DOWN] = "down",
+        [SLM_OP_OUTPUT_NORM] = "output_norm", [SLM_OP_LM_HEAD] = "lm_head"};
+    return op >= 0 && op < SLM_OP_COUNT && names[op] ? names[op] : "unknown";
+}
+
 static int is_layer_kind(int kind) { return kind >= SLM_T_ATTN_NORM && kind < SLM_T_COUNT; }
 
 int slm_model_set_tensor(slm_model *m, int kind, int layer, int type, int64_t rows, int64_t cols,
                          const void *data, int64_t nbytes) {
     if (m->ready || kind < 0 || kind >= SLM_T_COUNT || !data || rows < 1 || cols < 1) return SLM_EINVAL;
     int64_t rb = slm_row_bytes(type, cols);
-    if (slm_type_block_elems(type) == 0) return SLM_EUNSUPPORTED_TYPE;
+    if (!slm_type_computable(type)) return SLM_EUNSUPPORTED_TYPE;
     if (rb < 0 || rb * rows != nbytes) return SLM_ESHAPE;
     tensor_ref *t;
     if (is_layer_kind(kind)) {

@@ -8,24 +8,62 @@ _Static_assert(sizeof(slm_block_q4_1) == 20, "q4_1 block must match ggml");
 _Static_assert(sizeof(slm_block_q8_0) == 34, "q8_0 block must match ggml");
 _Static_assert(sizeof(slm_block_q8_1) == 36, "q8_1 block must match ggml");
 
+/* ggml's type table (ggml.h enum ggml_type, ggml.c type_traits): ids 4, 5 and 31-33, 36-38
+ * are retired or unused. */
+static const slm_type_info types[] = {
+    {SLM_TYPE_F32, "f32", 1, 4, 0},
+    {SLM_TYPE_F16, "f16", 1, 2, 0},
+    {SLM_TYPE_Q4_0, "q4_0", SLM_QK, sizeof(slm_block_q4_0), 0},
+    {SLM_TYPE_Q4_1, "q4_1", SLM_QK, sizeof(slm_block_q4_1), 0},
+    {6, "q5_0", 32, 22, 0},
+    {7, "q5_1", 32, 24, 0},
+    {SLM_TYPE_Q8_0, "q8_0", SLM_QK, sizeof(slm_block_q8_0), 0},
+    {SLM_TYPE_Q8_1, "q8_1", SLM_QK, sizeof(slm_block_q8_1), 1},
+    {10, "q2_k", 256, 84, 0},
+    {11, "q3_k", 256, 110, 0},
+    {12, "q4_k", 256, 144, 0},
+    {13, "q5_k", 256, 176, 0},
+    {14, "q6_k", 256, 210, 0},
+    {15, "q8_k", 256, 292, 1},
+    {16, "iq2_xxs", 256, 66, 0},
+    {17, "iq2_xs", 256, 74, 0},
+    {18, "iq3_xxs", 256, 98, 0},
+    {19, "iq1_s", 256, 50, 0},
+    {20, "iq4_nl", 32, 18, 0},
+    {21, "iq3_s", 256, 110, 0},
+    {22, "iq2_s", 256, 82, 0},
+    {23, "iq4_xs", 256, 136, 0},
+    {24, "i8", 1, 1, 0},
+    {25, "i16", 1, 2, 0},
+    {26, "i32", 1, 4, 0},
+    {27, "i64", 1, 8, 0},
+    {28, "f64", 1, 8, 0},
+    {29, "iq1_m", 256, 56, 0},
+    {30, "bf16", 1, 2, 0},
+    {34, "tq1_0", 256, 54, 0},
+    {35, "tq2_0", 256, 66, 0},
+    {39, "mxfp4", 32, 17, 0},
+};
+enum { N_TYPES = sizeof(types) / sizeof(types[0]) };
+
+const slm_type_info *slm_type_info_at(int index) {
+    return index >= 0 && index < N_TYPES ? &types[index] : NULL;
+}
+
+const slm_type_info *slm_type_info_of(int type) {
+    for (int i = 0; i < N_TYPES; i++)
+        if (types[i].id == type) return &types[i];
+    return NULL;
+}
+
 int64_t slm_type_block_elems(int type) {
-    switch (type) {
-    case SLM_TYPE_F32: case SLM_TYPE_F16: return 1;
-    case SLM_TYPE_Q4_0: case SLM_TYPE_Q4_1: case SLM_TYPE_Q8_0: case SLM_TYPE_Q8_1: return SLM_QK;
-    default: return 0;
-    }
+    const slm_type_info *t = slm_type_info_of(type);
+    return t ? t->block_elems : 0;
 }
 
 int64_t slm_type_block_bytes(int type) {
-    switch (type) {
-    case SLM_TYPE_F32: return 4;
-    case SLM_TYPE_F16: return 2;
-    case SLM_TYPE_Q4_0: return sizeof(slm_block_q4_0);
-    case SLM_TYPE_Q4_1: return sizeof(slm_block_q4_1);
-    case SLM_TYPE_Q8_0: return sizeof(slm_block_q8_0);
-    case SLM_TYPE_Q8_1: return sizeof(slm_block_q8_1);
-    default: return 0;
-    }
+    const slm_type_info *t = slm_type_info_of(type);
+    return t ? t->block_bytes : 0;
 }
 
 int64_t slm_row_bytes(int type, int64_t n) {
@@ -35,15 +73,8 @@ int64_t slm_row_bytes(int type, int64_t n) {
 }
 
 const char *slm_type_name(int type) {
-    switch (type) {
-    case SLM_TYPE_F32: return "f32";
-    case SLM_TYPE_F16: return "f16";
-    case SLM_TYPE_Q4_0: return "q4_0";
-    case SLM_TYPE_Q4_1: return "q4_1";
-    case SLM_TYPE_Q8_0: return "q8_0";
-    case SLM_TYPE_Q8_1: return "q8_1";
-    default: return "unknown";
-    }
+    const slm_type_info *t = slm_type_info_of(type);
+    return t ? t->name : "unknown";
 }
 
 /* Portable IEEE half <-> float (round to nearest even), no F16C needed. */

@@ -21,6 +21,8 @@ cdef extern from "slm.h" nogil:
         int32_t weights_file_backed
 
     enum:
+        SLM_MAX_CTX
+        SLM_DEFAULT_MAX_BATCH
         SLM_ARCH_LLAMA
         SLM_ARCH_QWEN2
         SLM_OP_COUNT
@@ -41,6 +43,7 @@ cdef extern from "slm.h" nogil:
         SLM_T_FFN_UP
         SLM_T_FFN_DOWN
 
+    const char *slm_op_name(int op)
     int slm_model_create(const slm_model_config *cfg, slm_model **out)
     int slm_model_set_tensor(slm_model *m, int kind, int layer, int type, int64_t rows, int64_t cols,
                              const void *data, int64_t nbytes)
@@ -76,6 +79,9 @@ ENGINE_TENSORS = {
 }
 ENGINE_ARCHS = {"llama": SLM_ARCH_LLAMA, "qwen2": SLM_ARCH_QWEN2}
 REGION_OP_COUNT = SLM_OP_COUNT
+REGION_OP_NAMES = tuple(slm_op_name(i).decode() for i in range(SLM_OP_COUNT))
+MAX_CTX = SLM_MAX_CTX
+ENGINE_MAX_BATCH = SLM_DEFAULT_MAX_BATCH
 
 
 cdef class Engine:

@@ -15,17 +15,15 @@ cdef extern from "slm.h" nogil:
     int slm_dequantize_row(int type, const void *x, float *y, int64_t n)
 
 
-def _row_bytes(int type, int64_t n):
-    """Bytes of one row of n elements of `type`; negative if n is not a whole number of blocks."""
-    return slm_row_bytes(type, n)
-
-
-def _block_elems(int type):
-    return slm_type_block_elems(type)
-
-
-def _block_bytes(int type):
-    return slm_type_block_bytes(type)
+cdef extern from "slm.h" nogil:
+    ctypedef struct slm_type_info:
+        int id
+        const char *name
+        int64_t block_elems
+        int64_t block_bytes
+        int activation
+    const slm_type_info *slm_type_info_at(int index)
+    int slm_type_computable(int type)
 
 
 def _quantize_rows_ref(cnp.ndarray x2d, int type):
@@ -108,6 +106,22 @@ cdef extern from "slm.h" nogil:
     int slm_matmul_rows_isa(const slm_weight *w, const void *act, int64_t act_row_bytes, int64_t n_tok,
                             float *y, int64_t y_stride, int64_t r0, int64_t r1, int isa)
     int slm_debug_corrupt_kernel(int type, int isa, int on)
+
+
+def tensor_types():
+    """Every ggml tensor type: (id, name, block_elems, block_bytes, activation_only, computable,
+    activation type id of its kernels or -1)."""
+    out = []
+    cdef int i = 0
+    cdef const slm_type_info *t = slm_type_info_at(0)
+    cdef const slm_type_traits *tr
+    while t != NULL:
+        tr = slm_get_traits(t.id, 0)    # the scalar path: every computable type has one
+        out.append((t.id, t.name.decode(), t.block_elems, t.block_bytes, bool(t.activation),
+                    bool(slm_type_computable(t.id)), tr.vec_dot_type if tr != NULL else -1))
+        i += 1
+        t = slm_type_info_at(i)
+    return tuple(out)
 
 
 def _isa_count():

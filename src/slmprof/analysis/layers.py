@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from slmprof.engine.model import forward_chunks
 from slmprof.measure import calibrate
 
 from slmprof.analysis import roofline
@@ -30,9 +31,6 @@ PROFILING_OVERHEAD_WARN = 0.03
 OPERATION_REGIONS = ("wall time only: counters and thread CPU time are read at layer edges, not "
                      "at the ~8 operation edges per layer, where a counter read (a system call "
                      "per thread) would slow decode by several percent")
-# The engine runs a long prompt in chunks of this many tokens (slm_model_config.max_batch
-# default); each chunk streams the weights again.
-ENGINE_MAX_BATCH = 512
 PROMPT_TEXT = ("The history of computing is a story of machines that became smaller, faster and "
                "cheaper, until a board the size of a credit card could run a language model. ")
 
@@ -75,20 +73,8 @@ def prompt_tokens_for(model, n):
     return [(1 + 7 * i) % vocab for i in range(n)]
 
 
-def kv_type_of(model):
-    return {4: "f32", 2: "f16"}.get(getattr(model, "_kv_elem_bytes", lambda: 4)(), "f32")
-
-
 # ------------------------------------------------------------------------------------------
 # Costs of what was run
-
-
-def _chunks(n_past, n_tok, max_batch=ENGINE_MAX_BATCH):
-    while n_tok > 0:
-        step = min(n_tok, max_batch)
-        yield n_past, step
-        n_past += step
-        n_tok -= step
 
 
 def phase_costs(shape, weight_types, kv_type, calls, ceilings):
@@ -257,7 +243,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
     ceilings = roofline.ceilings_from_profile(profile, threads, isa=isa if isa in (profile.get("dot") or {}) else None)
     notes += ceilings.notes
     wtypes = roofline.weight_types_from_tensors(m.description.tensors, shape.tied)
-    kv_type = kv_type_of(m)
+    kv_type = m.kv_type
     prompt = prompt_tokens_for(m, n_prompt)
 
     prof, why_no_counters = _profiler(Profiler, events)
@@ -287,7 +273,7 @@ def _run(m, name, profile, n_prompt, n_gen, phase, events, notes, say, rep, Prof
         logits = m.prefill(prompt)
         prefill_s = time.perf_counter() - t0
         if phase in ("prefill", "both"):
-            calls = [(p, n, 1 if p + n == n_prompt else 0) for p, n in _chunks(0, n_prompt)]
+            calls = [(p, n, 1 if p + n == n_prompt else 0) for p, n in forward_chunks(0, n_prompt)]
             phases["prefill"] = (prefill_s, n_prompt, _region_times(prof),
                                  phase_costs(shape, wtypes, kv_type, calls, ceilings))
         if phase in ("decode", "both"):

@@ -27,9 +27,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from slmprof.engine import quant
+from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chunks
 from slmprof.errors import ContextOverflowError, ShapeError, SlmprofError
 
-PLAN_TYPES = ("q4_0", "q4_1", "q8_0", "f16")
+PLAN_TYPES = quant.QUANTIZED_TYPES + ("f16",)
 DEFAULT_TYPES = ("q4_0", "q4_1", "q8_0", "f16")
 
 # Memory verdicts: the need against the usable memory (total less OS headroom).
@@ -214,8 +216,6 @@ def hand_candidates(spec, types=None, name="shape"):
 
 # -- costs from the one roofline model ------------------------------------------------------------
 
-KV_TYPE = "f32"            # the engine's default KV cache entries (Model.load kv_type)
-ENGINE_MAX_BATCH = 512     # the engine runs a prompt in chunks of at most this many tokens
 # Python, numpy and slmprof resident after import: 34 MB measured on x86-64, rounded up.
 RUNTIME_BYTES = 40 << 20
 
@@ -229,8 +229,8 @@ def step_seconds(cand, ceilings, n_past, n_tok):
     from slmprof.analysis import roofline
     total = t_mem = t_cmp = 0.0
     nbytes = 0
-    for start, n in _chunks(n_past, n_tok):
-        costs = roofline.op_costs(cand.shape, cand.weight_types, start, n, KV_TYPE, 1)
+    for start, n in forward_chunks(n_past, n_tok):
+        costs = roofline.op_costs(cand.shape, cand.weight_types, start, n, DEFAULT_KV_TYPE, 1)
         total += roofline.ideal_seconds(costs, ceilings)
         total += roofline.engine_waits(cand.shape, n) * ceilings.sync_seconds
         for c in costs:
@@ -241,16 +241,8 @@ def step_seconds(cand, ceilings, n_past, n_tok):
     return total, t_mem, t_cmp, nbytes
 
 
-def _chunks(n_past, n_tok):
-    done = 0
-    while done < n_tok:
-        n = min(ENGINE_MAX_BATCH, n_tok - done)
-        yield n_past + done, n
-        done += n
-
-
-def kv_cache_bytes(shape, ctx, kv_type=KV_TYPE):
-    elem = 2 if kv_type == "f16" else 4
+def kv_cache_bytes(shape, ctx, kv_type=DEFAULT_KV_TYPE):
+    elem = quant.block_bytes(kv_type)
     return 2 * shape.n_layer * ctx * shape.n_kv_head * shape.head_dim * elem
 
 

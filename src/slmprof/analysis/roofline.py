@@ -46,12 +46,8 @@ Verdict, for a region measured at t seconds (VERDICT_RULE says it in words):
 from dataclasses import dataclass, field
 from typing import Optional
 
-# Operation names in slm_op order (csrc/slm_model.h); region id = slot * OP_COUNT + op.
-OP_NAMES = ("layer", "embed", "attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm",
-            "gate_up", "down", "output_norm", "lm_head")
-OP_COUNT = len(OP_NAMES)
-OP_IDS = {name: i for i, name in enumerate(OP_NAMES)}
-LAYER_OPS = ("attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm", "gate_up", "down")
+from slmprof.engine import quant
+from slmprof.engine.model import region_id
 
 EXPLAINED_MIN = 0.5
 VERDICTS = ("memory-bound", "compute-bound", "overhead-bound")
@@ -71,10 +67,6 @@ SWIGLU_OPS_PER_ELEM = 6    # silu (negate, exp, add, divide) and the product wit
 EMBED_OPS_PER_ELEM = 1     # dequantize: one multiply
 
 
-def region_id(slot, op):
-    return int(slot) * OP_COUNT + OP_IDS[op] if isinstance(op, str) else int(slot) * OP_COUNT + int(op)
-
-
 def layer_name(slot, n_layer):
     if slot == 0:
         return "embedding"
@@ -84,40 +76,20 @@ def layer_name(slot, n_layer):
 
 
 # ------------------------------------------------------------------------------------------
-# Tensor types
-
-
-_TYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 8: "q8_0", 9: "q8_1"}
-_BLOCK = {"f32": (1, 4), "f16": (1, 2), "q4_0": (32, 18), "q4_1": (32, 20), "q8_0": (32, 34),
-          "q8_1": (32, 36)}
-
-
-def type_name(t):
-    if isinstance(t, str):
-        name = t.lower()
-    else:
-        name = _TYPE_NAMES.get(int(t))
-    if name not in _BLOCK:
-        from slmprof.errors import UnsupportedError
-        raise UnsupportedError(f"tensor type {t!r} has no cost model (known: {', '.join(_BLOCK)})")
-    return name
+# Tensor types (sizes from the engine's one type table)
 
 
 def tensor_bytes(t, rows, cols):
     """Bytes of rows x cols elements (cols = row length) of type t."""
-    elems, nbytes = _BLOCK[type_name(t)]
-    if cols % elems:
-        from slmprof.errors import ShapeError
-        raise ShapeError(f"a {type_name(t)} row must be a multiple of {elems} elements, got {cols}")
-    return rows * (cols // elems) * nbytes
+    return quant.row_bytes(t, cols) * rows
 
 
 def weight_types_for(shape, weight_type, embd_type=None, output_type=None):
     """A tensor-type table for a shape given by hand (plan): 2-D weights in `weight_type`,
     norms f32, the embedding in embd_type (default: the weight type)."""
-    wt = type_name(weight_type)
-    et = type_name(embd_type) if embd_type is not None else wt
-    return {"token_embd": et, "output": type_name(output_type) if output_type else (et if shape.tied else wt),
+    wt = quant.type_name(weight_type)
+    et = quant.type_name(embd_type) if embd_type is not None else wt
+    return {"token_embd": et, "output": quant.type_name(output_type) if output_type else (et if shape.tied else wt),
             "attn_q": wt, "attn_k": wt, "attn_v": wt, "attn_output": wt,
             "ffn_gate": wt, "ffn_up": wt, "ffn_down": wt}
 
@@ -126,7 +98,7 @@ def weight_types_from_tensors(tensors, tied):
     """The tensor-type table of a real file (name -> TensorInfo with .type), from block 0."""
     def t(name):
         info = tensors.get(name)
-        return type_name(info.type) if info is not None else None
+        return quant.type_name(info.type) if info is not None else None
     table = {"token_embd": t("token_embd.weight")}
     table["output"] = table["token_embd"] if tied or "output.weight" not in tensors else t("output.weight")
     for key in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
@@ -181,7 +153,7 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
     L, d, f = shape.n_layer, shape.dim, shape.ffn
     q_dim = shape.n_head * shape.head_dim
     kv_dim = shape.n_kv_head * shape.head_dim
-    kv_elem = _BLOCK[type_name(kv_type)][1]
+    kv_elem = quant.block_bytes(kv_type)
     wt = weight_types
     qkv_bias = bool(getattr(shape, "qkv_bias", False))
     out = []

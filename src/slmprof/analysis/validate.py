@@ -21,10 +21,12 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from slmprof.engine import quant
+from slmprof.engine.reference import block_parts
 from slmprof.errors import UnavailableError
 
-DEFAULT_TYPES = ("q4_0", "q4_1", "q8_0", "f16")
-QUANTIZED = ("q4_0", "q4_1", "q8_0")
+DEFAULT_TYPES = quant.QUANTIZED_TYPES + ("f16",)
+QUANTIZED = quant.QUANTIZED_TYPES
 
 # --- named thresholds --------------------------------------------------------------------------
 # ggml tests/test-quantize-fns: MAX_QUANTIZATION_TOTAL_ERROR and MAX_DOT_PRODUCT_ERROR.
@@ -93,9 +95,6 @@ class Check:
 
 
 # --- independent decoding of the block formats ---------------------------------------------------
-_BLOCK = {"q4_0": 18, "q4_1": 20, "q8_0": 34, "q8_1": 36}
-
-
 def decode_blocks(data: np.ndarray, type: str, n: int) -> np.ndarray:
     """float32 values of one row of n elements, decoded from the GGUF block layout with numpy."""
     raw = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
@@ -103,22 +102,10 @@ def decode_blocks(data: np.ndarray, type: str, n: int) -> np.ndarray:
         return raw.view(np.float32)[:n].copy()
     if type == "f16":
         return raw.view(np.float16)[:n].astype(np.float32)
-    nb = n // 32
-    blocks = raw[: nb * _BLOCK[type]].reshape(nb, _BLOCK[type])
-    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)       # (nb, 1)
-    if type in ("q4_0", "q4_1"):
-        off = 2 if type == "q4_0" else 4
-        qs = blocks[:, off:off + 16]
-        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)   # (nb, 32)
-        if type == "q4_0":
-            out = d * (q - np.float32(8))
-        else:
-            m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
-            out = d * q + m
-    else:  # q8_0 / q8_1
-        off = 2 if type == "q8_0" else 4
-        q = blocks[:, off:off + 32].view(np.int8).astype(np.float32)
-        out = d * q
+    d, second, q = block_parts(raw, type, n)                   # (nb,), (nb,) or None, (nb, 32)
+    out = d.astype(np.float32)[:, None] * q.astype(np.float32)
+    if type == "q4_1":
+        out = out + second.astype(np.float32)[:, None]          # m; Q8_1's s is not a value
     return out.reshape(-1).astype(np.float32)
 
 
@@ -126,7 +113,6 @@ def exact_block_dot(w_row: np.ndarray, w_type: str, act_row: np.ndarray, act_typ
                     n: int) -> tuple:
     """sum over blocks of d_w d_a sum(q_w q_a) (+ m_w s_a for q4_1), in exact integers and
     float64; also the sum of |terms| to scale the tolerance by."""
-    from slmprof.engine.reference import block_parts
     dw, mw, qw = block_parts(w_row, w_type, n)
     da, sa, qa = block_parts(act_row, act_type, n)
     isum = (qw * qa).sum(axis=1)                       # exact int64 per block
@@ -178,20 +164,14 @@ def ggml_test_data(n: int, offset: float) -> np.ndarray:
 
 # --- kernel access -------------------------------------------------------------------------------
 
-def _quant():
-    from slmprof.engine import quant
-    return quant
-
-
 def kernel_paths(requested: str = "all") -> list:
     """The kernel paths to validate: every one this CPU can run, or the one asked for."""
-    q = _quant()
-    available = list(q.available_isas())
+    available = list(quant.available_isas())
     if requested in (None, "all"):
         return available
-    if requested not in q.isa_names():
+    if requested not in quant.isa_names():
         raise ValueError(f"unknown kernel path {requested!r}; choose all or one of "
-                         f"{', '.join(q.isa_names())}")
+                         f"{', '.join(quant.isa_names())}")
     if requested not in available:
         raise UnavailableError(f"kernel path {requested} cannot run on this CPU or build "
                                f"(available here: {', '.join(available)})")
@@ -201,26 +181,24 @@ def kernel_paths(requested: str = "all") -> list:
 def _weight(wq: np.ndarray, type: str, cols: int):
     """A kernel-ready weight, prepared (repacked) for the active path as the engine does."""
     wq = np.ascontiguousarray(wq, dtype=np.uint8)
-    return _quant().weight(wq, type, wq.shape[0], cols, prepare=True)
+    return quant.weight(wq, type, wq.shape[0], cols, prepare=True)
 
 
 def _matmul(wq: np.ndarray, type: str, x: np.ndarray) -> np.ndarray:
     """y (n_tok, rows) = x W^T on the active kernel path; activations quantized by the kernels."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return np.asarray(_quant().matmul(_weight(wq, type, x.shape[1]), x), dtype=np.float64)
+    return np.asarray(quant.matmul(_weight(wq, type, x.shape[1]), x), dtype=np.float64)
 
 
 def _activations(x: np.ndarray, type: str):
     """The active path's own activation quantization of x (n_tok, cols): (bytes, format name)."""
-    q = _quant()
-    return q.quantize_activations(x, type), q.activation_type(type)
+    return quant.quantize_activations(x, type), quant.activation_type(type)
 
 
 def _matmul_quantized(wq: np.ndarray, type: str, act: np.ndarray, cols: int) -> np.ndarray:
     """The (repacked) matrix product on already-quantized activations, on the active path."""
-    q = _quant()
     w = _weight(wq, type, cols)
-    return np.asarray(w.matmul_act(np.ascontiguousarray(act), q._isa_id(q.active_isa())),
+    return np.asarray(w.matmul_act(np.ascontiguousarray(act), quant._isa_id(quant.active_isa())),
                       dtype=np.float64)
 
 
@@ -272,16 +250,15 @@ def _rng(seed, *salt):
 
 def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = None) -> list:
     """Checks of the reference quantizer and dequantizer (path "ref")."""
-    q = _quant()
     out = []
     rng = _rng(seed, "ref", type)
     n = 4096
     # Dequantization: random valid blocks decoded by C and by numpy must agree bit for bit.
     if type in QUANTIZED:
         x = rng.standard_normal((16, n)).astype(np.float32) * rng.uniform(0.01, 10, (16, 1)).astype(np.float32)
-        data = q.quantize(x, type)
+        data = quant.quantize(x, type)
         # Scramble the quants (keep the scales) so that every code value appears.
-        bb = _BLOCK[type]
+        bb = quant.block_bytes(type)
         blocks = data.reshape(-1, bb).copy()
         off = 2 if type in ("q4_0", "q8_0") else 4
         blocks[:, off:] = rng.integers(0, 256, blocks[:, off:].shape, dtype=np.uint8)
@@ -289,7 +266,7 @@ def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = Non
     else:
         x = rng.standard_normal((16, n)).astype(np.float32)
         data = x.astype(np.float16).view(np.uint8).reshape(16, -1)
-    got = q.dequantize(data, type, n)
+    got = quant.dequantize(data, type, n)
     want = np.stack([decode_blocks(row, type, n) for row in data])
     diff = float(np.max(np.abs(got.astype(np.float64) - want))) if got.shape == want.shape else float("inf")
     out.append(Check(type, "ref", "dequantize = block decode", "max |diff|", diff, 0.0, "==",
@@ -297,7 +274,7 @@ def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = Non
 
     # Quantization error on Gaussian rows (and on the model's own rows when given).
     x = rng.standard_normal((32, n)).astype(np.float32)
-    deq = q.dequantize(q.quantize(x, type), type, n)
+    deq = quant.dequantize(quant.quantize(x, type), type, n)
     out.append(Check(type, "ref", "quantize gaussian", "rel RMSE", rel_rmse(x, deq),
                      REL_RMSE[type], detail=f"32 x {n}"))
     blocks_x = x.reshape(-1, 32).astype(np.float64)
@@ -317,12 +294,12 @@ def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = Non
     out.append(Check(type, "ref", "quantize worst element", metric, worst, MAX_ERR_PER_BLOCK[type]))
     if real_rows is not None and len(real_rows):
         r = np.ascontiguousarray(real_rows, np.float32)
-        rd = q.dequantize(q.quantize(r, type), type, r.shape[1])
+        rd = quant.dequantize(quant.quantize(r, type), type, r.shape[1])
         out.append(Check(type, "ref", "quantize model rows", "rel RMSE", rel_rmse(r, rd),
                          REL_RMSE[type], detail=f"{r.shape[0]} x {r.shape[1]} from the model"))
     # ggml's total quantization error on its cosine signal.
     t = ggml_test_data(32 * 128, 0.0)
-    td = q.dequantize(q.quantize(t, type), type, t.size)
+    td = quant.dequantize(quant.quantize(t, type), type, t.size)
     total = math.sqrt(float(np.sum((t.astype(np.float64) - td) ** 2))) / t.size
     out.append(Check(type, "ref", "ggml total error", "sqrt(sum d^2)/n", total, GGML_TOTAL_ERROR))
     return out
@@ -334,19 +311,18 @@ def _vec_dot_type(type):
 
 def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] = None) -> list:
     """Checks of one kernel path for one weight type: dot products and products vs references."""
-    q = _quant()
     out = []
     rng = _rng(plan.seed, path, type)
-    with q.force_isa(path):
+    with quant.force_isa(path):
         # Block dot products exactly, on the path's own activation quantization.
         if type in QUANTIZED:
             n = 1024
             w = rng.standard_normal((8, n)).astype(np.float32)
             x = rng.standard_normal((3, n)).astype(np.float32)
-            wq = q.quantize(w, type)
+            wq = quant.quantize(w, type)
             act_bytes, act_type = _activations(x, type)
             act_bytes = np.asarray(act_bytes).reshape(3, -1)
-            ref_act = q.quantize(x, act_type)
+            ref_act = quant.quantize(x, act_type)
             # The path's activation quantizer against the reference one.
             a_got = np.stack([decode_blocks(r, act_type, n) for r in act_bytes])
             a_ref = np.stack([decode_blocks(r, act_type, n) for r in ref_act])
@@ -359,7 +335,7 @@ def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] =
                 for r_i in range(8):
                     exact[t_i, r_i], scale[t_i, r_i] = exact_block_dot(wq[r_i], type, act_bytes[t_i],
                                                                        act_type, n)
-            dots = np.array([[q.vec_dot(type, wq[r_i], act_bytes[t_i], n) for r_i in range(8)]
+            dots = np.array([[quant.vec_dot(type, wq[r_i], act_bytes[t_i], n) for r_i in range(8)]
                              for t_i in range(3)])
             out.append(Check(type, path, "vec_dot = exact integer sums", "max |err| / sum|terms|",
                              float(np.max(np.abs(dots - exact) / np.maximum(scale, 1e-30))),
@@ -372,7 +348,7 @@ def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] =
             # ggml's dot-product error: quantized dot against the float dot of the signals.
             t1 = ggml_test_data(32 * 128, 1.0)
             t2 = ggml_test_data(32 * 128, 2.0)
-            y = _matmul(q.quantize(t1[None, :], type), type, t2[None, :])
+            y = _matmul(quant.quantize(t1[None, :], type), type, t2[None, :])
             derr = abs(float(y.reshape(-1)[0]) - float(t1.astype(np.float64) @ t2)) / t1.size
             out.append(Check(type, path, "ggml dot error", "|dot - ref|/n", derr, GGML_DOT_ERROR))
         if progress:
@@ -380,8 +356,8 @@ def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] =
         # Matrix-vector and matrix-matrix against float64 on the dequantized weights.
         for rows, cols in plan.matmul_shapes():
             w = (rng.standard_normal((rows, cols)) / math.sqrt(cols)).astype(np.float32)
-            wq = q.quantize(w, type)
-            wd = q.dequantize(wq, type, cols).astype(np.float64)
+            wq = quant.quantize(w, type)
+            wd = quant.dequantize(wq, type, cols).astype(np.float64)
             for n_tok in plan.n_tok_mm:
                 x = rng.standard_normal((n_tok, cols)).astype(np.float32)
                 ref = x.astype(np.float64) @ wd.T
@@ -409,7 +385,6 @@ def model_tokens(model, n: int) -> list:
 def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
     """Logits of each kernel path against the scalar path and against the float reference."""
     from slmprof.engine.model import Model
-    q = _quant()
     out = []
     logits = {}
     type_label = None
@@ -418,7 +393,7 @@ def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
     if "scalar" not in paths:
         paths = ["scalar"] + paths
     for path in paths:
-        with q.force_isa(path):
+        with quant.force_isa(path):
             model = Model.load(plan.model_path, threads=None, ctx=max(64, plan.text_tokens + 8))
             try:
                 if tokens is None:
@@ -478,14 +453,13 @@ def model_matrix_shapes(path, limit: int = 4) -> list:
 def model_sample_rows(path, max_rows: int = 64) -> Optional[np.ndarray]:
     """Some dequantized weight rows of the model (its first FFN up-projection)."""
     from slmprof.engine.gguf import GGUFFile
-    q = _quant()
     with GGUFFile(path) as gf:
         for name in ("blk.0.ffn_up.weight", "blk.0.attn_q.weight"):
             t = gf.tensors.get(name)
             if t is not None:
                 cols = t.shape[0]
                 data = np.asarray(t.data).reshape(int(t.shape[1]), -1)[:max_rows]
-                return q.dequantize(np.ascontiguousarray(data), t.type, cols)
+                return quant.dequantize(np.ascontiguousarray(data), t.type, cols)
     return None
 
 
@@ -496,18 +470,17 @@ def tensor_errors(model_path, types: Sequence[str] = DEFAULT_TYPES,
     """For every 2-D weight: the relative RMSE that requantizing it to each type would add
     (against its current dequantized values)."""
     from slmprof.engine.gguf import GGUFFile
-    q = _quant()
     records = []
     with GGUFFile(model_path) as gf:
         names = [n for n, t in gf.tensors.items() if len(t.shape) == 2]
         for name in names:
             t = gf.tensors[name]
             cols, rows = int(t.shape[0]), int(t.shape[1])
-            x = q.dequantize(np.asarray(t.data).reshape(rows, -1), t.type, cols)
-            rec = {"tensor": name, "type": q.type_name(t.type), "rows": rows, "cols": cols,
+            x = quant.dequantize(np.asarray(t.data).reshape(rows, -1), t.type, cols)
+            rec = {"tensor": name, "type": quant.type_name(t.type), "rows": rows, "cols": cols,
                    "bytes": int(t.nbytes)}
             for ty in types:
-                if cols % 32 and ty in QUANTIZED:
+                if cols % quant.block_elems(ty):
                     rec[f"rel_rmse_{ty}"] = None
                     continue
                 if ty == "f16":
@@ -515,7 +488,7 @@ def tensor_errors(model_path, types: Sequence[str] = DEFAULT_TYPES,
                 elif ty == "f32":
                     back = x
                 else:
-                    back = q.dequantize(q.quantize(x, ty), ty, cols)
+                    back = quant.dequantize(quant.quantize(x, ty), ty, cols)
                 rec[f"rel_rmse_{ty}"] = rel_rmse(x, back)
             records.append(rec)
             if progress:
@@ -527,14 +500,13 @@ def tensor_errors(model_path, types: Sequence[str] = DEFAULT_TYPES,
 
 def estimate_seconds(plan: Plan, with_model: bool) -> float:
     """Time the run will take, from a short measurement of this machine's kernel speed."""
-    q = _quant()
     rng = np.random.default_rng(0)
     w = rng.standard_normal((128, 1024)).astype(np.float32)
     x = rng.standard_normal((1, 1024)).astype(np.float32)
     t0 = time.perf_counter()
-    wq = q.quantize(w, "q4_0")
+    wq = quant.quantize(w, "q4_0")
     try:
-        with q.force_isa("scalar"):
+        with quant.force_isa("scalar"):
             _matmul(wq, "q4_0", x)
     except UnavailableError:
         pass

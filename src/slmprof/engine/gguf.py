@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from slmprof.engine import quant
 from slmprof.errors import ModelFileError, UnsupportedError
 
 GGUF_MAGIC = b"GGUF"
@@ -52,58 +53,12 @@ _SCALAR = {
 _VALUE_TYPE_NAMES = {getattr(ValueType, n): n.lower() for n in dir(ValueType) if n.isupper()}
 
 
-# --- tensor types --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GGMLType:
-    id: int
-    name: str
-    block_elems: int
-    block_bytes: int
+# Tensor types come from the C core's one table (slmprof.engine.quant.TYPES).
 
-
-# Every type id that a GGUF file may carry, so byte ranges can be checked even for types we do
-# not compute (those are then refused by describe_model with their names).
-GGML_TYPES = {t.id: t for t in [
-    GGMLType(0, "F32", 1, 4), GGMLType(1, "F16", 1, 2), GGMLType(2, "Q4_0", 32, 18),
-    GGMLType(3, "Q4_1", 32, 20), GGMLType(6, "Q5_0", 32, 22), GGMLType(7, "Q5_1", 32, 24),
-    GGMLType(8, "Q8_0", 32, 34), GGMLType(9, "Q8_1", 32, 36), GGMLType(10, "Q2_K", 256, 84),
-    GGMLType(11, "Q3_K", 256, 110), GGMLType(12, "Q4_K", 256, 144), GGMLType(13, "Q5_K", 256, 176),
-    GGMLType(14, "Q6_K", 256, 210), GGMLType(15, "Q8_K", 256, 292),
-    GGMLType(16, "IQ2_XXS", 256, 66), GGMLType(17, "IQ2_XS", 256, 74),
-    GGMLType(18, "IQ3_XXS", 256, 98), GGMLType(19, "IQ1_S", 256, 50),
-    GGMLType(20, "IQ4_NL", 32, 18), GGMLType(21, "IQ3_S", 256, 110), GGMLType(22, "IQ2_S", 256, 82),
-    GGMLType(23, "IQ4_XS", 256, 136), GGMLType(24, "I8", 1, 1), GGMLType(25, "I16", 1, 2),
-    GGMLType(26, "I32", 1, 4), GGMLType(27, "I64", 1, 8), GGMLType(28, "F64", 1, 8),
-    GGMLType(29, "IQ1_M", 256, 56), GGMLType(30, "BF16", 1, 2), GGMLType(34, "TQ1_0", 256, 54),
-    GGMLType(35, "TQ2_0", 256, 66), GGMLType(39, "MXFP4", 32, 17),
-]}
-GGML_TYPE_IDS = {t.name.lower(): t.id for t in GGML_TYPES.values()}
-# The types the engine computes with.
-SUPPORTED_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
-
-
-def ggml_type_id(type_) -> int:
-    """A type given as id (2) or name ("q4_0", "Q4_0") -> ggml type id."""
-    if isinstance(type_, (int, np.integer)) and int(type_) in GGML_TYPES:
-        return int(type_)
-    if isinstance(type_, str) and type_.lower() in GGML_TYPE_IDS:
-        return GGML_TYPE_IDS[type_.lower()]
-    raise UnsupportedError(f"unknown tensor type {type_!r} "
-                           f"(known: {', '.join(t.lower() for t in SUPPORTED_TYPES.values())})")
-
-
-def ggml_type_name(type_id: int) -> str:
-    t = GGML_TYPES.get(type_id)
-    return t.name if t else f"type id {type_id}"
-
-
-def tensor_nbytes(type_id: int, shape) -> int:
-    """Bytes of a tensor of GGUF shape (ne0 first); ne0 must be a multiple of the block size."""
-    t = GGML_TYPES[type_id]
-    n_rows = 1
-    for d in shape[1:]:
-        n_rows *= int(d)
-    return int(shape[0]) // t.block_elems * t.block_bytes * n_rows
+# llama.cpp's file types (general.file_type, enum llama_ftype): what a whole file is called.
+FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9,
+              "q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15,
+              "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18}
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -118,7 +73,7 @@ class TensorInfo:
 
     @property
     def type_name(self) -> str:
-        return ggml_type_name(self.type)
+        return quant.display_name(self.type)
 
     @property
     def n_elements(self) -> int:
@@ -285,16 +240,16 @@ class GGUFFile:
                 n_elem *= d
             if n_elem > MAX_TENSOR_ELEMENTS:
                 cur.fail(f"{what}: dimensions {list(shape)} give {n_elem} elements, absurd")
-            if type_id not in GGML_TYPES:
+            t = quant.TYPES_BY_ID.get(type_id)
+            if t is None:
                 cur.fail(f"{what}: unknown ggml type id {type_id}")
-            t = GGML_TYPES[type_id]
             if shape[0] % t.block_elems:
-                cur.fail(f"{what}: row length {shape[0]} is not a multiple of the {t.name} block "
-                         f"size {t.block_elems}")
+                cur.fail(f"{what}: row length {shape[0]} is not a multiple of the "
+                         f"{t.name.upper()} block size {t.block_elems}")
             if offset % self.alignment:
                 cur.fail(f"{what}: data offset {offset} is not a multiple of the alignment "
                          f"{self.alignment}")
-            nbytes = tensor_nbytes(type_id, shape)
+            nbytes = quant.tensor_bytes(type_id, shape)
             start = data_start + offset
             if start + nbytes > cur.size:
                 cur.fail(f"{what}: data [{start}, {start + nbytes}) extends past the end of the "
@@ -368,6 +323,7 @@ def _align(n, a):
 
 # --- architecture and model description ----------------------------------------------------------
 SUPPORTED_ARCHS = ("llama", "qwen2")
+_WEIGHT_TYPE_IDS = {quant.TYPES[n].id for n in quant.WEIGHT_TYPES}
 
 
 @dataclass(frozen=True)
@@ -438,9 +394,9 @@ class ModelShape:
         (output.weight) is `head_type` and token_embd is `embd_type` (both default to
         `type_`); when tied, token_embd is the LM head: head_type or else embd_type.
         1-D tensors are F32."""
-        main = ggml_type_id(type_)
-        head = ggml_type_id(head_type) if head_type else main
-        embd = ggml_type_id(embd_type) if embd_type else main
+        main = quant.type_info(type_).id
+        head = quant.type_info(head_type).id if head_type else main
+        embd = quant.type_info(embd_type).id if embd_type else main
         if self.tied:
             embd = head if head_type else embd
         out = {}
@@ -457,7 +413,7 @@ class ModelShape:
 
     def weight_bytes(self, type_, head_type=None, embd_type=None) -> int:
         """Bytes of all tensor data for these types (about the file size)."""
-        return sum(tensor_nbytes(t, shp)
+        return sum(quant.tensor_bytes(t, shp)
                    for shp, t in self.tensor_types(type_, head_type, embd_type).values())
 
     def weight_bytes_per_token(self, type_, head_type=None, embd_type=None) -> int:
@@ -470,7 +426,7 @@ def _bytes_per_token(table, tied) -> int:
     """table: name -> (shape, type id)."""
     total = 0
     for name, (shape, type_id) in table.items():
-        nbytes = tensor_nbytes(type_id, shape)
+        nbytes = quant.tensor_bytes(type_id, shape)
         if name == "token_embd.weight":
             total += nbytes // shape[1]      # one row looked up
             if tied:
@@ -603,14 +559,14 @@ def describe_model(gf: GGUFFile) -> ModelDescription:
             raise ModelFileError(f"{gf.path}: tensor {name!r} has shape {list(got)}, expected "
                                  f"{list(want)} from the {shape.arch} hyperparameters")
     unsupported = [(n, t.type_name) for n, t in gf.tensors.items()
-                   if n in expected and t.type not in SUPPORTED_TYPES]
+                   if n in expected and t.type not in _WEIGHT_TYPE_IDS]
     if unsupported:
         listing = ", ".join(f"{n} ({ty})" for n, ty in unsupported[:6])
         more = f" and {len(unsupported) - 6} more" if len(unsupported) > 6 else ""
         types = sorted({ty for _, ty in unsupported})
         raise UnsupportedError(
             f"{gf.path}: tensor type{'s' if len(types) > 1 else ''} {', '.join(types)} not "
-            f"supported (supported: {', '.join(SUPPORTED_TYPES.values())}): {listing}{more}. "
+            f"supported (supported: {', '.join(t.upper() for t in quant.WEIGHT_TYPES)}): {listing}{more}. "
             f"Convert the model with `python -m slmprof requantize` from a supported source, or "
             f"use a Q4_0/Q4_1/Q8_0/F16 GGUF.")
     for name, want in expected.items():
@@ -723,18 +679,19 @@ class GGUFWriter:
     def add_tensor(self, name, data, type_, shape):
         """`shape` in GGUF order (ne0 = row length first); `data` holds exactly the tensor bytes
         (float32 array for F32, float16 for F16, quantized blocks as uint8) or is a callable."""
-        type_id = ggml_type_id(type_)
+        ttype = quant.type_info(type_)
+        type_id = ttype.id
         shape = tuple(int(d) for d in shape)
         if any(n == name for n, *_ in self._tensors):
             raise ValueError(f"tensor {name!r} added twice")
-        if shape[0] % GGML_TYPES[type_id].block_elems:
+        if shape[0] % ttype.block_elems:
             raise ValueError(f"tensor {name!r}: row length {shape[0]} is not a multiple of the "
-                             f"{ggml_type_name(type_id)} block size")
-        nbytes = tensor_nbytes(type_id, shape)
+                             f"{ttype.name.upper()} block size")
+        nbytes = quant.tensor_bytes(type_id, shape)
         if not callable(data):
             size = data.nbytes if isinstance(data, np.ndarray) else len(data)
             if size != nbytes:
-                raise ValueError(f"tensor {name!r}: {size} bytes given, {ggml_type_name(type_id)} "
+                raise ValueError(f"tensor {name!r}: {size} bytes given, {ttype.name.upper()} "
                                  f"shape {list(shape)} needs {nbytes}")
         self._tensors.append((name, type_id, shape, nbytes, data))
 

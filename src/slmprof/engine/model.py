@@ -16,20 +16,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from slmprof import _core
-from slmprof.errors import ContextOverflowError
+from slmprof.engine import quant
 from slmprof.engine.sampling import Sampler
+from slmprof.errors import ContextOverflowError
 
-MAX_CTX = 1 << 20
-KV_TYPES = {"f32": 0, "f16": 1}
+KV_TYPES = ("f32", "f16")
+DEFAULT_KV_TYPE = "f32"
+# A forward call of more tokens runs in chunks of at most this many, each streaming the weights.
+ENGINE_MAX_BATCH = _core.ENGINE_MAX_BATCH
 
-# Region ops in the order the engine emits them inside a slot (see csrc/slm_model.h).
-OP_NAMES = ("layer", "embed", "attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm", "gate_up",
-            "down", "output_norm", "lm_head")
-BLOCK_OPS = ("attn_norm", "qkv", "rope_attn", "attn_out", "ffn_norm", "gate_up", "down")
+# Region operations in the engine's order (csrc/slm_model.h, slm_op); a region id is
+# slot * len(OP_NAMES) + op. A block's operations are those between the embedding and the
+# output norm.
+OP_NAMES = _core.REGION_OP_NAMES
+BLOCK_OPS = OP_NAMES[OP_NAMES.index("embed") + 1:OP_NAMES.index("output_norm")]
 
 
-def region_id(slot: int, op: str) -> int:
-    return slot * _core.REGION_OP_COUNT + OP_NAMES.index(op)
+def region_id(slot: int, op) -> int:
+    """Region id of operation `op` (a name or an index into OP_NAMES) in slot `slot`."""
+    return int(slot) * len(OP_NAMES) + (OP_NAMES.index(op) if isinstance(op, str) else int(op))
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,15 @@ class Region:
     id: int
     layer: str   # "embed", "blk.0" ... "blk.N-1", "head"
     op: str      # one of OP_NAMES
+
+
+def forward_chunks(n_past: int, n_tok: int, max_batch: int = ENGINE_MAX_BATCH):
+    """(position, tokens) of each chunk the engine runs n_tok tokens from n_past in."""
+    done = 0
+    while done < n_tok:
+        n = min(max_batch, n_tok - done)
+        yield n_past + done, n
+        done += n
 
 
 def default_threads() -> int:
@@ -61,7 +75,7 @@ def _resolve(name_or_path):
 class Model:
     """Use Model.load(); see the module docstring."""
 
-    def __init__(self, engine, gguf_file, description, name, synthetic, ctx, tokenizer):
+    def __init__(self, engine, gguf_file, description, name, synthetic, ctx, kv_type, tokenizer):
         self._engine = engine
         self._gguf = gguf_file
         self.description = description
@@ -69,19 +83,20 @@ class Model:
         self.name = name
         self.synthetic = synthetic
         self.ctx = ctx
+        self.kv_type = kv_type      # "f32" or "f16" cache entries
         self.tokenizer = tokenizer
         self._profiler = None
 
     @classmethod
-    def load(cls, name_or_path, threads=None, ctx=2048, kv_type="f32", max_batch=0):
+    def load(cls, name_or_path, threads=None, ctx=2048, kv_type=DEFAULT_KV_TYPE, max_batch=0):
         """Load a model by registry name or path. threads: worker threads (default: every core);
         ctx: positions the KV cache holds; kv_type: "f32" or "f16" cache entries."""
         if threads is None:
             threads = default_threads()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1 (got {threads!r})")
-        if isinstance(ctx, bool) or not isinstance(ctx, (int, np.integer)) or not 1 <= ctx <= MAX_CTX:
-            raise ValueError(f"ctx must be an integer in [1, {MAX_CTX}] (got {ctx!r})")
+        if isinstance(ctx, bool) or not isinstance(ctx, (int, np.integer)) or not 1 <= ctx <= _core.MAX_CTX:
+            raise ValueError(f"ctx must be an integer in [1, {_core.MAX_CTX}] (got {ctx!r})")
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)} (got {kv_type!r})")
         from slmprof.engine import gguf
@@ -92,7 +107,7 @@ class Model:
             config = dict(arch=shape.arch, n_layer=shape.n_layer, dim=shape.dim, ffn=shape.ffn,
                           n_head=shape.n_head, n_kv_head=shape.n_kv_head, head_dim=shape.head_dim,
                           vocab=shape.vocab, n_ctx=int(ctx), max_batch=int(max_batch),
-                          kv_type=KV_TYPES[kv_type], threads=int(threads),
+                          kv_type=quant.type_id(kv_type), threads=int(threads),
                           rope_base=shape.rope_base, norm_eps=shape.rms_eps,
                           weights_file_backed=True)   # views of GGUFFile's mapping
             tensors = []
@@ -114,9 +129,7 @@ class Model:
         except BaseException:
             gf.close()
             raise
-        model = cls(engine, gf, desc, name, synthetic, int(ctx), tokenizer)
-        model.kv_type = kv_type
-        return model
+        return cls(engine, gf, desc, name, synthetic, int(ctx), kv_type, tokenizer)
 
     # --- state ------------------------------------------------------------------------------
     @property
@@ -228,59 +241,6 @@ class Model:
     def weight_bytes_per_token(self) -> int:
         """Weight bytes streamed per decoded token (every layer, LM head, one embedding row)."""
         return self.description.weight_bytes_per_token()
-
-    def layer_costs(self, n_past: int, n_tok: int):
-        """Per-region bytes and operations of running n_tok tokens after n_past, from the shapes.
-
-        Each dict: region, layer, op, weight_bytes (read once per call), kv_bytes (cache read and
-        written), act_bytes (activations in and out, f32), bytes (their sum), ops (2 per
-        multiply-add, plus the elementwise work where it matters)."""
-        s = self.config
-        t = self.description.tensors
-        kv_elem = 2 if getattr(self, "kv_type", "f32") == "f16" else 4
-        q_dim, kv_dim, d, f = s.n_head * s.head_dim, s.n_kv_head * s.head_dim, s.dim, s.ffn
-        # attention: token i sees n_past + i + 1 positions
-        seen = n_tok * n_past + n_tok * (n_tok + 1) // 2
-
-        def nb(name):
-            return t[name].nbytes if name in t else 0
-
-        def row(slot_name, rid, op, w=0, kv=0, act=0, ops=0):
-            return dict(region=rid, layer=slot_name, op=op, weight_bytes=int(w), kv_bytes=int(kv),
-                        act_bytes=int(act), bytes=int(w + kv + act), ops=int(ops))
-
-        embd = t["token_embd.weight"]
-        # rope_freqs is folded into the frequencies at load; counted here once, as the file does
-        out = [row("embed", region_id(0, "embed"), "embed",
-                   w=n_tok * embd.nbytes // s.vocab + nb("rope_freqs.weight"), act=4 * n_tok * d)]
-        for layer in range(s.n_layer):
-            b, slot, name = f"blk.{layer}.", layer + 1, f"blk.{layer}"
-            qkv_w = sum(nb(b + f"attn_{p}.{kind}") for p in "qkv" for kind in ("weight", "bias"))
-            out += [
-                row(name, region_id(slot, "attn_norm"), "attn_norm", w=4 * d, act=8 * n_tok * d,
-                    ops=4 * n_tok * d),
-                row(name, region_id(slot, "qkv"), "qkv", w=qkv_w,
-                    kv=2 * kv_elem * n_tok * kv_dim, act=4 * n_tok * (d + q_dim + 2 * kv_dim),
-                    ops=2 * n_tok * d * (q_dim + 2 * kv_dim) + 3 * n_tok * (q_dim + kv_dim)),
-                row(name, region_id(slot, "rope_attn"), "rope_attn",
-                    kv=2 * kv_elem * seen * kv_dim, act=8 * n_tok * q_dim,
-                    ops=4 * seen * q_dim + 5 * seen * s.n_head),
-                row(name, region_id(slot, "attn_out"), "attn_out", w=nb(b + "attn_output.weight"),
-                    act=4 * n_tok * (q_dim + 2 * d), ops=2 * n_tok * q_dim * d + n_tok * d),
-                row(name, region_id(slot, "ffn_norm"), "ffn_norm", w=4 * d, act=8 * n_tok * d,
-                    ops=4 * n_tok * d),
-                row(name, region_id(slot, "gate_up"), "gate_up",
-                    w=nb(b + "ffn_gate.weight") + nb(b + "ffn_up.weight"),
-                    act=4 * n_tok * (d + f), ops=4 * n_tok * d * f + 6 * n_tok * f),
-                row(name, region_id(slot, "down"), "down", w=nb(b + "ffn_down.weight"),
-                    act=4 * n_tok * (f + 2 * d), ops=2 * n_tok * f * d + n_tok * d),
-            ]
-        head = t.get("output.weight", embd)
-        out += [row("head", region_id(s.n_layer + 1, "output_norm"), "output_norm", w=4 * d,
-                    act=8 * d, ops=4 * d),
-                row("head", region_id(s.n_layer + 1, "lm_head"), "lm_head", w=head.nbytes,
-                    act=4 * (d + s.vocab), ops=2 * d * s.vocab)]
-        return out
 
     # --- profiling --------------------------------------------------------------------------
     def set_profiler(self, region_table, ops=True):

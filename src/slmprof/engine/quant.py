@@ -9,55 +9,98 @@
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import numpy as np
 
 from slmprof import _core
 from slmprof.errors import ShapeError, UnavailableError, UnsupportedError
 
-# Weight types computed natively (GGUF ggml type ids).
-TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
-# Activation-only formats: quantize/dequantize accept them, model files never hold them.
-ACTIVATION_TYPE_IDS = {"q8_1": 9}
-_ALL_IDS = {**TYPE_IDS, **ACTIVATION_TYPE_IDS}
-_NAMES = {v: k for k, v in _ALL_IDS.items()}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """One ggml tensor type, as the C core's type table describes it."""
+    id: int
+    name: str             # "q4_0", "q4_k", "bf16"
+    block_elems: int      # elements per block (1 for plain floats)
+    block_bytes: int
+    activation_only: bool  # a format only activations take (q8_1, q8_k)
+    computable: bool      # the engine has kernels for weights of this type
+    activation_id: int    # the format its kernels quantize activations to (-1: not computable)
+
+
+# Every type a GGUF file may carry, by name and by id; the rest of the package asks here.
+TYPES = {t.name: t for t in (TensorType(*row) for row in _core.tensor_types())}
+TYPES_BY_ID = {t.id: t for t in TYPES.values()}
+# Weight types the engine computes with, plain floats first; and the block-quantized ones.
+WEIGHT_TYPES = tuple(t.name for t in TYPES.values() if t.computable)
+QUANTIZED_TYPES = tuple(n for n in WEIGHT_TYPES if TYPES[n].block_elems > 1)
+# Types quantize()/dequantize() take: the weight types and the activation formats.
+_KERNEL_TYPES = WEIGHT_TYPES + tuple(t.name for t in TYPES.values() if t.activation_only)
+
+
+def type_info(type) -> TensorType:
+    """Any ggml type, by id (12) or name ("q4_k", "Q4_K"); UnsupportedError if ggml has none."""
+    if isinstance(type, str) and type.strip().lower() in TYPES:
+        return TYPES[type.strip().lower()]
+    if isinstance(type, (int, np.integer)) and not isinstance(type, bool) and int(type) in TYPES_BY_ID:
+        return TYPES_BY_ID[int(type)]
+    raise UnsupportedError(f"unknown tensor type {type!r} (ggml defines: {', '.join(TYPES)})")
+
+
+def display_name(type) -> str:
+    """"Q4_K" for a known id or name, "type id N" for an id ggml does not define."""
+    try:
+        return type_info(type).name.upper()
+    except UnsupportedError:
+        return f"type id {type}"
 
 
 def type_id(type) -> int:
-    """A type name ("q4_1") or ggml id (3) -> the id; UnsupportedError for anything else."""
-    if isinstance(type, str):
-        key = type.strip().lower()
-        if key in _ALL_IDS:
-            return _ALL_IDS[key]
-        raise UnsupportedError(f"unknown tensor type {type!r} (supported: {', '.join(_ALL_IDS)})")
-    if isinstance(type, (int, np.integer)) and int(type) in _NAMES:
-        return int(type)
-    raise UnsupportedError(f"unsupported tensor type id {type!r} (supported: "
-                           + ", ".join(f"{n}={i}" for n, i in _ALL_IDS.items()) + ")")
+    """A type this engine's kernels take, by name ("q4_1") or ggml id (3) -> the id;
+    UnsupportedError for any other."""
+    try:
+        t = type_info(type)
+    except UnsupportedError:
+        t = None
+    if t is None or t.name not in _KERNEL_TYPES:
+        raise UnsupportedError(f"unsupported tensor type {type!r} (supported: "
+                               + ", ".join(f"{n}={TYPES[n].id}" for n in _KERNEL_TYPES) + ")")
+    return t.id
 
 
 def type_name(type) -> str:
     """ggml id or name -> canonical name ("q4_1")."""
-    return _NAMES[type_id(type)]
+    return TYPES_BY_ID[type_id(type)].name
 
 
 def block_elems(type) -> int:
     """Elements per block: 32 for the quantized types, 1 for f32/f16."""
-    return int(_core._block_elems(type_id(type)))
+    return type_info(type).block_elems
 
 
 def block_bytes(type) -> int:
-    return int(_core._block_bytes(type_id(type)))
+    return type_info(type).block_bytes
 
 
 def row_bytes(type, n: int) -> int:
     """Bytes of a row of n elements; ShapeError if n is not a whole number of blocks."""
-    t = type_id(type)
+    t = type_info(type)
     n = int(n)
-    rb = int(_core._row_bytes(t, n))
-    if rb < 0:
-        raise ShapeError(f"a {type_name(t)} row must hold a multiple of {block_elems(t)} elements "
+    if n < 0 or n % t.block_elems:
+        raise ShapeError(f"a {t.name} row must hold a multiple of {t.block_elems} elements "
                          f"(got {n})")
-    return rb
+    return n // t.block_elems * t.block_bytes
+
+
+def tensor_bytes(type, shape) -> int:
+    """Bytes of a tensor of GGUF shape (ne0, the row length, first)."""
+    rows = 1
+    for d in shape[1:]:
+        rows *= int(d)
+    return row_bytes(type, int(shape[0])) * rows
 
 
 def quantize(x, type) -> np.ndarray:
@@ -132,7 +175,6 @@ def available_isas() -> list[str]:
 
 
 def _check_env():
-    import os
     st = _core._isa_env_status()
     if st == 0:
         return
@@ -190,15 +232,17 @@ def _isa_or_active(isa) -> int:
 
 
 def activation_type(weight_type) -> str:
-    """Format the activations are quantized to for a weight type (q8_0, q8_1 or f32)."""
-    tr = {"f32": "f32", "f16": "f32", "q4_0": "q8_0", "q4_1": "q8_1", "q8_0": "q8_0"}
-    return tr[type_name(weight_type)]
+    """Format the kernels quantize activations to for a weight type (q8_0, q8_1 or f32)."""
+    t = TYPES_BY_ID[type_id(weight_type)]
+    if not t.computable:
+        raise UnsupportedError(f"{t.name} is not a weight type")
+    return TYPES_BY_ID[t.activation_id].name
 
 
 def quantize_activations(x, weight_type, isa=None) -> np.ndarray:
     """float32 (n_tok, cols) -> uint8 (n_tok, act_row_bytes) as the kernels of `isa` do it."""
     t = type_id(weight_type)
-    if t not in TYPE_IDS.values():
+    if not TYPES_BY_ID[t].computable:
         raise UnsupportedError(f"{type_name(t)} is not a weight type")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 1:

@@ -22,7 +22,6 @@ import numpy as np
 from slmprof.engine import quant
 from slmprof.engine.gguf import GGUFFile, describe_model
 
-ACTIVATION_FORMAT = {"q4_0": "q8_0", "q8_0": "q8_0", "q4_1": "q8_1", "f32": None, "f16": None}
 
 
 def block_parts(data, type: str, n: int, rows=None):
@@ -83,9 +82,9 @@ class ReferenceModel:
         """x (n, cols) @ W.T, with x rounded to the weight type's activation format."""
         t = self.tensors[name]
         w = self._weight(name).astype(np.float64)             # (rows, cols)
-        fmt = ACTIVATION_FORMAT[quant.type_name(t.type)] if self.quantize_activations else None
+        fmt = quant.activation_type(t.type) if self.quantize_activations else None
         correction = 0.0
-        if fmt is not None:
+        if fmt not in (None, "f32"):
             xq = quant.quantize(x.astype(np.float32), fmt)
             x = quant.dequantize(xq, fmt, x.shape[-1]).astype(np.float64)
             if fmt == "q8_1":

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slmprof.errors import ModelNotFoundError
-from slmprof.engine.gguf import ModelShape
+from slmprof.engine import quant
+from slmprof.engine.gguf import FILE_TYPES, ModelShape
 
 # --- the real model ------------------------------------------------------------------------------
 REAL_MODEL = "smollm2-135m"
@@ -193,9 +194,7 @@ class ResolvedModel:
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
 SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
-WEIGHT_TYPES = ("f32", "f16", "q4_0", "q4_1", "q8_0")
-# general.file_type values (llama_ftype) for files whose 2-D weights are mostly this type
-FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
+WEIGHT_TYPES = quant.WEIGHT_TYPES
 
 
 def _seed(text):
@@ -459,7 +458,7 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
 
 def list_models():
     """One dict per known name: what it is, its size, bytes streamed per token, cached or not."""
-    from slmprof.engine.gguf import ggml_type_name, open_model
+    from slmprof.engine.gguf import open_model
     rows = []
 
     def row(name, path, shape, type_, synthetic, note):
@@ -483,7 +482,7 @@ def list_models():
             size = shape.weight_bytes(t, head)
             specials = {n: shp_t[1] for n, shp_t in shape.tensor_types(t, head).items()
                         if n in ("token_embd.weight", "output.weight")}
-            type_ = file_type_label(t.upper(), {n: ggml_type_name(i) for n, i in specials.items()})
+            type_ = file_type_label(t.upper(), {n: quant.display_name(i) for n, i in specials.items()})
         rows.append({"name": name, "arch": shape.arch, "params": shape.n_params(),
                      "type": type_, "bytes_per_token": bpt,
                      "file_bytes": size, "cached": cached, "synthetic": synthetic,

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from slmprof.errors import UnsupportedError
-from slmprof.engine.gguf import GGUFWriter, ggml_type_id, ggml_type_name, open_model
+from slmprof.engine import quant
+from slmprof.engine.gguf import FILE_TYPES, GGUFWriter, open_model
 
-REQUANT_TYPES = ("f32", "f16", "q4_0", "q4_1", "q8_0")
-FILE_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
+REQUANT_TYPES = quant.WEIGHT_TYPES
 
 
 def _convert_chunks(tensor, dst_type, rows_per_chunk=None):
@@ -47,8 +47,8 @@ def requantize(src, dst, type, embd_type=None, quiet=True):
     if type_name not in REQUANT_TYPES:
         raise UnsupportedError(f"cannot requantize to {type!r} (supported: "
                                f"{', '.join(REQUANT_TYPES)})")
-    dst_id = ggml_type_id(type_name)
-    embd_id = ggml_type_id(embd_type) if embd_type else None
+    dst_id = quant.type_id(type_name)
+    embd_id = quant.type_id(embd_type) if embd_type else None
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise ValueError(f"requantize: source and destination are the same file ({src})")
@@ -76,5 +76,5 @@ def requantize(src, dst, type, embd_type=None, quiet=True):
                 w.add_tensor(name, t.data, t.type, t.shape)
             else:
                 w.add_tensor(name, _convert_chunks(t, target), target, t.shape)
-        w.write(what=f"writing {dst.name} ({ggml_type_name(dst_id)})", quiet=quiet)
+        w.write(what=f"writing {dst.name} ({quant.display_name(dst_id)})", quiet=quiet)
     return dst

@@ -26,6 +26,7 @@ import platform
 import time
 from pathlib import Path
 
+from slmprof.engine import quant
 from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
 
 SCHEMA = "slmprof.machine"
@@ -36,8 +37,7 @@ CALIBRATION_VERSION = 4
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
-DOT_TYPES = ("q4_0", "q4_1", "q8_0")
-TYPE_IDS = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
+DOT_TYPES = quant.QUANTIZED_TYPES
 # Kernel path ids as slm_quant.h numbers them; slmprof.engine.quant is asked first.
 ISA_NAMES_FALLBACK = ("scalar", "avx2", "neon", "neon-dotprod")
 
@@ -245,7 +245,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             isa_id, isa_name, type_name = arg
             label = f"{type_name} dot on {isa_name}, {t} thread{'s' if t > 1 else ''}"
             try:
-                r = _core.calib_dot(TYPE_IDS[type_name], isa_id, t, DOT_ROWS, DOT_COLS,
+                r = _core.calib_dot(quant.type_id(type_name), isa_id, t, DOT_ROWS, DOT_COLS,
                                     seconds_per_step * 0.6)
             except (UnavailableError, UnsupportedError, ValueError) as e:  # no kernel here
                 profile["unavailable"][f"dot on {isa_name}"] = str(e).split(": ", 1)[-1]
@@ -258,7 +258,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             phase = "decode" if n_tok == 1 else "prefill"
             label = f"{type_name} matmul x{n_tok}, {t} thread{'s' if t > 1 else ''}"
             try:
-                r = _core.calib_matmul(TYPE_IDS[type_name], t, DOT_ROWS, DOT_COLS, n_tok,
+                r = _core.calib_matmul(quant.type_id(type_name), t, DOT_ROWS, DOT_COLS, n_tok,
                                        seconds_per_step * 0.6)
             except (UnavailableError, UnsupportedError, ValueError) as e:
                 profile["unavailable"][f"matmul {type_name}"] = str(e).split(": ", 1)[-1]
@@ -271,7 +271,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             chunk, interleave = STREAM_PATTERNS[pattern]
             label = (f"{type_name} matmul x1 from memory ({pattern}), {t} thread{'s' if t > 1 else ''}")
             try:
-                r = _core.calib_stream(TYPE_IDS[type_name], t, STREAM_ROWS, STREAM_COLS, array_bytes,
+                r = _core.calib_stream(quant.type_id(type_name), t, STREAM_ROWS, STREAM_COLS, array_bytes,
                                        chunk, interleave, seconds_per_step)
             except (UnavailableError, UnsupportedError, ValueError) as e:
                 profile["unavailable"][f"stream {type_name}"] = str(e).split(": ", 1)[-1]
