@@ -28,6 +28,9 @@ import tempfile
 import time
 from typing import Optional, Sequence
 
+import slmprof
+from slmprof.engine import workload
+from slmprof.engine.model import Model
 from slmprof.errors import SlmprofError, UnavailableError
 
 BACKENDS = ("slmprof", "llama.cpp", "ctransformers")
@@ -213,16 +216,15 @@ def _processes_mapping(path: str) -> list:
 
 
 # --------------------------------------------------------------------------------------------
-# Engines as the worker drives them. Each: load(), eval_prefill(tokens), eval_one(token),
+# Engines as the worker drives them, with the engine's stepping methods (slmprof.engine.workload
+# runs them): load(), prefill(tokens), decode(token),
 # reset(), n_vocab(), close().
 
 class _SlmprofEngine:
     def __init__(self, path, threads, ctx, batch):
-        from slmprof.engine.model import Model
         self.model = Model.load(path, threads=threads, ctx=ctx)
 
     def version(self):
-        import slmprof
         return slmprof.__version__
 
     def n_vocab(self):
@@ -231,10 +233,10 @@ class _SlmprofEngine:
     def reset(self):
         self.model.reset()
 
-    def eval_prefill(self, tokens):
+    def prefill(self, tokens):
         self.model.prefill(tokens)
 
-    def eval_one(self, token):
+    def decode(self, token):
         self.model.decode(token)
 
     def close(self):
@@ -261,10 +263,10 @@ class _LlamaCppEngine:
         # Llama.eval() removes KV entries from n_tokens on, so this empties the cache.
         self.llm.reset()
 
-    def eval_prefill(self, tokens):
+    def prefill(self, tokens):
         self.llm.eval(list(tokens))
 
-    def eval_one(self, token):
+    def decode(self, token):
         self.llm.eval([token])
 
     def close(self):
@@ -300,10 +302,10 @@ class _CTransformersEngine:
         self.llm._context.clear()
         self.llm.ctransformers_llm_reset()
 
-    def eval_prefill(self, tokens):
+    def prefill(self, tokens):
         self.llm.eval(list(tokens), batch_size=self.batch, threads=self.threads)
 
-    def eval_one(self, token):
+    def decode(self, token):
         self.llm.eval([token], batch_size=1, threads=self.threads)
 
     def close(self):
@@ -360,7 +362,7 @@ class _WorkerState:
         # Loaders that map the file read weights on first use: one token touches every weight.
         ft = first_token if first_token is not None else min(1, self.engine.n_vocab() - 1)
         self.engine.reset()
-        self.engine.eval_one(ft)
+        self.engine.decode(ft)
         self.engine.reset()
         t2 = time.perf_counter()
         maj1, min1 = _faults()
@@ -389,20 +391,9 @@ class _WorkerState:
         eng = self.engine
         if eng is None:
             raise SlmprofError("no model loaded")
-        clock = time.perf_counter_ns
         eng.reset()
-        prefill_ns = None
-        if prompt:
-            t0 = clock()
-            eng.eval_prefill(prompt)
-            prefill_ns = clock() - t0
-        decode_ns = []
-        for tok in gen:
-            t0 = clock()
-            eng.eval_one(tok)
-            decode_ns.append(clock() - t0)
-        return {"prefill_s": prefill_ns / 1e9 if prefill_ns is not None else None,
-                "decode_s": [d / 1e9 for d in decode_ns]}
+        prefill_s = workload.prefill(eng, prompt).seconds if prompt else None
+        return {"prefill_s": prefill_s, "decode_s": workload.decode_tokens(eng, gen).step_seconds}
 
     def op_stats(self):
         st = _proc_status()

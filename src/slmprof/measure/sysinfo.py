@@ -97,7 +97,7 @@ def collect(roots=procfs.DEFAULT, probe=True):
     from slmprof.measure.sampler import discover
     sources = discover(0, roots)
     info = {
-        "schema": "slmprof.measure.sysinfo/1",
+        "schema": "slmprof.sysinfo/1",
         "machine": platform.machine() if live else ("aarch64" if det.midr is not None else None),
         "board": procfs.board_model(roots),
         "cpu": {
