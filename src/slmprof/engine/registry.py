@@ -19,9 +19,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmprof.errors import ModelNotFoundError
 from slmprof.engine import quant
-from slmprof.engine.gguf import FILE_TYPES, ModelShape
+from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, file_type_label,
+                                  open_model)
+from slmprof.engine.requantize import requantize
+from slmprof.engine.tokenizer import synthetic_vocab
+from slmprof.errors import ModelNotFoundError
 
 # --- the real model ------------------------------------------------------------------------------
 REAL_MODEL = "smollm2-135m"
@@ -250,7 +253,6 @@ def _encode_rows(x, type_id):
         return x
     if type_id == 1:
         return x.astype(np.float16)
-    from slmprof.engine import quant
     return quant.quantize(x, type_id)
 
 
@@ -267,8 +269,6 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM."""
     import math
 
-    from slmprof.engine.gguf import GGUFWriter
-    from slmprof.engine.tokenizer import synthetic_vocab
 
     type_ = type_.lower()
     if type_ not in WEIGHT_TYPES:
@@ -396,7 +396,6 @@ def ensure_requantized(type_, download=True, quiet=False) -> Path:
     if not path.exists():
         sweep_partials(path.parent)
         src = _real(download, quiet)
-        from slmprof.engine.requantize import requantize
         if not quiet:
             _say(f"slmprof: writing {REAL_MODEL} as {type_} to {path} (once)")
         requantize(src, path, type_, quiet=quiet)
@@ -441,7 +440,6 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
     if path.is_file():
         synthetic = False
         try:
-            from slmprof.engine.gguf import GGUFFile
             with GGUFFile(path) as gf:
                 synthetic = bool(gf.metadata.get("slmprof.synthetic", False))
         except Exception:
@@ -458,7 +456,6 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
 
 def list_models():
     """One dict per known name: what it is, its size, bytes streamed per token, cached or not."""
-    from slmprof.engine.gguf import open_model
     rows = []
 
     def row(name, path, shape, type_, synthetic, note):
@@ -475,7 +472,6 @@ def list_models():
             except Exception as e:      # a damaged cache entry is reported, not fatal
                 note = f"unreadable: {e}"
         if bpt is None:
-            from slmprof.engine.gguf import file_type_label
             t = type_.lower()
             head = lm_head_type(t)
             bpt = shape.weight_bytes_per_token(t, head)
