@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from slmprof.analysis.perplexity import log_softmax
 from slmprof.engine import quant
 from slmprof.engine.gguf import describe_model, GGUFFile
 from slmprof.engine.model import Model
@@ -140,12 +141,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     if na == 0 or nb == 0:
         return 1.0 if na == nb else 0.0
     return float(a @ b / (na * nb))
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def logits_agreement(ref: np.ndarray, got: np.ndarray) -> dict:
