@@ -96,6 +96,18 @@ def test_report_is_the_shared_schema_and_renders(result, rep, tmp_path):
     assert report.to_csv(back["records"]).splitlines()[0].startswith("phase,layer,op")
 
 
+def test_an_f16_kv_cache_is_costed_as_f16(profile):
+    kv_bytes = {}
+    for kv_type in ("f32", "f16"):
+        with Model.load(TINY, threads=1, ctx=32, kv_type=kv_type) as m:
+            result = layers.profile_layers(loaded_model=m, prompt_tokens=8, gen_tokens=2,
+                                           profile=profile, events=[])
+        assert result.model["kv_type"] == kv_type
+        total = [r for r in result.rows if r.phase == "decode" and r.layer == "total"][0]
+        kv_bytes[kv_type] = total.kv_bytes_per_token
+    assert kv_bytes["f16"] == pytest.approx(kv_bytes["f32"] / 2)
+
+
 def test_phase_choice(profile):
     result = layers.profile_layers(TINY, threads=1, prompt_tokens=4, gen_tokens=2, phase="decode",
                                    profile=profile, events=[])

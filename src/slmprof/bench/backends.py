@@ -22,6 +22,7 @@ import gc
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,8 +31,10 @@ from typing import Optional, Sequence
 
 import slmprof
 from slmprof.engine import workload
+from slmprof.engine.gguf import GGUFFile
 from slmprof.engine.model import Model
 from slmprof.errors import SlmprofError, UnavailableError
+from slmprof.measure import procfs
 
 BACKENDS = ("slmprof", "llama.cpp", "ctransformers")
 ALIASES = {"llama": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp",
@@ -91,32 +94,16 @@ def require(name: str) -> None:
 # Process figures read from /proc/self (inside the worker)
 
 def _proc_status() -> dict:
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmHWM", "VmRSS"):
-                    out[key] = int(rest.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
+    st = procfs.process_status()
+    return {k: st[k] for k in ("VmHWM", "VmRSS") if k in st}
 
 
 def _proc_io_read_bytes() -> Optional[int]:
     """Bytes this process caused to be read from storage (None where /proc/self/io is closed)."""
-    try:
-        with open("/proc/self/io") as f:
-            for line in f:
-                if line.startswith("read_bytes:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return procfs.process_io().get("read_bytes")
 
 
 def _faults() -> tuple:
-    import resource
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_majflt, ru.ru_minflt
 
@@ -182,13 +169,12 @@ def evict_from_page_cache(path: str) -> dict:
     after = _page_cache_fraction(path)
     mapped_by = []
     if after is not None and after > 0.05:
-        mapped_by = _processes_mapping(path)
+        mapped_by = procfs.processes_mapping(path)
         if mapped_by:
             how.append("pages mapped by other processes cannot be dropped")
         else:
             try:
-                with open("/proc/sys/vm/drop_caches", "w") as f:
-                    f.write("1\n")
+                procfs.drop_page_cache()
                 how.append("drop_caches")
                 after = _page_cache_fraction(path)
             except OSError as e:
@@ -197,22 +183,6 @@ def evict_from_page_cache(path: str) -> dict:
     if mapped_by:
         out["mapped_by"] = mapped_by
     return out
-
-
-def _processes_mapping(path: str) -> list:
-    """PIDs of other processes that have the file mapped (their pages cannot be dropped)."""
-    real = os.path.realpath(path)
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/maps") as f:
-                if any(line.rstrip().endswith(real) for line in f):
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +285,6 @@ class _CTransformersEngine:
 def _ctransformers_limits(path) -> Optional[str]:
     """What in this file ctransformers' GGML llama loader does not handle, if we can tell."""
     try:
-        from slmprof.engine.gguf import GGUFFile
         with GGUFFile(path) as gf:
             problems = []
             vocab = gf.metadata.get("tokenizer.ggml.model")

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from slmprof.errors import UnsupportedError
 from slmprof.engine import quant
 from slmprof.engine.gguf import FILE_TYPES, GGUFWriter, open_model
+from slmprof.errors import UnsupportedError
 
 REQUANT_TYPES = quant.WEIGHT_TYPES
 
 
 def _convert_chunks(tensor, dst_type, rows_per_chunk=None):
     """A callable yielding `tensor` converted to dst_type, a block of rows at a time."""
-    from slmprof.engine import quant
     row_len = tensor.shape[0]
     n_rows = tensor.n_elements // row_len
     src_row_bytes = tensor.nbytes // n_rows
