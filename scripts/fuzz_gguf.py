@@ -36,20 +36,27 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from slmprof.engine import registry
-from slmprof.engine.gguf import GGUFFile, ValueType
+from slmprof.engine.gguf import GGUFFile, ModelShape, ValueType
+from slmprof.engine.registry import write_synthetic
 from slmprof.errors import SlmprofError
 
 # The models mutated: small enough that a case takes milliseconds, varied enough to reach every
 # reader (both vocabularies, biases, an untied head, float and quantized weights, GGUF v2).
+# name -> (arch, weight type, tokenizer (model, pre), tied, GGUF version, rope_freqs)
 BASES = {
-    "llama-bpe-q8_0": dict(arch="llama", type="q8_0", tokenizer="gpt2"),
-    "llama-spm-q4_0": dict(arch="llama", type="q4_0", tokenizer="spm", tied=False),
-    "qwen2-bpe-q4_1": dict(arch="qwen2", type="q4_1", tokenizer="gpt2"),
-    "llama-spm-f16-v2": dict(arch="llama", type="f16", tokenizer="spm", version=2,
-                             rope_freqs=True),
+    "llama-bpe-q8_0": ("llama", "q8_0", ("gpt2", "smollm"), True, 3, False),
+    "llama-spm-q4_0": ("llama", "q4_0", ("llama", None), False, 3, False),
+    "qwen2-bpe-q4_1": ("qwen2", "q4_1", ("gpt2", "qwen2"), True, 3, False),
+    "llama-spm-f16-v2": ("llama", "f16", ("llama", None), True, 2, True),
 }
-BASE_SHAPE = dict(n_layer=1, dim=64, ffn=96, n_head=4, n_kv_head=2, vocab=320, ctx=64)
+
+
+def write_base(path, arch, type_, tokenizer, tied, version, rope_freqs):
+    shape = ModelShape(arch=arch, n_layer=1, dim=64, ffn=96, n_head=4, n_kv_head=2, head_dim=16,
+                       vocab=320, ctx=64, tied=tied, rope_base=10000.0, rope_freqs=rope_freqs)
+    return write_synthetic(shape, type_, path, seed=0, name=f"fuzz base {arch} {type_}",
+                           tokenizer=tokenizer, head_type=type_, embd_type=type_, version=version)
+
 TEXT = "Hello world, 日本 ñ € <|im_start|>x\n\t 123"
 LOAD_CTX = 48
 
@@ -459,9 +466,9 @@ class Corpus:
     @classmethod
     def make(cls, directory):
         c = cls()
-        for name, kw in BASES.items():
+        for name, how in BASES.items():
             path = os.path.join(directory, f"base-{name}.gguf")
-            registry.write_tiny_model(path, **BASE_SHAPE, **kw)
+            write_base(path, *how)
             c.docs[name] = read_doc(path)
             with GGUFFile(path) as gf:
                 c.header_end[name] = gf.data_start

@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from slmprof.engine import registry
 from slmprof.engine.model import Model
+from tiny_models import write_synthetic_tiny
 
 LONG_CTX = 32768
 # A prefill of this many tokens takes tens of seconds on the tiny model: far longer than the
@@ -24,8 +24,7 @@ LIMIT_S = 2.0
 
 @pytest.fixture(scope="module")
 def long_model(tmp_path_factory):
-    return registry.write_tiny_model(tmp_path_factory.mktemp("interrupt") / "long.gguf",
-                                     ctx=LONG_CTX)
+    return write_synthetic_tiny(tmp_path_factory.mktemp("interrupt") / "long.gguf", ctx=LONG_CTX)
 
 
 def _thread_cpu_ticks(pid):
