@@ -4,8 +4,12 @@
 C returns 0 or a negative errno-style status; `check()` below is the one place that turns a
 status into an exception. Each subject keeps its wrappers in its own include file.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport PyThread_get_thread_ident
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 cimport numpy as cnp
+import threading
+
 import numpy as np
 
 from slmprof import errors
