@@ -99,6 +99,7 @@ cdef extern from "slm.h" nogil:
     const char *slm_isa_name(int isa)
     int slm_isa_from_name(const char *name)
     int slm_isa_env_status()
+    int slm_isa_restore(int isa, int env_status)
     const slm_type_traits *slm_get_traits(int type, int isa)
     int slm_act_row_bytes(int weight_type, int64_t cols)
     int slm_weight_prepare(slm_weight *w)
@@ -150,6 +151,10 @@ def _isa_active():
 
 def _isa_env_status():
     return slm_isa_env_status()
+
+
+def _isa_restore(int isa, int env_status):
+    check(slm_isa_restore(isa, env_status), f"restore kernel path {slm_isa_name(isa).decode()!r}")
 
 
 def _isa_set(int isa):
