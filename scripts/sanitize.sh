@@ -33,9 +33,11 @@ py=$work/venv/bin/python
 "$py" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
     -C build-dir=build/sanitize -C cmake.define.SLMPROF_SANITIZE=ON \
     ${launcher:+-C cmake.define.CMAKE_C_COMPILER_LAUNCHER=ccache} .
-"$work/venv/bin/cmake" -S . -B build/sanitize-c -G Ninja -DSLMPROF_SANITIZE=ON \
-    -DSLMPROF_C_TESTS=ON -DPython_EXECUTABLE="$py" "${launcher[@]}" >/dev/null
-"$work/venv/bin/cmake" --build build/sanitize-c --target test_kernels >/dev/null
+# cmake and ninja from their Python packages (in the venv, or in $PYTHON's site when present)
+PATH=$("$py" -c "import cmake, ninja; print(cmake.CMAKE_BIN_DIR + ':' + ninja.BIN_DIR)"):$PATH
+cmake -S . -B build/sanitize-c -G Ninja -DSLMPROF_SANITIZE=ON -DSLMPROF_C_TESTS=ON \
+    -DPython_EXECUTABLE="$py" "${launcher[@]}" >/dev/null
+cmake --build build/sanitize-c --target test_kernels >/dev/null
 
 echo "== C kernel test"
 UBSAN_OPTIONS=print_stacktrace=1 build/sanitize-c/test_kernels
