@@ -6,7 +6,10 @@ status into an exception. The C declarations are in slm.pxd, this module's class
 _core.pxd; each subject keeps its wrappers in its own include file.
 """
 import os
+import threading
 
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport PyThread_get_thread_ident
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc

@@ -24,6 +24,8 @@ REGION_OP_COUNT = SLM_OP_COUNT
 REGION_OP_NAMES = tuple(slm_op_name(i).decode() for i in range(SLM_OP_COUNT))
 MAX_CTX = SLM_MAX_CTX
 ENGINE_MAX_BATCH = SLM_DEFAULT_MAX_BATCH
+# Python runs signal handlers in the main thread only: a pass there can stop for Ctrl-C.
+cdef unsigned long _MAIN_THREAD = threading.main_thread().ident
 
 
 cdef class Engine:
@@ -96,8 +98,26 @@ cdef class Engine:
         out = np.empty([n_logits, vocab] if n_logits else [vocab], dtype=np.float32)
         cdef float[::1] flat = out.reshape(-1)
         cdef int rc
-        with nogil:
-            rc = slm_model_forward(m, &toks[0], n, &flat[0], n_logits if n_logits else 1)
+        cdef bint watch = PyThread_get_thread_ident() == _MAIN_THREAD
+        if watch:
+            check(slm_sigint_watch(), "watching for Ctrl-C")
+        try:
+            while True:
+                # Ctrl-C stops the pass between layers (n_past unchanged); Python's handler then
+                # runs here: KeyboardInterrupt by default. A handler that does not raise gets
+                # the pass run again.
+                slm_model_stop_on_sigint(m, watch, slm_sigint_count())
+                if watch:
+                    PyErr_CheckSignals()
+                with nogil:
+                    rc = slm_model_forward(m, &toks[0], n, &flat[0], n_logits if n_logits else 1)
+                if rc != SLM_EINTR:
+                    break
+                PyErr_CheckSignals()
+        finally:
+            slm_model_stop_on_sigint(m, 0, 0)
+            if watch:
+                slm_sigint_unwatch()
         check(rc, "forward pass")
         return out
 

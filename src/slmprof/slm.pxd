@@ -300,3 +300,7 @@ cdef extern from "slm.h" nogil:
     int32_t slm_model_threads(const slm_model *m)
     int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks)
     int slm_model_set_region_ops(slm_model *m, int ops)
+    int slm_sigint_watch()
+    void slm_sigint_unwatch()
+    uint32_t slm_sigint_count()
+    int slm_model_stop_on_sigint(slm_model *m, int watch, uint32_t seen)
