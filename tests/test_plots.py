@@ -31,7 +31,7 @@ def load_script(name):
 def layers_json(tmp_path_factory):
     profile = calibrate.measure(threads_max=1, seconds_per_step=0.01, array_bytes=16 << 20)
     rep = layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4, profile=profile,
-                                events=[])
+                                events=[]).to_report()
     path = tmp_path_factory.mktemp("plots") / "layers.json"
     report.write_json(rep, path)
     return path

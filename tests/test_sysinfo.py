@@ -56,7 +56,7 @@ def test_this_machine_json():
     r = run("--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["schema"] == "slmprof.measure.sysinfo/1"
+    assert info["schema"] == "slmprof.sysinfo/1"
     assert info["memory"]["total_bytes"] > 0
     ev = {c["name"]: c for c in info["counters"]}
     assert ev["task-clock"]["available"]                 # software events open everywhere here

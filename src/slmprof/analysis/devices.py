@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from slmprof.analysis import roofline
+from slmprof.engine import registry
 from slmprof.errors import SlmprofError
+from slmprof.measure import calibrate, procfs
+from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
 
 SCHEMA = "slmprof-device"
 SCHEMA_VERSION = 1
@@ -91,7 +95,6 @@ class DeviceProfile:
 
     def ceilings(self, threads):
         """The roofline's Ceilings at a thread count (bytes/s and operations/s)."""
-        from slmprof.analysis import roofline
         path = self.int8_GOPs.get(self.isa, {})
         per_type = bool(path) and all(isinstance(k, str) for k in path)
         dot = {t: self.int8_GOPs_at(threads, t) * 1e9 for t in ("q4_0", "q4_1", "q8_0")} \
@@ -113,7 +116,6 @@ class DeviceProfile:
         if eng.get("attention_cached_GOPs"):
             attention_cached = _at_threads(eng["attention_cached_GOPs"], threads,
                                            "engine.attention_cached_GOPs", self.name) * 1e9
-        from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
         stream_by_op = {}
         for op, pattern in STREAM_PATTERN_OF_OP.items():
             tab = per_type(f"stream_{pattern}_GBps") or (per_type("stream_GBps") if pattern == "rows" else {})
@@ -344,18 +346,6 @@ HEADROOM_ASSUMPTION = ("assumption, not a measurement: 512 MiB for the kernel, f
                        "the profile does not record free memory")
 
 
-def _meminfo():
-    out = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                out[k.strip()] = int(v.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
-
-
 PASSES = ("median", "best")
 ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "stream_gate_up_GBps",
                "stream_lm_head_GBps", "attention_GOPs", "attention_cached_GOPs",
@@ -366,7 +356,6 @@ ENGINE_THREAD_TABLES = ("attention_GOPs", "attention_cached_GOPs")
 def _engine_tables(machine, which):
     """The engine's own kernels from a machine profile (see DeviceProfile.engine), in GOP/s
     and GB/s; only what was measured on the kernel path the engine uses."""
-    from slmprof.measure import calibrate
     isa = calibrate.best_isa(machine)
     out = {}
 
@@ -398,7 +387,6 @@ def _engine_tables(machine, which):
 def from_machine_profile(machine, origin="machine profile", this_machine=False, which="median"):
     """A device profile from calibrate's machine profile (this machine's cache or an export).
     Ceilings are read through calibrate's own accessors, so plan and layers agree."""
-    from slmprof.measure import calibrate
     try:
         calibrate.validate_profile(machine, origin)
     except SlmprofError as e:
@@ -430,7 +418,7 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
                "f32_GFLOPs": measured + f" (f32 FMA, {machine.get('fma', {}).get('path', '?')} path)"}
     headroom = machine.get("os_headroom_bytes")
     if this_machine:
-        mi = _meminfo()
+        mi = procfs.meminfo()
         if "MemTotal" in mi and "MemAvailable" in mi:
             headroom = mi["MemTotal"] - mi["MemAvailable"]
             sources["memory.os_headroom_bytes"] = "MemTotal - MemAvailable on this machine right now"
@@ -459,7 +447,6 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
 
 def this_machine_profile(force=False, progress=None, which="median"):
     """The calibrated profile of this machine (calibrates once, under a minute, if none is cached)."""
-    from slmprof.measure import calibrate
     machine, _ = calibrate.get_profile(force=force, progress=progress)
     profile = from_machine_profile(machine, origin="calibration of this machine", this_machine=True,
                                    which=which)
@@ -513,7 +500,6 @@ def measure_storage_read(directory, nbytes=STORAGE_PROBE_BYTES):
 def storage_read_speed(directory=None, force=False):
     """This machine's storage read speed where models are cached, measured once and kept
     ({'MBps', 'source'}), or None if it cannot be measured."""
-    from slmprof.engine import registry
     import time
     directory = Path(directory or registry.cache_dir())
     record = directory / "storage-read.json"

@@ -21,8 +21,11 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from slmprof.analysis.perplexity import log_softmax
 from slmprof.engine import quant
-from slmprof.engine.reference import K_TYPES, block_parts, k_values, kblock_parts
+from slmprof.engine.gguf import describe_model, GGUFFile
+from slmprof.engine.model import Model
+from slmprof.engine.reference import K_TYPES, block_parts, float_forward, k_values, kblock_parts
 from slmprof.engine.requantize import FALLBACK, fallback_type
 from slmprof.errors import UnavailableError
 
@@ -168,12 +171,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     if na == 0 or nb == 0:
         return 1.0 if na == nb else 0.0
     return float(a @ b / (na * nb))
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def logits_agreement(ref: np.ndarray, got: np.ndarray) -> dict:
@@ -417,7 +414,6 @@ def model_tokens(model, n: int) -> list:
 
 def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
     """Logits of each kernel path against the scalar path and against the float reference."""
-    from slmprof.engine.model import Model
     out = []
     logits = {}
     type_label = None
@@ -438,7 +434,6 @@ def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
                 model.close()
         if progress:
             progress()
-    from slmprof.engine.reference import float_forward
     ref = float_forward(plan.model_path, tokens)
     if progress:
         progress()
@@ -465,14 +460,12 @@ def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
 
 
 def _model_type_label(path) -> str:
-    from slmprof.engine.gguf import GGUFFile, describe_model
     with GGUFFile(path) as gf:
         return "model " + describe_model(gf).file_type.split(" ")[0].lower()
 
 
 def model_matrix_shapes(path, limit: int = 4) -> list:
     """Distinct (rows, cols) of the model's 2-D weights (the LM head capped to 4096 rows)."""
-    from slmprof.engine.gguf import GGUFFile
     shapes = []
     with GGUFFile(path) as gf:
         for t in gf.tensors.values():
@@ -485,7 +478,6 @@ def model_matrix_shapes(path, limit: int = 4) -> list:
 
 def model_sample_rows(path, max_rows: int = 64) -> Optional[np.ndarray]:
     """Some dequantized weight rows of the model (its first FFN up-projection)."""
-    from slmprof.engine.gguf import GGUFFile
     with GGUFFile(path) as gf:
         for name in ("blk.0.ffn_up.weight", "blk.0.attn_q.weight"):
             t = gf.tensors.get(name)
@@ -505,7 +497,6 @@ def tensor_errors(model_path, types: Sequence[str] = DEFAULT_TYPES,
     blocks do not divide takes the type llama-quantize falls back to (`as_<type>` names it).
     Tensors are ranked by `score`: the mean over the types of the tensor's error divided by that
     type's median error over all tensors, so every type counts alike."""
-    from slmprof.engine.gguf import GGUFFile
     records = []
     with GGUFFile(model_path) as gf:
         names = [n for n, t in gf.tensors.items() if len(t.shape) == 2]

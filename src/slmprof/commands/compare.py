@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from slmprof import report
+from slmprof.analysis import perplexity
 from slmprof.report import Column
 
 NAME = "compare"
@@ -43,39 +44,6 @@ def add_arguments(p):
     report.add_output_arguments(p)
 
 
-def stdlib_text() -> str:
-    """English prose that ships with every Python: the docstrings of a few standard modules."""
-    import argparse
-    import collections
-    import csv
-    import json
-    import logging
-    import string
-    import textwrap
-    parts = [m.__doc__ or "" for m in (json, csv, argparse, logging, collections, string, textwrap)]
-    return "\n\n".join(textwrap.dedent(p).strip() for p in parts if p)
-
-
-def perplexity(model, tokens, ctx):
-    """llama.cpp's method: non-overlapping windows of ctx tokens, the second half of each
-    scored. Returns (perplexity, scored tokens)."""
-    import numpy as np
-    from slmprof.analysis.validate import log_softmax
-    nll, count = 0.0, 0
-    for start in range(0, len(tokens) - ctx + 1, ctx):
-        window = tokens[start:start + ctx]
-        model.reset()
-        logits = np.asarray(model.prefill(window, all_logits=True), np.float64)   # (ctx, vocab)
-        lp = log_softmax(logits[:-1])
-        first = ctx // 2
-        targets = np.asarray(window[first + 1:])
-        nll -= float(lp[np.arange(first, ctx - 1), targets].sum())
-        count += len(targets)
-    if count == 0:
-        return float("nan"), 0
-    return float(np.exp(nll / count)), count
-
-
 def _quality(resolved, base_path, args, cache):
     """Perplexity and KL against the float reference of `base_path` for one real model."""
     import numpy as np
@@ -86,13 +54,14 @@ def _quality(resolved, base_path, args, cache):
     with Model.load(str(resolved.path), threads=args.threads,
                     ctx=max(args.ppl_ctx, args.kl_tokens) + 8) as model:
         if "tokens" not in cache:
-            cache["tokens"] = model.tokenizer.encode(stdlib_text(), add_bos=True)
-        toks = cache["tokens"]
-        need = args.ppl_ctx * args.ppl_windows
-        ppl, scored = perplexity(model, toks[:need], args.ppl_ctx)
-        out["perplexity"] = ppl
-        out["ppl_tokens"] = scored
-        kl_toks = toks[:args.kl_tokens]
+            text = perplexity.stdlib_text()
+            cache["tokens"] = model.tokenizer.encode(text, add_bos=False)
+            cache["kl_tokens"] = model.tokenizer.encode(text, add_bos=True)[:args.kl_tokens]
+        ppl = perplexity.perplexity(model, cache["tokens"][:args.ppl_ctx * args.ppl_windows],
+                                    args.ppl_ctx)
+        out["perplexity"] = ppl.perplexity
+        out["ppl_tokens"] = ppl.tokens
+        kl_toks = cache["kl_tokens"]
         model.reset()
         got = np.asarray(model.prefill(kl_toks, all_logits=True), np.float64)
     key = ("float", str(base_path))

@@ -1,6 +1,8 @@
 """`slmprof generate`: run a prompt through the engine and stream the continuation."""
 import sys
-import time
+
+from slmprof.engine.model import GenerationStats, Model
+from slmprof.engine.sampling import Sampler
 
 NAME = "generate"
 HELP = "generate text from a prompt (streams tokens; prompt and generation speed at the end)"
@@ -30,9 +32,6 @@ def add_arguments(p):
 
 
 def run(args):
-    from slmprof.engine.model import Model
-    from slmprof.engine.sampling import Sampler
-
     if args.threads is not None and args.threads < 1:
         print("slmprof generate: error: --threads must be at least 1", file=sys.stderr)
         return 2
@@ -40,7 +39,7 @@ def run(args):
         print("slmprof generate: error: --max-tokens must be >= 0", file=sys.stderr)
         return 2
     try:
-        sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
+        Sampler(args.temperature, args.top_k, args.top_p, args.seed)
     except ValueError as e:
         print(f"slmprof generate: error: {e}", file=sys.stderr)
         return 2
@@ -50,36 +49,22 @@ def run(args):
             return 2
         if m.synthetic:
             print(f"[{m.name} is synthetic: random weights, the text is noise]", file=sys.stderr)
-        tokens = m.tokenizer.encode(args.prompt, add_bos=True)
         out = sys.stdout
         out.write(args.prompt)
         out.flush()
-        t0 = time.perf_counter()
-        logits = m.prefill(tokens)
-        t_prompt = time.perf_counter() - t0
-        eos = None if args.no_stop else m.tokenizer.eos_id
-        generated, text, n_run = [], "", 0
-        t1 = time.perf_counter()
-        for i in range(args.max_tokens):
-            token = sampler.sample(logits)
-            if token == eos:
-                break
-            generated.append(token)
-            full = m.tokenizer.decode(generated)
-            if not full.endswith("\ufffd"):
-                out.write(full[len(text):])
-                out.flush()
-                text = full
-            if i + 1 == args.max_tokens or m.n_past >= m.ctx:
-                break
-            logits = m.decode(token)
-            n_run += 1
-        t_gen = time.perf_counter() - t1
+        st = GenerationStats()
+        for _, piece in m.generate(args.prompt, max_tokens=args.max_tokens,
+                                   temperature=args.temperature, top_k=args.top_k,
+                                   top_p=args.top_p, seed=args.seed, stop_at_eos=not args.no_stop,
+                                   stats=st):
+            out.write(piece)
+            out.flush()
         out.write("\n")
         out.flush()
-        prompt_speed = len(tokens) / t_prompt if t_prompt > 0 else float("inf")
-        gen_speed = n_run / t_gen if n_run and t_gen > 0 else float("nan")
-        print(f"prompt: {len(tokens)} tokens in {t_prompt * 1e3:.1f} ms, {prompt_speed:.1f} tok/s | "
-              f"generation: {len(generated)} tokens, {n_run} decoded in {t_gen * 1e3:.1f} ms, "
-              f"{gen_speed:.1f} tok/s | {m.threads} threads", file=sys.stderr)
+        prompt_speed = st.prompt_tokens / st.prefill_seconds if st.prefill_seconds > 0 else float("inf")
+        gen_speed = st.decoded / st.decode_seconds if st.decoded and st.decode_seconds > 0 else float("nan")
+        print(f"prompt: {st.prompt_tokens} tokens in {st.prefill_seconds * 1e3:.1f} ms, "
+              f"{prompt_speed:.1f} tok/s | generation: {st.generated} tokens, {st.decoded} decoded "
+              f"in {st.decode_seconds * 1e3:.1f} ms, {gen_speed:.1f} tok/s | {m.threads} threads"
+              f" | stopped: {st.stopped_by}", file=sys.stderr)
     return 0

@@ -2,9 +2,9 @@
 import sys
 import textwrap
 
-from slmprof.analysis import layers, roofline
-
 from slmprof import report
+from slmprof.analysis import layers, roofline
+from slmprof.engine import workload
 
 NAME = "layers"
 HELP = "per-layer time, bytes, throughput and roofline verdict of a model on this machine"
@@ -43,9 +43,9 @@ COUNTER_COLUMNS = [
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=layers.DEFAULT_MODEL,
-                   help=f"registry name or GGUF path (default {layers.DEFAULT_MODEL}; offline it "
-                        f"falls back to {layers.FALLBACK_MODEL} and says so)")
+    p.add_argument("--model", default=workload.DEFAULT_MODEL,
+                   help=f"registry name or GGUF path (default {workload.DEFAULT_MODEL}; offline it "
+                        f"falls back to {workload.FALLBACK_MODEL} and says so)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
     p.add_argument("--prompt-tokens", type=int, default=64, help="prompt length for prefill (default 64)")
     p.add_argument("--gen-tokens", type=int, default=32, help="tokens to decode (default 32)")
@@ -90,10 +90,11 @@ def run(args):
     def say(text):
         report.say(text, quiet=quiet)
 
-    rep = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
+    result = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
                                 gen_tokens=args.gen_tokens, phase=args.phase,
                                 events=_events(args.events), progress=say,
                                 trace_path=args.trace, hz=args.hz)
+    rep = result.to_report()
     if args.json_file:
         report.write_json(rep, args.json_file)
     if args.csv:
@@ -103,20 +104,20 @@ def run(args):
     elif args.format == "csv":
         report.write_text(report.to_csv(rep["records"]), args.output)
     else:
-        report.write_text(render_text(rep, show_ops=args.ops, style=args.format), args.output)
+        report.write_text(render_text(result, show_ops=args.ops, style=args.format), args.output)
     return 0
 
 
-def render_text(rep, show_ops=False, style="md"):
-    """The table people read: header lines, one table per phase, summary lines, notes."""
+def render_text(result, show_ops=False, style="md"):
+    """The table people read (from a layers.LayersResult): header lines, one table per phase,
+    summary lines, notes."""
     out = []
-    model = rep.get("model") or {}
-    ceil = rep.get("ceilings") or {}
-    settings = rep.get("settings") or {}
+    model, ceil, settings = result.model, result.ceilings, result.settings
     out.append(f"model: {model.get('name')}{' (synthetic)' if model.get('synthetic') else ''}"
                f", {model.get('file_type') or ''}; {settings.get('threads')} "
                f"thread{'s' if settings.get('threads') != 1 else ''}, "
                f"kernel path {settings.get('isa') or '?'}, KV cache {model.get('kv_type')}")
+
     def rates(key):
         return ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted((ceil.get(key) or {}).items()))
     matvec, gemm, dots = rates("matvec_ops_per_s"), rates("gemm_ops_per_s"), rates("dot_ops_per_s")
@@ -125,51 +126,47 @@ def render_text(rep, show_ops=False, style="md"):
                + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
                   f"int8 dot GOP/s {dots}; " if dots else "")
                + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s")
-    records = rep["records"]
-    has_counters = any(r.get("ipc") is not None or r.get("dram_bytes_per_token") is not None
-                       for r in records)
-    notes = list(rep.get("notes") or [])
-    counter_notes = [n for n in notes if n.startswith("counter columns")]
+    rows = result.rows
+    has_counters = any(r.ipc is not None or r.dram_bytes_per_token is not None for r in rows)
+    counter_notes = result.notes_of("counters")
     if counter_notes:
         out.append("counters: IPC, DRAM bytes and backend stalls not shown: "
                    + counter_notes[0].split("empty: ", 1)[-1])
-        notes = [n for n in notes if n not in counter_notes]
     if has_counters and show_ops and settings.get("operation_regions"):
         out.append("counters: per layer; operation rows: " + settings["operation_regions"])
-    synthetic = [n for n in notes if "synthetic" in n or "could not be fetched" in n]
-    for n in synthetic:
+    for n in result.notes_of("model"):
         out.append(f"model note: {n}")
-    notes = [n for n in notes if n not in synthetic]
     columns = COLUMNS + (COUNTER_COLUMNS if has_counters else [])
     if not show_ops:
         columns = [c for c in columns if c.key != "op"]
     for ph in layers.PHASES:
-        rows = [r for r in records if r["phase"] == ph and (show_ops or not r["op"])]
-        # operation rows sit under their layer's row: the layer name is not repeated
-        rows = [dict(r, layer="") if r["op"] else r for r in rows]
-        if not rows:
+        shown = [r for r in rows if r.phase == ph and (show_ops or not r.op)]
+        if not shown:
             continue
-        s = rep["summary"][ph]
+        # operation rows sit under their layer's row: the layer name is not repeated
+        table = [dict(vars(r), layer="") if r.op else vars(r) for r in shown]
+        s = result.phases[ph]
         out.append("")
-        out.append(f"{ph}: {s['tokens']} tokens, {s['ms_per_token']:.2f} ms/token, "
-                   f"{s['tokens_per_s']:.1f} tokens/s")
-        out.append(report.format_table(rows, columns, style=style).rstrip("\n"))
-        out.append(f"  where the time goes: layers " + ", ".join(
-            f"{name} {pct:.0f}%" for name, pct in s["top_layers"]) + "; operations " + ", ".join(
-            f"{op} {pct:.0f}%" for op, pct in s["top_ops"]))
-        ideal = s.get("ideal_tokens_per_s")
-        out.append(f"  roofline-ideal {ideal:.1f} tokens/s vs achieved {s['tokens_per_s']:.1f} "
-                   f"({100 * (s['roofline_efficiency'] or 0):.0f}% of the roofline)" if ideal else
+        out.append(f"{ph}: {s.tokens} tokens, {s.ms_per_token:.2f} ms/token, "
+                   f"{s.tokens_per_s:.1f} tokens/s")
+        out.append(report.format_table(table, columns, style=style).rstrip("\n"))
+        out.append("  where the time goes: layers " + ", ".join(
+            f"{name} {pct:.0f}%" for name, pct in s.top_layers) + "; operations " + ", ".join(
+            f"{op} {pct:.0f}%" for op, pct in s.top_ops))
+        ideal = s.ideal_tokens_per_s
+        out.append(f"  roofline-ideal {ideal:.1f} tokens/s vs achieved {s.tokens_per_s:.1f} "
+                   f"({100 * (s.roofline_efficiency or 0):.0f}% of the roofline)" if ideal else
                    "  roofline-ideal: n/a")
-        out.append(f"  regions cover {100 * s['regions_coverage']:.1f}% of the measured time "
-                   f"({s['regions_sum_ms_per_token']:.3f} of {s['ms_per_token']:.3f} ms/token)")
-        if s.get("unprofiled_ms_per_token"):
-            out.append(f"  without regions: {s['unprofiled_ms_per_token']:.2f} ms/token "
-                       f"({1e3 / s['unprofiled_ms_per_token']:.1f} tokens/s); the regions cost "
-                       f"{100 * s['profiling_overhead']:+.1f}%")
+        out.append(f"  regions cover {100 * s.regions_coverage:.1f}% of the measured time "
+                   f"({s.regions_sum_ms_per_token:.3f} of {s.ms_per_token:.3f} ms/token)")
+        if s.unprofiled_ms_per_token:
+            out.append(f"  without regions: {s.unprofiled_ms_per_token:.2f} ms/token "
+                       f"({1e3 / s.unprofiled_ms_per_token:.1f} tokens/s); the regions cost "
+                       f"{100 * s.profiling_overhead:+.1f}%")
     out.append("")
-    out.append("bottleneck: " + rep["summary"].get("bottleneck", ""))
-    out.append("verdicts: " + roofline.VERDICT_RULE + ".")
-    for n in notes:
-        out.append(f"note: {n}")
+    out.append("bottleneck: " + result.bottleneck)
+    out.append("verdicts: " + result.verdict_rule + ".")
+    for n in result.notes:
+        if n.kind not in ("counters", "model"):
+            out.append(f"note: {n.text}")
     return "\n".join(out) + "\n"

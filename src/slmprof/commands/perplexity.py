@@ -2,6 +2,10 @@
 import json
 import sys
 import time
+from dataclasses import asdict
+
+from slmprof.analysis.perplexity import perplexity
+from slmprof.engine.model import Model
 
 NAME = "perplexity"
 HELP = "perplexity of a model on a text file, in non-overlapping windows (llama.cpp's method)"
@@ -26,9 +30,6 @@ def add_arguments(p):
 
 
 def run(args):
-    from slmprof.engine.model import Model
-    from slmprof.analysis.perplexity import perplexity
-
     err = None
     if args.threads is not None and args.threads < 1:
         err = "--threads must be at least 1"
@@ -66,7 +67,7 @@ def run(args):
             print(f"perplexity: window {done}/{total}  running ppl {ppl:.4f}  ({rate:.0f} tok/s)",
                   file=sys.stderr, flush=True)
 
-        result = perplexity(m, tokens, args.ctx, progress=progress)
+        result = asdict(perplexity(m, tokens, args.ctx, progress=progress))
         result.update(model=m.name, synthetic=m.synthetic, threads=m.threads, file=args.file,
                       seconds=round(time.perf_counter() - t0, 3))
     if args.json:

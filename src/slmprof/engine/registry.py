@@ -19,10 +19,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmprof.errors import ModelNotFoundError
 from slmprof.engine import quant
-from slmprof.engine.gguf import FILE_TYPES, ModelShape
+from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, file_type_label,
+                                  open_model)
 from slmprof.engine.requantize import REQUANT_TYPES, requantize
+from slmprof.engine.tokenizer import synthetic_vocab
+from slmprof.errors import ModelNotFoundError
 
 # --- the real model ------------------------------------------------------------------------------
 REAL_MODEL = "smollm2-135m"
@@ -254,7 +256,6 @@ def _encode_rows(x, type_id):
         return x
     if type_id == 1:
         return x.astype(np.float16)
-    from slmprof.engine import quant
     return quant.quantize(x, type_id)
 
 
@@ -271,8 +272,6 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM."""
     import math
 
-    from slmprof.engine.gguf import GGUFWriter
-    from slmprof.engine.tokenizer import synthetic_vocab
 
     type_ = type_.lower()
     if type_ not in WEIGHT_TYPES:
@@ -324,35 +323,6 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
         w.add_tensor(tname, _tensor_chunks(tname, ne, tid, std, seed), tid, ne)
 
     return w.write(what=f"writing {Path(path).name}", quiet=quiet)
-
-
-def tiny_shape(arch="llama", tied=True, n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
-               head_dim=None, vocab=384, ctx=128, rope_base=None, rms_eps=1e-5, rope_freqs=False):
-    """A small ModelShape for tests (defaults: 2 layers, dim 64, 4 heads of 16, 2 KV heads)."""
-    if arch not in ("llama", "qwen2"):
-        raise ValueError(f"tiny models are llama or qwen2, not {arch!r}")
-    return ModelShape(arch=arch, n_layer=n_layer, dim=dim, ffn=ffn, n_head=n_head,
-                      n_kv_head=n_kv_head, head_dim=head_dim or dim // n_head, vocab=vocab,
-                      ctx=ctx, tied=tied,
-                      rope_base=rope_base or (1e6 if arch == "qwen2" else 10000.0),
-                      rms_eps=rms_eps, rope_freqs=rope_freqs)
-
-
-def write_tiny_model(path, arch="llama", type="q4_0", tokenizer="gpt2", tied=True,
-                     head_type=None, embd_type=None, seed=0, version=3, **shape_kw):
-    """A tiny synthetic model for tests. All 2-D weights are `type` unless head_type (LM head)
-    or embd_type (untied token_embd) say otherwise. tokenizer: "gpt2" (byte-level BPE; smollm
-    pre-tokenizer for llama, qwen2 for qwen2) or "spm". Returns the path."""
-    shape = tiny_shape(arch=arch, tied=tied, **shape_kw)
-    if tokenizer == "gpt2":
-        tok = ("gpt2", "qwen2" if arch == "qwen2" else "smollm")
-    elif tokenizer in ("spm", "llama"):
-        tok = ("llama", None)
-    else:
-        raise ValueError(f"tokenizer must be 'gpt2' or 'spm', not {tokenizer!r}")
-    return write_synthetic(shape, type, path, seed=seed, name=f"tiny {arch} {type}",
-                           tokenizer=tok, head_type=head_type or type,
-                           embd_type=embd_type or type, version=version)
 
 
 def synthetic_path(shape_name, type_):
@@ -444,7 +414,6 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
     if path.is_file():
         synthetic = False
         try:
-            from slmprof.engine.gguf import GGUFFile
             with GGUFFile(path) as gf:
                 synthetic = bool(gf.metadata.get("slmprof.synthetic", False))
         except Exception:
@@ -461,7 +430,6 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
 
 def list_models():
     """One dict per known name: what it is, its size, bytes streamed per token, cached or not."""
-    from slmprof.engine.gguf import open_model
     rows = []
 
     def row(name, path, shape, type_, synthetic, note):
@@ -478,7 +446,6 @@ def list_models():
             except Exception as e:      # a damaged cache entry is reported, not fatal
                 note = f"unreadable: {e}"
         if bpt is None:
-            from slmprof.engine.gguf import file_type_label
             t = type_.lower()
             head = lm_head_type(t)
             bpt = shape.weight_bytes_per_token(t, head)

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slmprof.errors import UnsupportedError
 from slmprof.engine import quant
 from slmprof.engine.gguf import FILE_TYPES, GGUFWriter, open_model
+from slmprof.errors import UnsupportedError
 
 # File types that follow llama-quantize's recipe: name -> (default tensor type, the file type
 # as llama.cpp names it in general.file_type).

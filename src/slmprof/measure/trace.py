@@ -17,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from slmprof.errors import ModelFileError, UnavailableError
+from slmprof import _core
+from slmprof.engine import workload
+from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+from slmprof.measure.sampler import Sampler
 
-FORMAT = "slmprof.measure.trace"
+FORMAT = "slmprof.trace"
 FORMAT_VERSION = 1
 # Python-level phase markers get region ids from here up (engine ids are far below).
 PHASE_REGION_BASE = 1 << 20
@@ -58,29 +61,13 @@ class Recording:
 
 
 def _region_names(model):
-    try:
-        return {int(rid): (layer, op) for rid, layer, op in model.region_names()}
-    except AttributeError:
-        return {}
-
-
-def chainable(table):
-    """Whether a region table can sit behind a recorder (it exposes its C hooks' address)."""
-    return table is not None and hasattr(table, "hooks_address")
+    return {int(rid): (layer, op) for rid, layer, op in model.region_names()}
 
 
 def start(model, hz=0, next_table=None, capacity=DEFAULT_CAPACITY):
     """Put a recorder on the model's region hooks (chained to `next_table`, a region table, so
     its totals still accumulate) and start the sampler at `hz` (0: none)."""
-    from slmprof import _core
-    addr = 0
-    if next_table is not None:
-        get = getattr(next_table, "hooks_address", None)
-        if get is None:
-            raise UnavailableError("this region table cannot be chained to a trace recorder "
-                                   "(no hooks_address)")
-        addr = int(get())
-    recorder = _core.TraceRecorder(capacity, addr, next_table)
+    recorder = _core.TraceRecorder(capacity, next_table)
     model.set_profiler(recorder)
     sampler, note = (None, None)
     if hz:
@@ -129,10 +116,6 @@ def stop(rec, next_table=None):
 
 
 def _start_sampler(hz):
-    try:
-        from slmprof.measure.sampler import Sampler
-    except ImportError as e:
-        return None, f"no sampler in this build ({e}); the trace has region slices only"
     s = Sampler(hz=hz)
     s.start()
     return s, None
@@ -207,7 +190,6 @@ def load(path):
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"trace {path}: not an slmprof trace (format {meta.get('format')!r})")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        from slmprof.errors import UnsupportedError
         raise UnsupportedError(f"trace {path}: format version {meta['format_version']} is newer "
                                f"than this slmprof reads ({FORMAT_VERSION})")
     return {"edges": edges, "samples": samples, "meta": meta}
@@ -365,33 +347,23 @@ def write_chrome(trace, path):
 def record_run(model_name, threads=None, prompt_tokens=32, gen_tokens=16, hz=1000, progress=None):
     """Load a model, warm it up, and record a prefill and a greedy decode with every region edge
     and the sampler at `hz`. Returns the trace dict (see save())."""
-    from slmprof.analysis import layers
-    try:
-        from slmprof.engine.model import Model
-    except ImportError as e:
-        raise UnavailableError(f"the engine is not part of this build ({e})") from None
     say = progress or (lambda text: None)
-    name, note = layers.resolve_model(model_name)
-    say(f"loading {name}")
-    m = Model.load(name, threads=threads, ctx=prompt_tokens + gen_tokens + 8)
+    m, notes = workload.load(model_name, threads=threads, prompt_tokens=prompt_tokens,
+                             gen_tokens=gen_tokens, say=say)
     try:
-        prompt = layers.prompt_tokens_for(m, prompt_tokens)
+        prompt = workload.prompt_tokens(m, prompt_tokens)
         say("warming up")
-        m.prefill(prompt[: min(16, len(prompt))])
-        m.reset()
+        workload.warm_up(m, prompt)
         rec = start(m, hz=hz)
-        if note:
-            rec.notes.append(note)
+        rec.notes.extend(notes)
         say(f"recording: prefill {prompt_tokens} tokens, decode {gen_tokens}")
         mark(rec, "prefill")
-        logits = m.prefill(prompt)
+        pre = workload.prefill(m, prompt)
         if gen_tokens:
             mark(rec, "decode")
-            token = int(np.argmax(logits))
-            for _ in range(gen_tokens):
-                token = int(np.argmax(m.decode(token)))
+            workload.decode_greedy(m, pre.logits, gen_tokens)
         data = stop(rec)
-        data["meta"]["model"] = {"name": name, "synthetic": bool(getattr(m, "synthetic", False))}
+        data["meta"]["model"] = {"name": m.name, "synthetic": bool(m.synthetic)}
         data["meta"]["settings"] = {"threads": m.threads, "prompt_tokens": prompt_tokens,
                                     "gen_tokens": gen_tokens, "hz": hz}
         return data
