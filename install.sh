@@ -57,8 +57,8 @@ Install that Python's headers and venv module, or use the system's: PYTHON=/usr/
         sudo=(sudo)
     fi
     say "installing system packages: ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
 # --- 2. the virtual environment -----------------------------------------------------------------
@@ -79,13 +79,14 @@ vpy=$venv/bin/python
 say "building and installing slmprof from $clone (a minute or two; longer on a Raspberry Pi)"
 "$vpy" -m pip install --disable-pip-version-check "$clone[test]"
 
-# Print what to run next, as it should be typed from where the user stands.
-if [ "$venv" = "$PWD/.venv" ]; then bin=.venv/bin; else bin=$venv/bin; fi
+# What to run next, as it is typed from where the user stands.
+if [ "$PWD" = "$clone" ] && [ "$venv" = "$clone/.venv" ]; then bin=.venv/bin; else bin=$venv/bin; fi
+if [ "$PWD" = "$clone" ]; then tests=""; else tests=" $clone/tests"; fi
 cat <<EOF
 
-slmprof is installed in $venv (Python $py_version). Next:
-    $bin/slmprof layers          the main job: where each layer's time goes on this machine
-    $bin/slmprof --help          every command
-    $bin/python -m pytest        the tests (from the clone: $clone)
-Or activate the environment for this shell (source $bin/activate) and type slmprof.
+slmprof is installed in $venv (Python $py_version). Next, from here:
+  the main job:   $bin/slmprof layers
+  every command:  $bin/slmprof --help
+  the tests:      $bin/python -m pytest$tests
+Or \`source $bin/activate\`, then \`slmprof ...\` works from any directory.
 EOF
