@@ -263,8 +263,9 @@ def first_run_notice(model, calibrating):
     if not calibrating:
         return (f"first use of {registry.REAL_MODEL}: downloading it once ({size}) into {where}"
                 if download else None)
-    seconds = max(5, 5 * round(calibrate.expected_seconds() / 5))
-    return (f"first run: slmprof calibrates this machine once (about {seconds} s; best on an idle "
+    seconds = calibrate.expected_seconds()
+    took = f"{max(5, 5 * round(seconds / 5))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+    return (f"first run: slmprof calibrates this machine once (about {took}; best on an idle "
             "machine, since every verdict is judged against what it measures)"
             + (f", then downloads {registry.REAL_MODEL} once ({size}); both are kept in {where}"
                if download

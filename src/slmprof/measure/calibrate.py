@@ -154,16 +154,36 @@ def _steps(cores, paths):
 # sooner than memory streams; the fan-out cost is a count of rounds, not a time).
 STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "attention": 1.0,
               "fma": 0.6, "sync": 0.0}
-# A whole calibration takes about this many times its steps' measuring time on an idle machine
-# (filling the arrays, preparing the streamed weights, warm-up passes): 58 steps, 11.4 s of
-# measuring, took about 20 s on an idle 2-vCPU Zen 4 VM (2026-11-24).
-SETUP_FACTOR = 1.7
+# Filling a step's arrays and its first passes over them, in array bytes per second: a 58-step
+# calibration that filled 34 arrays of 256 MiB took about 20 s on an idle 2-vCPU Zen 4 VM, 11.4 s
+# of it measuring (2026-11-24).
+SETUP_BYTES_PER_S = 1e9
 
 
-def expected_seconds(threads_max=None, seconds_per_step=0.25):
+def default_array_bytes(key=None):
+    """Bytes of each memory array: 8x the last-level cache, at least 64 MB, at most 1/8 of RAM."""
+    key = key or machine_key()
+    array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * _core.calib_llc_bytes())
+    if key["memory_bytes"]:
+        array_bytes = min(array_bytes, key["memory_bytes"] // 8)
+    return array_bytes
+
+
+def _arrays_filled(what, arg):
+    """Arrays of array_bytes a step fills before it measures: the STREAM arrays, the weight
+    copies streamed from memory, the KV caches read from memory."""
+    if what == "memory":
+        return {"copy": 2, "triad": 3}.get(arg, 1)
+    return int(what == "stream" or (what == "attention" and arg == "memory"))
+
+
+def expected_seconds(threads_max=None, seconds_per_step=0.25, array_bytes=None):
     """About how long measure() takes on an idle machine: said before a first calibration."""
     steps = _steps(threads_max or os.cpu_count() or 1, kernel_paths())
-    return SETUP_FACTOR * seconds_per_step * sum(STEP_SHARE[what] for what, _, _ in steps)
+    array_bytes = array_bytes or default_array_bytes()
+    return sum(seconds_per_step * STEP_SHARE[what]
+               + array_bytes * _arrays_filled(what, arg) / SETUP_BYTES_PER_S
+               for what, arg, _ in steps)
 
 
 def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
@@ -177,9 +197,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     cores = threads_max or key["cores"]
     llc = _core.calib_llc_bytes()
     if array_bytes is None:
-        array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * llc)
-        if key["memory_bytes"]:
-            array_bytes = min(array_bytes, key["memory_bytes"] // 8)
+        array_bytes = default_array_bytes(key)
     paths = kernel_paths()
     steps = _steps(cores, paths)
     profile = {
