@@ -168,7 +168,8 @@ def test_gguf_package_cross_check(name):
 
 def test_type_names_ids_and_sizes():
     ids = {name: quant.TYPES[name].id for name in quant.WEIGHT_TYPES}
-    assert ids == {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
+    assert ids == {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+                   "q2_k": 10, "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14}
     for name, tid in ids.items():
         assert quant.type_name(tid) == name and quant.type_id(name) == tid
     assert quant.row_bytes("q4_0", 64) == 36
@@ -184,10 +185,10 @@ def test_bad_input_is_a_clear_error():
         quant.row_bytes("q4_0", 33)
     with pytest.raises(ShapeError):
         quant.quantize(np.zeros((2, 40), np.float32), "q8_0")
-    with pytest.raises(UnsupportedError, match="q4_k"):
-        quant.type_id("q4_k")
+    with pytest.raises(UnsupportedError, match="iq2_xxs"):
+        quant.type_id("iq2_xxs")
     with pytest.raises(UnsupportedError):
-        quant.type_name(12)
+        quant.type_name(16)
     with pytest.raises(ShapeError, match="take 18 bytes"):
         quant.dequantize(np.zeros(17, np.uint8), "q4_0", 32)
     x = np.zeros(32, np.float32)

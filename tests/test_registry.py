@@ -409,8 +409,8 @@ def test_requantize_embedding_on_request(tiny_model, tmp_path):
 
 def test_requantize_errors(tiny_model, tmp_path):
     src = tiny_model()
-    with pytest.raises(UnsupportedError, match="cannot requantize to 'q4_k'"):
-        requantize(src, tmp_path / "x.gguf", "q4_k")
+    with pytest.raises(UnsupportedError, match="cannot requantize to 'iq4_nl'"):
+        requantize(src, tmp_path / "x.gguf", "iq4_nl")
     with pytest.raises(ValueError, match="same file"):
         requantize(src, src, "q8_0")
     assert not (tmp_path / "x.gguf").exists()

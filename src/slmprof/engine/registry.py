@@ -22,7 +22,7 @@ from pathlib import Path
 from slmprof.engine import quant
 from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, file_type_label,
                                   open_model)
-from slmprof.engine.requantize import requantize
+from slmprof.engine.requantize import REQUANT_TYPES, requantize
 from slmprof.engine.tokenizer import synthetic_vocab
 from slmprof.errors import ModelFileError, ModelNotFoundError
 
@@ -197,7 +197,10 @@ class ResolvedModel:
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
 SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
-WEIGHT_TYPES = quant.WEIGHT_TYPES
+# Synthetic models take the types whose blocks divide every shape's rows (32 elements); the real
+# model takes every type and mix `requantize` writes (the K types with llama.cpp's fallbacks).
+WEIGHT_TYPES = tuple(t for t in quant.WEIGHT_TYPES if quant.block_elems(t) <= 32)
+REAL_TYPES = REQUANT_TYPES
 
 
 def _seed(text):
@@ -423,9 +426,9 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
     name = str(name_or_path)
     if name == REAL_MODEL or name.startswith(REAL_MODEL + ":"):
         type_ = name.split(":", 1)[1].lower() if ":" in name else "q4_1"
-        if type_ not in WEIGHT_TYPES:
+        if type_ not in REAL_TYPES:
             raise ModelNotFoundError(f"unknown weight type {type_!r} in {name!r} (supported: "
-                                     f"{', '.join(WEIGHT_TYPES)})")
+                                     f"{', '.join(REAL_TYPES)})")
         path = ensure_requantized(type_, download=download, quiet=quiet)
         how = "as published" if type_ == "q4_1" else f"requantized to {type_.upper()}"
         return ResolvedModel(name, path, False,
