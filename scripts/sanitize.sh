@@ -53,6 +53,8 @@ else
     asan_runtime=$(gcc -print-file-name=libasan.so)
 fi
 export LD_PRELOAD=$asan_runtime ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1
+# an instrumented build runs several times slower: Ctrl-C must stop the pass, not within 2 s
+export SLMPROF_TEST_CTRL_C_LIMIT_S=30
 
 echo "== kernel, forward-pass and Ctrl-C tests"
 rc=0
