@@ -22,6 +22,7 @@ cdef extern from "slm.h" nogil:
 
     enum:
         SLM_MAX_CTX
+        SLM_MAX_THREADS
         SLM_DEFAULT_MAX_BATCH
         SLM_ARCH_LLAMA
         SLM_ARCH_QWEN2
@@ -81,6 +82,7 @@ ENGINE_ARCHS = {"llama": SLM_ARCH_LLAMA, "qwen2": SLM_ARCH_QWEN2}
 REGION_OP_COUNT = SLM_OP_COUNT
 REGION_OP_NAMES = tuple(slm_op_name(i).decode() for i in range(SLM_OP_COUNT))
 MAX_CTX = SLM_MAX_CTX
+MAX_THREADS = SLM_MAX_THREADS
 ENGINE_MAX_BATCH = SLM_DEFAULT_MAX_BATCH
 
 

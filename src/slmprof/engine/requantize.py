@@ -39,9 +39,10 @@ def _convert_chunks(tensor, dst_type, rows_per_chunk=None):
     return chunks
 
 
-def requantize(src, dst, type, embd_type=None, quiet=True):
+def requantize(src, dst, type, embd_type=None, progress=None):
     """Write `src` to `dst` with every 2-D weight in `type` (see the module docstring).
-    Returns the destination path. The file appears only when complete."""
+    Returns the destination path. The file appears only when complete. progress(what, done,
+    total): called as the file is written."""
     type_name = str(type).lower()
     if type_name not in REQUANT_TYPES:
         raise UnsupportedError(f"cannot requantize to {type!r} (supported: "
@@ -75,5 +76,5 @@ def requantize(src, dst, type, embd_type=None, quiet=True):
                 w.add_tensor(name, t.data, t.type, t.shape)
             else:
                 w.add_tensor(name, _convert_chunks(t, target), target, t.shape)
-        w.write(what=f"writing {dst.name} ({quant.display_name(dst_id)})", quiet=quiet)
+        w.write(progress=progress, what=f"writing {dst.name} ({quant.display_name(dst_id)})")
     return dst
