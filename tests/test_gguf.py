@@ -39,7 +39,10 @@ def write_f32_model(path, shape=TINY, drop=(), reshape=None, types=None, arch=No
             nbytes = quant.tensor_bytes(t, shp) if ok else 0
             w.add_tensor(name, bytes(nbytes), t, shp)
         else:
-            w.add_tensor(name, rng.standard_normal(shp[::-1]).astype(np.float32), "f32", shp)
+            x = rng.standard_normal(shp[::-1]).astype(np.float32)
+            if name == "rope_freqs.weight":      # frequency factors are positive
+                x = np.abs(x) + 1
+            w.add_tensor(name, x, "f32", shp)
     return w.write()
 
 

@@ -98,6 +98,8 @@ typedef struct {
     slm_region_hooks hooks;
     int region_ops;        /* operation edges too, not only layer edges */
     slm_attend_fn attend;  /* attention path for the active ISA */
+    int watch_sigint;      /* stop at a layer boundary once the SIGINT count leaves sigint_seen */
+    uint32_t sigint_seen;
 } chunk_job;
 
 struct slm_model {
@@ -124,6 +126,11 @@ struct slm_model {
     chunk_job job;
     work_counter *counters;    /* (max_ops) one per parallel step of a forward chunk */
     int max_ops;
+    int watch_sigint;
+    uint32_t sigint_seen;
+    /* This chunk's decisions at layer boundaries (see stop_here): 2l = boundary l undecided,
+     * 2l+1 = stop there, 2l+2 = go on. */
+    _Alignas(64) atomic_int gate;
 };
 
 /* ---- loading --------------------------------------------------------------------------- */
@@ -371,6 +378,12 @@ int slm_model_set_region_ops(slm_model *m, int ops) {
     return SLM_OK;
 }
 
+int slm_model_stop_on_sigint(slm_model *m, int watch, uint32_t seen) {
+    m->watch_sigint = watch != 0;
+    m->sigint_seen = seen;
+    return SLM_OK;
+}
+
 /* ---- the neural net blocks ------------------------------------------------------------- */
 
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
@@ -466,6 +479,22 @@ static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begi
     if (!job->hooks.begin) return;
     if (w->ith == 0) record_edge(job, end_op, end_layer, begin_layer, begin_op);
     if ((end_layer >= 0 || begin_layer >= 0) && job->hooks.hold_at_layers) slm_pool_barrier(w->m->pool);
+}
+
+/* Whether the pass stops at the start of layer l (Ctrl-C). Threads can be layers apart (none
+ * waits for another to arrive, only for work), so they must agree at each boundary: the first
+ * to reach boundary l decides for all and records it in m->gate. The rest read one word. */
+static int stop_here(worker *w, int l) {
+    slm_model *m = w->m;
+    if (!m->job.watch_sigint) return 0;
+    int g = atomic_load_explicit(&m->gate, memory_order_acquire);
+    while (g == 2 * l) {
+        const int want = slm_sigint_count() != m->job.sigint_seen ? 2 * l + 1 : 2 * l + 2;
+        if (atomic_compare_exchange_weak_explicit(&m->gate, &g, want, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            g = want;
+    }
+    return g == 2 * l + 1;
 }
 
 /* RMSNorm of rows [t0, t0+n) of x, quantized once per activation format of group g. */
@@ -690,6 +719,10 @@ static void forward_thread(void *ctx, int ith, int nth) {
         const layer_weights *L = &m->layers[l];
         const int slot = l + 1;
         int prev_end_op = l == 0 ? SLM_REGION_ID(0, SLM_OP_EMBED) : SLM_REGION_ID(l, SLM_OP_DOWN);
+        if (stop_here(&w, l)) { /* every thread stops here: close the open regions */
+            if (w.ith == 0 && job->hooks.begin) record_edge(job, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), -1, -1);
+            return;
+        }
         edge(&w, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), SLM_REGION_ID(slot, SLM_OP_LAYER),
              SLM_REGION_ID(slot, SLM_OP_ATTN_NORM));
 
@@ -745,18 +778,22 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
     if ((int64_t)m->n_past + n_tok > m->cfg.n_ctx) return SLM_ECTX;
     for (int i = 0; i < n_tok; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab) return SLM_EINVAL;
+    const int32_t n_past0 = m->n_past;
     for (int done = 0; done < n_tok;) {
         const int n = n_tok - done < m->max_batch ? n_tok - done : m->max_batch;
         const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
-                           .region_ops = m->region_ops, .attend = slm_attend_for(-1)};
+                           .region_ops = m->region_ops, .attend = slm_attend_for(-1),
+                           .watch_sigint = m->watch_sigint, .sigint_seen = m->sigint_seen};
+        if (job->watch_sigint && slm_sigint_count() != job->sigint_seen) break;
         if (done + n > first_out) {
             job->out0 = first_out > done ? first_out - done : 0;
             job->n_out = n - job->out0;
             job->logits = logits + (size_t)(done + job->out0 - first_out) * m->cfg.vocab;
         }
         memset(m->counters, 0, (size_t)m->max_ops * sizeof(work_counter));
+        atomic_store_explicit(&m->gate, 0, memory_order_relaxed);
         /* The first layer region begins before the workers are woken and the last ends
          * after all of them have finished, so the layer regions cover the whole pass: waking
          * the threads is in the embedding layer's time, waiting for the last one to finish
@@ -765,9 +802,14 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int last_slot = job->n_out ? m->cfg.n_layer + 1 : m->cfg.n_layer;
         if (job->hooks.begin) record_edge(job, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), -1);
         slm_pool_run(m->pool, forward_thread, m);
+        if (atomic_load_explicit(&m->gate, memory_order_relaxed) & 1) break; /* stopped: regions closed */
         if (job->hooks.begin) record_edge(job, -1, SLM_REGION_ID(last_slot, SLM_OP_LAYER), -1, -1);
         m->n_past += n;
         done += n;
+    }
+    if (m->n_past != n_past0 + n_tok) {
+        m->n_past = n_past0;
+        return SLM_EINTR;
     }
     return SLM_OK;
 }

@@ -256,19 +256,15 @@ class Model:
 
     # --- profiling --------------------------------------------------------------------------
     def set_profiler(self, region_table, ops=True):
-        """Attach a region table (its C hooks are called at every region edge), or None.
-        Anything else that offers C hooks through hooks_address() (the address of a
-        slm_region_hooks that lives as long as the object) works too, e.g. a trace recorder.
+        """Attach a region table or a trace recorder (a _core.HookSource: its C hooks are
+        called at every region edge), or None.
 
         ops=False: layer regions only. With ops, operation regions record wall time only
         (count and wall ns: no thread CPU time, no counters): there are ~8 per layer and a
         system call or counter snapshot at each of their edges would slow decode by several
         percent. Layer regions keep thread CPU time and counters."""
         self.engine.set_region_ops(bool(ops))
-        if region_table is not None and hasattr(region_table, "set_wall_only"):
+        if isinstance(region_table, _core.RegionTable):
             region_table.set_wall_only(rid for rid, _, op in self.region_names() if op != "layer")
-        if region_table is not None and hasattr(region_table, "hooks_address"):
-            self.engine._set_hooks(int(region_table.hooks_address()), region_table)
-        else:
-            self.engine.set_region_table(region_table)
+        self.engine.set_hooks(region_table)
         self._profiler = region_table
