@@ -103,6 +103,7 @@ class Model:
             raise ValueError(f"ctx must be an integer in [1, {_core.MAX_CTX}] (got {ctx!r})")
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)} (got {kv_type!r})")
+        quant.active_isa()      # SLMPROF_ISA naming a path this machine lacks: say so first
         resolved = (name_or_path if isinstance(name_or_path, registry.ResolvedModel)
                     else registry.resolve(name_or_path))
         gf, desc = gguf.open_model(resolved.path)
