@@ -118,6 +118,9 @@ int slm_isa_set(int isa);              /* SLM_OK, or SLM_ENOSYS if unavailable *
 const char *slm_isa_name(int isa);
 int slm_isa_from_name(const char *name); /* isa id, or SLM_EINVAL */
 int slm_isa_env_status(void);          /* SLM_OK, SLM_EINVAL (unknown name) or SLM_ENOSYS */
+/* Put back a state read by slm_isa_active and slm_isa_env_status (the end of a section that
+ * forced a path): a refused SLMPROF_ISA is refused again afterwards. */
+int slm_isa_restore(int isa, int status);
 
 /* One weight type's kernels on one ISA (ggml's type_traits idea). */
 typedef void (*slm_from_float_fn)(const float *x, void *y, int64_t n);

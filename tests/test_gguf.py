@@ -397,6 +397,11 @@ def test_bad_alignment_key(tmp_path):
     w.write()
     with pytest.raises(ModelFileError, match="'general.alignment' must be uint32"):
         GGUFFile(path)
+    w = GGUFWriter(path, "llama")       # GGUF requires a multiple of 8: F32 values read in place
+    w.add("general.alignment", 4, "uint32")
+    w.write()
+    with pytest.raises(ModelFileError, match="'general.alignment' = 4 is not a multiple of 8"):
+        GGUFFile(path)
 
 
 def test_row_length_not_multiple_of_block(tmp_path):

@@ -363,6 +363,39 @@ def test_slmprof_isa_env_forces_a_path_or_fails_clearly():
     assert _env_isa("bogus").startswith("UnsupportedError")
 
 
+def _missing_path():
+    missing = [n for n in quant.isa_names() if n not in PATHS]
+    if not missing:
+        pytest.skip("this machine runs every kernel path: none to refuse")
+    return missing[0]
+
+
+def test_a_refused_slmprof_isa_stays_refused_after_a_forced_section():
+    """force_isa puts back SLMPROF_ISA's verdict with the path: a path the CPU lacks must not
+    quietly become the best one once a forced section (validate, a test) ends."""
+    missing = _missing_path()
+    code = ("from slmprof.engine import quant\n"
+            "with quant.force_isa('scalar'):\n print(quant.active_isa())\n"
+            "try:\n print(quant.active_isa())\nexcept Exception as e:\n print(type(e).__name__, e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, SLMPROF_ISA=missing)).stdout.splitlines()
+    assert out[0] == "scalar"
+    assert out[1].startswith("UnavailableError") and f"SLMPROF_ISA='{missing}'" in out[1], out
+
+
+@pytest.mark.parametrize("command", [["validate", "--quick"],
+                                     ["generate", "--prompt", "hi", "--max-tokens", "1"]])
+def test_commands_refuse_a_path_the_cpu_lacks_with_the_reason(command, tiny_model):
+    missing = _missing_path()
+    if command[0] == "generate":
+        command = command + ["--model", str(tiny_model())]
+    out = subprocess.run([sys.executable, "-m", "slmprof", *command], capture_output=True,
+                         text=True, env=dict(os.environ, SLMPROF_ISA=missing), timeout=300)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert f"SLMPROF_ISA='{missing}': this CPU or build cannot run it" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "passed" not in out.stdout
+
+
 def test_corrupt_switch_breaks_exactly_one_path():
     rng = np.random.default_rng(8)
     wq = quant.quantize(rng.standard_normal((16, 64), dtype=np.float32), "q8_0")

@@ -117,6 +117,16 @@ int slm_isa_set(int isa) {
     return SLM_OK;
 }
 
+int slm_isa_restore(int isa, int status) {
+    ensure_init();
+    if (isa < 0 || isa >= SLM_ISA_COUNT) return SLM_EINVAL;
+    if (status != SLM_OK && status != SLM_EINVAL && status != SLM_ENOSYS) return SLM_EINVAL;
+    if (!isa_supported[isa]) return SLM_ENOSYS;
+    __atomic_store_n(&active_isa, isa, __ATOMIC_RELAXED);
+    __atomic_store_n(&env_status, status, __ATOMIC_RELAXED);
+    return SLM_OK;
+}
+
 const char *slm_isa_name(int isa) {
     return isa >= 0 && isa < SLM_ISA_COUNT ? isa_names[isa] : "unknown";
 }

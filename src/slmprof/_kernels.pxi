@@ -93,6 +93,10 @@ def _isa_env_status():
     return slm_isa_env_status()
 
 
+def _isa_restore(int isa, int env_status):
+    check(slm_isa_restore(isa, env_status), f"restore kernel path {slm_isa_name(isa).decode()!r}")
+
+
 def _isa_set(int isa):
     check(slm_isa_set(isa), f"select kernel path {slm_isa_name(isa).decode()!r}")
 

@@ -70,6 +70,7 @@ cdef extern from "slm.h" nogil:
     const char *slm_isa_name(int isa)
     int slm_isa_from_name(const char *name)
     int slm_isa_env_status()
+    int slm_isa_restore(int isa, int status)
     const slm_type_traits *slm_get_traits(int type, int isa)
     int slm_act_row_bytes(int weight_type, int64_t cols)
     int slm_weight_prepare(slm_weight *w)
@@ -266,6 +267,7 @@ cdef extern from "slm.h" nogil:
 
     enum:
         SLM_MAX_CTX
+        SLM_MAX_THREADS
         SLM_DEFAULT_MAX_BATCH
         SLM_ARCH_LLAMA
         SLM_ARCH_QWEN2

@@ -21,7 +21,7 @@ from slmprof import _core
 from slmprof.engine import gguf, quant, registry
 from slmprof.engine.sampling import Sampler
 from slmprof.engine.tokenizer import Tokenizer
-from slmprof.errors import ContextOverflowError
+from slmprof.errors import ContextOverflowError, NumericalError
 
 KV_TYPES = ("f32", "f16")
 DEFAULT_KV_TYPE = "f32"
@@ -103,6 +103,7 @@ class Model:
             raise ValueError(f"ctx must be an integer in [1, {_core.MAX_CTX}] (got {ctx!r})")
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)} (got {kv_type!r})")
+        quant.active_isa()      # SLMPROF_ISA naming a path this machine lacks: say so first
         resolved = (name_or_path if isinstance(name_or_path, registry.ResolvedModel)
                     else registry.resolve(name_or_path))
         gf, desc = gguf.open_model(resolved.path)
@@ -216,7 +217,10 @@ class Model:
         eos = self.tokenizer.eos_id if self.tokenizer is not None else None
         generated, text = [], ""
         for i in range(max_tokens):
-            token = sampler.sample(logits)
+            try:
+                token = sampler.sample(logits)
+            except NumericalError as e:
+                raise NumericalError(f"{self.name}, position {self.n_past}: {e}") from None
             if stop_at_eos and eos is not None and token == eos:
                 st.stopped_by = "end of sequence"
                 return
