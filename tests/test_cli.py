@@ -269,3 +269,19 @@ def test_compare_does_not_import_another_commands_helpers():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(m and m.startswith("slmprof.commands.") and m != "slmprof.commands._options"
                    for m in imported)
+
+
+def test_a_recording_and_its_trace_carry_the_schema(tiny, tmp_path, capsys):
+    from slmprof.measure import trace
+    rec, tr = tmp_path / "run.npz", tmp_path / "run.json"
+    code, out, err = _run(capsys, ["trace", "--model", tiny, "--threads", "1", "--prompt-tokens",
+                                   "4", "--gen-tokens", "2", "--hz", "0", "-o", str(rec),
+                                   "--chrome", str(tr), "-q"])
+    assert code == 0, err
+    data = trace.load(rec)
+    assert report.schema_of(data["meta"]) == ("recording", report.SCHEMA_VERSION)
+    assert report.schema_of(json.loads(tr.read_text()))[0] == "trace"
+    again = tmp_path / "again.json"
+    code, out, err = _run(capsys, ["trace", "--from", str(rec), "--chrome", str(again), "-q"])
+    assert code == 0, err
+    assert json.loads(again.read_text())["traceEvents"] == json.loads(tr.read_text())["traceEvents"]
