@@ -10,9 +10,10 @@ there (tests/test_package.py): a README whose install or test lines stop working
 
 What the README must keep for this to work:
 - the two headings below, spelled as in SECTIONS, at level 2 (`## `);
-- under each, code blocks (indented four spaces, or fenced with ```) holding one shell command
-  per line, written to be typed at the clone's root; text after ` #` is a comment for the reader
-  (the shell ignores it too). Lines are run with bash exactly as written.
+- under each, before any subheading, code blocks (indented four spaces, or fenced with ```)
+  holding one shell command per line, written to be typed at the clone's root; text after ` #`
+  is a comment for the reader (the shell ignores it too). Lines are run with bash exactly as
+  written. Code under a subheading (`### ...`) is not run.
 
 Standard library only: it runs before anything is installed (Python >= 3.9).
 """
@@ -29,16 +30,15 @@ SECTIONS = {"install": "Install and run", "test": "Tests"}
 
 
 def section_lines(text, heading):
-    """The command lines of the code blocks under `## heading`, up to the next heading of level
-    1 or 2. Raises ValueError when the heading is missing or has no command."""
+    """The command lines of the code blocks under `## heading`, up to the next heading of any
+    level. Raises ValueError when the heading is missing or has no command."""
     lines, inside, fenced, found = [], False, False, False
     for raw in text.splitlines():
         if not fenced and raw.startswith("#"):
             level = len(raw) - len(raw.lstrip("#"))
             title = raw[level:].strip()
-            if level <= 2:
-                inside = level == 2 and title == heading
-                found = found or inside
+            inside = level == 2 and title == heading
+            found = found or inside
             continue
         if raw.lstrip().startswith("```"):
             fenced = not fenced

@@ -186,9 +186,12 @@ def test_first_run_says_up_front_what_it_does_once(isolated_cache, tmp_path, mon
     assert "download" not in layers.first_run_notice(TINY, calibrating=True)
     assert "calibrat" not in layers.first_run_notice(f"{registry.REAL_MODEL}:q8_0", calibrating=False)
     assert layers.first_run_notice(TINY, calibrating=False) is None
-    # once the model is there, nothing is said about it
+    # once the model is there (at its size), nothing is said about it
     registry.real_model_path().parent.mkdir(parents=True)
-    registry.real_model_path().write_bytes(b"")
+    with open(registry.real_model_path(), "wb") as f:
+        f.truncate(registry.REAL_SIZE - 1)
+        assert "downloading it once" in layers.first_run_notice(workload.DEFAULT_MODEL, False)
+        f.truncate(registry.REAL_SIZE)
     assert layers.first_run_notice(workload.DEFAULT_MODEL, calibrating=False) is None
     # the cache under the home directory is shown as ~/...
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -41,8 +41,8 @@ def test_readme_install_and_test_lines_are_there():
         rc.section_lines("# slmprof\n\n## Install\n\n    ./install.sh\n", rc.SECTIONS["install"])
     with pytest.raises(ValueError, match="no command"):
         rc.section_lines("## Tests\n\nno code here\n\n## Next\n\n    pytest\n", rc.SECTIONS["test"])
-    fenced = "## Tests\n\n```\n.venv/bin/python -m pytest   # all\n```\n### more\n\n    -m slow\n## Other\n    x\n"
-    assert rc.section_lines(fenced, "Tests") == [".venv/bin/python -m pytest   # all", "-m slow"]
+    fenced = "## Tests\n\n```\n.venv/bin/python -m pytest   # all\n```\n\n    b\n### more\n\n    c\n## Other\n    d\n"
+    assert rc.section_lines(fenced, "Tests") == [".venv/bin/python -m pytest   # all", "b"]
 
 
 def test_install_script_help():
