@@ -34,6 +34,11 @@ SHAPES = {
     # head_dim 32, one KV head for four query heads, rope_freqs, explicit output
     "llama-untied": tiny(dim=128, n_head=4, n_kv_head=1, tied=False, rope_freqs=True),
     "qwen2": tiny(arch="qwen2", dim=128, n_head=4, n_kv_head=2, tied=False),
+    # per-head q/k norms, NEOX RoPE
+    "qwen3": tiny(arch="qwen3", dim=128, n_head=4, n_kv_head=2, tied=False),
+    # + scaled embeddings, post-norms, GELU; a window of 8 on layer 0 (40-token sequences
+    # slide past it) with its own RoPE base; heads wider than the width (4 x 64 over 128)
+    "gemma3": tiny(arch="gemma3", dim=128, n_head=4, n_kv_head=1, head_dim=64),
 }
 FLOAT_TOL, FLOAT_REF_TOL = 1e-4, 0.15
 
@@ -91,7 +96,10 @@ def test_logits_match_numpy_reference(tiny_path, shape_name, type_name):
 
 @pytest.mark.parametrize("shape_name", list(SHAPES))
 def test_prefill_batch_equals_token_by_token(tiny_path, shape_name):
-    path = tiny_path(shape_name, "q4_1")
+    # Q4_1's offset term (m * s) cancels most of its scale term, so its one-token and batched
+    # kernels' different summation orders tip Q8 roundings often in gemma3's wide-ranging
+    # activations (scaled embeddings); real Gemma files hold no Q4_1: Q8_0 there
+    path = tiny_path(shape_name, "q8_0" if shape_name == "gemma3" else "q4_1")
     seq = tokens(30, seed=7)
     with Model.load(path, threads=2, ctx=64) as m:
         batch = m.prefill(seq, all_logits=True)

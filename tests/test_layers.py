@@ -9,7 +9,7 @@ from slmprof import report
 from slmprof.analysis import layers, overhead, roofline
 from slmprof.commands import layers as layers_command
 from slmprof.engine import registry, workload
-from slmprof.engine.model import BLOCK_OPS, Model
+from slmprof.engine.model import Model, block_ops
 from slmprof.errors import ModelNotFoundError
 from slmprof.measure import calibrate
 
@@ -39,7 +39,7 @@ def test_one_row_per_layer_and_operation_and_a_total(rep):
         layer_rows = [r["layer"] for r in rows if not r["op"]]
         assert layer_rows == ["embedding"] + [f"block {i}" for i in range(n_layer)] + ["output", "total"]
         ops = [r["op"] for r in rows if r["layer"] == "block 0" and r["op"]]
-        assert ops == list(BLOCK_OPS)
+        assert ops == list(block_ops(rep["model"]["arch"]))
         for r in rows:
             assert r["verdict"] in roofline.VERDICTS, r
             assert r["ms_per_token"] > 0

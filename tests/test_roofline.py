@@ -12,6 +12,7 @@ from slmprof.measure import calibrate
 from slmprof.analysis import roofline
 from slmprof.engine import quant
 from slmprof.engine.gguf import ModelShape
+from slmprof.engine.model import OP_NAMES
 from slmprof.engine.registry import SHAPES
 
 SMOL = SHAPES["smollm2-135m"]
@@ -73,8 +74,8 @@ def test_layer_rows_sum_their_operations_and_regions_are_the_engines():
         ops = [r for r in rows if r["slot"] == lr["slot"] and r["op"] != "layer"]
         assert lr["bytes"] == sum(r["bytes"] for r in ops)
         assert lr["ops"] == sum(r["ops"] for r in ops)
-        assert lr["region"] == lr["slot"] * 11
-    assert roofline.region_id(31, "lm_head") == 31 * 11 + 10
+        assert lr["region"] == lr["slot"] * len(OP_NAMES)
+    assert roofline.region_id(31, "lm_head") == 31 * len(OP_NAMES) + OP_NAMES.index("lm_head")
 
 
 def test_qwen2_biases_and_untied_head():
