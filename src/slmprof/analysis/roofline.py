@@ -432,16 +432,19 @@ def attainable(intensity, peak, bandwidth):
 
 
 # Parallel steps of the engine's forward call that end in a wait for all threads' work
-# (csrc/model/model.c): per layer q/k/v, attention, wo, gate/up and down, plus the two norms
-# when several tokens share them out (one token: every thread normalizes on its own); then
-# the LM head and the embedding lookup.
-ENGINE_WAITS_PER_LAYER = {"decode": 5, "prefill": 7}
+# (csrc/model/model.c): every operation of a block (llama: q/k/v, attention, wo, gate/up and
+# down; gemma3 adds the q/k norms, two post-norms and the GELU), except the two input norms
+# for one token (every thread normalizes on its own then); then the LM head and the
+# embedding lookup.
+PRIVATE_NORMS = ("attn_norm", "ffn_norm")
 ENGINE_WAITS_OUTSIDE_LAYERS = 2
 
 
 def engine_waits(shape, n_tok):
     """Waits for all threads in one forward call of n_tok tokens."""
-    per_layer = ENGINE_WAITS_PER_LAYER["decode" if n_tok <= 1 else "prefill"]
+    per_layer = len(block_ops(getattr(shape, "arch", "llama")))
+    if n_tok <= 1:
+        per_layer -= len(PRIVATE_NORMS)
     return shape.n_layer * per_layer + ENGINE_WAITS_OUTSIDE_LAYERS
 
 

@@ -12,8 +12,9 @@ left between it and the engine is only float32-vs-float64 arithmetic. Q8_1 carri
 s = fp16(d * sum(q)) per block and the Q4_1 dot product uses it for the weights' offset term
 (m * s); the reference does the same. With `False` it is the pure float model.
 
-Weights are dequantized when used and not kept, so a real model needs about one float64 copy
-of its largest matrix (the embedding) beside the mapped file, not a float copy of everything.
+Weights are dequantized when used and not kept, a block of rows at a time, so a real model needs
+a few hundred MB beside the mapped file (Gemma 3's 262144 x 640 LM head would take 1.3 GB in
+float64 at once), not a float copy of everything.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import numpy as np
 from slmprof.engine import quant
 from slmprof.engine.gguf import GGUFFile, describe_model
 
+# Rows of a matrix dequantized at a time.
+ROW_CHUNK = 16384
 
 
 def block_parts(data, type: str, n: int, rows=None):
@@ -72,31 +75,45 @@ class ReferenceModel:
     def __exit__(self, *exc):
         self.close()
 
-    def _weight(self, name) -> np.ndarray:
-        """A tensor dequantized, in numpy order: (rows, cols) for matrices, (n,) for vectors."""
+    def _raw_rows(self, name):
+        """A matrix's bytes as (rows, row bytes); a vector as one row."""
+        t = self.tensors[name]
+        rows = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
+        return np.asarray(t.data).reshape(rows, -1)
+
+    def _weight(self, name, rows=None) -> np.ndarray:
+        """A tensor dequantized, in numpy order: (rows, cols) for matrices (`rows`: a slice or
+        index array of them), (n,) for vectors."""
         t = self.tensors[name]
         cols = t.shape[0]
-        rows = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
-        x = quant.dequantize(np.asarray(t.data).reshape(rows, -1), t.type, cols)
-        return x.reshape(rows, cols) if len(t.shape) > 1 else x.reshape(cols)
+        raw = self._raw_rows(name)
+        if rows is not None:
+            raw = raw[rows]
+        x = quant.dequantize(raw, t.type, cols)
+        return x.reshape(len(raw), cols) if len(t.shape) > 1 else x.reshape(cols)
 
     def _matmul(self, x, name):
-        """x (n, cols) @ W.T, with x rounded to the weight type's activation format."""
+        """x (n, cols) @ W.T, with x rounded to the weight type's activation format; W
+        dequantized ROW_CHUNK rows at a time."""
         t = self.tensors[name]
-        w = self._weight(name).astype(np.float64)             # (rows, cols)
+        raw = self._raw_rows(name)
         fmt = quant.activation_type(t.type) if self.quantize_activations else None
-        correction = 0.0
         if fmt not in (None, "f32"):
             xq = quant.quantize(x.astype(np.float32), fmt)
             x = quant.dequantize(xq, fmt, x.shape[-1]).astype(np.float64)
+        elif self.quantize_activations:
+            x = x.astype(np.float32).astype(np.float64)
+        out = np.empty((len(x), len(raw)))
+        for r0 in range(0, len(raw), ROW_CHUNK):
+            rows = slice(r0, min(len(raw), r0 + ROW_CHUNK))
+            w = self._weight(name, rows).astype(np.float64)          # (chunk rows, cols)
+            out[:, rows] = x @ w.T
             if fmt == "q8_1":
                 # sum_b m_b * s_b replaces sum_b m_b * d_b * sum(q_b) inside W . x
                 d, s, q = block_parts(xq, "q8_1", x.shape[-1], rows=len(x))
-                m = block_parts(t.data, "q4_1", w.shape[1], rows=len(w))[1]   # (rows, blocks)
-                correction = (s - d * q.sum(axis=2)) @ m.T
-        elif self.quantize_activations:
-            x = x.astype(np.float32).astype(np.float64)
-        return x @ w.T + correction
+                m = block_parts(raw[rows], "q4_1", w.shape[1], rows=len(w))[1]   # (rows, blocks)
+                out[:, rows] += (s - d * q.sum(axis=2)) @ m.T
+        return out
 
     def _vec(self, name):
         return self._weight(name).astype(np.float64)
@@ -129,7 +146,7 @@ class ReferenceModel:
         tokens = np.asarray(tokens, dtype=np.int64)
         n, hd = len(tokens), s.head_dim
         positions = np.arange(n, dtype=np.float64)
-        x = self._weight("token_embd.weight")[tokens].astype(np.float64)   # (n, dim)
+        x = self._weight("token_embd.weight", tokens).astype(np.float64)   # (n, dim)
         x = x * np.float32(s.embed_scale)       # the engine scales in float32, as llama.cpp
         causal = np.triu(np.full((n, n), -np.inf), k=1)
         for layer in range(s.n_layer):
