@@ -34,9 +34,11 @@ const char *slm_op_name(int op);
 /* 1 if a model of architecture `arch` (slm_arch) runs operation `op`, else 0. */
 int slm_arch_has_op(int arch, int op);
 
-/* Limits of a model config: the longest context, and the tokens of one internal forward chunk
- * when max_batch is 0 (a longer prompt runs in chunks, each streaming the weights again). */
+/* Limits of a model config: the longest context, the most worker threads, and the tokens of one
+ * internal forward chunk when max_batch is 0 (a longer prompt runs in chunks, each streaming
+ * the weights again). */
 #define SLM_MAX_CTX (1 << 20)
+#define SLM_MAX_THREADS 1024
 #define SLM_DEFAULT_MAX_BATCH 512
 
 /* ---- Thread pool ----------------------------------------------------------------------

