@@ -147,8 +147,10 @@ typedef struct slm_weight {
 
 /* Weight layouts. R4X2: rows in groups of 4 (last group zero-padded), blocks in pairs (odd
  * count zero-padded); tile (group g, pair p) at (g*n_pairs + p)*tile_bytes holds
- *   half d[8] (index 2*row+block), [Q4_1: half m[8]], then per row the two blocks' quants
- *   (Q4: 2x16 bytes, Q8_0: 2x32 bytes).  Tile bytes: Q4_0 144, Q4_1 160, Q8_0 272. */
+ *   half d[8] (index 2*row+block), [Q4_1, Q5_1: half m[8]], [Q5: per row the fifth bits as
+ *   two uint32, elements 0..15 of both blocks then 16..31], then per row the two blocks' quants
+ *   (Q4, Q5: 2x16 bytes of nibbles, Q8_0: 2x32 bytes).
+ *   Tile bytes: Q4_0 144, Q4_1 160, Q5_0 176, Q5_1 192, Q8_0 272. */
 enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1 };
 
 /* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */

@@ -1,6 +1,7 @@
 /* AVX2 + FMA + F16C kernels (x86-64). Compiled with those flags only for this file; the
  * dispatcher calls them only when cpuid says the CPU has all three.
  *
+ * Q5_0 and Q5_1 use the 4-bit tiles with each row's fifth bits beside its nibbles.
  * Decode (one token) is bandwidth-bound: weights are repacked at load into tiles of 4 rows x
  * 2 blocks (SLM_LAYOUT_R4X2) so that one 8-lane F16C conversion yields all the tile's scales,
  * each activation load serves 4 rows, and the stream is one contiguous region; the activation
@@ -35,6 +36,45 @@ static inline int32_t hsum_epi32(__m256i v) {
 }
 
 static inline float h2f(slm_half h) { return _cvtsh_ss(h); }
+
+/* 4-bit tile types read as such (Q4_0, Q4_1) or with a fifth bit per element (Q5_0, Q5_1);
+ * the _1 types carry a min and read Q8_1 activations, the _0 types an offset (8 or 16). */
+static inline int has_min(int type) { return type == SLM_TYPE_Q4_1 || type == SLM_TYPE_Q5_1; }
+static inline int has_fifth(int type) { return type == SLM_TYPE_Q5_0 || type == SLM_TYPE_Q5_1; }
+static inline int offset_shift(int type) { return type == SLM_TYPE_Q5_0 ? 4 : 3; } /* 16 or 8 */
+
+/* 32 bytes, 0x10 where the matching bit of h is set. */
+static inline __m256i fifth_bits(uint32_t h) {
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                               _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+/* The 32 codes (0..31) of a Q5 block in element order. */
+static inline __m256i q5_codes(const uint8_t *qh, const uint8_t *qs) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+    return _mm256_or_si256(lo, fifth_bits(h));
+}
+
+/* Low and high nibbles of a tile row (32 bytes: two blocks' quants), with the fifth bits of a
+ * Q5 tile (`bits`: the row's two words) or NULL. */
+static inline void tile_row_codes(const uint8_t *q32, const uint8_t *bits, __m256i *lo, __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i q = _mm256_loadu_si256((const __m256i *)q32);
+    *lo = _mm256_and_si256(q, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    if (bits) {
+        uint32_t h[2];
+        memcpy(h, bits, 8);
+        *lo = _mm256_or_si256(*lo, fifth_bits(h[0]));
+        *hi = _mm256_or_si256(*hi, fifth_bits(h[1]));
+    }
+}
 
 /* ---- activation quantizers (bit-identical to the reference) ---- */
 
@@ -128,6 +168,36 @@ static void vec_dot_q4_1(int64_t n, float *s, const void *w_row, const void *act
     *s = hsum_ps(acc) + summs;
 }
 
+static void vec_dot_q5_0(int64_t n, float *s, const void *w_row, const void *act_row) {
+    const slm_block_q5_0 *w = w_row;
+    const slm_block_q8_0 *a = act_row;
+    const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / SLM_QK; b++) {
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);
+        /* (q - 16) . a = q . a - 16 * sum(a) */
+        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q5_codes(w[b].qh, w[b].qs), av), ones);
+        p = _mm256_sub_epi32(p, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, av), ones), 4));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * h2f(a[b].d)), _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = hsum_ps(acc);
+}
+
+static void vec_dot_q5_1(int64_t n, float *s, const void *w_row, const void *act_row) {
+    const slm_block_q5_1 *w = w_row;
+    const slm_block_q8_1 *a = act_row;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int64_t b = 0; b < n / SLM_QK; b++) {
+        const __m256i p = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(q5_codes(w[b].qh, w[b].qs), _mm256_loadu_si256((const __m256i *)a[b].qs)), ones);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * h2f(a[b].d)), _mm256_cvtepi32_ps(p), acc);
+        summs += h2f(w[b].m) * h2f(a[b].s);
+    }
+    *s = hsum_ps(acc) + summs;
+}
+
 /* u8 x s8 products with the sign moved onto the activation: |w| <= 128 and |a| <= 127 keep
  * maddubs' pairwise int16 sums below saturation (2*128*127 = 32512). */
 static inline __m256i dot_q8_q8(__m256i w, __m256i a) {
@@ -211,7 +281,7 @@ static void prepare_act1(int type, const uint8_t *act, int64_t nb, act1_pair *ou
     for (int64_t p = 0; p < (nb + 1) / 2; p++) {
         const int64_t b0 = 2 * p, has1 = b0 + 1 < nb;
         act1_pair *o = &out[p];
-        if (type == SLM_TYPE_Q4_1) {
+        if (has_min(type)) {
             const slm_block_q8_1 *a = (const slm_block_q8_1 *)act;
             act_pair(a[b0].qs, has1 ? a[b0 + 1].qs : NULL, &o->lo, &o->hi);
             o->dd = pair_scales(a[b0].d, has1 ? a[b0 + 1].d : 0);
@@ -224,10 +294,10 @@ static void prepare_act1(int type, const uint8_t *act, int64_t nb, act1_pair *ou
                 o->hi = has1 ? _mm256_loadu_si256((const __m256i *)a[b0 + 1].qs) : _mm256_setzero_si256();
             } else {
                 act_pair(a[b0].qs, has1 ? a[b0 + 1].qs : NULL, &o->lo, &o->hi);
-                /* nibbles are q+8: subtract 8 * (sum of the activation block), lane by lane */
+                /* codes are q+8 (Q5_0: q+16): subtract 8 (16) * (sum of the activation block), lane by lane */
                 const __m256i as = _mm256_madd_epi16(
                     _mm256_add_epi16(_mm256_maddubs_epi16(ones8, o->lo), _mm256_maddubs_epi16(ones8, o->hi)), ones);
-                o->x.corr = _mm256_slli_epi32(as, 3);
+                o->x.corr = type == SLM_TYPE_Q5_0 ? _mm256_slli_epi32(as, 4) : _mm256_slli_epi32(as, 3);
             }
         }
     }
@@ -237,9 +307,9 @@ static void prepare_act1(int type, const uint8_t *act, int64_t nb, act1_pair *ou
 static inline __attribute__((always_inline)) void gemv4_q4(int type, const uint8_t *tiles, int64_t nb,
                                                            const act1_pair *ap, float out[4]) {
     const int64_t n_pairs = (nb + 1) / 2;
-    const int is_q4_1 = type == SLM_TYPE_Q4_1;
-    const int64_t tb = is_q4_1 ? 160 : 144, hdr = is_q4_1 ? 32 : 16;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const int is_q4_1 = has_min(type), fifth = has_fifth(type);
+    const int64_t tb = slm_r4x2_tile_bytes(type), hdr = is_q4_1 ? 32 : 16, qoff = hdr + (fifth ? 32 : 0);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, macc = acc0;
     for (int64_t p = 0; p < n_pairs; p++) {
         const uint8_t *t = tiles + p * tb;
@@ -250,8 +320,8 @@ static inline __attribute__((always_inline)) void gemv4_q4(int type, const uint8
             macc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(t + 16))), ap[p].x.ss, macc);
 #define ROW(r, acc)                                                                                   \
         {                                                                                             \
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(t + hdr + 32 * (r)));              \
-            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4); \
+            __m256i lo, hi;                                                                           \
+            tile_row_codes(t + qoff + 32 * (r), fifth ? t + hdr + 8 * (r) : NULL, &lo, &hi);          \
             __m256i s = _mm256_madd_epi16(                                                            \
                 _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi)), ones); \
             if (!is_q4_1) s = _mm256_sub_epi32(s, corr);                                              \
@@ -319,17 +389,17 @@ static void prepare_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t
                     const int lane = type == SLM_TYPE_Q8_0 ? 2 * j + k : 4 * k + j;
                     if (tok >= n_tok || b >= nb) continue;
                     const uint8_t *arow = act + tok * arb;
-                    if (type == SLM_TYPE_Q4_1) {
+                    if (has_min(type)) {
                         const slm_block_q8_1 *ab = (const slm_block_q8_1 *)arow + b;
                         da[lane] = h2f(ab->d);
                         sa[lane] = h2f(ab->s);
                     } else {
                         const slm_block_q8_0 *ab = (const slm_block_q8_0 *)arow + b;
                         da[lane] = h2f(ab->d);
-                        if (type == SLM_TYPE_Q4_0) {
+                        if (type != SLM_TYPE_Q8_0) {
                             int s = 0;
                             for (int e = 0; e < SLM_QK; e++) s += ab->qs[e];
-                            corr[lane] = 8 * s;
+                            corr[lane] = s << offset_shift(type);
                         }
                     }
                 }
@@ -338,7 +408,7 @@ static void prepare_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t
                 if (tok < n_tok) {
                     const uint8_t *arow = act + tok * arb;
                     const int8_t *q0, *q1 = NULL;
-                    if (type == SLM_TYPE_Q4_1) {
+                    if (has_min(type)) {
                         q0 = ((const slm_block_q8_1 *)arow)[2 * p].qs;
                         if (2 * p + 1 < nb) q1 = ((const slm_block_q8_1 *)arow)[2 * p + 1].qs;
                     } else {
@@ -354,7 +424,7 @@ static void prepare_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t
                 memcpy(o, da, 32);
             } else {
                 memcpy(o + 256, da, 32);
-                if (type == SLM_TYPE_Q4_1) memcpy(o + 288, sa, 32);
+                if (has_min(type)) memcpy(o + 288, sa, 32);
                 else memcpy(o + 288, corr, 32);
             }
         }
@@ -363,9 +433,9 @@ static void prepare_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t
 
 /* out[t][r] for 4 rows (one group) x 4 tokens (one token tile). */
 static inline __attribute__((always_inline)) void gemm4x4_q4(int type, const uint8_t *tiles, int64_t n_pairs, const uint8_t *at, float out[4][4]) {
-    const int is_q4_1 = type == SLM_TYPE_Q4_1;
-    const int64_t tb = is_q4_1 ? 160 : 144, hdr = is_q4_1 ? 32 : 16;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const int is_q4_1 = has_min(type), fifth = has_fifth(type);
+    const int64_t tb = slm_r4x2_tile_bytes(type), hdr = is_q4_1 ? 32 : 16, qoff = hdr + (fifth ? 32 : 0);
+    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t p = 0; p < n_pairs; p++) {
         const uint8_t *t = tiles + p * tb;
@@ -375,8 +445,8 @@ static inline __attribute__((always_inline)) void gemm4x4_q4(int type, const uin
         const __m256 wm = is_q4_1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(t + 16))) : _mm256_setzero_ps();
         const __m256i corr = is_q4_1 ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(a + 288));
         for (int r = 0; r < 4; r++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)(t + hdr + 32 * r));
-            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            __m256i lo, hi;
+            tile_row_codes(t + qoff + 32 * r, fifth ? t + hdr + 8 * r : NULL, &lo, &hi);
             __m256i s[4];
             for (int j = 0; j < 4; j++) {
                 const __m256i alo = _mm256_loadu_si256((const __m256i *)(a + 64 * j));
@@ -449,6 +519,10 @@ static void gemv4_q4_0(const uint8_t *tiles, int64_t nb, const act1_pair *ap, fl
 static void gemv4_q4_1(const uint8_t *tiles, int64_t nb, const act1_pair *ap, float out[4]) { gemv4_q4(SLM_TYPE_Q4_1, tiles, nb, ap, out); }
 static void gemm4x4_q4_0(const uint8_t *tiles, int64_t n_pairs, const uint8_t *at, float out[4][4]) { gemm4x4_q4(SLM_TYPE_Q4_0, tiles, n_pairs, at, out); }
 static void gemm4x4_q4_1(const uint8_t *tiles, int64_t n_pairs, const uint8_t *at, float out[4][4]) { gemm4x4_q4(SLM_TYPE_Q4_1, tiles, n_pairs, at, out); }
+static void gemv4_q5_0(const uint8_t *tiles, int64_t nb, const act1_pair *ap, float out[4]) { gemv4_q4(SLM_TYPE_Q5_0, tiles, nb, ap, out); }
+static void gemv4_q5_1(const uint8_t *tiles, int64_t nb, const act1_pair *ap, float out[4]) { gemv4_q4(SLM_TYPE_Q5_1, tiles, nb, ap, out); }
+static void gemm4x4_q5_0(const uint8_t *tiles, int64_t n_pairs, const uint8_t *at, float out[4][4]) { gemm4x4_q4(SLM_TYPE_Q5_0, tiles, n_pairs, at, out); }
+static void gemm4x4_q5_1(const uint8_t *tiles, int64_t n_pairs, const uint8_t *at, float out[4][4]) { gemm4x4_q4(SLM_TYPE_Q5_1, tiles, n_pairs, at, out); }
 
 /* ---- matrix products ---- */
 
@@ -482,6 +556,8 @@ static void matmul_tiles(const slm_weight *w, const uint8_t *packed, int64_t pac
             float out[4][4];
             if (w->type == SLM_TYPE_Q8_0) gemv4_q8_0(tiles, nb, ap, out[0]);
             else if (w->type == SLM_TYPE_Q4_1) gemv4_q4_1(tiles, nb, ap, out[0]);
+            else if (w->type == SLM_TYPE_Q5_0) gemv4_q5_0(tiles, nb, ap, out[0]);
+            else if (w->type == SLM_TYPE_Q5_1) gemv4_q5_1(tiles, nb, ap, out[0]);
             else gemv4_q4_0(tiles, nb, ap, out[0]);
             store_group(y, y_stride, 0, 1, g * 4, r0, r1, out);
         }
@@ -498,6 +574,8 @@ static void matmul_tiles(const slm_weight *w, const uint8_t *packed, int64_t pac
                 float out[4][4];
                 if (w->type == SLM_TYPE_Q8_0) gemm4x4_q8_0(tiles, n_pairs, nb, at, act, arb, tt * 4, n_tok, out);
                 else if (w->type == SLM_TYPE_Q4_1) gemm4x4_q4_1(tiles, n_pairs, at, out);
+                else if (w->type == SLM_TYPE_Q5_0) gemm4x4_q5_0(tiles, n_pairs, at, out);
+                else if (w->type == SLM_TYPE_Q5_1) gemm4x4_q5_1(tiles, n_pairs, at, out);
                 else gemm4x4_q4_0(tiles, n_pairs, at, out);
                 store_group(y, y_stride, tt * 4, nt, g * 4, r0, r1, out);
             }
@@ -627,6 +705,10 @@ static const slm_kernel_set avx2_sets[] = {
     [SLM_TYPE_Q4_1] = {{SLM_TYPE_Q8_1, from_float_q8_1, vec_dot_q4_1}, matmul_plain_quant, matmul_packed_quant,
                        slm_pack_r4x2, SLM_LAYOUT_R4X2},
     [SLM_TYPE_Q8_0] = {{SLM_TYPE_Q8_0, from_float_q8_0, vec_dot_q8_0}, matmul_plain_quant, matmul_packed_quant,
+                       slm_pack_r4x2, SLM_LAYOUT_R4X2},
+    [SLM_TYPE_Q5_0] = {{SLM_TYPE_Q8_0, from_float_q8_0, vec_dot_q5_0}, matmul_plain_quant, matmul_packed_quant,
+                       slm_pack_r4x2, SLM_LAYOUT_R4X2},
+    [SLM_TYPE_Q5_1] = {{SLM_TYPE_Q8_1, from_float_q8_1, vec_dot_q5_1}, matmul_plain_quant, matmul_packed_quant,
                        slm_pack_r4x2, SLM_LAYOUT_R4X2},
 };
 
