@@ -71,7 +71,7 @@ typedef struct { /* activations for the K types: fp32 d, bsums[g] = sum of qs[16
     int16_t bsums[SLM_QK_K / 16];
 } slm_block_q8_K; /* 292 bytes */
 
-/* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod) forces one at startup;
+/* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod|avx512-vnni) forces one at startup;
  * if it names a path this CPU/build cannot run, the kernels return SLM_ENOSYS instead of
  * silently running another one (slm_isa_env_status says why). */
 typedef enum slm_isa {
@@ -79,6 +79,7 @@ typedef enum slm_isa {
     SLM_ISA_AVX2 = 1,
     SLM_ISA_NEON = 2,
     SLM_ISA_NEON_DOTPROD = 3,
+    SLM_ISA_AVX512_VNNI = 4, /* the AVX2 kernels with 256-bit AVX-512 VNNI dot products */
     SLM_ISA_COUNT
 } slm_isa;
 
