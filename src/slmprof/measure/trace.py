@@ -13,6 +13,7 @@ CLOCK_MONOTONIC ns, the clock of both the recorder and the sampler.
 """
 import json
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from slmprof import _core
 from slmprof.engine import workload
 from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+from slmprof.measure import sysinfo
 from slmprof.measure.sampler import Sampler
 
 FORMAT = "slmprof.trace"
@@ -32,14 +34,14 @@ DEFAULT_CAPACITY = 1 << 22  # edges (24 bytes each): ~100 MB worst case, allocat
 # Sampled fields shown as counter tracks: field -> (track name, scale, derive)
 # derive: "level" plots the value, "rate" plots its per-second rate between samples.
 COUNTER_TRACKS = {
-    "rss_bytes": ("RSS (MB)", 1e-6, "level"),
+    "rss_bytes": ("RSS (MiB)", 2**-20, "level"),
     "proc_cpu_ns": ("process CPU (cores busy)", 1e-9, "rate"),
     "sched_wait_ns": ("run-queue wait (s per s)", 1e-9, "rate"),
     "majflt": ("major faults/s", 1.0, "rate"),
     "minflt": ("minor faults/s", 1.0, "rate"),
     "invol_ctxsw": ("involuntary switches/s", 1.0, "rate"),
     "io_read_bytes": ("disk read (MB/s)", 1e-6, "rate"),
-    "mem_available_bytes": ("MemAvailable (MB)", 1e-6, "level"),
+    "mem_available_bytes": ("MemAvailable (MiB)", 2**-20, "level"),
     "cpufreq_khz": ("CPU frequency (MHz)", 1e-3, "level"),
     "thermal_mc": ("temperature (C)", 1e-3, "level"),
     "throttled": ("throttled flags", 1.0, "level"),
@@ -114,7 +116,9 @@ def stop(rec, next_table=None):
                          f"({rec.recorder.count} kept); record fewer tokens")
     names = {str(k): list(v) for k, v in rec.names.items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "clock": "CLOCK_MONOTONIC ns",
-            "pid": os.getpid(), "region_names": names,
+            "pid": os.getpid(), "machine": {"cpu_model": sysinfo.cpu_model(),
+                                            "arch": platform.machine(), "cores": os.cpu_count()},
+            "region_names": names,
             "phases": {str(k): v for k, v in rec.phase_names.items()}, "notes": rec.notes}
     meta.update(rec.meta)
     if rec.sampler is not None and hasattr(rec.sampler, "sources"):
