@@ -11,7 +11,9 @@ prompt and decode a token. A case either works or raises one of slmprof's own er
 (SlmprofError: one line on the command line). Anything else is a finding:
 
     traceback  any other exception (the command line would print a Python traceback)
-    signal     the process died (a crash in C, or a sanitizer report)
+    signal     the process died (a crash in C)
+    sanitizer  an AddressSanitizer or UndefinedBehaviorSanitizer report (a build with
+               SLMPROF_SANITIZE, see .ci/run)
     hang       no result within --timeout seconds
 
 Cases run in a worker process that is restarted after a crash; case N of seed S is always the
@@ -576,6 +578,16 @@ def _lines(fd, timeout):
         pending += chunk
 
 
+def _sanitizer_report(stderr):
+    """The head of an AddressSanitizer or UndefinedBehaviorSanitizer report, if any."""
+    for mark in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+        at = stderr.find(mark)
+        if at >= 0:
+            start = stderr.rfind("\n", 0, at) + 1
+            return "\n".join(stderr[start:].splitlines()[:12])
+    return None
+
+
 def supervise(seed, n_cases, timeout, work_dir, log=sys.stderr):
     """Run cases 0..n_cases-1 in worker processes; returns (outcome counts, findings)."""
     counts, findings = Counter(), []
@@ -611,7 +623,7 @@ def supervise(seed, n_cases, timeout, work_dir, log=sys.stderr):
         rc = proc.wait()
         proc.stdout.close()
         with open(err_path, "rb") as f:
-            stderr_tail = f.read()[-3000:].decode(errors="replace").strip()
+            stderr = f.read().decode(errors="replace")
         current = state["current"]
         if hung:
             at = current if current is not None else next_case
@@ -619,13 +631,15 @@ def supervise(seed, n_cases, timeout, work_dir, log=sys.stderr):
             counts["hang"] += 1
             next_case = at + 1
         elif current is not None:                           # died inside a case
-            kind = "signal" if rc < 0 or "Sanitizer" in stderr_tail else "traceback"
+            report = _sanitizer_report(stderr)
+            kind = "sanitizer" if report else "signal" if rc < 0 else "traceback"
             what = f"signal {-rc}" if rc < 0 else f"exit status {rc}"
-            findings.append(Finding(current, kind, f"{what}: {stderr_tail[-800:]}"))
+            findings.append(Finding(current, kind, f"{what}: {report or stderr.strip()[-800:]}"))
             counts[kind] += 1
             next_case = current + 1
         elif rc != 0:
-            raise RuntimeError(f"the fuzz worker failed outside a case (exit {rc}):\n{stderr_tail}")
+            raise RuntimeError(f"the fuzz worker failed outside a case (exit {rc}):\n"
+                               f"{stderr.strip()[-3000:]}")
         else:
             next_case = n_cases
     return counts, findings
@@ -678,7 +692,8 @@ def main(argv=None):
     rejected = sorted((k.split(": ", 1)[1], v) for k, v in counts.items() if k.startswith("rejected: "))
     print(f"fuzz_gguf: seed {args.seed}, {args.cases} cases in {took:.0f} s: ok {counts['ok']}, "
           f"rejected {counts['rejected']} ({', '.join(f'{k} {v}' for k, v in rejected) or 'none'}), "
-          f"traceback {counts['traceback']}, signal {counts['signal']}, hang {counts['hang']}")
+          f"traceback {counts['traceback']}, signal {counts['signal']}, hang {counts['hang']}, "
+          f"sanitizer {counts['sanitizer']}")
     by_place = Counter(f.detail for f in findings)
     for f in findings:
         print(f"  case {f.case}: {f.kind}: {f.detail}\n      mutation: {f.mutation}")

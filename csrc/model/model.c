@@ -117,7 +117,7 @@ struct slm_model {
     const slm_weight *lm_head; /* &output or &token_embd */
     double *inv_freq;          /* (head_dim/2) RoPE frequency per pair, rope_freqs applied */
     layer_weights *layers;     /* (n_layer) */
-    int64_t act_bytes32[16];   /* activation bytes per 32 elements, by weight type */
+    int64_t act_be[16], act_bb[16]; /* activation block elements and bytes, by weight type */
     int64_t act_a_slot;        /* bytes of one act_a slot: B * act_bytes(dim) at most */
     run_state s;
     slm_pool *pool;
@@ -218,15 +218,11 @@ static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t 
     if (!t->present) return SLM_EINVAL;
     if (t->rows != rows || t->cols != cols) return SLM_ESHAPE;
     if (!slm_get_traits(t->type, -1)) return SLM_EUNSUPPORTED_TYPE;
-    if (!m->act_bytes32[t->type]) {
-        /* Learn the activation format's size from the quantizer itself. */
-        float zeros[SLM_QK] = {0};
-        uint8_t scratch[4 * SLM_QK];
-        int64_t bytes = 0;
-        int rc = slm_quantize_activations(t->type, zeros, SLM_QK, 1, SLM_QK, scratch, &bytes);
-        if (rc < 0) return rc;
-        if (bytes <= 0 || bytes > 4 * SLM_QK) return SLM_EUNSUPPORTED_TYPE;
-        m->act_bytes32[t->type] = bytes;
+    if (!m->act_be[t->type]) { /* the activation format this weight type's kernels read */
+        const int vdt = slm_get_traits(t->type, -1)->vec_dot_type;
+        m->act_be[t->type] = slm_type_block_elems(vdt);
+        m->act_bb[t->type] = slm_type_block_bytes(vdt);
+        if (m->act_be[t->type] <= 0 || cols % m->act_be[t->type]) return SLM_EUNSUPPORTED_TYPE;
     }
     *w = (slm_weight){.type = t->type, .rows = rows, .cols = cols,
                       .row_bytes = slm_row_bytes(t->type, cols), .data = t->data};
@@ -236,9 +232,10 @@ static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t 
     return rc;
 }
 
-/* Bytes of n activation elements in the format weight type `type` reads (n % 32 == 0). */
+/* Bytes of n activation elements in the format weight type `type` reads (n a whole number
+ * of that format's blocks: 32 elements, 256 for the K types' Q8_K). */
 static inline int64_t act_bytes(const slm_model *m, int type, int64_t n) {
-    return n / SLM_QK * m->act_bytes32[type];
+    return n / m->act_be[type] * m->act_bb[type];
 }
 
 static void group_acts(act_group *g, const slm_weight *const *ws, int n) {
@@ -414,7 +411,8 @@ static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 #define EMBED_CHUNK 8     /* tokens */
 #define NORM_CHUNK 4      /* tokens */
 #define ROW_CHUNK 48      /* output rows of wo and down */
-#define FFN_CHUNK 96      /* rows of gate and up (a multiple of the 32-element block) */
+#define FFN_CHUNK 96      /* rows of gate and up (a multiple of the 32-element block; 256 when
+                           * down reads Q8_K: each chunk quantizes whole blocks for it) */
 #define HEAD_CHUNK 512    /* rows of the LM head */
 
 /* One thread's place in the forward: which parallel step it is at. */
@@ -560,6 +558,7 @@ static void store_kv(void *cache, const float *src, int64_t n, int kv_type) {
 typedef struct {
     int l;
     const norm_job *in;
+    int64_t ffn_chunk; /* rows of gate and up per chunk */
 } layer_job;
 
 /* One head's rows of q, k or v (chunk = head unit: q heads, then k heads, then v heads) for
@@ -661,7 +660,7 @@ static void gate_up_chunk(worker *w, int64_t chunk, void *arg) {
     const layer_weights *L = &m->layers[j->l];
     run_state *s = &m->s;
     const int n_tok = m->job.n_tok, ffn = m->cfg.ffn_dim, dim = m->cfg.dim;
-    const int64_t r0 = chunk * FFN_CHUNK, r1 = min64(ffn, r0 + FFN_CHUNK);
+    const int64_t r0 = chunk * j->ffn_chunk, r1 = min64(ffn, r0 + j->ffn_chunk);
     const act_group *g = &L->gate_up_acts;
     slm_matmul_rows(&L->gate, j->in->act + g->slot[0] * j->in->slot_bytes, act_bytes(m, L->gate.type, dim),
                     n_tok, s->hg, ffn, r0, r1);
@@ -731,13 +730,14 @@ static void forward_thread(void *ctx, int ith, int nth) {
         edge(&w, SLM_REGION_ID(slot, SLM_OP_ATTN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_QKV));
 
         /* q, k, v for these positions; RoPE; keys and values into the cache */
-        layer_job lj = {.l = l, .in = &in};
+        const int64_t down_be = m->act_be[m->layers[l].down.type];
+        layer_job lj = {.l = l, .in = &in, .ffn_chunk = down_be > FFN_CHUNK ? down_be : FFN_CHUNK};
         parallel(&w, c->n_head + 2 * c->n_kv_head, qkv_chunk, &lj);
         edge(&w, SLM_REGION_ID(slot, SLM_OP_QKV), -1, -1, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN));
 
         /* multi-head attention over the cache; heads quantized for wo as they finish */
         attention_job aj = {.l = l, .items_per_chunk = n_tok > 8 ? c->n_head : 1,
-                            .quantize_here = c->head_dim % SLM_QK == 0};
+                            .quantize_here = c->head_dim % m->act_be[m->layers[l].wo.type] == 0};
         parallel(&w, n_chunks_of((int64_t)n_tok * c->n_head, aj.items_per_chunk), attention_chunk, &aj);
         if (!aj.quantize_here) parallel(&w, n_chunks_of(n_tok, NORM_CHUNK), quantize_att_chunk, &aj);
         edge(&w, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN), -1, -1, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT));
@@ -751,7 +751,7 @@ static void forward_thread(void *ctx, int ith, int nth) {
         edge(&w, SLM_REGION_ID(slot, SLM_OP_FFN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_GATE_UP));
 
         /* silu(gate) * up, quantized for down */
-        parallel(&w, n_chunks_of(c->ffn_dim, FFN_CHUNK), gate_up_chunk, &lj);
+        parallel(&w, n_chunks_of(c->ffn_dim, lj.ffn_chunk), gate_up_chunk, &lj);
         edge(&w, SLM_REGION_ID(slot, SLM_OP_GATE_UP), -1, -1, SLM_REGION_ID(slot, SLM_OP_DOWN));
 
         /* down projection, residual connection back into x */

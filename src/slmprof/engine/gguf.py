@@ -341,6 +341,9 @@ class GGUFFile:
                          f"{_VALUE_TYPE_NAMES.get(self.value_types['general.alignment'])}")
             if a == 0 or a & (a - 1):
                 cur.fail(f"metadata 'general.alignment' = {a} is not a power of two")
+            if a % 8:
+                # GGUF requires it; the engine reads F32 and F16 values in place
+                cur.fail(f"metadata 'general.alignment' = {a} is not a multiple of 8")
             self.alignment = a
 
         infos = []
