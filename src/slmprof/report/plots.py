@@ -142,7 +142,9 @@ def measured_on(rep):
 
 
 def _plain_number(v, _=None):
-    return f"{v:,.0f}" if v >= 1 else np.format_float_positional(v, trim="-")
+    if v >= 1:
+        return f"{v:,.0f}"
+    return np.format_float_positional(v, precision=3, unique=False, fractional=False, trim="-")
 
 
 def plain_log_axis(axis, subs=(1.0,)):
@@ -257,23 +259,34 @@ def _matmul_types(rep, rows):
 def roofline_ceilings(ceilings, phases, weight_types):
     """[(label, kind, peak or None, phase)] the points of `phases` were judged against: the
     engine's matrix product per weight type (kind: the type) and phase, the attention, and f32
-    FMA for the rest."""
-    out, seen = [], set()
+    FMA for the rest. Ceilings of the same height are one line whose label names them all (a
+    type without a calibrated product of its own falls back to the FMA peak)."""
+    flat = []
     for ph in phases:
         n_tok = 1 if ph == "decode" else 2
         for t in weight_types:
             peak = ceilings.peak("matmul", t, n_tok)
-            if peak and math.isfinite(peak) and (peak, ph) not in seen:
-                seen.add((peak, ph))
-                out.append((f"matmul {t}, {ph}: {peak / 1e9:.0f} GOP/s", t, peak, ph))
+            if peak and math.isfinite(peak):
+                flat.append((t, peak, ph))
+    if math.isfinite(ceilings.fma):
+        flat.append(("fma", ceilings.fma, None))
+    by_peak = {}
+    for kind, peak, ph in flat:
+        by_peak.setdefault(peak, {}).setdefault(kind, []).append(ph)
+    out = []
+    for peak, kinds in by_peak.items():
+        names = [f"matmul {k}, {' and '.join(phs)}" for k, phs in kinds.items() if k != "fma"]
+        if "fma" in kinds:
+            names.append("f32 FMA (norms, element-wise ops" + ("" if ceilings.attention else ", attention") + ")")
+        # the FMA's own colour and style when it is one of them: that is the figure used
+        kind, ph = ("fma", None) if "fma" in kinds else next((k, phs[0]) for k, phs in kinds.items())
+        label = textwrap.fill(f"{' = '.join(names)}: {peak / 1e9:.0f} GOP/s", 52, subsequent_indent="  ")
+        out.append((label, kind, peak, ph))
     if ceilings.attention:
         cached = (f"{ceilings.attention_cached / 1e9:.0f} GOP/s in cache, " if ceilings.attention_cached else "")
         at = (f" at {ceilings.attention_ops_per_kv_byte:.1f} op/B" if ceilings.attention_ops_per_kv_byte else "")
-        out.append((f"attention: {cached}{ceilings.attention / 1e9:.0f} GOP/s{at} from memory",
-                    "attention", None, None))
-    if math.isfinite(ceilings.fma):
-        rest = "norms, element-wise ops" + ("" if ceilings.attention else ", attention")
-        out.append((f"f32 FMA ({rest}): {ceilings.fma / 1e9:.0f} GOP/s", "fma", ceilings.fma, None))
+        out.append((textwrap.fill(f"attention: {cached}{ceilings.attention / 1e9:.0f} GOP/s{at} "
+                                  "from memory", 52, subsequent_indent="  "), "attention", None, None))
     return out
 
 
@@ -292,6 +305,8 @@ def attention_roof(ceilings, intensity):
 # none of them a verdict colour
 CEILING_COLOURS = {"q4_0": "#2ca02c", "q4_1": "#9467bd", "q8_0": "#8c564b", "f16": "#e377c2",
                    "f32": "#bcbd22", "attention": "#17becf", "fma": "#ff7f0e"}
+EXTRA_CEILING_COLOURS = ("#3969ac", "#11a579", "#f2b701", "#7f3c8d", "#e73f74", "#80ba5a",
+                         "#008695", "#cf1c90")   # for the other weight types, in order
 CEILING_LINESTYLES = {"decode": "-", "prefill": "--", "attention": "-.", "fma": ":"}
 
 
@@ -325,8 +340,11 @@ def roofline(rep, output, phase=None, ops=False, title=None):
         x = np.logspace(math.log10(x_lo), math.log10(x_hi), 300)
         roof_handles = [ax.plot(x, x * ceilings.bandwidth / 1e9, color="black", lw=1.4,
                                 label=f"read bandwidth: {ceilings.bandwidth / 1e9:.1f} GB/s")[0]]
+        others = [k for k in dict.fromkeys(k for _, k, _, _ in lines) if k not in CEILING_COLOURS]
+        colours = dict(CEILING_COLOURS, **{k: EXTRA_CEILING_COLOURS[i % len(EXTRA_CEILING_COLOURS)]
+                                           for i, k in enumerate(others)})
         for label, kind, peak, ph in lines:
-            colour = CEILING_COLOURS.get(kind, "#555555")
+            colour = colours[kind]
             ls = CEILING_LINESTYLES.get(ph or kind, "-")
             y = attention_roof(ceilings, x) if kind == "attention" else \
                 np.minimum(x * ceilings.bandwidth, peak) / 1e9
