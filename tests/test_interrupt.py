@@ -116,7 +116,7 @@ def test_ctrl_c_during_generate_exits_130_with_one_line(long_model):
         proc.kill()
     assert proc.returncode == 130, (proc.returncode, err)
     assert took < LIMIT_S, f"exited {took:.2f} s after Ctrl-C"
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == "slmprof: interrupted", err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "slmprof generate: interrupted", err
 
 
 def test_python_keeps_its_own_sigint_handling_after_a_pass(tiny_model):

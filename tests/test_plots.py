@@ -22,7 +22,7 @@ from slmprof.analysis import devices, layers, plan as planner  # noqa: E402
 from slmprof.analysis import roofline as rf  # noqa: E402
 
 from slmprof import cli, report  # noqa: E402
-from slmprof.report import plots  # noqa: E402
+from slmprof.report import chrome, plots  # noqa: E402
 
 TINY = "synth:tiny-llama"
 
@@ -367,7 +367,7 @@ def test_trace_roundtrip_and_chrome_export(trace_npz, tmp_path):
     assert phases == {"prefill", "decode"}
     totals = trace.region_totals(data)
     assert all(ns > 0 and n > 0 for ns, n in totals.values())
-    out = trace.write_chrome(data, tmp_path / "t.json")
+    out = chrome.write_recording(data, tmp_path / "t.json")
     doc = json.loads(out.read_text())
     xs = [e for e in doc["traceEvents"] if e["ph"] == "X"]
     assert len(xs) == len(sl)

@@ -3,7 +3,8 @@ import importlib
 import os
 
 from slmprof import report
-from slmprof.errors import SlmprofError, UnavailableError
+from slmprof.commands import _options
+from slmprof.errors import UnavailableError, UsageError
 from slmprof.measure import trace
 
 NAME = "plot"
@@ -37,34 +38,35 @@ EXTENSIONS = (".png", ".svg", ".pdf")
 
 def add_arguments(p):
     p.add_argument("picture", choices=list(PICTURES), help="which picture to draw")
-    p.add_argument("inputs", nargs="+", metavar="FILE",
+    p.add_argument("inputs", nargs="+", metavar="FILE", type=_options.input_file,
                    help="the report (JSON) or recording (.npz) to draw; plan takes several")
-    p.add_argument("-o", "--output", metavar="FILE", default=None,
+    p.add_argument("-o", "--output", metavar="FILE", type=_options.output_file, default=None,
                    help="picture to write: .png, .svg or .pdf (default PICTURE.png)")
     p.add_argument("--phase", choices=("prefill", "decode"), default=None,
                    help="roofline, layers: one phase only")
     p.add_argument("--ops", action="store_true",
                    help="roofline: one point per operation instead of per layer")
-    p.add_argument("--min-tok-s", type=float, default=None, metavar="N",
+    p.add_argument("--min-tok-s", type=_options.number(0, lo_open=True), default=None, metavar="N",
                    help="plan: draw this decode target (default: the reports' own --min-tok-s)")
-    p.add_argument("--title", default=None, help="a title of your own instead of the usual one")
-    p.add_argument("--quiet", "-q", action="store_true", help="do not print the picture's path")
+    p.add_argument("--title", type=_options.text, default=None,
+                   help="a title of your own instead of the usual one")
 
 
 def check(args):
     kind, count = PICTURES[args.picture]
     if count is not None and len(args.inputs) != count:
-        raise SlmprofError(f"plot {args.picture} draws one file; got {len(args.inputs)}")
+        raise UsageError(f"plot {args.picture} draws one file; got {len(args.inputs)}")
     if args.phase and args.picture not in ("roofline", "layers"):
-        raise SlmprofError("--phase applies to the roofline and layers pictures")
+        raise UsageError("--phase applies to the roofline and layers pictures")
     if args.ops and args.picture != "roofline":
-        raise SlmprofError("--ops applies to the roofline picture")
+        raise UsageError("--ops applies to the roofline picture")
     if args.min_tok_s is not None and args.picture != "plan":
-        raise SlmprofError("--min-tok-s applies to the plan picture")
-    output = args.output or f"{args.picture}.png"
-    if os.path.splitext(output)[1].lower() not in EXTENSIONS:
-        raise SlmprofError(f"{output}: give a picture file ending in {', '.join(EXTENSIONS)}")
-    return output
+        raise UsageError("--min-tok-s applies to the plan picture")
+    if args.output is None:
+        args.output = _options.output_file(f"{args.picture}.png")
+        _options.check_outputs(args)
+    if os.path.splitext(args.output)[1].lower() not in EXTENSIONS:
+        raise UsageError(f"{args.output}: give a picture file ending in {', '.join(EXTENSIONS)}")
 
 
 def drawing_module():
@@ -80,7 +82,7 @@ def drawing_module():
 
 
 def run(args):
-    output = check(args)
+    output = args.output
     plots = drawing_module()
     kind, _ = PICTURES[args.picture]
     if kind == "trace":

@@ -26,6 +26,7 @@ import numpy as np
 
 from slmprof.engine import quant
 from slmprof.errors import ModelFileError, UnsupportedError
+from slmprof.files import atomic_write
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -848,52 +849,33 @@ class GGUFWriter:
         out += b"\0" * (_align(len(out), self.alignment) - len(out))
         return bytes(out), offsets
 
-    def write(self, progress=None, what=None, quiet=True):
+    def write(self, progress=None, what=None):
         """Write everything to a temporary file next to `path`, then rename it into place.
-        `progress(done_bytes, total_bytes)` is called as tensor data are written; or, with
-        `what` and quiet=False, a progress bar labelled `what` is drawn on stderr."""
-        if what is not None and progress is None:
-            from slmprof.report import Progress
-            with Progress(total=self.data_bytes(), what=what, quiet=quiet) as bar:
-                last = [0]
-
-                def advance(done, _total):
-                    bar.advance(done - last[0])
-                    last[0] = done
-                return self.write(progress=advance)
+        `progress(what, done_bytes, total_bytes)` is called as tensor data are written
+        (`what` defaults to "writing NAME")."""
+        what = what or f"writing {self.path.name}"
         header, _ = self._header()
         total = sum(t[3] for t in self._tensors)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(header)
-                done = 0
-                for name, type_id, shape, nbytes, data in self._tensors:
-                    written = 0
-                    chunks = data() if callable(data) else (data,)
-                    for chunk in chunks:
-                        if isinstance(chunk, np.ndarray):
-                            chunk = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1)
-                        f.write(chunk)
-                        written += len(chunk)
-                    if written != nbytes:
-                        raise ValueError(f"tensor {name!r}: {written} bytes produced, "
-                                         f"{nbytes} expected")
-                    pad = _align(nbytes, self.alignment) - nbytes
-                    f.write(b"\0" * pad)
-                    done += nbytes
-                    if progress:
-                        progress(done, total)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(self.path, binary=True, sync=True) as f:
+            f.write(header)
+            done = 0
+            for name, type_id, shape, nbytes, data in self._tensors:
+                written = 0
+                chunks = data() if callable(data) else (data,)
+                for chunk in chunks:
+                    if isinstance(chunk, np.ndarray):
+                        chunk = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1)
+                    f.write(chunk)
+                    written += len(chunk)
+                if written != nbytes:
+                    raise ValueError(f"tensor {name!r}: {written} bytes produced, "
+                                     f"{nbytes} expected")
+                pad = _align(nbytes, self.alignment) - nbytes
+                f.write(b"\0" * pad)
+                done += nbytes
+                if progress:
+                    progress(what, done, total)
         return self.path
 
 

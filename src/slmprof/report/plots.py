@@ -43,6 +43,7 @@ from matplotlib.transforms import Bbox
 from slmprof.analysis import roofline as rf
 from slmprof.engine.model import OP_NAMES
 from slmprof.errors import SlmprofError
+from slmprof.files import atomic_write
 from slmprof.measure import trace as tr
 
 MiB, GiB = 2**20, 2**30
@@ -101,8 +102,10 @@ def freeze_layout(fig):
 
 
 def save(fig, output):
-    output = Path(output)
-    fig.savefig(output, dpi=DPI, bbox_inches="tight", pad_inches=0.15)
+    """Write the picture whole (files.atomic_write), in the format its extension names."""
+    fmt = Path(output).suffix.lstrip(".").lower() or "png"
+    with atomic_write(output, binary=True) as f:
+        fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.15)
     return fig
 
 
