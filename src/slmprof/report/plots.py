@@ -62,6 +62,8 @@ OP_COLOURS = {
     "embed": "#8c564b", "attn_norm": "#c5b0d5", "qkv": "#1f77b4", "rope_attn": "#17becf",
     "attn_out": "#9467bd", "ffn_norm": "#ffbb78", "gate_up": "#2ca02c", "down": "#d62728",
     "output_norm": "#bcbd22", "lm_head": "#ff7f0e",
+    # Gemma 3 and Qwen 3
+    "qk_norm": "#9edae5", "attn_post_norm": "#e377c2", "gelu": "#98df8a", "ffn_post_norm": "#aec7e8",
 }
 assert set(OP_COLOURS) == set(OP_NAMES) - {"layer"}, "a colour for every engine operation"
 BETWEEN_OPS_COLOUR = "#dedede"       # time in a layer outside its operations
