@@ -46,6 +46,16 @@ def real_model_path():
     return path
 
 
+@pytest.fixture(scope="session")
+def gemma_model_path():
+    """Path of the downloaded Gemma 3 270M Q4_K_M file; skips (with the reason) when absent."""
+    path = registry.real_model_path("gemma3-270m")
+    if not path.exists():
+        pytest.skip(f"real model not downloaded ({path} missing; "
+                    f"run `python -m slmprof models --fetch gemma3-270m`)")
+    return path
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch):
     """An empty model cache (SLMPROF_CACHE) for tests that create or download models."""

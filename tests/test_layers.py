@@ -9,7 +9,7 @@ from slmprof import report
 from slmprof.analysis import layers, overhead, roofline
 from slmprof.commands import layers as layers_command
 from slmprof.engine import registry, workload
-from slmprof.engine.model import BLOCK_OPS, Model
+from slmprof.engine.model import Model, block_ops
 from slmprof.errors import ModelNotFoundError
 from slmprof.measure import calibrate
 
@@ -39,7 +39,7 @@ def test_one_row_per_layer_and_operation_and_a_total(rep):
         layer_rows = [r["layer"] for r in rows if not r["op"]]
         assert layer_rows == ["embedding"] + [f"block {i}" for i in range(n_layer)] + ["output", "total"]
         ops = [r["op"] for r in rows if r["layer"] == "block 0" and r["op"]]
-        assert ops == list(BLOCK_OPS)
+        assert ops == list(block_ops(rep["model"]["arch"]))
         for r in rows:
             assert r["verdict"] in roofline.VERDICTS, r
             assert r["ms_per_token"] > 0
@@ -94,6 +94,23 @@ def test_report_is_the_shared_schema_and_renders(result, rep, tmp_path):
     # notes are kept apart by what they are about, not by their wording
     assert "model note: " in text and result.notes_of("model")
     assert report.to_csv(back["records"]).splitlines()[0].startswith("phase,layer,op")
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen3"])
+def test_gemma3_and_qwen3_operations_are_measured_regions(profile, tiny_model, arch):
+    """Every operation the engine runs for the architecture is a row with a time, bytes from
+    the cost model and a verdict; their times sum within their layer's."""
+    path = tiny_model(arch=arch, type="q8_0", n_layer=3, ffn=128)
+    rep = layers.profile_layers(str(path), threads=2, prompt_tokens=12, gen_tokens=4,
+                                profile=profile, events=[]).to_report()
+    assert rep["model"]["arch"] == arch
+    for ph in ("prefill", "decode"):
+        rows = [r for r in rep["records"] if r["phase"] == ph]
+        for b in range(3):
+            block = [r for r in rows if r["layer"] == f"block {b}"]
+            assert [r["op"] for r in block if r["op"]] == list(block_ops(arch))
+            assert all(r["ms_per_token"] > 0 and r["verdict"] in roofline.VERDICTS for r in block)
+            assert sum(r["ms_per_token"] for r in block if r["op"]) <= block[0]["ms_per_token"] * 1.001
 
 
 def test_an_f16_kv_cache_is_costed_as_f16(profile):

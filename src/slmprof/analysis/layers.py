@@ -375,7 +375,8 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
                 "include it"))
     model_info = {"name": m.name, "synthetic": bool(m.synthetic),
                   "path": str(m.description.path), "file_type": m.description.file_type,
-                  "n_layer": shape.n_layer, "dim": shape.dim, "weight_types": wtypes,
+                  "arch": shape.arch, "n_layer": shape.n_layer, "dim": shape.dim,
+                  "weight_types": wtypes,
                   "kv_type": m.kv_type, "weight_bytes_per_token": m.weight_bytes_per_token()}
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
                 "phase": phase, "isa": isa, "events": events,
