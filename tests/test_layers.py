@@ -1,5 +1,6 @@
 """`layers`: rows, sums, verdicts and outputs on a small synthetic model run by the engine."""
 import json
+import re
 import subprocess
 import sys
 
@@ -192,3 +193,42 @@ def test_fidelity_on_the_smollm2_shape(profile):
     assert cost.region_errors == 0
     assert 0.95 <= cost.coverage["ops"] <= 1.0
     assert ratio < 1.03
+
+
+def test_first_run_says_up_front_what_it_does_once(isolated_cache, tmp_path, monkeypatch):
+    text = layers.first_run_notice(workload.DEFAULT_MODEL, calibrating=True)
+    assert re.search(r"calibrates this machine once \(about \d+ (s|min); best on an idle machine", text)
+    assert f"downloads {registry.REAL_MODEL} once ({registry.SMOLLM2.download})" in text
+    assert str(isolated_cache) in text
+    assert "download" not in layers.first_run_notice(TINY, calibrating=True)
+    assert "calibrat" not in layers.first_run_notice(f"{registry.REAL_MODEL}:q8_0", calibrating=False)
+    assert layers.first_run_notice(TINY, calibrating=False) is None
+    # once the model is there (at its size), nothing is said about it
+    registry.real_model_path().parent.mkdir(parents=True)
+    with open(registry.real_model_path(), "wb") as f:
+        f.truncate(registry.REAL_SIZE - 1)
+        assert "downloading it once" in layers.first_run_notice(workload.DEFAULT_MODEL, False)
+        f.truncate(registry.REAL_SIZE)
+    assert layers.first_run_notice(workload.DEFAULT_MODEL, calibrating=False) is None
+    # the cache under the home directory is shown as ~/...
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert f"~{str(isolated_cache)[len(str(tmp_path)):]}" in layers.first_run_notice(TINY, True)
+
+
+def test_calibration_time_is_expected_from_its_steps_and_arrays():
+    one = calibrate.expected_seconds(threads_max=1, array_bytes=64 << 20)
+    assert 5 < one < calibrate.expected_seconds(threads_max=4, array_bytes=64 << 20)
+    assert one < calibrate.expected_seconds(threads_max=1, array_bytes=256 << 20)
+    assert calibrate.expected_seconds(threads_max=1, seconds_per_step=0.5, array_bytes=64 << 20) > one
+
+
+def test_first_run_notice_comes_before_the_calibration(isolated_cache, monkeypatch):
+    said = []
+
+    def stop(**kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(calibrate, "measure", stop)
+    with pytest.raises(KeyboardInterrupt):
+        layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4, events=[],
+                              progress=said.append)
+    assert said and said[0].startswith("first run: slmprof calibrates this machine once")

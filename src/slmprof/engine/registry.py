@@ -459,6 +459,20 @@ def known_names():
         [m for m in REAL_MODELS if m != REAL_MODEL] + [f"{SYNTH_PREFIX}{s}" for s in SHAPES]
 
 
+def needs_download(name):
+    """The RealModel that resolving `name` would first download, or None."""
+    name = str(name)
+    real_name = name.split(":", 1)[0]
+    if real_name not in REAL_MODELS:
+        return None
+    model = REAL_MODELS[real_name]
+    type_ = name.split(":", 1)[1].lower() if ":" in name else None
+    if type_ and type_ != "q4_1" and type_ in WEIGHT_TYPES and requantized_path(type_).exists():
+        return None
+    real = real_model_path(real_name)
+    return None if real.exists() and real.stat().st_size == model.size else model
+
+
 def resolve(name_or_path, download=True, quiet=False, progress=None) -> ResolvedModel:
     """A model name or path -> ResolvedModel(name, path, synthetic, description), fetching or
     writing the file on first use. quiet: no status lines on stderr; progress(what, done,
