@@ -27,7 +27,7 @@ from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, f
 from slmprof.engine.requantize import REQUANT_TYPES, requantize
 from slmprof.engine.tokenizer import synthetic_vocab
 from slmprof.errors import ModelFileError, ModelNotFoundError
-from slmprof.files import atomic_write, sweep_stale
+from slmprof.files import atomic_write, make_parent, sweep_stale
 
 # --- the real models -----------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def fetch_real_model(quiet=False, progress=None, name=REAL_MODEL) -> Path:
     dest = real_model_path(name)
     if dest.exists() and dest.stat().st_size == model.size:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(dest)
     sweep_stale(dest.parent)
     requirements = [req for req, _, _ in model.parts]
     if not quiet:
