@@ -22,7 +22,8 @@ from slmprof.analysis import devices, layers, plan as planner  # noqa: E402
 from slmprof.analysis import roofline as rf  # noqa: E402
 
 from slmprof import cli, report  # noqa: E402
-from slmprof.report import chrome, plots  # noqa: E402
+from slmprof.analysis import plots  # noqa: E402
+from slmprof.report import chrome  # noqa: E402
 
 TINY = "synth:tiny-llama"
 
@@ -350,7 +351,7 @@ def test_wrong_input_is_a_usage_error(layers_json, plan_jsons, tmp_path, capsys)
 
 def test_without_matplotlib_the_command_says_how_to_install_it(layers_json, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.delitem(sys.modules, "slmprof.report.plots")
+    monkeypatch.delitem(sys.modules, "slmprof.analysis.plots")
     assert cli.main(["plot", "roofline", str(layers_json), "-o", str(tmp_path / "r.png")]) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install 'slmprof[plots]'" in err

@@ -70,10 +70,10 @@ def check(args):
 
 
 def drawing_module():
-    """report.plots, imported only when a picture is drawn: matplotlib is an optional extra
+    """analysis.plots, imported only when a picture is drawn: matplotlib is an optional extra
     and every other command must start without it."""
     try:
-        return importlib.import_module("slmprof.report.plots")
+        return importlib.import_module("slmprof.analysis.plots")
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] != "matplotlib":
             raise

@@ -22,8 +22,8 @@ from slmprof.engine import workload
 from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
 from slmprof.files import atomic_write
 from slmprof.measure.sampler import Sampler
-from slmprof.report.machine import machine_info
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.machine import machine_info
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "recording"      # the schema's kind of a recording's meta
 # what recordings said before they carried the schema: their "format", read up to FORMAT_VERSION
