@@ -338,7 +338,7 @@ def builtin_profile(name):
     return profile_from_dict(doc, origin=f"built-in profile {name}")
 
 
-def save_profile(profile, path):
+def save_profile_file(profile, path):
     """Write a profile as JSON, whole (files.atomic_write)."""
     path = Path(path)
     with atomic_write(path) as f:
