@@ -407,11 +407,7 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
                 "phase": phase, "isa": isa, "events": events,
                 "operation_regions": OPERATION_REGIONS}
-    ceil = {"threads": threads, "bandwidth_bytes_per_s": ceilings.bandwidth,
-            "fma_ops_per_s": ceilings.fma, "dot_ops_per_s": dict(ceilings.dot), "isa": ceilings.isa,
-            "matvec_ops_per_s": dict(ceilings.matvec), "gemm_ops_per_s": dict(ceilings.gemm),
-            "sync_seconds": ceilings.sync_seconds, "measured": ceilings.measured,
-            "profile_key": profile.get("key")}
+    ceil = dict(ceilings.as_report(), profile_key=profile.get("key"))
     return LayersResult(model=model_info, settings=settings, ceilings=ceil, rows=rows,
                         phases=summaries, bottleneck=bottleneck_sentence(summaries, ceilings),
                         verdict_rule=roofline.VERDICT_RULE, notes=notes)

@@ -31,9 +31,8 @@ from slmprof.analysis import devices, roofline
 from slmprof.engine import gguf, quant, registry
 from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chunks
 from slmprof.engine.requantize import FTYPES
-from slmprof.errors import (ContextOverflowError, ModelNotFoundError, OutputError, ShapeError,
-                            SlmprofError)
-from slmprof.files import write_text
+from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError, SlmprofError
+from slmprof.files import make_parent, write_text
 from slmprof.report import Column, format_table
 
 PLAN_TYPES = quant.QUANTIZED_TYPES + ("f16",)
@@ -345,10 +344,7 @@ def stored_efficiency():
 
 def store_efficiency(eff):
     path = _efficiency_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    make_parent(path)
     write_text(path, json.dumps(eff.to_dict(), indent=2) + "\n")
     return path
 
@@ -593,11 +589,8 @@ def learn_efficiency(bench_reports, device, previous=None, which="median"):
 
 
 def fmt_bytes(n):
-    if n is None:
-        return ""
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.0f} MB"
+    """'1.25 GB', '98 MB': plan's memory columns (report.format_bytes, whole MB below a GB)."""
+    return report.format_bytes(n, digits=2 if n is not None and n >= 1e9 else 0)
 
 
 def fmt_rate(x):

@@ -27,7 +27,7 @@ import numpy as np
 
 from slmprof.engine import quant
 from slmprof.errors import ModelFileError, UnsupportedError
-from slmprof.files import atomic_write
+from slmprof.files import atomic_write, make_parent
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -966,7 +966,7 @@ class GGUFWriter:
         what = what or f"writing {self.path.name}"
         header, _ = self._header()
         total = sum(t[3] for t in self._tensors)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         with atomic_write(self.path, binary=True, sync=True) as f:
             f.write(header)
             done = 0

@@ -29,9 +29,9 @@ from pathlib import Path
 from slmprof import __version__, _core
 from slmprof.engine import quant, registry
 from slmprof.errors import ModelFileError, OutputError, UnavailableError, UnsupportedError
-from slmprof.files import atomic_write
+from slmprof.files import atomic_write, make_parent
 from slmprof.measure import procfs, sysinfo
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
@@ -311,10 +311,7 @@ def _rates(r):
 def save_profile(profile, path=None):
     """Write a profile (to the cache when no path is given); OutputError names the path."""
     path = Path(path) if path else profile_path(profile["key"])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    make_parent(path)
     with atomic_write(path) as f:
         saved = {k: v for k, v in profile.items() if k != "not_saved"}
         f.write(json.dumps(saved, indent=1, sort_keys=True) + "\n")
