@@ -11,6 +11,11 @@ head_type / embd_type (LM head and untied embedding types; default: `type`), see
 vocab=384, ctx=128, rope_base, rms_eps, rope_freqs). Files are made once per test session and
 shared, so treat them as read-only. `tiny_shape(**kw)` gives the matching ModelShape.
 """
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from slmprof.engine import registry
@@ -52,3 +57,21 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("SLMPROF_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def busy_core():
+    """busy_core(cpu): a process spinning on that CPU until the test ends, as
+    `taskset -c CPU python3 -c 'while True: pass'` (skips where the CPU is not ours)."""
+    spinners = []
+
+    def start(cpu):
+        if not hasattr(os, "sched_setaffinity") or cpu not in os.sched_getaffinity(0):
+            pytest.skip(f"needs CPU affinity and CPU {cpu}")
+        spinners.append(subprocess.Popen([sys.executable, "-c", "import os\n"
+                                          f"os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]))
+        time.sleep(0.2)
+    yield start
+    for p in spinners:
+        p.kill()
+        p.wait()

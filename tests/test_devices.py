@@ -150,7 +150,7 @@ def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
     assert c.matvec["q4_0"] == pytest.approx(110e9) and c.gemm["q4_0"] == pytest.approx(190e9)
     assert c.stream["q4_0"] == pytest.approx(10e9) and c.attention == pytest.approx(6e9)
     assert c.peak("matmul", "q4_0", 1) == pytest.approx(110e9)
-    assert c.peak("attention") == pytest.approx(6e9)
+    assert c.peak("attention") == pytest.approx(18e9)   # the kernel ceiling: its KV cache in cache
     assert c.attention_cached == pytest.approx(18e9) and c.attention_ops_per_kv_byte == 1.53
     assert c.weight_bandwidth("matmul", "q4_0", 1) == pytest.approx(10e9)
     assert c.weight_bandwidth("matmul", "q4_0", 1, "gate_up") == pytest.approx(9e9)   # its own work units

@@ -9,6 +9,8 @@ cdef extern from "slm.h" nogil:
         int64_t work_per_pass
         uint64_t checksum
         double median_per_cpu_s
+        double run_delay_seconds
+        double thread_seconds
     enum:
         SLM_CALIB_READ
         SLM_CALIB_COPY
@@ -27,6 +29,8 @@ cdef extern from "slm.h" nogil:
                             double min_seconds, slm_calib_result *out)
     int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name)
     int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median_seconds)
+    int slm_calib_engine_wait(int threads, int steps, int rounds, double *best_seconds,
+                              double *median_seconds, slm_calib_result *load)
     int64_t slm_calib_llc_bytes()
 
 
@@ -36,7 +40,8 @@ CALIB_MEMORY_KINDS = {"read": SLM_CALIB_READ, "copy": SLM_CALIB_COPY, "triad": S
 cdef dict _calib_result(slm_calib_result *r):
     return {"best_per_s": r.best_per_s, "median_per_s": r.median_per_s, "seconds": r.seconds,
             "passes": r.passes, "work_per_pass": r.work_per_pass, "checksum": r.checksum,
-            "median_per_cpu_s": r.median_per_cpu_s}
+            "median_per_cpu_s": r.median_per_cpu_s, "run_delay_s": r.run_delay_seconds,
+            "thread_s": r.thread_seconds}
 
 
 def calib_memory(str kind, int threads, int64_t bytes_per_array, double min_seconds=0.3,
@@ -128,6 +133,19 @@ def calib_sync(int threads, int rounds=2000):
     return best, median
 
 
+def calib_engine_wait(int threads, int steps=200, int rounds=50):
+    """Seconds one wait for all threads costs the forward pass, measured with the engine's own
+    pool, work counters and wait: {"best", "median", "run_delay_s", "thread_s"}."""
+    cdef double best = 0, median = 0
+    cdef slm_calib_result load
+    cdef int status
+    with nogil:
+        status = slm_calib_engine_wait(threads, steps, rounds, &best, &median, &load)
+    check(status, f"the engine's wait with {threads} threads")
+    return {"best": best, "median": median, "run_delay_s": load.run_delay_seconds,
+            "thread_s": load.thread_seconds}
+
+
 def calib_llc_bytes():
     """Last-level cache size in bytes as sysfs reports it, 0 when unknown."""
     return slm_calib_llc_bytes()
@@ -155,6 +173,10 @@ cdef extern from "slm.h" nogil:
     const slm_trace_edge *slm_trace_edges(const slm_trace_recorder *r)
     void slm_trace_clear(slm_trace_recorder *r)
     uint64_t slm_trace_now_ns()
+    enum:
+        SLM_TRACE_CRITICAL_TID
+
+TRACE_CRITICAL_TID = SLM_TRACE_CRITICAL_TID
 
 
 def trace_now_ns():

@@ -56,6 +56,7 @@ cdef extern from "slm.h" nogil:
     int32_t slm_model_threads(const slm_model *m)
     int slm_model_set_hooks(slm_model *m, const void *hooks)  # const slm_region_hooks *
     int slm_model_set_region_ops(slm_model *m, int ops)
+    int slm_model_debug_delay(slm_model *m, int thread, int32_t region, uint32_t us)
 
 
 # GGUF tensor name (with {l} for the layer) -> engine tensor kind, and whether it is per layer.
@@ -192,6 +193,11 @@ cdef class Engine:
     def set_region_ops(self, bint ops):
         """Region edges at every operation (True, the default) or at layers only."""
         check(slm_model_set_region_ops(self._get(), ops), "setting the region detail")
+
+    def debug_delay(self, int thread, int32_t region, uint32_t us):
+        """Tests of the attribution: worker `thread` sleeps `us` microseconds inside the first
+        work unit it takes in operation `region` of every profiled pass (0: never)."""
+        check(slm_model_debug_delay(self._get(), thread, region, us), "setting a test delay")
 
     def _set_hooks(self, size_t hooks_address, owner):
         """Attach the slm_region_hooks at that address (copied); owner is kept alive.

@@ -9,9 +9,10 @@ HELP = "measure memory bandwidth and kernel throughput (the roofline's ceilings)
 DESCRIPTION = (
     "Measure read, copy and triad bandwidth for 1..N threads over buffers far larger than the\n"
     "last-level cache, cache-resident int8 dot-product throughput of every kernel path, f32 FMA\n"
-    "throughput and the cost of a thread fan-out. The result is cached as this machine's profile\n"
-    "(keyed by CPU model, cores, memory and kernel) and reused by `layers` and `plan` until\n"
-    "--force. Takes well under a minute.")
+    "throughput and the cost of the engine's wait for its threads. The result is cached as this\n"
+    "machine's profile (keyed by CPU model, cores, memory and kernel) and reused by `layers` and\n"
+    "`plan` until --force. The load is recorded while it measures: a calibration taken while the\n"
+    "machine was busy is not saved (--keep-busy keeps it). Takes well under a minute.")
 EXAMPLES = """examples:
   python -m slmprof calibrate                 measure once, then show the cached profile
   python -m slmprof calibrate --force --json  measure again, print the profile as JSON
@@ -26,6 +27,9 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None,
                    help="largest thread count to measure (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--keep-busy", action="store_true",
+                   help="keep a calibration taken while the machine was busy as this machine's "
+                        "figures (by default it is used for this run only and not saved)")
 
 
 def progress_printer(stream=sys.stderr):
@@ -46,7 +50,11 @@ def run(args):
     progress = None if args.quiet or args.json else progress_printer()
     measure_args = {"threads_max": args.threads} if args.threads else {}
     profile, was_cached = calibrate.get_profile(force=args.force or bool(args.threads),
-                                                progress=progress, **measure_args)
+                                                progress=progress, keep_busy=args.keep_busy,
+                                                **measure_args)
+    if profile.get("not_saved"):
+        print(f"slmprof calibrate: warning: not saved as this machine's profile: "
+              f"{profile['not_saved']}", file=sys.stderr)
     if args.export:
         path = calibrate.export_profile(profile, args.export)
         if not args.json and not args.quiet:
@@ -57,7 +65,9 @@ def run(args):
     if not args.quiet:
         where = calibrate.profile_path(profile["key"])
         print(("cached profile (use --force to measure again): " if was_cached else
-               f"measured in {profile.get('seconds', 0):.1f} s, saved to ") + str(where))
+               f"measured in {profile.get('seconds', 0):.1f} s, NOT saved" if profile.get("not_saved")
+               else f"measured in {profile.get('seconds', 0):.1f} s, saved to ") +
+              ("" if profile.get("not_saved") and not was_cached else str(where)))
     for line in calibrate.summary_lines(profile):
         print(line)
     return 0

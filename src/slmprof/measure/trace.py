@@ -227,10 +227,16 @@ def slices(trace):
     return out
 
 
+CRITICAL_TID = _core.TRACE_CRITICAL_TID
+
+
 def region_totals(trace, phase=None):
     """region id -> (total ns, count), from the slices (only those inside `phase`, a phase
-    name, when given)."""
+    name, when given). Where the engine stamped per-thread spans, a region's time is its part
+    of the critical path (the CRITICAL_TID track), not the sum over threads."""
     all_slices = slices(trace)
+    critical = {r for _, _, r, tid in all_slices if tid == CRITICAL_TID}
+    all_slices = [s for s in all_slices if s[2] not in critical or s[3] == CRITICAL_TID]
     lo, hi = 0, float("inf")
     if phase is not None:
         ids = [int(k) for k, v in trace["meta"].get("phases", {}).items() if v == phase]
@@ -270,9 +276,12 @@ def to_chrome(trace):
                "args": {"name": f"slmprof {meta.get('model', {}).get('name', '')}".strip()}}]
     tids = sorted({s[3] for s in sl})
     phase_tid = 0
-    for i, tid in enumerate(tids):
+    engine = [t for t in tids if t != CRITICAL_TID]
+    for tid in tids:
+        name = ("critical path (each operation's part of the pass)" if tid == CRITICAL_TID else
+                "engine (main thread)" if tid == engine[0] else f"thread {tid}")
         events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                       "args": {"name": "engine (main thread)" if i == 0 else f"thread {tid}"}})
+                       "args": {"name": name}})
     events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": phase_tid,
                    "args": {"name": "phases"}})
     for t0, t1, region, tid in sl:
@@ -395,7 +404,10 @@ def summary_lines(data, top=6):
                 lines.append(f"  {phase}: {(t1 - t0) / 1e6:.1f} ms")
     by_op = {}
     names = meta.get("region_names", {})
-    for t0, t1, region, _ in sl:
+    critical = {r for _, _, r, tid in sl if tid == CRITICAL_TID}
+    for t0, t1, region, tid in sl:
+        if region in critical and tid != CRITICAL_TID:
+            continue   # each thread's own span: the critical track holds the region's time
         layer, op = names.get(str(region), (None, None))
         if op and op != "layer":
             by_op[op] = by_op.get(op, 0) + (t1 - t0)
