@@ -122,5 +122,20 @@ int slm_model_set_region_ops(slm_model *m, int ops);
  * never). */
 int slm_model_debug_delay(slm_model *m, int thread, int32_t region, uint32_t us);
 
+/* ---- Ctrl-C -----------------------------------------------------------------------------
+ * Python's SIGINT handler only notes a signal, and nothing acts on it while a forward pass runs
+ * with the interpreter's lock released. slm_sigint_watch installs a handler that counts each
+ * SIGINT and then calls the handler it replaced (Python still sees every signal);
+ * slm_sigint_unwatch puts that one back when the last watcher leaves. Both nest and may be
+ * called from any thread; nothing is installed while SIGINT is ignored or has its default
+ * action (which ends the process anyway). */
+int slm_sigint_watch(void);
+void slm_sigint_unwatch(void);
+uint32_t slm_sigint_count(void); /* SIGINTs counted so far; never reset */
+/* watch = 1: slm_model_forward stops at the next layer boundary once slm_sigint_count() is no
+ * longer `seen`, and returns SLM_EINTR with n_past as before the call (keys and values it wrote
+ * past n_past are overwritten before any later pass reads them). watch = 0: it never stops. */
+int slm_model_stop_on_sigint(slm_model *m, int watch, uint32_t seen);
+
 
 #endif /* SLM_MODEL_H */

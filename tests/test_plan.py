@@ -283,7 +283,7 @@ def test_cli_table_and_json(tmp_path):
     (["--model", "smollm2-135m", "--device", "pi9-1gb"], "unknown device"),
     (["--model", "tinyllama-1.1b", "--device", "pi5-8gb", "--ctx", "100000"], "past the model's maximum"),
     (["--model", "no-such-model", "--device", "pi5-8gb"], "no-such-model"),
-    (["--model", "smollm2-135m", "--device", "pi5-8gb", "--types", "q5_k"], "unknown type"),
+    (["--model", "smollm2-135m", "--device", "pi5-8gb", "--types", "iq2_xxs"], "unknown type"),
     (["--device", "pi5-8gb"], "give --model"),
 ])
 def test_cli_errors(tmp_path, args, message):

@@ -386,10 +386,8 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
 
         rec = None
         if trace_path:
-            # Behind the recorder the region table keeps its totals (and counters); a table
-            # that cannot be chained is replaced and the totals come from the edges.
-            chained = trace.chainable(prof.table)
-            rec = trace.start(m, hz=hz, next_table=prof.table if chained else None)
+            # behind the recorder the region table keeps its totals (and counters)
+            rec = trace.start(m, hz=hz, next_table=prof.table)
             trace.mark(rec, "prefill")
         say(f"prefill: {n_prompt} tokens")
         pre, times, load, spans, calls = _measured(prof, lambda: workload.prefill(m, prompt))
@@ -410,7 +408,7 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
                                       phase_costs(shape, wtypes, m.kv_type, chunks, ceilings),
                                       load, contention.delay_by_region(spans, calls, len(OP_NAMES)))
         if rec is not None:
-            _write_trace(rec, m, trace_path, chained, phases, notes,
+            _write_trace(rec, m, trace_path, notes,
                          {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen, "hz": hz})
             say(f"trace written to {trace_path}")
         if prof.table.spans_dropped:
@@ -517,7 +515,7 @@ def calibration_notes(calib, summaries) -> list:
     return out
 
 
-def _write_trace(rec, m, path, chained, phases, notes, settings):
+def _write_trace(rec, m, path, notes, settings):
     data = trace.stop(rec)
     data["meta"]["model"] = {"name": m.name, "synthetic": bool(m.synthetic)}
     data["meta"]["settings"] = settings
@@ -526,12 +524,6 @@ def _write_trace(rec, m, path, chained, phases, notes, settings):
     else:
         trace.save(data, path)
     notes += [Note("trace", n) for n in data["meta"]["notes"]]
-    if not chained:
-        for ph, p in phases.items():
-            p.times = {rid: RegionTime(ns * 1e-9, count, {})
-                       for rid, (ns, count) in trace.region_totals(data, ph).items()}
-        notes.append(Note("trace", "region times come from the trace recorder (this region "
-                                   "table cannot be chained); no counter values"))
 
 
 def _region_times(prof):

@@ -6,8 +6,10 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -44,29 +46,54 @@ def add_arguments(p):
 
 # ---------------------------------------------------------------- running the child
 
-def _spawn_gated(cmd):
-    """Fork a child that waits on a pipe before exec, so counters can be attached to it
-    first. Returns (pid, gate write fd, exec-error read fd)."""
-    r_gate, w_gate = os.pipe()
-    r_err, w_err = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # child: only async-signal-safe-ish work, then exec
+SPAWN = Path(__file__).resolve().parent.parent / "slmprof-spawn"
+
+
+class _Launch:
+    """The command, started through slmprof-spawn (see csrc/bin/slmprof_spawn.c): forked from
+    that small program rather than from this process, so its peak RSS is its own, and held
+    before its exec until open() so counters can be attached first."""
+
+    def __init__(self, cmd):
+        r_gate, self._gate = os.pipe()
+        self._report, w_report = os.pipe()
         try:
-            os.close(w_gate)
-            os.close(r_err)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.read(r_gate, 1)
+            self._launcher = subprocess.Popen([str(SPAWN), str(r_gate), str(w_report), *cmd],
+                                              pass_fds=(r_gate, w_report))
+        finally:
             os.close(r_gate)
-            os.execvp(cmd[0], cmd)
-        except OSError as e:
-            try:
-                os.write(w_err, str(e.errno).encode())
-            finally:
-                os._exit(127)
-        os._exit(127)
-    os.close(r_gate)
-    os.close(w_err)
-    return pid, w_gate, r_err
+            os.close(w_report)
+        self._lines = os.fdopen(self._report, "r")
+        first = self._lines.readline().split()
+        if len(first) != 2 or first[0] != "pid":
+            self.close()
+            raise OSError(errno.ECHILD, f"{SPAWN} did not start the command")
+        self.pid = int(first[1])
+
+    def open(self):
+        os.write(self._gate, b"x")
+        os.close(self._gate)
+        self._gate = None
+
+    def wait(self):
+        """(spawn errno or 0, raw wait status, the command's own peak RSS in bytes)."""
+        line = self._lines.readline().split()
+        self._launcher.wait()
+        if len(line) == 2 and line[0] == "error":
+            return int(line[1]), 0, 0
+        if len(line) != 3 or line[0] != "exit":
+            raise OSError(errno.ECHILD, f"{SPAWN} ended without reporting (exit "
+                                        f"{self._launcher.returncode})")
+        return 0, int(line[1]), int(line[2]) * 1024
+
+    def close(self):
+        if self._gate is not None:
+            os.close(self._gate)
+            self._gate = None
+        self._lines.close()
+        if self._launcher.poll() is None:
+            self._launcher.kill()
+            self._launcher.wait()
 
 
 def _exit_status(status):
@@ -85,13 +112,14 @@ def measure(cmd, events=None, hz=100, out=sys.stderr):
     counters = Counters(events, inherit=True, enable_on_exec=True)  # ValueError: bad names
     if not (1 <= hz <= 10000):
         raise ValueError(f"sampling rate {hz} Hz out of range: 1 to 10000 Hz")
-    pid, w_gate, r_err = _spawn_gated(cmd)
+    launch = _Launch(cmd)
+    pid = launch.pid
     sampler = None
     interrupted = [0]
 
     def on_sigint(signum, frame):
         interrupted[0] += 1
-        try:  # the terminal sent it to the child too; forward for other senders
+        try:  # the terminal sent it to the command too; forward for other senders
             os.kill(pid, signal.SIGINT if interrupted[0] == 1 else signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -106,28 +134,26 @@ def measure(cmd, events=None, hz=100, out=sys.stderr):
         sampler = Sampler(hz=hz, pid=pid)
         sampler.start()
         t0 = time.monotonic_ns()
-        os.write(w_gate, b"x")
-        os.close(w_gate)
-        err = os.read(r_err, 64)
-        os.close(r_err)
-        _, status, usage = os.wait4(pid, 0)
+        launch.open()
+        err, status, peak_rss = launch.wait()
         elapsed_ns = time.monotonic_ns() - t0
         sampler.stop()
         if err:
-            code = int(err)
-            return {"spawn_error": code, "exit_status": 126 if code == errno.EACCES else 127}
+            return {"spawn_error": err, "exit_status": 126 if err == errno.EACCES else 127}
         readings = counters.read()
         return {"schema": SCHEMA, "command": list(cmd), "pid": pid,
                 "exit_status": 130 if interrupted[0] else _exit_status(status),
                 "child_status": _exit_status(status), "interrupted": bool(interrupted[0]),
                 "elapsed_ns": elapsed_ns, "counters": counters.describe(),
                 "attach_error": attach_error, "readings": readings, "sampler": sampler,
-                # the kernel's high-water mark, exact even when the peak fell between samples
-                "peak_rss_bytes_at_exit": usage.ru_maxrss * 1024}
+                # the kernel's high-water mark of the command itself (and of the children it
+                # waited for), exact even when the peak fell between samples
+                "peak_rss_bytes_at_exit": peak_rss}
     finally:
         signal.signal(signal.SIGINT, old_handler)
         if sampler is not None:
             sampler.stop()
+        launch.close()
         counters.close()
 
 

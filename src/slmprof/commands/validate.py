@@ -19,7 +19,9 @@ against a float reference on the dequantized weights (KL divergence, top-1 agree
 difference). Prints one pass/fail table and exits 1 if any check fails.
 
 --tensors instead lists every weight tensor of the model with the error that requantizing it
-to each type would add: which layers suffer most from 4 bits."""
+to each type would add (rows the K types' 256-element blocks do not divide take llama-quantize's
+fallback type, marked with *), ranked worst first across all the types: which layers suffer
+most from fewer bits."""
 EXAMPLES = """\
 examples:
   python -m slmprof validate --quick                     # about a minute on a Pi-class CPU
@@ -34,8 +36,8 @@ def add_arguments(p):
     p.add_argument("--model", "-m", default=DEFAULT_MODEL,
                    help=f"model name or GGUF path (default {DEFAULT_MODEL}, or its synthetic twin "
                         "when it cannot be fetched); 'none' skips the model checks")
-    p.add_argument("--types", default=",".join(("q4_0", "q4_1", "q8_0", "f16")),
-                   help="comma-separated weight types (default q4_0,q4_1,q8_0,f16)")
+    p.add_argument("--types", default=None,
+                   help="comma-separated weight types (default: every quantized type and f16)")
     p.add_argument("--isa", default="all", metavar="PATH",
                    help="all (every path this CPU runs; default), scalar, avx2, neon or neon-dotprod")
     p.add_argument("--quick", action="store_true", help="fewer shapes and a shorter text")
@@ -90,7 +92,7 @@ def run(args):
     from slmprof.engine import quant
     from slmprof.analysis import validate as v
 
-    types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
+    types = [t.strip().lower() for t in (args.types or ",".join(v.DEFAULT_TYPES)).split(",") if t.strip()]
     bad = [t for t in types if t not in v.DEFAULT_TYPES]
     if bad or not types:
         report.say(f"slmprof validate: error: unknown type(s) {', '.join(bad) or '(none)'}; "
@@ -101,6 +103,9 @@ def run(args):
     except ValueError as e:
         report.say(f"slmprof validate: error: {e}", False)
         return 2
+    # SLMPROF_ISA naming a path this machine lacks is refused before any check runs (each check
+    # forces its own path, so they would all pass while every other command fails)
+    active_path = quant.active_isa()
 
     model, notes = _resolve(args.model, args.quiet)
     if model is not None and not args.tensors:
@@ -138,7 +143,7 @@ def run(args):
     failed = [r for r in records if r["result"] != "pass"]
     summary = {"checks": len(records), "failed": len(failed), "passed": len(records) - len(failed),
                "seconds": elapsed, "paths": paths, "types": types,
-               "active_path": quant.active_isa()}
+               "active_path": active_path}
     rep = report.make_report(
         "validate", records,
         model=None if model is None else {"name": model.name, "path": str(model.path),
@@ -183,10 +188,12 @@ def _run_tensors(args, model, types, notes):
         n = sum(1 for t in gf.tensors.values() if len(t.shape) == 2)
     with report.Progress(total=n, what="requantizing", quiet=args.quiet) as bar:
         records = v.tensor_errors(model.path, types, progress=lambda name: bar.advance(status=name))
-    cols = [Column("tensor", align="left"), Column("type", align="left"),
-            Column("rows"), Column("cols")]
-    cols += [Column(f"rel_rmse_{t}", f"{t} rel RMSE", fmt=lambda x, r: "" if x is None else f"{x:.2e}")
-             for t in types]
+    cols = [Column("rank"), Column("tensor", align="left"), Column("type", align="left"),
+            Column("rows"), Column("cols"), Column("score", fmt=lambda x, r: f"{x:.2f}")]
+
+    def cell(t):
+        return lambda x, r: "" if x is None else f"{x:.2e}" + ("*" if r.get(f"as_{t}") else "")
+    cols += [Column(f"rel_rmse_{t}", f"{t} rel RMSE", fmt=cell(t)) for t in types]
     worst = {}
     for t in types:
         key = f"rel_rmse_{t}"
@@ -203,8 +210,9 @@ def _run_tensors(args, model, types, notes):
         report.write_json(rep, args.json_file)
     if args.format in ("md", "plain"):
         text = report.format_table(records, cols, style=args.format)
-        text += "\nrel RMSE: the tensor as stored against the same tensor requantized to the type" \
-                "\n"
+        text += ("\nrel RMSE: the tensor as stored against the same tensor requantized to the type; "
+                 "* = written as llama-quantize's fallback type (rows not a multiple of 256).\n"
+                 "score: the mean over types of the error over that type's median; worst first.\n")
         for t, w in worst.items():
             text += (f"{t}: worst {w['tensor']} ({w['rel_rmse']:.2e}), mean over tensors "
                      f"{w['mean']:.2e}\n")

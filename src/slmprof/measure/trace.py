@@ -64,22 +64,10 @@ def _region_names(model):
     return {int(rid): (layer, op) for rid, layer, op in model.region_names()}
 
 
-def chainable(table):
-    """Whether a region table can sit behind a recorder (it exposes its C hooks' address)."""
-    return table is not None and hasattr(table, "hooks_address")
-
-
 def start(model, hz=0, next_table=None, capacity=DEFAULT_CAPACITY):
     """Put a recorder on the model's region hooks (chained to `next_table`, a region table, so
     its totals still accumulate) and start the sampler at `hz` (0: none)."""
-    addr = 0
-    if next_table is not None:
-        get = getattr(next_table, "hooks_address", None)
-        if get is None:
-            raise UnavailableError("this region table cannot be chained to a trace recorder "
-                                   "(no hooks_address)")
-        addr = int(get())
-    recorder = _core.TraceRecorder(capacity, addr, next_table)
+    recorder = _core.TraceRecorder(capacity, next_table)
     model.set_profiler(recorder)
     sampler, note = (None, None)
     if hz:
