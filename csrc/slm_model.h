@@ -26,9 +26,11 @@ typedef enum slm_op {
 /* "layer", "embed", "attn_norm", ...: the names reports use; "unknown" out of range. */
 const char *slm_op_name(int op);
 
-/* Limits of a model config: the longest context, and the tokens of one internal forward chunk
- * when max_batch is 0 (a longer prompt runs in chunks, each streaming the weights again). */
+/* Limits of a model config: the longest context, the most worker threads, and the tokens of one
+ * internal forward chunk when max_batch is 0 (a longer prompt runs in chunks, each streaming
+ * the weights again). */
 #define SLM_MAX_CTX (1 << 20)
+#define SLM_MAX_THREADS 1024
 #define SLM_DEFAULT_MAX_BATCH 512
 
 /* ---- Thread pool ----------------------------------------------------------------------

@@ -18,11 +18,11 @@ Configurations:
   ops     what `slmprof layers` attaches: per-operation regions (wall time) inside layer regions
 """
 import argparse
-import json
 import os
 import statistics
 import sys
 
+from slmprof import report
 from slmprof.analysis import overhead
 from slmprof.engine import workload
 
@@ -94,8 +94,7 @@ def main(argv=None):
     if errors:
         print(f"region errors: {errors}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        report.write_json(report.stamp("profiling-overhead", out), args.json)
     return 0 if ops <= TARGET else 1
 
 

@@ -184,7 +184,7 @@ def test_system_watch_on_a_fake_pi4(tmp_path):
 
     import numpy as np
     from slmprof.measure import procfs
-    from slmprof.commands.bench import SystemWatch
+    from slmprof.bench.harness import SystemWatch
     root = tmp_path / "pi4"
     shutil.copytree(Path(__file__).parent / "fake_roots" / "pi4", root)
     # An energy counter too, as RAPL lays it out, so energy per token has something to read.
@@ -220,7 +220,7 @@ def test_system_watch_on_a_fake_pi4(tmp_path):
 
 def test_system_watch_says_why_figures_are_missing(tmp_path):
     from slmprof.measure import procfs
-    from slmprof.commands.bench import SystemWatch
+    from slmprof.bench.harness import SystemWatch
     (tmp_path / "sys").mkdir()
     watch = SystemWatch(hz=50, roots=procfs.Roots(proc=str(tmp_path), sys=str(tmp_path / "sys")))
     watch.start()
@@ -292,7 +292,7 @@ def test_compare_and_perplexity_give_the_same_figure(real_model_path, tmp_path):
                            "--file", str(text), "--ctx", "64", "--max-windows", "2", "--threads", "2",
                            "--json"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["perplexity"] == from_compare
+    assert json.loads(proc.stdout)["summary"]["perplexity"] == from_compare
 
 
 def test_stdlib_text_is_prose():

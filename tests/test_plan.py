@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from slmprof import report
 from slmprof.analysis import devices, plan, roofline
 from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError
 
@@ -295,7 +296,7 @@ def test_cli_errors(tmp_path, args, message):
 
 def test_cli_newer_device_schema(tmp_path):
     doc = devices.builtin_profile("pi5-8gb").to_dict()
-    doc["schema_version"] = devices.SCHEMA_VERSION + 1
+    doc["schema"] = f"{report.SCHEMA_FAMILY}{report.SCHEMA_VERSION + 1}"
     path = tmp_path / "future.json"
     path.write_text(json.dumps(doc))
     out = _cli("--model", "smollm2-135m", "--device", str(path), cache=tmp_path)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from slmprof import report
+
 PY = sys.executable
 
 def _software_counting_reason():
@@ -40,7 +42,7 @@ def test_counts_and_samples_a_child(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Performance counter stats" in r.stderr and "page-faults" in r.stderr
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "slmprof.stat/1" and doc["exit_status"] == 0
+    assert doc["schema"] == report.SCHEMA and doc["kind"] == "stat" and doc["exit_status"] == 0
     faults = doc["readings"]["page-faults"]
     assert faults["status"] == "exact" and faults["value"] >= 8192 * 0.9
     assert doc["readings"]["task-clock"]["value"] > 0

@@ -9,6 +9,7 @@ import pytest
 from slmprof import _core
 
 from slmprof.measure import trace
+from slmprof.report import chrome
 
 
 def test_recorder_logs_edges_in_order_with_thread_ids():
@@ -74,7 +75,7 @@ def test_save_load_and_chrome_json(tmp_path):
     back = trace.load(path)
     assert back["meta"]["phases"] == data["meta"]["phases"]
     assert [s[2] for s in trace.slices(back)] == [trace.PHASE_REGION_BASE, 11, 13]
-    doc = json.loads(trace.write_chrome(back, tmp_path / "r.json").read_text())
+    doc = json.loads(chrome.write_recording(back, tmp_path / "r.json").read_text())
     names = {(e["ph"], e["name"]) for e in doc["traceEvents"]}
     assert ("X", "decode") in names and ("X", "blk.0") in names and ("X", "qkv") in names
     counters = [e for e in doc["traceEvents"] if e["ph"] == "C"]

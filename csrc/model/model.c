@@ -161,7 +161,7 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
         return SLM_ESHAPE;
     if (c.n_ctx < 1 || c.n_ctx > SLM_MAX_CTX || c.max_batch < 0) return SLM_EINVAL;
     if (c.kv_type != SLM_TYPE_F32 && c.kv_type != SLM_TYPE_F16) return SLM_EINVAL;
-    if (c.n_threads < 1 || c.n_threads > 1024) return SLM_EINVAL;
+    if (c.n_threads < 1 || c.n_threads > SLM_MAX_THREADS) return SLM_EINVAL;
     if (!(c.rope_base > 0) || !(c.norm_eps >= 0)) return SLM_EINVAL;
     slm_model *m = calloc(1, sizeof *m);
     if (!m) return SLM_ENOMEM;

@@ -23,6 +23,7 @@ ENGINE_ARCHS = {"llama": SLM_ARCH_LLAMA, "qwen2": SLM_ARCH_QWEN2}
 REGION_OP_COUNT = SLM_OP_COUNT
 REGION_OP_NAMES = tuple(slm_op_name(i).decode() for i in range(SLM_OP_COUNT))
 MAX_CTX = SLM_MAX_CTX
+MAX_THREADS = SLM_MAX_THREADS
 ENGINE_MAX_BATCH = SLM_DEFAULT_MAX_BATCH
 # Python runs signal handlers in the main thread only: a pass there can stop for Ctrl-C.
 cdef unsigned long _MAIN_THREAD = threading.main_thread().ident

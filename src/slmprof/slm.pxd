@@ -287,6 +287,7 @@ cdef extern from "slm.h" nogil:
 
     enum:
         SLM_MAX_CTX
+        SLM_MAX_THREADS
         SLM_DEFAULT_MAX_BATCH
         SLM_ARCH_LLAMA
         SLM_ARCH_QWEN2

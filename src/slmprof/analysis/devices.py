@@ -23,12 +23,13 @@ from pathlib import Path
 from slmprof.analysis import roofline
 from slmprof.engine import registry
 from slmprof.errors import SlmprofError
+from slmprof.files import atomic_write, write_text
 from slmprof.measure import calibrate, procfs
 from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
+from slmprof.report.schema import SCHEMA, ReportError, schema_of
 
-SCHEMA = "slmprof-device"
-SCHEMA_VERSION = 1
-MACHINE_SCHEMA = "slmprof.machine"    # calibrate's machine profile: what `calibrate --export` writes
+KIND = "device"         # the schema's kind of a device profile; calibrate.KIND ("machine") is
+                        # a machine profile, what `calibrate --export` writes
 
 # Names accepted by --device besides a file path.
 BUILTIN_NAMES = ("pi4-4gb", "pi4-8gb", "pi5-4gb", "pi5-8gb")
@@ -143,7 +144,7 @@ class DeviceProfile:
     def to_dict(self):
         d = {
             "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
             "name": self.name,
             "title": self.title,
             "measured_by_this_installation": self.measured_by_this_installation,
@@ -230,18 +231,11 @@ def profile_from_dict(d, origin="<dict>"):
     """Validate a profile document and build a DeviceProfile; errors name the origin and field."""
     if not isinstance(d, dict):
         raise DeviceProfileError(f"{origin}: a device profile is a JSON object")
-    if d.get("schema") != SCHEMA:
+    kind = _kind(d, origin)
+    if kind != KIND:
         raise DeviceProfileError(f"{origin}: not a slmprof device profile "
-                                 f"(\"schema\" is {d.get('schema')!r}, expected {SCHEMA!r} "
-                                 f"or {MACHINE_SCHEMA!r})")
-    version = d.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise DeviceProfileError(f"{origin}: \"schema_version\" must be a positive integer, got {version!r}")
-    if version > SCHEMA_VERSION:
-        raise DeviceProfileError(
-            f"{origin}: device profile schema version {version} is newer than this slmprof "
-            f"understands (up to {SCHEMA_VERSION}); upgrade slmprof or re-export the profile "
-            f"with this version")
+                                 f"(\"schema\" is {d.get('schema')!r}, kind {kind!r}; expected "
+                                 f"{SCHEMA!r} with kind {KIND!r} or {calibrate.KIND!r})")
 
     def need(key, kind=None):
         if key not in d:
@@ -308,6 +302,18 @@ def profile_from_dict(d, origin="<dict>"):
     )
 
 
+def _kind(doc, origin):
+    """The document's kind (the older slmprof-device and slmprof.machine names read too)."""
+    try:
+        return schema_of(doc, origin)[0]
+    except ReportError as e:
+        if "newer" in str(e):
+            raise DeviceProfileError(f"{e}, or re-export the profile with this version") from None
+        if "version" in str(e):
+            raise DeviceProfileError(str(e)) from None
+        return None
+
+
 def load_profile_file(path, which="median"):
     """A device profile (this schema) or a machine profile written by `calibrate --export`."""
     path = Path(path)
@@ -321,7 +327,7 @@ def load_profile_file(path, which="median"):
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise DeviceProfileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if isinstance(doc, dict) and doc.get("schema") == MACHINE_SCHEMA:
+    if isinstance(doc, dict) and _kind(doc, str(path)) == calibrate.KIND:
         profile = from_machine_profile(doc, origin=str(path), which=which)
     else:
         profile = profile_from_dict(doc, origin=str(path))
@@ -338,11 +344,10 @@ def builtin_profile(name):
 
 
 def save_profile(profile, path):
-    """Write a profile as JSON (to a temporary name first, renamed when complete)."""
+    """Write a profile as JSON, whole (files.atomic_write)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(profile.to_dict(), indent=2) + "\n")
     return path
 
 
@@ -524,8 +529,8 @@ def storage_read_speed(directory=None, force=False):
                         f"{STORAGE_PROBE_BYTES >> 20} MiB in {directory} after dropping its pages "
                         f"({time.strftime('%Y-%m-%d', time.gmtime())})"}
     try:
-        record.write_text(json.dumps(result) + "\n")
-    except OSError:
+        write_text(record, json.dumps(result) + "\n")
+    except OSError:         # a read-only cache: measured again next time
         pass
     return result
 

@@ -31,6 +31,7 @@ from typing import Callable, Optional
 import time
 
 from slmprof import report
+from slmprof.report import chrome
 from slmprof.analysis import roofline
 from slmprof.engine import quant, workload
 from slmprof.engine.model import OP_NAMES, forward_chunks, region_id, thread_count_note
@@ -314,10 +315,13 @@ def profile_layers(model=workload.DEFAULT_MODEL, threads=None, prompt_tokens=64,
         say("machine profile: looking for this machine's calibration")
         profile, cached = calibrate.get_profile(progress=lambda d, t, label, text: say(
             f"calibrate [{d}/{t}] {label}: {text}"))
-        if not cached:
-            notes.append(Note("calibration", "this machine was calibrated for this run " + (
-                f"and the figures were not kept: {profile['not_saved']}" if profile.get("not_saved")
-                else "(cached for the next)")))
+        if profile.get("not_saved"):
+            notes.append(Note("calibration", "this machine was calibrated for this run; the "
+                                             f"calibration was not saved ({profile['not_saved']}), "
+                                             "so the next run measures it again"))
+        elif not cached:
+            notes.append(Note("calibration", "this machine was calibrated for this run "
+                                             "(cached for the next)"))
     if not profile.get("measured", True):
         notes.append(Note("ceilings", "ceilings are from a reference profile, not measured here: "
                                       f"{profile.get('source')}"))
@@ -520,7 +524,7 @@ def _write_trace(rec, m, path, notes, settings):
     data["meta"]["model"] = {"name": m.name, "synthetic": bool(m.synthetic)}
     data["meta"]["settings"] = settings
     if str(path).endswith(".json"):
-        trace.write_chrome(data, path)
+        chrome.write_recording(data, path)
     else:
         trace.save(data, path)
     notes += [Note("trace", n) for n in data["meta"]["notes"]]

@@ -22,7 +22,6 @@ gets a stated default, and the output says so.
 """
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +30,10 @@ from slmprof import report
 from slmprof.analysis import devices, roofline
 from slmprof.engine import gguf, quant, registry
 from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chunks, thread_count_note
+from slmprof.errors import (ContextOverflowError, ModelNotFoundError, OutputError, ShapeError,
+                            SlmprofError)
+from slmprof.files import write_text
 from slmprof.measure.contention import Load
-from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError, SlmprofError
 from slmprof.report import Column, format_table
 
 PLAN_TYPES = quant.QUANTIZED_TYPES + ("f16",)
@@ -347,10 +348,11 @@ def stored_efficiency():
 
 def store_efficiency(eff):
     path = _efficiency_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(eff.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    write_text(path, json.dumps(eff.to_dict(), indent=2) + "\n")
     return path
 
 

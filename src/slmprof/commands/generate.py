@@ -1,8 +1,12 @@
 """`slmprof generate`: run a prompt through the engine and stream the continuation."""
 import sys
 
+from slmprof import report
+from slmprof.commands import _options
+from slmprof.engine import workload
 from slmprof.engine.model import GenerationStats, Model
 from slmprof.engine.sampling import Sampler
+from slmprof.errors import ModelFileError, UsageError
 
 NAME = "generate"
 HELP = "generate text from a prompt (streams tokens; prompt and generation speed at the end)"
@@ -18,37 +22,52 @@ EXAMPLES = """examples:
 """
 
 
+DEFAULT_CTX = 2048
+
+
 def add_arguments(p):
-    p.add_argument("--model", default="smollm2-135m", help="registry name or GGUF path (default: %(default)s)")
-    p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: every core)")
-    p.add_argument("--ctx", type=int, default=2048, help="context length (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1 = off)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    _options.add_model(p, workload.DEFAULT_MODEL)
+    p.add_argument("--prompt", required=True, type=_options.text, help="text to continue")
+    p.add_argument("--max-tokens", type=_options.gen_tokens, default=64,
+                   help="tokens to generate (default: %(default)s)")
+    _options.add_threads(p)
+    p.add_argument("--ctx", type=_options.context, default=None,
+                   help=f"context length (default: the model's trained context, at most {DEFAULT_CTX})")
+    p.add_argument("--temperature", type=_options.number(0), default=0.0,
+                   help="0 = greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=_options.integer(0), default=0,
+                   help="sample from the k most likely (0 = all)")
+    p.add_argument("--top-p", type=_options.number(0, 1, lo_open=True), default=1.0,
+                   help="nucleus sampling threshold, in (0, 1] (1 = off)")
+    p.add_argument("--seed", type=_options.integer(0), default=0,
+                   help="sampling seed (default: %(default)s)")
     p.add_argument("--no-stop", action="store_true", help="keep going after end-of-sequence")
 
 
-def run(args):
-    if args.threads is not None and args.threads < 1:
-        print("slmprof generate: error: --threads must be at least 1", file=sys.stderr)
-        return 2
-    if args.max_tokens < 0:
-        print("slmprof generate: error: --max-tokens must be >= 0", file=sys.stderr)
-        return 2
+def check(args):
     try:
         Sampler(args.temperature, args.top_k, args.top_p, args.seed)
     except ValueError as e:
-        print(f"slmprof generate: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
+    trained = _options.trained_context(args.model)
+    if args.ctx is None:
+        args.ctx = min(trained or DEFAULT_CTX, DEFAULT_CTX)
+    else:
+        note = _options.context_note(args.model, args.ctx)
+        if note:
+            report.say(f"slmprof generate: warning: {note}", args.quiet)
+
+
+def run(args):
     with Model.load(args.model, threads=args.threads, ctx=args.ctx) as m:
         if m.tokenizer is None:
-            print(f"slmprof generate: error: {m.name} has no tokenizer in its file", file=sys.stderr)
-            return 2
+            raise ModelFileError(f"{m.name} has no tokenizer in its file: it cannot read a prompt")
+        n_prompt = len(m.tokenizer.encode(args.prompt, add_bos=True))
+        if n_prompt > m.ctx:
+            raise UsageError(f"--prompt is {n_prompt} tokens, more than the context of {m.ctx} "
+                             f"(raise --ctx)")
         if m.synthetic:
-            print(f"[{m.name} is synthetic: random weights, the text is noise]", file=sys.stderr)
+            report.say(f"[{m.name} is synthetic: random weights, the text is noise]", args.quiet)
         out = sys.stdout
         out.write(args.prompt)
         out.flush()
@@ -63,8 +82,11 @@ def run(args):
         out.flush()
         prompt_speed = st.prompt_tokens / st.prefill_seconds if st.prefill_seconds > 0 else float("inf")
         gen_speed = st.decoded / st.decode_seconds if st.decoded and st.decode_seconds > 0 else float("nan")
-        print(f"prompt: {st.prompt_tokens} tokens in {st.prefill_seconds * 1e3:.1f} ms, "
-              f"{prompt_speed:.1f} tok/s | generation: {st.generated} tokens, {st.decoded} decoded "
-              f"in {st.decode_seconds * 1e3:.1f} ms, {gen_speed:.1f} tok/s | {m.threads} threads"
-              f" | stopped: {st.stopped_by}", file=sys.stderr)
-    return 0
+        if st.stopped_by == "context full":
+            # said even with --quiet: the text ends early for a reason the reader cannot see
+            report.say(f"slmprof generate: stopped after {st.generated} of {args.max_tokens} tokens: "
+                       f"the context of {m.ctx} positions is full (raise --ctx)")
+        report.say(f"prompt: {st.prompt_tokens} tokens in {st.prefill_seconds * 1e3:.1f} ms, "
+                   f"{prompt_speed:.1f} tok/s | generation: {st.generated} tokens, {st.decoded} "
+                   f"decoded in {st.decode_seconds * 1e3:.1f} ms, {gen_speed:.1f} tok/s | "
+                   f"{m.threads} threads | stopped: {st.stopped_by}", args.quiet)

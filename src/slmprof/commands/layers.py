@@ -1,10 +1,11 @@
 """`slmprof layers`: where each layer's time goes, and whether it waits on memory or arithmetic."""
-import sys
 import textwrap
 
 from slmprof import report
 from slmprof.analysis import layers, roofline
+from slmprof.commands import _options
 from slmprof.engine import workload
+from slmprof.errors import UsageError
 from slmprof.measure.contention import Load
 
 NAME = "layers"
@@ -55,69 +56,53 @@ COUNTER_COLUMNS = [
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=workload.DEFAULT_MODEL,
-                   help=f"registry name or GGUF path (default {workload.DEFAULT_MODEL}; offline it "
-                        f"falls back to {workload.FALLBACK_MODEL} and says so)")
-    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
-    p.add_argument("--prompt-tokens", type=int, default=64, help="prompt length for prefill (default 64)")
-    p.add_argument("--gen-tokens", type=int, default=32, help="tokens to decode (default 32)")
+    _options.add_model(p, workload.DEFAULT_MODEL,
+                       help=f"registry name or GGUF path (default {workload.DEFAULT_MODEL}; offline "
+                            f"it falls back to {workload.FALLBACK_MODEL} and says so)")
+    _options.add_threads(p)
+    p.add_argument("--prompt-tokens", type=_options.prompt_tokens, default=64,
+                   help="prompt length for prefill (default 64)")
+    p.add_argument("--gen-tokens", type=_options.gen_tokens, default=32,
+                   help="tokens to decode (default 32; at least 1 unless --phase prefill)")
     p.add_argument("--phase", choices=("prefill", "decode", "both"), default="both")
     p.add_argument("--ops", action="store_true", help="one row per operation under each layer")
     p.add_argument("--events", default=None,
                    help="comma-separated counter events (default: the core's set; 'none' for time only)")
-    p.add_argument("--hz", type=int, default=0,
+    p.add_argument("--hz", type=_options.sample_rate, default=0,
                    help="also sample /proc and sysfs at this rate for --trace (default off)")
-    p.add_argument("--csv", metavar="FILE", default=None, help="write the rows as CSV")
-    p.add_argument("--trace", metavar="FILE", default=None,
+    p.add_argument("--csv", metavar="FILE", type=_options.output_file, default=None,
+                   help="write the rows as CSV")
+    p.add_argument("--trace", metavar="FILE", type=_options.output_file, default=None,
                    help="write a Chrome/Perfetto JSON trace of the run (see `slmprof trace`)")
     report.add_output_arguments(p)
 
 
-def _events(arg):
-    if arg is None:
-        return None
-    if arg.strip().lower() in ("none", ""):
-        return []
-    return [e.strip() for e in arg.split(",") if e.strip()]
-
-
-def validate_args(args):
-    for name in ("prompt_tokens", "gen_tokens"):
-        if getattr(args, name) < (1 if name == "prompt_tokens" or args.phase != "prefill" else 0):
-            return f"--{name.replace('_', '-')} must be at least 1"
-    if args.threads is not None and args.threads < 1:
-        return "--threads must be at least 1"
-    if args.hz < 0 or args.hz > 10000:
-        return "--hz must be between 0 and 10000"
-    return None
+def check(args):
+    if args.gen_tokens < 1 and args.phase != "prefill":
+        raise UsageError("--gen-tokens must be at least 1 (or use --phase prefill)")
+    args.events = _options.event_names(args.events)
+    _options.check_events(args.events)
+    _options.check_positions(args.model, args.prompt_tokens + args.gen_tokens,
+                             "--prompt-tokens + --gen-tokens")
 
 
 def run(args):
-    problem = validate_args(args)
-    if problem:
-        print(f"slmprof layers: error: {problem}", file=sys.stderr)
-        return 2
-    quiet = args.quiet
-
     def say(text):
-        report.say(text, quiet=quiet)
+        report.say(text, quiet=args.quiet)
 
     result = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
-                                gen_tokens=args.gen_tokens, phase=args.phase,
-                                events=_events(args.events), progress=say,
-                                trace_path=args.trace, hz=args.hz)
+                                   gen_tokens=args.gen_tokens, phase=args.phase,
+                                   events=args.events, progress=say,
+                                   trace_path=args.trace, hz=args.hz)
     rep = result.to_report()
-    if args.json_file:
-        report.write_json(rep, args.json_file)
     if args.csv:
         report.write_text(report.to_csv(rep["records"]), args.csv)
-    if args.format == "json":
-        report.write_text(report.to_json(rep), args.output)
-    elif args.format == "csv":
-        report.write_text(report.to_csv(rep["records"]), args.output)
+    fmt = report.stdout_format(args)
+    if fmt in ("json", "csv"):
+        text = report.render(rep, fmt)
     else:
-        report.write_text(render_text(result, show_ops=args.ops, style=args.format), args.output)
-    return 0
+        text = render_text(result, show_ops=args.ops, style=fmt)
+    report.emit_output(text, args, rep)
 
 
 def flag_lines(rows):

@@ -1,10 +1,11 @@
 """`slmprof requantize`: write a copy of a model with its weights in another type."""
 from pathlib import Path
 
-from slmprof.engine import quant, registry
-
 from slmprof import report
+from slmprof.commands import _options
+from slmprof.engine import quant, registry
 from slmprof.engine.requantize import REQUANT_TYPES, planned_types, requantize
+from slmprof.files import STDOUT
 
 NAME = "requantize"
 HELP = ("write a copy of a model with its 2-D weights in another type (q4_0 .. q8_0, the K types, "
@@ -28,33 +29,35 @@ EXAMPLES = """examples:
 
 
 def add_arguments(p):
-    p.add_argument("--model", "-m", default=registry.REAL_MODEL,
-                   help="model name or GGUF path (default smollm2-135m)")
+    _options.add_model(p, registry.REAL_MODEL, short=True)
     p.add_argument("--type", "-t", required=True, choices=REQUANT_TYPES, help="new weight type or mix")
     p.add_argument("--embd-type", choices=quant.WEIGHT_TYPES, default=None,
                    help="also convert token_embd.weight to this type")
-    p.add_argument("--output", "-o", metavar="FILE", default=None,
-                   help="where to write (default: the cache, for the real model)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    p.add_argument("--output", "-o", metavar="FILE", type=_options.output_file, default=None,
+                   help="where to write (default: the cache, for the real model; - for stdout)")
 
 
 def run(args):
+    bars = report.bars(args.quiet)
     if args.output is None and args.model == registry.REAL_MODEL and args.embd_type is None:
-        src = registry.ensure_requantized("q4_1", quiet=args.quiet)
-        path = registry.ensure_requantized(args.type, quiet=args.quiet)
+        src = registry.ensure_requantized("q4_1", quiet=args.quiet, progress=bars)
+        path = registry.ensure_requantized(args.type, quiet=args.quiet, progress=bars)
     else:
-        src = registry.resolve(args.model, quiet=args.quiet).path
+        src = registry.resolve(args.model, quiet=args.quiet, progress=bars).path
         if args.output is None:
             out = Path(src).with_name(f"{Path(src).stem}.{args.type.upper()}.gguf")
         else:
             out = Path(args.output)
-        path = requantize(src, out, args.type, embd_type=args.embd_type, quiet=args.quiet)
+        path = requantize(src, out, args.type, embd_type=args.embd_type, progress=bars)
+    if str(path) == STDOUT:          # standard output carries the model file
+        return
     fallbacks = [c for c in planned_types(src, args.type).values() if c.fell_back]
     for c in fallbacks:
         print(f"fallback: {c.tensor}: {c.cols} columns are not a multiple of {c.wanted.upper()}'s "
               f"block; written as {c.type.upper()}")
     if fallbacks:
-        report.say(f"{len(fallbacks)} tensor(s) fell back to another type (listed above)", quiet=args.quiet)
-    report.say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", quiet=args.quiet)
+        report.say(f"{len(fallbacks)} tensor(s) fell back to another type (listed above)",
+                   quiet=args.quiet)
+    report.say(f"wrote {path} ({report.format_bytes(path.stat().st_size, digits=1, unit='MB')})",
+               quiet=args.quiet)
     print(path)
-    return 0

@@ -26,6 +26,7 @@ import numpy as np
 
 from slmprof.engine import quant
 from slmprof.errors import ModelFileError, UnsupportedError
+from slmprof.files import atomic_write
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -94,90 +95,71 @@ class Metadata:
         raise ModelFileError(f"{self.source}: metadata {key!r} is {_kind_of(value)}, expected "
                              f"{expected}")
 
-    def _get(self, key, default):
-        if key in self.values:
-            return self.values[key], True
-        if default is _REQUIRED:
-            raise ModelFileError(f"{self.source}: missing metadata {key!r}")
-        return default, False
+    def _read(self, key, default, is_ok, expected, convert):
+        if key not in self.values:
+            if default is _REQUIRED:
+                raise ModelFileError(f"{self.source}: missing metadata {key!r}")
+            return default
+        v = self.values[key]
+        if not is_ok(v):
+            self._fail(key, v, expected)
+        return convert(key, v)
 
     def integer(self, key, default=_REQUIRED):
         """An integer of any width (not a bool)."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            self._fail(key, v, "an integer")
-        return int(v)
+        return self._read(key, default, _is_int, "an integer", lambda k, v: int(v))
 
     def number(self, key, default=_REQUIRED):
         """A float or an integer, as float."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
-                                                                  np.floating)):
-            self._fail(key, v, "a number")
-        return float(v)
+        return self._read(key, default, lambda v: _is_int(v) or isinstance(v, (float, np.floating)),
+                          "a number", lambda k, v: float(v))
 
     def boolean(self, key, default=_REQUIRED):
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if not isinstance(v, (bool, np.bool_)):
-            self._fail(key, v, "a bool")
-        return bool(v)
+        return self._read(key, default, lambda v: isinstance(v, (bool, np.bool_)), "a bool",
+                          lambda k, v: bool(v))
 
     def string(self, key, default=_REQUIRED):
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if not isinstance(v, str):
-            self._fail(key, v, "a string")
-        return v
+        return self._read(key, default, lambda v: isinstance(v, str), "a string", lambda k, v: v)
 
     def strings(self, key, default=_REQUIRED):
         """An array of strings, as a list."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
-            self._fail(key, v, "an array of strings")
-        return list(v)
+        return self._read(key, default, lambda v: isinstance(v, (list, tuple)) and
+                          all(isinstance(s, str) for s in v), "an array of strings",
+                          lambda k, v: list(v))
 
     def integers(self, key, default=_REQUIRED):
         """An array of integers, as an int64 numpy array."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        arr = self._numeric_array(key, v, "an array of integers")
-        if arr.dtype.kind not in "iu":
-            self._fail(key, v, "an array of integers")
+        return self._read(key, default, lambda v: _numeric_kind(v) in ("i", "u"),
+                          "an array of integers", self._int64)
+
+    def numbers(self, key, default=_REQUIRED):
+        """An array of floats or integers, as a float64 numpy array."""
+        return self._read(key, default, lambda v: _numeric_kind(v) in ("i", "u", "f"),
+                          "an array of numbers", lambda k, v: np.asarray(v).astype(np.float64))
+
+    def _int64(self, key, v):
+        arr = np.asarray(v)
         if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise ModelFileError(f"{self.source}: metadata {key!r} holds an integer too large "
                                  f"for int64")
         return arr.astype(np.int64)
 
-    def numbers(self, key, default=_REQUIRED):
-        """An array of floats or integers, as a float64 numpy array."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        arr = self._numeric_array(key, v, "an array of numbers")
-        if arr.dtype.kind not in "iuf":
-            self._fail(key, v, "an array of numbers")
-        return arr.astype(np.float64)
 
-    def _numeric_array(self, key, v, expected):
-        if isinstance(v, np.ndarray):
-            return v
-        if isinstance(v, (list, tuple)) and not any(isinstance(x, (str, bool, np.bool_))
-                                                    for x in v):
-            try:
-                return np.asarray(v)
-            except (TypeError, ValueError, OverflowError):
-                pass
-        self._fail(key, v, expected)
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _numeric_kind(v):
+    """numpy's dtype kind of an array of plain numbers ("i", "u", "f"), or None."""
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind
+    if isinstance(v, (list, tuple)) and all(_is_int(x) or isinstance(x, (float, np.floating))
+                                            for x in v):
+        try:
+            return np.asarray(v).dtype.kind if v else "i"
+        except OverflowError:
+            return None
+    return None
 
 
 # Tensor types come from the C core's one table (slmprof.engine.quant.TYPES).
@@ -848,52 +830,33 @@ class GGUFWriter:
         out += b"\0" * (_align(len(out), self.alignment) - len(out))
         return bytes(out), offsets
 
-    def write(self, progress=None, what=None, quiet=True):
+    def write(self, progress=None, what=None):
         """Write everything to a temporary file next to `path`, then rename it into place.
-        `progress(done_bytes, total_bytes)` is called as tensor data are written; or, with
-        `what` and quiet=False, a progress bar labelled `what` is drawn on stderr."""
-        if what is not None and progress is None:
-            from slmprof.report import Progress
-            with Progress(total=self.data_bytes(), what=what, quiet=quiet) as bar:
-                last = [0]
-
-                def advance(done, _total):
-                    bar.advance(done - last[0])
-                    last[0] = done
-                return self.write(progress=advance)
+        `progress(what, done_bytes, total_bytes)` is called as tensor data are written
+        (`what` defaults to "writing NAME")."""
+        what = what or f"writing {self.path.name}"
         header, _ = self._header()
         total = sum(t[3] for t in self._tensors)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(header)
-                done = 0
-                for name, type_id, shape, nbytes, data in self._tensors:
-                    written = 0
-                    chunks = data() if callable(data) else (data,)
-                    for chunk in chunks:
-                        if isinstance(chunk, np.ndarray):
-                            chunk = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1)
-                        f.write(chunk)
-                        written += len(chunk)
-                    if written != nbytes:
-                        raise ValueError(f"tensor {name!r}: {written} bytes produced, "
-                                         f"{nbytes} expected")
-                    pad = _align(nbytes, self.alignment) - nbytes
-                    f.write(b"\0" * pad)
-                    done += nbytes
-                    if progress:
-                        progress(done, total)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(self.path, binary=True, sync=True) as f:
+            f.write(header)
+            done = 0
+            for name, type_id, shape, nbytes, data in self._tensors:
+                written = 0
+                chunks = data() if callable(data) else (data,)
+                for chunk in chunks:
+                    if isinstance(chunk, np.ndarray):
+                        chunk = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1)
+                    f.write(chunk)
+                    written += len(chunk)
+                if written != nbytes:
+                    raise ValueError(f"tensor {name!r}: {written} bytes produced, "
+                                     f"{nbytes} expected")
+                pad = _align(nbytes, self.alignment) - nbytes
+                f.write(b"\0" * pad)
+                done += nbytes
+                if progress:
+                    progress(what, done, total)
         return self.path
 
 

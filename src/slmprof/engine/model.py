@@ -21,7 +21,7 @@ from slmprof import _core
 from slmprof.engine import gguf, quant, registry
 from slmprof.engine.sampling import Sampler
 from slmprof.engine.tokenizer import Tokenizer
-from slmprof.errors import ContextOverflowError
+from slmprof.errors import ContextOverflowError, NumericalError
 
 KV_TYPES = ("f32", "f16")
 DEFAULT_KV_TYPE = "f32"
@@ -232,7 +232,10 @@ class Model:
         eos = self.tokenizer.eos_id if self.tokenizer is not None else None
         generated, text = [], ""
         for i in range(max_tokens):
-            token = sampler.sample(logits)
+            try:
+                token = sampler.sample(logits)
+            except NumericalError as e:
+                raise NumericalError(f"{self.name}, position {self.n_past}: {e}") from None
             if stop_at_eos and eos is not None and token == eos:
                 st.stopped_by = "end of sequence"
                 return

@@ -166,14 +166,15 @@ def _convert_chunks(tensor, dst_type, rows_per_chunk=None):
     return chunks
 
 
-def requantize(src, dst, type, embd_type=None, quiet=True) -> Path:
+def requantize(src, dst, type, embd_type=None, progress=None) -> Path:
     """Write `src` to `dst` with its 2-D weights in `type` (see the module docstring). Returns
-    the destination path. The file appears only when complete."""
-    path, _ = requantize_with_report(src, dst, type, embd_type=embd_type, quiet=quiet)
+    the destination path. The file appears only when complete. progress(what, done, total):
+    called as the file is written."""
+    path, _ = requantize_with_report(src, dst, type, embd_type=embd_type, progress=progress)
     return path
 
 
-def requantize_with_report(src, dst, type, embd_type=None, quiet=True):
+def requantize_with_report(src, dst, type, embd_type=None, progress=None):
     """As requantize; returns (path, [Choice of every tensor that fell back])."""
     type_name = str(type).lower()
     if type_name not in REQUANT_TYPES:
@@ -209,5 +210,5 @@ def requantize_with_report(src, dst, type, embd_type=None, quiet=True):
             else:
                 w.add_tensor(name, _convert_chunks(t, target), target, t.shape)
         label = type_name.upper() if type_name in FTYPES else quant.display_name(type_name)
-        w.write(what=f"writing {dst.name} ({label})", quiet=quiet)
+        w.write(progress=progress, what=f"writing {dst.name} ({label})")
     return dst, [c for c in choices.values() if c.fell_back]

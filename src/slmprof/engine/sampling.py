@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slmprof.errors import NumericalError
+
 
 class Sampler:
     """temperature <= 0 is greedy (argmax; ties go to the lowest id). Otherwise the logits are
@@ -16,8 +18,8 @@ class Sampler:
     set whose probability reaches top_p, and a token is drawn with a generator seeded by seed."""
 
     def __init__(self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0):
-        if not np.isfinite(temperature):
-            raise ValueError(f"temperature must be a finite number (got {temperature})")
+        if not np.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, 0 for greedy (got {temperature})")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0 (got {top_k}; 0 keeps every token)")
         if not 0.0 < top_p <= 1.0:
@@ -33,6 +35,12 @@ class Sampler:
 
     def sample(self, logits) -> int:
         logits = np.asarray(logits, dtype=np.float32)
+        if not np.isfinite(logits).all():       # -inf masks a token; NaN and +inf mean nothing
+            bad = int(np.count_nonzero(np.isnan(logits) | (logits == np.inf)))
+            if bad:
+                raise NumericalError(f"{bad} of {logits.size} logits are NaN or +infinity: the "
+                                     f"model's weights hold NaN or infinite values, or its "
+                                     f"activations overflow")
         if self.greedy:
             return int(np.argmax(logits))
         z = logits.astype(np.float64) / self.temperature

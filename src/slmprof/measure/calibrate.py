@@ -28,11 +28,12 @@ from pathlib import Path
 
 from slmprof import __version__, _core
 from slmprof.engine import quant, registry
-from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+from slmprof.errors import ModelFileError, OutputError, UnavailableError, UnsupportedError
+from slmprof.files import atomic_write
 from slmprof.measure import contention, procfs, sysinfo
+from slmprof.report.schema import SCHEMA, ReportError, schema_of
 
-SCHEMA = "slmprof.machine"
-SCHEMA_VERSION = 1
+KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
 # measured again rather than reused. Exported profiles stay loadable whatever their version.
 CALIBRATION_VERSION = 5
@@ -169,7 +170,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     paths = kernel_paths()
     steps = _steps(cores, paths)
     profile = {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "measured": True,
+        "schema": SCHEMA, "kind": KIND, "measured": True,
         "calibration_version": CALIBRATION_VERSION,
         "source": "measured by slmprof calibrate on this machine",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -307,12 +308,15 @@ def _rates(r):
 
 
 def save_profile(profile, path=None):
+    """Write a profile (to the cache when no path is given); OutputError names the path."""
     path = Path(path) if path else profile_path(profile["key"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    saved = {k: v for k, v in profile.items() if k != "not_saved"}
-    tmp.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    with atomic_write(path) as f:
+        saved = {k: v for k, v in profile.items() if k != "not_saved"}
+        f.write(json.dumps(saved, indent=1, sort_keys=True) + "\n")
     return path
 
 
@@ -329,15 +333,16 @@ def load_device(path):
 
 
 def validate_profile(data, where="device profile"):
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    """Check a machine profile (this schema, or the older slmprof.machine one); return it."""
+    try:
+        kind, _ = schema_of(data, where)
+    except ReportError as e:
+        if "newer" in str(e):
+            raise UnsupportedError(f"{e} (a machine profile)") from None
+        kind = None
+    if kind != KIND:
         raise ModelFileError(f"{where}: not an slmprof machine profile (schema field is "
                              f"{data.get('schema') if isinstance(data, dict) else None!r})")
-    version = data.get("schema_version")
-    if not isinstance(version, int):
-        raise ModelFileError(f"{where}: schema_version missing or not an integer")
-    if version > SCHEMA_VERSION:
-        raise UnsupportedError(f"{where}: machine profile schema version {version} is newer than "
-                               f"this slmprof understands ({SCHEMA_VERSION}); upgrade slmprof")
     for field in ("key", "bandwidth"):
         if field not in data:
             raise ModelFileError(f"{where}: field {field!r} missing")
@@ -363,8 +368,9 @@ def cached_profile(key=None):
 def get_profile(force=False, progress=None, keep_busy=False, **measure_args):
     """This machine's profile: the cached one unless force, else measured and saved.
     Returns (profile, was_cached). A calibration taken while the machine was busy is not kept
-    as the machine's figures (unless keep_busy): the profile is returned with "not_saved"
-    saying why, and the next run measures again."""
+    as the machine's figures (unless keep_busy), nor one a cache that cannot be written
+    (read-only, full) cannot take: the profile is returned with "not_saved" saying why, and the
+    next run measures again."""
     if not force:
         cached = cached_profile()
         if cached is not None:
@@ -376,7 +382,10 @@ def get_profile(force=False, progress=None, keep_busy=False, **measure_args):
                                 "(`python -m slmprof calibrate --force`), or keep it anyway with "
                                 "`calibrate --force --keep-busy`")
         return profile, False
-    save_profile(profile)
+    try:
+        save_profile(profile)
+    except OutputError as e:
+        profile["not_saved"] = str(e)
     return profile, False
 
 

@@ -9,6 +9,7 @@ from slmprof.engine import quant
 from slmprof.errors import SlmprofError
 from slmprof.measure import counters as cnt, events as ev, procfs
 from slmprof.measure.sampler import discover
+from slmprof.report.schema import SCHEMA
 
 
 def _isa_info():
@@ -98,7 +99,8 @@ def collect(roots=procfs.DEFAULT, probe=True):
     user_read, user_read_why = cnt.user_read_state(roots)
     sources = discover(0, roots)
     info = {
-        "schema": "slmprof.sysinfo/1",
+        "schema": SCHEMA,
+        "kind": "sysinfo",
         "machine": platform.machine() if live else ("aarch64" if det.midr is not None else None),
         "board": procfs.board_model(roots),
         "cpu": {

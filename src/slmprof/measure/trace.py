@@ -1,6 +1,6 @@
 """Traces: every region edge of a run (layer and operation slices on the thread that emitted
-them) plus the sampler's /proc and sysfs values, kept in a compact file and exported as a
-Chrome/Perfetto JSON trace (https://ui.perfetto.dev opens it; so does chrome://tracing).
+them) plus the sampler's /proc and sysfs values, kept in a compact file; report/chrome.py
+exports it as a Chrome/Perfetto JSON trace (https://ui.perfetto.dev opens it).
 
 Compact file (.npz, numpy): `edges` (t_ns, region, tid, is_end), `samples_<field>` columns with
 `samples_t_ns`, and `meta` (JSON: region names, phases, model, settings, clock). Times are
@@ -9,7 +9,7 @@ CLOCK_MONOTONIC ns, the clock of both the recorder and the sampler.
     rec = start(model, hz=1000)        # hooks on, sampler running
     ... model.prefill(...); mark(rec, "decode"); model.decode(...) ...
     data = stop(rec)                   # hooks off, samples drained
-    save(data, "run.slmtrace.npz"); write_chrome(data, "run.json")
+    save(data, "run.slmtrace.npz"); report.chrome.write_recording(data, "run.json")
 """
 import json
 import os
@@ -20,6 +20,7 @@ import numpy as np
 from slmprof import _core
 from slmprof.engine import workload
 from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+from slmprof.files import atomic_write
 from slmprof.measure.sampler import Sampler
 
 FORMAT = "slmprof.trace"
@@ -170,9 +171,8 @@ def save(trace, path):
     arrays = {"edges": trace["edges"], "meta": np.frombuffer(json.dumps(trace["meta"]).encode(), np.uint8)}
     for k, v in trace["samples"].items():
         arrays[f"samples_{k}"] = np.asarray(v)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path, binary=True) as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 
@@ -241,52 +241,6 @@ def region_totals(trace, phase=None):
     return totals
 
 
-def _slice_name(trace, region):
-    meta = trace["meta"]
-    if str(region) in meta.get("phases", {}):
-        return meta["phases"][str(region)], "phase"
-    layer, op = meta.get("region_names", {}).get(str(region), (f"region {region}", "layer"))
-    return (layer, "layer") if op == "layer" else (op, "op")
-
-
-def to_chrome(trace):
-    """The Chrome trace-event JSON object: one track per thread with phase, layer and op
-    slices (complete 'X' events), and a counter track per sampled value."""
-    meta = trace["meta"]
-    pid = int(meta.get("pid", 1))
-    sl = slices(trace)
-    samples = trace["samples"]
-    t_candidates = [s[0] for s in sl[:1]]
-    if "t_ns" in samples and len(samples["t_ns"]):
-        t_candidates.append(int(samples["t_ns"][0]))
-    origin = min(t_candidates) if t_candidates else 0
-    events = [{"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
-               "args": {"name": f"slmprof {meta.get('model', {}).get('name', '')}".strip()}}]
-    tids = sorted({s[3] for s in sl})
-    phase_tid = 0
-    engine = [t for t in tids if t != CRITICAL_TID]
-    for tid in tids:
-        name = ("critical path (each operation's part of the pass)" if tid == CRITICAL_TID else
-                "engine (main thread)" if tid == engine[0] else f"thread {tid}")
-        events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                       "args": {"name": name}})
-    events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": phase_tid,
-                   "args": {"name": "phases"}})
-    for t0, t1, region, tid in sl:
-        name, cat = _slice_name(trace, region)
-        layer = meta.get("region_names", {}).get(str(region), [None])[0]
-        ev = {"name": name, "cat": cat, "ph": "X", "ts": (t0 - origin) / 1e3,
-              "dur": (t1 - t0) / 1e3, "pid": pid, "tid": phase_tid if cat == "phase" else tid}
-        if cat == "op" and layer:
-            ev["args"] = {"layer": layer}
-        events.append(ev)
-    events += _counter_events(samples, origin, pid)
-    return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"generator": "slmprof", "format_version": FORMAT_VERSION,
-                          "notes": meta.get("notes", []), "model": meta.get("model"),
-                          "settings": meta.get("settings")}}
-
-
 def counter_series(samples):
     """[(track name, t_ns array, values array)] for the sampled fields that vary."""
     if "t_ns" not in samples or len(samples["t_ns"]) < 2:
@@ -329,24 +283,6 @@ def counter_series(samples):
             continue
         out.append((title, series_t, series_v))
     return out
-
-
-def _counter_events(samples, origin, pid):
-    events = []
-    for title, ts, vs in counter_series(samples):
-        for t, v in zip(ts, vs):
-            events.append({"name": title, "ph": "C", "ts": (int(t) - origin) / 1e3, "pid": pid,
-                           "args": {"value": round(float(v), 6)}})
-    return events
-
-
-def write_chrome(trace, path):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(to_chrome(trace), f, separators=(",", ":"))
-    os.replace(tmp, path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------
