@@ -50,6 +50,7 @@ BASES = {
     "llama-spm-q4_0": ("llama", "q4_0", ("llama", None), False, 3, False),
     "qwen2-bpe-q4_1": ("qwen2", "q4_1", ("gpt2", "qwen2"), True, 3, False),
     "llama-spm-f16-v2": ("llama", "f16", ("llama", None), True, 2, True),
+    "qwen2-spm-q5_1": ("qwen2", "q5_1", ("llama", None), False, 3, False),
 }
 
 

@@ -59,7 +59,7 @@ export SLMPROF_TEST_CTRL_C_LIMIT_S=30
 echo "== kernel, forward-pass and Ctrl-C tests"
 rc=0
 (cd tests && "$py" -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml \
-    -m "not slow and not arm64" test_kernels.py test_forward.py test_interrupt.py) || rc=$?
+    -m "not slow and not arm64" test_kernels.py test_kquants.py test_forward.py test_interrupt.py) || rc=$?
 [ $rc -eq 0 ] || [ $rc -eq 5 ] || exit $rc
 
 echo "== loader fuzz"

@@ -57,11 +57,9 @@ def test_errors_name_the_path_given(tmp_path):
 
 def test_a_new_file_gets_the_usual_permissions(tmp_path):
     mask = os.umask(0o022)
-    try:
-        path = files.write_text(tmp_path / "new.json", "{}\n")
-    finally:
-        os.umask(mask)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    os.umask(mask)
+    path = files.write_text(tmp_path / "new.json", "{}\n")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask   # as open() would make it
     os.chmod(path, 0o600)
     files.write_text(path, "{}\n")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600        # a replaced file keeps its mode

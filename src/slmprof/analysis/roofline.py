@@ -48,6 +48,7 @@ from typing import Optional
 
 from slmprof.engine import quant
 from slmprof.engine.model import region_id
+from slmprof.engine.requantize import fallback_type
 from slmprof.errors import ModelFileError, SlmprofError
 from slmprof.measure import calibrate, procfs
 
@@ -92,12 +93,15 @@ def tensor_bytes(t, rows, cols):
 
 def weight_types_for(shape, weight_type, embd_type=None, output_type=None):
     """A tensor-type table for a shape given by hand (plan): 2-D weights in `weight_type`,
-    norms f32, the embedding in embd_type (default: the weight type)."""
+    norms f32, the embedding in embd_type (default: the weight type). A tensor whose rows the
+    type's blocks do not divide takes llama-quantize's fallback (Q4_K -> Q5_0 on rows of 576)."""
     wt = quant.type_name(weight_type)
     et = quant.type_name(embd_type) if embd_type is not None else wt
-    return {"token_embd": et, "output": quant.type_name(output_type) if output_type else (et if shape.tied else wt),
-            "attn_q": wt, "attn_k": wt, "attn_v": wt, "attn_output": wt,
-            "ffn_gate": wt, "ffn_up": wt, "ffn_down": wt}
+    table = {"token_embd": et, "output": quant.type_name(output_type) if output_type else (et if shape.tied else wt),
+             "attn_q": wt, "attn_k": wt, "attn_v": wt, "attn_output": wt,
+             "ffn_gate": wt, "ffn_up": wt, "ffn_down": wt}
+    cols = {"attn_output": shape.n_head * shape.head_dim, "ffn_down": shape.ffn}
+    return {k: fallback_type(t, cols.get(k, shape.dim)) for k, t in table.items()}
 
 
 def weight_types_from_tensors(tensors, tied):
@@ -376,7 +380,7 @@ def ceilings_from_profile(profile, threads, isa=None, repacked=None, kv_huge=Non
         notes.append("no f32 FMA figure in the machine profile: non-matmul work has no compute ceiling")
     isa = isa or calibrate.best_isa(profile)
     dot = {}
-    for t in ("q4_0", "q4_1", "q8_0"):
+    for t in calibrate.DOT_TYPES:
         v = calibrate.dot_throughput(profile, t, threads, isa=isa, which="best") if isa else None
         if v:
             dot[t] = v
@@ -384,7 +388,7 @@ def ceilings_from_profile(profile, threads, isa=None, repacked=None, kv_huge=Non
     stream_by_op, attention_cached, ops_per_kv_byte = {}, None, None
     mm_isa = (profile.get("matmul") or {}).get("isa")
     if mm_isa is None or isa is None or mm_isa == isa:
-        for t in ("q4_0", "q4_1", "q8_0"):
+        for t in calibrate.DOT_TYPES:
             v = calibrate.matmul_throughput(profile, t, threads, "decode", which="best")
             if v:
                 matvec[t] = v
