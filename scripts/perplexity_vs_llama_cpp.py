@@ -10,32 +10,10 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from slmprof.analysis.perplexity import perplexity, stdlib_text
+from slmprof.bench.backends import LlamaCppModel
 from slmprof.engine import registry
 from slmprof.engine.model import Model
-
-
-class LlamaCppModel:
-    """What analysis.perplexity needs of a model, over llama-cpp-python."""
-
-    def __init__(self, path, ctx, threads, tokenizer):
-        import llama_cpp
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=ctx, n_batch=ctx, n_threads=threads,
-                                   logits_all=True, verbose=False)
-        self.ctx = ctx
-        self.tokenizer = tokenizer       # slmprof's: the same token ids for both engines
-
-    def reset(self):
-        self.llm.reset()
-
-    def prefill(self, tokens, last):
-        self.llm.eval([int(t) for t in tokens])
-        return np.asarray(self.llm.scores[len(tokens) - last:len(tokens)], np.float64)
-
-    def close(self):
-        self.llm.close()
 
 
 def main(argv=None):

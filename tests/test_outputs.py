@@ -267,3 +267,14 @@ def test_a_killed_writers_temporary_is_swept_a_live_ones_is_not(tmp_path):
         p.write_bytes(b"half")
     files.sweep_stale(tmp_path)
     assert sorted(os.listdir(tmp_path)) == [live.name]
+
+
+def test_a_model_that_cannot_be_written_to_the_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("SLMPROF_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(calibrate, "measure", _quick_profile)
+    code = cli.main(["layers", "--model", "synth:tiny-llama", "--threads", "1", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.splitlines()) == 1
+    assert f"cannot write {blocker}/cache/synth/" in err and "Not a directory" in err

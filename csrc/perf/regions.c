@@ -444,10 +444,11 @@ int slm_region_keep_spans(slm_region_table *t, int64_t capacity) {
     t->log_cap = t->log_n = t->log_dropped = t->calls_cap = t->calls_n = 0;
     int rc = SLM_OK;
     if (capacity > 0) {
-        /* a chunk has at least one operation per layer: calls need no more rows per thread */
-        const int64_t calls = capacity / 4 + 16;
+        /* a chunk logs one call row per thread and at least three span rows per thread (the
+         * embedding, the output norm, the LM head): a third of the span rows is enough */
+        const int64_t calls = capacity / 3 + SLM_REGION_MAX_THREADS;
         t->log = malloc((size_t)capacity * sizeof(slm_span_record));
-        t->calls = malloc((size_t)calls * SLM_REGION_MAX_THREADS * sizeof(slm_call_record));
+        t->calls = malloc((size_t)calls * sizeof(slm_call_record));
         if (!t->log || !t->calls) {
             free(t->log);
             free(t->calls);
@@ -456,7 +457,7 @@ int slm_region_keep_spans(slm_region_table *t, int64_t capacity) {
             rc = SLM_ENOMEM;
         } else {
             t->log_cap = capacity;
-            t->calls_cap = calls * SLM_REGION_MAX_THREADS;
+            t->calls_cap = calls;
         }
     }
     pthread_mutex_unlock(&t->lock);

@@ -166,6 +166,16 @@ def _unlink(path):
         pass
 
 
+def make_parent(path):
+    """Create the directory `path` goes in (a cache's subfolder); OutputError names `path`."""
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise OutputError(_message(os.fspath(path), e)) from None
+
+
 def write_text(path, text, encoding="utf-8"):
     with atomic_write(path, encoding=encoding) as f:
         f.write(text)

@@ -24,6 +24,7 @@ where it is a large share is flagged `contended`.
 """
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -33,8 +34,8 @@ import time
 from slmprof import report
 from slmprof.report import chrome
 from slmprof.analysis import roofline
-from slmprof.engine import quant, workload
-from slmprof.engine.model import OP_NAMES, forward_chunks, region_id, thread_count_note
+from slmprof.engine import quant, registry, workload
+from slmprof.engine.model import OP_NAMES, block_ops, forward_chunks, region_id, thread_count_note
 from slmprof.measure import calibrate, contention, trace
 from slmprof.measure.counters import Counters
 from slmprof.measure.profiler import Profiler
@@ -294,6 +295,27 @@ class RegionTime:
     imbalance_seconds: Optional[float] = None
 
 
+def first_run_notice(model, calibrating):
+    """What a first run does once before it measures, said up front (None when nothing): it
+    takes a while, and the calibration wants an idle machine."""
+    where = str(registry.cache_dir())
+    home = os.path.expanduser("~")
+    if home != "/" and where.startswith(home + os.sep):
+        where = "~" + where[len(home):]
+    download = registry.needs_download(model) if model is not None else None
+    if not calibrating:
+        return (f"first use of {download.name}: downloading it once ({download.download}) into "
+                f"{where}" if download else None)
+    fetch = f"{download.name} once ({download.download})" if download else ""
+    seconds = calibrate.expected_seconds()
+    took = f"{max(5, 5 * round(seconds / 5))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+    return (f"first run: slmprof calibrates this machine once (about {took}; best on an idle "
+            "machine, since every verdict is judged against what it measures)"
+            + (f", then downloads {fetch}; both are kept in {where}"
+               if download
+               else f"; the result is kept in {where}"))
+
+
 def profile_layers(model=workload.DEFAULT_MODEL, threads=None, prompt_tokens=64, gen_tokens=32,
                    phase="both", events=None, profile=None,
                    progress: Callable[[str], None] = lambda text: None, ctx=None,
@@ -311,6 +333,10 @@ def profile_layers(model=workload.DEFAULT_MODEL, threads=None, prompt_tokens=64,
     if prompt_tokens < 1 or gen_tokens < (1 if phase != "prefill" else 0):
         raise ValueError("need at least one prompt token, and one generated token for decode")
     notes = []
+    notice = first_run_notice(model if loaded_model is None else None,
+                              calibrating=profile is None and calibrate.cached_profile() is None)
+    if notice:
+        say(notice)
     if profile is None:
         say("machine profile: looking for this machine's calibration")
         profile, cached = calibrate.get_profile(progress=lambda d, t, label, text: say(
@@ -343,7 +369,8 @@ def profile_layers(model=workload.DEFAULT_MODEL, threads=None, prompt_tokens=64,
 def span_capacity(shape, threads, n_prompt, n_gen):
     """Span log records for a run: per forward chunk one per thread and operation and one per
     layer tile, for the warm-up, the prefill chunks and every decoded token."""
-    per_chunk = threads * (7 * shape.n_layer + 3) + shape.n_layer + 2
+    per_block = len(block_ops(getattr(shape, "arch", "llama")))
+    per_chunk = threads * (per_block * shape.n_layer + 3) + shape.n_layer + 2
     chunks = 2 + len(list(forward_chunks(0, n_prompt))) + n_gen + 4
     return int(per_chunk * chunks * 1.25)
 
@@ -453,7 +480,8 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
     notes += [Note("calibration", n) for n in calibration_notes(calib, summaries)]
     model_info = {"name": m.name, "synthetic": bool(m.synthetic),
                   "path": str(m.description.path), "file_type": m.description.file_type,
-                  "n_layer": shape.n_layer, "dim": shape.dim, "weight_types": wtypes,
+                  "arch": shape.arch, "n_layer": shape.n_layer, "dim": shape.dim,
+                  "weight_types": wtypes,
                   "kv_type": m.kv_type, "weight_bytes_per_token": m.weight_bytes_per_token()}
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
                 "phase": phase, "isa": isa, "events": events,

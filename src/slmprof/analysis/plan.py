@@ -33,7 +33,7 @@ from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chun
 from slmprof.engine.requantize import FTYPES
 from slmprof.errors import (ContextOverflowError, ModelNotFoundError, OutputError, ShapeError,
                             SlmprofError)
-from slmprof.files import write_text
+from slmprof.files import make_parent, write_text
 from slmprof.measure.contention import Load
 from slmprof.report import Column, format_table
 
@@ -350,10 +350,7 @@ def stored_efficiency():
 
 def store_efficiency(eff):
     path = _efficiency_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    make_parent(path)
     write_text(path, json.dumps(eff.to_dict(), indent=2) + "\n")
     return path
 
