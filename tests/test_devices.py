@@ -51,7 +51,7 @@ def test_thread_tables_interpolate_and_saturate():
 
 def test_round_trip_through_a_file(tmp_path):
     p = devices.builtin_profile("pi4-8gb")
-    path = devices.save_profile(p, tmp_path / "pi4.json")
+    path = devices.save_profile_file(p, tmp_path / "pi4.json")
     q = devices.resolve_device(str(path))
     assert q.to_dict() == p.to_dict()
     assert q.path == str(path)
@@ -127,7 +127,7 @@ def test_calibrate_export_loads_as_a_device(tmp_path):
     assert p.measured_by_this_installation is False            # measured on another machine
     assert "assumption" in p.sources["memory.os_headroom_bytes"]
     # and it exports to the device schema and back unchanged
-    q = devices.load_profile_file(devices.save_profile(p, tmp_path / "again.json"))
+    q = devices.load_profile_file(devices.save_profile_file(p, tmp_path / "again.json"))
     assert q.int8_GOPs == p.int8_GOPs and q.read_GBps == p.read_GBps
 
 
@@ -159,7 +159,7 @@ def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
     assert c.weight_bandwidth("matmul", "q4_0", 16) == c.bandwidth       # prefill: the read bandwidth
     assert c.weight_bandwidth("matmul", "q8_0", 1) == c.bandwidth        # not measured for q8_0
     assert "engine" in p.sources
-    q = devices.load_profile_file(devices.save_profile(p, tmp_path / "again.json"))
+    q = devices.load_profile_file(devices.save_profile_file(p, tmp_path / "again.json"))
     assert q.engine == p.engine
     # a kernel path other than the one measured for the engine: its figures are not used
     machine["stream"]["isa"] = "neon"

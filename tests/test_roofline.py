@@ -1,11 +1,12 @@
 """The cost model against independent counts, the verdict rule, and real kernels of known
 character measured here and given the verdict they must get."""
+import json
 import time
 
 import numpy as np
 import pytest
 
-from slmprof import _core
+from slmprof import _core, report
 
 from slmprof.measure import calibrate
 
@@ -219,6 +220,19 @@ def test_a_rate_above_a_ceiling_is_flagged():
     assert len(both) == 2 and both[1].startswith("above the compute ceiling")
     c = roofline.Ceilings(threads=1, bandwidth=10e9, fma=100e9)
     assert roofline.analyze(1e9, 1, 0.05, c, kind="elementwise")["flags"]
+
+
+def test_ceilings_travel_through_a_report():
+    """A `layers` report carries every ceiling its verdicts used (the attention's too), so that a
+    reader of the report (the roofline picture) rebuilds the same ceilings."""
+    c = roofline.Ceilings(threads=2, bandwidth=20e9, fma=float("inf"), dot={"q4_0": 40e9},
+                          matvec={"q4_0": 50e9}, gemm={"q4_0": 70e9}, attention=5e9,
+                          attention_cached=20e9, attention_ops_per_kv_byte=1.5, isa="avx2")
+    back = roofline.Ceilings.from_report(json.loads(report.to_json({"c": c.as_report()}))["c"])
+    costs = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 100, 1)
+    assert [back.times(x) for x in costs] == [c.times(x) for x in costs]
+    assert (back.attention, back.attention_cached, back.attention_ops_per_kv_byte) == (5e9, 20e9, 1.5)
+    assert back.fma == float("inf")     # JSON's null: no FMA figure, as before
 
 
 def test_ideal_tokens_per_second():

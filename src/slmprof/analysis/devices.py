@@ -26,7 +26,7 @@ from slmprof.errors import SlmprofError
 from slmprof.files import atomic_write, write_text
 from slmprof.measure import calibrate, procfs
 from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "device"         # the schema's kind of a device profile; calibrate.KIND ("machine") is
                         # a machine profile, what `calibrate --export` writes
@@ -343,7 +343,7 @@ def builtin_profile(name):
     return profile_from_dict(doc, origin=f"built-in profile {name}")
 
 
-def save_profile(profile, path):
+def save_profile_file(profile, path):
     """Write a profile as JSON, whole (files.atomic_write)."""
     path = Path(path)
     with atomic_write(path) as f:

@@ -486,16 +486,7 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
                 "phase": phase, "isa": isa, "events": events,
                 "operation_regions": OPERATION_REGIONS}
-    ceil = {"threads": threads, "calibrated_threads": ceilings.calibrated_threads,
-            "bandwidth_bytes_per_s": ceilings.bandwidth,
-            "bandwidth_hugepage_bytes_per_s": ceilings.bandwidth_huge,
-            "repacked_types": list(ceilings.repacked), "kv_cache_huge_pages": ceilings.kv_huge,
-            "fma_ops_per_s": ceilings.fma, "dot_ops_per_s": dict(ceilings.dot), "isa": ceilings.isa,
-            "matvec_ops_per_s": dict(ceilings.matvec), "gemm_ops_per_s": dict(ceilings.gemm),
-            "attention_cached_ops_per_s": ceilings.attention_cached,
-            "engine_stream_bytes_per_s": dict(ceilings.stream),
-            "sync_seconds": ceilings.sync_seconds, "measured": ceilings.measured,
-            "profile_key": profile.get("key"), "describe": ceilings.describe()}
+    ceil = dict(ceilings.as_report(), profile_key=profile.get("key"), describe=ceilings.describe())
     return LayersResult(model=model_info, settings=settings, ceilings=ceil, rows=rows,
                         phases=summaries, bottleneck=bottleneck_sentence(summaries, ceilings),
                         verdict_rule=roofline.verdict_rule(ceilings), notes=notes,

@@ -621,11 +621,8 @@ def learn_efficiency(bench_reports, device, previous=None, which="median"):
 
 
 def fmt_bytes(n):
-    if n is None:
-        return ""
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.0f} MB"
+    """'1.25 GB', '98 MB': plan's memory columns (report.format_bytes, whole MB below a GB)."""
+    return report.format_bytes(n, digits=2 if n is not None and n >= 1e9 else 0)
 
 
 def fmt_rate(x):

@@ -375,6 +375,33 @@ class Ceilings:
         peak = self.peak(c.kind, c.weight_type, c.n_tok)
         return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
 
+    # report key -> field: the ceilings as a `layers` report carries them
+    REPORT_KEYS = {"threads": "threads", "bandwidth_bytes_per_s": "bandwidth",
+                   "fma_ops_per_s": "fma", "dot_ops_per_s": "dot", "isa": "isa",
+                   "matvec_ops_per_s": "matvec", "gemm_ops_per_s": "gemm",
+                   "attention_ops_per_s": "attention",
+                   "attention_cached_ops_per_s": "attention_cached",
+                   "attention_ops_per_kv_byte": "attention_ops_per_kv_byte",
+                   "sync_seconds": "sync_seconds", "measured": "measured",
+                   "calibrated_threads": "calibrated_threads",
+                   "bandwidth_hugepage_bytes_per_s": "bandwidth_huge",
+                   "repacked_types": "repacked", "kv_cache_huge_pages": "kv_huge",
+                   "engine_stream_bytes_per_s": "stream",
+                   "engine_stream_by_op_bytes_per_s": "stream_by_op"}
+
+    def as_report(self):
+        return {key: (dict(v) if isinstance(v, dict) else v)
+                for key, v in ((k, getattr(self, f)) for k, f in self.REPORT_KEYS.items())}
+
+    @classmethod
+    def from_report(cls, d):
+        """The ceilings of a report's "ceilings" (as_report); figures the report lacks (an
+        older report) stay unmeasured, and JSON's null for an unmeasured FMA peak is none."""
+        fields = {f: d[k] for k, f in cls.REPORT_KEYS.items() if d.get(k) is not None}
+        fields.setdefault("fma", float("inf"))
+        fields["repacked"] = tuple(fields.get("repacked", ()))
+        return cls(**fields)
+
     @property
     def ridge(self):
         """Operations per byte where the fastest one-token int8 product stops being

@@ -31,7 +31,7 @@ from slmprof.engine import quant, registry
 from slmprof.errors import ModelFileError, OutputError, UnavailableError, UnsupportedError
 from slmprof.files import atomic_write, make_parent
 from slmprof.measure import contention, procfs, sysinfo
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is

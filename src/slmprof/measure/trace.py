@@ -22,7 +22,8 @@ from slmprof.engine import workload
 from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
 from slmprof.files import atomic_write
 from slmprof.measure.sampler import Sampler
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.machine import machine_info
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "recording"      # the schema's kind of a recording's meta
 # what recordings said before they carried the schema: their "format", read up to FORMAT_VERSION
@@ -37,14 +38,14 @@ DEFAULT_CAPACITY = 1 << 22  # edges (24 bytes each): ~100 MB worst case, allocat
 # Sampled fields shown as counter tracks: field -> (track name, scale, derive)
 # derive: "level" plots the value, "rate" plots its per-second rate between samples.
 COUNTER_TRACKS = {
-    "rss_bytes": ("RSS (MB)", 1e-6, "level"),
+    "rss_bytes": ("RSS (MiB)", 2**-20, "level"),
     "proc_cpu_ns": ("process CPU (cores busy)", 1e-9, "rate"),
     "sched_wait_ns": ("run-queue wait (s per s)", 1e-9, "rate"),
     "majflt": ("major faults/s", 1.0, "rate"),
     "minflt": ("minor faults/s", 1.0, "rate"),
     "invol_ctxsw": ("involuntary switches/s", 1.0, "rate"),
     "io_read_bytes": ("disk read (MB/s)", 1e-6, "rate"),
-    "mem_available_bytes": ("MemAvailable (MB)", 1e-6, "level"),
+    "mem_available_bytes": ("MemAvailable (MiB)", 2**-20, "level"),
     "cpufreq_khz": ("CPU frequency (MHz)", 1e-3, "level"),
     "thermal_mc": ("temperature (C)", 1e-3, "level"),
     "throttled": ("throttled flags", 1.0, "level"),
@@ -107,7 +108,7 @@ def stop(rec, next_table=None):
                          f"({rec.recorder.count} kept); record fewer tokens")
     names = {str(k): list(v) for k, v in rec.names.items()}
     meta = {"schema": SCHEMA, "kind": KIND, "clock": "CLOCK_MONOTONIC ns",
-            "pid": os.getpid(), "region_names": names,
+            "pid": os.getpid(), "machine": machine_info(), "region_names": names,
             "phases": {str(k): v for k, v in rec.phase_names.items()}, "notes": rec.notes}
     meta.update(rec.meta)
     if rec.sampler is not None and hasattr(rec.sampler, "sources"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from slmprof.measure import trace as recording
-from slmprof.report.schema import stamp, write_json
+from slmprof.measure.schema import stamp, write_json
 
 KIND = "trace"
 
