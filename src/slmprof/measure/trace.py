@@ -228,10 +228,16 @@ def slices(trace):
     return out
 
 
+CRITICAL_TID = _core.TRACE_CRITICAL_TID
+
+
 def region_totals(trace, phase=None):
     """region id -> (total ns, count), from the slices (only those inside `phase`, a phase
-    name, when given)."""
+    name, when given). Where the engine stamped per-thread spans, a region's time is its part
+    of the critical path (the CRITICAL_TID track), not the sum over threads."""
     all_slices = slices(trace)
+    critical = {r for _, _, r, tid in all_slices if tid == CRITICAL_TID}
+    all_slices = [s for s in all_slices if s[2] not in critical or s[3] == CRITICAL_TID]
     lo, hi = 0, float("inf")
     if phase is not None:
         ids = [int(k) for k, v in trace["meta"].get("phases", {}).items() if v == phase]
@@ -335,7 +341,10 @@ def summary_lines(data, top=6):
                 lines.append(f"  {phase}: {(t1 - t0) / 1e6:.1f} ms")
     by_op = {}
     names = meta.get("region_names", {})
-    for t0, t1, region, _ in sl:
+    critical = {r for _, _, r, tid in sl if tid == CRITICAL_TID}
+    for t0, t1, region, tid in sl:
+        if region in critical and tid != CRITICAL_TID:
+            continue   # each thread's own span: the critical track holds the region's time
         layer, op = names.get(str(region), (None, None))
         if op and op != "layer":
             by_op[op] = by_op.get(op, 0) + (t1 - t0)
