@@ -93,6 +93,7 @@ def _base_of(name, resolved):
 
 
 def check(args):
+    _options.check_kernel_path()
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models:
         raise UsageError("--models: no models given")
