@@ -366,7 +366,7 @@ def special_files(model, tmp):
             kind = _kind(node)
             device_ok[(command, option)] = r.code == 0 and kind == "character device"
             check(f"{command} {option} DEVICE NODE", device_ok[(command, option)],
-                  f"exit {r.code}, afterwards a {kind}" + (f"; {r.lines[-1]}" if r.code else ""))
+                  f"exit {r.code}, afterwards a {kind}" + (f"; {r._err()[-200:]}" if r.code else ""))
         fifo = folder / f"fifo{option}-{command}"
         os.mkfifo(fifo)
         reader = FifoReader(fifo)
@@ -376,7 +376,7 @@ def special_files(model, tmp):
         kind = _kind(fifo)
         check(f"{command} {option} FIFO", r.code == 0 and kind == "FIFO" and len(reader.data) > 0,
               f"exit {r.code}, afterwards a {kind}, the reader got {len(reader.data)} bytes"
-              + (f"; {r.lines[-1]}" if r.code else ""))
+              + (f"; {r._err()[-200:]}" if r.code else ""))
     # the system's own /dev/null: only where a device node of our own survived the same option
     for command, option in options:
         if not device_ok.get((command, option)):
@@ -549,12 +549,21 @@ def main():
     from slmprof import _core
     from slmprof.engine import registry
     MAX_CTX = _core.MAX_CTX
-    real = Path(registry.cache_dir()) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    model = str(real) if real.exists() else "synth:smollm2-135m"
+    real = registry.real_model_path()
     trained = 8192
-    print(f"model: {model}; SLMPROF_CACHE={registry.cache_dir()}; python {PY}", flush=True)
     with tempfile.TemporaryDirectory(prefix="slmprof-sweep-") as t:
         tmp = Path(t)
+        # a cache of the sweep's own, with the real model linked in and a short calibration
+        # kept (a full one takes minutes, and is not kept when the machine is busy)
+        cache = tmp / "cache"
+        cache.mkdir()
+        if real.exists():
+            (cache / real.name).symlink_to(real.resolve())
+        os.environ["SLMPROF_CACHE"] = str(cache)
+        model = str(cache / real.name) if real.exists() else "synth:smollm2-135m"
+        r = slmprof_quick_calibration("calibrate", "--force", "--keep-busy", "-q")
+        print(f"model: {model}; a short calibration in {cache}: exit {r.code}; python {PY}",
+              flush=True)
         groups = [
             ("arguments", lambda: bad_arguments(model, tmp)),
             ("said", lambda: said_and_run(model, tmp, trained)),
