@@ -103,6 +103,7 @@ def _base_of(name, resolved):
 
 
 def check(args):
+    _options.check_kernel_path()
     if args.ladder and args.models is not None:
         raise UsageError("--ladder is a set of models of its own: give it or --models, not both")
     if args.ladder:
