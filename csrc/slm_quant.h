@@ -71,7 +71,7 @@ typedef struct { /* activations for the K types: fp32 d, bsums[g] = sum of qs[16
     int16_t bsums[SLM_QK_K / 16];
 } slm_block_q8_K; /* 292 bytes */
 
-/* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod) forces one at startup;
+/* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod|avx512-vnni) forces one at startup;
  * if it names a path this CPU/build cannot run, the kernels return SLM_ENOSYS instead of
  * silently running another one (slm_isa_env_status says why). */
 typedef enum slm_isa {
@@ -79,6 +79,7 @@ typedef enum slm_isa {
     SLM_ISA_AVX2 = 1,
     SLM_ISA_NEON = 2,
     SLM_ISA_NEON_DOTPROD = 3,
+    SLM_ISA_AVX512_VNNI = 4, /* the AVX2 kernels with 256-bit AVX-512 VNNI dot products */
     SLM_ISA_COUNT
 } slm_isa;
 
@@ -147,8 +148,10 @@ typedef struct slm_weight {
 
 /* Weight layouts. R4X2: rows in groups of 4 (last group zero-padded), blocks in pairs (odd
  * count zero-padded); tile (group g, pair p) at (g*n_pairs + p)*tile_bytes holds
- *   half d[8] (index 2*row+block), [Q4_1: half m[8]], then per row the two blocks' quants
- *   (Q4: 2x16 bytes, Q8_0: 2x32 bytes).  Tile bytes: Q4_0 144, Q4_1 160, Q8_0 272. */
+ *   half d[8] (index 2*row+block), [Q4_1, Q5_1: half m[8]], [Q5: per row the fifth bits as
+ *   two uint32, elements 0..15 of both blocks then 16..31], then per row the two blocks' quants
+ *   (Q4, Q5: 2x16 bytes of nibbles, Q8_0: 2x32 bytes).
+ *   Tile bytes: Q4_0 144, Q4_1 160, Q5_0 176, Q5_1 192, Q8_0 272. */
 enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1 };
 
 /* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */

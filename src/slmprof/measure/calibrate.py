@@ -42,10 +42,14 @@ MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
 DOT_TYPES = quant.QUANTIZED_TYPES
 
-# Sizes: each memory array is at least 64 MB and at least 8x the last-level cache, so a pass
-# cannot be served from cache; at most 1/8 of RAM per array (triad uses three).
+# Sizes: each memory array is at least 64 MB and 8x the last-level cache, so a pass cannot be
+# served from cache; where 8x passes LARGE_ARRAY_BYTES (a server's L3 reported in a VM: 480 MiB
+# on a 2-vCPU guest) 2x is enough, since a pass streaming through twice an LRU cache finds nothing
+# in it, and 8x would mean 3 GB arrays (9 GB for triad) and minutes of filling. At most 1/8 of
+# RAM per array (triad uses three).
 MIN_ARRAY_BYTES = 64 << 20
-LLC_MULTIPLE = 8
+LARGE_ARRAY_BYTES = 512 << 20
+LLC_MULTIPLE, LARGE_LLC_MULTIPLE = 8, 2
 # Dot block per thread: 64 rows x 1024 columns is 36-68 KB in the quantized types: in L2 on
 # every target (Pi 4: 1 MB shared L2; Pi 5: 512 KB per core; x86: >= 256 KB).
 DOT_ROWS, DOT_COLS = 64, 1024
@@ -162,9 +166,12 @@ SETUP_BYTES_PER_S = 1e9
 
 
 def default_array_bytes(key=None):
-    """Bytes of each memory array: 8x the last-level cache, at least 64 MB, at most 1/8 of RAM."""
+    """Bytes of each memory array: 8x the last-level cache (2x for a very large one), at least
+    64 MB, at most 1/8 of RAM."""
     key = key or machine_key()
-    array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * _core.calib_llc_bytes())
+    llc = _core.calib_llc_bytes()
+    array_bytes = max(MIN_ARRAY_BYTES,
+                      min(LLC_MULTIPLE * llc, max(LARGE_LLC_MULTIPLE * llc, LARGE_ARRAY_BYTES)))
     if key["memory_bytes"]:
         array_bytes = min(array_bytes, key["memory_bytes"] // 8)
     return array_bytes
