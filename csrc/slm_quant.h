@@ -96,8 +96,13 @@ typedef struct slm_weight {
 /* Weight layouts. R4X2: rows in groups of 4 (last group zero-padded), blocks in pairs (odd
  * count zero-padded); tile (group g, pair p) at (g*n_pairs + p)*tile_bytes holds
  *   half d[8] (index 2*row+block), [Q4_1: half m[8]], then per row the two blocks' quants
- *   (Q4: 2x16 bytes, Q8_0: 2x32 bytes).  Tile bytes: Q4_0 144, Q4_1 160, Q8_0 272. */
-enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1 };
+ *   (Q4: 2x16 bytes, Q8_0: 2x32 bytes).  Tile bytes: Q4_0 144, Q4_1 160, Q8_0 272.
+ * R4I (the dot-product path): the same tiles, but scales at index 4*block+row and each block's
+ * quants 4 rows interleaved 4 bytes at a time (byte 16*j + 4*row + i is the row's byte 4*j + i),
+ * so one 16-byte register holds 4 bytes of each row, the operand of a by-element dot product.
+ * Q4_0 bytes are stored with each nibble's top bit flipped (x ^ 0x88): then (x << 4) and
+ * (x & 0xF0), read as int8, are 16 times the signed values q - 8. */
+enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1, SLM_LAYOUT_R4I = 2 };
 
 /* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */
 int slm_weight_prepare(slm_weight *w);

@@ -148,7 +148,18 @@ slm_attend_fn slm_attend_for(int isa) {
 #if defined(__x86_64__)
     if (isa == SLM_ISA_AVX2 && slm_isa_available(isa)) return slm_attend_avx2;
 #endif
+#if defined(__aarch64__)
+    if ((isa == SLM_ISA_NEON || isa == SLM_ISA_NEON_DOTPROD) && slm_isa_available(isa)) return slm_attend_neon;
+#endif
     return slm_attend_generic;
+}
+
+slm_swiglu_fn slm_swiglu_for(int isa) {
+    if (isa < 0) isa = slm_isa_active();
+#if defined(__aarch64__)
+    if ((isa == SLM_ISA_NEON || isa == SLM_ISA_NEON_DOTPROD) && slm_isa_available(isa)) return slm_swiglu_neon;
+#endif
+    return slm_swiglu_generic;
 }
 
 int slm_type_computable(int type) { return slm_kernels_scalar(type) != NULL; }

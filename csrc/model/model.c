@@ -98,6 +98,7 @@ typedef struct {
     slm_region_hooks hooks;
     int region_ops;        /* operation edges too, not only layer edges */
     slm_attend_fn attend;  /* attention path for the active ISA */
+    slm_swiglu_fn swiglu;  /* and SwiGLU's */
 } chunk_job;
 
 struct slm_model {
@@ -392,8 +393,6 @@ static void rope(float *v, const float *cs, int head_dim, int neox) {
     }
 }
 
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
-
 /* ---- forward --------------------------------------------------------------------------- */
 
 /* Fixed work units, the same whatever the thread count (so every output is computed the same
@@ -642,7 +641,7 @@ static void gate_up_chunk(worker *w, int64_t chunk, void *arg) {
     const int64_t down_act_row = act_bytes(m, dt, ffn);
     for (int t = 0; t < n_tok; t++) {
         float *hg = s->hg + (size_t)t * ffn, *hu = s->hu + (size_t)t * ffn;
-        for (int64_t r = r0; r < r1; r++) hg[r] = silu(hg[r]) * hu[r];
+        m->job.swiglu(hg + r0, hu + r0, r1 - r0);
         int64_t rb;
         slm_quantize_activations(dt, hg + r0, r1 - r0, 1, r1 - r0,
                                  s->act_b + t * down_act_row + act_bytes(m, dt, r0), &rb);
@@ -750,7 +749,7 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
-                           .region_ops = m->region_ops, .attend = slm_attend_for(-1)};
+                           .region_ops = m->region_ops, .attend = slm_attend_for(-1), .swiglu = slm_swiglu_for(-1)};
         if (done + n > first_out) {
             job->out0 = first_out > done ? first_out - done : 0;
             job->n_out = n - job->out0;
