@@ -72,22 +72,44 @@ void slm_attend_neon(const float *q, const void *k, const void *v, size_t kv_str
         slm_attend_generic(q, k, v, kv_stride, n_pos, head_dim, scale, kv_f16, att, out);
         return;
     }
-    for (int p = 0; p < n_pos; p++) {
-        const size_t off = (size_t)p * kv_stride;
-        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        int i = 0;
-        for (; i + 16 <= head_dim; i += 16) {
-            a0 = vfmaq_f32(a0, vld1q_f32(q + i), load4(k, off + i, kv_f16));
-            a1 = vfmaq_f32(a1, vld1q_f32(q + i + 4), load4(k, off + i + 4, kv_f16));
-            a2 = vfmaq_f32(a2, vld1q_f32(q + i + 8), load4(k, off + i + 8, kv_f16));
-            a3 = vfmaq_f32(a3, vld1q_f32(q + i + 12), load4(k, off + i + 12, kv_f16));
+    if (head_dim == 64) { /* the common head size: q stays in 16 registers for every key */
+        float32x4_t qv[16];
+        for (int j = 0; j < 16; j++) qv[j] = vld1q_f32(q + 4 * j);
+        for (int p = 0; p < n_pos; p++) {
+            const size_t off = (size_t)p * kv_stride;
+            float32x4_t a[4];
+            for (int j = 0; j < 4; j++) a[j] = vmulq_f32(qv[j], load4(k, off + 4 * j, kv_f16));
+            for (int j = 4; j < 16; j++) a[j % 4] = vfmaq_f32(a[j % 4], qv[j], load4(k, off + 4 * j, kv_f16));
+            att[p] = vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3]))) * scale;
         }
-        for (; i < head_dim; i += 4) a0 = vfmaq_f32(a0, vld1q_f32(q + i), load4(k, off + i, kv_f16));
-        att[p] = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3))) * scale;
+    } else {
+        for (int p = 0; p < n_pos; p++) {
+            const size_t off = (size_t)p * kv_stride;
+            float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+            int i = 0;
+            for (; i + 16 <= head_dim; i += 16) {
+                a0 = vfmaq_f32(a0, vld1q_f32(q + i), load4(k, off + i, kv_f16));
+                a1 = vfmaq_f32(a1, vld1q_f32(q + i + 4), load4(k, off + i + 4, kv_f16));
+                a2 = vfmaq_f32(a2, vld1q_f32(q + i + 8), load4(k, off + i + 8, kv_f16));
+                a3 = vfmaq_f32(a3, vld1q_f32(q + i + 12), load4(k, off + i + 12, kv_f16));
+            }
+            for (; i < head_dim; i += 4) a0 = vfmaq_f32(a0, vld1q_f32(q + i), load4(k, off + i, kv_f16));
+            att[p] = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3))) * scale;
+        }
     }
     softmax_neon(att, n_pos);
-    /* 32 outputs at a time stay in eight registers while every position streams past */
+    /* 64 outputs at a time (then 32) stay in registers while every position streams past */
     int c = 0;
+    for (; c + 64 <= head_dim; c += 64) {
+        float32x4_t o[16];
+        for (int j = 0; j < 16; j++) o[j] = vdupq_n_f32(0.0f);
+        for (int p = 0; p < n_pos; p++) {
+            const size_t off = (size_t)p * kv_stride + c;
+            const float a = att[p];
+            for (int j = 0; j < 16; j++) o[j] = vfmaq_n_f32(o[j], load4(v, off + 4 * j, kv_f16), a);
+        }
+        for (int j = 0; j < 16; j++) vst1q_f32(out + c + 4 * j, o[j]);
+    }
     for (; c + 32 <= head_dim; c += 32) {
         float32x4_t o[8];
         for (int j = 0; j < 8; j++) o[j] = vdupq_n_f32(0.0f);

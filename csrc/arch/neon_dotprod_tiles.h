@@ -115,38 +115,6 @@ static inline int dp_quants_at(int type) { return type == SLM_TYPE_Q4_1 ? 32 : 1
 static inline int dp_block_quants(int type) { return type == SLM_TYPE_Q8_0 ? 128 : 64; }
 static inline int64_t dp_tile_bytes(int type) { return dp_quants_at(type) + 2 * dp_block_quants(type); }
 
-/* 4 rows (one group's n_pairs tiles) . one token's prepared pairs -> the 4 rows' outputs.
- * The tiles are read front to back through one pointer (post-indexed loads, no address math). */
-static inline __attribute__((always_inline)) float32x4_t dp_gemv4(int type, const uint8_t *t, int64_t n_pairs,
-                                                                  const dp_pair *ap) {
-    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0;
-    for (int64_t p = 0; p < n_pairs; p++) {
-        const float16x8_t wd = vld1q_f16((const __fp16 *)t); /* [b0: r0..r3, b1: r0..r3] */
-        t += 16;
-        float16x8_t wm;
-        if (type == SLM_TYPE_Q4_1) {
-            wm = vld1q_f16((const __fp16 *)t);
-            t += 16;
-        }
-        const float32x4_t ds = vld1q_f32(ap[p].ds);
-        const int8x16x4_t a = vld1q_s8_x4(ap[p].q);
-        int8x16_t w0[8], w1[8];
-        dp_unpack(type, t, w0);
-        t += dp_block_quants(type);
-        dp_unpack(type, t, w1);
-        t += dp_block_quants(type);
-        acc0 = vfmaq_f32(acc0, dp_block_sums(type, w0, a.val[0], a.val[1]),
-                         vmulq_laneq_f32(vcvt_f32_f16(vget_low_f16(wd)), ds, 0));
-        acc1 = vfmaq_f32(acc1, dp_block_sums(type, w1, a.val[2], a.val[3]),
-                         vmulq_laneq_f32(vcvt_high_f32_f16(wd), ds, 1));
-        if (type == SLM_TYPE_Q4_1) {
-            acc0 = vfmaq_laneq_f32(acc0, vcvt_f32_f16(vget_low_f16(wm)), ds, 2);
-            acc1 = vfmaq_laneq_f32(acc1, vcvt_high_f32_f16(wm), ds, 3);
-        }
-    }
-    return vaddq_f32(acc0, acc1);
-}
-
 /* The prefill kernel, 4 rows x 8 tokens over whole tiles (block pairs), in assembly: written in
  * C, GCC 12 (Debian bookworm's, Raspberry Pi OS's) runs out of the 32 vector registers and
  * spills the accumulators every block. Registers: v8-v15 the 8 tokens' accumulators (operands),
@@ -234,6 +202,56 @@ static void dp_gemm_pairs_q4_1(const uint8_t *t, const dp_tile *a, int64_t n, fl
 static void dp_gemm_pairs_q8_0(const uint8_t *t, const dp_tile *a, int64_t n, float32x4_t acc[DP_TOKS]) {
     DP_GEMM_ASM(DP_SCALES DP_BLOCK(DP_UNPACK_Q8_0, "", "v30", DP_NO_MIN)
                 DP_BLOCK(DP_UNPACK_Q8_0, "", "v31", DP_NO_MIN), "0x00");
+}
+
+/* The decode kernel in assembly, for the same reason: one group of 4 rows against one token,
+ * both blocks of a tile per step (two independent SDOT chains), every load post-indexed (GCC
+ * computes each address apart). Odd block counts need no tail: the pairs are zero-padded.
+ * v0-v3 the pair's activations, v24 its [d0 d1 s0 s1], v4/v5 the blocks' integer sums. */
+#define DP_GEMV_STEP(UNPACK, CVT, MINS, MIN_TERMS)                                                     \
+    "ldr q6, [%[w]], #16\n\t" MINS                                                                     \
+    "ld1 {v0.16b-v3.16b}, [%[a]], #64\n\t"                                                             \
+    "ldr q24, [%[a]], #16\n\t"                                                                         \
+    "fcvtl v30.4s, v6.4h\n\t"                                                                          \
+    "fcvtl2 v31.4s, v6.8h\n\t"                                                                         \
+    UNPACK "movi v4.4s, #0\n\t" DP_SDOT8("v4", "v0", "v1")                                             \
+    UNPACK "movi v5.4s, #0\n\t" DP_SDOT8("v5", "v2", "v3")                                             \
+    "scvtf v4.4s, v4.4s" CVT "\n\t"                                                                    \
+    "scvtf v5.4s, v5.4s" CVT "\n\t"                                                                    \
+    "fmul v30.4s, v30.4s, v24.s[0]\n\t"                                                                \
+    "fmul v31.4s, v31.4s, v24.s[1]\n\t"                                                                \
+    "fmla %[c0].4s, v4.4s, v30.4s\n\t"                                                                 \
+    "fmla %[c1].4s, v5.4s, v31.4s\n\t" MIN_TERMS
+#define DP_GEMV_MINS "ldr q26, [%[w]], #16\n\t" "fcvtl2 v27.4s, v26.8h\n\t" "fcvtl v26.4s, v26.4h\n\t"
+#define DP_GEMV_MIN_TERMS "fmla %[c0].4s, v26.4s, v24.s[2]\n\t" "fmla %[c1].4s, v27.4s, v24.s[3]\n\t"
+#define DP_GEMV_ASM(STEP, MASK)                                                                        \
+    float32x4_t c0 = vdupq_n_f32(0.0f), c1 = c0;                                                       \
+    __asm__ volatile("movi v7.16b, #" MASK "\n\t"                                                      \
+                     "1:\n\t" STEP "subs %[n], %[n], #1\n\t"                                           \
+                     "b.ne 1b\n\t"                                                                     \
+                     : [w] "+r"(t), [a] "+r"(a), [n] "+r"(n), [c0] "+w"(c0), [c1] "+w"(c1)             \
+                     :                                                                                 \
+                     : "memory", "cc", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v16", "v17",   \
+                       "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v26", "v27", "v30", "v31");   \
+    return vaddq_f32(c0, c1)
+
+/* n (> 0) tiles from t against n prepared pairs from a: the 4 rows' outputs. */
+static inline float32x4_t dp_gemv_q4_0(const uint8_t *t, const dp_pair *a, int64_t n) {
+    DP_GEMV_ASM(DP_GEMV_STEP(DP_UNPACK_Q4_0, ", #4", "", ""), "0xf0");
+}
+static inline float32x4_t dp_gemv_q4_1(const uint8_t *t, const dp_pair *a, int64_t n) {
+    DP_GEMV_ASM(DP_GEMV_STEP(DP_UNPACK_Q4_1, "", DP_GEMV_MINS, DP_GEMV_MIN_TERMS), "0x0f");
+}
+static inline float32x4_t dp_gemv_q8_0(const uint8_t *t, const dp_pair *a, int64_t n) {
+    DP_GEMV_ASM(DP_GEMV_STEP(DP_UNPACK_Q8_0, "", "", ""), "0x00");
+}
+
+static inline __attribute__((always_inline)) float32x4_t dp_gemv4(int type, const uint8_t *t, int64_t n_pairs,
+                                                                  const dp_pair *ap) {
+    if (n_pairs <= 0) return vdupq_n_f32(0.0f);
+    if (type == SLM_TYPE_Q4_0) return dp_gemv_q4_0(t, ap, n_pairs);
+    if (type == SLM_TYPE_Q4_1) return dp_gemv_q4_1(t, ap, n_pairs);
+    return dp_gemv_q8_0(t, ap, n_pairs);
 }
 
 /* One block (the first of the tile at t) of 4 rows x 8 tokens, in C: an odd count's last. */
