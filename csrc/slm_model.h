@@ -26,9 +26,11 @@ typedef enum slm_op {
 /* "layer", "embed", "attn_norm", ...: the names reports use; "unknown" out of range. */
 const char *slm_op_name(int op);
 
-/* Limits of a model config: the longest context, and the tokens of one internal forward chunk
- * when max_batch is 0 (a longer prompt runs in chunks, each streaming the weights again). */
+/* Limits of a model config: the longest context, the most worker threads, and the tokens of one
+ * internal forward chunk when max_batch is 0 (a longer prompt runs in chunks, each streaming
+ * the weights again). */
 #define SLM_MAX_CTX (1 << 20)
+#define SLM_MAX_THREADS 1024
 #define SLM_DEFAULT_MAX_BATCH 512
 
 /* ---- Thread pool ----------------------------------------------------------------------
@@ -117,6 +119,21 @@ int32_t slm_model_threads(const slm_model *m);
 int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks);
 /* ops = 0: call the hooks at layer edges only (no operation regions); 1 (the default): both. */
 int slm_model_set_region_ops(slm_model *m, int ops);
+
+/* ---- Ctrl-C -----------------------------------------------------------------------------
+ * Python's SIGINT handler only notes a signal, and nothing acts on it while a forward pass runs
+ * with the interpreter's lock released. slm_sigint_watch installs a handler that counts each
+ * SIGINT and then calls the handler it replaced (Python still sees every signal);
+ * slm_sigint_unwatch puts that one back when the last watcher leaves. Both nest and may be
+ * called from any thread; nothing is installed while SIGINT is ignored or has its default
+ * action (which ends the process anyway). */
+int slm_sigint_watch(void);
+void slm_sigint_unwatch(void);
+uint32_t slm_sigint_count(void); /* SIGINTs counted so far; never reset */
+/* watch = 1: slm_model_forward stops at the next layer boundary once slm_sigint_count() is no
+ * longer `seen`, and returns SLM_EINTR with n_past as before the call (keys and values it wrote
+ * past n_past are overwritten before any later pass reads them). watch = 0: it never stops. */
+int slm_model_stop_on_sigint(slm_model *m, int watch, uint32_t seen);
 
 
 #endif /* SLM_MODEL_H */

@@ -9,11 +9,20 @@ typedef enum slm_type {
     SLM_TYPE_F16 = 1,
     SLM_TYPE_Q4_0 = 2,
     SLM_TYPE_Q4_1 = 3,
+    SLM_TYPE_Q5_0 = 6,
+    SLM_TYPE_Q5_1 = 7,
     SLM_TYPE_Q8_0 = 8,
     SLM_TYPE_Q8_1 = 9, /* activations only */
+    SLM_TYPE_Q2_K = 10,
+    SLM_TYPE_Q3_K = 11,
+    SLM_TYPE_Q4_K = 12,
+    SLM_TYPE_Q5_K = 13,
+    SLM_TYPE_Q6_K = 14,
+    SLM_TYPE_Q8_K = 15, /* activations only */
 } slm_type;
 
-#define SLM_QK 32 /* elements per block for every quantized type here */
+#define SLM_QK 32    /* elements per block of the 32-element types (Q4_0 .. Q8_1) */
+#define SLM_QK_K 256 /* elements per super-block of the K types (Q2_K .. Q8_K) */
 
 typedef uint16_t slm_half; /* IEEE fp16 bits */
 
@@ -21,6 +30,46 @@ typedef struct { slm_half d; uint8_t qs[SLM_QK / 2]; } slm_block_q4_0;          
 typedef struct { slm_half d; slm_half m; uint8_t qs[SLM_QK / 2]; } slm_block_q4_1; /* 20 bytes */
 typedef struct { slm_half d; int8_t qs[SLM_QK]; } slm_block_q8_0;               /* 34 bytes */
 typedef struct { slm_half d; slm_half s; int8_t qs[SLM_QK]; } slm_block_q8_1;   /* 36 bytes, s = d*sum(qs) */
+/* 5-bit: bit j of qh (little-endian uint32) is the 5th bit of element j; qs as in Q4_0/Q4_1. */
+typedef struct { slm_half d; uint8_t qh[4]; uint8_t qs[SLM_QK / 2]; } slm_block_q5_0;              /* 22 bytes */
+typedef struct { slm_half d; slm_half m; uint8_t qh[4]; uint8_t qs[SLM_QK / 2]; } slm_block_q5_1;  /* 24 bytes */
+
+/* K types: super-blocks of 256 elements in sub-blocks of 16 or 32, each with an integer scale
+ * (and min) quantized against the super-block's fp16 d (and dmin). Element order in the quants
+ * is ggml's (see csrc/quant/kquants_ref.c). Activations for them are Q8_K. */
+typedef struct { /* 2.625 bits per weight: x = d*sc*q - dmin*m, 16 sub-blocks of 16, q in 0..3 */
+    uint8_t scales[SLM_QK_K / 16]; /* low nibble scale, high nibble min */
+    uint8_t qs[SLM_QK_K / 4];
+    slm_half d, dmin;
+} slm_block_q2_K; /* 84 bytes */
+typedef struct { /* 3.4375 bpw: x = d*(sc-32)*q, 16 sub-blocks of 16, q in -4..3 */
+    uint8_t hmask[SLM_QK_K / 8];   /* high bit, set meaning "no -4" */
+    uint8_t qs[SLM_QK_K / 4];      /* low 2 bits */
+    uint8_t scales[12];            /* 16 scales of 6 bits */
+    slm_half d;
+} slm_block_q3_K; /* 110 bytes */
+typedef struct { /* 4.5 bpw: x = d*sc*q - dmin*m, 8 sub-blocks of 32, q in 0..15 */
+    slm_half d, dmin;
+    uint8_t scales[12];            /* 8 scales and 8 mins of 6 bits */
+    uint8_t qs[SLM_QK_K / 2];
+} slm_block_q4_K; /* 144 bytes */
+typedef struct { /* 5.5 bpw: as Q4_K with a 5th bit, q in 0..31 */
+    slm_half d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[SLM_QK_K / 8];
+    uint8_t qs[SLM_QK_K / 2];
+} slm_block_q5_K; /* 176 bytes */
+typedef struct { /* 6.5625 bpw: x = d*sc*(q-32), 16 sub-blocks of 16, int8 scales */
+    uint8_t ql[SLM_QK_K / 2];      /* low 4 bits */
+    uint8_t qh[SLM_QK_K / 4];      /* high 2 bits */
+    int8_t scales[SLM_QK_K / 16];
+    slm_half d;
+} slm_block_q6_K; /* 210 bytes */
+typedef struct { /* activations for the K types: fp32 d, bsums[g] = sum of qs[16g .. 16g+15] */
+    float d;
+    int8_t qs[SLM_QK_K];
+    int16_t bsums[SLM_QK_K / 16];
+} slm_block_q8_K; /* 292 bytes */
 
 /* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod) forces one at startup;
  * if it names a path this CPU/build cannot run, the kernels return SLM_ENOSYS instead of
@@ -69,6 +118,9 @@ int slm_isa_set(int isa);              /* SLM_OK, or SLM_ENOSYS if unavailable *
 const char *slm_isa_name(int isa);
 int slm_isa_from_name(const char *name); /* isa id, or SLM_EINVAL */
 int slm_isa_env_status(void);          /* SLM_OK, SLM_EINVAL (unknown name) or SLM_ENOSYS */
+/* Put back a state read by slm_isa_active and slm_isa_env_status (the end of a section that
+ * forced a path): a refused SLMPROF_ISA is refused again afterwards. */
+int slm_isa_restore(int isa, int status);
 
 /* One weight type's kernels on one ISA (ggml's type_traits idea). */
 typedef void (*slm_from_float_fn)(const float *x, void *y, int64_t n);

@@ -16,14 +16,13 @@ time other processes held the core); on a quiet machine the two agree.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 
 import numpy as np
 
-from slmprof import _core
+from slmprof import _core, report
 
 from slmprof.engine import quant
 
@@ -126,8 +125,7 @@ def main(argv=None):
                     sys.stdout.flush()
                 del copies
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        report.write_json(report.stamp("bench-kernels", results), args.json)
     return 0
 
 

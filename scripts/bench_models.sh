@@ -5,7 +5,7 @@
 #
 #   scripts/bench_models.sh [OUTDIR]          (default: bench-results/)
 #
-# Needs llama-cpp-python (see README: "Speed against other engines"). Each call writes a markdown
+# Needs llama-cpp-python (see docs/commands.md: "Speed against other engines"). Each call writes a markdown
 # table (stdout and OUTDIR/NAME.md) and the full JSON report (OUTDIR/NAME.json). Threads: 2 unless
 # the target says 1. Set REPS to change the repetitions (default 5) and PYTHON for the interpreter.
 set -euo pipefail

@@ -2,7 +2,7 @@
 
 One loaded Model, one prompt prefilled once; every repetition decodes the same tokens from the
 same positions (the cache is rewound), each token once under every configuration, back to
-back, the order rotating so no configuration always runs first (slmprof.analysis.layers.profiling_cost).
+back, the order rotating so no configuration always runs first (slmprof.analysis.overhead.profiling_cost).
 Each repetition gives a ratio to profiling off measured milliseconds apart; the median ratio
 over the repetitions is the figure. The per-token median ratio (each token against the same
 token with profiling off, a few ms apart) is printed beside it: on a busy machine it is the
@@ -18,15 +18,15 @@ Configurations:
   ops     what `slmprof layers` attaches: per-operation regions (wall time) inside layer regions
 """
 import argparse
-import json
 import os
 import statistics
 import sys
 
-from slmprof.analysis import layers
-from slmprof.engine.model import Model
+from slmprof import report
+from slmprof.analysis import overhead
+from slmprof.engine import workload
 
-TARGET = 0.03  # per-op regions within 3% of profiling off (issue 6)
+TARGET = 0.03  # per-op regions within 3% of profiling off
 
 
 def load_average():
@@ -46,21 +46,22 @@ def main(argv=None):
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
 
-    name, note = layers.resolve_model(args.model)
-    if note:
+    m, notes = workload.load(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
+                             gen_tokens=args.gen_tokens)
+    for note in notes:
         print(note)
-    m = Model.load(name, threads=args.threads, ctx=args.prompt_tokens + args.gen_tokens + 8)
+    name = m.name
     load_before = load_average()
     try:
-        cost = layers.profiling_cost(m, args.prompt_tokens, args.gen_tokens, args.reps)
+        cost = overhead.profiling_cost(m, args.prompt_tokens, args.gen_tokens, args.reps)
     finally:
         m.close()
     load_after = load_average()
-    runs, why, errors = cost["runs"], cost["counters_note"], cost["region_errors"]
-    covered, covered_layers = cost["coverage"]["ops"], cost["coverage"]["layers"]
-    names = list(layers.PROFILING_CONFIGS)
+    runs, why, errors = cost.runs, cost.counters_note, cost.region_errors
+    covered, covered_layers = cost.coverage["ops"], cost.coverage["layers"]
+    names = list(overhead.CONFIGS)
 
-    n = cost["tokens"]
+    n = cost.tokens
     out = {"model": name, "threads": args.threads, "prompt_tokens": args.prompt_tokens,
            "gen_tokens": n, "reps": args.reps, "load_before": load_before, "load_after": load_after,
            "counters": why or "opened", "region_errors": errors, "configs": {}}
@@ -74,8 +75,8 @@ def main(argv=None):
           f"{'ratio range':>15} {'per-token median ratio':>22}")
     for c in names:
         ms = [s / n * 1e3 for s in runs[c]]
-        ratios, med = cost["ratios"][c], cost["median_ratio"][c]
-        tok = cost["median_token_ratio"][c]
+        ratios, med = cost.ratios[c], cost.median_ratio[c]
+        tok = cost.median_token_ratio[c]
         out["configs"][c] = {"ms_per_token": ms, "median_ms_per_token": statistics.median(ms),
                              "ratios_to_off": ratios, "median_ratio": med,
                              "median_token_ratio": tok}
@@ -93,8 +94,7 @@ def main(argv=None):
     if errors:
         print(f"region errors: {errors}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        report.write_json(report.stamp("profiling-overhead", out), args.json)
     return 0 if ops <= TARGET else 1
 
 

@@ -19,14 +19,13 @@ beside a run that keeps every core busy (one spinning process per CPU).
     python scripts/bench_sampler.py --seconds 5 --rates 1000 --busy
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 
-from slmprof import _core
+from slmprof import _core, report
 from slmprof.measure.sampler import NO_FILE, SAMPLE_DTYPE, Sampler
 
 
@@ -86,8 +85,8 @@ def main():
             sp.kill()
             sp.wait()
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "cpus": os.cpu_count(), "busy": args.busy}, f, indent=1)
+        report.write_json(report.stamp("bench-sampler", {"results": results, "cpus": os.cpu_count(),
+                                                         "busy": args.busy}), args.json)
 
 
 def measure_rates(args):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Cross-compile the kernel test (csrc/tests/test_kernels.c + csrc/quant + csrc/arch + attention) for aarch64
-# and run it under user-mode emulation as a Raspberry Pi 4 core (cortex-a72: plain NEON) and a
+# Cross-compile the kernel tests (csrc/tests/test_kernels.c and test_kquants.c, each with csrc/quant +
+# csrc/arch + attention) for aarch64 and run them under user-mode emulation as a Raspberry Pi 4 core (cortex-a72: plain NEON) and a
 # Pi 5 core (cortex-a76: NEON + dotprod). Checks every path against the reference, that each
 # core dispatches to its own path, and that SLMPROF_ISA can force / refuses paths.
 # Exit status: 0 all passed, 1 a check failed, 3 the cross compiler or qemu is missing.
@@ -18,7 +18,7 @@ done
 OUT=${OUT:-$(mktemp -d)}
 CFLAGS="-O2 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Werror -D_GNU_SOURCE -Icsrc"
 objs=()
-for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c csrc/tests/test_kernels.c; do
+for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c; do
     name=$(basename "$src" .c)
     flags=""
     case "$name" in
@@ -28,8 +28,11 @@ for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c csrc/tests/test_k
     $CC $CFLAGS $flags -c "$src" -o "$OUT/$name.o"
     objs+=("$OUT/$name.o")
 done
-$CC -static -o "$OUT/test_kernels" "${objs[@]}" -lm -lpthread
-echo "built $OUT/test_kernels"
+for t in test_kernels test_kquants; do
+    $CC $CFLAGS -c "csrc/tests/$t.c" -o "$OUT/$t.o"
+    $CC -static -o "$OUT/$t" "${objs[@]}" "$OUT/$t.o" -lm -lpthread
+    echo "built $OUT/$t"
+done
 
 run() { # cpu, expected exit, args...
     local cpu=$1 want=$2
@@ -50,17 +53,20 @@ unset SLMPROF_ISA
 if [ "$(uname -m)" = x86_64 ] && command -v gcc >/dev/null 2>&1; then
     echo "== native $(uname -m)"
     host_objs=()
-    for src in csrc/arch/kernels_avx2.c csrc/arch/attention_avx2.c; do
-        gcc $CFLAGS -mavx2 -mfma -mf16c -c "$src" -o "$OUT/host_$(basename "$src" .c).o"
+    for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c; do
+        flags=""
+        case "$(basename "$src" .c)" in
+            *_neon|*_neon_dotprod) continue ;;
+            *_avx2) flags="-mavx2 -mfma -mf16c" ;;
+        esac
+        gcc $CFLAGS $flags -c "$src" -o "$OUT/host_$(basename "$src" .c).o"
         host_objs+=("$OUT/host_$(basename "$src" .c).o")
     done
-    for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c csrc/tests/test_kernels.c; do
-        case "$(basename "$src" .c)" in *_avx2|*_neon|*_neon_dotprod) continue ;; esac
-        gcc $CFLAGS -c "$src" -o "$OUT/host_$(basename "$src" .c).o"
-        host_objs+=("$OUT/host_$(basename "$src" .c).o")
+    for t in test_kernels test_kquants; do
+        gcc $CFLAGS -c "csrc/tests/$t.c" -o "$OUT/host_$t.o"
+        gcc -o "$OUT/${t}_host" "${host_objs[@]}" "$OUT/host_$t.o" -lm -lpthread
+        "$OUT/${t}_host" || { echo "FAILED: native $t" >&2; exit 1; }
     done
-    gcc -o "$OUT/test_kernels_host" "${host_objs[@]}" -lm -lpthread
-    "$OUT/test_kernels_host" || { echo "FAILED: native kernel test" >&2; exit 1; }
 fi
 run cortex-a72 0 --expect-best neon --expect-active neon
 run cortex-a76 0 --expect-best neon-dotprod --expect-active neon-dotprod
@@ -68,4 +74,7 @@ SLMPROF_ISA=neon run cortex-a76 0 --expect-active neon
 SLMPROF_ISA=scalar run cortex-a72 0 --expect-active scalar
 # a Pi 4 core cannot run the dotprod path: forcing it must fail, not fall back silently
 SLMPROF_ISA=neon-dotprod run cortex-a72 1
+# the 5-bit and K types on each core's own path (and every other path it can run)
+"$QEMU" -cpu cortex-a72 "$OUT/test_kquants" --expect-best neon || { echo "FAILED: test_kquants on cortex-a72" >&2; exit 1; }
+"$QEMU" -cpu cortex-a76 "$OUT/test_kquants" --expect-best neon-dotprod || { echo "FAILED: test_kquants on cortex-a76" >&2; exit 1; }
 echo "arm64 kernel tests passed"

@@ -4,7 +4,7 @@
         path = tiny_model(arch="qwen2", type="q8_0")            # a Path to a GGUF file
         path = tiny_model(arch="llama", type="q4_1", tokenizer="spm", tied=False)
 
-tiny_model(**kw) takes the arguments of slmprof.engine.registry.write_tiny_model: arch ("llama",
+tiny_model(**kw) takes the arguments of tiny_models.write_synthetic_tiny: arch ("llama",
 "qwen2"), type ("f32", "f16", "q4_0", "q4_1", "q8_0"), tokenizer ("gpt2", "spm"), tied,
 head_type / embd_type (LM head and untied embedding types; default: `type`), seed, version
 (GGUF 2 or 3), and shape fields (n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2, head_dim,
@@ -14,6 +14,7 @@ shared, so treat them as read-only. `tiny_shape(**kw)` gives the matching ModelS
 import pytest
 
 from slmprof.engine import registry
+from tiny_models import tiny_shape as make_tiny_shape, write_synthetic_tiny
 
 
 @pytest.fixture(scope="session")
@@ -25,14 +26,14 @@ def tiny_model(tmp_path_factory):
         key = tuple(sorted(kw.items()))
         if key not in made:
             name = "-".join(f"{k}={v}" for k, v in key) or "default"
-            made[key] = registry.write_tiny_model(folder / f"tiny-{len(made)}-{name}.gguf", **kw)
+            made[key] = write_synthetic_tiny(folder / f"tiny-{len(made)}-{name}.gguf", **kw)
         return made[key]
     return make
 
 
 @pytest.fixture(scope="session")
 def tiny_shape():
-    return registry.tiny_shape
+    return make_tiny_shape
 
 
 @pytest.fixture(scope="session")

@@ -184,7 +184,7 @@ def test_system_watch_on_a_fake_pi4(tmp_path):
 
     import numpy as np
     from slmprof.measure import procfs
-    from slmprof.commands.bench import SystemWatch
+    from slmprof.bench.harness import SystemWatch
     root = tmp_path / "pi4"
     shutil.copytree(Path(__file__).parent / "fake_roots" / "pi4", root)
     # An energy counter too, as RAPL lays it out, so energy per token has something to read.
@@ -220,7 +220,7 @@ def test_system_watch_on_a_fake_pi4(tmp_path):
 
 def test_system_watch_says_why_figures_are_missing(tmp_path):
     from slmprof.measure import procfs
-    from slmprof.commands.bench import SystemWatch
+    from slmprof.bench.harness import SystemWatch
     (tmp_path / "sys").mkdir()
     watch = SystemWatch(hz=50, roots=procfs.Roots(proc=str(tmp_path), sys=str(tmp_path / "sys")))
     watch.start()
@@ -256,25 +256,46 @@ def test_compare_models_and_types(tmp_path, tiny_model):
 @needs_engine
 def test_perplexity_scores_the_second_half_of_each_window(tiny_model):
     import numpy as np
-    from slmprof.commands.compare import perplexity
+    from slmprof.analysis.perplexity import perplexity
     from slmprof.engine.model import Model
     with Model.load(str(tiny_model(type="f32")), threads=1, ctx=64) as m:
-        toks = m.tokenizer.encode("the quick brown fox jumps over the lazy dog " * 8)
-        ppl, scored = perplexity(m, toks, 32)
-        # By hand: each window from an empty context; positions 16..30 predict tokens 17..31.
+        toks = m.tokenizer.encode("the quick brown fox jumps over the lazy dog " * 8, add_bos=False)
+        result = perplexity(m, toks, 32)
+        # By hand: each window from an empty context with BOS as its first token; positions
+        # 16..30 predict tokens 17..31.
         nll = []
         for start in range(0, len(toks) - 31, 32):
-            w = toks[start:start + 32]
+            w = [m.tokenizer.bos_id] + toks[start + 1:start + 32]
             m.reset()
             logits = np.asarray(m.prefill(w, all_logits=True), np.float64)
             for i in range(16, 31):
                 row = logits[i] - logits[i].max()
                 nll.append(np.log(np.exp(row).sum()) - row[w[i + 1]])
-    assert scored == len(nll) == (len(toks) // 32) * 15
-    assert ppl == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-9)
+    assert result.tokens == len(nll) == (len(toks) // 32) * 15
+    assert result.perplexity == pytest.approx(float(np.exp(np.mean(nll))), rel=1e-9)
+
+
+@pytest.mark.real_model
+def test_compare_and_perplexity_give_the_same_figure(real_model_path, tmp_path):
+    """`compare` and `perplexity` score the same text the same way (one implementation)."""
+    from slmprof.analysis.perplexity import stdlib_text
+    out = tmp_path / "compare.json"
+    proc = subprocess.run([sys.executable, "-m", "slmprof", "compare", "--models", str(real_model_path),
+                           "-t", "2", "-p", "4", "-n", "2", "-r", "1", "--ppl-ctx", "64",
+                           "--ppl-windows", "2", "--kl-tokens", "8", "--format", "json",
+                           "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    from_compare = report.read_json(out, kind="compare")["records"][0]["perplexity"]
+    text = tmp_path / "stdlib.txt"
+    text.write_text(stdlib_text())
+    proc = subprocess.run([sys.executable, "-m", "slmprof", "perplexity", "--model", str(real_model_path),
+                           "--file", str(text), "--ctx", "64", "--max-windows", "2", "--threads", "2",
+                           "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["summary"]["perplexity"] == from_compare
 
 
 def test_stdlib_text_is_prose():
-    from slmprof.commands.compare import stdlib_text
+    from slmprof.analysis.perplexity import stdlib_text
     text = stdlib_text()
     assert len(text.split()) > 500

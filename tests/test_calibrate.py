@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from slmprof import _core
+from slmprof import _core, report
 
 from slmprof.measure import calibrate
 from slmprof.errors import ModelFileError, UnsupportedError
@@ -165,7 +165,7 @@ def test_load_device_rejects_bad_files(tmp_path):
     with pytest.raises(ModelFileError, match="not an slmprof machine profile"):
         calibrate.load_device(bad)
     newer = _tiny_profile()
-    newer["schema_version"] = calibrate.SCHEMA_VERSION + 1
+    newer["schema"] = f"{report.SCHEMA_FAMILY}{report.SCHEMA_VERSION + 1}"
     bad.write_text(json.dumps(newer))
     with pytest.raises(UnsupportedError, match="newer"):
         calibrate.load_device(bad)

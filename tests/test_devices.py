@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from slmprof import report
 from slmprof.analysis import devices
 from slmprof.analysis.devices import DeviceProfileError
 
@@ -58,7 +59,7 @@ def test_round_trip_through_a_file(tmp_path):
 
 def test_newer_schema_is_a_clear_error(tmp_path):
     path = tmp_path / "future.json"
-    path.write_text(json.dumps(_doc(schema_version=devices.SCHEMA_VERSION + 1)))
+    path.write_text(json.dumps(_doc(schema=f"{report.SCHEMA_FAMILY}{report.SCHEMA_VERSION + 1}")))
     with pytest.raises(DeviceProfileError, match="newer than this slmprof"):
         devices.resolve_device(str(path))
 
@@ -76,7 +77,7 @@ def test_unknown_device_name_lists_the_choices():
     ({"f32_GFLOPs": {}}, "f32_GFLOPs"),
     ({"measured_by_this_installation": "no"}, "true or false"),
     ({"memory": {"total_bytes": 4 << 30}}, "memory.os_headroom_bytes"),
-    ({"schema_version": "1"}, "schema_version"),
+    ({"schema": "slmprof/one"}, "version"),
 ])
 def test_invalid_profiles_name_the_field(tmp_path, change, message):
     path = tmp_path / "bad.json"

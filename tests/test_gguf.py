@@ -39,7 +39,10 @@ def write_f32_model(path, shape=TINY, drop=(), reshape=None, types=None, arch=No
             nbytes = quant.tensor_bytes(t, shp) if ok else 0
             w.add_tensor(name, bytes(nbytes), t, shp)
         else:
-            w.add_tensor(name, rng.standard_normal(shp[::-1]).astype(np.float32), "f32", shp)
+            x = rng.standard_normal(shp[::-1]).astype(np.float32)
+            if name == "rope_freqs.weight":      # frequency factors are positive
+                x = np.abs(x) + 1
+            w.add_tensor(name, x, "f32", shp)
     return w.write()
 
 
@@ -220,15 +223,16 @@ def test_bad_head_counts(tmp_path):
 
 
 def test_unsupported_tensor_types_are_named(tmp_path):
-    # Q4_K needs 256-element rows; the tiny dim 64 cannot hold one, so use a wider model
+    # IQ2_XXS needs 256-element rows; the tiny dim 64 cannot hold one, so use a wider model
     s = ModelShape(**{**TINY.__dict__, "dim": 256, "n_head": 4, "head_dim": 64, "ffn": 256})
     path = write_f32_model(tmp_path / "k.gguf", s,
-                           types={"blk.0.ffn_gate.weight": 12, "blk.1.ffn_down.weight": 14})
+                           types={"blk.0.ffn_gate.weight": 16, "blk.1.ffn_down.weight": 20})
     with pytest.raises(UnsupportedError) as e:
         open_model(path)
     msg = str(e.value)
-    assert "Q4_K" in msg and "Q6_K" in msg and "blk.0.ffn_gate.weight (Q4_K)" in msg
-    assert "blk.1.ffn_down.weight (Q6_K)" in msg and "supported: F32, F16, Q4_0, Q4_1, Q8_0" in msg
+    assert "IQ2_XXS" in msg and "IQ4_NL" in msg and "blk.0.ffn_gate.weight (IQ2_XXS)" in msg
+    assert "blk.1.ffn_down.weight (IQ4_NL)" in msg
+    assert "supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K" in msg
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -392,6 +396,11 @@ def test_bad_alignment_key(tmp_path):
     w.add("general.alignment", 32, "uint64")
     w.write()
     with pytest.raises(ModelFileError, match="'general.alignment' must be uint32"):
+        GGUFFile(path)
+    w = GGUFWriter(path, "llama")       # GGUF requires a multiple of 8: F32 values read in place
+    w.add("general.alignment", 4, "uint32")
+    w.write()
+    with pytest.raises(ModelFileError, match="'general.alignment' = 4 is not a multiple of 8"):
         GGUFFile(path)
 
 

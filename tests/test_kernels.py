@@ -168,7 +168,8 @@ def test_gguf_package_cross_check(name):
 
 def test_type_names_ids_and_sizes():
     ids = {name: quant.TYPES[name].id for name in quant.WEIGHT_TYPES}
-    assert ids == {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
+    assert ids == {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+                   "q2_k": 10, "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14}
     for name, tid in ids.items():
         assert quant.type_name(tid) == name and quant.type_id(name) == tid
     assert quant.row_bytes("q4_0", 64) == 36
@@ -184,10 +185,10 @@ def test_bad_input_is_a_clear_error():
         quant.row_bytes("q4_0", 33)
     with pytest.raises(ShapeError):
         quant.quantize(np.zeros((2, 40), np.float32), "q8_0")
-    with pytest.raises(UnsupportedError, match="q4_k"):
-        quant.type_id("q4_k")
+    with pytest.raises(UnsupportedError, match="iq2_xxs"):
+        quant.type_id("iq2_xxs")
     with pytest.raises(UnsupportedError):
-        quant.type_name(12)
+        quant.type_name(16)
     with pytest.raises(ShapeError, match="take 18 bytes"):
         quant.dequantize(np.zeros(17, np.uint8), "q4_0", 32)
     x = np.zeros(32, np.float32)
@@ -360,6 +361,39 @@ def test_slmprof_isa_env_forces_a_path_or_fails_clearly():
         out = _env_isa(missing[0])
         assert out.startswith("UnavailableError") and missing[0] in out
     assert _env_isa("bogus").startswith("UnsupportedError")
+
+
+def _missing_path():
+    missing = [n for n in quant.isa_names() if n not in PATHS]
+    if not missing:
+        pytest.skip("this machine runs every kernel path: none to refuse")
+    return missing[0]
+
+
+def test_a_refused_slmprof_isa_stays_refused_after_a_forced_section():
+    """force_isa puts back SLMPROF_ISA's verdict with the path: a path the CPU lacks must not
+    quietly become the best one once a forced section (validate, a test) ends."""
+    missing = _missing_path()
+    code = ("from slmprof.engine import quant\n"
+            "with quant.force_isa('scalar'):\n print(quant.active_isa())\n"
+            "try:\n print(quant.active_isa())\nexcept Exception as e:\n print(type(e).__name__, e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, SLMPROF_ISA=missing)).stdout.splitlines()
+    assert out[0] == "scalar"
+    assert out[1].startswith("UnavailableError") and f"SLMPROF_ISA='{missing}'" in out[1], out
+
+
+@pytest.mark.parametrize("command", [["validate", "--quick"],
+                                     ["generate", "--prompt", "hi", "--max-tokens", "1"]])
+def test_commands_refuse_a_path_the_cpu_lacks_with_the_reason(command, tiny_model):
+    missing = _missing_path()
+    if command[0] == "generate":
+        command = command + ["--model", str(tiny_model())]
+    out = subprocess.run([sys.executable, "-m", "slmprof", *command], capture_output=True,
+                         text=True, env=dict(os.environ, SLMPROF_ISA=missing), timeout=300)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert f"SLMPROF_ISA='{missing}': this CPU or build cannot run it" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "passed" not in out.stdout
 
 
 def test_corrupt_switch_breaks_exactly_one_path():

@@ -5,15 +5,13 @@ import sys
 
 import pytest
 
-from slmprof.engine.model import BLOCK_OPS
-from slmprof.measure import calibrate
-
-from slmprof.analysis import layers, roofline
-
 from slmprof import report
-
-engine = pytest.importorskip("slmprof.engine.model", reason="the engine (slmprof.engine.model) is not in this build")
-pytest.importorskip("slmprof.measure.profiler", reason="the region profiler is not in this build")
+from slmprof.analysis import layers, overhead, roofline
+from slmprof.commands import layers as layers_command
+from slmprof.engine import registry, workload
+from slmprof.engine.model import BLOCK_OPS, Model
+from slmprof.errors import ModelNotFoundError
+from slmprof.measure import calibrate
 
 TINY = "synth:tiny-llama"
 
@@ -24,9 +22,14 @@ def profile():
 
 
 @pytest.fixture(scope="module")
-def rep(profile):
+def result(profile):
     return layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4,
                                  profile=profile, events=[])
+
+
+@pytest.fixture(scope="module")
+def rep(result):
+    return result.to_report()
 
 
 def test_one_row_per_layer_and_operation_and_a_total(rep):
@@ -80,43 +83,55 @@ def test_summary_names_the_bottleneck(rep):
     assert rep["notes"]  # synthetic model and missing counters are stated
 
 
-def test_report_is_the_shared_schema_and_renders(rep, tmp_path):
+def test_report_is_the_shared_schema_and_renders(result, rep, tmp_path):
     path = tmp_path / "layers.json"
     report.write_json(rep, path)
     back = report.read_json(path, kind="layers")
     assert back["records"][0]["phase"] == "prefill"
-    from slmprof.commands import layers as cmd
-    text = cmd.render_text(back, show_ops=True)
+    assert back["records"] == json.loads(json.dumps(result.records()))
+    text = layers_command.render_text(result, show_ops=True)
     assert "block 1" in text and "gate_up" in text and "bottleneck:" in text
+    # notes are kept apart by what they are about, not by their wording
+    assert "model note: " in text and result.notes_of("model")
     assert report.to_csv(back["records"]).splitlines()[0].startswith("phase,layer,op")
 
 
+def test_an_f16_kv_cache_is_costed_as_f16(profile):
+    kv_bytes = {}
+    for kv_type in ("f32", "f16"):
+        with Model.load(TINY, threads=1, ctx=32, kv_type=kv_type) as m:
+            result = layers.profile_layers(loaded_model=m, prompt_tokens=8, gen_tokens=2,
+                                           profile=profile, events=[])
+        assert result.model["kv_type"] == kv_type
+        total = [r for r in result.rows if r.phase == "decode" and r.layer == "total"][0]
+        kv_bytes[kv_type] = total.kv_bytes_per_token
+    assert kv_bytes["f16"] == pytest.approx(kv_bytes["f32"] / 2)
+
+
 def test_phase_choice(profile):
-    rep = layers.profile_layers(TINY, threads=1, prompt_tokens=4, gen_tokens=2, phase="decode",
-                                profile=profile, events=[])
-    assert {r["phase"] for r in rep["records"]} == {"decode"}
+    result = layers.profile_layers(TINY, threads=1, prompt_tokens=4, gen_tokens=2, phase="decode",
+                                   profile=profile, events=[])
+    assert {r.phase for r in result.rows} == {"decode"} and set(result.phases) == {"decode"}
     with pytest.raises(ValueError):
         layers.profile_layers(TINY, phase="both-ways", profile=profile)
 
 
 def test_offline_default_falls_back_to_the_synthetic_twin(monkeypatch):
-    from slmprof.engine import registry
-    from slmprof.errors import ModelNotFoundError
     real = registry.resolve
 
     def offline(name, *a, **k):
-        if name == layers.DEFAULT_MODEL:
+        if name == workload.DEFAULT_MODEL:
             raise ModelNotFoundError("no network")
         return real(name, *a, **k)
     monkeypatch.setattr(registry, "resolve", offline)
-    name, note = layers.resolve_model(layers.DEFAULT_MODEL)
-    assert name == layers.FALLBACK_MODEL and "could not be fetched" in note
+    resolved, notes = workload.resolve(workload.DEFAULT_MODEL)
+    assert resolved.name.startswith(workload.FALLBACK_MODEL) and "could not be fetched" in notes[0]
 
     def always_offline(name, *a, **k):
         raise ModelNotFoundError("no network")
     monkeypatch.setattr(registry, "resolve", always_offline)
     with pytest.raises(ModelNotFoundError):  # only the default has a twin to fall back to
-        layers.resolve_model("some-other-model")
+        workload.resolve("some-other-model")
 
 
 def test_command_outputs_and_usage_errors(tmp_path, profile, monkeypatch):
@@ -146,18 +161,17 @@ def test_fidelity_on_the_smollm2_shape(profile):
     per-op regions cost under 3% of decode time (on vs off, interleaved), with two engine
     threads. Timing on a shared machine is noisy: scripts/bench_profiling_overhead.py gives
     the figure with the load it was measured under."""
-    from slmprof.engine.model import Model
     prof_machine, _ = calibrate.get_profile()
-    rep = layers.profile_layers("synth:smollm2-135m", threads=2, prompt_tokens=32, gen_tokens=32,
-                                profile=prof_machine, events=[])
-    cov = rep["summary"]["decode"]["regions_coverage"]
+    result = layers.profile_layers("synth:smollm2-135m", threads=2, prompt_tokens=32, gen_tokens=32,
+                                   profile=prof_machine, events=[])
+    cov = result.phases["decode"].regions_coverage
     print(f"decode regions cover {100 * cov:.2f}% of measured time per token")
     assert 0.95 <= cov <= 1.0
 
     with Model.load("synth:smollm2-135m", threads=2, ctx=128) as m:
-        cost = layers.profiling_cost(m, prompt_tokens=32, gen_tokens=32, reps=9, events=[])
-    ratio = cost["median_ratio"]["ops"]
+        cost = overhead.profiling_cost(m, prompt_tokens=32, gen_tokens=32, reps=9, events=[])
+    ratio = cost.median_ratio["ops"]
     print(f"decode with per-op regions / without (median of 9 interleaved runs): {ratio:.4f}")
-    assert cost["region_errors"] == 0
-    assert 0.95 <= cost["coverage"]["ops"] <= 1.0
+    assert cost.region_errors == 0
+    assert 0.95 <= cost.coverage["ops"] <= 1.0
     assert ratio < 1.03

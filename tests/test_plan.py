@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from slmprof import report
 from slmprof.analysis import devices, plan, roofline
 from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError
 
@@ -283,7 +284,7 @@ def test_cli_table_and_json(tmp_path):
     (["--model", "smollm2-135m", "--device", "pi9-1gb"], "unknown device"),
     (["--model", "tinyllama-1.1b", "--device", "pi5-8gb", "--ctx", "100000"], "past the model's maximum"),
     (["--model", "no-such-model", "--device", "pi5-8gb"], "no-such-model"),
-    (["--model", "smollm2-135m", "--device", "pi5-8gb", "--types", "q5_k"], "unknown type"),
+    (["--model", "smollm2-135m", "--device", "pi5-8gb", "--types", "iq2_xxs"], "unknown type"),
     (["--device", "pi5-8gb"], "give --model"),
 ])
 def test_cli_errors(tmp_path, args, message):
@@ -295,7 +296,7 @@ def test_cli_errors(tmp_path, args, message):
 
 def test_cli_newer_device_schema(tmp_path):
     doc = devices.builtin_profile("pi5-8gb").to_dict()
-    doc["schema_version"] = devices.SCHEMA_VERSION + 1
+    doc["schema"] = f"{report.SCHEMA_FAMILY}{report.SCHEMA_VERSION + 1}"
     path = tmp_path / "future.json"
     path.write_text(json.dumps(doc))
     out = _cli("--model", "smollm2-135m", "--device", str(path), cache=tmp_path)

@@ -15,6 +15,7 @@ from slmprof.measure import calibrate, trace  # noqa: E402
 from slmprof.analysis import layers
 
 from slmprof import report
+from slmprof.report import chrome
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 TINY = "synth:tiny-llama"
@@ -31,7 +32,7 @@ def load_script(name):
 def layers_json(tmp_path_factory):
     profile = calibrate.measure(threads_max=1, seconds_per_step=0.01, array_bytes=16 << 20)
     rep = layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4, profile=profile,
-                                events=[])
+                                events=[]).to_report()
     path = tmp_path_factory.mktemp("plots") / "layers.json"
     report.write_json(rep, path)
     return path
@@ -81,7 +82,7 @@ def test_trace_roundtrip_and_chrome_export(trace_npz, tmp_path):
     assert phases == {"prefill", "decode"}
     totals = trace.region_totals(data)
     assert all(ns > 0 and n > 0 for ns, n in totals.values())
-    out = trace.write_chrome(data, tmp_path / "t.json")
+    out = chrome.write_recording(data, tmp_path / "t.json")
     doc = json.loads(out.read_text())
     xs = [e for e in doc["traceEvents"] if e["ph"] == "X"]
     assert len(xs) == len(sl)

@@ -41,8 +41,8 @@ def test_one_window_perplexity_is_plausible(model):
     result = perplexity(model, tokens, 256)
     # a 135M-parameter model on technical English: single digits to a few tens; a broken
     # forward pass gives hundreds to thousands (uniform over the vocabulary is 49152)
-    assert 3 < result["perplexity"] < 60, result
-    assert result["tokens"] == 127
+    assert 3 < result.perplexity < 60, result
+    assert result.tokens == 127
 
 
 def test_thread_counts_give_identical_logits(real_model_path, model):
@@ -63,7 +63,7 @@ def test_perplexity_agrees_across_threads_and_isa(real_model_path):
         ctx = quant.force_isa(isa) if isa else _nothing()
         with ctx, Model.load(real_model_path, threads=threads, ctx=512) as m:
             tokens = m.tokenizer.encode(topics_text(), add_bos=False)[:6 * 512]
-            runs[(threads, isa or quant.active_isa())] = perplexity(m, tokens, 512)["perplexity"]
+            runs[(threads, isa or quant.active_isa())] = perplexity(m, tokens, 512).perplexity
     print(runs)
     values = np.array(list(runs.values()))
     assert 3 < values.min() and values.max() < 60, runs

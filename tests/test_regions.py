@@ -168,10 +168,14 @@ def test_read_path_is_reported():
     prof.close()
 
 
-def test_hooks_address_is_stable_for_the_engine():
-    t = _core.RegionTable(64)
-    a = t.hooks_address()
-    assert a != 0 and a == t.hooks_address()
+def test_only_hook_sources_reach_the_engine(tiny_model):
+    from slmprof.engine.model import Model
+    with Model.load(tiny_model(), threads=1, ctx=16) as m:
+        m.engine.set_hooks(_core.RegionTable(64))
+        m.engine.set_hooks(_core.TraceRecorder(64))
+        m.engine.set_hooks(None)
+        with pytest.raises(TypeError):
+            m.engine.set_hooks(12345)      # an address is not a hook source
 
 
 @needs_perf

@@ -72,6 +72,32 @@ def test_synthetic_is_cached_and_deterministic(isolated_cache):
         [registry.synthetic_path(n, "q4_0").name for n in ("tiny-llama", "tiny-qwen2")]       # nothing partial left
 
 
+def test_a_damaged_cached_model_is_written_again(isolated_cache, capsys):
+    """A truncated synthetic or requantized file in the cache is said and rebuilt, not left to
+    fail every later load."""
+    path = registry.resolve("synth:tiny-llama").path
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    capsys.readouterr()
+    assert registry.resolve("synth:tiny-llama").path == path
+    err = capsys.readouterr().err
+    assert f"the cached synthetic tiny-llama {path} is damaged" in err and "writing it again" in err
+    assert path.read_bytes() == whole
+    from slmprof.engine.model import Model
+    with Model.load("synth:tiny-llama", threads=1, ctx=32) as m:
+        m.prefill([1, 2, 3])
+
+
+def test_a_truncated_real_model_says_how_to_fetch_it_again(isolated_cache):
+    path = registry.real_model_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"GGUF" + bytes(100))
+    with pytest.raises(ModelNotFoundError, match=r"is 104 bytes, not 98,362,432 \(truncated or "
+                                                 r"damaged\); run `python -m slmprof models "
+                                                 r"--fetch smollm2-135m` to fetch it again"):
+        registry.resolve("smollm2-135m", download=False)
+
+
 def test_interrupted_synthetic_write_leaves_nothing(isolated_cache, monkeypatch):
     calls = {"n": 0}
     real_quantize = quant.quantize
@@ -383,8 +409,8 @@ def test_requantize_embedding_on_request(tiny_model, tmp_path):
 
 def test_requantize_errors(tiny_model, tmp_path):
     src = tiny_model()
-    with pytest.raises(UnsupportedError, match="cannot requantize to 'q4_k'"):
-        requantize(src, tmp_path / "x.gguf", "q4_k")
+    with pytest.raises(UnsupportedError, match="cannot requantize to 'iq4_nl'"):
+        requantize(src, tmp_path / "x.gguf", "iq4_nl")
     with pytest.raises(ValueError, match="same file"):
         requantize(src, src, "q8_0")
     assert not (tmp_path / "x.gguf").exists()

@@ -93,7 +93,7 @@ def test_qwen2_biases_and_untied_head():
 def test_bad_types_and_shapes_are_refused():
     from slmprof.errors import ShapeError, UnsupportedError
     with pytest.raises(UnsupportedError):
-        quant.type_name("q5_k")
+        quant.type_name("iq2_xxs")
     with pytest.raises(ShapeError):
         roofline.tensor_bytes("q4_0", 1, 33)
     with pytest.raises(ValueError):

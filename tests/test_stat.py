@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from slmprof import report
+
 PY = sys.executable
 
 def _software_counting_reason():
@@ -40,7 +42,7 @@ def test_counts_and_samples_a_child(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Performance counter stats" in r.stderr and "page-faults" in r.stderr
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "slmprof.stat/1" and doc["exit_status"] == 0
+    assert doc["schema"] == report.SCHEMA and doc["kind"] == "stat" and doc["exit_status"] == 0
     faults = doc["readings"]["page-faults"]
     assert faults["status"] == "exact" and faults["value"] >= 8192 * 0.9
     assert doc["readings"]["task-clock"]["value"] > 0
@@ -85,6 +87,25 @@ def test_nonexistent_command():
     assert r.returncode == 127
     assert "cannot run" in r.stderr and "No such file" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_not_executable(tmp_path):
+    f = tmp_path / "script"
+    f.write_text("#!/bin/sh\n")
+    r = stat("--", str(f))
+    assert r.returncode == 126 and "Permission denied" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_peak_rss_is_the_commands_own():
+    """A small command's peak RSS is its own (about 1 MiB for `true`), not the tens of MiB of
+    the Python process that launched it (the kernel keeps a high-water mark across exec)."""
+    r = stat("--events", "task-clock", "--json", "-", "--", "true")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert 0 < doc["summary"]["peak_rss_bytes"] < 8 << 20, doc["summary"]["peak_rss_bytes"]
+    # and a large one is still seen whole
+    r = stat("--events", "task-clock", "--json", "-", "--", PY, "-c", TOUCH)
+    assert json.loads(r.stdout)["summary"]["peak_rss_bytes"] > 8192 * 4096 * 0.9
 
 
 def test_unknown_event_lists_valid_names():

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from slmprof import report
 from slmprof.measure import procfs, sysinfo
 
 FAKE_ROOTS = os.path.join(os.path.dirname(__file__), "fake_roots")
@@ -56,7 +57,7 @@ def test_this_machine_json():
     r = run("--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["schema"] == "slmprof.measure.sysinfo/1"
+    assert info["schema"] == report.SCHEMA and info["kind"] == "sysinfo"
     assert info["memory"]["total_bytes"] > 0
     ev = {c["name"]: c for c in info["counters"]}
     assert ev["task-clock"]["available"]                 # software events open everywhere here

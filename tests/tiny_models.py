@@ -1,8 +1,10 @@
-"""Tiny llama/qwen2 GGUF files for the forward-pass tests, written with slmprof's own writer.
+"""Tiny llama/qwen2 GGUF files for the tests, written with slmprof's own writer.
 
-Weights are random with std 1/sqrt(fan_in) so activations stay O(1) through the layers, the way a
-trained model's do; norms are 1 plus noise. The vocabulary is an SPM one (tokenizer model
-"llama" with byte fallback), which GGML loaders accept.
+`write_synthetic_tiny` makes the `tiny_model` fixture's files through the registry's synthetic
+writer (any weight type, either tokenizer). `write_tiny_model` makes the forward-pass tests'
+files and returns the float32 weights they were made from: random with std 1/sqrt(fan_in) so
+activations stay O(1) through the layers, the way a trained model's do; norms are 1 plus noise;
+an SPM vocabulary (tokenizer model "llama" with byte fallback), which GGML loaders accept.
 """
 from __future__ import annotations
 
@@ -10,8 +12,37 @@ import numpy as np
 
 from slmprof.engine import quant
 from slmprof.engine.gguf import GGUFWriter, ModelShape
-from slmprof.engine.registry import tiny_shape
+from slmprof.engine.registry import write_synthetic
 from slmprof.engine.tokenizer import synthetic_vocab
+
+
+def tiny_shape(arch="llama", tied=True, n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
+               head_dim=None, vocab=384, ctx=128, rope_base=None, rms_eps=1e-5, rope_freqs=False):
+    """A small ModelShape for tests (defaults: 2 layers, dim 64, 4 heads of 16, 2 KV heads)."""
+    if arch not in ("llama", "qwen2"):
+        raise ValueError(f"tiny models are llama or qwen2, not {arch!r}")
+    return ModelShape(arch=arch, n_layer=n_layer, dim=dim, ffn=ffn, n_head=n_head,
+                      n_kv_head=n_kv_head, head_dim=head_dim or dim // n_head, vocab=vocab,
+                      ctx=ctx, tied=tied,
+                      rope_base=rope_base or (1e6 if arch == "qwen2" else 10000.0),
+                      rms_eps=rms_eps, rope_freqs=rope_freqs)
+
+
+def write_synthetic_tiny(path, arch="llama", type="q4_0", tokenizer="gpt2", tied=True,
+                     head_type=None, embd_type=None, seed=0, version=3, **shape_kw):
+    """A tiny synthetic model for tests. All 2-D weights are `type` unless head_type (LM head)
+    or embd_type (untied token_embd) say otherwise. tokenizer: "gpt2" (byte-level BPE; smollm
+    pre-tokenizer for llama, qwen2 for qwen2) or "spm". Returns the path."""
+    shape = tiny_shape(arch=arch, tied=tied, **shape_kw)
+    if tokenizer == "gpt2":
+        tok = ("gpt2", "qwen2" if arch == "qwen2" else "smollm")
+    elif tokenizer in ("spm", "llama"):
+        tok = ("llama", None)
+    else:
+        raise ValueError(f"tokenizer must be 'gpt2' or 'spm', not {tokenizer!r}")
+    return write_synthetic(shape, type, path, seed=seed, name=f"tiny {arch} {type}",
+                           tokenizer=tok, head_type=head_type or type,
+                           embd_type=embd_type or type, version=version)
 
 
 def tiny(arch="llama", dim=64, ffn=128, n_head=4, n_kv_head=2, tied=True, rope_freqs=False):

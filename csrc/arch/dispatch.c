@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "model/attention.h"
-#include "quant/kernels_impl.h"
+#include "quant/kquants.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -117,6 +117,16 @@ int slm_isa_set(int isa) {
     return SLM_OK;
 }
 
+int slm_isa_restore(int isa, int status) {
+    ensure_init();
+    if (isa < 0 || isa >= SLM_ISA_COUNT) return SLM_EINVAL;
+    if (status != SLM_OK && status != SLM_EINVAL && status != SLM_ENOSYS) return SLM_EINVAL;
+    if (!isa_supported[isa]) return SLM_ENOSYS;
+    __atomic_store_n(&active_isa, isa, __ATOMIC_RELAXED);
+    __atomic_store_n(&env_status, status, __ATOMIC_RELAXED);
+    return SLM_OK;
+}
+
 const char *slm_isa_name(int isa) {
     return isa >= 0 && isa < SLM_ISA_COUNT ? isa_names[isa] : "unknown";
 }
@@ -127,19 +137,22 @@ int slm_isa_from_name(const char *name) {
     return isa < 0 ? SLM_EINVAL : isa;
 }
 
-/* The kernel set for (type, isa) compiled into this build, or NULL. */
+/* The kernel set for (type, isa) compiled into this build, or NULL. The 5-bit and K types
+ * have files of their own (kquants_*). */
 static const slm_kernel_set *kernel_set(int type, int isa) {
+    const slm_kernel_set *ks = NULL;
     switch (isa) {
     case SLM_ISA_SCALAR: return slm_kernels_scalar(type);
 #if defined(__x86_64__)
-    case SLM_ISA_AVX2: return slm_kernels_avx2(type);
+    case SLM_ISA_AVX2: ks = slm_kernels_avx2(type); if (!ks) ks = slm_kq_kernels_avx2(type); break;
 #endif
 #if defined(__aarch64__)
-    case SLM_ISA_NEON: return slm_kernels_neon(type);
-    case SLM_ISA_NEON_DOTPROD: return slm_kernels_neon_dotprod(type);
+    case SLM_ISA_NEON: ks = slm_kernels_neon(type); if (!ks) ks = slm_kq_kernels_neon(type); break;
+    case SLM_ISA_NEON_DOTPROD: ks = slm_kernels_neon_dotprod(type); if (!ks) ks = slm_kq_kernels_neon_dotprod(type); break;
 #endif
-    default: return NULL;
+    default: break;
     }
+    return ks;
 }
 
 /* The attention path beside the matrix kernels: the same ISA choice. */

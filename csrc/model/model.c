@@ -99,6 +99,8 @@ typedef struct {
     int region_ops;        /* operation edges too, not only layer edges */
     slm_attend_fn attend;  /* attention path for the active ISA */
     slm_swiglu_fn swiglu;  /* and SwiGLU's */
+    int watch_sigint;      /* stop at a layer boundary once the SIGINT count leaves sigint_seen */
+    uint32_t sigint_seen;
 } chunk_job;
 
 struct slm_model {
@@ -116,7 +118,7 @@ struct slm_model {
     const slm_weight *lm_head; /* &output or &token_embd */
     double *inv_freq;          /* (head_dim/2) RoPE frequency per pair, rope_freqs applied */
     layer_weights *layers;     /* (n_layer) */
-    int64_t act_bytes32[16];   /* activation bytes per 32 elements, by weight type */
+    int64_t act_be[16], act_bb[16]; /* activation block elements and bytes, by weight type */
     int64_t act_a_slot;        /* bytes of one act_a slot: B * act_bytes(dim) at most */
     run_state s;
     slm_pool *pool;
@@ -125,6 +127,11 @@ struct slm_model {
     chunk_job job;
     work_counter *counters;    /* (max_ops) one per parallel step of a forward chunk */
     int max_ops;
+    int watch_sigint;
+    uint32_t sigint_seen;
+    /* This chunk's decisions at layer boundaries (see stop_here): 2l = boundary l undecided,
+     * 2l+1 = stop there, 2l+2 = go on. */
+    _Alignas(64) atomic_int gate;
 };
 
 /* ---- loading --------------------------------------------------------------------------- */
@@ -143,7 +150,7 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
         return SLM_ESHAPE;
     if (c.n_ctx < 1 || c.n_ctx > SLM_MAX_CTX || c.max_batch < 0) return SLM_EINVAL;
     if (c.kv_type != SLM_TYPE_F32 && c.kv_type != SLM_TYPE_F16) return SLM_EINVAL;
-    if (c.n_threads < 1 || c.n_threads > 1024) return SLM_EINVAL;
+    if (c.n_threads < 1 || c.n_threads > SLM_MAX_THREADS) return SLM_EINVAL;
     if (!(c.rope_base > 0) || !(c.norm_eps >= 0)) return SLM_EINVAL;
     slm_model *m = calloc(1, sizeof *m);
     if (!m) return SLM_ENOMEM;
@@ -212,15 +219,11 @@ static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t 
     if (!t->present) return SLM_EINVAL;
     if (t->rows != rows || t->cols != cols) return SLM_ESHAPE;
     if (!slm_get_traits(t->type, -1)) return SLM_EUNSUPPORTED_TYPE;
-    if (!m->act_bytes32[t->type]) {
-        /* Learn the activation format's size from the quantizer itself. */
-        float zeros[SLM_QK] = {0};
-        uint8_t scratch[4 * SLM_QK];
-        int64_t bytes = 0;
-        int rc = slm_quantize_activations(t->type, zeros, SLM_QK, 1, SLM_QK, scratch, &bytes);
-        if (rc < 0) return rc;
-        if (bytes <= 0 || bytes > 4 * SLM_QK) return SLM_EUNSUPPORTED_TYPE;
-        m->act_bytes32[t->type] = bytes;
+    if (!m->act_be[t->type]) { /* the activation format this weight type's kernels read */
+        const int vdt = slm_get_traits(t->type, -1)->vec_dot_type;
+        m->act_be[t->type] = slm_type_block_elems(vdt);
+        m->act_bb[t->type] = slm_type_block_bytes(vdt);
+        if (m->act_be[t->type] <= 0 || cols % m->act_be[t->type]) return SLM_EUNSUPPORTED_TYPE;
     }
     *w = (slm_weight){.type = t->type, .rows = rows, .cols = cols,
                       .row_bytes = slm_row_bytes(t->type, cols), .data = t->data};
@@ -230,9 +233,10 @@ static int take_matrix(slm_model *m, const tensor_ref *t, int64_t rows, int64_t 
     return rc;
 }
 
-/* Bytes of n activation elements in the format weight type `type` reads (n % 32 == 0). */
+/* Bytes of n activation elements in the format weight type `type` reads (n a whole number
+ * of that format's blocks: 32 elements, 256 for the K types' Q8_K). */
 static inline int64_t act_bytes(const slm_model *m, int type, int64_t n) {
-    return n / SLM_QK * m->act_bytes32[type];
+    return n / m->act_be[type] * m->act_bb[type];
 }
 
 static void group_acts(act_group *g, const slm_weight *const *ws, int n) {
@@ -372,6 +376,12 @@ int slm_model_set_region_ops(slm_model *m, int ops) {
     return SLM_OK;
 }
 
+int slm_model_stop_on_sigint(slm_model *m, int watch, uint32_t seen) {
+    m->watch_sigint = watch != 0;
+    m->sigint_seen = seen;
+    return SLM_OK;
+}
+
 /* ---- the neural net blocks ------------------------------------------------------------- */
 
 static void rmsnorm(float *o, const float *x, const float *w, int n, float eps) {
@@ -400,7 +410,8 @@ static void rope(float *v, const float *cs, int head_dim, int neox) {
 #define EMBED_CHUNK 8     /* tokens */
 #define NORM_CHUNK 4      /* tokens */
 #define ROW_CHUNK 48      /* output rows of wo and down */
-#define FFN_CHUNK 96      /* rows of gate and up (a multiple of the 32-element block) */
+#define FFN_CHUNK 96      /* rows of gate and up (a multiple of the 32-element block; 256 when
+                           * down reads Q8_K: each chunk quantizes whole blocks for it) */
 #define HEAD_CHUNK 512    /* rows of the LM head */
 
 /* One thread's place in the forward: which parallel step it is at. */
@@ -467,6 +478,22 @@ static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begi
     if ((end_layer >= 0 || begin_layer >= 0) && job->hooks.hold_at_layers) slm_pool_barrier(w->m->pool);
 }
 
+/* Whether the pass stops at the start of layer l (Ctrl-C). Threads can be layers apart (none
+ * waits for another to arrive, only for work), so they must agree at each boundary: the first
+ * to reach boundary l decides for all and records it in m->gate. The rest read one word. */
+static int stop_here(worker *w, int l) {
+    slm_model *m = w->m;
+    if (!m->job.watch_sigint) return 0;
+    int g = atomic_load_explicit(&m->gate, memory_order_acquire);
+    while (g == 2 * l) {
+        const int want = slm_sigint_count() != m->job.sigint_seen ? 2 * l + 1 : 2 * l + 2;
+        if (atomic_compare_exchange_weak_explicit(&m->gate, &g, want, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            g = want;
+    }
+    return g == 2 * l + 1;
+}
+
 /* RMSNorm of rows [t0, t0+n) of x, quantized once per activation format of group g. */
 typedef struct {
     int t0;
@@ -530,6 +557,7 @@ static void store_kv(void *cache, const float *src, int64_t n, int kv_type) {
 typedef struct {
     int l;
     const norm_job *in;
+    int64_t ffn_chunk; /* rows of gate and up per chunk */
 } layer_job;
 
 /* One head's rows of q, k or v (chunk = head unit: q heads, then k heads, then v heads) for
@@ -631,7 +659,7 @@ static void gate_up_chunk(worker *w, int64_t chunk, void *arg) {
     const layer_weights *L = &m->layers[j->l];
     run_state *s = &m->s;
     const int n_tok = m->job.n_tok, ffn = m->cfg.ffn_dim, dim = m->cfg.dim;
-    const int64_t r0 = chunk * FFN_CHUNK, r1 = min64(ffn, r0 + FFN_CHUNK);
+    const int64_t r0 = chunk * j->ffn_chunk, r1 = min64(ffn, r0 + j->ffn_chunk);
     const act_group *g = &L->gate_up_acts;
     slm_matmul_rows(&L->gate, j->in->act + g->slot[0] * j->in->slot_bytes, act_bytes(m, L->gate.type, dim),
                     n_tok, s->hg, ffn, r0, r1);
@@ -689,6 +717,10 @@ static void forward_thread(void *ctx, int ith, int nth) {
         const layer_weights *L = &m->layers[l];
         const int slot = l + 1;
         int prev_end_op = l == 0 ? SLM_REGION_ID(0, SLM_OP_EMBED) : SLM_REGION_ID(l, SLM_OP_DOWN);
+        if (stop_here(&w, l)) { /* every thread stops here: close the open regions */
+            if (w.ith == 0 && job->hooks.begin) record_edge(job, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), -1, -1);
+            return;
+        }
         edge(&w, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), SLM_REGION_ID(slot, SLM_OP_LAYER),
              SLM_REGION_ID(slot, SLM_OP_ATTN_NORM));
 
@@ -697,13 +729,14 @@ static void forward_thread(void *ctx, int ith, int nth) {
         edge(&w, SLM_REGION_ID(slot, SLM_OP_ATTN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_QKV));
 
         /* q, k, v for these positions; RoPE; keys and values into the cache */
-        layer_job lj = {.l = l, .in = &in};
+        const int64_t down_be = m->act_be[m->layers[l].down.type];
+        layer_job lj = {.l = l, .in = &in, .ffn_chunk = down_be > FFN_CHUNK ? down_be : FFN_CHUNK};
         parallel(&w, c->n_head + 2 * c->n_kv_head, qkv_chunk, &lj);
         edge(&w, SLM_REGION_ID(slot, SLM_OP_QKV), -1, -1, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN));
 
         /* multi-head attention over the cache; heads quantized for wo as they finish */
         attention_job aj = {.l = l, .items_per_chunk = n_tok > 8 ? c->n_head : 1,
-                            .quantize_here = c->head_dim % SLM_QK == 0};
+                            .quantize_here = c->head_dim % m->act_be[m->layers[l].wo.type] == 0};
         parallel(&w, n_chunks_of((int64_t)n_tok * c->n_head, aj.items_per_chunk), attention_chunk, &aj);
         if (!aj.quantize_here) parallel(&w, n_chunks_of(n_tok, NORM_CHUNK), quantize_att_chunk, &aj);
         edge(&w, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN), -1, -1, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT));
@@ -717,7 +750,7 @@ static void forward_thread(void *ctx, int ith, int nth) {
         edge(&w, SLM_REGION_ID(slot, SLM_OP_FFN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_GATE_UP));
 
         /* silu(gate) * up, quantized for down */
-        parallel(&w, n_chunks_of(c->ffn_dim, FFN_CHUNK), gate_up_chunk, &lj);
+        parallel(&w, n_chunks_of(c->ffn_dim, lj.ffn_chunk), gate_up_chunk, &lj);
         edge(&w, SLM_REGION_ID(slot, SLM_OP_GATE_UP), -1, -1, SLM_REGION_ID(slot, SLM_OP_DOWN));
 
         /* down projection, residual connection back into x */
@@ -744,18 +777,22 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
     if ((int64_t)m->n_past + n_tok > m->cfg.n_ctx) return SLM_ECTX;
     for (int i = 0; i < n_tok; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab) return SLM_EINVAL;
+    const int32_t n_past0 = m->n_past;
     for (int done = 0; done < n_tok;) {
         const int n = n_tok - done < m->max_batch ? n_tok - done : m->max_batch;
         const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
-                           .region_ops = m->region_ops, .attend = slm_attend_for(-1), .swiglu = slm_swiglu_for(-1)};
+                           .region_ops = m->region_ops, .attend = slm_attend_for(-1), .swiglu = slm_swiglu_for(-1),
+                           .watch_sigint = m->watch_sigint, .sigint_seen = m->sigint_seen};
+        if (job->watch_sigint && slm_sigint_count() != job->sigint_seen) break;
         if (done + n > first_out) {
             job->out0 = first_out > done ? first_out - done : 0;
             job->n_out = n - job->out0;
             job->logits = logits + (size_t)(done + job->out0 - first_out) * m->cfg.vocab;
         }
         memset(m->counters, 0, (size_t)m->max_ops * sizeof(work_counter));
+        atomic_store_explicit(&m->gate, 0, memory_order_relaxed);
         /* The first layer region begins before the workers are woken and the last ends
          * after all of them have finished, so the layer regions cover the whole pass: waking
          * the threads is in the embedding layer's time, waiting for the last one to finish
@@ -764,9 +801,14 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int last_slot = job->n_out ? m->cfg.n_layer + 1 : m->cfg.n_layer;
         if (job->hooks.begin) record_edge(job, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), -1);
         slm_pool_run(m->pool, forward_thread, m);
+        if (atomic_load_explicit(&m->gate, memory_order_relaxed) & 1) break; /* stopped: regions closed */
         if (job->hooks.begin) record_edge(job, -1, SLM_REGION_ID(last_slot, SLM_OP_LAYER), -1, -1);
         m->n_past += n;
         done += n;
+    }
+    if (m->n_past != n_past0 + n_tok) {
+        m->n_past = n_past0;
+        return SLM_EINTR;
     }
     return SLM_OK;
 }

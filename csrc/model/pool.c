@@ -136,7 +136,7 @@ void slm_pool_run(slm_pool *pool, slm_pool_fn fn, void *ctx) {
 
 int slm_pool_create(int n_threads, slm_pool **out) {
     *out = NULL;
-    if (n_threads < 1 || n_threads > 1024) return SLM_EINVAL;
+    if (n_threads < 1 || n_threads > SLM_MAX_THREADS) return SLM_EINVAL;
     slm_pool *pool = aligned_alloc(64, sizeof(slm_pool));
     if (!pool) return SLM_ENOMEM;
     *pool = (slm_pool){.n_threads = n_threads};

@@ -32,7 +32,7 @@ void slm_from_float_f32_copy(const float *x, void *y, int64_t n);
 void slm_matmul_scalar_plain(const slm_weight *w, const uint8_t *act, int64_t act_row_bytes,
                              int64_t n_tok, float *y, int64_t y_stride, int64_t r0, int64_t r1);
 
-/* A per-thread buffer of at least `bytes` (slot 0 or 1), kept for reuse; NULL if out of memory.
+/* A per-thread buffer of at least `bytes` (slot 0, 1 or 2), kept for reuse; NULL if out of memory.
  * Valid until the same thread asks for the same slot again. */
 void *slm_scratch(int slot, size_t bytes);
 

@@ -4,11 +4,12 @@
  *   Q4_1  d = (max-min)/15, m = min, q = min(15, trunc((x-min)/d + 0.5))
  *   Q8_0  d = amax/127, q = roundf(x/d)                (round half away from zero)
  *   Q8_1  as Q8_0, plus s = fp16(d * sum(q)) with the fp32 d
- * Within a 32-element 4-bit block, byte j holds element j (low nibble) and j+16 (high nibble). */
+ * Within a 32-element 4-bit block, byte j holds element j (low nibble) and j+16 (high nibble).
+ * The 5-bit and K types are in kquants_ref.c. */
 #include <math.h>
 #include <string.h>
 
-#include "slm.h"
+#include "quant/kquants.h"
 
 /* x*id + 0.5 must round twice (as in ggml's C and numpy), never as one fused multiply-add. */
 #if defined(__clang__)
@@ -108,6 +109,8 @@ int slm_quantize_row_ref(int type, const float *x, void *y, int64_t n) {
     }
     /* NaN/inf have no quantized representation; say so instead of producing garbage. */
     if (!all_finite(x, n)) return SLM_EINVAL;
+    const int more = slm_kq_quantize_row_ref(type, x, y, n); /* Q5 and K types */
+    if (more != SLM_EUNSUPPORTED_TYPE) return more;
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = x + b * SLM_QK;
         switch (type) {
@@ -173,7 +176,7 @@ int slm_dequantize_row(int type, const void *x, float *y, int64_t n) {
         }
         break;
     default:
-        return SLM_EUNSUPPORTED_TYPE;
+        return slm_kq_dequantize_row(type, x, y, n); /* Q5 and K types */
     }
     return SLM_OK;
 }

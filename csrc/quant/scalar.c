@@ -3,7 +3,7 @@
  * the integer block dots here (kernels_impl.h). */
 #include <string.h>
 
-#include "quant/kernels_impl.h"
+#include "quant/kquants.h"
 
 /* Activation quantizers must match the reference bit for bit (x*id rounded once, then roundf). */
 #if defined(__clang__)
@@ -209,6 +209,7 @@ static const slm_kernel_set scalar_sets[] = {
 };
 
 const slm_kernel_set *slm_kernels_scalar(int type) {
-    if (type < 0 || type >= (int)(sizeof scalar_sets / sizeof scalar_sets[0])) return NULL;
-    return scalar_sets[type].matmul_plain ? &scalar_sets[type] : NULL;
+    if (type < 0 || type >= (int)(sizeof scalar_sets / sizeof scalar_sets[0]) || !scalar_sets[type].matmul_plain)
+        return slm_kq_kernels_scalar(type); /* the 5-bit and K types */
+    return &scalar_sets[type];
 }

@@ -6,7 +6,7 @@
 
 #include "quant/kernels_impl.h"
 
-#define N_SLOTS 2
+#define N_SLOTS 3
 
 typedef struct {
     void *buf[N_SLOTS];

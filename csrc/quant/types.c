@@ -7,6 +7,14 @@ _Static_assert(sizeof(slm_block_q4_0) == 18, "q4_0 block must match ggml");
 _Static_assert(sizeof(slm_block_q4_1) == 20, "q4_1 block must match ggml");
 _Static_assert(sizeof(slm_block_q8_0) == 34, "q8_0 block must match ggml");
 _Static_assert(sizeof(slm_block_q8_1) == 36, "q8_1 block must match ggml");
+_Static_assert(sizeof(slm_block_q5_0) == 22, "q5_0 block must match ggml");
+_Static_assert(sizeof(slm_block_q5_1) == 24, "q5_1 block must match ggml");
+_Static_assert(sizeof(slm_block_q2_K) == 84, "q2_K block must match ggml");
+_Static_assert(sizeof(slm_block_q3_K) == 110, "q3_K block must match ggml");
+_Static_assert(sizeof(slm_block_q4_K) == 144, "q4_K block must match ggml");
+_Static_assert(sizeof(slm_block_q5_K) == 176, "q5_K block must match ggml");
+_Static_assert(sizeof(slm_block_q6_K) == 210, "q6_K block must match ggml");
+_Static_assert(sizeof(slm_block_q8_K) == 292, "q8_K block must match ggml");
 
 /* ggml's type table (ggml.h enum ggml_type, ggml.c type_traits): ids 4, 5 and 31-33, 36-38
  * are retired or unused. */
@@ -15,16 +23,16 @@ static const slm_type_info types[] = {
     {SLM_TYPE_F16, "f16", 1, 2, 0},
     {SLM_TYPE_Q4_0, "q4_0", SLM_QK, sizeof(slm_block_q4_0), 0},
     {SLM_TYPE_Q4_1, "q4_1", SLM_QK, sizeof(slm_block_q4_1), 0},
-    {6, "q5_0", 32, 22, 0},
-    {7, "q5_1", 32, 24, 0},
+    {SLM_TYPE_Q5_0, "q5_0", SLM_QK, sizeof(slm_block_q5_0), 0},
+    {SLM_TYPE_Q5_1, "q5_1", SLM_QK, sizeof(slm_block_q5_1), 0},
     {SLM_TYPE_Q8_0, "q8_0", SLM_QK, sizeof(slm_block_q8_0), 0},
     {SLM_TYPE_Q8_1, "q8_1", SLM_QK, sizeof(slm_block_q8_1), 1},
-    {10, "q2_k", 256, 84, 0},
-    {11, "q3_k", 256, 110, 0},
-    {12, "q4_k", 256, 144, 0},
-    {13, "q5_k", 256, 176, 0},
-    {14, "q6_k", 256, 210, 0},
-    {15, "q8_k", 256, 292, 1},
+    {SLM_TYPE_Q2_K, "q2_k", SLM_QK_K, sizeof(slm_block_q2_K), 0},
+    {SLM_TYPE_Q3_K, "q3_k", SLM_QK_K, sizeof(slm_block_q3_K), 0},
+    {SLM_TYPE_Q4_K, "q4_k", SLM_QK_K, sizeof(slm_block_q4_K), 0},
+    {SLM_TYPE_Q5_K, "q5_k", SLM_QK_K, sizeof(slm_block_q5_K), 0},
+    {SLM_TYPE_Q6_K, "q6_k", SLM_QK_K, sizeof(slm_block_q6_K), 0},
+    {SLM_TYPE_Q8_K, "q8_k", SLM_QK_K, sizeof(slm_block_q8_K), 1},
     {16, "iq2_xxs", 256, 66, 0},
     {17, "iq2_xs", 256, 74, 0},
     {18, "iq3_xxs", 256, 98, 0},

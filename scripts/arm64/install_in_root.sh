@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copy this checkout into the cached arm64 root and install it there the way the README's
+# Copy this checkout into the cached arm64 root and install it there the way docs/raspberry-pi.md's
 # Raspberry Pi section tells a user to: a venv that sees Debian's numpy, then ./install.sh.
 # Skipped when the same package sources are already installed (a stamp holds their checksum);
 # the tests are always refreshed.

@@ -1,35 +1,5 @@
 # Calibration kernels (csrc/calib/): this machine's ceilings for the roofline, as numbers.
 
-cdef extern from "slm.h" nogil:
-    ctypedef struct slm_calib_result:
-        double best_per_s
-        double median_per_s
-        double seconds
-        int64_t passes
-        int64_t work_per_pass
-        uint64_t checksum
-        double median_per_cpu_s
-    enum:
-        SLM_CALIB_READ
-        SLM_CALIB_COPY
-        SLM_CALIB_TRIAD
-    int slm_calib_memory(int kind, int threads, int64_t bytes_per_array, double min_seconds,
-                         int max_passes, int flags, slm_calib_result *out)
-    enum:
-        SLM_CALIB_HUGEPAGES
-    int slm_calib_dot(int type, int isa, int threads, int64_t rows, int64_t cols,
-                      double min_seconds, slm_calib_result *out)
-    int slm_calib_matmul(int type, int threads, int64_t rows, int64_t cols, int64_t n_tok,
-                         double min_seconds, slm_calib_result *out)
-    int slm_calib_stream(int type, int threads, int64_t rows, int64_t cols, int64_t total_bytes,
-                         int64_t chunk_rows, int interleave, double min_seconds, slm_calib_result *out)
-    int slm_calib_attention(int threads, int head_dim, int n_pos, int64_t total_kv_bytes,
-                            double min_seconds, slm_calib_result *out)
-    int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name)
-    int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median_seconds)
-    int64_t slm_calib_llc_bytes()
-
-
 CALIB_MEMORY_KINDS = {"read": SLM_CALIB_READ, "copy": SLM_CALIB_COPY, "triad": SLM_CALIB_TRIAD}
 
 
@@ -135,52 +105,29 @@ def calib_llc_bytes():
 
 # ---- trace recorder: region edges with timestamps, chained to a region table ---------------
 
-cdef extern from "slm.h" nogil:
-    ctypedef struct slm_trace_edge:
-        uint64_t t_ns
-        int32_t region
-        int32_t tid
-        int32_t is_end
-    ctypedef struct slm_trace_recorder:
-        pass
-    ctypedef struct slm_calib_region_hooks "slm_region_hooks":
-        void (*begin)(void *ctx, int32_t region)
-        void (*end)(void *ctx, int32_t region)
-        void *ctx
-    int slm_trace_create(slm_trace_recorder **out, int64_t capacity, const slm_calib_region_hooks *next)
-    void slm_trace_destroy(slm_trace_recorder *r)
-    const slm_calib_region_hooks *slm_trace_hooks(slm_trace_recorder *r)
-    int64_t slm_trace_count(const slm_trace_recorder *r)
-    int64_t slm_trace_dropped(const slm_trace_recorder *r)
-    const slm_trace_edge *slm_trace_edges(const slm_trace_recorder *r)
-    void slm_trace_clear(slm_trace_recorder *r)
-    uint64_t slm_trace_now_ns()
-
-
 def trace_now_ns():
     """CLOCK_MONOTONIC in ns: the clock of trace edges and of the sampler."""
     return slm_trace_now_ns()
 
 
-cdef class TraceRecorder:
-    """Region hooks that log every edge with its time and thread, then pass it on to the
-    hooks at `next_hooks_address` (a region table's), if given. Hand it to the engine like a
-    region table: `model.set_profiler(recorder)` uses hooks_address()."""
-    cdef slm_trace_recorder *r
-    cdef readonly object next_owner
+cdef class TraceRecorder(HookSource):
+    """Region hooks that log every edge with its time and thread, then pass it on to `next_hooks`
+    (a RegionTable, kept alive here), if given. Hand it to the engine like a region table:
+    `model.set_profiler(recorder)`."""
 
-    def __cinit__(self, int64_t capacity=1 << 21, size_t next_hooks_address=0, next_owner=None):
-        check(slm_trace_create(&self.r, capacity, <const slm_calib_region_hooks *>next_hooks_address),
+    def __cinit__(self, int64_t capacity=1 << 21, HookSource next_hooks=None):
+        check(slm_trace_create(&self.r, capacity,
+                               next_hooks.hooks_ptr() if next_hooks is not None else NULL),
               f"creating a trace recorder for {capacity} edges")
-        self.next_owner = next_owner
+        self.next_hooks = next_hooks
 
     def __dealloc__(self):
         if self.r != NULL:
             slm_trace_destroy(self.r)
             self.r = NULL
 
-    def hooks_address(self):
-        return <size_t>slm_trace_hooks(self.r)
+    cdef const slm_region_hooks *hooks_ptr(self) except NULL:
+        return slm_trace_hooks(self.r)
 
     @property
     def count(self):
@@ -205,9 +152,9 @@ cdef class TraceRecorder:
 
     def begin(self, int32_t region):
         """Log an edge from Python (tests, Python-level regions)."""
-        cdef const slm_calib_region_hooks *h = slm_trace_hooks(self.r)
+        cdef const slm_region_hooks *h = slm_trace_hooks(self.r)
         h.begin(h.ctx, region)
 
     def end(self, int32_t region):
-        cdef const slm_calib_region_hooks *h = slm_trace_hooks(self.r)
+        cdef const slm_region_hooks *h = slm_trace_hooks(self.r)
         h.end(h.ctx, region)

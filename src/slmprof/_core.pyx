@@ -2,33 +2,23 @@
 """The only boundary between Python and slmprof's C core.
 
 C returns 0 or a negative errno-style status; `check()` below is the one place that turns a
-status into an exception. Each subject keeps its wrappers in its own include file.
+status into an exception. The C declarations are in slm.pxd, this module's classes in
+_core.pxd; each subject keeps its wrappers in its own include file.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+import os
+import threading
+
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport PyThread_get_thread_ident
 cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 import numpy as np
 
 from slmprof import errors
 
 cnp.import_array()
-
-cdef extern from "slm.h" nogil:
-    enum:
-        SLM_OK
-        SLM_EINVAL
-        SLM_ENOMEM
-        SLM_ERANGE
-        SLM_ENOSYS
-        SLM_ENOENT
-        SLM_EACCES
-        SLM_EBUSY
-        SLM_EMFILE
-        SLM_EOPNOTSUPP
-        SLM_EINTR
-        SLM_EUNSUPPORTED_TYPE
-        SLM_ESHAPE
-        SLM_ECTX
-
 
 cdef int check(int status, str what) except -1:
     """Raise the exception that matches a C status; `what` says what was being done."""
@@ -50,11 +40,16 @@ cdef int check(int status, str what) except -1:
         raise errors.UnavailableError(f"{what}: not available on this machine or build")
     if status == SLM_EINTR:
         raise KeyboardInterrupt(what)
-    import os
     raise OSError(-status, f"{what}: {os.strerror(-status)}")
 
 
-# Order matters: later subjects may use cdef classes of earlier ones.
+cdef class HookSource:
+    """Anything the engine can call at region edges (a RegionTable, a TraceRecorder): hand it
+    to Engine.set_hooks."""
+    cdef const slm_region_hooks *hooks_ptr(self) except NULL:
+        raise NotImplementedError
+
+
 include "_kernels.pxi"
 include "_calib.pxi"
 include "_perf.pxi"

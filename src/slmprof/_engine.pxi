@@ -1,63 +1,5 @@
 # Engine wrappers: the forward pass, KV cache and thread pool of csrc/model/.
 
-cdef extern from "slm.h" nogil:
-    ctypedef struct slm_model:
-        pass
-    ctypedef struct slm_model_config:
-        int32_t arch
-        int32_t n_layer
-        int32_t dim
-        int32_t ffn_dim
-        int32_t n_head
-        int32_t n_kv_head
-        int32_t head_dim
-        int32_t vocab
-        int32_t n_ctx
-        int32_t max_batch
-        int32_t kv_type
-        int32_t n_threads
-        float rope_base
-        float norm_eps
-        int32_t weights_file_backed
-
-    enum:
-        SLM_MAX_CTX
-        SLM_DEFAULT_MAX_BATCH
-        SLM_ARCH_LLAMA
-        SLM_ARCH_QWEN2
-        SLM_OP_COUNT
-        SLM_T_TOKEN_EMBD
-        SLM_T_OUTPUT_NORM
-        SLM_T_OUTPUT
-        SLM_T_ROPE_FREQS
-        SLM_T_ATTN_NORM
-        SLM_T_WQ
-        SLM_T_WK
-        SLM_T_WV
-        SLM_T_BQ
-        SLM_T_BK
-        SLM_T_BV
-        SLM_T_WO
-        SLM_T_FFN_NORM
-        SLM_T_FFN_GATE
-        SLM_T_FFN_UP
-        SLM_T_FFN_DOWN
-
-    const char *slm_op_name(int op)
-    int slm_model_create(const slm_model_config *cfg, slm_model **out)
-    int slm_model_set_tensor(slm_model *m, int kind, int layer, int type, int64_t rows, int64_t cols,
-                             const void *data, int64_t nbytes)
-    int slm_model_ready(slm_model *m)
-    void slm_model_free(slm_model *m)
-    int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits,
-                          int32_t n_logits)
-    int32_t slm_model_n_past(const slm_model *m)
-    int slm_model_set_n_past(slm_model *m, int32_t n_past)
-    int32_t slm_model_threads(const slm_model *m)
-    int slm_model_set_hooks(slm_model *m, const void *hooks)  # const slm_region_hooks *
-    int slm_model_set_region_ops(slm_model *m, int ops)
-
-
 # GGUF tensor name (with {l} for the layer) -> engine tensor kind, and whether it is per layer.
 ENGINE_TENSORS = {
     "token_embd.weight": (SLM_T_TOKEN_EMBD, False),
@@ -81,7 +23,10 @@ ENGINE_ARCHS = {"llama": SLM_ARCH_LLAMA, "qwen2": SLM_ARCH_QWEN2}
 REGION_OP_COUNT = SLM_OP_COUNT
 REGION_OP_NAMES = tuple(slm_op_name(i).decode() for i in range(SLM_OP_COUNT))
 MAX_CTX = SLM_MAX_CTX
+MAX_THREADS = SLM_MAX_THREADS
 ENGINE_MAX_BATCH = SLM_DEFAULT_MAX_BATCH
+# Python runs signal handlers in the main thread only: a pass there can stop for Ctrl-C.
+cdef unsigned long _MAIN_THREAD = threading.main_thread().ident
 
 
 cdef class Engine:
@@ -91,11 +36,6 @@ cdef class Engine:
     mapping under them) are kept alive for as long as the engine lives. config
     "weights_file_backed": the arrays are views of a shared file mapping (see slm_model_config).
     """
-    cdef slm_model *m
-    cdef int vocab
-    cdef object keep_alive
-    cdef object hooks_owner
-
     def __cinit__(self, dict config, list tensors):
         cdef slm_model_config c
         c.arch = ENGINE_ARCHS[config["arch"]]
@@ -159,8 +99,26 @@ cdef class Engine:
         out = np.empty([n_logits, vocab] if n_logits else [vocab], dtype=np.float32)
         cdef float[::1] flat = out.reshape(-1)
         cdef int rc
-        with nogil:
-            rc = slm_model_forward(m, &toks[0], n, &flat[0], n_logits if n_logits else 1)
+        cdef bint watch = PyThread_get_thread_ident() == _MAIN_THREAD
+        if watch:
+            check(slm_sigint_watch(), "watching for Ctrl-C")
+        try:
+            while True:
+                # Ctrl-C stops the pass between layers (n_past unchanged); Python's handler then
+                # runs here: KeyboardInterrupt by default. A handler that does not raise gets
+                # the pass run again.
+                slm_model_stop_on_sigint(m, watch, slm_sigint_count())
+                if watch:
+                    PyErr_CheckSignals()
+                with nogil:
+                    rc = slm_model_forward(m, &toks[0], n, &flat[0], n_logits if n_logits else 1)
+                if rc != SLM_EINTR:
+                    break
+                PyErr_CheckSignals()
+        finally:
+            slm_model_stop_on_sigint(m, 0, 0)
+            if watch:
+                slm_sigint_unwatch()
         check(rc, "forward pass")
         return out
 
@@ -175,27 +133,14 @@ cdef class Engine:
     def threads(self):
         return slm_model_threads(self._get())
 
-    def set_region_table(self, table):
-        """Call a RegionTable's C hooks at every region edge (or, with None, no hooks). The
-        table is kept alive while attached."""
-        cdef slm_region_hooks h
-        if table is None:
-            check(slm_model_set_hooks(self._get(), NULL), "detaching region hooks")
-            self.hooks_owner = None
-            return
-        if not isinstance(table, RegionTable):
-            raise TypeError(f"expected a RegionTable or None, got {type(table).__name__}")
-        h = (<RegionTable>table).hooks()
-        check(slm_model_set_hooks(self._get(), <const void *>&h), "attaching region hooks")
-        self.hooks_owner = table
+    def set_hooks(self, HookSource source):
+        """Call `source`'s C hooks (a RegionTable's, a TraceRecorder's) at every region edge,
+        or none with None. The source is kept alive while attached."""
+        check(slm_model_set_hooks(self._get(), source.hooks_ptr() if source is not None else NULL),
+              "attaching region hooks")
+        self.hooks_owner = source
 
     def set_region_ops(self, bint ops):
         """Region edges at every operation (True, the default) or at layers only."""
         check(slm_model_set_region_ops(self._get(), ops), "setting the region detail")
 
-    def _set_hooks(self, size_t hooks_address, owner):
-        """Attach the slm_region_hooks at that address (copied); owner is kept alive.
-        Model.set_profiler uses it for objects with hooks_address() (a trace recorder)."""
-        check(slm_model_set_hooks(self._get(), <const void *>hooks_address),
-              "attaching region hooks")
-        self.hooks_owner = owner if hooks_address else None

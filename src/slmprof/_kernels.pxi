@@ -1,30 +1,5 @@
 # Kernels: reference quantizers, ISA dispatch, activation quantization and matrix products.
-# Python-facing helpers live in slmprof/quant.py; these are thin, checked wrappers.
-
-from libc.stdint cimport uint16_t
-from libc.stdlib cimport malloc, free
-
-cdef extern from "slm.h" nogil:
-    int64_t slm_type_block_elems(int type)
-    int64_t slm_type_block_bytes(int type)
-    int64_t slm_row_bytes(int type, int64_t n)
-    const char *slm_type_name(int type)
-    uint16_t slm_fp32_to_fp16(float f)
-    float slm_fp16_to_fp32(uint16_t h)
-    int slm_quantize_row_ref(int type, const float *x, void *y, int64_t n)
-    int slm_dequantize_row(int type, const void *x, float *y, int64_t n)
-
-
-cdef extern from "slm.h" nogil:
-    ctypedef struct slm_type_info:
-        int id
-        const char *name
-        int64_t block_elems
-        int64_t block_bytes
-        int activation
-    const slm_type_info *slm_type_info_at(int index)
-    int slm_type_computable(int type)
-
+# Python-facing helpers live in slmprof.engine.quant; these are thin, checked wrappers.
 
 def _quantize_rows_ref(cnp.ndarray x2d, int type):
     """x2d: (rows, cols) float32 C-contiguous -> (rows, row_bytes) uint8, reference quantizer."""
@@ -74,40 +49,6 @@ def _fp16_bits_to_fp32(int h):
     return slm_fp16_to_fp32(<uint16_t>h)
 
 
-cdef extern from "slm.h" nogil:
-    enum:
-        SLM_ISA_COUNT
-        SLM_LAYOUT_PLAIN
-    ctypedef void (*slm_from_float_fn)(const float *x, void *y, int64_t n)
-    ctypedef void (*slm_vec_dot_fn)(int64_t n, float *s, const void *w_row, const void *act_row)
-    ctypedef struct slm_type_traits:
-        int vec_dot_type
-        slm_from_float_fn from_float
-        slm_vec_dot_fn vec_dot
-    ctypedef struct slm_weight:
-        int type
-        int64_t rows
-        int64_t cols
-        int64_t row_bytes
-        const void *data
-        void *packed
-        int layout
-    int slm_isa_available(int isa)
-    int slm_isa_best()
-    int slm_isa_active()
-    int slm_isa_set(int isa)
-    const char *slm_isa_name(int isa)
-    int slm_isa_from_name(const char *name)
-    int slm_isa_env_status()
-    const slm_type_traits *slm_get_traits(int type, int isa)
-    int slm_act_row_bytes(int weight_type, int64_t cols)
-    int slm_weight_prepare(slm_weight *w)
-    void slm_weight_release(slm_weight *w)
-    int slm_matmul_rows_isa(const slm_weight *w, const void *act, int64_t act_row_bytes, int64_t n_tok,
-                            float *y, int64_t y_stride, int64_t r0, int64_t r1, int isa)
-    int slm_debug_corrupt_kernel(int type, int isa, int on)
-
-
 def tensor_types():
     """Every ggml tensor type: (id, name, block_elems, block_bytes, activation_only, computable,
     activation type id of its kernels or -1)."""
@@ -150,6 +91,10 @@ def _isa_active():
 
 def _isa_env_status():
     return slm_isa_env_status()
+
+
+def _isa_restore(int isa, int env_status):
+    check(slm_isa_restore(isa, env_status), f"restore kernel path {slm_isa_name(isa).decode()!r}")
 
 
 def _isa_set(int isa):
@@ -201,10 +146,6 @@ cdef class Weight:
     """A weight matrix (rows x cols of `type`) as the kernels see it; keeps `data` alive.
 
     prepare=True repacks for the active path (as the engine does at load)."""
-    cdef slm_weight w
-    cdef object _data
-    cdef readonly int type
-    cdef readonly int64_t rows, cols
 
     def __cinit__(self, data, int type, int64_t rows, int64_t cols, bint prepare=True):
         self.w.packed = NULL
@@ -253,14 +194,6 @@ cdef class Weight:
                                      <float *>cnp.PyArray_DATA(yo), self.rows, r0, r1, isa)
         check(st, "matmul")
         return y
-
-
-cdef extern from "slm.h" nogil:
-    int slm_bench_matmul(const slm_weight *copies, int n_copies, const void *act, int64_t act_row_bytes,
-                         int64_t n_tok, float *y, int reps, int n_threads, double *seconds_per_rep,
-                         double *cpu_seconds_per_rep)
-    int slm_bench_read_bandwidth(int64_t bytes, int reps, int n_threads, double *bytes_per_second,
-                                 double *bytes_per_cpu_second)
 
 
 def _bench_matmul(list copies, cnp.ndarray act, int reps, int threads):

@@ -1,104 +1,7 @@
 # _perf.pxi: wrappers of the measurement core (csrc/perf/*). Included by _core.pyx.
-#
-# For the engine (_engine.pxi is included after this file):
-#     `RegionTable` is a cdef class; `(<RegionTable>table).hooks()` returns the C
-#     `slm_region_hooks` {begin, end, ctx}, and `table.hooks_address()` the address of a copy
-#     that lives as long as the table (what Model.set_profiler hands to the engine). The
-#     engine calls them on its main thread with ids SLM_REGION_ID(slot, op). Keep a Python
-#     reference to the table for as long as the engine holds the hooks. None: no profiler.
-#     `slm_region_hooks` is declared in the extern block below; do not redeclare it.
-#
-# Python code uses slmprof.measure.counters / slmprof.measure.profiler / slmprof.measure.sampler, not these directly.
-
-from libc.stdint cimport uint32_t, uint16_t
-from libc.stdlib cimport malloc, free
-from libc.string cimport memset
-import os
-
-cdef extern from "slm.h" nogil:
-    # Declared here (first include that needs it); _engine.pxi uses this declaration.
-    ctypedef struct slm_region_hooks:
-        void (*begin)(void *ctx, int32_t region)
-        void (*end)(void *ctx, int32_t region)
-        void *ctx
-
-    enum:
-        SLM_PERF_MAX_EVENTS
-        SLM_PERF_MAX_GROUP
-        SLM_PERF_EXCLUDE_KERNEL
-        SLM_PERF_INHERIT
-        SLM_PERF_ENABLE_ON_EXEC
-        SLM_PERF_USER_READ
-        SLM_READ_SYSCALL
-        SLM_READ_RDPMC
-        SLM_READ_MRS
-        SLM_COUNT_EXACT
-        SLM_COUNT_SCALED
-        SLM_COUNT_NOT_COUNTED
-        SLM_COUNT_IDLE
-
-    ctypedef struct slm_perf_event:
-        uint32_t type
-        uint64_t config
-        uint64_t config1
-        int32_t group
-
-    ctypedef struct slm_perf_value:
-        uint64_t raw
-        double scaled
-        uint64_t enabled_ns
-        uint64_t running_ns
-        uint32_t n_scaled
-        uint32_t n_not_counted
-
-    ctypedef struct slm_counters:
-        pass
-
-    int slm_perf_probe(uint32_t type, uint64_t config, uint64_t config1, int flags)
-    int slm_perf_scale(uint64_t value, uint64_t enabled, uint64_t running, double *scaled)
-    int slm_perf_parse_group(const uint64_t *buf, size_t n_words, int expected_nr, int has_id,
-                             uint64_t *values, uint64_t *ids, uint64_t *enabled, uint64_t *running)
-    int slm_counters_create(slm_counters **out, const slm_perf_event *events, int n_events, int flags)
-    int slm_counters_attach_threads(slm_counters *c, int pid)
-    int slm_counters_attach_task(slm_counters *c, int tid)
-    int slm_counters_enable(slm_counters *c)
-    int slm_counters_disable(slm_counters *c)
-    int slm_counters_read(slm_counters *c, slm_perf_value *out)
-    int slm_counters_n_events(const slm_counters *c)
-    int slm_counters_n_threads(const slm_counters *c)
-    int slm_counters_n_fds(const slm_counters *c)
-    int slm_counters_read_path(slm_counters *c)
-    void slm_counters_allow_user_read(slm_counters *c, int allow)
-    void slm_counters_read_stats(slm_counters *c, uint64_t *user_reads, uint64_t *syscall_reads,
-                                 uint64_t *user_fallbacks)
-    void slm_counters_destroy(slm_counters *c)
-    void slm_perf_spin(uint64_t n)
-    int64_t slm_cpu_midr()
-    uint64_t slm_monotonic_ns()
-
-    ctypedef struct slm_region_stats:
-        uint64_t count
-        uint64_t wall_ns
-        uint64_t thread_cpu_ns
-        slm_perf_value counters[24]
-
-    ctypedef struct slm_region_table:
-        pass
-
-    int slm_region_table_create(slm_region_table **out, int capacity, slm_counters *counters)
-    void slm_region_table_destroy(slm_region_table *t)
-    void slm_region_begin(void *table, int32_t id)
-    void slm_region_end(void *table, int32_t id)
-    slm_region_hooks slm_region_table_hooks(slm_region_table *t)
-    int slm_region_get(slm_region_table *t, int32_t id, slm_region_stats *out)
-    void slm_region_table_reset(slm_region_table *t)
-    uint64_t slm_region_table_errors(slm_region_table *t)
-    int slm_region_table_capacity(const slm_region_table *t)
-    uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n)
-    void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t *begins, int n_begin)
-    int slm_region_set_wall_only(slm_region_table *t, int32_t id, int wall_only)
-    int slm_region_is_wall_only(const slm_region_table *t, int32_t id)
-
+# A RegionTable is a HookSource: the engine calls its C hooks at region edges with ids
+# SLM_REGION_ID(slot, op) (Model.set_profiler). Python code uses slmprof.measure.counters,
+# .profiler and .sampler, not these classes directly.
 
 PERF_EXCLUDE_KERNEL = SLM_PERF_EXCLUDE_KERNEL
 PERF_INHERIT = SLM_PERF_INHERIT
@@ -168,9 +71,6 @@ cdef class CounterSet:
 
     events: sequence of (type, config, config1, group); events sharing a group index are one
     perf group. Use slmprof.measure.counters.Counters, which chooses events and explains failures."""
-    cdef slm_counters *c
-    cdef int n_events
-    cdef int users       # region tables that hold this set
 
     def __cinit__(self, events, int flags=0):
         cdef slm_perf_event ev[24]
@@ -261,14 +161,11 @@ cdef class CounterSet:
         return self.c == NULL
 
 
-cdef class RegionTable:
+cdef class RegionTable(HookSource):
     """C region table: begin/end by integer id (0 .. capacity-1), nested, thread-safe,
     accumulating count, wall ns, calling-thread CPU ns and counter deltas of `counters`
-    (a CounterSet or None) over all its threads."""
-    cdef slm_region_table *t
-    cdef readonly object counters
-    cdef int n_events
-    cdef slm_region_hooks _hooks   # stable address for hooks_address()
+    (a CounterSet or None) over all its threads. The engine calls its hooks at region edges
+    (Model.set_profiler)."""
 
     def __cinit__(self, int capacity=16384, CounterSet counters=None):
         cdef slm_counters *c = NULL
@@ -276,7 +173,7 @@ cdef class RegionTable:
             c = counters.ptr()
             self.n_events = counters.n_events
         check(slm_region_table_create(&self.t, capacity, c), "creating the region table")
-        self._hooks = slm_region_table_hooks(self.t)
+        self.hooks = slm_region_table_hooks(self.t)
         self.counters = counters
         if counters is not None:
             counters.users += 1
@@ -288,14 +185,8 @@ cdef class RegionTable:
         if self.counters is not None:
             (<CounterSet>self.counters).users -= 1
 
-    cdef slm_region_hooks hooks(self):
-        """The C hooks for the engine: {slm_region_begin, slm_region_end, table}."""
-        return slm_region_table_hooks(self.t)
-
-    def hooks_address(self):
-        """Address of this table's slm_region_hooks, valid while the table lives (the
-        engine copies it: Model.set_profiler(table))."""
-        return <size_t>&self._hooks
+    cdef const slm_region_hooks *hooks_ptr(self) except NULL:
+        return &self.hooks
 
     def begin(self, int32_t region_id):
         with nogil:
@@ -364,45 +255,6 @@ cdef class RegionTable:
 
 # ---------------------------------------------------------------- sampler
 
-cdef extern from "slm.h" nogil:
-    enum:
-        SLM_SAMPLER_MIN_HZ
-        SLM_SAMPLER_MAX_HZ
-        SLM_SAMPLER_MAX_CPUS
-        SLM_SAMPLER_MAX_THERMAL
-        SLM_SAMPLER_MAX_RAPL
-        SLM_SAMPLER_MAX_SOURCES
-        SLM_SAMPLER_MAX_EVERY
-
-    ctypedef struct slm_sample:
-        uint64_t t_ns
-
-    ctypedef struct slm_sampler:
-        pass
-
-    ctypedef struct slm_sampler_stats:
-        uint64_t n_samples
-        uint64_t n_missed
-        uint64_t n_dropped
-        uint64_t thread_cpu_ns
-        uint64_t elapsed_ns
-        uint64_t thread_vol_ctxsw
-        uint64_t thread_invol_ctxsw
-
-    int slm_sampler_create(slm_sampler **out, int hz, int pid, int capacity)
-    int slm_sampler_add_source(slm_sampler *s, int kind, int slot, const char *path, int every)
-    int slm_sampler_start(slm_sampler *s)
-    int slm_sampler_stop(slm_sampler *s)
-    int slm_sampler_drain(slm_sampler *s, slm_sample *out, int max)
-    int slm_sampler_stats_get(slm_sampler *s, slm_sampler_stats *out)
-    int slm_sampler_source(slm_sampler *s, int i, int *kind, int *slot, int *last_errno,
-                           uint64_t *n_failed, int *every, int *phase)
-    int slm_sampler_n_sources(const slm_sampler *s)
-    int slm_sampler_sample_once(slm_sampler *s, slm_sample *out)
-    void slm_sampler_destroy(slm_sampler *s)
-    size_t slm_sample_size()
-
-
 SAMPLER_MIN_HZ = SLM_SAMPLER_MIN_HZ
 SAMPLER_MAX_HZ = SLM_SAMPLER_MAX_HZ
 SAMPLER_MAX_CPUS = SLM_SAMPLER_MAX_CPUS
@@ -420,8 +272,6 @@ def sample_size():
 cdef class SamplerCore:
     """The C sampler thread. dtype: the numpy structured dtype matching slm_sample.
     Use slmprof.measure.sampler.Sampler, which finds the sources and explains missing ones."""
-    cdef slm_sampler *s
-    cdef object dtype
 
     def __cinit__(self, int hz, int pid, int capacity, dtype):
         if dtype.itemsize != slm_sample_size():

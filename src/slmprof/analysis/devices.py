@@ -20,11 +20,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from slmprof.analysis import roofline
+from slmprof.engine import registry
 from slmprof.errors import SlmprofError
+from slmprof.files import atomic_write, write_text
+from slmprof.measure import calibrate, procfs
+from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
+from slmprof.report.schema import SCHEMA, ReportError, schema_of
 
-SCHEMA = "slmprof-device"
-SCHEMA_VERSION = 1
-MACHINE_SCHEMA = "slmprof.machine"    # calibrate's machine profile: what `calibrate --export` writes
+KIND = "device"         # the schema's kind of a device profile; calibrate.KIND ("machine") is
+                        # a machine profile, what `calibrate --export` writes
 
 # Names accepted by --device besides a file path.
 BUILTIN_NAMES = ("pi4-4gb", "pi4-8gb", "pi5-4gb", "pi5-8gb")
@@ -91,7 +96,6 @@ class DeviceProfile:
 
     def ceilings(self, threads):
         """The roofline's Ceilings at a thread count (bytes/s and operations/s)."""
-        from slmprof.analysis import roofline
         path = self.int8_GOPs.get(self.isa, {})
         per_type = bool(path) and all(isinstance(k, str) for k in path)
         dot = {t: self.int8_GOPs_at(threads, t) * 1e9 for t in ("q4_0", "q4_1", "q8_0")} \
@@ -113,7 +117,6 @@ class DeviceProfile:
         if eng.get("attention_cached_GOPs"):
             attention_cached = _at_threads(eng["attention_cached_GOPs"], threads,
                                            "engine.attention_cached_GOPs", self.name) * 1e9
-        from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
         stream_by_op = {}
         for op, pattern in STREAM_PATTERN_OF_OP.items():
             tab = per_type(f"stream_{pattern}_GBps") or (per_type("stream_GBps") if pattern == "rows" else {})
@@ -138,7 +141,7 @@ class DeviceProfile:
     def to_dict(self):
         d = {
             "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
             "name": self.name,
             "title": self.title,
             "measured_by_this_installation": self.measured_by_this_installation,
@@ -223,18 +226,11 @@ def profile_from_dict(d, origin="<dict>"):
     """Validate a profile document and build a DeviceProfile; errors name the origin and field."""
     if not isinstance(d, dict):
         raise DeviceProfileError(f"{origin}: a device profile is a JSON object")
-    if d.get("schema") != SCHEMA:
+    kind = _kind(d, origin)
+    if kind != KIND:
         raise DeviceProfileError(f"{origin}: not a slmprof device profile "
-                                 f"(\"schema\" is {d.get('schema')!r}, expected {SCHEMA!r} "
-                                 f"or {MACHINE_SCHEMA!r})")
-    version = d.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise DeviceProfileError(f"{origin}: \"schema_version\" must be a positive integer, got {version!r}")
-    if version > SCHEMA_VERSION:
-        raise DeviceProfileError(
-            f"{origin}: device profile schema version {version} is newer than this slmprof "
-            f"understands (up to {SCHEMA_VERSION}); upgrade slmprof or re-export the profile "
-            f"with this version")
+                                 f"(\"schema\" is {d.get('schema')!r}, kind {kind!r}; expected "
+                                 f"{SCHEMA!r} with kind {KIND!r} or {calibrate.KIND!r})")
 
     def need(key, kind=None):
         if key not in d:
@@ -301,6 +297,18 @@ def profile_from_dict(d, origin="<dict>"):
     )
 
 
+def _kind(doc, origin):
+    """The document's kind (the older slmprof-device and slmprof.machine names read too)."""
+    try:
+        return schema_of(doc, origin)[0]
+    except ReportError as e:
+        if "newer" in str(e):
+            raise DeviceProfileError(f"{e}, or re-export the profile with this version") from None
+        if "version" in str(e):
+            raise DeviceProfileError(str(e)) from None
+        return None
+
+
 def load_profile_file(path, which="median"):
     """A device profile (this schema) or a machine profile written by `calibrate --export`."""
     path = Path(path)
@@ -314,7 +322,7 @@ def load_profile_file(path, which="median"):
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise DeviceProfileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if isinstance(doc, dict) and doc.get("schema") == MACHINE_SCHEMA:
+    if isinstance(doc, dict) and _kind(doc, str(path)) == calibrate.KIND:
         profile = from_machine_profile(doc, origin=str(path), which=which)
     else:
         profile = profile_from_dict(doc, origin=str(path))
@@ -331,29 +339,16 @@ def builtin_profile(name):
 
 
 def save_profile(profile, path):
-    """Write a profile as JSON (to a temporary name first, renamed when complete)."""
+    """Write a profile as JSON, whole (files.atomic_write)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(profile.to_dict(), indent=2) + "\n")
     return path
 
 
 DEFAULT_HEADROOM_BYTES = 512 << 20
 HEADROOM_ASSUMPTION = ("assumption, not a measurement: 512 MiB for the kernel, firmware and services; "
                        "the profile does not record free memory")
-
-
-def _meminfo():
-    out = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                out[k.strip()] = int(v.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
 
 
 PASSES = ("median", "best")
@@ -366,7 +361,6 @@ ENGINE_THREAD_TABLES = ("attention_GOPs", "attention_cached_GOPs")
 def _engine_tables(machine, which):
     """The engine's own kernels from a machine profile (see DeviceProfile.engine), in GOP/s
     and GB/s; only what was measured on the kernel path the engine uses."""
-    from slmprof.measure import calibrate
     isa = calibrate.best_isa(machine)
     out = {}
 
@@ -398,7 +392,6 @@ def _engine_tables(machine, which):
 def from_machine_profile(machine, origin="machine profile", this_machine=False, which="median"):
     """A device profile from calibrate's machine profile (this machine's cache or an export).
     Ceilings are read through calibrate's own accessors, so plan and layers agree."""
-    from slmprof.measure import calibrate
     try:
         calibrate.validate_profile(machine, origin)
     except SlmprofError as e:
@@ -430,7 +423,7 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
                "f32_GFLOPs": measured + f" (f32 FMA, {machine.get('fma', {}).get('path', '?')} path)"}
     headroom = machine.get("os_headroom_bytes")
     if this_machine:
-        mi = _meminfo()
+        mi = procfs.meminfo()
         if "MemTotal" in mi and "MemAvailable" in mi:
             headroom = mi["MemTotal"] - mi["MemAvailable"]
             sources["memory.os_headroom_bytes"] = "MemTotal - MemAvailable on this machine right now"
@@ -459,7 +452,6 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
 
 def this_machine_profile(force=False, progress=None, which="median"):
     """The calibrated profile of this machine (calibrates once, under a minute, if none is cached)."""
-    from slmprof.measure import calibrate
     machine, _ = calibrate.get_profile(force=force, progress=progress)
     profile = from_machine_profile(machine, origin="calibration of this machine", this_machine=True,
                                    which=which)
@@ -513,7 +505,6 @@ def measure_storage_read(directory, nbytes=STORAGE_PROBE_BYTES):
 def storage_read_speed(directory=None, force=False):
     """This machine's storage read speed where models are cached, measured once and kept
     ({'MBps', 'source'}), or None if it cannot be measured."""
-    from slmprof.engine import registry
     import time
     directory = Path(directory or registry.cache_dir())
     record = directory / "storage-read.json"
@@ -531,8 +522,8 @@ def storage_read_speed(directory=None, force=False):
                         f"{STORAGE_PROBE_BYTES >> 20} MiB in {directory} after dropping its pages "
                         f"({time.strftime('%Y-%m-%d', time.gmtime())})"}
     try:
-        record.write_text(json.dumps(result) + "\n")
-    except OSError:
+        write_text(record, json.dumps(result) + "\n")
+    except OSError:         # a read-only cache: measured again next time
         pass
     return result
 

@@ -1,4 +1,5 @@
-"""Perplexity the way llama.cpp's `perplexity` tool measures it.
+"""Perplexity the way llama.cpp's `perplexity` tool measures it, and the log-probabilities it and
+the logit comparisons share.
 
 The text is tokenized once, cut into non-overlapping windows of n_ctx tokens (a partial window at
 the end is dropped), each window starts from an empty cache with BOS as its first token, and
@@ -8,21 +9,52 @@ perplexity = exp(mean negative log-likelihood of the scored tokens).
 """
 from __future__ import annotations
 
+import argparse
+import collections
+import csv
+import json
+import logging
 import math
+import string
+import textwrap
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 
 
-def log_softmax_at(logits, targets):
-    """log p(target) for each row; float64, stable."""
-    z = logits.astype(np.float64)
-    m = z.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
-    return z[np.arange(len(targets)), targets] - lse
+def log_softmax(x) -> np.ndarray:
+    """log softmax over the last axis; float64, stable."""
+    x = np.asarray(x, np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def perplexity(model, tokens, n_ctx, progress=None):
-    """dict(perplexity, tokens scored, windows, nll, ...). tokens: ids without BOS."""
+def log_softmax_at(logits, targets) -> np.ndarray:
+    """log p(target) for each row of (n, vocab) logits; float64."""
+    return log_softmax(logits)[np.arange(len(targets)), np.asarray(targets)]
+
+
+def stdlib_text() -> str:
+    """English prose that ships with every Python: the docstrings of a few standard modules."""
+    parts = [m.__doc__ or "" for m in (json, csv, argparse, logging, collections, string, textwrap)]
+    return "\n\n".join(textwrap.dedent(p).strip() for p in parts if p)
+
+
+@dataclass
+class Perplexity:
+    perplexity: float
+    tokens: int                 # scored
+    windows: int
+    ctx: int
+    nll_mean: float
+    text_tokens: int
+    window_perplexity: list = field(default_factory=list)
+
+
+def perplexity(model, tokens, n_ctx, progress: Optional[Callable] = None) -> Perplexity:
+    """tokens: ids without BOS (each window gets BOS as its first token, as in llama.cpp).
+    progress(done, total, running perplexity) after each window."""
     if n_ctx < 8:
         raise ValueError(f"ctx must be at least 8 tokens for perplexity (got {n_ctx})")
     if n_ctx > model.ctx:
@@ -48,6 +80,6 @@ def perplexity(model, tokens, n_ctx, progress=None):
         per_window.append(math.exp(-float(lp.mean())))
         if progress:
             progress(w + 1, n_windows, math.exp(nll / count))
-    return {"perplexity": math.exp(nll / count), "tokens": int(count), "windows": n_windows,
-            "ctx": int(n_ctx), "nll_mean": nll / count, "window_perplexity": per_window,
-            "text_tokens": int(len(tokens))}
+    return Perplexity(perplexity=math.exp(nll / count), tokens=int(count), windows=n_windows,
+                      ctx=int(n_ctx), nll_mean=nll / count, text_tokens=int(len(tokens)),
+                      window_perplexity=per_window)

@@ -22,14 +22,18 @@ gets a stated default, and the output says so.
 """
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from slmprof.engine import quant
+from slmprof import report
+from slmprof.analysis import devices, roofline
+from slmprof.engine import gguf, quant, registry
 from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chunks
-from slmprof.errors import ContextOverflowError, ShapeError, SlmprofError
+from slmprof.errors import (ContextOverflowError, ModelNotFoundError, OutputError, ShapeError,
+                            SlmprofError)
+from slmprof.files import write_text
+from slmprof.report import Column, format_table
 
 PLAN_TYPES = quant.QUANTIZED_TYPES + ("f16",)
 DEFAULT_TYPES = ("q4_0", "q4_1", "q8_0", "f16")
@@ -77,7 +81,6 @@ class Candidate:
 
 
 def _ggml():
-    from slmprof.engine import gguf
     return gguf
 
 
@@ -85,8 +88,6 @@ def planned_weight_types(shape, type_name):
     """2-D weights in `type_name`, 1-D tensors in F32, and the LM head (output, or the tied
     embedding) as llama.cpp's quantizer and the registry's synthetic models keep it
     (registry.lm_head_type: 8 bits for the 4-bit types)."""
-    from slmprof.engine import registry
-    from slmprof.analysis import roofline
     head = registry.lm_head_type(type_name)
     if shape.tied:
         return roofline.weight_types_for(shape, type_name, embd_type=head)
@@ -101,7 +102,6 @@ def _table_key(tensor_name):
 
 def weights_bytes(shape, weight_types):
     """Bytes of all tensors of a shape with the given weight-type table (1-D tensors in F32)."""
-    from slmprof.analysis import roofline
     total = 0
     for name, dims in shape.tensor_shapes().items():
         cols, rows = int(dims[0]), 1
@@ -164,7 +164,6 @@ def parse_shape_spec(spec):
 
 
 def _shape_by_name(name):
-    from slmprof.engine import registry
     key = name[len("synth:"):] if name.startswith("synth:") else name
     key, _, type_name = key.partition(":")
     shape = registry.SHAPES.get(key)
@@ -175,7 +174,6 @@ def candidates_for(model, types=None):
     """Candidates for one --model value: a registry shape name, synth:<shape>[:<type>], or a GGUF
     path. Registry shapes are planned without resolving (nothing is downloaded); a GGUF is
     planned at its own tensor types unless types are given."""
-    from slmprof.errors import ModelNotFoundError
     shape, key, named_type = _shape_by_name(model)
     if shape is not None:
         plan_types = types or ([named_type] if named_type else list(DEFAULT_TYPES))
@@ -184,7 +182,6 @@ def candidates_for(model, types=None):
                 for t in plan_types]
     path = Path(model)
     if not path.exists():
-        from slmprof.engine import registry
         try:
             resolved = registry.resolve(model, download=False)
         except ModelNotFoundError:
@@ -199,7 +196,6 @@ def candidates_for(model, types=None):
             return [Candidate(model=str(model), shape=desc.shape, type=t,
                               weight_types=planned_weight_types(desc.shape, t),
                               origin=f"GGUF {path}") for t in types]
-        from slmprof.analysis import roofline
         own = roofline.weight_types_from_tensors(desc.tensors, desc.shape.tied)
         return [Candidate(model=str(model), shape=desc.shape, type=desc.file_type.lower(),
                           weight_types=own, origin=f"GGUF {path}", weights_bytes=desc.weight_bytes(),
@@ -226,7 +222,6 @@ def step_seconds(cand, ceilings, n_past, n_tok):
     at its own ceilings), plus the engine's waits for all threads at the calibrated fan-out
     cost. Also (memory seconds, compute seconds) summed over operations, to say which bound,
     and the bytes moved."""
-    from slmprof.analysis import roofline
     total = t_mem = t_cmp = 0.0
     nbytes = 0
     for start, n in forward_chunks(n_past, n_tok):
@@ -332,7 +327,6 @@ def default_efficiency():
 
 
 def _efficiency_path():
-    from slmprof.engine import registry
     return Path(registry.cache_dir()) / "plan-efficiency.json"
 
 
@@ -349,10 +343,11 @@ def stored_efficiency():
 
 def store_efficiency(eff):
     path = _efficiency_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(eff.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    write_text(path, json.dumps(eff.to_dict(), indent=2) + "\n")
     return path
 
 
@@ -487,7 +482,6 @@ def plan(models=(), device=None, types=None, ctx=None, threads=None, efficiency=
          min_tok_s=None, max_mem=None, prefill_tokens=128, decode_at=None, storage_MBps=None,
          shape_specs=()):
     """Predictions for every model x type on a device, sorted by what meets the targets."""
-    from slmprof.analysis import devices
     device = device if device is not None else devices.resolve_device("this")
     cands = []
     for m in models:
@@ -613,7 +607,6 @@ def fmt_rate(x):
 # -- reports ----------------------------------------------------------------------------------
 
 def make_plan_report(predictions, device, efficiency, settings=None):
-    from slmprof import report
     notes = []
     if not device.measured_by_this_installation:
         notes.append(f"device {device.name}: not measured by this installation; every value and its "
@@ -696,7 +689,6 @@ def _efficiency_line(eff, recs):
 
 def format_plan(rep):
     """The plan as people read it: what it is planned for, then one table."""
-    from slmprof.report import Column, format_table
     dev, eff, c = rep["device"], rep["efficiency"], rep["ceilings"]
     measured = ("measured by this installation" if dev["measured_by_this_installation"]
                 else "NOT measured by this installation (reference profile; sources in --json)")

@@ -48,6 +48,7 @@ from typing import Optional
 
 from slmprof.engine import quant
 from slmprof.engine.model import region_id
+from slmprof.measure import calibrate
 
 EXPLAINED_MIN = 0.5
 VERDICTS = ("memory-bound", "compute-bound", "overhead-bound")
@@ -284,7 +285,6 @@ class Ceilings:
 
 
 def ceilings_from_profile(profile, threads, isa=None):
-    from slmprof.measure import calibrate
     # ceilings are the best passes: what the machine attains with nothing in the way
     bw = calibrate.bandwidth(profile, threads, which="best")
     fma = calibrate.fma_throughput(profile, threads, which="best")

@@ -21,31 +21,47 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from slmprof.analysis.perplexity import log_softmax
 from slmprof.engine import quant
-from slmprof.engine.reference import block_parts
+from slmprof.engine.gguf import describe_model, GGUFFile
+from slmprof.engine.model import Model
+from slmprof.engine.reference import K_TYPES, block_parts, float_forward, k_values, kblock_parts
+from slmprof.engine.requantize import FALLBACK, fallback_type
 from slmprof.errors import UnavailableError
 
 DEFAULT_TYPES = quant.QUANTIZED_TYPES + ("f16",)
 QUANTIZED = quant.QUANTIZED_TYPES
 
 # --- named thresholds --------------------------------------------------------------------------
-# ggml tests/test-quantize-fns: MAX_QUANTIZATION_TOTAL_ERROR and MAX_DOT_PRODUCT_ERROR.
-GGML_TOTAL_ERROR = 0.002
-GGML_DOT_ERROR = 0.02
-# Relative RMSE of quantizing Gaussian rows (the formats give ~0.11, ~0.09, ~0.006 and ~3e-4).
-REL_RMSE = {"q4_0": 0.14, "q4_1": 0.12, "q8_0": 0.008, "f16": 5e-4}
+# ggml tests/test-quantize-fns: MAX_QUANTIZATION_TOTAL_ERROR (_2BITS for q2_k, _3BITS for
+# q3_k) and MAX_DOT_PRODUCT_ERROR (_LOWBIT for q2_k).
+GGML_TOTAL_ERROR = {"q2_k": 0.0075, "q3_k": 0.0040}
+GGML_TOTAL_ERROR_DEFAULT = 0.002
+GGML_DOT_ERROR = {"q2_k": 0.04}
+GGML_DOT_ERROR_DEFAULT = 0.02
+# Relative RMSE of quantizing Gaussian rows (the formats give ~0.11, ~0.09, ~0.006 and ~3e-4;
+# q5_0 0.045, q5_1 0.041, q2_k 0.29, q3_k 0.15, q4_k 0.07, q5_k 0.035, q6_k 0.017).
+REL_RMSE = {"q4_0": 0.14, "q4_1": 0.12, "q8_0": 0.008, "f16": 5e-4, "q5_0": 0.06, "q5_1": 0.055,
+            "q2_k": 0.34, "q3_k": 0.18, "q4_k": 0.085, "q5_k": 0.045, "q6_k": 0.022}
 # Worst element error as a fraction of its block's scale: half a quantization step, plus the
 # fp16 rounding of the block's scale (q4_1 step = range/15, q8_0 absmax/127). q4_0 maps the
-# signed extreme to -8, so the other side ends at 7/8 of it: a full step, 1/8, at worst.
-# f16: half an ulp, relative to the value (or to the smallest normal half, 2^-14).
+# signed extreme to -8, so the other side ends at 7/8 of it: a full step, 1/8, at worst (q5_0:
+# 1/16). f16: half an ulp, relative to the value (or to the smallest normal half, 2^-14).
+# K types, against the super-block's largest |x|: their fitted scales trade the extremes for the
+# bulk, and a group's scale is itself rounded to 4-8 bits, so the bounds are measured ones
+# (worst seen on 128k Gaussian values, with a third more room).
 MAX_ERR_PER_BLOCK = {"q4_0": 1 / 8 + 0.004, "q4_1": 0.5 / 15 + 0.004, "q8_0": 0.5 / 127 + 0.001,
-                     "f16": 2.0 ** -11}
+                     "f16": 2.0 ** -11, "q5_0": 1 / 16 + 0.004, "q5_1": 0.5 / 31 + 0.004,
+                     "q2_k": 0.40, "q3_k": 0.25, "q4_k": 0.12, "q5_k": 0.06, "q6_k": 0.03}
 # Quantized dot products against exact integer block sums: float32 accumulation only.
 BLOCK_DOT_REL = 2e-6
 # Products against float64 on the dequantized weights: activations are quantized to 8 bits
-# (q8_0/q8_1, ~0.5% relative error) except for f16 weights, whose activations stay f32.
-MATMUL_REL = {"q4_0": 0.012, "q4_1": 0.012, "q8_0": 0.012, "f16": 1e-5}
-MATMUL_COSINE = {"q4_0": 0.9999, "q4_1": 0.9999, "q8_0": 0.9999, "f16": 0.9999999}
+# (q8_0/q8_1 per 32, q8_k per 256: ~0.5-1% relative error) except for f16 weights, whose
+# activations stay f32.
+MATMUL_REL = {"q4_0": 0.012, "q4_1": 0.012, "q8_0": 0.012, "f16": 1e-5, "q5_0": 0.012, "q5_1": 0.012,
+              **{t: 0.02 for t in K_TYPES}}
+MATMUL_COSINE = {"q4_0": 0.9999, "q4_1": 0.9999, "q8_0": 0.9999, "f16": 0.9999999, "q5_0": 0.9999,
+                 "q5_1": 0.9999, **{t: 0.9998 for t in K_TYPES}}
 # Whole model.
 # Paths differ in float summation order only; a different rounding of one activation then
 # moves the next layer's 8-bit codes, so two correct paths drift apart by about as much as
@@ -94,6 +110,10 @@ class Check:
                 "result": "pass" if self.passed else "FAIL", "detail": self.detail}
 
 
+# The fp16 scale fields of the K types' blocks (byte range): kept when the rest is scrambled.
+FP16_FIELDS = {"q2_k": (80, 84), "q3_k": (108, 110), "q4_k": (0, 4), "q5_k": (0, 4), "q6_k": (208, 210)}
+
+
 # --- independent decoding of the block formats ---------------------------------------------------
 def decode_blocks(data: np.ndarray, type: str, n: int) -> np.ndarray:
     """float32 values of one row of n elements, decoded from the GGUF block layout with numpy."""
@@ -102,22 +122,35 @@ def decode_blocks(data: np.ndarray, type: str, n: int) -> np.ndarray:
         return raw.view(np.float32)[:n].copy()
     if type == "f16":
         return raw.view(np.float16)[:n].astype(np.float32)
+    if type in K_TYPES:
+        return k_values(kblock_parts(raw, type, n))[0]
+    if type == "q8_k":
+        p = kblock_parts(raw, type, n)
+        return (p["d"].astype(np.float32)[..., None] * p["q"].astype(np.float32)).reshape(-1)
     d, second, q = block_parts(raw, type, n)                   # (nb,), (nb,) or None, (nb, 32)
-    out = d.astype(np.float32)[:, None] * q.astype(np.float32)
-    if type == "q4_1":
+    out = q.astype(np.float32) * d.astype(np.float32)[:, None]
+    if type in ("q4_1", "q5_1"):
         out = out + second.astype(np.float32)[:, None]          # m; Q8_1's s is not a value
     return out.reshape(-1).astype(np.float32)
 
 
 def exact_block_dot(w_row: np.ndarray, w_type: str, act_row: np.ndarray, act_type: str,
                     n: int) -> tuple:
-    """sum over blocks of d_w d_a sum(q_w q_a) (+ m_w s_a for q4_1), in exact integers and
+    """sum over blocks of d_w d_a sum(q_w q_a) (+ m_w s_a for q4_1/q5_1; K types per
+    super-block d_a (d sum_g sc_g sum q_w q_a - dmin sum_g mn_g bsum_g)), in exact integers and
     float64; also the sum of |terms| to scale the tolerance by."""
+    if w_type in K_TYPES:
+        w, a = kblock_parts(w_row, w_type, n), kblock_parts(act_row, act_type, n)
+        groups = (w["q"] * a["q"]).reshape(1, -1, 16, 16).sum(axis=-1)          # (1, sb, 16)
+        sumi = (w["sc"] * groups).sum(axis=-1)
+        summ = (w["mn"] * a["bsums"]).sum(axis=-1)
+        t1, t2 = a["d"] * w["d"] * sumi, a["d"] * w["dmin"] * summ
+        return float((t1 - t2).sum()), float((np.abs(t1) + np.abs(t2)).sum())
     dw, mw, qw = block_parts(w_row, w_type, n)
     da, sa, qa = block_parts(act_row, act_type, n)
     isum = (qw * qa).sum(axis=1)                       # exact int64 per block
     terms = dw * da * isum.astype(np.float64)
-    if w_type == "q4_1":
+    if w_type in ("q4_1", "q5_1"):
         terms = terms + mw * sa
     return float(terms.sum()), float(np.abs(terms).sum())
 
@@ -138,12 +171,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     if na == 0 or nb == 0:
         return 1.0 if na == nb else 0.0
     return float(a @ b / (na * nb))
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def logits_agreement(ref: np.ndarray, got: np.ndarray) -> dict:
@@ -218,19 +245,21 @@ class Plan:
 
     @property
     def random_shapes(self):
-        base = [(64, 256), (96, 544)]
+        base = [(64, 256), (96, 544), (40, 512)]
         return base if self.quick else base + [(256, 1024), (33, 2048)]
 
     @property
     def n_tok_mm(self):
         return (1, 7) if self.quick else (1, 7, 33)
 
-    def matmul_shapes(self):
+    def matmul_shapes(self, type=None):
+        """(rows, cols) to multiply; for a type, those whose rows hold whole blocks of it."""
         shapes = list(self.random_shapes)
         for s in self.model_shapes:
             if s not in shapes:
                 shapes.append(s)
-        return shapes
+        be = quant.block_elems(type) if type else 1
+        return [(r, c) for r, c in shapes if c % be == 0]
 
     def work_units(self) -> dict:
         """Rough operation counts of what the run will do, to estimate its duration."""
@@ -257,12 +286,14 @@ def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = Non
     if type in QUANTIZED:
         x = rng.standard_normal((16, n)).astype(np.float32) * rng.uniform(0.01, 10, (16, 1)).astype(np.float32)
         data = quant.quantize(x, type)
-        # Scramble the quants (keep the scales) so that every code value appears.
+        # Scramble the quants and the integer scales (keep the fp16 scales) so that every code
+        # value appears.
         bb = quant.block_bytes(type)
         blocks = data.reshape(-1, bb).copy()
-        off = 2 if type in ("q4_0", "q8_0") else 4
-        blocks[:, off:] = rng.integers(0, 256, blocks[:, off:].shape, dtype=np.uint8)
-        data = blocks.reshape(data.shape)
+        keep = FP16_FIELDS.get(type, (0, 2) if type in ("q4_0", "q8_0", "q5_0") else (0, 4))
+        scrambled = rng.integers(0, 256, blocks.shape, dtype=np.uint8)
+        scrambled[:, keep[0]:keep[1]] = blocks[:, keep[0]:keep[1]]
+        data = scrambled.reshape(data.shape)
     else:
         x = rng.standard_normal((16, n)).astype(np.float32)
         data = x.astype(np.float16).view(np.uint8).reshape(16, -1)
@@ -277,9 +308,10 @@ def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = Non
     deq = quant.dequantize(quant.quantize(x, type), type, n)
     out.append(Check(type, "ref", "quantize gaussian", "rel RMSE", rel_rmse(x, deq),
                      REL_RMSE[type], detail=f"32 x {n}"))
-    blocks_x = x.reshape(-1, 32).astype(np.float64)
-    err = np.abs(blocks_x - deq.reshape(-1, 32))
-    if type == "q4_1":
+    be = max(quant.block_elems(type), 32)
+    blocks_x = x.reshape(-1, be).astype(np.float64)
+    err = np.abs(blocks_x - deq.reshape(-1, be))
+    if type in ("q4_1", "q5_1"):
         scale = blocks_x.max(1) - blocks_x.min(1)
     elif type == "f16":
         scale = None
@@ -292,7 +324,7 @@ def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = Non
         worst = float(np.max(err.max(1) / np.maximum(scale, 1e-30)))
         metric = "max err / block scale"
     out.append(Check(type, "ref", "quantize worst element", metric, worst, MAX_ERR_PER_BLOCK[type]))
-    if real_rows is not None and len(real_rows):
+    if real_rows is not None and len(real_rows) and real_rows.shape[1] % quant.block_elems(type) == 0:
         r = np.ascontiguousarray(real_rows, np.float32)
         rd = quant.dequantize(quant.quantize(r, type), type, r.shape[1])
         out.append(Check(type, "ref", "quantize model rows", "rel RMSE", rel_rmse(r, rd),
@@ -301,12 +333,9 @@ def reference_checks(type: str, seed: int, real_rows: Optional[np.ndarray] = Non
     t = ggml_test_data(32 * 128, 0.0)
     td = quant.dequantize(quant.quantize(t, type), type, t.size)
     total = math.sqrt(float(np.sum((t.astype(np.float64) - td) ** 2))) / t.size
-    out.append(Check(type, "ref", "ggml total error", "sqrt(sum d^2)/n", total, GGML_TOTAL_ERROR))
+    out.append(Check(type, "ref", "ggml total error", "sqrt(sum d^2)/n", total,
+                     GGML_TOTAL_ERROR.get(type, GGML_TOTAL_ERROR_DEFAULT)))
     return out
-
-
-def _vec_dot_type(type):
-    return {"q4_0": "q8_0", "q8_0": "q8_0", "q4_1": "q8_1"}.get(type)
 
 
 def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] = None) -> list:
@@ -350,11 +379,12 @@ def path_checks(type: str, path: str, plan: Plan, progress: Optional[Callable] =
             t2 = ggml_test_data(32 * 128, 2.0)
             y = _matmul(quant.quantize(t1[None, :], type), type, t2[None, :])
             derr = abs(float(y.reshape(-1)[0]) - float(t1.astype(np.float64) @ t2)) / t1.size
-            out.append(Check(type, path, "ggml dot error", "|dot - ref|/n", derr, GGML_DOT_ERROR))
+            out.append(Check(type, path, "ggml dot error", "|dot - ref|/n", derr,
+                             GGML_DOT_ERROR.get(type, GGML_DOT_ERROR_DEFAULT)))
         if progress:
             progress()
         # Matrix-vector and matrix-matrix against float64 on the dequantized weights.
-        for rows, cols in plan.matmul_shapes():
+        for rows, cols in plan.matmul_shapes(type):
             w = (rng.standard_normal((rows, cols)) / math.sqrt(cols)).astype(np.float32)
             wq = quant.quantize(w, type)
             wd = quant.dequantize(wq, type, cols).astype(np.float64)
@@ -384,7 +414,6 @@ def model_tokens(model, n: int) -> list:
 
 def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
     """Logits of each kernel path against the scalar path and against the float reference."""
-    from slmprof.engine.model import Model
     out = []
     logits = {}
     type_label = None
@@ -405,7 +434,6 @@ def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
                 model.close()
         if progress:
             progress()
-    from slmprof.engine.reference import float_forward
     ref = float_forward(plan.model_path, tokens)
     if progress:
         progress()
@@ -432,14 +460,12 @@ def model_checks(plan: Plan, progress: Optional[Callable] = None) -> list:
 
 
 def _model_type_label(path) -> str:
-    from slmprof.engine.gguf import GGUFFile, describe_model
     with GGUFFile(path) as gf:
         return "model " + describe_model(gf).file_type.split(" ")[0].lower()
 
 
 def model_matrix_shapes(path, limit: int = 4) -> list:
     """Distinct (rows, cols) of the model's 2-D weights (the LM head capped to 4096 rows)."""
-    from slmprof.engine.gguf import GGUFFile
     shapes = []
     with GGUFFile(path) as gf:
         for t in gf.tensors.values():
@@ -452,7 +478,6 @@ def model_matrix_shapes(path, limit: int = 4) -> list:
 
 def model_sample_rows(path, max_rows: int = 64) -> Optional[np.ndarray]:
     """Some dequantized weight rows of the model (its first FFN up-projection)."""
-    from slmprof.engine.gguf import GGUFFile
     with GGUFFile(path) as gf:
         for name in ("blk.0.ffn_up.weight", "blk.0.attn_q.weight"):
             t = gf.tensors.get(name)
@@ -468,8 +493,10 @@ def model_sample_rows(path, max_rows: int = 64) -> Optional[np.ndarray]:
 def tensor_errors(model_path, types: Sequence[str] = DEFAULT_TYPES,
                   progress: Optional[Callable] = None) -> list:
     """For every 2-D weight: the relative RMSE that requantizing it to each type would add
-    (against its current dequantized values)."""
-    from slmprof.engine.gguf import GGUFFile
+    (against its current dequantized values), worst tensors first. A row length that a type's
+    blocks do not divide takes the type llama-quantize falls back to (`as_<type>` names it).
+    Tensors are ranked by `score`: the mean over the types of the tensor's error divided by that
+    type's median error over all tensors, so every type counts alike."""
     records = []
     with GGUFFile(model_path) as gf:
         names = [n for n, t in gf.tensors.items() if len(t.shape) == 2]
@@ -480,19 +507,33 @@ def tensor_errors(model_path, types: Sequence[str] = DEFAULT_TYPES,
             rec = {"tensor": name, "type": quant.type_name(t.type), "rows": rows, "cols": cols,
                    "bytes": int(t.nbytes)}
             for ty in types:
-                if cols % quant.block_elems(ty):
+                as_ty = fallback_type(ty, cols) if ty in FALLBACK else ty
+                if cols % quant.block_elems(as_ty):
                     rec[f"rel_rmse_{ty}"] = None
                     continue
-                if ty == "f16":
+                if as_ty != ty:
+                    rec[f"as_{ty}"] = as_ty
+                if as_ty == "f16":
                     back = x.astype(np.float16).astype(np.float32)
-                elif ty == "f32":
+                elif as_ty == "f32":
                     back = x
                 else:
-                    back = quant.dequantize(quant.quantize(x, ty), ty, cols)
+                    back = quant.dequantize(quant.quantize(x, as_ty), as_ty, cols)
                 rec[f"rel_rmse_{ty}"] = rel_rmse(x, back)
             records.append(rec)
             if progress:
                 progress(name)
+    medians = {}
+    for ty in types:
+        vals = [r[f"rel_rmse_{ty}"] for r in records if r.get(f"rel_rmse_{ty}")]
+        if vals:
+            medians[ty] = float(np.median(vals))
+    for r in records:
+        parts = [r[f"rel_rmse_{ty}"] / m for ty, m in medians.items() if r.get(f"rel_rmse_{ty}") is not None and m > 0]
+        r["score"] = float(np.mean(parts)) if parts else 0.0
+    records.sort(key=lambda r: -r["score"])
+    for i, r in enumerate(records, 1):
+        r["rank"] = i
     return records
 
 
@@ -537,8 +578,7 @@ def run_checks(plan: Plan, with_model: bool = True, progress: Optional[Callable]
 
 
 def count_steps(plan: Plan, with_model: bool) -> int:
-    per_path = 1 + len(plan.matmul_shapes())
-    steps = len(plan.types) * (1 + len(plan.paths) * per_path)
+    steps = sum(1 + len(plan.paths) * (1 + len(plan.matmul_shapes(t))) for t in plan.types)
     if with_model and plan.model_path:
         steps += len(set(plan.paths) | {"scalar"}) + 1
     return steps

@@ -22,13 +22,19 @@ import gc
 import importlib.util
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Optional, Sequence
 
+import slmprof
+from slmprof.engine import workload
+from slmprof.engine.gguf import GGUFFile
+from slmprof.engine.model import Model
 from slmprof.errors import SlmprofError, UnavailableError
+from slmprof.measure import procfs
 
 BACKENDS = ("slmprof", "llama.cpp", "ctransformers")
 ALIASES = {"llama": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp",
@@ -88,32 +94,16 @@ def require(name: str) -> None:
 # Process figures read from /proc/self (inside the worker)
 
 def _proc_status() -> dict:
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmHWM", "VmRSS"):
-                    out[key] = int(rest.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
+    st = procfs.process_status()
+    return {k: st[k] for k in ("VmHWM", "VmRSS") if k in st}
 
 
 def _proc_io_read_bytes() -> Optional[int]:
     """Bytes this process caused to be read from storage (None where /proc/self/io is closed)."""
-    try:
-        with open("/proc/self/io") as f:
-            for line in f:
-                if line.startswith("read_bytes:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return procfs.process_io().get("read_bytes")
 
 
 def _faults() -> tuple:
-    import resource
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_majflt, ru.ru_minflt
 
@@ -179,13 +169,12 @@ def evict_from_page_cache(path: str) -> dict:
     after = _page_cache_fraction(path)
     mapped_by = []
     if after is not None and after > 0.05:
-        mapped_by = _processes_mapping(path)
+        mapped_by = procfs.processes_mapping(path)
         if mapped_by:
             how.append("pages mapped by other processes cannot be dropped")
         else:
             try:
-                with open("/proc/sys/vm/drop_caches", "w") as f:
-                    f.write("1\n")
+                procfs.drop_page_cache()
                 how.append("drop_caches")
                 after = _page_cache_fraction(path)
             except OSError as e:
@@ -196,33 +185,16 @@ def evict_from_page_cache(path: str) -> dict:
     return out
 
 
-def _processes_mapping(path: str) -> list:
-    """PIDs of other processes that have the file mapped (their pages cannot be dropped)."""
-    real = os.path.realpath(path)
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/maps") as f:
-                if any(line.rstrip().endswith(real) for line in f):
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
 # --------------------------------------------------------------------------------------------
-# Engines as the worker drives them. Each: load(), eval_prefill(tokens), eval_one(token),
+# Engines as the worker drives them, with the engine's stepping methods (slmprof.engine.workload
+# runs them): load(), prefill(tokens), decode(token),
 # reset(), n_vocab(), close().
 
 class _SlmprofEngine:
     def __init__(self, path, threads, ctx, batch):
-        from slmprof.engine.model import Model
         self.model = Model.load(path, threads=threads, ctx=ctx)
 
     def version(self):
-        import slmprof
         return slmprof.__version__
 
     def n_vocab(self):
@@ -231,10 +203,10 @@ class _SlmprofEngine:
     def reset(self):
         self.model.reset()
 
-    def eval_prefill(self, tokens):
+    def prefill(self, tokens):
         self.model.prefill(tokens)
 
-    def eval_one(self, token):
+    def decode(self, token):
         self.model.decode(token)
 
     def close(self):
@@ -261,10 +233,10 @@ class _LlamaCppEngine:
         # Llama.eval() removes KV entries from n_tokens on, so this empties the cache.
         self.llm.reset()
 
-    def eval_prefill(self, tokens):
+    def prefill(self, tokens):
         self.llm.eval(list(tokens))
 
-    def eval_one(self, token):
+    def decode(self, token):
         self.llm.eval([token])
 
     def close(self):
@@ -300,10 +272,10 @@ class _CTransformersEngine:
         self.llm._context.clear()
         self.llm.ctransformers_llm_reset()
 
-    def eval_prefill(self, tokens):
+    def prefill(self, tokens):
         self.llm.eval(list(tokens), batch_size=self.batch, threads=self.threads)
 
-    def eval_one(self, token):
+    def decode(self, token):
         self.llm.eval([token], batch_size=1, threads=self.threads)
 
     def close(self):
@@ -313,7 +285,6 @@ class _CTransformersEngine:
 def _ctransformers_limits(path) -> Optional[str]:
     """What in this file ctransformers' GGML llama loader does not handle, if we can tell."""
     try:
-        from slmprof.engine.gguf import GGUFFile
         with GGUFFile(path) as gf:
             problems = []
             vocab = gf.metadata.get("tokenizer.ggml.model")
@@ -360,7 +331,7 @@ class _WorkerState:
         # Loaders that map the file read weights on first use: one token touches every weight.
         ft = first_token if first_token is not None else min(1, self.engine.n_vocab() - 1)
         self.engine.reset()
-        self.engine.eval_one(ft)
+        self.engine.decode(ft)
         self.engine.reset()
         t2 = time.perf_counter()
         maj1, min1 = _faults()
@@ -389,20 +360,9 @@ class _WorkerState:
         eng = self.engine
         if eng is None:
             raise SlmprofError("no model loaded")
-        clock = time.perf_counter_ns
         eng.reset()
-        prefill_ns = None
-        if prompt:
-            t0 = clock()
-            eng.eval_prefill(prompt)
-            prefill_ns = clock() - t0
-        decode_ns = []
-        for tok in gen:
-            t0 = clock()
-            eng.eval_one(tok)
-            decode_ns.append(clock() - t0)
-        return {"prefill_s": prefill_ns / 1e9 if prefill_ns is not None else None,
-                "decode_s": [d / 1e9 for d in decode_ns]}
+        prefill_s = workload.prefill(eng, prompt).seconds if prompt else None
+        return {"prefill_s": prefill_s, "decode_s": workload.decode_tokens(eng, gen).step_seconds}
 
     def op_stats(self):
         st = _proc_status()

@@ -1,7 +1,9 @@
 """`slmprof calibrate`: measure this machine's ceilings and keep them as its machine profile."""
-import json
 import sys
 
+from slmprof import report
+from slmprof.commands import _options
+from slmprof.files import STDOUT
 from slmprof.measure import calibrate
 
 NAME = "calibrate"
@@ -13,24 +15,24 @@ DESCRIPTION = (
     "(keyed by CPU model, cores, memory and kernel) and reused by `layers` and `plan` until\n"
     "--force. Takes well under a minute.")
 EXAMPLES = """examples:
-  python -m slmprof calibrate                 measure once, then show the cached profile
-  python -m slmprof calibrate --force --json  measure again, print the profile as JSON
-  python -m slmprof calibrate --export pi5.json   save it for `plan --device pi5.json` elsewhere
+  python -m slmprof calibrate                   measure once, then show the cached profile
+  python -m slmprof calibrate --force --json    measure again, print the profile as JSON
+  python -m slmprof calibrate --json pi5.json   write the profile to a file as well
+  python -m slmprof calibrate --export pi5.json save it for `plan --device pi5.json` elsewhere
 """
 
 
 def add_arguments(p):
     p.add_argument("--force", action="store_true", help="measure again even if a profile is cached")
-    p.add_argument("--json", action="store_true", help="print the profile as JSON")
-    p.add_argument("--export", metavar="FILE", help="also write the profile to FILE")
-    p.add_argument("--threads", type=int, default=None,
-                   help="largest thread count to measure (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    report.add_json_argument(p, "the profile as JSON")
+    p.add_argument("--export", metavar="FILE", type=_options.output_file,
+                   help="also write the profile to FILE (for `plan --device FILE`)")
+    _options.add_threads(p, "largest thread count to measure (default: every core)")
 
 
 def progress_printer(stream=sys.stderr):
     """One line per step; on a terminal the line is rewritten in place."""
-    tty = stream.isatty()
+    tty = report.stderr_is_tty(stream)
 
     def show(done, total, label, text):
         line = f"calibrate [{done:2d}/{total}] {label:<38} {text:>14}"
@@ -40,24 +42,26 @@ def progress_printer(stream=sys.stderr):
 
 
 def run(args):
-    if args.threads is not None and args.threads < 1:
-        print("slmprof calibrate: error: --threads must be at least 1", file=sys.stderr)
-        return 2
-    progress = None if args.quiet or args.json else progress_printer()
+    to_stdout = args.json_file == STDOUT
+    progress = None if args.quiet or to_stdout else progress_printer()
     measure_args = {"threads_max": args.threads} if args.threads else {}
     profile, was_cached = calibrate.get_profile(force=args.force or bool(args.threads),
                                                 progress=progress, **measure_args)
     if args.export:
         path = calibrate.export_profile(profile, args.export)
-        if not args.json and not args.quiet:
-            print(f"exported to {path}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(profile, indent=1, sort_keys=True))
-        return 0
+        report.say(f"exported to {path}", args.quiet or to_stdout)
+    if profile.get("not_saved"):
+        report.say(f"slmprof calibrate: warning: the profile was not saved "
+                   f"({profile['not_saved']}); the next run measures again")
+    if args.json_file:
+        saved = {k: v for k, v in profile.items() if k != "not_saved"}
+        report.write_json(saved, args.json_file)
+        if to_stdout:
+            return
     if not args.quiet:
         where = calibrate.profile_path(profile["key"])
-        print(("cached profile (use --force to measure again): " if was_cached else
-               f"measured in {profile.get('seconds', 0):.1f} s, saved to ") + str(where))
+        if not profile.get("not_saved"):
+            print(("cached profile (use --force to measure again): " if was_cached else
+                   f"measured in {profile.get('seconds', 0):.1f} s, saved to ") + str(where))
     for line in calibrate.summary_lines(profile):
         print(line)
-    return 0

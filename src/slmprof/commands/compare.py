@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from slmprof import report
+from slmprof.analysis import perplexity
+from slmprof.analysis.validate import logits_agreement
+from slmprof.bench import harness
+from slmprof.bench.backends import BackendError
+from slmprof.commands import _options
+from slmprof.engine import registry
+from slmprof.engine.model import Model, default_threads
+from slmprof.engine.reference import float_forward
+from slmprof.errors import CheckFailed, SlmprofError, UsageError
 from slmprof.report import Column
+from slmprof.report.units import mb
 
 NAME = "compare"
 HELP = "compare models and quantization types: size, bytes/token, peak RSS, speed, perplexity, KL"
@@ -30,69 +42,37 @@ DEFAULT_MODELS = ("smollm2-135m", "smollm2-135m:q8_0", "smollm2-135m:q4_0",
 def add_arguments(p):
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
                    help="comma-separated model names or paths (default: %(default)s)")
-    p.add_argument("--threads", "-t", type=int, default=None, help="threads (default: usable cores)")
-    p.add_argument("--prompt-tokens", "-p", type=int, default=64, help="prefill length (default 64)")
-    p.add_argument("--gen-tokens", "-n", type=int, default=32, help="decoded tokens (default 32)")
-    p.add_argument("--reps", "-r", type=int, default=3, help="repetitions after a warm-up (default 3)")
-    p.add_argument("--ppl-ctx", type=int, default=128,
+    _options.add_threads(p, short=True)
+    p.add_argument("--prompt-tokens", "-p", type=_options.prompt_tokens, default=64,
+                   help="prefill length (default 64)")
+    p.add_argument("--gen-tokens", "-n", type=_options.gen_tokens, default=32,
+                   help="decoded tokens (default 32)")
+    p.add_argument("--reps", "-r", type=_options.integer(1, 10000), default=3,
+                   help="repetitions after a warm-up (default 3)")
+    p.add_argument("--ppl-ctx", type=_options.integer(8, _options.MAX_CTX), default=128,
                    help="perplexity window in tokens; the second half of each is scored (default 128)")
-    p.add_argument("--ppl-windows", type=int, default=4, help="perplexity windows (default 4)")
-    p.add_argument("--kl-tokens", type=int, default=48,
+    p.add_argument("--ppl-windows", type=_options.integer(1, 100000), default=4,
+                   help="perplexity windows (default 4)")
+    p.add_argument("--kl-tokens", type=_options.integer(2, 100000), default=48,
                    help="tokens of text for the KL divergence against float (default 48)")
     p.add_argument("--no-quality", action="store_true", help="skip perplexity and KL")
     report.add_output_arguments(p)
 
 
-def stdlib_text() -> str:
-    """English prose that ships with every Python: the docstrings of a few standard modules."""
-    import argparse
-    import collections
-    import csv
-    import json
-    import logging
-    import string
-    import textwrap
-    parts = [m.__doc__ or "" for m in (json, csv, argparse, logging, collections, string, textwrap)]
-    return "\n\n".join(textwrap.dedent(p).strip() for p in parts if p)
-
-
-def perplexity(model, tokens, ctx):
-    """llama.cpp's method: non-overlapping windows of ctx tokens, the second half of each
-    scored. Returns (perplexity, scored tokens)."""
-    import numpy as np
-    from slmprof.analysis.validate import log_softmax
-    nll, count = 0.0, 0
-    for start in range(0, len(tokens) - ctx + 1, ctx):
-        window = tokens[start:start + ctx]
-        model.reset()
-        logits = np.asarray(model.prefill(window, all_logits=True), np.float64)   # (ctx, vocab)
-        lp = log_softmax(logits[:-1])
-        first = ctx // 2
-        targets = np.asarray(window[first + 1:])
-        nll -= float(lp[np.arange(first, ctx - 1), targets].sum())
-        count += len(targets)
-    if count == 0:
-        return float("nan"), 0
-    return float(np.exp(nll / count)), count
-
-
 def _quality(resolved, base_path, args, cache):
     """Perplexity and KL against the float reference of `base_path` for one real model."""
-    import numpy as np
-    from slmprof.engine.model import Model
-    from slmprof.engine.reference import float_forward
-    from slmprof.analysis.validate import logits_agreement
     out = {}
     with Model.load(str(resolved.path), threads=args.threads,
                     ctx=max(args.ppl_ctx, args.kl_tokens) + 8) as model:
         if "tokens" not in cache:
-            cache["tokens"] = model.tokenizer.encode(stdlib_text(), add_bos=True)
-        toks = cache["tokens"]
-        need = args.ppl_ctx * args.ppl_windows
-        ppl, scored = perplexity(model, toks[:need], args.ppl_ctx)
-        out["perplexity"] = ppl
-        out["ppl_tokens"] = scored
-        kl_toks = toks[:args.kl_tokens]
+            text = perplexity.stdlib_text()
+            cache["tokens"] = model.tokenizer.encode(text, add_bos=False)
+            cache["kl_tokens"] = model.tokenizer.encode(text, add_bos=True)[:args.kl_tokens]
+        ppl = perplexity.perplexity(model, cache["tokens"][:args.ppl_ctx * args.ppl_windows],
+                                    args.ppl_ctx)
+        out["perplexity"] = ppl.perplexity
+        out["ppl_tokens"] = ppl.tokens
+        kl_toks = cache["kl_tokens"]
         model.reset()
         got = np.asarray(model.prefill(kl_toks, all_logits=True), np.float64)
     key = ("float", str(base_path))
@@ -107,22 +87,24 @@ def _quality(resolved, base_path, args, cache):
 def _base_of(name, resolved):
     """The file whose float weights are the reference: the registry's real model for its
     requantized variants, else the file itself."""
-    from slmprof.engine import registry
     if name.split(":")[0] == registry.REAL_MODEL and not resolved.synthetic:
         return registry.resolve(registry.REAL_MODEL).path
     return resolved.path
 
 
-def run(args):
-    from slmprof.bench.backends import BackendError, Worker
-    from slmprof.commands.bench import _default_threads, _model_facts, _tokens, _ctx_for
-    from slmprof.engine.registry import resolve
+def check(args):
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.models:
+        raise UsageError("--models: no models given")
+    for name in args.models:
+        _options.model(name)
+        _options.check_positions(name, args.prompt_tokens + args.gen_tokens,
+                                 "--prompt-tokens + --gen-tokens")
 
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        report.say("slmprof compare: error: no models given", False)
-        return 2
-    args.threads = args.threads or _default_threads()
+
+def run(args):
+    names = args.models
+    args.threads = args.threads or default_threads()
     P, G = args.prompt_tokens, args.gen_tokens
     records, notes, cache = [], [], {}
     steps = len(names) * (args.reps + 2 + (0 if args.no_quality else 1))
@@ -131,38 +113,25 @@ def run(args):
             bar.set_status(f"{name}: preparing")
             rec = {"model": name}
             try:
-                resolved = resolve(name)
-            except Exception as e:  # noqa: BLE001  (one model's problem; the others go on)
+                resolved = registry.resolve(name)
+            except SlmprofError as e:   # one model's problem; the others go on
                 rec["error"] = f"{type(e).__name__}: {e}"
                 records.append(rec)
                 notes.append(f"{name}: {rec['error']}")
                 bar.advance(args.reps + 2)
                 continue
-            facts = _model_facts(resolved.path)
+            facts = harness.model_facts(resolved.path)
             rec.update({"synthetic": resolved.synthetic, "type": facts["file_type"].split(" ")[0],
                         "file_type": facts["file_type"],
                         "file_bytes": os.path.getsize(resolved.path),
                         "bytes_per_token": facts["bytes_per_token"], "threads": args.threads})
             bar.advance()
             try:
-                with Worker("slmprof") as w:
-                    ctx = _ctx_for(P, G)
-                    w.load(resolved.path, args.threads, ctx, max(P, 1))
-                    prompt = _tokens(1, P, facts["vocab"])
-                    gen = _tokens(2, G, facts["vocab"])
-                    w.run(prompt, gen)                      # warm-up
-                    bar.advance()
-                    pre, dec = [], []
-                    for _ in range(args.reps):
-                        o = w.run(prompt, gen)
-                        if o["prefill_s"]:
-                            pre.append(P / o["prefill_s"])
-                        if o["decode_s"]:
-                            dec.append(G / sum(o["decode_s"]))
-                        bar.advance()
-                    rec["peak_rss_bytes"] = w.stats()["peak_rss"]
-                rec["prefill_tok_s"], rec["prefill_tok_s_std"] = report.mean_std(pre)
-                rec["decode_tok_s"], rec["decode_tok_s_std"] = report.mean_std(dec)
+                speed = harness.time_engine(resolved.path, args.threads, P, G, args.reps,
+                                            on_step=bar.advance)
+                rec["peak_rss_bytes"] = speed["peak_rss_bytes"]
+                rec["prefill_tok_s"], rec["prefill_tok_s_std"] = report.mean_std(speed["prefill_tok_s"])
+                rec["decode_tok_s"], rec["decode_tok_s_std"] = report.mean_std(speed["decode_tok_s"])
                 rec["decode_GBps"] = rec["decode_tok_s"] * facts["bytes_per_token"] / 1e9
             except BackendError as e:
                 rec["error"] = e.reason
@@ -189,20 +158,16 @@ def run(args):
                   "models": names, "ppl_ctx": args.ppl_ctx, "ppl_windows": args.ppl_windows,
                   "kl_tokens": args.kl_tokens},
         notes=notes)
-    if args.json_file:
-        report.write_json(rep, args.json_file)
-    report.emit(rep, args.format, args.output, columns=COLUMNS)
-    return 0 if any("error" not in r for r in records) else 1
-
-
-def _mb(v, rec=None):
-    return "" if v is None else f"{v / 1e6:.1f}"
+    report.emit_output(report.render(rep, report.stdout_format(args), columns=COLUMNS), args, rep)
+    if all("error" in r for r in records):
+        raise CheckFailed("no model could be compared: " + "; ".join(
+            f"{r['model']}: {r['error']}" for r in records))
 
 
 COLUMNS = [
     Column("model", align="left"), Column("type", align="left"),
-    Column("synthetic", "synth"), Column("file_bytes", "size MB", _mb),
-    Column("bytes_per_token", "MB/token", _mb), Column("peak_rss_bytes", "peak RSS MB", _mb),
+    Column("synthetic", "synth"), Column("file_bytes", "size MB", mb),
+    Column("bytes_per_token", "MB/token", mb), Column("peak_rss_bytes", "peak RSS MB", mb),
     Column("prefill_tok_s", "prefill t/s", ".1f"), Column("decode_tok_s", "decode t/s", ".1f"),
     Column("decode_GBps", "GB/s", ".2f"), Column("perplexity", "PPL", ".2f"),
     Column("kl_vs_float", "KL vs float", ".4f"), Column("top1_vs_float", "top-1", ".2f"),

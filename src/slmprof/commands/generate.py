@@ -1,6 +1,12 @@
 """`slmprof generate`: run a prompt through the engine and stream the continuation."""
 import sys
-import time
+
+from slmprof import report
+from slmprof.commands import _options
+from slmprof.engine import workload
+from slmprof.engine.model import GenerationStats, Model
+from slmprof.engine.sampling import Sampler
+from slmprof.errors import ModelFileError, UsageError
 
 NAME = "generate"
 HELP = "generate text from a prompt (streams tokens; prompt and generation speed at the end)"
@@ -16,70 +22,71 @@ EXAMPLES = """examples:
 """
 
 
+DEFAULT_CTX = 2048
+
+
 def add_arguments(p):
-    p.add_argument("--model", default="smollm2-135m", help="registry name or GGUF path (default: %(default)s)")
-    p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: every core)")
-    p.add_argument("--ctx", type=int, default=2048, help="context length (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1 = off)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    _options.add_model(p, workload.DEFAULT_MODEL)
+    p.add_argument("--prompt", required=True, type=_options.text, help="text to continue")
+    p.add_argument("--max-tokens", type=_options.gen_tokens, default=64,
+                   help="tokens to generate (default: %(default)s)")
+    _options.add_threads(p)
+    p.add_argument("--ctx", type=_options.context, default=None,
+                   help=f"context length (default: the model's trained context, at most {DEFAULT_CTX})")
+    p.add_argument("--temperature", type=_options.number(0), default=0.0,
+                   help="0 = greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=_options.integer(0), default=0,
+                   help="sample from the k most likely (0 = all)")
+    p.add_argument("--top-p", type=_options.number(0, 1, lo_open=True), default=1.0,
+                   help="nucleus sampling threshold, in (0, 1] (1 = off)")
+    p.add_argument("--seed", type=_options.integer(0), default=0,
+                   help="sampling seed (default: %(default)s)")
     p.add_argument("--no-stop", action="store_true", help="keep going after end-of-sequence")
 
 
-def run(args):
-    from slmprof.engine.model import Model
-    from slmprof.engine.sampling import Sampler
-
-    if args.threads is not None and args.threads < 1:
-        print("slmprof generate: error: --threads must be at least 1", file=sys.stderr)
-        return 2
-    if args.max_tokens < 0:
-        print("slmprof generate: error: --max-tokens must be >= 0", file=sys.stderr)
-        return 2
+def check(args):
     try:
-        sampler = Sampler(args.temperature, args.top_k, args.top_p, args.seed)
+        Sampler(args.temperature, args.top_k, args.top_p, args.seed)
     except ValueError as e:
-        print(f"slmprof generate: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
+    trained = _options.trained_context(args.model)
+    if args.ctx is None:
+        args.ctx = min(trained or DEFAULT_CTX, DEFAULT_CTX)
+    else:
+        note = _options.context_note(args.model, args.ctx)
+        if note:
+            report.say(f"slmprof generate: warning: {note}", args.quiet)
+
+
+def run(args):
     with Model.load(args.model, threads=args.threads, ctx=args.ctx) as m:
         if m.tokenizer is None:
-            print(f"slmprof generate: error: {m.name} has no tokenizer in its file", file=sys.stderr)
-            return 2
+            raise ModelFileError(f"{m.name} has no tokenizer in its file: it cannot read a prompt")
+        n_prompt = len(m.tokenizer.encode(args.prompt, add_bos=True))
+        if n_prompt > m.ctx:
+            raise UsageError(f"--prompt is {n_prompt} tokens, more than the context of {m.ctx} "
+                             f"(raise --ctx)")
         if m.synthetic:
-            print(f"[{m.name} is synthetic: random weights, the text is noise]", file=sys.stderr)
-        tokens = m.tokenizer.encode(args.prompt, add_bos=True)
+            report.say(f"[{m.name} is synthetic: random weights, the text is noise]", args.quiet)
         out = sys.stdout
         out.write(args.prompt)
         out.flush()
-        t0 = time.perf_counter()
-        logits = m.prefill(tokens)
-        t_prompt = time.perf_counter() - t0
-        eos = None if args.no_stop else m.tokenizer.eos_id
-        generated, text, n_run = [], "", 0
-        t1 = time.perf_counter()
-        for i in range(args.max_tokens):
-            token = sampler.sample(logits)
-            if token == eos:
-                break
-            generated.append(token)
-            full = m.tokenizer.decode(generated)
-            if not full.endswith("\ufffd"):
-                out.write(full[len(text):])
-                out.flush()
-                text = full
-            if i + 1 == args.max_tokens or m.n_past >= m.ctx:
-                break
-            logits = m.decode(token)
-            n_run += 1
-        t_gen = time.perf_counter() - t1
+        st = GenerationStats()
+        for _, piece in m.generate(args.prompt, max_tokens=args.max_tokens,
+                                   temperature=args.temperature, top_k=args.top_k,
+                                   top_p=args.top_p, seed=args.seed, stop_at_eos=not args.no_stop,
+                                   stats=st):
+            out.write(piece)
+            out.flush()
         out.write("\n")
         out.flush()
-        prompt_speed = len(tokens) / t_prompt if t_prompt > 0 else float("inf")
-        gen_speed = n_run / t_gen if n_run and t_gen > 0 else float("nan")
-        print(f"prompt: {len(tokens)} tokens in {t_prompt * 1e3:.1f} ms, {prompt_speed:.1f} tok/s | "
-              f"generation: {len(generated)} tokens, {n_run} decoded in {t_gen * 1e3:.1f} ms, "
-              f"{gen_speed:.1f} tok/s | {m.threads} threads", file=sys.stderr)
-    return 0
+        prompt_speed = st.prompt_tokens / st.prefill_seconds if st.prefill_seconds > 0 else float("inf")
+        gen_speed = st.decoded / st.decode_seconds if st.decoded and st.decode_seconds > 0 else float("nan")
+        if st.stopped_by == "context full":
+            # said even with --quiet: the text ends early for a reason the reader cannot see
+            report.say(f"slmprof generate: stopped after {st.generated} of {args.max_tokens} tokens: "
+                       f"the context of {m.ctx} positions is full (raise --ctx)")
+        report.say(f"prompt: {st.prompt_tokens} tokens in {st.prefill_seconds * 1e3:.1f} ms, "
+                   f"{prompt_speed:.1f} tok/s | generation: {st.generated} tokens, {st.decoded} "
+                   f"decoded in {st.decode_seconds * 1e3:.1f} ms, {gen_speed:.1f} tok/s | "
+                   f"{m.threads} threads | stopped: {st.stopped_by}", args.quiet)

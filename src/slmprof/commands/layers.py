@@ -1,10 +1,11 @@
 """`slmprof layers`: where each layer's time goes, and whether it waits on memory or arithmetic."""
-import sys
 import textwrap
 
-from slmprof.analysis import layers, roofline
-
 from slmprof import report
+from slmprof.analysis import layers, roofline
+from slmprof.commands import _options
+from slmprof.engine import workload
+from slmprof.errors import UsageError
 
 NAME = "layers"
 HELP = "per-layer time, bytes, throughput and roofline verdict of a model on this machine"
@@ -43,80 +44,65 @@ COUNTER_COLUMNS = [
 
 
 def add_arguments(p):
-    p.add_argument("--model", default=layers.DEFAULT_MODEL,
-                   help=f"registry name or GGUF path (default {layers.DEFAULT_MODEL}; offline it "
-                        f"falls back to {layers.FALLBACK_MODEL} and says so)")
-    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
-    p.add_argument("--prompt-tokens", type=int, default=64, help="prompt length for prefill (default 64)")
-    p.add_argument("--gen-tokens", type=int, default=32, help="tokens to decode (default 32)")
+    _options.add_model(p, workload.DEFAULT_MODEL,
+                       help=f"registry name or GGUF path (default {workload.DEFAULT_MODEL}; offline "
+                            f"it falls back to {workload.FALLBACK_MODEL} and says so)")
+    _options.add_threads(p)
+    p.add_argument("--prompt-tokens", type=_options.prompt_tokens, default=64,
+                   help="prompt length for prefill (default 64)")
+    p.add_argument("--gen-tokens", type=_options.gen_tokens, default=32,
+                   help="tokens to decode (default 32; at least 1 unless --phase prefill)")
     p.add_argument("--phase", choices=("prefill", "decode", "both"), default="both")
     p.add_argument("--ops", action="store_true", help="one row per operation under each layer")
     p.add_argument("--events", default=None,
                    help="comma-separated counter events (default: the core's set; 'none' for time only)")
-    p.add_argument("--hz", type=int, default=0,
+    p.add_argument("--hz", type=_options.sample_rate, default=0,
                    help="also sample /proc and sysfs at this rate for --trace (default off)")
-    p.add_argument("--csv", metavar="FILE", default=None, help="write the rows as CSV")
-    p.add_argument("--trace", metavar="FILE", default=None,
+    p.add_argument("--csv", metavar="FILE", type=_options.output_file, default=None,
+                   help="write the rows as CSV")
+    p.add_argument("--trace", metavar="FILE", type=_options.output_file, default=None,
                    help="write a Chrome/Perfetto JSON trace of the run (see `slmprof trace`)")
     report.add_output_arguments(p)
 
 
-def _events(arg):
-    if arg is None:
-        return None
-    if arg.strip().lower() in ("none", ""):
-        return []
-    return [e.strip() for e in arg.split(",") if e.strip()]
-
-
-def validate_args(args):
-    for name in ("prompt_tokens", "gen_tokens"):
-        if getattr(args, name) < (1 if name == "prompt_tokens" or args.phase != "prefill" else 0):
-            return f"--{name.replace('_', '-')} must be at least 1"
-    if args.threads is not None and args.threads < 1:
-        return "--threads must be at least 1"
-    if args.hz < 0 or args.hz > 10000:
-        return "--hz must be between 0 and 10000"
-    return None
+def check(args):
+    if args.gen_tokens < 1 and args.phase != "prefill":
+        raise UsageError("--gen-tokens must be at least 1 (or use --phase prefill)")
+    args.events = _options.event_names(args.events)
+    _options.check_events(args.events)
+    _options.check_positions(args.model, args.prompt_tokens + args.gen_tokens,
+                             "--prompt-tokens + --gen-tokens")
 
 
 def run(args):
-    problem = validate_args(args)
-    if problem:
-        print(f"slmprof layers: error: {problem}", file=sys.stderr)
-        return 2
-    quiet = args.quiet
-
     def say(text):
-        report.say(text, quiet=quiet)
+        report.say(text, quiet=args.quiet)
 
-    rep = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
-                                gen_tokens=args.gen_tokens, phase=args.phase,
-                                events=_events(args.events), progress=say,
-                                trace_path=args.trace, hz=args.hz)
-    if args.json_file:
-        report.write_json(rep, args.json_file)
+    result = layers.profile_layers(args.model, threads=args.threads, prompt_tokens=args.prompt_tokens,
+                                   gen_tokens=args.gen_tokens, phase=args.phase,
+                                   events=args.events, progress=say,
+                                   trace_path=args.trace, hz=args.hz)
+    rep = result.to_report()
     if args.csv:
         report.write_text(report.to_csv(rep["records"]), args.csv)
-    if args.format == "json":
-        report.write_text(report.to_json(rep), args.output)
-    elif args.format == "csv":
-        report.write_text(report.to_csv(rep["records"]), args.output)
+    fmt = report.stdout_format(args)
+    if fmt in ("json", "csv"):
+        text = report.render(rep, fmt)
     else:
-        report.write_text(render_text(rep, show_ops=args.ops, style=args.format), args.output)
-    return 0
+        text = render_text(result, show_ops=args.ops, style=fmt)
+    report.emit_output(text, args, rep)
 
 
-def render_text(rep, show_ops=False, style="md"):
-    """The table people read: header lines, one table per phase, summary lines, notes."""
+def render_text(result, show_ops=False, style="md"):
+    """The table people read (from a layers.LayersResult): header lines, one table per phase,
+    summary lines, notes."""
     out = []
-    model = rep.get("model") or {}
-    ceil = rep.get("ceilings") or {}
-    settings = rep.get("settings") or {}
+    model, ceil, settings = result.model, result.ceilings, result.settings
     out.append(f"model: {model.get('name')}{' (synthetic)' if model.get('synthetic') else ''}"
                f", {model.get('file_type') or ''}; {settings.get('threads')} "
                f"thread{'s' if settings.get('threads') != 1 else ''}, "
                f"kernel path {settings.get('isa') or '?'}, KV cache {model.get('kv_type')}")
+
     def rates(key):
         return ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted((ceil.get(key) or {}).items()))
     matvec, gemm, dots = rates("matvec_ops_per_s"), rates("gemm_ops_per_s"), rates("dot_ops_per_s")
@@ -125,51 +111,47 @@ def render_text(rep, show_ops=False, style="md"):
                + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
                   f"int8 dot GOP/s {dots}; " if dots else "")
                + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s")
-    records = rep["records"]
-    has_counters = any(r.get("ipc") is not None or r.get("dram_bytes_per_token") is not None
-                       for r in records)
-    notes = list(rep.get("notes") or [])
-    counter_notes = [n for n in notes if n.startswith("counter columns")]
+    rows = result.rows
+    has_counters = any(r.ipc is not None or r.dram_bytes_per_token is not None for r in rows)
+    counter_notes = result.notes_of("counters")
     if counter_notes:
         out.append("counters: IPC, DRAM bytes and backend stalls not shown: "
                    + counter_notes[0].split("empty: ", 1)[-1])
-        notes = [n for n in notes if n not in counter_notes]
     if has_counters and show_ops and settings.get("operation_regions"):
         out.append("counters: per layer; operation rows: " + settings["operation_regions"])
-    synthetic = [n for n in notes if "synthetic" in n or "could not be fetched" in n]
-    for n in synthetic:
+    for n in result.notes_of("model"):
         out.append(f"model note: {n}")
-    notes = [n for n in notes if n not in synthetic]
     columns = COLUMNS + (COUNTER_COLUMNS if has_counters else [])
     if not show_ops:
         columns = [c for c in columns if c.key != "op"]
     for ph in layers.PHASES:
-        rows = [r for r in records if r["phase"] == ph and (show_ops or not r["op"])]
-        # operation rows sit under their layer's row: the layer name is not repeated
-        rows = [dict(r, layer="") if r["op"] else r for r in rows]
-        if not rows:
+        shown = [r for r in rows if r.phase == ph and (show_ops or not r.op)]
+        if not shown:
             continue
-        s = rep["summary"][ph]
+        # operation rows sit under their layer's row: the layer name is not repeated
+        table = [dict(vars(r), layer="") if r.op else vars(r) for r in shown]
+        s = result.phases[ph]
         out.append("")
-        out.append(f"{ph}: {s['tokens']} tokens, {s['ms_per_token']:.2f} ms/token, "
-                   f"{s['tokens_per_s']:.1f} tokens/s")
-        out.append(report.format_table(rows, columns, style=style).rstrip("\n"))
-        out.append(f"  where the time goes: layers " + ", ".join(
-            f"{name} {pct:.0f}%" for name, pct in s["top_layers"]) + "; operations " + ", ".join(
-            f"{op} {pct:.0f}%" for op, pct in s["top_ops"]))
-        ideal = s.get("ideal_tokens_per_s")
-        out.append(f"  roofline-ideal {ideal:.1f} tokens/s vs achieved {s['tokens_per_s']:.1f} "
-                   f"({100 * (s['roofline_efficiency'] or 0):.0f}% of the roofline)" if ideal else
+        out.append(f"{ph}: {s.tokens} tokens, {s.ms_per_token:.2f} ms/token, "
+                   f"{s.tokens_per_s:.1f} tokens/s")
+        out.append(report.format_table(table, columns, style=style).rstrip("\n"))
+        out.append("  where the time goes: layers " + ", ".join(
+            f"{name} {pct:.0f}%" for name, pct in s.top_layers) + "; operations " + ", ".join(
+            f"{op} {pct:.0f}%" for op, pct in s.top_ops))
+        ideal = s.ideal_tokens_per_s
+        out.append(f"  roofline-ideal {ideal:.1f} tokens/s vs achieved {s.tokens_per_s:.1f} "
+                   f"({100 * (s.roofline_efficiency or 0):.0f}% of the roofline)" if ideal else
                    "  roofline-ideal: n/a")
-        out.append(f"  regions cover {100 * s['regions_coverage']:.1f}% of the measured time "
-                   f"({s['regions_sum_ms_per_token']:.3f} of {s['ms_per_token']:.3f} ms/token)")
-        if s.get("unprofiled_ms_per_token"):
-            out.append(f"  without regions: {s['unprofiled_ms_per_token']:.2f} ms/token "
-                       f"({1e3 / s['unprofiled_ms_per_token']:.1f} tokens/s); the regions cost "
-                       f"{100 * s['profiling_overhead']:+.1f}%")
+        out.append(f"  regions cover {100 * s.regions_coverage:.1f}% of the measured time "
+                   f"({s.regions_sum_ms_per_token:.3f} of {s.ms_per_token:.3f} ms/token)")
+        if s.unprofiled_ms_per_token:
+            out.append(f"  without regions: {s.unprofiled_ms_per_token:.2f} ms/token "
+                       f"({1e3 / s.unprofiled_ms_per_token:.1f} tokens/s); the regions cost "
+                       f"{100 * s.profiling_overhead:+.1f}%")
     out.append("")
-    out.append("bottleneck: " + rep["summary"].get("bottleneck", ""))
-    out.append("verdicts: " + roofline.VERDICT_RULE + ".")
-    for n in notes:
-        out.append(f"note: {n}")
+    out.append("bottleneck: " + result.bottleneck)
+    out.append("verdicts: " + result.verdict_rule + ".")
+    for n in result.notes:
+        if n.kind not in ("counters", "model"):
+            out.append(f"note: {n.text}")
     return "\n".join(out) + "\n"

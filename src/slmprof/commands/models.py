@@ -1,8 +1,11 @@
 """`slmprof models`: the model names slmprof knows, what they are, and whether they are cached."""
-
-from slmprof.engine import registry
+from dataclasses import asdict
 
 from slmprof import report
+from slmprof.commands import _options
+from slmprof.engine import registry
+from slmprof.engine.gguf import open_model
+from slmprof.report.units import mb
 
 NAME = "models"
 HELP = "list model names (real and synthetic) with parameters, bytes per token, size and cache state"
@@ -16,6 +19,7 @@ DESCRIPTION = (
 EXAMPLES = """examples:
   python -m slmprof models                          the table
   python -m slmprof models --json                   the same as a JSON report
+  python -m slmprof models --json models.json       the table, and the JSON report in a file
   python -m slmprof models --fetch smollm2-135m     download the real model now
   python -m slmprof models --fetch synth:tinyllama-1.1b:q8_0   write a synthetic model now
   python -m slmprof models --info smollm2-135m      what one model holds (shape, types, tokenizer)
@@ -25,16 +29,14 @@ EXAMPLES = """examples:
 def add_arguments(p):
     p.add_argument("--fetch", metavar="NAME", action="append", default=[],
                    help="download or write this model into the cache now (repeatable)")
-    p.add_argument("--info", metavar="NAME",
+    p.add_argument("--info", metavar="NAME", type=_options.model,
                    help="describe one model (name or GGUF path): shape, tensor types, tokenizer")
-    p.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
-    p.add_argument("--format", choices=report.FORMATS, default="md",
-                   help="table format (default md); json is the full report")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
+    report.add_output_arguments(p)
 
 
-def _mb(value, record=None):
-    return "" if value is None else f"{value / 1e6:.1f}"
+def check(args):
+    for name in args.fetch:
+        _options.model(name)
 
 
 COLUMNS = [
@@ -43,9 +45,9 @@ COLUMNS = [
     report.Column("params", "params (M)", lambda v, r: f"{v / 1e6:.0f}" if v >= 1e7 else
                   f"{v / 1e6:.2f}"),
     report.Column("type", "type", align="left"),
-    report.Column("bytes_per_token", "MB/token", _mb),
-    report.Column("file_bytes", "file MB", lambda v, r: _mb(v) if r["cached"] else
-                  f"~{_mb(v)}"),
+    report.Column("bytes_per_token", "MB/token", mb),
+    report.Column("file_bytes", "file MB", lambda v, r: mb(v) if r["cached"] else
+                  f"~{mb(v)}"),
     report.Column("cached", "cached"),
     report.Column("note", "what", align="left"),
 ]
@@ -53,10 +55,7 @@ COLUMNS = [
 
 def describe(name, quiet=False):
     """One model's description as a flat-ish dict (validated: unsupported files raise)."""
-    from dataclasses import asdict
-
-    from slmprof.engine.gguf import open_model
-    m = registry.resolve(name, quiet=quiet)
+    m = registry.resolve(name, quiet=quiet, progress=report.bars(quiet))
     gf, d = open_model(m.path)
     with gf:
         by_type = {}
@@ -80,44 +79,47 @@ def describe(name, quiet=False):
         }
 
 
-def _print_info(info):
+def _info_text(info):
     s = info["shape"]
-    print(f"{info['name']}: {info['description']}")
-    print(f"  file       {info['path']} ({info['file_bytes'] / 1e6:.1f} MB, GGUF "
-          f"v{info['gguf_version']})")
-    print(f"  shape      {s['arch']}, {s['n_layer']} layers, dim {s['dim']}, ffn {s['ffn']}, "
-          f"{s['n_head']} heads ({s['n_kv_head']} KV, head dim {s['head_dim']}), vocab "
-          f"{s['vocab']}, context {s['ctx']}, {'tied' if s['tied'] else 'separate'} LM head, "
-          f"rope base {s['rope_base']:g}, rms eps {s['rms_eps']:g}"
-          + (", rope_freqs" if s["rope_freqs"] else ""))
-    print(f"  params     {info['params'] / 1e6:.1f} M; weights {info['file_type']}: " +
-          "; ".join(f"{t} {v['tensors']} tensor{'s' if v['tensors'] > 1 else ''} "
-                    f"{v['bytes'] / 1e6:.1f} MB"
-                    for t, v in info["types"].items()))
-    print(f"  per token  {info['bytes_per_token'] / 1e6:.1f} MB of weights streamed per "
-          f"decoded token")
     tok = info["tokenizer"]
     pre = f", pre-tokenizer {tok['pre']}" if tok["pre"] else ""
-    print(f"  tokenizer  {tok['model']}{pre}, {tok['tokens']} tokens, bos {tok['bos']}, "
-          f"eos {tok['eos']}")
+    lines = [
+        f"{info['name']}: {info['description']}",
+        f"  file       {info['path']} ({report.format_bytes(info['file_bytes'], digits=1)}, GGUF "
+        f"v{info['gguf_version']})",
+        f"  shape      {s['arch']}, {s['n_layer']} layers, dim {s['dim']}, ffn {s['ffn']}, "
+        f"{s['n_head']} heads ({s['n_kv_head']} KV, head dim {s['head_dim']}), vocab "
+        f"{s['vocab']}, context {s['ctx']}, {'tied' if s['tied'] else 'separate'} LM head, "
+        f"rope base {s['rope_base']:g}, rms eps {s['rms_eps']:g}"
+        + (", rope_freqs" if s["rope_freqs"] else ""),
+        f"  params     {info['params'] / 1e6:.1f} M; weights {info['file_type']}: "
+        + "; ".join(f"{t} {v['tensors']} tensor{'s' if v['tensors'] > 1 else ''} "
+                    f"{report.format_bytes(v['bytes'], digits=1, unit='MB')}"
+                    for t, v in info["types"].items()),
+        f"  per token  {report.format_bytes(info['bytes_per_token'], digits=1, unit='MB')} of "
+        f"weights streamed per decoded token",
+        f"  tokenizer  {tok['model']}{pre}, {tok['tokens']} tokens, bos {tok['bos']}, "
+        f"eos {tok['eos']}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def run(args):
     if args.info:
         info = describe(args.info, quiet=args.quiet)
-        if args.json or args.format == "json":
-            rows = [{"type": t, **v} for t, v in info["types"].items()]
-            report.write_text(report.to_json(report.make_report("model", rows, model=info)))
+        rows = [{"type": t, **v} for t, v in info["types"].items()]
+        rep = report.make_report("model", rows, model=info)
+        if report.stdout_format(args) == "json":
+            report.emit_output(report.to_json(rep), args)
         else:
-            _print_info(info)
-        return 0
+            report.write_text(_info_text(info), args.output)
+        report.write_report_json(rep, args)
+        return
     for name in args.fetch:
-        m = registry.resolve(name, download=True, quiet=args.quiet)
+        m = registry.resolve(name, download=True, quiet=args.quiet, progress=report.bars(args.quiet))
         report.say(f"{m.name}: {m.path} ({m.description})", quiet=args.quiet)
     rows = registry.list_models()
     rep = report.make_report("models", rows, settings={"cache": str(registry.cache_dir())},
                              notes=["synthetic models have random weights: their speed is real, "
                                     "their text is not"])
-    fmt = "json" if args.json else args.format
-    report.emit(rep, fmt, columns=COLUMNS)
-    return 0
+    report.emit_output(report.render(rep, report.stdout_format(args), columns=COLUMNS), args, rep)

@@ -1,6 +1,13 @@
 """`slmprof plan`: will a model fit on a device, and how fast will it run there?"""
+import argparse
 import re
-import sys
+
+from slmprof import report
+from slmprof.analysis import devices
+from slmprof.analysis import plan as planner
+from slmprof.commands import _options
+from slmprof.errors import UsageError
+from slmprof.measure import calibrate
 
 NAME = "plan"
 HELP = "predict memory, tokens/s, load time and energy of models x types on a device (no run needed)"
@@ -37,18 +44,15 @@ def _bytes_arg(text):
 
 
 def _types_arg(text):
-    from slmprof.analysis.plan import PLAN_TYPES
     types = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [t for t in types if t not in PLAN_TYPES]
+    bad = [t for t in types if t not in planner.PLAN_TYPES]
     if bad or not types:
-        import argparse
         raise argparse.ArgumentTypeError(f"unknown type {', '.join(bad) or text!r} "
-                                         f"(choose from {', '.join(PLAN_TYPES)})")
+                                         f"(choose from {', '.join(planner.PLAN_TYPES)})")
     return types
 
 
 def _bytes_type(text):
-    import argparse
     try:
         return _bytes_arg(text)
     except ValueError:
@@ -56,7 +60,6 @@ def _bytes_type(text):
 
 
 def _efficiency_arg(text):
-    import argparse
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
@@ -81,18 +84,23 @@ def add_arguments(p):
     p.add_argument("--types", type=_types_arg, default=None, metavar="T[,T2...]",
                    help="weight types to plan (q4_0,q4_1,q8_0,f16; default all four for shapes, "
                         "the file's own types for a GGUF)")
-    p.add_argument("--ctx", type=int, default=None, help="context length (default: min(model max, 2048))")
+    p.add_argument("--ctx", type=_options.context, default=None,
+                   help="context length (default: min(model max, 2048))")
     p.add_argument("--device", "-d", default="this",
                    help="this | pi4-4gb | pi4-8gb | pi5-4gb | pi5-8gb | FILE (default: this)")
-    p.add_argument("--threads", "-t", type=int, default=None, help="threads (default: the device's cores)")
-    p.add_argument("--min-tok-s", type=float, default=None, help="target decode tokens/s")
+    # dest is not `threads`: these are the device's threads, not this machine's
+    p.add_argument("--threads", "-t", dest="device_threads", type=_options.threads, default=None,
+                   help="threads on the device (default: the device's cores)")
+    p.add_argument("--min-tok-s", type=_options.number(0, lo_open=True), default=None,
+                   help="target decode tokens/s")
     p.add_argument("--max-mem", type=_bytes_type, default=None, help="memory budget, e.g. 1.5G")
-    p.add_argument("--prompt-tokens", type=int, default=128, help="prefill batch for the prefill figure (default 128)")
-    p.add_argument("--decode-at", type=int, default=None,
+    p.add_argument("--prompt-tokens", type=_options.prompt_tokens, default=128,
+                   help="prefill batch for the prefill figure (default 128)")
+    p.add_argument("--decode-at", type=_options.integer(0, _options.MAX_CTX), default=None,
                    help="context position for the decode figure (default: half of --ctx)")
-    p.add_argument("--storage-MBps", type=float, default=None,
+    p.add_argument("--storage-MBps", type=_options.number(0, lo_open=True), default=None,
                    help="storage read speed for the load time (default: the device profile's)")
-    p.add_argument("--learn", nargs="+", metavar="BENCH_JSON", default=None,
+    p.add_argument("--learn", nargs="+", metavar="BENCH_JSON", default=None, type=_options.input_file,
                    help="learn the engine efficiency from `bench --format json` results of this "
                         "machine, store it, and use it")
     p.add_argument("--ceilings", choices=("median", "best"), default="median",
@@ -105,46 +113,36 @@ def add_arguments(p):
                    help="engine efficiency (fraction of the roofline) to use instead of the stored one")
     p.add_argument("--list-devices", action="store_true",
                    help="list the built-in device profiles with their ceilings, then exit")
-    p.add_argument("--json", action="store_true", help="print the full JSON report")
-    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the output to FILE")
-    p.add_argument("--quiet", "-q", action="store_true", help="no status lines on stderr")
+    report.add_output_arguments(p, formats=None)
 
 
-def _error(msg):
-    print(f"slmprof plan: error: {msg}", file=sys.stderr)
-    return 2
+def check(args):
+    args.models = [m.strip() for arg in args.model for m in arg.split(",") if m.strip()]
+    if not args.list_devices and not args.models and not args.shape and not args.learn:
+        raise UsageError("give --model M[,M2...] and/or --shape KEY=V,... (see --help)")
+    for name in args.models:
+        _options.model(name)
+    # a named or file device is read now, so a bad one fails before any work
+    args.device_profile = (None if args.device == devices.THIS
+                           else devices.resolve_device(args.device, which=args.ceilings))
 
 
 def run(args):
-    from slmprof.analysis import devices
-    from slmprof import report
-    from slmprof.analysis import plan as planner
-
     if args.list_devices:
         for name in devices.BUILTIN_NAMES:
             d = devices.builtin_profile(name)
             print(f"{name:9} {d.title}\n          {d.cores} x {d.cpu_model} ({d.isa}), "
-                  f"{d.memory_bytes / 2**30:.0f} GiB, read {d.bandwidth_GBps(d.cores):.1f} GB/s, "
-                  f"int8 {d.int8_GOPs_at(d.cores):.1f} GOP/s, f32 {d.f32_GFLOPs_at(d.cores):.1f} GFLOP/s "
-                  f"at {d.cores} threads")
+                  f"{report.format_bytes(d.memory_bytes, binary=True, digits=0)}, read "
+                  f"{d.bandwidth_GBps(d.cores):.1f} GB/s, int8 {d.int8_GOPs_at(d.cores):.1f} GOP/s, "
+                  f"f32 {d.f32_GFLOPs_at(d.cores):.1f} GFLOP/s at {d.cores} threads")
         print(f"{devices.THIS:9} this machine, calibrated (`python -m slmprof calibrate`)\n"
               f"FILE      a profile written by `python -m slmprof calibrate --export FILE`")
-        return 0
-    models = [m.strip() for arg in args.model for m in arg.split(",") if m.strip()]
-    if not models and not args.shape and not args.learn:
-        return _error("give --model M[,M2...] and/or --shape KEY=V,... (see --help)")
-    for name, value in (("--ctx", args.ctx), ("--threads", args.threads),
-                        ("--prompt-tokens", args.prompt_tokens)):
-        if value is not None and value < 1:
-            return _error(f"{name} must be at least 1")
-    if args.decode_at is not None and args.decode_at < 0:
-        return _error("--decode-at must be >= 0")
-
-    if args.device == devices.THIS and not args.quiet:
-        from slmprof.measure import calibrate
-        if calibrate.cached_profile() is None:
-            report.say("slmprof plan: no calibration of this machine yet; calibrating once (under a minute)")
-    device = devices.resolve_device(args.device, which=args.ceilings)
+        return
+    models = args.models
+    if args.device == devices.THIS and calibrate.cached_profile() is None:
+        report.say("slmprof plan: no calibration of this machine yet; calibrating once (under a minute)",
+                   args.quiet)
+    device = args.device_profile or devices.resolve_device(args.device, which=args.ceilings)
 
     if args.learn:
         this = device if args.device == devices.THIS else devices.resolve_device(devices.THIS, which=args.ceilings)
@@ -155,7 +153,7 @@ def run(args):
         report.say(f"slmprof plan: engine efficiency decode {eff.decode:.2f}, prefill {eff.prefill:.2f} "
                    f"of the roofline ({eff.source}); stored in {where}", quiet=args.quiet and bool(models))
         if not models and not args.shape:
-            return 0
+            return
     else:
         eff = planner.stored_efficiency()
     if args.efficiency:
@@ -168,14 +166,13 @@ def run(args):
             "" if len(args.efficiency) == 2 else f"; otherwise {eff.source}")
         eff.measured = False
 
-    preds = planner.plan(models, device=device, types=args.types, ctx=args.ctx, threads=args.threads,
-                         efficiency=eff, min_tok_s=args.min_tok_s, max_mem=args.max_mem,
-                         prefill_tokens=args.prompt_tokens, decode_at=args.decode_at,
-                         storage_MBps=args.storage_MBps, shape_specs=args.shape)
+    preds = planner.plan(models, device=device, types=args.types, ctx=args.ctx,
+                         threads=args.device_threads, efficiency=eff, min_tok_s=args.min_tok_s,
+                         max_mem=args.max_mem, prefill_tokens=args.prompt_tokens,
+                         decode_at=args.decode_at, storage_MBps=args.storage_MBps,
+                         shape_specs=args.shape)
     rep = planner.make_plan_report(preds, device, eff, settings={
-        "device": args.device, "ctx": args.ctx, "threads": args.threads, "types": args.types,
+        "device": args.device, "ctx": args.ctx, "threads": args.device_threads, "types": args.types,
         "min_tok_s": args.min_tok_s, "max_mem": args.max_mem, "prompt_tokens": args.prompt_tokens,
         "decode_at": args.decode_at, "storage_MBps": args.storage_MBps, "ceilings": args.ceilings})
-    text = report.to_json(rep) if args.json else planner.format_plan(rep)
-    report.write_text(text, args.output)
-    return 0
+    report.emit_output(planner.format_plan(rep), args, rep)

@@ -2,14 +2,24 @@
 children, sample its /proc at N Hz, and print a perf-stat-like summary with peaks."""
 import argparse
 import errno
-import json
-import math
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from slmprof import report
+from slmprof.commands import _options
+from slmprof.errors import CommandNotStarted, UsageError
+from slmprof.measure import events as ev
+from slmprof.measure.counters import Counters
+from slmprof.measure.procfs import decode_throttled
+from slmprof.measure.sampler import Sampler
+from slmprof.report import chrome
 
 NAME = "stat"
 HELP = "run a command; report its counters and /proc samples (like perf stat)"
@@ -26,17 +36,16 @@ EXAMPLES = """examples:
   python -m slmprof stat --json run.json --trace run.trace.json -- sleep 1
 """
 
-SCHEMA = "slmprof.stat/1"
+KIND = "stat"       # the schema's kind of stat's JSON
 
 
 def add_arguments(p):
     p.add_argument("--events", "-e", metavar="LIST",
                    help="comma-separated events (default: this core's set plus software events)")
-    p.add_argument("--hz", type=int, default=100, metavar="N",
-                   help="sampling rate of /proc and sensors, 1 to 10000 (default 100)")
-    p.add_argument("--json", metavar="FILE",
-                   help="write the summary and every sample as JSON ('-' for stdout)")
-    p.add_argument("--trace", metavar="FILE",
+    p.add_argument("--hz", type=_options.integer(1, _options.MAX_HZ, " Hz"), default=100, metavar="N",
+                   help=f"sampling rate of /proc and sensors, 1 to {_options.MAX_HZ} (default 100)")
+    report.add_json_argument(p, "the summary and every sample as JSON")
+    p.add_argument("--trace", metavar="FILE", type=_options.output_file,
                    help="write a Chrome/Perfetto trace (counter tracks) of the samples")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",
                    help="the command to run")
@@ -44,29 +53,54 @@ def add_arguments(p):
 
 # ---------------------------------------------------------------- running the child
 
-def _spawn_gated(cmd):
-    """Fork a child that waits on a pipe before exec, so counters can be attached to it
-    first. Returns (pid, gate write fd, exec-error read fd)."""
-    r_gate, w_gate = os.pipe()
-    r_err, w_err = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # child: only async-signal-safe-ish work, then exec
+SPAWN = Path(__file__).resolve().parent.parent / "slmprof-spawn"
+
+
+class _Launch:
+    """The command, started through slmprof-spawn (see csrc/bin/slmprof_spawn.c): forked from
+    that small program rather than from this process, so its peak RSS is its own, and held
+    before its exec until open() so counters can be attached first."""
+
+    def __init__(self, cmd):
+        r_gate, self._gate = os.pipe()
+        self._report, w_report = os.pipe()
         try:
-            os.close(w_gate)
-            os.close(r_err)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.read(r_gate, 1)
+            self._launcher = subprocess.Popen([str(SPAWN), str(r_gate), str(w_report), *cmd],
+                                              pass_fds=(r_gate, w_report))
+        finally:
             os.close(r_gate)
-            os.execvp(cmd[0], cmd)
-        except OSError as e:
-            try:
-                os.write(w_err, str(e.errno).encode())
-            finally:
-                os._exit(127)
-        os._exit(127)
-    os.close(r_gate)
-    os.close(w_err)
-    return pid, w_gate, r_err
+            os.close(w_report)
+        self._lines = os.fdopen(self._report, "r")
+        first = self._lines.readline().split()
+        if len(first) != 2 or first[0] != "pid":
+            self.close()
+            raise OSError(errno.ECHILD, f"{SPAWN} did not start the command")
+        self.pid = int(first[1])
+
+    def open(self):
+        os.write(self._gate, b"x")
+        os.close(self._gate)
+        self._gate = None
+
+    def wait(self):
+        """(spawn errno or 0, raw wait status, the command's own peak RSS in bytes)."""
+        line = self._lines.readline().split()
+        self._launcher.wait()
+        if len(line) == 2 and line[0] == "error":
+            return int(line[1]), 0, 0
+        if len(line) != 3 or line[0] != "exit":
+            raise OSError(errno.ECHILD, f"{SPAWN} ended without reporting (exit "
+                                        f"{self._launcher.returncode})")
+        return 0, int(line[1]), int(line[2]) * 1024
+
+    def close(self):
+        if self._gate is not None:
+            os.close(self._gate)
+            self._gate = None
+        self._lines.close()
+        if self._launcher.poll() is None:
+            self._launcher.kill()
+            self._launcher.wait()
 
 
 def _exit_status(status):
@@ -78,20 +112,18 @@ def _exit_status(status):
 
 
 def measure(cmd, events=None, hz=100, out=sys.stderr):
-    """Run cmd under counters and the sampler. Returns a result dict (see SCHEMA)."""
-    from slmprof.measure.counters import Counters
-    from slmprof.measure.sampler import Sampler
-
+    """Run cmd under counters and the sampler. Returns a result dict."""
     counters = Counters(events, inherit=True, enable_on_exec=True)  # ValueError: bad names
     if not (1 <= hz <= 10000):
         raise ValueError(f"sampling rate {hz} Hz out of range: 1 to 10000 Hz")
-    pid, w_gate, r_err = _spawn_gated(cmd)
+    launch = _Launch(cmd)
+    pid = launch.pid
     sampler = None
     interrupted = [0]
 
     def on_sigint(signum, frame):
         interrupted[0] += 1
-        try:  # the terminal sent it to the child too; forward for other senders
+        try:  # the terminal sent it to the command too; forward for other senders
             os.kill(pid, signal.SIGINT if interrupted[0] == 1 else signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -106,28 +138,26 @@ def measure(cmd, events=None, hz=100, out=sys.stderr):
         sampler = Sampler(hz=hz, pid=pid)
         sampler.start()
         t0 = time.monotonic_ns()
-        os.write(w_gate, b"x")
-        os.close(w_gate)
-        err = os.read(r_err, 64)
-        os.close(r_err)
-        _, status, usage = os.wait4(pid, 0)
+        launch.open()
+        err, status, peak_rss = launch.wait()
         elapsed_ns = time.monotonic_ns() - t0
         sampler.stop()
         if err:
-            code = int(err)
-            return {"spawn_error": code, "exit_status": 126 if code == errno.EACCES else 127}
+            return {"spawn_error": err, "exit_status": 126 if err == errno.EACCES else 127}
         readings = counters.read()
-        return {"schema": SCHEMA, "command": list(cmd), "pid": pid,
+        return {"command": list(cmd), "pid": pid,
                 "exit_status": 130 if interrupted[0] else _exit_status(status),
                 "child_status": _exit_status(status), "interrupted": bool(interrupted[0]),
                 "elapsed_ns": elapsed_ns, "counters": counters.describe(),
                 "attach_error": attach_error, "readings": readings, "sampler": sampler,
-                # the kernel's high-water mark, exact even when the peak fell between samples
-                "peak_rss_bytes_at_exit": usage.ru_maxrss * 1024}
+                # the kernel's high-water mark of the command itself (and of the children it
+                # waited for), exact even when the peak fell between samples
+                "peak_rss_bytes_at_exit": peak_rss}
     finally:
         signal.signal(signal.SIGINT, old_handler)
         if sampler is not None:
             sampler.stop()
+        launch.close()
         counters.close()
 
 
@@ -138,12 +168,7 @@ def _fmt_count(v):
 
 
 def _fmt_bytes(v):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(v) < 1024 or unit == "TiB":
-            return f"{v:.1f} {unit}" if unit != "B" else f"{v:.0f} B"
-        v /= 1024
+    return report.format_bytes(v, binary=True, digits=1, missing="n/a")
 
 
 def _nanmax(a):
@@ -242,21 +267,7 @@ def summarize_samples(sampler, data):
     }
 
 
-def _json_safe(x):
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        return _json_safe(x.item())
-    return x
-
-
 def print_summary(res, summary, out):
-    from slmprof.measure.procfs import decode_throttled
-    import shlex
     cmd = shlex.join(res["command"])
     if len(cmd) > 120 or "\n" in cmd:
         cmd = cmd.replace("\n", " ")[:117] + "..."
@@ -288,7 +299,6 @@ def print_summary(res, summary, out):
         w(f"   {val:>18}      {name:<28} {note}\n".rstrip() + "\n")
     core = res["counters"].get("core")
     if core:
-        from slmprof.measure import events as ev
         info = next(c for c in ev.CORES.values() if c.name == core)
         parts = [readings.get(n) for n in info.dram.events]
         if all(p is not None and p.value is not None for p in parts):
@@ -358,45 +368,28 @@ def print_summary(res, summary, out):
     w("\n")
 
 
-def _write_json(path, doc):
-    """'-' is stdout. A new or regular file is written under a temporary name and renamed
-    when complete; anything else (a pipe, a device, a symlink such as /dev/stdout) is
-    written in place, never replaced."""
-    if path == "-":
-        json.dump(doc, sys.stdout)
-        sys.stdout.flush()
-        return
-    if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
-        with open(path, "w") as f:
-            json.dump(doc, f)
-        return
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
-
-
 def write_json(path, res, summary, data):
     sampler = res["sampler"]
-    doc = {"schema": SCHEMA, "command": res["command"], "exit_status": res["exit_status"],
-           "child_status": res["child_status"], "interrupted": res["interrupted"],
-           "elapsed_s": res["elapsed_ns"] / 1e9, "counters": res["counters"],
-           "readings": {n: r.as_dict() for n, r in res["readings"].items()},
-           "sampler": sampler.describe(), "summary": summary,
-           "samples": {k: v.tolist() for k, v in sampler.columns(data).items()}}
-    _write_json(path, _json_safe(doc))
+    doc = report.stamp(KIND, {
+        "command": res["command"], "exit_status": res["exit_status"],
+        "child_status": res["child_status"], "interrupted": res["interrupted"],
+        "elapsed_s": res["elapsed_ns"] / 1e9, "counters": res["counters"],
+        "readings": {n: r.as_dict() for n, r in res["readings"].items()},
+        "sampler": sampler.describe(), "summary": summary,
+        "samples": {k: v.tolist() for k, v in sampler.columns(data).items()}})
+    report.write_json(doc, path, indent=None)
 
 
 def write_trace(path, res, data):
-    """Chrome trace-event JSON: counter tracks (ph "C") per sampled series."""
+    """Chrome trace-event JSON: the command as one slice, a counter track per sampled series."""
     sampler = res["sampler"]
     pid = res["pid"]
-    events = [{"name": "process_name", "ph": "M", "pid": pid, "args": {"name": " ".join(res["command"])}}]
+    name = " ".join(res["command"])
+    events = [chrome.process_name(pid, name)]
     if len(data):
         t_us = data["t_ns"] / 1e3
         t0 = float(t_us[0])
-        events.append({"name": " ".join(res["command"])[:80], "ph": "X", "pid": pid, "tid": pid,
-                       "ts": t0, "dur": res["elapsed_ns"] / 1e3})
+        events.append(chrome.slice_event(name[:80], t0, res["elapsed_ns"] / 1e3, pid, pid))
         cpu = sampler.series("proc_cpu_ns", data=data)
         dcpu = np.diff(cpu) / np.maximum(np.diff(data["t_ns"].astype(float)), 1) * 100
         tracks = {"CPU %": np.concatenate([[np.nan], dcpu]),
@@ -407,41 +400,41 @@ def write_trace(path, res, data):
                 tracks[f"{s.name} °C"] = sampler.series("thermal_mc", s.slot, data) / 1000
             if s.available and s.kind == 9:
                 tracks[f"cpu{s.slot} MHz"] = sampler.series("cpufreq_khz", s.slot, data) / 1000
-        for name, vals in tracks.items():
-            for ts, v in zip(t_us, vals):
-                if np.isfinite(v):
-                    events.append({"name": name, "ph": "C", "pid": pid, "ts": float(ts),
-                                   "args": {"value": round(float(v), 3)}})
+        for track, vals in tracks.items():
+            ok = np.isfinite(vals)
+            events += chrome.counter_events(track, t_us[ok], vals[ok], pid, digits=3)
     rates = {x.name: x.rate_hz for x in sampler.sources if x.available}
-    _write_json(path, {"traceEvents": events, "displayTimeUnit": "ms",
-                       "otherData": {"sampler_rates_hz": rates,
-                                     "note": "each track has points only where its source was read"}})
+    chrome.write(chrome.document(events, {"sampler_rates_hz": rates,
+                                          "note": "each track has points only where its source was read"}),
+                 path)
 
 
-def run(args):
+def check(args):
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        print("slmprof stat: error: no command given; usage: slmprof stat [options] -- CMD [ARGS...]",
-              file=sys.stderr)
-        return 2
-    events = [e for e in args.events.split(",") if e.strip()] if args.events else None
+        raise UsageError("no command given; usage: slmprof stat [options] -- CMD [ARGS...]")
+    args.cmd = cmd
+    args.events = [e for e in args.events.split(",") if e.strip()] if args.events else None
+    _options.check_events(args.events)
+
+
+def run(args):
+    cmd = args.cmd
     try:
-        res = measure(cmd, events=events, hz=args.hz)
-    except ValueError as e:
-        print(f"slmprof stat: error: {e}", file=sys.stderr)
-        return 2
+        res = measure(cmd, events=args.events, hz=args.hz)
+    except ValueError as e:          # more events than the counters take at once
+        raise UsageError(f"--events: {e}") from None
     if "spawn_error" in res:
-        print(f"slmprof stat: error: cannot run {cmd[0]!r}: {os.strerror(res['spawn_error'])}",
-              file=sys.stderr)
-        return res["exit_status"]
+        raise CommandNotStarted(f"cannot run {cmd[0]!r}: {os.strerror(res['spawn_error'])}",
+                                res["spawn_error"])
     data = res["sampler"].samples()
     summary = summarize_samples(res["sampler"], data)
     summary["peak_rss_bytes"] = max(summary.get("peak_rss_bytes") or 0, res["peak_rss_bytes_at_exit"])
     print_summary(res, summary, sys.stderr)
-    if args.json:
-        write_json(args.json, res, summary, data)
+    if args.json_file:
+        write_json(args.json_file, res, summary, data)
     if args.trace:
         write_trace(args.trace, res, data)
     return res["exit_status"]

@@ -1,7 +1,12 @@
 """`slmprof sysinfo`: what this machine offers: CPU and core, ISA path, memory, kernel,
 governor, board, thermal zones, counters (with reasons and how to enable), sensors."""
-import json
+import argparse
+import io
+import os
 import sys
+
+from slmprof import report
+from slmprof.measure import procfs, sysinfo
 
 NAME = "sysinfo"
 HELP = "what this machine offers: CPU, ISA path, memory, counters, sensors"
@@ -12,26 +17,32 @@ DESCRIPTION = (
     "enable them), and the /proc and sysfs sources the sampler finds.")
 EXAMPLES = """examples:
   python -m slmprof sysinfo
-  python -m slmprof sysinfo --json > machine.json
+  python -m slmprof sysinfo --json machine.json     # the table, and the JSON in a file
+  python -m slmprof sysinfo --json > machine.json   # JSON instead of the table
   python -m slmprof sysinfo --all-events          # every raw event of this core, one per line
   python -m slmprof sysinfo --proc-root /mnt/pi/proc --sys-root /mnt/pi/sys   # a copied tree
 """
 
 
+def _directory(value):
+    if not os.path.isdir(value):
+        raise argparse.ArgumentTypeError(f"{value} is not a directory")
+    return value
+
+
 def add_arguments(p):
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    report.add_json_argument(p, "the machine's description as JSON")
     p.add_argument("--all-events", action="store_true",
                    help="list every event with its state (default: a summary)")
-    p.add_argument("--proc-root", default="/proc", help=argparse_hidden_help())
-    p.add_argument("--sys-root", default="/sys", help=argparse_hidden_help())
-
-
-def argparse_hidden_help():
-    return "read this tree instead of the live one (counters are then not probed)"
+    p.add_argument("--output", "-o", metavar="FILE", default=None, type=report.output_file,
+                   help="write standard output's content to FILE instead")
+    for name, default in (("--proc-root", "/proc"), ("--sys-root", "/sys")):
+        p.add_argument(name, default=default, type=_directory,
+                       help="read this tree instead of the live one (counters are then not probed)")
 
 
 def _gib(v):
-    return "n/a" if v is None else f"{v / 2**30:.1f} GiB"
+    return report.format_bytes(v, binary=True, digits=1, unit="GiB", missing="n/a")
 
 
 def print_text(info, all_events, out=sys.stdout):
@@ -117,13 +128,11 @@ def print_text(info, all_events, out=sys.stdout):
 
 
 def run(args):
-    from slmprof.measure import procfs, sysinfo
     roots = procfs.Roots(proc=args.proc_root, sys=args.sys_root)
-    live = roots == procfs.DEFAULT
-    info = sysinfo.collect(roots, probe=live)
-    if args.json:
-        json.dump(info, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print_text(info, args.all_events)
-    return 0
+    info = sysinfo.collect(roots, probe=roots == procfs.DEFAULT)
+    if report.stdout_format(args, default="text") == "json":
+        report.emit_output(report.to_json(info), args)
+        return
+    text = io.StringIO()
+    print_text(info, args.all_events, text)
+    report.emit_output(text.getvalue(), args, info)

@@ -1,9 +1,10 @@
 """`slmprof trace`: record a run's regions and sampled values; export a Perfetto/Chrome trace."""
-import sys
-
 from slmprof import report
-
+from slmprof.commands import _options
+from slmprof.engine import workload
+from slmprof.errors import UsageError
 from slmprof.measure import trace
+from slmprof.report import chrome
 
 NAME = "trace"
 HELP = "record a run (every layer/op region plus /proc+sysfs samples) and export a Perfetto trace"
@@ -20,36 +21,35 @@ EXAMPLES = """examples:
 
 
 def add_arguments(p):
-    p.add_argument("--model", default="smollm2-135m",
-                   help="registry name or GGUF path (default smollm2-135m; offline: its synthetic twin)")
-    p.add_argument("--threads", type=int, default=None, help="engine threads (default: all cores)")
-    p.add_argument("--prompt-tokens", type=int, default=32)
-    p.add_argument("--gen-tokens", type=int, default=16)
-    p.add_argument("--hz", type=int, default=1000, help="sampling rate, 0 for none (default 1000)")
-    p.add_argument("-o", "--output", metavar="FILE", default=None,
+    _options.add_model(p, workload.DEFAULT_MODEL,
+                       help=f"registry name or GGUF path (default {workload.DEFAULT_MODEL}; "
+                            "offline: its synthetic twin)")
+    _options.add_threads(p)
+    p.add_argument("--prompt-tokens", type=_options.prompt_tokens, default=32,
+                   help="prompt length (default 32)")
+    p.add_argument("--gen-tokens", type=_options.gen_tokens, default=16,
+                   help="tokens decoded after it (default 16)")
+    p.add_argument("--hz", type=_options.sample_rate, default=1000,
+                   help="sampling rate, 0 for none (default 1000)")
+    p.add_argument("-o", "--output", metavar="FILE", type=_options.output_file, default=None,
                    help="compact recording to write (.npz)")
-    p.add_argument("--chrome", metavar="FILE", default=None,
+    p.add_argument("--chrome", metavar="FILE", type=_options.output_file, default=None,
                    help="Chrome/Perfetto trace-event JSON to write")
-    p.add_argument("--from", dest="source", metavar="FILE", default=None,
+    p.add_argument("--from", dest="source", metavar="FILE", type=_options.input_file, default=None,
                    help="export an existing recording instead of running the model")
-    p.add_argument("--quiet", "-q", action="store_true")
+
+
+def check(args):
+    if not (args.output or args.chrome):
+        raise UsageError("give -o FILE (.npz recording) and/or --chrome FILE (JSON)")
+    if args.source and args.output:
+        raise UsageError("--from exports a recording; use --chrome for its output")
+    if not args.source:
+        _options.check_positions(args.model, args.prompt_tokens + args.gen_tokens,
+                                 "--prompt-tokens + --gen-tokens")
 
 
 def run(args):
-    if not (args.output or args.chrome):
-        print("slmprof trace: error: give -o FILE (.npz recording) and/or --chrome FILE (JSON)",
-              file=sys.stderr)
-        return 2
-    if args.source and args.output:
-        print("slmprof trace: error: --from exports a recording; use --chrome for its output",
-              file=sys.stderr)
-        return 2
-    if args.threads is not None and args.threads < 1 or args.prompt_tokens < 1 or args.gen_tokens < 0 \
-            or not 0 <= args.hz <= 10000:
-        print("slmprof trace: error: need --threads >= 1, --prompt-tokens >= 1, --gen-tokens >= 0, "
-              "0 <= --hz <= 10000", file=sys.stderr)
-        return 2
-
     def say(text):
         report.say(text, quiet=args.quiet)
 
@@ -62,8 +62,7 @@ def run(args):
         trace.save(data, args.output)
         say(f"recording written to {args.output}")
     if args.chrome:
-        trace.write_chrome(data, args.chrome)
+        chrome.write_recording(data, args.chrome)
         say(f"trace written to {args.chrome} (open it in https://ui.perfetto.dev)")
     if not args.quiet:
         print("\n".join(trace.summary_lines(data)))
-    return 0

@@ -1,9 +1,15 @@
 """`python -m slmprof validate`: prove the quantization kernels right on this CPU."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from slmprof import report
+from slmprof.analysis import validate as v
+from slmprof.commands import _options
+from slmprof.engine import quant, workload
+from slmprof.engine.gguf import GGUFFile
+from slmprof.errors import CheckFailed, UsageError
 from slmprof.report import Column
 
 NAME = "validate"
@@ -19,7 +25,9 @@ against a float reference on the dequantized weights (KL divergence, top-1 agree
 difference). Prints one pass/fail table and exits 1 if any check fails.
 
 --tensors instead lists every weight tensor of the model with the error that requantizing it
-to each type would add: which layers suffer most from 4 bits."""
+to each type would add (rows the K types' 256-element blocks do not divide take llama-quantize's
+fallback type, marked with *), ranked worst first across all the types: which layers suffer
+most from fewer bits."""
 EXAMPLES = """\
 examples:
   python -m slmprof validate --quick                     # about a minute on a Pi-class CPU
@@ -27,25 +35,21 @@ examples:
   python -m slmprof validate --model smollm2-135m --tensors
 """
 
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = workload.DEFAULT_MODEL
 
 
 def add_arguments(p):
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                   help=f"model name or GGUF path (default {DEFAULT_MODEL}, or its synthetic twin "
-                        "when it cannot be fetched); 'none' skips the model checks")
-    p.add_argument("--types", default=",".join(("q4_0", "q4_1", "q8_0", "f16")),
-                   help="comma-separated weight types (default q4_0,q4_1,q8_0,f16)")
+    _options.add_model(p, DEFAULT_MODEL, short=True,
+                       help=f"model name or GGUF path (default {DEFAULT_MODEL}, or its synthetic "
+                            "twin when it cannot be fetched); 'none' skips the model checks")
+    p.add_argument("--types", default=None,
+                   help="comma-separated weight types (default: every quantized type and f16)")
     p.add_argument("--isa", default="all", metavar="PATH",
                    help="all (every path this CPU runs; default), scalar, avx2, neon or neon-dotprod")
     p.add_argument("--quick", action="store_true", help="fewer shapes and a shorter text")
     p.add_argument("--tensors", action="store_true",
                    help="per-tensor requantization error report for the model instead")
-    p.add_argument("--format", choices=("md", "plain", "csv", "json"), default="md",
-                   help="table format on stdout (default md)")
-    p.add_argument("--json", dest="json_file", metavar="FILE", help="write the JSON report to FILE")
-    p.add_argument("--output", "-o", metavar="FILE", help="write the table here instead of stdout")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress or status on stderr")
+    report.add_output_arguments(p)
 
 
 CHECK_COLUMNS = [
@@ -70,44 +74,30 @@ def _num(v):
     return str(v)
 
 
-def _resolve(name, quiet):
-    if name is None or name.lower() == "none":
-        return None, []
-    from slmprof.errors import ModelNotFoundError
-    from slmprof.engine.registry import resolve
+def check(args):
+    args.types = [t.strip().lower() for t in (args.types or ",".join(v.DEFAULT_TYPES)).split(",")
+                  if t.strip()]
+    bad = [t for t in args.types if t not in v.DEFAULT_TYPES]
+    if bad or not args.types:
+        raise UsageError(f"--types: unknown type(s) {', '.join(bad) or '(none)'}; "
+                         f"choose from {', '.join(v.DEFAULT_TYPES)}")
     try:
-        return resolve(name), []
-    except ModelNotFoundError as e:
-        if name != DEFAULT_MODEL:
-            raise
-        fallback = resolve("synth:" + DEFAULT_MODEL)
-        note = f"{DEFAULT_MODEL} unavailable ({e}); validated on {fallback.name} (synthetic) instead"
-        report.say(f"slmprof validate: {note}", quiet)
-        return fallback, [note]
+        args.paths = v.kernel_paths(args.isa)
+    except ValueError as e:
+        raise UsageError(f"--isa: {e}") from None
+    # SLMPROF_ISA naming a path this machine lacks is refused before any check runs (each check
+    # forces its own path, so they would all pass while every other command fails)
+    quant.active_isa()
+    args.no_model = args.model.lower() == "none"
+    if args.tensors and args.no_model:
+        raise UsageError("--tensors needs a model (--model)")
 
 
 def run(args):
-    from slmprof.engine import quant
-    from slmprof.analysis import validate as v
-
-    types = [t.strip().lower() for t in args.types.split(",") if t.strip()]
-    bad = [t for t in types if t not in v.DEFAULT_TYPES]
-    if bad or not types:
-        report.say(f"slmprof validate: error: unknown type(s) {', '.join(bad) or '(none)'}; "
-                   f"choose from {', '.join(v.DEFAULT_TYPES)}", False)
-        return 2
-    try:
-        paths = v.kernel_paths(args.isa)
-    except ValueError as e:
-        report.say(f"slmprof validate: error: {e}", False)
-        return 2
-
-    model, notes = _resolve(args.model, args.quiet)
-    if model is not None and not args.tensors:
-        import importlib.util
-        if importlib.util.find_spec("slmprof.engine.model") is None:
-            notes.append("whole-model checks skipped: the engine (slmprof.engine.model) is not in this build")
-            model = None
+    types, paths = args.types, args.paths
+    model, notes = (None, []) if args.no_model else workload.resolve(args.model)
+    for n in notes:
+        report.say(f"slmprof validate: {n}", args.quiet)
     if args.tensors:
         return _run_tensors(args, model, types, notes)
 
@@ -145,10 +135,9 @@ def run(args):
                                           "synthetic": model.synthetic},
         settings={"types": types, "isa": args.isa, "quick": args.quick}, summary=summary,
         notes=notes)
-    if args.json_file:
-        report.write_json(rep, args.json_file)
-    if args.format in ("md", "plain"):
-        text = report.format_table(records, CHECK_COLUMNS, style=args.format)
+    fmt = report.stdout_format(args)
+    if fmt in ("md", "plain"):
+        text = report.format_table(records, CHECK_COLUMNS, style=fmt)
         text += (f"\n{len(records) - len(failed)} passed, {len(failed)} failed "
                  f"({len(types)} types x {len(paths)} paths, {elapsed:.1f} s)\n")
         for r in failed:
@@ -156,14 +145,14 @@ def run(args):
                      f" (needs {r['op']} {_num(r['threshold'])})\n")
         for n in notes:
             text += f"note: {n}\n"
-        report.write_text(text, args.output)
     else:
-        report.emit(rep, args.format, args.output)
-    return 1 if failed else 0
+        text = report.render(rep, fmt)
+    report.emit_output(text, args, rep)
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(records)} checks failed (listed above)")
 
 
 def _quick(plan):
-    import dataclasses
     q = dataclasses.replace(plan, quick=True, text_tokens=12)
     q.model_shapes = list(plan.model_shapes)[:2]
     return q
@@ -174,19 +163,16 @@ def _dur(s):
 
 
 def _run_tensors(args, model, types, notes):
-    from slmprof.analysis import validate as v
-    if model is None:
-        report.say("slmprof validate: error: --tensors needs a model (--model)", False)
-        return 2
-    from slmprof.engine.gguf import GGUFFile
     with GGUFFile(model.path) as gf:
         n = sum(1 for t in gf.tensors.values() if len(t.shape) == 2)
     with report.Progress(total=n, what="requantizing", quiet=args.quiet) as bar:
         records = v.tensor_errors(model.path, types, progress=lambda name: bar.advance(status=name))
-    cols = [Column("tensor", align="left"), Column("type", align="left"),
-            Column("rows"), Column("cols")]
-    cols += [Column(f"rel_rmse_{t}", f"{t} rel RMSE", fmt=lambda x, r: "" if x is None else f"{x:.2e}")
-             for t in types]
+    cols = [Column("rank"), Column("tensor", align="left"), Column("type", align="left"),
+            Column("rows"), Column("cols"), Column("score", fmt=lambda x, r: f"{x:.2f}")]
+
+    def cell(t):
+        return lambda x, r: "" if x is None else f"{x:.2e}" + ("*" if r.get(f"as_{t}") else "")
+    cols += [Column(f"rel_rmse_{t}", f"{t} rel RMSE", fmt=cell(t)) for t in types]
     worst = {}
     for t in types:
         key = f"rel_rmse_{t}"
@@ -199,18 +185,17 @@ def _run_tensors(args, model, types, notes):
         "validate-tensors", records,
         model={"name": model.name, "path": str(model.path), "synthetic": model.synthetic},
         settings={"types": types}, summary={"worst": worst}, notes=notes)
-    if args.json_file:
-        report.write_json(rep, args.json_file)
-    if args.format in ("md", "plain"):
-        text = report.format_table(records, cols, style=args.format)
-        text += "\nrel RMSE: the tensor as stored against the same tensor requantized to the type" \
-                "\n"
+    fmt = report.stdout_format(args)
+    if fmt in ("md", "plain"):
+        text = report.format_table(records, cols, style=fmt)
+        text += ("\nrel RMSE: the tensor as stored against the same tensor requantized to the type; "
+                 "* = written as llama-quantize's fallback type (rows not a multiple of 256).\n"
+                 "score: the mean over types of the error over that type's median; worst first.\n")
         for t, w in worst.items():
             text += (f"{t}: worst {w['tensor']} ({w['rel_rmse']:.2e}), mean over tensors "
                      f"{w['mean']:.2e}\n")
         for n_ in notes:
             text += f"note: {n_}\n"
-        report.write_text(text, args.output)
     else:
-        report.emit(rep, args.format, args.output)
-    return 0
+        text = report.render(rep, fmt)
+    report.emit_output(text, args, rep)

@@ -26,6 +26,7 @@ import numpy as np
 
 from slmprof.engine import quant
 from slmprof.errors import ModelFileError, UnsupportedError
+from slmprof.files import atomic_write
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -51,6 +52,133 @@ _SCALAR = {
     ValueType.FLOAT64: ("<d", np.float64),
 }
 _VALUE_TYPE_NAMES = {getattr(ValueType, n): n.lower() for n in dir(ValueType) if n.isupper()}
+
+
+# --- typed metadata reads ------------------------------------------------------------------------
+_REQUIRED = object()
+
+
+def _kind_of(value) -> str:
+    """What a metadata value is, in the words an error message uses."""
+    if isinstance(value, (bool, np.bool_)):
+        return "a bool"
+    if isinstance(value, (int, np.integer)):
+        return "an integer"
+    if isinstance(value, (float, np.floating)):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, np.ndarray):
+        return f"an array of {value.dtype.name}"
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({_kind_of(v).split(" ", 1)[1] for v in value[:1000]})
+        return f"an array of {' and '.join(kinds) or 'nothing'}"
+    return f"a {type(value).__name__}"
+
+
+class Metadata:
+    """Typed reads of GGUF metadata: every reader of a key says what it expects, and a value of
+    another type (an array where a number belongs, a string for a token id, ...) is a
+    ModelFileError naming the source and the key, never an exception from deep inside a reader.
+
+    Works over a GGUFFile's metadata (scalars as Python numbers, numeric arrays as numpy arrays,
+    string arrays as lists) and over plain dicts of Python values (synthetic vocabularies)."""
+
+    def __init__(self, values, source):
+        self.values = values
+        self.source = source
+
+    def __contains__(self, key):
+        return key in self.values
+
+    def _fail(self, key, value, expected):
+        raise ModelFileError(f"{self.source}: metadata {key!r} is {_kind_of(value)}, expected "
+                             f"{expected}")
+
+    def _get(self, key, default):
+        if key in self.values:
+            return self.values[key], True
+        if default is _REQUIRED:
+            raise ModelFileError(f"{self.source}: missing metadata {key!r}")
+        return default, False
+
+    def integer(self, key, default=_REQUIRED):
+        """An integer of any width (not a bool)."""
+        v, found = self._get(key, default)
+        if not found:
+            return v
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            self._fail(key, v, "an integer")
+        return int(v)
+
+    def number(self, key, default=_REQUIRED):
+        """A float or an integer, as float."""
+        v, found = self._get(key, default)
+        if not found:
+            return v
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                                  np.floating)):
+            self._fail(key, v, "a number")
+        return float(v)
+
+    def boolean(self, key, default=_REQUIRED):
+        v, found = self._get(key, default)
+        if not found:
+            return v
+        if not isinstance(v, (bool, np.bool_)):
+            self._fail(key, v, "a bool")
+        return bool(v)
+
+    def string(self, key, default=_REQUIRED):
+        v, found = self._get(key, default)
+        if not found:
+            return v
+        if not isinstance(v, str):
+            self._fail(key, v, "a string")
+        return v
+
+    def strings(self, key, default=_REQUIRED):
+        """An array of strings, as a list."""
+        v, found = self._get(key, default)
+        if not found:
+            return v
+        if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+            self._fail(key, v, "an array of strings")
+        return list(v)
+
+    def integers(self, key, default=_REQUIRED):
+        """An array of integers, as an int64 numpy array."""
+        v, found = self._get(key, default)
+        if not found:
+            return v
+        arr = self._numeric_array(key, v, "an array of integers")
+        if arr.dtype.kind not in "iu":
+            self._fail(key, v, "an array of integers")
+        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise ModelFileError(f"{self.source}: metadata {key!r} holds an integer too large "
+                                 f"for int64")
+        return arr.astype(np.int64)
+
+    def numbers(self, key, default=_REQUIRED):
+        """An array of floats or integers, as a float64 numpy array."""
+        v, found = self._get(key, default)
+        if not found:
+            return v
+        arr = self._numeric_array(key, v, "an array of numbers")
+        if arr.dtype.kind not in "iuf":
+            self._fail(key, v, "an array of numbers")
+        return arr.astype(np.float64)
+
+    def _numeric_array(self, key, v, expected):
+        if isinstance(v, np.ndarray):
+            return v
+        if isinstance(v, (list, tuple)) and not any(isinstance(x, (str, bool, np.bool_))
+                                                    for x in v):
+            try:
+                return np.asarray(v)
+            except (TypeError, ValueError, OverflowError):
+                pass
+        self._fail(key, v, expected)
 
 
 # Tensor types come from the C core's one table (slmprof.engine.quant.TYPES).
@@ -133,6 +261,7 @@ class GGUFFile:
         self._mmap = None
         self.metadata = {}
         self.value_types = {}   # key -> value type (arrays: (ARRAY, element type))
+        self.meta = Metadata(self.metadata, str(self.path))   # typed reads of the same values
         self.tensors = {}
         try:
             size = os.path.getsize(self.path)
@@ -170,7 +299,9 @@ class GGUFFile:
 
     @property
     def arch(self) -> str:
-        return self.metadata.get("general.architecture", "")
+        """general.architecture, or "" when missing or not a string."""
+        arch = self.metadata.get("general.architecture", "")
+        return arch if isinstance(arch, str) else ""
 
     # parsing
     def _parse(self):
@@ -211,6 +342,9 @@ class GGUFFile:
                          f"{_VALUE_TYPE_NAMES.get(self.value_types['general.alignment'])}")
             if a == 0 or a & (a - 1):
                 cur.fail(f"metadata 'general.alignment' = {a} is not a power of two")
+            if a % 8:
+                # GGUF requires it; the engine reads F32 and F16 values in place
+                cur.fail(f"metadata 'general.alignment' = {a} is not a multiple of 8")
             self.alignment = a
 
         infos = []
@@ -460,24 +594,17 @@ def file_type_label(main_type, special_types):
     return f"{main_type} ({', '.join(odd)})" if odd else main_type
 
 
-def _meta_int(gf, key, default=None):
-    v = gf.metadata.get(key, default)
-    if v is None:
-        raise ModelFileError(f"{gf.path}: missing metadata {key!r}")
-    if isinstance(v, (bool, float, str, list, np.ndarray)) or int(v) != v:
-        raise ModelFileError(f"{gf.path}: metadata {key!r} = {v!r} is not an integer")
-    if int(v) <= 0:
+def _meta_int(gf, key, default=_REQUIRED):
+    v = gf.meta.integer(key, default)
+    if v <= 0:
         raise ModelFileError(f"{gf.path}: metadata {key!r} = {v} must be positive")
-    return int(v)
+    return v
 
 
 def _meta_float(gf, key, default):
-    v = gf.metadata.get(key, default)
-    if isinstance(v, (str, list, np.ndarray, bool)):
-        raise ModelFileError(f"{gf.path}: metadata {key!r} = {v!r} is not a number")
+    v = gf.meta.number(key, default)
     if gf.value_types.get(key) == ValueType.FLOAT32:
         v = float(str(np.float32(v)))    # the shortest decimal of the float32 (1e-05, not 9.99e-06)
-    v = float(v)
     if not np.isfinite(v) or v <= 0:
         raise ModelFileError(f"{gf.path}: metadata {key!r} = {v} must be a positive number")
     return v
@@ -485,9 +612,7 @@ def _meta_float(gf, key, default):
 
 def shape_from_metadata(gf: GGUFFile) -> ModelShape:
     """The hyperparameters a file declares, checked for consistency (not yet against tensors)."""
-    arch = gf.arch
-    if not arch:
-        raise ModelFileError(f"{gf.path}: missing metadata 'general.architecture'")
+    arch = gf.meta.string("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise UnsupportedError(f"{gf.path}: unsupported architecture {arch!r} "
                                f"(supported: {', '.join(SUPPORTED_ARCHS)})")
@@ -507,7 +632,7 @@ def shape_from_metadata(gf: GGUFFile) -> ModelShape:
         head_dim = dim // n_head
     if head_dim % 2:
         raise ModelFileError(f"{gf.path}: head dimension {head_dim} is odd; RoPE needs pairs")
-    v_len = gf.metadata.get(k + "attention.value_length", head_dim)
+    v_len = gf.meta.integer(k + "attention.value_length", head_dim)
     if v_len != head_dim:
         raise UnsupportedError(f"{gf.path}: attention.value_length {v_len} differs from "
                                f"key_length {head_dim}")
@@ -543,7 +668,7 @@ def describe_model(gf: GGUFFile) -> ModelDescription:
     if shape.n_layer * 9 > len(gf.tensors):
         raise ModelFileError(f"{gf.path}: metadata {shape.arch + '.block_count'!r} = "
                              f"{shape.n_layer}, but the file has only {len(gf.tensors)} tensors")
-    n_tokens = len(gf.metadata.get("tokenizer.ggml.tokens", ()))
+    n_tokens = len(gf.meta.strings("tokenizer.ggml.tokens", ()))
     if n_tokens > shape.vocab:
         raise ModelFileError(f"{gf.path}: the tokenizer has {n_tokens} tokens but the embedding "
                              f"only {shape.vocab} rows")
@@ -574,6 +699,14 @@ def describe_model(gf: GGUFFile) -> ModelDescription:
             raise UnsupportedError(f"{gf.path}: 1-D tensor {name!r} is "
                                    f"{gf.tensors[name].type_name}; slmprof needs F32 norms, biases "
                                    f"and rope_freqs")
+    if "rope_freqs.weight" in expected:
+        # each factor divides a rotary frequency: the engine refuses anything but positive ones
+        factors = gf.tensors["rope_freqs.weight"].data.view(np.float32)
+        bad = np.flatnonzero(~(factors > 0))
+        if bad.size:
+            raise ModelFileError(f"{gf.path}: tensor 'rope_freqs.weight' holds "
+                                 f"{float(factors[bad[0]])} at {int(bad[0])}; every rotary "
+                                 f"frequency factor must be a positive number")
     types = {}
     for n in expected:
         if len(expected[n]) == 2:
@@ -582,10 +715,10 @@ def describe_model(gf: GGUFFile) -> ModelDescription:
     file_type = file_type_label(main_type, {n: gf.tensors[n].type_name for n in
                                             ("token_embd.weight", "output.weight")
                                             if n in gf.tensors})
-    name = gf.metadata.get("general.name") or gf.path.stem
-    return ModelDescription(path=gf.path, name=str(name), shape=shape,
+    name = gf.meta.string("general.name", "") or gf.path.stem
+    return ModelDescription(path=gf.path, name=name, shape=shape,
                             tensors={n: gf.tensors[n] for n in expected},
-                            tokenizer_model=str(gf.metadata.get("tokenizer.ggml.model", "")),
+                            tokenizer_model=gf.meta.string("tokenizer.ggml.model", ""),
                             file_type=file_type)
 
 
@@ -716,52 +849,33 @@ class GGUFWriter:
         out += b"\0" * (_align(len(out), self.alignment) - len(out))
         return bytes(out), offsets
 
-    def write(self, progress=None, what=None, quiet=True):
+    def write(self, progress=None, what=None):
         """Write everything to a temporary file next to `path`, then rename it into place.
-        `progress(done_bytes, total_bytes)` is called as tensor data are written; or, with
-        `what` and quiet=False, a progress bar labelled `what` is drawn on stderr."""
-        if what is not None and progress is None:
-            from slmprof.report import Progress
-            with Progress(total=self.data_bytes(), what=what, quiet=quiet) as bar:
-                last = [0]
-
-                def advance(done, _total):
-                    bar.advance(done - last[0])
-                    last[0] = done
-                return self.write(progress=advance)
+        `progress(what, done_bytes, total_bytes)` is called as tensor data are written
+        (`what` defaults to "writing NAME")."""
+        what = what or f"writing {self.path.name}"
         header, _ = self._header()
         total = sum(t[3] for t in self._tensors)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(header)
-                done = 0
-                for name, type_id, shape, nbytes, data in self._tensors:
-                    written = 0
-                    chunks = data() if callable(data) else (data,)
-                    for chunk in chunks:
-                        if isinstance(chunk, np.ndarray):
-                            chunk = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1)
-                        f.write(chunk)
-                        written += len(chunk)
-                    if written != nbytes:
-                        raise ValueError(f"tensor {name!r}: {written} bytes produced, "
-                                         f"{nbytes} expected")
-                    pad = _align(nbytes, self.alignment) - nbytes
-                    f.write(b"\0" * pad)
-                    done += nbytes
-                    if progress:
-                        progress(done, total)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_write(self.path, binary=True, sync=True) as f:
+            f.write(header)
+            done = 0
+            for name, type_id, shape, nbytes, data in self._tensors:
+                written = 0
+                chunks = data() if callable(data) else (data,)
+                for chunk in chunks:
+                    if isinstance(chunk, np.ndarray):
+                        chunk = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1)
+                    f.write(chunk)
+                    written += len(chunk)
+                if written != nbytes:
+                    raise ValueError(f"tensor {name!r}: {written} bytes produced, "
+                                     f"{nbytes} expected")
+                pad = _align(nbytes, self.alignment) - nbytes
+                f.write(b"\0" * pad)
+                done += nbytes
+                if progress:
+                    progress(what, done, total)
         return self.path
 
 

@@ -11,13 +11,16 @@ Weights stay in the file mapping (zero-copy); the C side keeps its own KV cache 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from slmprof import _core
-from slmprof.engine import quant
+from slmprof.engine import gguf, quant, registry
 from slmprof.engine.sampling import Sampler
+from slmprof.engine.tokenizer import Tokenizer
 from slmprof.errors import ContextOverflowError
 
 KV_TYPES = ("f32", "f16")
@@ -35,6 +38,17 @@ BLOCK_OPS = OP_NAMES[OP_NAMES.index("embed") + 1:OP_NAMES.index("output_norm")]
 def region_id(slot: int, op) -> int:
     """Region id of operation `op` (a name or an index into OP_NAMES) in slot `slot`."""
     return int(slot) * len(OP_NAMES) + (OP_NAMES.index(op) if isinstance(op, str) else int(op))
+
+
+@dataclass
+class GenerationStats:
+    """What one Model.generate() did, filled in as it runs."""
+    prompt_tokens: int = 0
+    prefill_seconds: float = 0.0
+    generated: int = 0            # tokens yielded
+    decoded: int = 0              # decode calls (the last token yielded is never run)
+    decode_seconds: float = 0.0
+    stopped_by: str = ""          # "max_tokens", "end of sequence" or "context full"
 
 
 @dataclass(frozen=True)
@@ -61,17 +75,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _resolve(name_or_path):
-    """(path, name, synthetic) for a registry name or a plain path."""
-    try:
-        from slmprof.engine import registry
-        resolve = registry.resolve
-    except (ImportError, AttributeError):   # registry without resolve(): accept plain paths
-        return os.fspath(name_or_path), os.path.basename(os.fspath(name_or_path)), False
-    r = resolve(name_or_path)
-    return r.path, r.name, bool(r.synthetic)
-
-
 class Model:
     """Use Model.load(); see the module docstring."""
 
@@ -89,8 +92,9 @@ class Model:
 
     @classmethod
     def load(cls, name_or_path, threads=None, ctx=2048, kv_type=DEFAULT_KV_TYPE, max_batch=0):
-        """Load a model by registry name or path. threads: worker threads (default: every core);
-        ctx: positions the KV cache holds; kv_type: "f32" or "f16" cache entries."""
+        """Load a model by registry name, path or registry.ResolvedModel. threads: worker
+        threads (default: every core); ctx: positions the KV cache holds; kv_type: "f32" or
+        "f16" cache entries."""
         if threads is None:
             threads = default_threads()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
@@ -99,9 +103,10 @@ class Model:
             raise ValueError(f"ctx must be an integer in [1, {_core.MAX_CTX}] (got {ctx!r})")
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)} (got {kv_type!r})")
-        from slmprof.engine import gguf
-        path, name, synthetic = _resolve(name_or_path)
-        gf, desc = gguf.open_model(path)
+        quant.active_isa()      # SLMPROF_ISA naming a path this machine lacks: say so first
+        resolved = (name_or_path if isinstance(name_or_path, registry.ResolvedModel)
+                    else registry.resolve(name_or_path))
+        gf, desc = gguf.open_model(resolved.path)
         try:
             shape = desc.shape
             config = dict(arch=shape.arch, n_layer=shape.n_layer, dim=shape.dim, ffn=shape.ffn,
@@ -119,17 +124,11 @@ class Model:
                     rows = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
                     tensors.append((kind, layer, t.type, rows, int(t.shape[0]), t.data))
             engine = _core.Engine(config, tensors)
-            tokenizer = None
-            try:
-                from slmprof.engine.tokenizer import Tokenizer
-            except ImportError:
-                Tokenizer = None
-            if Tokenizer is not None and "tokenizer.ggml.tokens" in gf.metadata:
-                tokenizer = Tokenizer.from_gguf(gf)
+            tokenizer = Tokenizer.from_gguf(gf) if "tokenizer.ggml.tokens" in gf.metadata else None
         except BaseException:
             gf.close()
             raise
-        return cls(engine, gf, desc, name, synthetic, int(ctx), kv_type, tokenizer)
+        return cls(engine, gf, desc, resolved.name, resolved.synthetic, int(ctx), kv_type, tokenizer)
 
     # --- state ------------------------------------------------------------------------------
     @property
@@ -195,9 +194,10 @@ class Model:
         return self.engine.forward(self._check_tokens([int(token)]), 0)
 
     def generate(self, prompt, max_tokens=128, temperature=0.0, top_k=0, top_p=1.0, seed=0,
-                 stop_at_eos=True):
+                 stop_at_eos=True, stats: Optional[GenerationStats] = None):
         """Reset, prefill the prompt (text or token ids), then yield (token_id, text_piece) for
-        each generated token. Stops at max_tokens, end of sequence, or a full context."""
+        each generated token. Stops at max_tokens, end of sequence, or a full context; `stats`
+        (a GenerationStats) gets the timings and why it stopped."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("this model file has no tokenizer; pass token ids")
@@ -207,15 +207,22 @@ class Model:
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0 (got {max_tokens})")
         sampler = Sampler(temperature, top_k, top_p, seed)
+        st = stats if stats is not None else GenerationStats()
+        st.prompt_tokens = len(tokens)
+        st.stopped_by = "max_tokens"
         self.reset()
+        t0 = time.perf_counter()
         logits = self.prefill(tokens)
+        st.prefill_seconds = time.perf_counter() - t0
         eos = self.tokenizer.eos_id if self.tokenizer is not None else None
         generated, text = [], ""
         for i in range(max_tokens):
             token = sampler.sample(logits)
             if stop_at_eos and eos is not None and token == eos:
+                st.stopped_by = "end of sequence"
                 return
             generated.append(token)
+            st.generated += 1
             piece = ""
             if self.tokenizer is not None:
                 full = self.tokenizer.decode(generated)
@@ -223,9 +230,15 @@ class Model:
                 if not full.endswith("\ufffd"):
                     piece, text = full[len(text):], full
             yield token, piece
-            if i + 1 == max_tokens or self.n_past >= self.ctx:
+            if i + 1 == max_tokens:
                 return
+            if self.n_past >= self.ctx:
+                st.stopped_by = "context full"
+                return
+            t0 = time.perf_counter()
             logits = self.decode(token)
+            st.decode_seconds += time.perf_counter() - t0
+            st.decoded += 1
 
     # --- regions and costs ------------------------------------------------------------------
     def region_names(self):
@@ -244,19 +257,15 @@ class Model:
 
     # --- profiling --------------------------------------------------------------------------
     def set_profiler(self, region_table, ops=True):
-        """Attach a region table (its C hooks are called at every region edge), or None.
-        Anything else that offers C hooks through hooks_address() (the address of a
-        slm_region_hooks that lives as long as the object) works too, e.g. a trace recorder.
+        """Attach a region table or a trace recorder (a _core.HookSource: its C hooks are
+        called at every region edge), or None.
 
         ops=False: layer regions only. With ops, operation regions record wall time only
         (count and wall ns: no thread CPU time, no counters): there are ~8 per layer and a
         system call or counter snapshot at each of their edges would slow decode by several
         percent. Layer regions keep thread CPU time and counters."""
         self.engine.set_region_ops(bool(ops))
-        if region_table is not None and hasattr(region_table, "set_wall_only"):
+        if isinstance(region_table, _core.RegionTable):
             region_table.set_wall_only(rid for rid, _, op in self.region_names() if op != "layer")
-        if region_table is not None and hasattr(region_table, "hooks_address"):
-            self.engine._set_hooks(int(region_table.hooks_address()), region_table)
-        else:
-            self.engine.set_region_table(region_table)
+        self.engine.set_hooks(region_table)
         self._profiler = region_table

@@ -220,7 +220,8 @@ class force_isa:
         return isa_names()[self.isa]
 
     def __exit__(self, *exc):
-        _core._isa_set(self._prev)
+        # the path and SLMPROF_ISA's verdict both: a path the CPU lacks stays refused after
+        _core._isa_restore(self._prev, self._prev_env)
         return False
 
 

@@ -5,10 +5,11 @@ RoPE as a complex rotation, GQA by repeating K/V heads. It is what `validate` an
 measure the engine against, and what the tests check the engine's forward pass with.
 
 With `quantize_activations=True` every matmul input is rounded the way the GGUF formats define
-(Q8_0 for Q4_0/Q8_0 weights, Q8_1 for Q4_1; f32/f16 weights read f32 activations), so what is
-left between it and the engine is only float32-vs-float64 arithmetic. Q8_1 carries
-s = fp16(d * sum(q)) per block and the Q4_1 dot product uses it for the weights' offset term
-(m * s); the reference does the same. With `False` it is the pure float model.
+(Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for the K types; f32/f16 weights
+read f32 activations), so what is left between it and the engine is only float32-vs-float64
+arithmetic. Q8_1 carries s = fp16(d * sum(q)) per block and the Q4_1/Q5_1 dot products use it
+for the weights' offset term (m * s); the reference does the same. With `False` it is the pure
+float model.
 
 Weights are dequantized when used and not kept, so a real model needs about one float64 copy
 of its largest matrix (the embedding) beside the mapped file, not a float copy of everything.
@@ -25,26 +26,97 @@ from slmprof.engine.gguf import GGUFFile, describe_model
 
 
 def block_parts(data, type: str, n: int, rows=None):
-    """(d, m_or_s, q) of `rows` rows of n elements in a GGUF block type, read from the block
-    layout: d and the second scale (m of Q4_1, s of Q8_1; None for Q4_0/Q8_0) float64
-    (rows, blocks), q int64 (rows, blocks, 32) with Q4_0's offset of 8 taken off.
-    rows=None: `data` is one row and the leading axis is dropped."""
+    """(d, m_or_s, q) of `rows` rows of n elements in a 32-element GGUF block type, read from
+    the block layout: d and the second scale (m of Q4_1/Q5_1, s of Q8_1; None for Q4_0, Q5_0,
+    Q8_0) float64 (rows, blocks), q int64 (rows, blocks, 32) with Q4_0's offset of 8 and Q5_0's
+    of 16 taken off. rows=None: `data` is one row and the leading axis is dropped."""
     bb, nb = quant.row_bytes(type, 32), n // 32
     raw = np.ascontiguousarray(data, dtype=np.uint8).reshape(1 if rows is None else rows, -1)
     blocks = raw[:, : nb * bb].reshape(len(raw), nb, bb)
     d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
     second = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
-    if type in ("q4_0", "q4_1"):
-        qs = blocks[..., 2:18] if type == "q4_0" else blocks[..., 4:20]
+    if type in ("q4_0", "q4_1", "q5_0", "q5_1"):
+        qs = blocks[..., -16:]
         q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.int64)
-        if type == "q4_0":
-            q -= 8
+        if type in ("q5_0", "q5_1"):
+            o = 2 if type == "q5_0" else 4                       # qh: 32 bits, bit j for element j
+            qh = blocks[..., o:o + 4].astype(np.int64)
+            h = qh[..., 0] | qh[..., 1] << 8 | qh[..., 2] << 16 | qh[..., 3] << 24
+            q |= ((h[..., None] >> np.arange(32)) & 1) << 4
+        q -= {"q4_0": 8, "q5_0": 16}.get(type, 0)
     else:
         q = blocks[..., (2 if type == "q8_0" else 4):][..., :32].view(np.int8).astype(np.int64)
-    second = second if type in ("q4_1", "q8_1") else None
+    second = second if type in ("q4_1", "q5_1", "q8_1") else None
     if rows is None:
         return d[0], None if second is None else second[0], q[0]
     return d, second, q
+
+
+K_TYPES = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+
+
+def kblock_parts(data, type: str, n: int, rows: int = 1) -> dict:
+    """The parts of `rows` rows of n elements in a K type (256-element super-blocks), read from
+    the block layout, each element's value being d*sc*q - dmin*mn:
+      d, dmin  float64 (rows, sb)      (dmin 0 for Q3_K/Q6_K)
+      sc, mn   int64 (rows, sb, 16)    the integer scale and min of each group of 16
+      q        int64 (rows, sb, 256)   values with the offsets taken off (Q3_K -4..3, Q6_K -32..31)
+    Q8_K (activations): d float64 (fp32 in the file), q, and bsums int64 (rows, sb, 16)."""
+    bb, nsb = quant.row_bytes(type, 256), n // 256
+    b = np.ascontiguousarray(data, dtype=np.uint8).reshape(rows, -1)[:, : nsb * bb].reshape(rows, nsb, bb)
+    e = np.arange(256)
+    f16 = lambda lo: b[..., lo:lo + 2].copy().view(np.float16)[..., 0].astype(np.float64)
+    zeros = np.zeros((rows, nsb), np.float64)
+    if type == "q8_k":
+        return {"d": b[..., 0:4].copy().view(np.float32)[..., 0].astype(np.float64),
+                "q": b[..., 4:260].view(np.int8).astype(np.int64),
+                "bsums": b[..., 260:292].copy().view(np.int16).astype(np.int64)}
+    if type in ("q2_k", "q3_k"):                    # low 2 bits: byte 32*(e/128) + e%32, shift 2*((e%128)/32)
+        qs = b[..., 16:80] if type == "q2_k" else b[..., 32:96]
+        q = (qs[..., 32 * (e // 128) + e % 32].astype(np.int64) >> (2 * ((e % 128) // 32))) & 3
+    if type == "q2_k":                              # scales[16]: scale low nibble, min high nibble
+        sc = (b[..., 0:16] & 15).astype(np.int64)
+        return {"d": f16(80), "dmin": f16(82), "sc": sc, "mn": (b[..., 0:16] >> 4).astype(np.int64), "q": q}
+    if type == "q3_k":                              # hmask[32] (bit e/32 of byte e%32), scales[12], d
+        high = (b[..., e % 32].astype(np.int64) >> (e // 32)) & 1
+        s = b[..., 96:108].astype(np.int64)
+        j = np.arange(16)
+        lo = np.where(j < 8, s[..., j % 8] & 15, s[..., j % 8] >> 4)
+        sc = (lo | ((s[..., 8 + j % 4] >> (2 * (j // 4))) & 3) << 4) - 32
+        return {"d": f16(108), "dmin": zeros, "sc": sc, "mn": np.zeros_like(sc), "q": q - 4 * (1 - high)}
+    if type in ("q4_k", "q5_k"):                    # d, dmin, scales[12], [qh[32]], qs[128]
+        s = b[..., 4:16].astype(np.int64)
+        j = np.arange(8)
+        sc8 = np.where(j < 4, s[..., j % 4] & 63, (s[..., (j + 4) % 12] & 15) | (s[..., (j - 4) % 12] >> 6) << 4)
+        mn8 = np.where(j < 4, s[..., (j + 4) % 12] & 63, (s[..., (j + 4) % 12] >> 4) | (s[..., j % 12] >> 6) << 4)
+        qs = b[..., 48:176] if type == "q5_k" else b[..., 16:144]
+        byte = qs[..., 32 * (e // 64) + e % 32].astype(np.int64)
+        q = np.where(e % 64 < 32, byte & 15, byte >> 4)
+        if type == "q5_k":
+            q = q | ((b[..., 16 + e % 32].astype(np.int64) >> (e // 32)) & 1) << 4
+        return {"d": f16(0), "dmin": f16(2), "sc": np.repeat(sc8, 2, axis=-1), "mn": np.repeat(mn8, 2, axis=-1),
+                "q": q}
+    if type == "q6_k":                              # ql[128], qh[64], scales[16] int8, d
+        h, c, l = e // 128, (e % 128) // 32, e % 32
+        lb = b[..., 64 * h + 32 * (c & 1) + l].astype(np.int64)
+        low = np.where(c < 2, lb & 15, lb >> 4)
+        high = (b[..., 128 + 32 * h + l].astype(np.int64) >> (2 * c)) & 3
+        sc = b[..., 192:208].view(np.int8).astype(np.int64)
+        return {"d": f16(208), "dmin": zeros, "sc": sc, "mn": np.zeros_like(sc), "q": (low | high << 4) - 32}
+    raise ValueError(f"{type} is not a K type")
+
+
+def k_values(parts: dict) -> np.ndarray:
+    """float32 (rows, n) values of a K type as ggml's dequantizer rounds them:
+    (d*sc)*q - dmin*mn, each product rounded to float32 (Q3_K/Q6_K: (d*sc)*q)."""
+    f = np.float32
+    g = np.arange(256) // 16
+    dl = (parts["d"].astype(f)[..., None] * parts["sc"].astype(f))[..., g]      # (rows, sb, 256)
+    ml = (parts["dmin"].astype(f)[..., None] * parts["mn"].astype(f))[..., g]
+    v = dl * parts["q"].astype(f)
+    if np.any(parts["mn"]):
+        v = v - ml
+    return v.reshape(len(v), -1)
 
 
 class ReferenceModel:
@@ -90,7 +162,7 @@ class ReferenceModel:
             if fmt == "q8_1":
                 # sum_b m_b * s_b replaces sum_b m_b * d_b * sum(q_b) inside W . x
                 d, s, q = block_parts(xq, "q8_1", x.shape[-1], rows=len(x))
-                m = block_parts(t.data, "q4_1", w.shape[1], rows=len(w))[1]   # (rows, blocks)
+                m = block_parts(t.data, quant.type_name(t.type), w.shape[1], rows=len(w))[1]   # (rows, blocks)
                 correction = (s - d * q.sum(axis=2)) @ m.T
         elif self.quantize_activations:
             x = x.astype(np.float32).astype(np.float64)

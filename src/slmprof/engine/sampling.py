@@ -16,8 +16,8 @@ class Sampler:
     set whose probability reaches top_p, and a token is drawn with a generator seeded by seed."""
 
     def __init__(self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0):
-        if not np.isfinite(temperature):
-            raise ValueError(f"temperature must be a finite number (got {temperature})")
+        if not np.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, 0 for greedy (got {temperature})")
         if top_k < 0:
             raise ValueError(f"top_k must be >= 0 (got {top_k}; 0 keeps every token)")
         if not 0.0 < top_p <= 1.0:

@@ -12,10 +12,12 @@ Control and user-defined tokens (`<|im_start|>`, `<s>`, ...) written in the text
 whole. `synthetic_vocab(...)` builds small real vocabularies of both kinds for synthetic models.
 """
 import heapq
+import string
 from functools import lru_cache
 
 import regex
 
+from slmprof.engine.gguf import Metadata
 from slmprof.errors import ModelFileError, UnsupportedError
 
 # tokenizer.ggml.token_type values
@@ -90,41 +92,46 @@ class Tokenizer:
     # --- construction ---------------------------------------------------------------------------
     @staticmethod
     def from_gguf(gguf_file):
-        return Tokenizer.from_metadata(gguf_file.metadata, source=str(gguf_file.path))
+        return Tokenizer.from_metadata(gguf_file.meta)
 
     @staticmethod
     def from_metadata(meta, source="tokenizer"):
-        model = meta.get("tokenizer.ggml.model")
+        """From a GGUFFile's `meta` (a gguf.Metadata) or a dict of tokenizer.ggml.* values.
+        A key of the wrong type is a ModelFileError that names it."""
+        if not isinstance(meta, Metadata):
+            meta = Metadata(meta, source)
+        source = meta.source
+        model = meta.string("tokenizer.ggml.model", None)
         if model is None:
             raise ModelFileError(f"{source}: missing metadata 'tokenizer.ggml.model' "
                                  f"(the file has no tokenizer)")
-        tokens = meta.get("tokenizer.ggml.tokens")
-        if not isinstance(tokens, list) or not tokens:
+        tokens = meta.strings("tokenizer.ggml.tokens", None)
+        if not tokens:
             raise ModelFileError(f"{source}: missing or empty 'tokenizer.ggml.tokens'")
         common = dict(
             tokens=tokens,
-            token_types=meta.get("tokenizer.ggml.token_type"),
-            bos_id=_opt_int(meta, "tokenizer.ggml.bos_token_id"),
-            eos_id=_opt_int(meta, "tokenizer.ggml.eos_token_id"),
-            unk_id=_opt_int(meta, "tokenizer.ggml.unknown_token_id"),
+            token_types=meta.integers("tokenizer.ggml.token_type", None),
+            bos_id=meta.integer("tokenizer.ggml.bos_token_id", None),
+            eos_id=meta.integer("tokenizer.ggml.eos_token_id", None),
+            unk_id=meta.integer("tokenizer.ggml.unknown_token_id", None),
             source=source,
         )
         if model == "gpt2":
-            merges = meta.get("tokenizer.ggml.merges")
-            if not isinstance(merges, list):
+            merges = meta.strings("tokenizer.ggml.merges", None)
+            if merges is None:
                 raise ModelFileError(f"{source}: gpt2 tokenizer without 'tokenizer.ggml.merges'")
-            return BPETokenizer(merges=merges, pre=meta.get("tokenizer.ggml.pre", "default"),
-                                add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+            return BPETokenizer(merges=merges, pre=meta.string("tokenizer.ggml.pre", "default"),
+                                add_bos=meta.boolean("tokenizer.ggml.add_bos_token", False),
                                 **common)
         if model == "llama":
-            scores = meta.get("tokenizer.ggml.scores")
+            scores = meta.numbers("tokenizer.ggml.scores", None)
             if scores is None or len(scores) != len(tokens):
                 raise ModelFileError(f"{source}: llama (SPM) tokenizer needs "
                                      f"'tokenizer.ggml.scores' with one score per token")
             return SPMTokenizer(scores=scores,
-                                add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix",
-                                                               True)),
-                                add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", True)),
+                                add_space_prefix=meta.boolean("tokenizer.ggml.add_space_prefix",
+                                                              True),
+                                add_bos=meta.boolean("tokenizer.ggml.add_bos_token", True),
                                 **common)
         raise UnsupportedError(f"{source}: unsupported tokenizer model {model!r} "
                                f"(supported: gpt2, llama)")
@@ -178,11 +185,6 @@ class Tokenizer:
     def __repr__(self):
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, bos={self.bos_id}, " \
                f"eos={self.eos_id})"
-
-
-def _opt_int(meta, key):
-    v = meta.get(key)
-    return None if v is None else int(v)
 
 
 class BPETokenizer(Tokenizer):
@@ -269,8 +271,10 @@ class BPETokenizer(Tokenizer):
                             for ch in sym:
                                 cid = self.token_to_id.get(ch, self.unk_id)
                                 if cid is None:
-                                    raise ValueError(f"{self.source}: cannot encode {ch!r}: not "
-                                                     f"in the vocabulary and no unknown token")
+                                    raise ModelFileError(
+                                        f"{self.source}: cannot encode {ch!r}: it is not in "
+                                        f"'tokenizer.ggml.tokens' and there is no "
+                                        f"'tokenizer.ggml.unknown_token_id'")
                                 cached.append(cid)
                     if len(self._cache) < 100_000:
                         self._cache[piece] = cached
@@ -287,6 +291,14 @@ class BPETokenizer(Tokenizer):
             return text.encode("utf-8")
 
 
+def _byte_token_value(text):
+    """<0xHH> -> HH as an int; None for anything else."""
+    if len(text) == 6 and text.startswith("<0x") and text.endswith(">") and \
+            all(c in string.hexdigits for c in text[3:5]):
+        return int(text[3:5], 16)
+    return None
+
+
 class SPMTokenizer(Tokenizer):
     """SentencePiece (llama.cpp's `llama` vocabulary): score-ordered merges, byte fallback."""
 
@@ -294,10 +306,17 @@ class SPMTokenizer(Tokenizer):
         super().__init__(**kw)
         self.scores = [float(s) for s in scores]
         self.add_space_prefix = add_space_prefix
-        self.byte_ids = {}
+        self.byte_ids = {}          # byte value -> token id
+        self._byte_of = {}          # token id -> byte value
         for i, (t, ty) in enumerate(zip(self.tokens, self.token_types)):
-            if ty == BYTE and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
-                self.byte_ids[int(t[3:5], 16)] = i
+            if ty != BYTE:
+                continue
+            value = _byte_token_value(t)
+            if value is None:
+                raise ModelFileError(f"{self.source}: tokenizer.ggml.tokens[{i}] = {t!r} has "
+                                     f"token type BYTE ({BYTE}) but is not of the form <0xHH>")
+            self.byte_ids.setdefault(value, i)
+            self._byte_of[i] = value
 
     def _encode_fragments(self, fragments, ids):
         prev_special = True     # a space is prefixed to the first text, and after a special token
@@ -355,16 +374,18 @@ class SPMTokenizer(Tokenizer):
                 for b in sym.encode("utf-8"):
                     bid = self.byte_ids.get(b, self.unk_id)
                     if bid is None:
-                        raise ValueError(f"{self.source}: cannot encode {sym!r}: no piece, no "
-                                         f"byte token and no unknown token")
+                        raise ModelFileError(
+                            f"{self.source}: cannot encode {sym!r}: 'tokenizer.ggml.tokens' has "
+                            f"no piece and no byte token <0x{b:02X}> for it, and there is no "
+                            f"'tokenizer.ggml.unknown_token_id'")
                     ids.append(bid)
             i = nxt[i]
 
     def _piece_bytes(self, token_id):
         text = self.tokens[token_id]
         ty = self.token_types[token_id]
-        if ty == BYTE and len(text) == 6 and text.startswith("<0x"):
-            return bytes([int(text[3:5], 16)])
+        if ty == BYTE:
+            return bytes([self._byte_of[token_id]])
         if ty in (CONTROL, UNKNOWN, USER_DEFINED, UNUSED):
             return text.encode("utf-8")
         return text.replace(SPM_SPACE, " ").encode("utf-8")

@@ -26,11 +26,14 @@ import platform
 import time
 from pathlib import Path
 
-from slmprof.engine import quant
-from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+from slmprof import __version__, _core
+from slmprof.engine import quant, registry
+from slmprof.errors import ModelFileError, OutputError, UnavailableError, UnsupportedError
+from slmprof.files import atomic_write
+from slmprof.measure import procfs, sysinfo
+from slmprof.report.schema import SCHEMA, ReportError, schema_of
 
-SCHEMA = "slmprof.machine"
-SCHEMA_VERSION = 1
+KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
 # measured again rather than reused. Exported profiles stay loadable whatever their version.
 CALIBRATION_VERSION = 4
@@ -38,8 +41,6 @@ CALIBRATION_VERSION = 4
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
 DOT_TYPES = quant.QUANTIZED_TYPES
-# Kernel path ids as slm_quant.h numbers them; slmprof.engine.quant is asked first.
-ISA_NAMES_FALLBACK = ("scalar", "avx2", "neon", "neon-dotprod")
 
 # Sizes: each memory array is at least 64 MB and at least 8x the last-level cache, so a pass
 # cannot be served from cache; at most 1/8 of RAM per array (triad uses three).
@@ -80,39 +81,10 @@ ATTENTION_OPS_PER_KV_BYTE = (ATTENTION_HEADS * (4 * ATTENTION_HEAD_DIM + 5)
 # Machine identity
 
 
-def _read_text(path):
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def cpu_model():
-    """A human name for the CPU: /proc/cpuinfo model name, or the ARM part (Pi cores)."""
-    info = _read_text("/proc/cpuinfo")
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model name") and value.strip():
-            return value.strip()
-    parts = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76",
-             "0xd05": "Cortex-A55", "0xd0c": "Neoverse-N1"}
-    for line in info.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "CPU part":
-            return parts.get(value.strip().lower(), f"ARM part {value.strip()}")
-    return platform.processor() or platform.machine()
-
-
-def memory_bytes():
-    for line in _read_text("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def machine_key():
     """What a profile is valid for: the same CPU, core count, memory size and kernel."""
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count() or 1, "memory_bytes": memory_bytes(),
+    return {"cpu_model": sysinfo.cpu_model(), "cores": os.cpu_count() or 1,
+            "memory_bytes": procfs.meminfo().get("MemTotal", 0),
             "kernel": platform.release(), "arch": platform.machine()}
 
 
@@ -122,12 +94,7 @@ def key_id(key):
 
 
 def cache_root():
-    try:
-        from slmprof.engine import registry
-        return Path(registry.cache_dir())
-    except (ImportError, AttributeError):
-        env = os.environ.get("SLMPROF_CACHE")
-        return Path(env) if env else Path.home() / ".cache" / "slmprof"
+    return Path(registry.cache_dir())
 
 
 def profile_path(key=None):
@@ -141,18 +108,8 @@ def profile_path(key=None):
 
 def kernel_paths():
     """[(isa_id, name, available)] for every kernel path slm_quant.h knows."""
-    try:
-        from slmprof.engine import quant
-        names = list(quant.isa_names())
-        available = set(quant.available_isas())
-        return [(i, n, n in available) for i, n in enumerate(names)]
-    except (ImportError, AttributeError):
-        # Without slmprof.engine.quant, try the paths this architecture can have; the C side says
-        # SLM_ENOSYS for any the CPU or build lacks.
-        machine = platform.machine().lower()
-        own = {"scalar"} | ({"avx2"} if machine in ("x86_64", "amd64") else set()) | \
-              ({"neon", "neon-dotprod"} if machine in ("aarch64", "arm64") else set())
-        return [(i, n, None if n in own else False) for i, n in enumerate(ISA_NAMES_FALLBACK)]
+    available = set(quant.available_isas())
+    return [(i, n, n in available) for i, n in enumerate(quant.isa_names())]
 
 
 def thread_counts(cores):
@@ -199,7 +156,6 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
 
     progress(done, total, label, value_text) is called after each step.
     """
-    from slmprof import _core
 
     started = time.monotonic()
     key = machine_key()
@@ -212,7 +168,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     paths = kernel_paths()
     steps = _steps(cores, paths)
     profile = {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "measured": True,
+        "schema": SCHEMA, "kind": KIND, "measured": True,
         "calibration_version": CALIBRATION_VERSION,
         "source": "measured by slmprof calibrate on this machine",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -227,11 +183,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
                       "cached": {}},
         "fma": {}, "sync_seconds": {}, "unavailable": {},
     }
-    try:
-        from slmprof import __version__
-        profile["slmprof_version"] = __version__
-    except ImportError:
-        pass
+    profile["slmprof_version"] = __version__
 
     for done, (what, arg, t) in enumerate(steps, 1):
         if what == "memory":
@@ -306,10 +258,10 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
 
 
 def _active_isa():
+    """The kernel path in use, or None when SLMPROF_ISA names one this machine cannot run."""
     try:
-        from slmprof.engine import quant
         return quant.active_isa()
-    except (ImportError, AttributeError):
+    except (UnavailableError, UnsupportedError):
         return None
 
 
@@ -323,11 +275,15 @@ def _rates(r):
 
 
 def save_profile(profile, path=None):
+    """Write a profile (to the cache when no path is given); OutputError names the path."""
     path = Path(path) if path else profile_path(profile["key"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(profile, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    with atomic_write(path) as f:
+        saved = {k: v for k, v in profile.items() if k != "not_saved"}
+        f.write(json.dumps(saved, indent=1, sort_keys=True) + "\n")
     return path
 
 
@@ -344,15 +300,16 @@ def load_device(path):
 
 
 def validate_profile(data, where="device profile"):
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+    """Check a machine profile (this schema, or the older slmprof.machine one); return it."""
+    try:
+        kind, _ = schema_of(data, where)
+    except ReportError as e:
+        if "newer" in str(e):
+            raise UnsupportedError(f"{e} (a machine profile)") from None
+        kind = None
+    if kind != KIND:
         raise ModelFileError(f"{where}: not an slmprof machine profile (schema field is "
                              f"{data.get('schema') if isinstance(data, dict) else None!r})")
-    version = data.get("schema_version")
-    if not isinstance(version, int):
-        raise ModelFileError(f"{where}: schema_version missing or not an integer")
-    if version > SCHEMA_VERSION:
-        raise UnsupportedError(f"{where}: machine profile schema version {version} is newer than "
-                               f"this slmprof understands ({SCHEMA_VERSION}); upgrade slmprof")
     for field in ("key", "bandwidth"):
         if field not in data:
             raise ModelFileError(f"{where}: field {field!r} missing")
@@ -377,13 +334,17 @@ def cached_profile(key=None):
 
 def get_profile(force=False, progress=None, **measure_args):
     """This machine's profile: the cached one unless force, else measured and saved.
-    Returns (profile, was_cached)."""
+    Returns (profile, was_cached). A cache that cannot be written (read-only, full) does not
+    lose the measurement: the profile is returned with "not_saved" saying why."""
     if not force:
         cached = cached_profile()
         if cached is not None:
             return cached, True
     profile = measure(progress=progress, **measure_args)
-    save_profile(profile)
+    try:
+        save_profile(profile)
+    except OutputError as e:
+        profile["not_saved"] = str(e)
     return profile, False
 
 

@@ -66,6 +66,37 @@ def meminfo(roots=DEFAULT):
     return {k: v * 1024 for k, v in kv.items() if isinstance(v, int)}
 
 
+def process_status(pid="self", roots=DEFAULT):
+    """/proc/PID/status: sizes in bytes (VmRSS, VmHWM, ...), counts as ints."""
+    kv = parse_key_values(read_text(roots.p(str(pid), "status"), ""))
+    return {k: v * 1024 if k.startswith("Vm") and isinstance(v, int) else v for k, v in kv.items()}
+
+
+def process_io(pid="self", roots=DEFAULT):
+    """/proc/PID/io as ints ({} where it is closed to us)."""
+    return {k: v for k, v in parse_key_values(read_text(roots.p(str(pid), "io"), "")).items()
+            if isinstance(v, int)}
+
+
+def processes_mapping(path, roots=DEFAULT):
+    """PIDs of other processes that have `path` mapped (from /proc/PID/maps)."""
+    real = os.path.realpath(path)
+    pids = []
+    for entry in os.listdir(roots.proc):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        maps = read_text(roots.p(entry, "maps"))
+        if maps and any(line.rstrip().endswith(real) for line in maps.splitlines()):
+            pids.append(int(entry))
+    return pids
+
+
+def drop_page_cache(roots=DEFAULT):
+    """Ask the kernel to drop clean page-cache pages (root only); raises OSError otherwise."""
+    with open(roots.p("sys", "vm", "drop_caches"), "w") as f:
+        f.write("1\n")
+
+
 def cpuinfo(roots=DEFAULT):
     """(list of per-processor dicts, dict of the fields outside processor blocks)."""
     procs, common, cur = [], {}, None

@@ -4,17 +4,21 @@ use, memory, kernel, governor, board model, thermal zones, counter availability 
 import os
 import platform
 
+from slmprof import _core
+from slmprof.engine import quant
+from slmprof.errors import SlmprofError
 from slmprof.measure import counters as cnt, events as ev, procfs
+from slmprof.measure.sampler import discover
+from slmprof.report.schema import SCHEMA
 
 
 def _isa_info():
-    """(active ISA path, available ISAs, note) from slmprof.engine.quant, guarded for builds
-    without the kernels."""
+    """(active ISA path, available ISAs, note): the note says why there is no active path
+    (SLMPROF_ISA names one this machine cannot run)."""
     try:
-        from slmprof.engine import quant
         return quant.active_isa(), list(quant.available_isas()), None
-    except (ImportError, AttributeError) as e:
-        return None, [], f"kernel dispatch not available in this build ({e})"
+    except SlmprofError as e:
+        return None, list(quant.available_isas()), str(e)
 
 
 def cpu_features(roots=procfs.DEFAULT):
@@ -45,7 +49,6 @@ def cpu_model(roots=procfs.DEFAULT):
 def counter_availability(roots=procfs.DEFAULT):
     """Every event of this core's table (generic hardware, its raw events or none, software):
     [{'name', 'kind', 'available', 'reason'}], probed on this thread."""
-    from slmprof import _core
     det = cnt.detect_core(roots)
     flags = _core.PERF_EXCLUDE_KERNEL if cnt.needs_exclude_kernel(roots) else 0
     table = ev.available_events(det.core)
@@ -94,10 +97,10 @@ def collect(roots=procfs.DEFAULT, probe=True):
     throttled_path = procfs.throttled_path(roots)
     throttled = procfs.read_int(throttled_path, base=16) if throttled_path else None
     user_read, user_read_why = cnt.user_read_state(roots)
-    from slmprof.measure.sampler import discover
     sources = discover(0, roots)
     info = {
-        "schema": "slmprof.measure.sysinfo/1",
+        "schema": SCHEMA,
+        "kind": "sysinfo",
         "machine": platform.machine() if live else ("aarch64" if det.midr is not None else None),
         "board": procfs.board_model(roots),
         "cpu": {

@@ -1,6 +1,6 @@
 """Traces: every region edge of a run (layer and operation slices on the thread that emitted
-them) plus the sampler's /proc and sysfs values, kept in a compact file and exported as a
-Chrome/Perfetto JSON trace (https://ui.perfetto.dev opens it; so does chrome://tracing).
+them) plus the sampler's /proc and sysfs values, kept in a compact file; report/chrome.py
+exports it as a Chrome/Perfetto JSON trace (https://ui.perfetto.dev opens it).
 
 Compact file (.npz, numpy): `edges` (t_ns, region, tid, is_end), `samples_<field>` columns with
 `samples_t_ns`, and `meta` (JSON: region names, phases, model, settings, clock). Times are
@@ -9,7 +9,7 @@ CLOCK_MONOTONIC ns, the clock of both the recorder and the sampler.
     rec = start(model, hz=1000)        # hooks on, sampler running
     ... model.prefill(...); mark(rec, "decode"); model.decode(...) ...
     data = stop(rec)                   # hooks off, samples drained
-    save(data, "run.slmtrace.npz"); write_chrome(data, "run.json")
+    save(data, "run.slmtrace.npz"); report.chrome.write_recording(data, "run.json")
 """
 import json
 import os
@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from slmprof.errors import ModelFileError, UnavailableError
+from slmprof import _core
+from slmprof.engine import workload
+from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
+from slmprof.files import atomic_write
+from slmprof.measure.sampler import Sampler
 
-FORMAT = "slmprof.measure.trace"
+FORMAT = "slmprof.trace"
 FORMAT_VERSION = 1
 # Python-level phase markers get region ids from here up (engine ids are far below).
 PHASE_REGION_BASE = 1 << 20
@@ -58,29 +62,13 @@ class Recording:
 
 
 def _region_names(model):
-    try:
-        return {int(rid): (layer, op) for rid, layer, op in model.region_names()}
-    except AttributeError:
-        return {}
-
-
-def chainable(table):
-    """Whether a region table can sit behind a recorder (it exposes its C hooks' address)."""
-    return table is not None and hasattr(table, "hooks_address")
+    return {int(rid): (layer, op) for rid, layer, op in model.region_names()}
 
 
 def start(model, hz=0, next_table=None, capacity=DEFAULT_CAPACITY):
     """Put a recorder on the model's region hooks (chained to `next_table`, a region table, so
     its totals still accumulate) and start the sampler at `hz` (0: none)."""
-    from slmprof import _core
-    addr = 0
-    if next_table is not None:
-        get = getattr(next_table, "hooks_address", None)
-        if get is None:
-            raise UnavailableError("this region table cannot be chained to a trace recorder "
-                                   "(no hooks_address)")
-        addr = int(get())
-    recorder = _core.TraceRecorder(capacity, addr, next_table)
+    recorder = _core.TraceRecorder(capacity, next_table)
     model.set_profiler(recorder)
     sampler, note = (None, None)
     if hz:
@@ -129,10 +117,6 @@ def stop(rec, next_table=None):
 
 
 def _start_sampler(hz):
-    try:
-        from slmprof.measure.sampler import Sampler
-    except ImportError as e:
-        return None, f"no sampler in this build ({e}); the trace has region slices only"
     s = Sampler(hz=hz)
     s.start()
     return s, None
@@ -187,9 +171,8 @@ def save(trace, path):
     arrays = {"edges": trace["edges"], "meta": np.frombuffer(json.dumps(trace["meta"]).encode(), np.uint8)}
     for k, v in trace["samples"].items():
         arrays[f"samples_{k}"] = np.asarray(v)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path, binary=True) as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 
@@ -207,7 +190,6 @@ def load(path):
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"trace {path}: not an slmprof trace (format {meta.get('format')!r})")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        from slmprof.errors import UnsupportedError
         raise UnsupportedError(f"trace {path}: format version {meta['format_version']} is newer "
                                f"than this slmprof reads ({FORMAT_VERSION})")
     return {"edges": edges, "samples": samples, "meta": meta}
@@ -251,49 +233,6 @@ def region_totals(trace, phase=None):
         ns, n = totals.get(region, (0, 0))
         totals[region] = (ns + t1 - t0, n + 1)
     return totals
-
-
-def _slice_name(trace, region):
-    meta = trace["meta"]
-    if str(region) in meta.get("phases", {}):
-        return meta["phases"][str(region)], "phase"
-    layer, op = meta.get("region_names", {}).get(str(region), (f"region {region}", "layer"))
-    return (layer, "layer") if op == "layer" else (op, "op")
-
-
-def to_chrome(trace):
-    """The Chrome trace-event JSON object: one track per thread with phase, layer and op
-    slices (complete 'X' events), and a counter track per sampled value."""
-    meta = trace["meta"]
-    pid = int(meta.get("pid", 1))
-    sl = slices(trace)
-    samples = trace["samples"]
-    t_candidates = [s[0] for s in sl[:1]]
-    if "t_ns" in samples and len(samples["t_ns"]):
-        t_candidates.append(int(samples["t_ns"][0]))
-    origin = min(t_candidates) if t_candidates else 0
-    events = [{"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
-               "args": {"name": f"slmprof {meta.get('model', {}).get('name', '')}".strip()}}]
-    tids = sorted({s[3] for s in sl})
-    phase_tid = 0
-    for i, tid in enumerate(tids):
-        events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                       "args": {"name": "engine (main thread)" if i == 0 else f"thread {tid}"}})
-    events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": phase_tid,
-                   "args": {"name": "phases"}})
-    for t0, t1, region, tid in sl:
-        name, cat = _slice_name(trace, region)
-        layer = meta.get("region_names", {}).get(str(region), [None])[0]
-        ev = {"name": name, "cat": cat, "ph": "X", "ts": (t0 - origin) / 1e3,
-              "dur": (t1 - t0) / 1e3, "pid": pid, "tid": phase_tid if cat == "phase" else tid}
-        if cat == "op" and layer:
-            ev["args"] = {"layer": layer}
-        events.append(ev)
-    events += _counter_events(samples, origin, pid)
-    return {"traceEvents": events, "displayTimeUnit": "ms",
-            "otherData": {"generator": "slmprof", "format_version": FORMAT_VERSION,
-                          "notes": meta.get("notes", []), "model": meta.get("model"),
-                          "settings": meta.get("settings")}}
 
 
 def counter_series(samples):
@@ -340,24 +279,6 @@ def counter_series(samples):
     return out
 
 
-def _counter_events(samples, origin, pid):
-    events = []
-    for title, ts, vs in counter_series(samples):
-        for t, v in zip(ts, vs):
-            events.append({"name": title, "ph": "C", "ts": (int(t) - origin) / 1e3, "pid": pid,
-                           "args": {"value": round(float(v), 6)}})
-    return events
-
-
-def write_chrome(trace, path):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(to_chrome(trace), f, separators=(",", ":"))
-    os.replace(tmp, path)
-    return path
-
-
 # ------------------------------------------------------------------------------------------
 # A whole recorded run (the `trace` command)
 
@@ -365,33 +286,23 @@ def write_chrome(trace, path):
 def record_run(model_name, threads=None, prompt_tokens=32, gen_tokens=16, hz=1000, progress=None):
     """Load a model, warm it up, and record a prefill and a greedy decode with every region edge
     and the sampler at `hz`. Returns the trace dict (see save())."""
-    from slmprof.analysis import layers
-    try:
-        from slmprof.engine.model import Model
-    except ImportError as e:
-        raise UnavailableError(f"the engine is not part of this build ({e})") from None
     say = progress or (lambda text: None)
-    name, note = layers.resolve_model(model_name)
-    say(f"loading {name}")
-    m = Model.load(name, threads=threads, ctx=prompt_tokens + gen_tokens + 8)
+    m, notes = workload.load(model_name, threads=threads, prompt_tokens=prompt_tokens,
+                             gen_tokens=gen_tokens, say=say)
     try:
-        prompt = layers.prompt_tokens_for(m, prompt_tokens)
+        prompt = workload.prompt_tokens(m, prompt_tokens)
         say("warming up")
-        m.prefill(prompt[: min(16, len(prompt))])
-        m.reset()
+        workload.warm_up(m, prompt)
         rec = start(m, hz=hz)
-        if note:
-            rec.notes.append(note)
+        rec.notes.extend(notes)
         say(f"recording: prefill {prompt_tokens} tokens, decode {gen_tokens}")
         mark(rec, "prefill")
-        logits = m.prefill(prompt)
+        pre = workload.prefill(m, prompt)
         if gen_tokens:
             mark(rec, "decode")
-            token = int(np.argmax(logits))
-            for _ in range(gen_tokens):
-                token = int(np.argmax(m.decode(token)))
+            workload.decode_greedy(m, pre.logits, gen_tokens)
         data = stop(rec)
-        data["meta"]["model"] = {"name": name, "synthetic": bool(getattr(m, "synthetic", False))}
+        data["meta"]["model"] = {"name": m.name, "synthetic": bool(m.synthetic)}
         data["meta"]["settings"] = {"threads": m.threads, "prompt_tokens": prompt_tokens,
                                     "gen_tokens": gen_tokens, "hz": hz}
         return data
