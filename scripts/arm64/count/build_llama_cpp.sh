@@ -3,8 +3,9 @@
 # own) from the source vendored in the pinned llama-cpp-python sdist, once per Pi core:
 #   cortex-a72 (Pi 4)  -DGGML_CPU_ARM_ARCH=armv8-a
 #   cortex-a76 (Pi 5)  -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16
-# The binaries are cached in $SLMPROF_CI_CACHE/llama-cpp (rebuilt when this script or the pin
-# changes) and never committed. Prints nothing but progress; the binaries are
+# The binaries are cached in $SLMPROF_CI_CACHE/llama-cpp (rebuilt when the pin or a flag changes)
+# and never committed. Both cores share one build tree: only ggml's CPU backend is compiled with
+# the core's flags, so the second core rebuilds that alone. Prints progress; the binaries are
 #   $SLMPROF_CI_CACHE/llama-cpp/llama-bench-<core>
 #   scripts/arm64/count/build_llama_cpp.sh [CORE...]      default: both cores
 set -euo pipefail
@@ -58,8 +59,7 @@ for core in $CORES; do
         continue
     fi
     t0=$(date +%s)
-    build="$out/build-$core"
-    rm -rf "$build"
+    build="$out/build"
     log "llama.cpp for $core: configure (GGML_CPU_ARM_ARCH=$march)"
     generator=()
     command -v ninja >/dev/null && generator=(-G Ninja)
@@ -72,6 +72,5 @@ for core in $CORES; do
     aarch64-linux-gnu-strip "$bin.tmp"
     mv "$bin.tmp" "$bin"
     echo "$key" > "$bin.key"
-    rm -rf "$build"
     log "llama.cpp for $core: built in $(( $(date +%s) - t0 )) s"
 done

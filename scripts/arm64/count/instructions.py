@@ -87,11 +87,11 @@ def counted(plugin, core, argv, env):
         return int(f.read().strip()), p.stdout
 
 
-def slmprof_run(plugin, core, model, n_prompt, n_gen):
-    site = next((ROOT / GUEST_VENV / "lib").glob("python3*/site-packages"))
+def slmprof_run(plugin, core, model, n_prompt, n_gen, guest_path=()):
+    site = [str(p) for p in (ROOT / GUEST_VENV / "lib").glob("python3*/site-packages")]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
            "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(site)}
+           "PYTHONPATH": os.pathsep.join([*map(str, guest_path), *site])}
     n, out = counted(plugin, core, [str(ROOT / GUEST_PYTHON), str(HERE / "workload.py"), str(model),
                                     str(n_prompt), str(n_gen)], env)
     return n, out.strip()
@@ -117,7 +117,7 @@ def llama_run(plugin, core, model, n_prompt, n_gen, cache):
     return n
 
 
-def measure(cores, types, jobs):
+def measure(cores, types, jobs, guest_path=()):
     plugin = build_plugin()
     files = model_files(types)
     cache_path = CACHE / "instructions" / "llama-cpp-counts.json"
@@ -128,7 +128,7 @@ def measure(cores, types, jobs):
             for t in types:
                 for run, (p, g) in RUNS.items():
                     jobs_list.append((core, t, "slmprof", run,
-                                      pool.submit(slmprof_run, plugin, core, files[t], p, g)))
+                                      pool.submit(slmprof_run, plugin, core, files[t], p, g, guest_path)))
                     jobs_list.append((core, t, "llama.cpp", run,
                                       pool.submit(llama_run, plugin, core, files[t], p, g, cache)))
         counts, isa = {}, {}
@@ -138,7 +138,11 @@ def measure(cores, types, jobs):
                 res, isa[core] = res
             counts.setdefault((core, t, engine), {})[run] = res
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    cache_path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    if cache_path.exists():  # keep what another run stored meanwhile
+        cache = {**json.loads(cache_path.read_text()), **cache}
+    tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    tmp.replace(cache_path)
     rows = []
     for core in cores:
         for t in types:
@@ -195,12 +199,15 @@ def main():
     ap.add_argument("--update-baseline", action="store_true",
                     help="store these slmprof figures as the ones to hold")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--guest-path", nargs="+", default=[], type=Path, metavar="DIR",
+                    help="directories ahead of the root's installed package on the guest's path "
+                         "(to count an aarch64 build of a work tree without installing it)")
     args = ap.parse_args()
     unknown = [t for t in args.types if t not in quant.WEIGHT_TYPES]
     if unknown:
         ap.error(f"unknown weight types {unknown} (slmprof computes {', '.join(quant.WEIGHT_TYPES)})")
 
-    rows = measure(args.cores, args.types, args.jobs)
+    rows = measure(args.cores, args.types, args.jobs, args.guest_path)
     print(f"Instructions per token (millions), one thread, SmolLM2-135M; {qemu_version()}; "
           f"llama.cpp: llama-bench from the llama-cpp-python 0.3.36 sdist")
     print(table(rows))
