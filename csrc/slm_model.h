@@ -1,21 +1,27 @@
-/* slm_model.h: llama-family forward pass, KV cache, thread pool and region ids.
+/* slm_model.h: the forward pass (llama, qwen2, qwen3, gemma3), KV cache, thread pool and
+ * region ids.
  * Included by slm.h. */
 #ifndef SLM_MODEL_H
 #define SLM_MODEL_H
 
-/* Operations inside a layer. A region id is  slot * SLM_OP_COUNT + op,  where slot 0 is the
- * token embedding, slots 1..n_layer are the transformer blocks and slot n_layer+1 is the
- * final norm + LM head. SLM_OP_LAYER is the whole slot. */
+/* Operations inside a layer, in the order a block runs them. A region id is
+ * slot * SLM_OP_COUNT + op,  where slot 0 is the token embedding, slots 1..n_layer are the
+ * transformer blocks and slot n_layer+1 is the final norm + LM head. SLM_OP_LAYER is the whole
+ * slot. Not every architecture runs every operation (slm_arch_has_op). */
 typedef enum slm_op {
     SLM_OP_LAYER = 0,
     SLM_OP_EMBED,
     SLM_OP_ATTN_NORM,
-    SLM_OP_QKV,
-    SLM_OP_ROPE_ATTN,
+    SLM_OP_QKV,            /* q, k, v products (llama, qwen2: + bias, RoPE, cache store) */
+    SLM_OP_QK_NORM,        /* per-head RMSNorm of q and k, RoPE, cache store (qwen3, gemma3) */
+    SLM_OP_ROPE_ATTN,      /* attention over the cache */
     SLM_OP_ATTN_OUT,
+    SLM_OP_ATTN_POST_NORM, /* RMSNorm of the attention output before the residual (gemma3) */
     SLM_OP_FFN_NORM,
-    SLM_OP_GATE_UP,
+    SLM_OP_GATE_UP,        /* gate and up products (SwiGLU archs: + silu(gate) * up) */
+    SLM_OP_GELU,           /* gelu_tanh(gate) * up (gemma3) */
     SLM_OP_DOWN,
+    SLM_OP_FFN_POST_NORM,  /* RMSNorm of the FFN output before the residual (gemma3) */
     SLM_OP_OUTPUT_NORM,
     SLM_OP_LM_HEAD,
     SLM_OP_COUNT
@@ -25,6 +31,8 @@ typedef enum slm_op {
 
 /* "layer", "embed", "attn_norm", ...: the names reports use; "unknown" out of range. */
 const char *slm_op_name(int op);
+/* 1 if a model of architecture `arch` (slm_arch) runs operation `op`, else 0. */
+int slm_arch_has_op(int arch, int op);
 
 /* Limits of a model config: the longest context, the most worker threads, and the tokens of one
  * internal forward chunk when max_batch is 0 (a longer prompt runs in chunks, each streaming
@@ -49,15 +57,20 @@ void slm_pool_barrier(slm_pool *pool);
  * Weights point into the caller's mmap'd GGUF (zero-copy; the caller keeps it mapped for
  * the model's life). Kernels may repack through slm_weight_prepare. */
 typedef enum slm_arch {
-    SLM_ARCH_LLAMA = 0, /* RoPE on adjacent pairs (2i, 2i+1), no biases */
-    SLM_ARCH_QWEN2 = 1, /* RoPE on pairs (i, i + head_dim/2) (NEOX), q/k/v biases */
+    SLM_ARCH_LLAMA = 0,  /* RoPE on adjacent pairs (2i, 2i+1), no biases */
+    SLM_ARCH_QWEN2 = 1,  /* RoPE on pairs (i, i + head_dim/2) (NEOX), q/k/v biases */
+    SLM_ARCH_QWEN3 = 2,  /* NEOX RoPE, per-head RMSNorm of q and k, no biases */
+    SLM_ARCH_GEMMA3 = 3, /* NEOX RoPE, q/k norms, embeddings x embed_scale, RMSNorm after
+                          * attention and after the FFN, gelu_tanh(gate) * up; optional sliding
+                          * window with its own RoPE base */
+    SLM_ARCH_COUNT
 } slm_arch;
 
 typedef struct slm_model_config {
     int32_t arch;       /* slm_arch */
     int32_t n_layer;
     int32_t dim;        /* embedding width */
-    int32_t ffn_dim;    /* SwiGLU hidden width */
+    int32_t ffn_dim;    /* gated FFN hidden width */
     int32_t n_head;     /* query heads */
     int32_t n_kv_head;  /* key/value heads (GQA: n_head % n_kv_head == 0) */
     int32_t head_dim;
@@ -68,6 +81,16 @@ typedef struct slm_model_config {
     int32_t n_threads;  /* >= 1 */
     float rope_base;
     float norm_eps;
+    /* Sliding-window attention: a token at position p attends to positions
+     * p - sliding_window + 1 .. p on the sliding layers: with sliding_window_pattern n >= 1,
+     * layer l slides if l % n < n - 1 (gemma3: n = 6, every sixth layer attends to all
+     * positions); n = 0: every layer slides. sliding_window 0: no layer slides. */
+    int32_t sliding_window;
+    int32_t sliding_window_pattern;
+    float rope_base_swa;   /* RoPE base of the sliding layers; 0 = rope_base */
+    float attn_scale;      /* scores = attn_scale * q.k; 0 = 1/sqrt(head_dim) */
+    float embed_scale;     /* token embeddings are multiplied by it; 0 = 1 */
+    float logit_softcap;   /* logits = c * tanh(logits / c); 0 = none */
     /* 1 when every tensor points into a shared read-only file mapping (a mmap'd GGUF): the
      * pages under a matrix the kernels repacked are then given back after packing (they
      * refault from the page cache if ever read), so the file is not resident twice. Never
@@ -91,6 +114,10 @@ typedef enum slm_tensor_kind {
     SLM_T_FFN_GATE,       /* (ffn_dim, dim) */
     SLM_T_FFN_UP,         /* (ffn_dim, dim) */
     SLM_T_FFN_DOWN,       /* (dim, ffn_dim) */
+    SLM_T_ATTN_Q_NORM,    /* (head_dim) f32, qwen3 and gemma3: one for every query head */
+    SLM_T_ATTN_K_NORM,    /* (head_dim) f32 */
+    SLM_T_ATTN_POST_NORM, /* (dim) f32, gemma3 */
+    SLM_T_FFN_POST_NORM,  /* (dim) f32, gemma3 */
     SLM_T_COUNT
 } slm_tensor_kind;
 

@@ -50,6 +50,7 @@ BASES = {
     "llama-spm-q4_0": ("llama", "q4_0", ("llama", None), False, 3, False),
     "qwen2-bpe-q4_1": ("qwen2", "q4_1", ("gpt2", "qwen2"), True, 3, False),
     "llama-spm-f16-v2": ("llama", "f16", ("llama", None), True, 2, True),
+    "qwen2-spm-q5_1": ("qwen2", "q5_1", ("llama", None), False, 3, False),
 }
 
 
@@ -408,6 +409,25 @@ def m_tensor(rng, doc):
     return f"tensor {t.name} {how}"
 
 
+def m_tensor_data(rng, doc):
+    """Weights that parse but compute badly: NaN, infinity, huge or tiny values (the scales of
+    quantized blocks included), so the engine and the sampler meet them."""
+    if not doc.tensors:
+        return "tensor data: none left"
+    j = int(rng.integers(len(doc.tensors)))
+    t = doc.tensors[j]
+    data = bytearray(t.data)
+    if not data:
+        return f"tensor {t.name} data: empty"
+    pattern = _pick(rng, [b"\xff\xff", b"\x00\x7c", b"\x00\xfc", b"\xff\x7f\xff\x7f",
+                          b"\x00\x00\x80\x7f", b"\x00\x00\xc0\x7f", b"\x01\x00", b"\x00\x00"])
+    for _ in range(int(rng.integers(1, 64))):
+        at = int(rng.integers(0, len(data)))
+        data[at:at + len(pattern)] = pattern
+    doc.tensors[j] = replace(t, data=bytes(data[: len(t.data)]))
+    return f"tensor {t.name} data {pattern.hex()}"
+
+
 def m_header(rng, doc):
     how = _pick(rng, ["version", "counts", "alignment"])
     if how == "version":
@@ -427,7 +447,7 @@ def m_header(rng, doc):
 
 STRUCTURE = [(m_retype, 6), (m_token_string, 4), (m_token_types, 2), (m_special_id, 3),
              (m_no_fallback, 2), (m_merges, 1), (m_scores, 1), (m_drop_key, 2), (m_hyper, 3),
-             (m_arch, 1), (m_tensor, 3), (m_header, 1)]
+             (m_arch, 1), (m_tensor, 3), (m_tensor_data, 3), (m_header, 1)]
 
 
 def mutate_bytes(rng, buf, header_end):
@@ -514,6 +534,8 @@ def exercise(path):
             for i in range(min(tok.vocab_size, m.config.vocab)):
                 tok.token_to_bytes(i)
             for _ in m.generate(TEXT, max_tokens=2):
+                pass
+            for _ in m.generate(TEXT, max_tokens=2, temperature=0.8, top_k=40, top_p=0.9):
                 pass
         m.reset()
         logits = m.prefill(ids[: LOAD_CTX // 2])

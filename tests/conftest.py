@@ -10,11 +10,45 @@ head_type / embd_type (LM head and untied embedding types; default: `type`), see
 (GGUF 2 or 3), and shape fields (n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2, head_dim,
 vocab=384, ctx=128, rope_base, rms_eps, rope_freqs). Files are made once per test session and
 shared, so treat them as read-only. `tiny_shape(**kw)` gives the matching ModelShape.
+
+The suite never writes into the user's model cache: for the whole session SLMPROF_CACHE points at
+a temporary directory (synthetic models and calibrations made there once, removed at the end),
+into which the real model is linked from where `slmprof models --fetch smollm2-135m` put it
+($SLMPROF_CACHE or ~/.cache/slmprof when the session starts).
 """
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from slmprof.engine import registry
 from tiny_models import tiny_shape as make_tiny_shape, write_synthetic_tiny
+
+# Set in pytest_configure: the session's cache, the real model file found at the start (or where
+# it was looked for), and SLMPROF_CACHE as it was.
+SESSION = {}
+
+
+def pytest_configure(config):
+    real = registry.real_model_path()            # the user's cache, before it is replaced
+    cache = Path(tempfile.mkdtemp(prefix="slmprof-test-cache-"))
+    if real.exists():
+        (cache / real.name).symlink_to(real.resolve())
+    SESSION.update(cache=cache, real=real, env=os.environ.get("SLMPROF_CACHE"))
+    os.environ["SLMPROF_CACHE"] = str(cache)     # subprocesses inherit it
+
+
+def pytest_unconfigure(config):
+    if not SESSION:
+        return
+    if SESSION["env"] is None:
+        os.environ.pop("SLMPROF_CACHE", None)
+    else:
+        os.environ["SLMPROF_CACHE"] = SESSION["env"]
+    shutil.rmtree(SESSION["cache"], ignore_errors=True)
+    SESSION.clear()
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +73,20 @@ def tiny_shape():
 @pytest.fixture(scope="session")
 def real_model_path():
     """Path of the downloaded SmolLM2-135M Q4_1 file; skips (with the reason) when absent."""
-    path = registry.real_model_path()
+    path = SESSION["cache"] / registry.REAL_FILE_NAME     # the link in the session's cache
+    if not path.exists():
+        pytest.skip(f"real model not downloaded ({SESSION['real']} missing; "
+                    f"run `python -m slmprof models --fetch smollm2-135m`)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gemma_model_path():
+    """Path of the downloaded Gemma 3 270M Q4_K_M file; skips (with the reason) when absent."""
+    path = registry.real_model_path("gemma3-270m")
     if not path.exists():
         pytest.skip(f"real model not downloaded ({path} missing; "
-                    f"run `python -m slmprof models --fetch smollm2-135m`)")
+                    f"run `python -m slmprof models --fetch gemma3-270m`)")
     return path
 
 

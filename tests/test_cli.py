@@ -160,15 +160,19 @@ def test_interrupt_is_exit_130_and_one_line(monkeypatch, capsys, tmp_path):
 
 def test_ctrl_c_in_a_real_run(tmp_path):
     """SIGINT during a calibration: exit 130, one line, no traceback, nothing half-written."""
-    proc = subprocess.Popen([PY, "-m", "slmprof", "calibrate", "--force", "-q"],
+    proc = subprocess.Popen([PY, "-m", "slmprof", "calibrate", "--force"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "SLMPROF_CACHE": str(tmp_path)})
-    time.sleep(2.0)
+    first = proc.stderr.readline()          # the first step's line: the calibration is running
+    assert first.startswith("calibrate ["), first
+    time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert [line for line in err.splitlines() if line] == ["slmprof calibrate: interrupted"]
+    lines = [line for line in err.splitlines() if line]
+    assert lines[-1] == "slmprof calibrate: interrupted"
+    assert all(line.startswith("calibrate [") for line in lines[:-1]), err
     left = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not left, left
 
@@ -265,3 +269,19 @@ def test_compare_does_not_import_another_commands_helpers():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(m and m.startswith("slmprof.commands.") and m != "slmprof.commands._options"
                    for m in imported)
+
+
+def test_a_recording_and_its_trace_carry_the_schema(tiny, tmp_path, capsys):
+    from slmprof.measure import trace
+    rec, tr = tmp_path / "run.npz", tmp_path / "run.json"
+    code, out, err = _run(capsys, ["trace", "--model", tiny, "--threads", "1", "--prompt-tokens",
+                                   "4", "--gen-tokens", "2", "--hz", "0", "-o", str(rec),
+                                   "--chrome", str(tr), "-q"])
+    assert code == 0, err
+    data = trace.load(rec)
+    assert report.schema_of(data["meta"]) == ("recording", report.SCHEMA_VERSION)
+    assert report.schema_of(json.loads(tr.read_text()))[0] == "trace"
+    again = tmp_path / "again.json"
+    code, out, err = _run(capsys, ["trace", "--from", str(rec), "--chrome", str(again), "-q"])
+    assert code == 0, err
+    assert json.loads(again.read_text())["traceEvents"] == json.loads(tr.read_text())["traceEvents"]

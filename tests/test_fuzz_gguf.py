@@ -115,3 +115,34 @@ def test_rope_frequency_factors_must_be_positive(fuzz, bases, tmp_path):
     doc.tensors[j] = replace(doc.tensors[j], data=factors.tobytes())
     msg = _load_error(fuzz, doc, tmp_path)
     assert "'rope_freqs.weight' holds 0.0 at 3" in msg, msg
+
+
+def test_weights_that_compute_nan_are_a_numerical_error_not_a_traceback(fuzz, bases, tmp_path):
+    """NaN scales in a weight matrix make every logit NaN: generating (greedy or sampled) says
+    so instead of failing inside numpy or printing noise."""
+    from slmprof.engine.model import Model
+    from slmprof.errors import NumericalError
+    doc = bases["llama-bpe-q8_0"].copy()
+    j = next(i for i, t in enumerate(doc.tensors) if t.name == "blk.0.attn_output.weight")
+    data = bytearray(doc.tensors[j].data)
+    data[0:2] = b"\x00\x7e"                    # the first block's f16 scale: NaN
+    doc.tensors[j] = replace(doc.tensors[j], data=bytes(data))
+    path = tmp_path / "nan.gguf"
+    path.write_bytes(fuzz.write_doc(doc))
+    with Model.load(str(path), threads=1, ctx=64) as m:
+        for kw in ({}, {"temperature": 0.8, "top_k": 5}):
+            with pytest.raises(NumericalError, match=r"position \d+: \d+ of 320 logits are NaN"):
+                list(m.generate("hello", max_tokens=2, **kw))
+
+
+def test_the_sampler_takes_minus_infinity_but_not_nan():
+    from slmprof.engine.sampling import Sampler
+    from slmprof.errors import NumericalError
+    logits = np.array([0.5, -np.inf, 2.0, 1.0], np.float32)
+    assert Sampler().sample(logits) == 2
+    assert Sampler(temperature=1.0, seed=3).sample(logits) != 1
+    for bad in (np.nan, np.inf):
+        logits[3] = bad
+        for s in (Sampler(), Sampler(temperature=1.0)):
+            with pytest.raises(NumericalError, match="1 of 4 logits are NaN or \\+infinity"):
+                s.sample(logits)

@@ -176,7 +176,7 @@ def test_unsupported_architecture(tmp_path):
     path = write_f32_model(tmp_path / "g.gguf", arch="gemma")
     with GGUFFile(path) as gf, pytest.raises(UnsupportedError,
                                              match=r"unsupported architecture 'gemma' "
-                                                   r"\(supported: llama, qwen2\)"):
+                                                   r"\(supported: llama, qwen2, qwen3, gemma3\)"):
         describe_model(gf)
 
 

@@ -1,5 +1,6 @@
 """`layers`: rows, sums, verdicts and outputs on a small synthetic model run by the engine."""
 import json
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from slmprof import report
 from slmprof.analysis import layers, overhead, roofline
 from slmprof.commands import layers as layers_command
 from slmprof.engine import registry, workload
-from slmprof.engine.model import BLOCK_OPS, Model
+from slmprof.engine.model import Model, block_ops
 from slmprof.errors import ModelNotFoundError
 from slmprof.measure import calibrate
 
@@ -39,7 +40,7 @@ def test_one_row_per_layer_and_operation_and_a_total(rep):
         layer_rows = [r["layer"] for r in rows if not r["op"]]
         assert layer_rows == ["embedding"] + [f"block {i}" for i in range(n_layer)] + ["output", "total"]
         ops = [r["op"] for r in rows if r["layer"] == "block 0" and r["op"]]
-        assert ops == list(BLOCK_OPS)
+        assert ops == list(block_ops(rep["model"]["arch"]))
         for r in rows:
             assert r["verdict"] in roofline.VERDICTS, r
             assert r["ms_per_token"] > 0
@@ -94,6 +95,23 @@ def test_report_is_the_shared_schema_and_renders(result, rep, tmp_path):
     # notes are kept apart by what they are about, not by their wording
     assert "model note: " in text and result.notes_of("model")
     assert report.to_csv(back["records"]).splitlines()[0].startswith("phase,layer,op")
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen3"])
+def test_gemma3_and_qwen3_operations_are_measured_regions(profile, tiny_model, arch):
+    """Every operation the engine runs for the architecture is a row with a time, bytes from
+    the cost model and a verdict; their times sum within their layer's."""
+    path = tiny_model(arch=arch, type="q8_0", n_layer=3, ffn=128)
+    rep = layers.profile_layers(str(path), threads=2, prompt_tokens=12, gen_tokens=4,
+                                profile=profile, events=[]).to_report()
+    assert rep["model"]["arch"] == arch
+    for ph in ("prefill", "decode"):
+        rows = [r for r in rep["records"] if r["phase"] == ph]
+        for b in range(3):
+            block = [r for r in rows if r["layer"] == f"block {b}"]
+            assert [r["op"] for r in block if r["op"]] == list(block_ops(arch))
+            assert all(r["ms_per_token"] > 0 and r["verdict"] in roofline.VERDICTS for r in block)
+            assert sum(r["ms_per_token"] for r in block if r["op"]) <= block[0]["ms_per_token"] * 1.001
 
 
 def test_an_f16_kv_cache_is_costed_as_f16(profile):
@@ -175,3 +193,42 @@ def test_fidelity_on_the_smollm2_shape(profile):
     assert cost.region_errors == 0
     assert 0.95 <= cost.coverage["ops"] <= 1.0
     assert ratio < 1.03
+
+
+def test_first_run_says_up_front_what_it_does_once(isolated_cache, tmp_path, monkeypatch):
+    text = layers.first_run_notice(workload.DEFAULT_MODEL, calibrating=True)
+    assert re.search(r"calibrates this machine once \(about \d+ (s|min); best on an idle machine", text)
+    assert f"downloads {registry.REAL_MODEL} once ({registry.SMOLLM2.download})" in text
+    assert str(isolated_cache) in text
+    assert "download" not in layers.first_run_notice(TINY, calibrating=True)
+    assert "calibrat" not in layers.first_run_notice(f"{registry.REAL_MODEL}:q8_0", calibrating=False)
+    assert layers.first_run_notice(TINY, calibrating=False) is None
+    # once the model is there (at its size), nothing is said about it
+    registry.real_model_path().parent.mkdir(parents=True)
+    with open(registry.real_model_path(), "wb") as f:
+        f.truncate(registry.REAL_SIZE - 1)
+        assert "downloading it once" in layers.first_run_notice(workload.DEFAULT_MODEL, False)
+        f.truncate(registry.REAL_SIZE)
+    assert layers.first_run_notice(workload.DEFAULT_MODEL, calibrating=False) is None
+    # the cache under the home directory is shown as ~/...
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert f"~{str(isolated_cache)[len(str(tmp_path)):]}" in layers.first_run_notice(TINY, True)
+
+
+def test_calibration_time_is_expected_from_its_steps_and_arrays():
+    one = calibrate.expected_seconds(threads_max=1, array_bytes=64 << 20)
+    assert 5 < one < calibrate.expected_seconds(threads_max=4, array_bytes=64 << 20)
+    assert one < calibrate.expected_seconds(threads_max=1, array_bytes=256 << 20)
+    assert calibrate.expected_seconds(threads_max=1, seconds_per_step=0.5, array_bytes=64 << 20) > one
+
+
+def test_first_run_notice_comes_before_the_calibration(isolated_cache, monkeypatch):
+    said = []
+
+    def stop(**kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(calibrate, "measure", stop)
+    with pytest.raises(KeyboardInterrupt):
+        layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4, events=[],
+                              progress=said.append)
+    assert said and said[0].startswith("first run: slmprof calibrates this machine once")

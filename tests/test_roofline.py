@@ -12,6 +12,7 @@ from slmprof.measure import calibrate
 from slmprof.analysis import roofline
 from slmprof.engine import quant
 from slmprof.engine.gguf import ModelShape
+from slmprof.engine.model import OP_NAMES, block_ops
 from slmprof.engine.registry import SHAPES
 
 SMOL = SHAPES["smollm2-135m"]
@@ -73,8 +74,55 @@ def test_layer_rows_sum_their_operations_and_regions_are_the_engines():
         ops = [r for r in rows if r["slot"] == lr["slot"] and r["op"] != "layer"]
         assert lr["bytes"] == sum(r["bytes"] for r in ops)
         assert lr["ops"] == sum(r["ops"] for r in ops)
-        assert lr["region"] == lr["slot"] * 11
-    assert roofline.region_id(31, "lm_head") == 31 * 11 + 10
+        assert lr["region"] == lr["slot"] * len(OP_NAMES)
+    assert roofline.region_id(31, "lm_head") == 31 * len(OP_NAMES) + OP_NAMES.index("lm_head")
+
+
+def test_gemma3_operations_window_and_tied_head():
+    """Gemma 3 270M: the operations the engine runs, KV reads bounded by the window on five
+    layers of six, and the 262144 x 640 embedding streamed whole as the LM head."""
+    g = SHAPES["gemma3-270m"]
+    types = roofline.weight_types_for(g, "q4_0", embd_type="q8_0")
+    costs = roofline.op_costs(g, types, n_past=1000, n_tok=1)
+    block0 = [c.op for c in costs if c.slot == 1]
+    assert block0 == list(block_ops("gemma3")) == [
+        "attn_norm", "qkv", "qk_norm", "rope_attn", "attn_out", "attn_post_norm", "ffn_norm",
+        "gate_up", "gelu", "down", "ffn_post_norm"]
+    kv_row = 2 * g.kv_dim * 4
+    reads = [c.kv_read_bytes for c in costs if c.op == "rope_attn"]
+    assert reads == [(1001 if layer % 6 == 5 else 512) * kv_row for layer in range(18)]
+    head = next(c for c in costs if c.op == "lm_head")
+    assert head.weight_bytes == 262144 * 640 // 32 * 34 and 175e6 < head.weight_bytes < 180e6
+    assert g.n_params() - 262144 * 640 < 0.4 * g.n_params()      # the embedding is most of it
+    # keys are written where they are normed, values with the products
+    qkv, qk = next(c for c in costs if c.op == "qkv"), next(c for c in costs if c.op == "qk_norm")
+    assert qkv.kv_write_bytes == qk.kv_write_bytes == kv_row // 2
+    gelu = next(c for c in costs if c.op == "gelu")
+    assert gelu.ops == g.ffn * roofline.GELU_OPS_PER_ELEM and gelu.weight_bytes == 0
+    assert roofline.engine_waits(g, 1) == 18 * 9 + 2 and roofline.engine_waits(g, 8) == 18 * 11 + 2
+    # early positions read only what exists; a prompt of 600 reads its last 512 + 599
+    early = roofline.op_costs(g, types, n_past=10, n_tok=1)
+    assert [c.kv_read_bytes for c in early if c.op == "rope_attn"] == [11 * kv_row] * 18
+
+
+def test_per_block_weight_types_from_a_mixed_file():
+    class T:
+        def __init__(self, name):
+            self.type = quant.type_info(name).id
+    tensors = {"token_embd.weight": T("q8_0")}
+    for i in range(4):
+        for key in roofline.BLOCK_WEIGHTS:
+            tensors[f"blk.{i}.{key}.weight"] = T("q8_0" if key == "attn_v" and i % 2 else "q4_0")
+    table = roofline.weight_types_from_tensors(tensors, tied=True)
+    assert [b["attn_v"] for b in table["blocks"]] == ["q4_0", "q8_0", "q4_0", "q8_0"]
+    shape = ModelShape(arch="llama", n_layer=4, dim=64, ffn=96, n_head=4, n_kv_head=2,
+                       head_dim=16, vocab=384, ctx=128, tied=True)
+    qkv = [c.weight_bytes for c in roofline.op_costs(shape, table, 0, 1) if c.op == "qkv"]
+    assert qkv[1] - qkv[0] == roofline.tensor_bytes("q8_0", 32, 64) - roofline.tensor_bytes("q4_0", 32, 64)
+    uniform = {k: v for k, v in tensors.items() if "attn_v" not in k or "blk.1" not in k and "blk.3" not in k}
+    for i in (1, 3):
+        uniform[f"blk.{i}.attn_v.weight"] = T("q4_0")
+    assert "blocks" not in roofline.weight_types_from_tensors(uniform, tied=True)
 
 
 def test_qwen2_biases_and_untied_head():

@@ -1,4 +1,4 @@
-"""Tiny llama/qwen2 GGUF files for the tests, written with slmprof's own writer.
+"""Tiny llama/qwen2/qwen3/gemma3 GGUF files for the tests, written with slmprof's own writer.
 
 `write_synthetic_tiny` makes the `tiny_model` fixture's files through the registry's synthetic
 writer (any weight type, either tokenizer). `write_tiny_model` makes the forward-pass tests'
@@ -17,15 +17,23 @@ from slmprof.engine.tokenizer import synthetic_vocab
 
 
 def tiny_shape(arch="llama", tied=True, n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
-               head_dim=None, vocab=384, ctx=128, rope_base=None, rms_eps=1e-5, rope_freqs=False):
-    """A small ModelShape for tests (defaults: 2 layers, dim 64, 4 heads of 16, 2 KV heads)."""
-    if arch not in ("llama", "qwen2"):
-        raise ValueError(f"tiny models are llama or qwen2, not {arch!r}")
+               head_dim=None, vocab=384, ctx=128, rope_base=None, rms_eps=1e-5, rope_freqs=False,
+               sliding_window=None, sliding_window_pattern=2, rope_base_swa=10000.0,
+               logit_softcap=0.0):
+    """A small ModelShape for tests (defaults: 2 layers, dim 64, 4 heads of 16, 2 KV heads;
+    gemma3: a window of 8 positions on every other layer, RoPE base 1e6 / 10000)."""
+    if arch not in ("llama", "qwen2", "qwen3", "gemma3"):
+        raise ValueError(f"tiny models are llama, qwen2, qwen3 or gemma3, not {arch!r}")
+    if sliding_window is None:
+        sliding_window = 8 if arch == "gemma3" else 0
+    window = dict(sliding_window=sliding_window, sliding_window_pattern=sliding_window_pattern,
+                  rope_base_swa=rope_base_swa) if sliding_window else {}
     return ModelShape(arch=arch, n_layer=n_layer, dim=dim, ffn=ffn, n_head=n_head,
                       n_kv_head=n_kv_head, head_dim=head_dim or dim // n_head, vocab=vocab,
                       ctx=ctx, tied=tied,
-                      rope_base=rope_base or (1e6 if arch == "qwen2" else 10000.0),
-                      rms_eps=rms_eps, rope_freqs=rope_freqs)
+                      rope_base=rope_base or (10000.0 if arch == "llama" else 1e6),
+                      rms_eps=rms_eps, rope_freqs=rope_freqs, logit_softcap=logit_softcap,
+                      **window)
 
 
 def write_synthetic_tiny(path, arch="llama", type="q4_0", tokenizer="gpt2", tied=True,
@@ -45,10 +53,11 @@ def write_synthetic_tiny(path, arch="llama", type="q4_0", tokenizer="gpt2", tied
                            embd_type=embd_type or type, version=version)
 
 
-def tiny(arch="llama", dim=64, ffn=128, n_head=4, n_kv_head=2, tied=True, rope_freqs=False):
+def tiny(arch="llama", dim=64, ffn=128, n_head=4, n_kv_head=2, tied=True, rope_freqs=False,
+         **kw):
     """The forward-pass tests' shape: 2 layers, a 320-token vocabulary, RoPE base 10000."""
     return tiny_shape(arch=arch, dim=dim, ffn=ffn, n_head=n_head, n_kv_head=n_kv_head, tied=tied,
-                      vocab=320, ctx=256, rope_base=10000.0, rope_freqs=rope_freqs)
+                      vocab=320, ctx=256, rope_base=10000.0, rope_freqs=rope_freqs, **kw)
 
 
 def random_weights(shape: ModelShape, seed=0):
@@ -76,11 +85,18 @@ def random_weights(shape: ModelShape, seed=0):
             w[b + "attn_q.bias"] = (0.5 * rng.standard_normal(q)).astype(np.float32)
             w[b + "attn_k.bias"] = (0.5 * rng.standard_normal(kv)).astype(np.float32)
             w[b + "attn_v.bias"] = (0.5 * rng.standard_normal(kv)).astype(np.float32)
+        if shape.qk_norm:
+            w[b + "attn_q_norm.weight"] = norm(hd)
+            w[b + "attn_k_norm.weight"] = norm(hd)
         w[b + "attn_output.weight"] = mat(d, q)
+        if shape.post_norms:
+            w[b + "post_attention_norm.weight"] = norm(d)
         w[b + "ffn_norm.weight"] = norm(d)
         w[b + "ffn_gate.weight"] = mat(f, d)
         w[b + "ffn_up.weight"] = mat(f, d)
         w[b + "ffn_down.weight"] = mat(d, f)
+        if shape.post_norms:
+            w[b + "post_ffw_norm.weight"] = norm(d)
     w["output_norm.weight"] = norm(d)
     if not shape.tied:
         w["output.weight"] = mat(shape.vocab, d) * 4

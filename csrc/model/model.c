@@ -1,14 +1,24 @@
-/* The llama-family forward pass (llama, qwen2): weights, run state, KV cache, forward.
+/* The forward pass of the llama family (llama, qwen2, qwen3, gemma3): weights, run state,
+ * KV cache, forward.
  *
  * Read top to bottom: structs, loading (set_tensor / ready), the small math blocks, then
  * forward. Every thread runs the whole forward (SPMD). Each parallel step is cut into fixed
  * chunks (output rows, head units, (token, head) items) that threads claim from an atomic
  * counter; a thread moves on once every chunk of the step is done. A chunk is computed the
  * same way whichever thread takes it, and no reduction is ever split, so any thread count
- * gives bit-identical results. Steps, for one layer:
+ * gives bit-identical results. Steps, for one layer of llama / qwen2:
  *
  *   norm+quant | q,k,v+bias+RoPE -> cache | attention+quant | wo+residual |
  *   norm+quant | gate,up+SwiGLU+quant     | down+residual
+ *
+ * qwen3 and gemma3 norm each head of q and k before RoPE, in a step of its own after q,k,v:
+ *
+ *   ... | q,k,v, v -> cache | q/k norm+RoPE, k -> cache | attention+quant | ...
+ *
+ * and gemma3 normalizes the attention and FFN outputs before each residual add, and gates
+ * with GELU in a step of its own (every operation is a region):
+ *
+ *   ... | wo | post-norm+residual | norm+quant | gate,up | GELU*up+quant | down | post-norm+residual
  *
  * For one token every thread computes the RMSNorm and activation quantization itself into a
  * private buffer (576 floats cost less than a wait), so a decoded layer has five waits. A
@@ -49,6 +59,9 @@ typedef struct {
 
 typedef struct {
     const float *attn_norm;    /* (dim) */
+    const float *q_norm, *k_norm; /* (head_dim) or NULL: qwen3, gemma3 */
+    const float *attn_post_norm, *ffn_post_norm; /* (dim) or NULL: gemma3 */
+    int sliding;               /* attends to the last cfg.sliding_window positions only */
     slm_weight wq;             /* (q_dim, dim) */
     slm_weight wk, wv;         /* (kv_dim, dim) */
     const float *bq;           /* (q_dim) or NULL */
@@ -73,6 +86,7 @@ typedef struct {
     float *y;          /* (B, dim) wo / down output before the residual add */
     float *scores;     /* (n_threads, n_ctx) attention weights, one row per thread */
     float *rope_cs;    /* (B, head_dim/2, 2) cos, sin for this chunk's positions */
+    float *rope_cs_swa; /* (B, head_dim/2, 2) the same at the sliding layers' base, or NULL */
     uint8_t *act_a;    /* 3 slots of (B, act_bytes(dim)) */
     uint8_t *act_b;    /* (B, act_bytes(max(q_dim, ffn_dim))) */
     float *xb_own;     /* (n_threads, dim) per-thread normed input for one-token steps */
@@ -117,6 +131,8 @@ struct slm_model {
     slm_weight output;         /* (vocab, dim), unused when tied */
     const slm_weight *lm_head; /* &output or &token_embd */
     double *inv_freq;          /* (head_dim/2) RoPE frequency per pair, rope_freqs applied */
+    double *inv_freq_swa;      /* (head_dim/2) at rope_base_swa, or NULL when it is rope_base */
+    float attn_scale, embed_scale;
     layer_weights *layers;     /* (n_layer) */
     int64_t act_be[16], act_bb[16]; /* activation block elements and bytes, by weight type */
     int64_t act_a_slot;        /* bytes of one act_a slot: B * act_bytes(dim) at most */
@@ -139,7 +155,7 @@ struct slm_model {
 int slm_model_create(const slm_model_config *cfg, slm_model **out) {
     *out = NULL;
     const slm_model_config c = *cfg;
-    if (c.arch != SLM_ARCH_LLAMA && c.arch != SLM_ARCH_QWEN2) return SLM_EINVAL;
+    if (c.arch < 0 || c.arch >= SLM_ARCH_COUNT) return SLM_EINVAL;
     if (c.n_layer < 1 || c.n_layer > 4096 || c.dim < 32 || c.dim > (1 << 16) || c.ffn_dim < 32 ||
         c.ffn_dim > (1 << 18) || c.n_head < 1 || c.n_kv_head < 1 || c.n_head % c.n_kv_head != 0 ||
         c.head_dim < 2 || c.head_dim % 2 != 0 || c.head_dim > 1024 || c.vocab < 1 ||
@@ -152,12 +168,20 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
     if (c.kv_type != SLM_TYPE_F32 && c.kv_type != SLM_TYPE_F16) return SLM_EINVAL;
     if (c.n_threads < 1 || c.n_threads > SLM_MAX_THREADS) return SLM_EINVAL;
     if (!(c.rope_base > 0) || !(c.norm_eps >= 0)) return SLM_EINVAL;
+    if (c.sliding_window < 0 || c.sliding_window_pattern < 0) return SLM_EINVAL;
+    /* !(x >= 0) also refuses NaN; infinities are no scale either */
+    if (!(c.rope_base_swa >= 0) || !(c.attn_scale >= 0) || !(c.embed_scale >= 0) ||
+        !(c.logit_softcap >= 0) || isinf(c.rope_base_swa) || isinf(c.attn_scale) ||
+        isinf(c.embed_scale) || isinf(c.logit_softcap))
+        return SLM_EINVAL;
     slm_model *m = calloc(1, sizeof *m);
     if (!m) return SLM_ENOMEM;
     m->cfg = c;
     m->q_dim = c.n_head * c.head_dim;
     m->kv_dim = c.n_kv_head * c.head_dim;
     m->kv_mul = c.n_head / c.n_kv_head;
+    m->attn_scale = c.attn_scale > 0 ? c.attn_scale : 1.0f / sqrtf((float)c.head_dim);
+    m->embed_scale = c.embed_scale > 0 ? c.embed_scale : 1.0f;
     m->max_batch = c.max_batch ? c.max_batch : SLM_DEFAULT_MAX_BATCH;
     m->region_ops = 1;
     if (m->max_batch > c.n_ctx) m->max_batch = c.n_ctx;
@@ -171,10 +195,29 @@ int slm_model_create(const slm_model_config *cfg, slm_model **out) {
 const char *slm_op_name(int op) {
     static const char *const names[SLM_OP_COUNT] = {
         [SLM_OP_LAYER] = "layer", [SLM_OP_EMBED] = "embed", [SLM_OP_ATTN_NORM] = "attn_norm",
-        [SLM_OP_QKV] = "qkv", [SLM_OP_ROPE_ATTN] = "rope_attn", [SLM_OP_ATTN_OUT] = "attn_out",
-        [SLM_OP_FFN_NORM] = "ffn_norm", [SLM_OP_GATE_UP] = "gate_up", [SLM_OP_DOWN] = "down",
+        [SLM_OP_QKV] = "qkv", [SLM_OP_QK_NORM] = "qk_norm", [SLM_OP_ROPE_ATTN] = "rope_attn",
+        [SLM_OP_ATTN_OUT] = "attn_out", [SLM_OP_ATTN_POST_NORM] = "attn_post_norm",
+        [SLM_OP_FFN_NORM] = "ffn_norm", [SLM_OP_GATE_UP] = "gate_up", [SLM_OP_GELU] = "gelu",
+        [SLM_OP_DOWN] = "down", [SLM_OP_FFN_POST_NORM] = "ffn_post_norm",
         [SLM_OP_OUTPUT_NORM] = "output_norm", [SLM_OP_LM_HEAD] = "lm_head"};
     return op >= 0 && op < SLM_OP_COUNT && names[op] ? names[op] : "unknown";
+}
+
+/* What sets the architectures apart, in one place. */
+static int arch_qk_norm(int arch) { return arch == SLM_ARCH_QWEN3 || arch == SLM_ARCH_GEMMA3; }
+static int arch_post_norms(int arch) { return arch == SLM_ARCH_GEMMA3; }
+static int arch_gelu(int arch) { return arch == SLM_ARCH_GEMMA3; }
+static int arch_neox(int arch) { return arch != SLM_ARCH_LLAMA; }
+
+int slm_arch_has_op(int arch, int op) {
+    if (arch < 0 || arch >= SLM_ARCH_COUNT || op < 0 || op >= SLM_OP_COUNT) return 0;
+    switch (op) {
+    case SLM_OP_QK_NORM: return arch_qk_norm(arch);
+    case SLM_OP_ATTN_POST_NORM:
+    case SLM_OP_FFN_POST_NORM: return arch_post_norms(arch);
+    case SLM_OP_GELU: return arch_gelu(arch);
+    default: return 1;
+    }
 }
 
 static int is_layer_kind(int kind) { return kind >= SLM_T_ATTN_NORM && kind < SLM_T_COUNT; }
@@ -269,14 +312,18 @@ int slm_model_ready(slm_model *m) {
     }
     const float *rope_freqs;
     if ((rc = take_vector(&m->tensors[SLM_T_ROPE_FREQS], c->head_dim / 2, 0, &rope_freqs))) return rc;
+    const int swa_base = c->sliding_window > 0 && c->rope_base_swa > 0 && c->rope_base_swa != c->rope_base;
     m->inv_freq = calloc((size_t)c->head_dim / 2, sizeof(double));
-    if (!m->inv_freq) return SLM_ENOMEM;
+    if (swa_base) m->inv_freq_swa = calloc((size_t)c->head_dim / 2, sizeof(double));
+    if (!m->inv_freq || (swa_base && !m->inv_freq_swa)) return SLM_ENOMEM;
     for (int i = 0; i < c->head_dim / 2; i++) {
         /* theta_i = pos * base^(-2i/head_dim) / rope_freqs[i], as ggml's rope does. */
         m->inv_freq[i] = pow((double)c->rope_base, -2.0 * i / c->head_dim);
+        if (swa_base) m->inv_freq_swa[i] = pow((double)c->rope_base_swa, -2.0 * i / c->head_dim);
         if (rope_freqs) {
             if (!(rope_freqs[i] > 0)) return SLM_EINVAL;
             m->inv_freq[i] /= rope_freqs[i];
+            if (swa_base) m->inv_freq_swa[i] /= rope_freqs[i];
         }
     }
 
@@ -297,6 +344,16 @@ int slm_model_ready(slm_model *m) {
             (rc = take_matrix(m, &t[SLM_T_FFN_UP], ffn, dim, &L->up)) ||
             (rc = take_matrix(m, &t[SLM_T_FFN_DOWN], dim, ffn, &L->down)))
             return rc;
+        const int qk = arch_qk_norm(c->arch), post = arch_post_norms(c->arch);
+        if ((rc = take_vector(&t[SLM_T_ATTN_Q_NORM], c->head_dim, qk, &L->q_norm)) ||
+            (rc = take_vector(&t[SLM_T_ATTN_K_NORM], c->head_dim, qk, &L->k_norm)) ||
+            (rc = take_vector(&t[SLM_T_ATTN_POST_NORM], dim, post, &L->attn_post_norm)) ||
+            (rc = take_vector(&t[SLM_T_FFN_POST_NORM], dim, post, &L->ffn_post_norm)))
+            return rc;
+        if (!qk) L->q_norm = L->k_norm = NULL;  /* architectures run what they define */
+        if (!post) L->attn_post_norm = L->ffn_post_norm = NULL;
+        const int period = c->sliding_window_pattern;
+        L->sliding = c->sliding_window > 0 && (period == 0 || l % period < period - 1);
         const slm_weight *qkv[3] = {&L->wq, &L->wk, &L->wv}, *gu[2] = {&L->gate, &L->up};
         group_acts(&L->qkv_acts, qkv, 3);
         group_acts(&L->gate_up_acts, gu, 2);
@@ -317,6 +374,7 @@ int slm_model_ready(slm_model *m) {
     s->y = alloc_floats(B * dim);
     s->scores = alloc_floats(nth * c->n_ctx);
     s->rope_cs = alloc_floats(B * c->head_dim);
+    if (m->inv_freq_swa && !(s->rope_cs_swa = alloc_floats(B * c->head_dim))) return SLM_ENOMEM;
     s->act_a = malloc(3 * (size_t)m->act_a_slot);
     s->act_b = malloc(B * 4 * (size_t)(qd > ffn ? qd : ffn));
     s->xb_own = alloc_floats(nth * dim);
@@ -329,7 +387,7 @@ int slm_model_ready(slm_model *m) {
         !s->scores || !s->rope_cs || !s->act_a || !s->act_b || !s->xb_own || !s->act_own ||
         !s->key_cache || !s->value_cache)
         return SLM_ENOMEM;
-    m->max_ops = 4 + 9 * c->n_layer;
+    m->max_ops = 4 + 13 * c->n_layer;
     m->counters = aligned_alloc(64, (size_t)m->max_ops * sizeof(work_counter));
     if (!m->counters) return SLM_ENOMEM;
     if ((rc = slm_pool_create(c->n_threads, &m->pool))) return rc;
@@ -350,8 +408,9 @@ void slm_model_free(slm_model *m) {
         }
     run_state *s = &m->s;
     void *bufs[] = {s->x, s->xb, s->q, s->k, s->v, s->att_out, s->hg, s->hu, s->y, s->scores,
-                    s->rope_cs, s->act_a, s->act_b, s->xb_own, s->act_own, s->key_cache,
-                    s->value_cache, m->inv_freq, m->layers, m->layer_tensors, m->counters};
+                    s->rope_cs, s->rope_cs_swa, s->act_a, s->act_b, s->xb_own, s->act_own,
+                    s->key_cache, s->value_cache, m->inv_freq, m->inv_freq_swa, m->layers,
+                    m->layer_tensors, m->counters};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     free(m);
 }
@@ -401,6 +460,12 @@ static void rope(float *v, const float *cs, int head_dim, int neox) {
         *a = a0 * c - b0 * s;
         *b = a0 * s + b0 * c;
     }
+}
+
+/* GELU, tanh approximation (gemma's gelu_pytorch_tanh). */
+static inline float gelu_tanh(float x) {
+    const float sqrt_2_over_pi = 0.7978845608028654f, coef = 0.044715f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef * x * x)));
 }
 
 /* ---- forward --------------------------------------------------------------------------- */
@@ -560,15 +625,30 @@ typedef struct {
     int64_t ffn_chunk; /* rows of gate and up per chunk */
 } layer_job;
 
+/* cos, sin of this chunk's positions at layer l's RoPE base: (B, head_dim/2, 2). */
+static const float *rope_table(const slm_model *m, const layer_weights *L) {
+    return L->sliding && m->s.rope_cs_swa ? m->s.rope_cs_swa : m->s.rope_cs;
+}
+
+static void store_head(slm_model *m, int l, int which, int64_t h, int t, const float *v) {
+    const slm_model_config *c = &m->cfg;
+    const size_t kv_elem = c->kv_type == SLM_TYPE_F16 ? 2 : 4;
+    void *cache = which == 1 ? m->s.key_cache : m->s.value_cache;
+    size_t pos = (size_t)l * c->n_ctx + m->job.pos0 + t;
+    store_kv((char *)cache + (pos * m->kv_dim + h * c->head_dim) * kv_elem, v, c->head_dim, c->kv_type);
+}
+
 /* One head's rows of q, k or v (chunk = head unit: q heads, then k heads, then v heads) for
- * every token; bias; RoPE; new keys and values into the cache. */
+ * every token; bias; RoPE; new keys and values into the cache. With q/k norms, q and k get
+ * their norm, RoPE and (k) cache store in the next step (qk_norm_chunk). */
 static void qkv_chunk(worker *w, int64_t unit, void *arg) {
     const layer_job *j = arg;
     slm_model *m = w->m;
     const slm_model_config *c = &m->cfg;
     const layer_weights *L = &m->layers[j->l];
     run_state *s = &m->s;
-    const int hd = c->head_dim, n_tok = m->job.n_tok, neox = c->arch == SLM_ARCH_QWEN2;
+    const int hd = c->head_dim, n_tok = m->job.n_tok, neox = arch_neox(c->arch);
+    const int later = L->q_norm != NULL; /* q/k norm, RoPE and k store in their own step */
     const int which = unit < c->n_head ? 0 : unit < c->n_head + c->n_kv_head ? 1 : 2;
     const int64_t h = which == 0 ? unit : which == 1 ? unit - c->n_head : unit - c->n_head - c->n_kv_head;
     const slm_weight *wt = which == 0 ? &L->wq : which == 1 ? &L->wk : &L->wv;
@@ -577,17 +657,35 @@ static void qkv_chunk(worker *w, int64_t unit, void *arg) {
     const int64_t out_dim = wt->rows;
     const uint8_t *act = j->in->act + L->qkv_acts.slot[which] * j->in->slot_bytes;
     slm_matmul_rows(wt, act, act_bytes(m, wt->type, c->dim), n_tok, outs, out_dim, h * hd, (h + 1) * hd);
-    const size_t kv_elem = c->kv_type == SLM_TYPE_F16 ? 2 : 4;
+    const float *cs = rope_table(m, L);
     for (int t = 0; t < n_tok; t++) {
         float *v = outs + (int64_t)t * out_dim + h * hd;
         if (bias)
             for (int i = 0; i < hd; i++) v[i] += bias[h * hd + i];
-        if (which < 2) rope(v, s->rope_cs + (int64_t)t * hd, hd, neox);
-        if (which > 0) {
-            void *cache = which == 1 ? s->key_cache : s->value_cache;
-            size_t pos = (size_t)j->l * c->n_ctx + m->job.pos0 + t;
-            store_kv((char *)cache + (pos * m->kv_dim + h * hd) * kv_elem, v, hd, c->kv_type);
-        }
+        if (later && which < 2) continue;
+        if (which < 2) rope(v, cs + (int64_t)t * hd, hd, neox);
+        if (which > 0) store_head(m, j->l, which, h, t, v);
+    }
+}
+
+/* qwen3, gemma3: one head of q or k (unit: q heads, then k heads) for every token: RMSNorm
+ * over the head with the layer's q or k norm weight, RoPE, keys into the cache. */
+static void qk_norm_chunk(worker *w, int64_t unit, void *arg) {
+    const layer_job *j = arg;
+    slm_model *m = w->m;
+    const slm_model_config *c = &m->cfg;
+    const layer_weights *L = &m->layers[j->l];
+    const int hd = c->head_dim, n_tok = m->job.n_tok, neox = arch_neox(c->arch);
+    const int which = unit < c->n_head ? 0 : 1;
+    const int64_t h = which == 0 ? unit : unit - c->n_head;
+    const int64_t out_dim = which == 0 ? m->q_dim : m->kv_dim;
+    float *outs = which == 0 ? m->s.q : m->s.k;
+    const float *weight = which == 0 ? L->q_norm : L->k_norm, *cs = rope_table(m, L);
+    for (int t = 0; t < n_tok; t++) {
+        float *v = outs + (int64_t)t * out_dim + h * hd;
+        rmsnorm(v, v, weight, hd, c->norm_eps);
+        rope(v, cs + (int64_t)t * hd, hd, neox);
+        if (which == 1) store_head(m, j->l, 1, h, t, v);
     }
 }
 
@@ -607,7 +705,8 @@ static void attention_chunk(worker *w, int64_t chunk, void *arg) {
     const int hd = c->head_dim, kvd = m->kv_dim;
     const int kv_f16 = c->kv_type == SLM_TYPE_F16;
     const size_t kv_elem = kv_f16 ? 2 : 4;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = m->attn_scale;
+    const int window = m->layers[j->l].sliding ? c->sliding_window : 0;
     const slm_weight *wo = &m->layers[j->l].wo;
     const int64_t wo_act_row = act_bytes(m, wo->type, m->q_dim);
     float *att = s->scores + (size_t)w->ith * c->n_ctx;
@@ -615,12 +714,13 @@ static void attention_chunk(worker *w, int64_t chunk, void *arg) {
     const int64_t n_items = (int64_t)m->job.n_tok * c->n_head;
     for (int64_t item = chunk * j->items_per_chunk; item < min64(n_items, (chunk + 1) * j->items_per_chunk); item++) {
         const int t = (int)(item / c->n_head), h = (int)(item % c->n_head), kvh = h / m->kv_mul;
-        const int n_pos = m->job.pos0 + t + 1; /* attend to positions 0..pos */
+        const int n_pos = m->job.pos0 + t + 1; /* attend to positions first..pos */
+        const int first = window && n_pos > window ? n_pos - window : 0;
         const float *q = s->q + (size_t)t * m->q_dim + (size_t)h * hd;
         float *out = s->att_out + (size_t)t * m->q_dim + (size_t)h * hd;
-        const size_t head_off = (layer_off + (size_t)kvh * hd) * kv_elem;
+        const size_t head_off = (layer_off + (size_t)first * kvd + (size_t)kvh * hd) * kv_elem;
         m->job.attend(q, (const char *)s->key_cache + head_off, (const char *)s->value_cache + head_off,
-                      kvd, n_pos, hd, scale, kv_f16, att, out);
+                      kvd, n_pos - first, hd, scale, kv_f16, att, out);
         if (j->quantize_here) {
             int64_t rb;
             slm_quantize_activations(wo->type, out, hd, 1, hd,
@@ -640,19 +740,59 @@ static void quantize_att_chunk(worker *w, int64_t chunk, void *arg) {
                              m->s.act_b + t0 * act_bytes(m, wo->type, m->q_dim), &rb);
 }
 
-/* Rows of W . act (act in act_b), added into the residual stream x, for every token. */
+/* Rows of W . act (act in act_b) into y, for every token; added into the residual stream x
+ * unless a post-norm comes first (post_norm_chunk adds then). */
+typedef struct {
+    const slm_weight *w;
+    int add_residual;
+} residual_job;
+
 static void matmul_residual_chunk(worker *w, int64_t chunk, void *arg) {
-    const slm_weight *wt = arg;
+    const residual_job *j = arg;
+    const slm_weight *wt = j->w;
     slm_model *m = w->m;
     run_state *s = &m->s;
     const int n_tok = m->job.n_tok, dim = m->cfg.dim;
     const int64_t r0 = chunk * ROW_CHUNK, r1 = min64(dim, r0 + ROW_CHUNK);
     slm_matmul_rows(wt, s->act_b, act_bytes(m, wt->type, wt->cols), n_tok, s->y, dim, r0, r1);
+    if (!j->add_residual) return;
     for (int t = 0; t < n_tok; t++)
         for (int64_t r = r0; r < r1; r++) s->x[(size_t)t * dim + r] += s->y[(size_t)t * dim + r];
 }
 
-/* Rows of gate and up, silu(gate) * up, quantized for down. */
+/* gemma3: x += rmsnorm(y) * weight for whole tokens (the norm needs the whole row of y). */
+static void post_norm_chunk(worker *w, int64_t chunk, void *arg) {
+    const float *weight = arg;
+    slm_model *m = w->m;
+    run_state *s = &m->s;
+    const int dim = m->cfg.dim;
+    for (int64_t t = chunk * NORM_CHUNK; t < min64(m->job.n_tok, (chunk + 1) * NORM_CHUNK); t++) {
+        float *y = s->y + t * dim, *x = s->x + t * dim;
+        rmsnorm(y, y, weight, dim, m->cfg.norm_eps);
+        for (int i = 0; i < dim; i++) x[i] += y[i];
+    }
+}
+
+/* Rows [r0, r1) of act(gate) * up for every token (act: silu, or gelu_tanh), quantized for
+ * down. */
+static void gate_rows(slm_model *m, const layer_weights *L, int64_t r0, int64_t r1, int gelu) {
+    run_state *s = &m->s;
+    const int n_tok = m->job.n_tok, ffn = m->cfg.ffn_dim;
+    const int dt = L->down.type;
+    const int64_t down_act_row = act_bytes(m, dt, ffn);
+    for (int t = 0; t < n_tok; t++) {
+        float *hg = s->hg + (size_t)t * ffn, *hu = s->hu + (size_t)t * ffn;
+        if (gelu)
+            for (int64_t r = r0; r < r1; r++) hg[r] = gelu_tanh(hg[r]) * hu[r];
+        else
+            m->job.swiglu(hg + r0, hu + r0, r1 - r0);
+        int64_t rb;
+        slm_quantize_activations(dt, hg + r0, r1 - r0, 1, r1 - r0,
+                                 s->act_b + t * down_act_row + act_bytes(m, dt, r0), &rb);
+    }
+}
+
+/* Rows of gate and up; SwiGLU archs: silu(gate) * up, quantized for down (gemma3: next step). */
 static void gate_up_chunk(worker *w, int64_t chunk, void *arg) {
     const layer_job *j = arg;
     slm_model *m = w->m;
@@ -665,15 +805,15 @@ static void gate_up_chunk(worker *w, int64_t chunk, void *arg) {
                     n_tok, s->hg, ffn, r0, r1);
     slm_matmul_rows(&L->up, j->in->act + g->slot[1] * j->in->slot_bytes, act_bytes(m, L->up.type, dim),
                     n_tok, s->hu, ffn, r0, r1);
-    const int dt = L->down.type;
-    const int64_t down_act_row = act_bytes(m, dt, ffn);
-    for (int t = 0; t < n_tok; t++) {
-        float *hg = s->hg + (size_t)t * ffn, *hu = s->hu + (size_t)t * ffn;
-        m->job.swiglu(hg + r0, hu + r0, r1 - r0);
-        int64_t rb;
-        slm_quantize_activations(dt, hg + r0, r1 - r0, 1, r1 - r0,
-                                 s->act_b + t * down_act_row + act_bytes(m, dt, r0), &rb);
-    }
+    if (!arch_gelu(m->cfg.arch)) gate_rows(m, L, r0, r1, 0);
+}
+
+/* gemma3: rows of gelu_tanh(gate) * up, quantized for down. */
+static void gelu_chunk(worker *w, int64_t chunk, void *arg) {
+    const layer_job *j = arg;
+    slm_model *m = w->m;
+    const int64_t r0 = chunk * j->ffn_chunk, r1 = min64(m->cfg.ffn_dim, r0 + j->ffn_chunk);
+    gate_rows(m, &m->layers[j->l], r0, r1, 1);
 }
 
 /* Token embeddings and this chunk's RoPE cos/sin table. */
@@ -684,12 +824,19 @@ static void embed_chunk(worker *w, int64_t chunk, void *arg) {
     const int half = c->head_dim / 2;
     for (int64_t t = chunk * EMBED_CHUNK; t < min64(m->job.n_tok, (chunk + 1) * EMBED_CHUNK); t++) {
         const uint8_t *row = (const uint8_t *)m->token_embd.data + m->job.tokens[t] * m->token_embd.row_bytes;
-        slm_dequantize_row(m->token_embd.type, row, s->x + t * c->dim, c->dim);
+        float *x = s->x + t * c->dim;
+        slm_dequantize_row(m->token_embd.type, row, x, c->dim);
+        if (m->embed_scale != 1.0f)
+            for (int i = 0; i < c->dim; i++) x[i] *= m->embed_scale;
         const double pos = m->job.pos0 + t;
         for (int i = 0; i < half; i++) {
             double theta = pos * m->inv_freq[i];
             s->rope_cs[t * c->head_dim + 2 * i] = (float)cos(theta);
             s->rope_cs[t * c->head_dim + 2 * i + 1] = (float)sin(theta);
+            if (!m->inv_freq_swa) continue;
+            theta = pos * m->inv_freq_swa[i];
+            s->rope_cs_swa[t * c->head_dim + 2 * i] = (float)cos(theta);
+            s->rope_cs_swa[t * c->head_dim + 2 * i + 1] = (float)sin(theta);
         }
     }
 }
@@ -701,6 +848,17 @@ static void lm_head_chunk(worker *w, int64_t chunk, void *arg) {
     const int64_t r0 = chunk * HEAD_CHUNK, r1 = min64(m->cfg.vocab, r0 + HEAD_CHUNK);
     slm_matmul_rows(head, in->act, act_bytes(m, head->type, m->cfg.dim), m->job.n_out, m->job.logits,
                     m->cfg.vocab, r0, r1);
+    const float cap = m->cfg.logit_softcap;
+    if (cap > 0)
+        for (int t = 0; t < m->job.n_out; t++) {
+            float *row = m->job.logits + (size_t)t * m->cfg.vocab;
+            for (int64_t r = r0; r < r1; r++) row[r] = cap * tanhf(row[r] / cap);
+        }
+}
+
+/* From operation a to operation b of the same slot. */
+static void op_edge(worker *w, int slot, int a, int b) {
+    edge(w, SLM_REGION_ID(slot, a), -1, -1, SLM_REGION_ID(slot, b));
 }
 
 static void forward_thread(void *ctx, int ith, int nth) {
@@ -709,6 +867,8 @@ static void forward_thread(void *ctx, int ith, int nth) {
     const chunk_job *job = &m->job;
     const int n_tok = job->n_tok;
     const int head_slot = c->n_layer + 1;
+    const int qk_norm = arch_qk_norm(c->arch), post = arch_post_norms(c->arch), gelu = arch_gelu(c->arch);
+    const int last_op = post ? SLM_OP_FFN_POST_NORM : SLM_OP_DOWN; /* a block's last operation */
     worker w = {.m = m, .ith = ith, .step = 0};
     edge(&w, -1, -1, -1, SLM_REGION_ID(0, SLM_OP_EMBED)); /* its layer began before the wake */
 
@@ -716,7 +876,7 @@ static void forward_thread(void *ctx, int ith, int nth) {
     for (int l = 0; l < c->n_layer; l++) {
         const layer_weights *L = &m->layers[l];
         const int slot = l + 1;
-        int prev_end_op = l == 0 ? SLM_REGION_ID(0, SLM_OP_EMBED) : SLM_REGION_ID(l, SLM_OP_DOWN);
+        int prev_end_op = l == 0 ? SLM_REGION_ID(0, SLM_OP_EMBED) : SLM_REGION_ID(l, last_op);
         if (stop_here(&w, l)) { /* every thread stops here: close the open regions */
             if (w.ith == 0 && job->hooks.begin) record_edge(job, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), -1, -1);
             return;
@@ -726,41 +886,65 @@ static void forward_thread(void *ctx, int ith, int nth) {
 
         /* attention rmsnorm, quantized once for q, k and v */
         norm_job in = norm_quantize(&w, 0, n_tok, L->attn_norm, &L->qkv_acts);
-        edge(&w, SLM_REGION_ID(slot, SLM_OP_ATTN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_QKV));
+        op_edge(&w, slot, SLM_OP_ATTN_NORM, SLM_OP_QKV);
 
         /* q, k, v for these positions; RoPE; keys and values into the cache */
         const int64_t down_be = m->act_be[m->layers[l].down.type];
         layer_job lj = {.l = l, .in = &in, .ffn_chunk = down_be > FFN_CHUNK ? down_be : FFN_CHUNK};
         parallel(&w, c->n_head + 2 * c->n_kv_head, qkv_chunk, &lj);
-        edge(&w, SLM_REGION_ID(slot, SLM_OP_QKV), -1, -1, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN));
+        if (qk_norm) { /* per-head norm of q and k, then RoPE; keys into the cache */
+            op_edge(&w, slot, SLM_OP_QKV, SLM_OP_QK_NORM);
+            parallel(&w, c->n_head + c->n_kv_head, qk_norm_chunk, &lj);
+            op_edge(&w, slot, SLM_OP_QK_NORM, SLM_OP_ROPE_ATTN);
+        } else {
+            op_edge(&w, slot, SLM_OP_QKV, SLM_OP_ROPE_ATTN);
+        }
 
         /* multi-head attention over the cache; heads quantized for wo as they finish */
         attention_job aj = {.l = l, .items_per_chunk = n_tok > 8 ? c->n_head : 1,
                             .quantize_here = c->head_dim % m->act_be[m->layers[l].wo.type] == 0};
         parallel(&w, n_chunks_of((int64_t)n_tok * c->n_head, aj.items_per_chunk), attention_chunk, &aj);
         if (!aj.quantize_here) parallel(&w, n_chunks_of(n_tok, NORM_CHUNK), quantize_att_chunk, &aj);
-        edge(&w, SLM_REGION_ID(slot, SLM_OP_ROPE_ATTN), -1, -1, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT));
+        op_edge(&w, slot, SLM_OP_ROPE_ATTN, SLM_OP_ATTN_OUT);
 
-        /* output projection, residual connection back into x */
-        parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, (void *)&L->wo);
-        edge(&w, SLM_REGION_ID(slot, SLM_OP_ATTN_OUT), -1, -1, SLM_REGION_ID(slot, SLM_OP_FFN_NORM));
+        /* output projection, residual connection back into x (after its norm, with post-norms) */
+        residual_job wo = {.w = &L->wo, .add_residual = !post};
+        parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, &wo);
+        if (post) {
+            op_edge(&w, slot, SLM_OP_ATTN_OUT, SLM_OP_ATTN_POST_NORM);
+            parallel(&w, n_chunks_of(n_tok, NORM_CHUNK), post_norm_chunk, (void *)L->attn_post_norm);
+            op_edge(&w, slot, SLM_OP_ATTN_POST_NORM, SLM_OP_FFN_NORM);
+        } else {
+            op_edge(&w, slot, SLM_OP_ATTN_OUT, SLM_OP_FFN_NORM);
+        }
 
         /* ffn rmsnorm, quantized once for gate and up */
         in = norm_quantize(&w, 0, n_tok, L->ffn_norm, &L->gate_up_acts);
-        edge(&w, SLM_REGION_ID(slot, SLM_OP_FFN_NORM), -1, -1, SLM_REGION_ID(slot, SLM_OP_GATE_UP));
+        op_edge(&w, slot, SLM_OP_FFN_NORM, SLM_OP_GATE_UP);
 
-        /* silu(gate) * up, quantized for down */
+        /* act(gate) * up, quantized for down: silu in the same step, gelu in its own */
         parallel(&w, n_chunks_of(c->ffn_dim, lj.ffn_chunk), gate_up_chunk, &lj);
-        edge(&w, SLM_REGION_ID(slot, SLM_OP_GATE_UP), -1, -1, SLM_REGION_ID(slot, SLM_OP_DOWN));
+        if (gelu) {
+            op_edge(&w, slot, SLM_OP_GATE_UP, SLM_OP_GELU);
+            parallel(&w, n_chunks_of(c->ffn_dim, lj.ffn_chunk), gelu_chunk, &lj);
+            op_edge(&w, slot, SLM_OP_GELU, SLM_OP_DOWN);
+        } else {
+            op_edge(&w, slot, SLM_OP_GATE_UP, SLM_OP_DOWN);
+        }
 
-        /* down projection, residual connection back into x */
-        parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, (void *)&L->down);
+        /* down projection, residual connection back into x (after its norm, with post-norms) */
+        residual_job down = {.w = &L->down, .add_residual = !post};
+        parallel(&w, n_chunks_of(c->dim, ROW_CHUNK), matmul_residual_chunk, &down);
+        if (post) {
+            op_edge(&w, slot, SLM_OP_DOWN, SLM_OP_FFN_POST_NORM);
+            parallel(&w, n_chunks_of(n_tok, NORM_CHUNK), post_norm_chunk, (void *)L->ffn_post_norm);
+        }
     }
     if (job->n_out == 0) { /* the last block's layer region ends in slm_model_forward */
-        edge(&w, SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), -1, -1, -1);
+        edge(&w, SLM_REGION_ID(c->n_layer, last_op), -1, -1, -1);
         return;
     }
-    edge(&w, SLM_REGION_ID(c->n_layer, SLM_OP_DOWN), SLM_REGION_ID(c->n_layer, SLM_OP_LAYER),
+    edge(&w, SLM_REGION_ID(c->n_layer, last_op), SLM_REGION_ID(c->n_layer, SLM_OP_LAYER),
          SLM_REGION_ID(head_slot, SLM_OP_LAYER), SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM));
 
     /* final rmsnorm of the tokens that need logits, then the classifier into the logits */

@@ -25,7 +25,12 @@ static float quantize_q8_block(const float *x, int8_t *qs, int *sum_q) {
     const float id = d ? 1.0f / d : 0.0f;
     int sum = 0;
     for (int j = 0; j < SLM_QK; j++) {
-        const float v = x[j] * id;
+        float v = x[j] * id;
+        /* a non-finite activation (damaged weights) must not reach the int conversion; finite
+         * values already lie within +-127, so results are unchanged */
+        if (v != v) v = 0.0f;
+        else if (v > 127.0f) v = 127.0f;
+        else if (v < -127.0f) v = -127.0f;
         /* round half away from zero without libm: truncate, then step away on |frac| >= 0.5 */
         int q = (int)v;
         const float frac = v - (float)q;

@@ -6,10 +6,12 @@ Two things a Pi has that user-mode emulation does not, and the tests that need t
   The counter code itself is tested for real in the emulated PMU system (pmu_vm.sh).
 - speed: emulation runs every instruction through a translator, so tests that compare
   measured time or bandwidth against a ceiling or against each other say nothing there.
-The tests are reported as skipped with the reason, never deselected silently.
+The tests are reported as skipped with the reason, never deselected silently; the Ctrl-C tests
+run with a bound on the time to stop that fits emulation.
 """
 import ctypes
 import errno
+import os
 import platform
 
 import pytest
@@ -49,6 +51,12 @@ def perf_event_open_missing():
     # A NULL attr: a kernel that has the call answers EFAULT; qemu-user answers ENOSYS.
     rc = libc.syscall(nr, None, 0, -1, -1, 0)
     return rc == -1 and ctypes.get_errno() == errno.ENOSYS
+
+
+def pytest_configure(config):
+    # Ctrl-C must still stop a long pass between layers here, but a layer takes tens of times
+    # longer under emulation than on a Pi: the 2 s bound says nothing (tests/test_interrupt.py)
+    os.environ.setdefault("SLMPROF_TEST_CTRL_C_LIMIT_S", "60")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy this checkout into the cached arm64 root and install it there the way docs/raspberry-pi.md's
-# Raspberry Pi section tells a user to: a venv that sees Debian's numpy, then ./install.sh.
+# Install section tells a Pi user to: ./install.sh with the virtual environment's path.
 # Skipped when the same package sources are already installed (a stamp holds their checksum);
 # the tests are always refreshed.
 #   scripts/arm64/install_in_root.sh        FORCE=1 to reinstall
@@ -52,12 +52,11 @@ mount_chroot "$ARM64_ROOT"
 copy_sources
 
 t0=$(date +%s)
-log "arm64 install: python3 -m venv --system-site-packages, then ./install.sh (emulated cortex-a72)"
+log "arm64 install: ./install.sh $GUEST_VENV (emulated cortex-a72)"
 install_log="$SLMPROF_CI_CACHE/arm64-install.log"
 if ! in_root "$ARM64_ROOT" cortex-a72 "set -e
         rm -rf $GUEST_VENV
-        python3 -m venv --system-site-packages $GUEST_VENV
-        cd $GUEST_SRC && PYTHON=$GUEST_VENV/bin/python ./install.sh" > "$install_log" 2>&1; then
+        cd $GUEST_SRC && ./install.sh $GUEST_VENV" > "$install_log" 2>&1; then
     tail -60 "$install_log"
     echo "arm64 install: FAILED (full log: $install_log)"
     exit 1

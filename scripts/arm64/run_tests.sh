@@ -5,7 +5,7 @@
 #   ARM64_CPUS=cortex-a76 scripts/arm64/run_tests.sh
 #   ARM64_PYTEST_ARGS="-k gguf" scripts/arm64/run_tests.sh
 # The checkout is installed in the cached root by install_in_root.sh the way docs/raspberry-pi.md's
-# Raspberry Pi section tells a user to (a venv, then ./install.sh). Commands that have not been
+# Install section tells a user to (./install.sh with a virtual environment's path). Commands that have not been
 # written yet are skipped, and only by looking at `python -m slmprof --help`; anything that
 # exists and fails makes this script fail.
 set -euo pipefail

@@ -18,10 +18,19 @@ ENGINE_TENSORS = {
     "blk.{l}.ffn_gate.weight": (SLM_T_FFN_GATE, True),
     "blk.{l}.ffn_up.weight": (SLM_T_FFN_UP, True),
     "blk.{l}.ffn_down.weight": (SLM_T_FFN_DOWN, True),
+    "blk.{l}.attn_q_norm.weight": (SLM_T_ATTN_Q_NORM, True),
+    "blk.{l}.attn_k_norm.weight": (SLM_T_ATTN_K_NORM, True),
+    "blk.{l}.post_attention_norm.weight": (SLM_T_ATTN_POST_NORM, True),
+    "blk.{l}.post_ffw_norm.weight": (SLM_T_FFN_POST_NORM, True),
 }
-ENGINE_ARCHS = {"llama": SLM_ARCH_LLAMA, "qwen2": SLM_ARCH_QWEN2}
+ENGINE_ARCHS = {"llama": SLM_ARCH_LLAMA, "qwen2": SLM_ARCH_QWEN2, "qwen3": SLM_ARCH_QWEN3,
+                "gemma3": SLM_ARCH_GEMMA3}
 REGION_OP_COUNT = SLM_OP_COUNT
 REGION_OP_NAMES = tuple(slm_op_name(i).decode() for i in range(SLM_OP_COUNT))
+# The operations each architecture runs (names, in order).
+ARCH_OPS = {name: tuple(REGION_OP_NAMES[op] for op in range(SLM_OP_COUNT)
+                        if slm_arch_has_op(arch, op))
+            for name, arch in ENGINE_ARCHS.items()}
 MAX_CTX = SLM_MAX_CTX
 MAX_THREADS = SLM_MAX_THREADS
 ENGINE_MAX_BATCH = SLM_DEFAULT_MAX_BATCH
@@ -52,6 +61,12 @@ cdef class Engine:
         c.n_threads = config["threads"]
         c.rope_base = config["rope_base"]
         c.norm_eps = config["norm_eps"]
+        c.sliding_window = config.get("sliding_window", 0)
+        c.sliding_window_pattern = config.get("sliding_window_pattern", 0)
+        c.rope_base_swa = config.get("rope_base_swa", 0.0)
+        c.attn_scale = config.get("attn_scale", 0.0)
+        c.embed_scale = config.get("embed_scale", 0.0)
+        c.logit_softcap = config.get("logit_softcap", 0.0)
         c.weights_file_backed = 1 if config.get("weights_file_backed") else 0
         self.vocab = c.vocab
         check(slm_model_create(&c, &self.m), "creating the model")

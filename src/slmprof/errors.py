@@ -25,6 +25,10 @@ class ShapeError(SlmprofError, ValueError):
     """Shapes that do not agree."""
 
 
+class NumericalError(SlmprofError, ArithmeticError):
+    """A computation gave NaN or infinity where a number is needed (corrupt weights, overflow)."""
+
+
 class ContextOverflowError(SlmprofError, ValueError):
     """A prompt or generation longer than the context the model was loaded with."""
 

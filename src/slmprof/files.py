@@ -50,13 +50,20 @@ def _message(path, err) -> str:
     return f"cannot write {path}: {reason}"
 
 
+def _read_umask():
+    mask = os.umask(0o022)      # umask can only be read by setting it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def _new_file_mode(existing):
     """The mode a plain open() would give: the replaced file's, or 0666 less the umask."""
     if existing is not None:
         return stat.S_IMODE(existing.st_mode)
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -81,6 +88,8 @@ def atomic_write(path, binary=False, encoding="utf-8", sync=False):
         try:
             with f:
                 yield f
+        except OutputError:
+            raise
         except OSError as e:
             raise OutputError(_message(path, e)) from None
         return
@@ -110,6 +119,9 @@ def atomic_write(path, binary=False, encoding="utf-8", sync=False):
             if sync:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OutputError:
+        _unlink(tmp)
+        raise
     except OSError as e:
         _unlink(tmp)
         raise OutputError(_message(path, e)) from None
@@ -152,6 +164,16 @@ def _unlink(path):
         os.unlink(path)
     except OSError:
         pass
+
+
+def make_parent(path):
+    """Create the directory `path` goes in (a cache's subfolder); OutputError names `path`."""
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise OutputError(_message(os.fspath(path), e)) from None
 
 
 def write_text(path, text, encoding="utf-8"):

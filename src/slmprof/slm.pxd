@@ -263,6 +263,12 @@ cdef extern from "slm.h" nogil:
         int32_t n_threads
         float rope_base
         float norm_eps
+        int32_t sliding_window
+        int32_t sliding_window_pattern
+        float rope_base_swa
+        float attn_scale
+        float embed_scale
+        float logit_softcap
         int32_t weights_file_backed
 
     enum:
@@ -271,6 +277,8 @@ cdef extern from "slm.h" nogil:
         SLM_DEFAULT_MAX_BATCH
         SLM_ARCH_LLAMA
         SLM_ARCH_QWEN2
+        SLM_ARCH_QWEN3
+        SLM_ARCH_GEMMA3
         SLM_OP_COUNT
         SLM_T_TOKEN_EMBD
         SLM_T_OUTPUT_NORM
@@ -288,8 +296,13 @@ cdef extern from "slm.h" nogil:
         SLM_T_FFN_GATE
         SLM_T_FFN_UP
         SLM_T_FFN_DOWN
+        SLM_T_ATTN_Q_NORM
+        SLM_T_ATTN_K_NORM
+        SLM_T_ATTN_POST_NORM
+        SLM_T_FFN_POST_NORM
 
     const char *slm_op_name(int op)
+    int slm_arch_has_op(int arch, int op)
     int slm_model_create(const slm_model_config *cfg, slm_model **out)
     int slm_model_set_tensor(slm_model *m, int kind, int layer, int type, int64_t rows, int64_t cols,
                              const void *data, int64_t nbytes)

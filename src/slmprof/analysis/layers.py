@@ -16,6 +16,7 @@ calls. Bytes and operations per token follow the same division.
 """
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
@@ -23,7 +24,7 @@ from typing import Callable, Optional
 from slmprof import report
 from slmprof.report import chrome
 from slmprof.analysis import roofline
-from slmprof.engine import quant, workload
+from slmprof.engine import quant, registry, workload
 from slmprof.engine.model import forward_chunks, region_id
 from slmprof.measure import calibrate, trace
 from slmprof.measure.counters import Counters
@@ -251,6 +252,27 @@ class _Phase:
     costs: dict                 # region id -> RegionCost
 
 
+def first_run_notice(model, calibrating):
+    """What a first run does once before it measures, said up front (None when nothing): it
+    takes a while, and the calibration wants an idle machine."""
+    where = str(registry.cache_dir())
+    home = os.path.expanduser("~")
+    if home != "/" and where.startswith(home + os.sep):
+        where = "~" + where[len(home):]
+    download = registry.needs_download(model) if model is not None else None
+    if not calibrating:
+        return (f"first use of {download.name}: downloading it once ({download.download}) into "
+                f"{where}" if download else None)
+    fetch = f"{download.name} once ({download.download})" if download else ""
+    seconds = calibrate.expected_seconds()
+    took = f"{max(5, 5 * round(seconds / 5))} s" if seconds < 90 else f"{round(seconds / 60)} min"
+    return (f"first run: slmprof calibrates this machine once (about {took}; best on an idle "
+            "machine, since every verdict is judged against what it measures)"
+            + (f", then downloads {fetch}; both are kept in {where}"
+               if download
+               else f"; the result is kept in {where}"))
+
+
 def profile_layers(model=workload.DEFAULT_MODEL, threads=None, prompt_tokens=64, gen_tokens=32,
                    phase="both", events=None, profile=None,
                    progress: Callable[[str], None] = lambda text: None, ctx=None,
@@ -268,6 +290,10 @@ def profile_layers(model=workload.DEFAULT_MODEL, threads=None, prompt_tokens=64,
     if prompt_tokens < 1 or gen_tokens < (1 if phase != "prefill" else 0):
         raise ValueError("need at least one prompt token, and one generated token for decode")
     notes = []
+    notice = first_run_notice(model if loaded_model is None else None,
+                              calibrating=profile is None and calibrate.cached_profile() is None)
+    if notice:
+        say(notice)
     if profile is None:
         say("machine profile: looking for this machine's calibration")
         profile, cached = calibrate.get_profile(progress=lambda d, t, label, text: say(
@@ -375,7 +401,8 @@ def _run(m, profile, n_prompt, n_gen, phase, events, notes, say, trace_path=None
                 "include it"))
     model_info = {"name": m.name, "synthetic": bool(m.synthetic),
                   "path": str(m.description.path), "file_type": m.description.file_type,
-                  "n_layer": shape.n_layer, "dim": shape.dim, "weight_types": wtypes,
+                  "arch": shape.arch, "n_layer": shape.n_layer, "dim": shape.dim,
+                  "weight_types": wtypes,
                   "kv_type": m.kv_type, "weight_bytes_per_token": m.weight_bytes_per_token()}
     settings = {"threads": threads, "prompt_tokens": n_prompt, "gen_tokens": n_gen,
                 "phase": phase, "isa": isa, "events": events,

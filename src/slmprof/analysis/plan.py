@@ -30,9 +30,9 @@ from slmprof import report
 from slmprof.analysis import devices, roofline
 from slmprof.engine import gguf, quant, registry
 from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chunks
-from slmprof.errors import (ContextOverflowError, ModelNotFoundError, OutputError, ShapeError,
-                            SlmprofError)
-from slmprof.files import write_text
+from slmprof.engine.requantize import FTYPES
+from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError, SlmprofError
+from slmprof.files import make_parent, write_text
 from slmprof.report import Column, format_table
 
 PLAN_TYPES = quant.QUANTIZED_TYPES + ("f16",)
@@ -88,7 +88,8 @@ def planned_weight_types(shape, type_name):
     """2-D weights in `type_name`, 1-D tensors in F32, and the LM head (output, or the tied
     embedding) as llama.cpp's quantizer and the registry's synthetic models keep it
     (registry.lm_head_type: 8 bits for the 4-bit types)."""
-    head = registry.lm_head_type(type_name)
+    # llama-quantize's LM head for the K and 5-bit file types: Q6_K (Q8_0 where rows do not fit)
+    head = "q6_k" if type_name in FTYPES else registry.lm_head_type(type_name)
     if shape.tied:
         return roofline.weight_types_for(shape, type_name, embd_type=head)
     return roofline.weight_types_for(shape, type_name, output_type=head)
@@ -343,10 +344,7 @@ def stored_efficiency():
 
 def store_efficiency(eff):
     path = _efficiency_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    make_parent(path)
     write_text(path, json.dumps(eff.to_dict(), indent=2) + "\n")
     return path
 

@@ -8,11 +8,18 @@ Costs of one forward call of n_tok tokens at positions n_past .. n_past+n_tok-1:
 
   bytes     compulsory memory traffic: every weight the operation reads, once per call (the
             matmuls stream each weight row once for all tokens of the call), the KV cache
-            entries it reads (attention: all n_past+n_tok positions, once per call) and writes
-            (q/k/v: n_tok new positions). Activations are small and stay in cache; not counted.
+            entries it reads (attention: all n_past+n_tok positions once per call, or on a
+            sliding-window layer the positions some token of the call still sees) and writes
+            (n_tok new positions). Activations are small and stay in cache; not counted.
   ops       arithmetic operations: 2 per multiply-add of a matmul (2 * rows * cols * n_tok),
             2 * q_dim per attended position for scores and again for the weighted sum, and a
-            few per element for norms, RoPE, softmax and SwiGLU (constants below).
+            few per element for norms, RoPE, softmax, SwiGLU and GELU (constants below).
+
+The operations are the ones the engine runs for the architecture (engine.model.block_ops):
+qwen3 and gemma3 norm q and k per head and rotate them in a step of their own (qk_norm),
+gemma3 normalizes the attention and FFN outputs (attn_post_norm, ffn_post_norm) and gates with
+GELU in a step of its own (gelu). A tied model's LM head is the whole embedding matrix (for
+Gemma 3 270M, 168M parameters of its 268M); its lookup reads one row per token.
 
 Ceilings (slmprof.measure.calibrate profile, at the thread count of the run):
 
@@ -47,7 +54,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from slmprof.engine import quant
-from slmprof.engine.model import region_id
+from slmprof.engine.model import block_ops, region_id
+from slmprof.engine.requantize import fallback_type
 from slmprof.measure import calibrate
 
 EXPLAINED_MIN = 0.5
@@ -65,7 +73,10 @@ NORM_OPS_PER_ELEM = 4      # square-accumulate (2), scale by 1/rms (1), by the n
 ROPE_OPS_PER_ELEM = 3      # a pair rotation is 4 multiplies + 2 adds
 SOFTMAX_OPS_PER_SCORE = 5  # scale, max, subtract, exp, add (exp counted as one)
 SWIGLU_OPS_PER_ELEM = 6    # silu (negate, exp, add, divide) and the product with up
+GELU_OPS_PER_ELEM = 9      # gelu_tanh: x^3 term (3), scale (1), tanh (1), 1 + t and halves (3), x up (1)
 EMBED_OPS_PER_ELEM = 1     # dequantize: one multiply
+RESIDUAL_OPS_PER_ELEM = 1  # the add into the residual stream after a post-norm
+SOFTCAP_OPS_PER_LOGIT = 3  # divide, tanh, multiply
 
 
 def layer_name(slot, n_layer):
@@ -87,24 +98,43 @@ def tensor_bytes(t, rows, cols):
 
 def weight_types_for(shape, weight_type, embd_type=None, output_type=None):
     """A tensor-type table for a shape given by hand (plan): 2-D weights in `weight_type`,
-    norms f32, the embedding in embd_type (default: the weight type)."""
+    norms f32, the embedding in embd_type (default: the weight type). A tensor whose rows the
+    type's blocks do not divide takes llama-quantize's fallback (Q4_K -> Q5_0 on rows of 576)."""
     wt = quant.type_name(weight_type)
     et = quant.type_name(embd_type) if embd_type is not None else wt
-    return {"token_embd": et, "output": quant.type_name(output_type) if output_type else (et if shape.tied else wt),
-            "attn_q": wt, "attn_k": wt, "attn_v": wt, "attn_output": wt,
-            "ffn_gate": wt, "ffn_up": wt, "ffn_down": wt}
+    table = {"token_embd": et, "output": quant.type_name(output_type) if output_type else (et if shape.tied else wt),
+             "attn_q": wt, "attn_k": wt, "attn_v": wt, "attn_output": wt,
+             "ffn_gate": wt, "ffn_up": wt, "ffn_down": wt}
+    cols = {"attn_output": shape.n_head * shape.head_dim, "ffn_down": shape.ffn}
+    return {k: fallback_type(t, cols.get(k, shape.dim)) for k, t in table.items()}
+
+
+BLOCK_WEIGHTS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
 
 def weight_types_from_tensors(tensors, tied):
-    """The tensor-type table of a real file (name -> TensorInfo with .type), from block 0."""
+    """The tensor-type table of a real file (name -> TensorInfo with .type): block 0's types,
+    and under "blocks" every block's where they differ from block to block (llama.cpp's
+    mixes such as Q4_K_M give half the layers' attn_v and ffn_down more bits)."""
     def t(name):
         info = tensors.get(name)
         return quant.type_name(info.type) if info is not None else None
     table = {"token_embd": t("token_embd.weight")}
     table["output"] = table["token_embd"] if tied or "output.weight" not in tensors else t("output.weight")
-    for key in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+    for key in BLOCK_WEIGHTS:
         table[key] = t(f"blk.0.{key}.weight")
+    blocks = []
+    while f"blk.{len(blocks)}.attn_q.weight" in tensors:
+        blocks.append({key: t(f"blk.{len(blocks)}.{key}.weight") for key in BLOCK_WEIGHTS})
+    if any(b != blocks[0] for b in blocks):
+        table["blocks"] = blocks
     return table
+
+
+def block_weight_types(weight_types, layer):
+    """The weight types of one block: its own entry under "blocks" if the table has them."""
+    blocks = weight_types.get("blocks")
+    return blocks[layer] if blocks else weight_types
 
 
 # ------------------------------------------------------------------------------------------
@@ -155,8 +185,9 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
     q_dim = shape.n_head * shape.head_dim
     kv_dim = shape.n_kv_head * shape.head_dim
     kv_elem = quant.block_bytes(kv_type)
-    wt = weight_types
     qkv_bias = bool(getattr(shape, "qkv_bias", False))
+    runs = set(block_ops(getattr(shape, "arch", "llama")))
+    qk_norm, post_norms, gelu = "qk_norm" in runs, "attn_post_norm" in runs, "gelu" in runs
     out = []
 
     def add(slot, op, weight_bytes, ops, kind, weight_type=None, kv_read=0, kv_write=0):
@@ -164,37 +195,69 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
         out.append(OpCost(slot, layer_name(slot, L), op, region_id(slot, op), int(weight_bytes),
                           int(kv_read), int(kv_write), int(ops), kind, weight_type, rows))
 
+    wt = weight_types
     add(0, "embed", n_tok * tensor_bytes(wt["token_embd"], 1, d),
         n_tok * d * EMBED_OPS_PER_ELEM, "elementwise", wt["token_embd"])
     norm_bytes = d * 4
-    # attended positions summed over the call's tokens: token t sees n_past + t + 1 positions
-    attended = n_tok * n_past + n_tok * (n_tok + 1) // 2
+    rope_ops = n_tok * (q_dim + kv_dim) * ROPE_OPS_PER_ELEM
     for layer in range(L):
         s = layer + 1
+        bt = block_weight_types(wt, layer)
+        window = shape.layer_window(layer) if hasattr(shape, "layer_window") else 0
         add(s, "attn_norm", norm_bytes, n_tok * d * NORM_OPS_PER_ELEM, "elementwise")
-        qkv_w = (tensor_bytes(wt["attn_q"], q_dim, d) + tensor_bytes(wt["attn_k"], kv_dim, d)
-                 + tensor_bytes(wt["attn_v"], kv_dim, d))
-        qkv_ops = 2 * n_tok * d * (q_dim + 2 * kv_dim) + n_tok * (q_dim + kv_dim) * ROPE_OPS_PER_ELEM
+        qkv_w = (tensor_bytes(bt["attn_q"], q_dim, d) + tensor_bytes(bt["attn_k"], kv_dim, d)
+                 + tensor_bytes(bt["attn_v"], kv_dim, d))
+        qkv_ops = 2 * n_tok * d * (q_dim + 2 * kv_dim) + (0 if qk_norm else rope_ops)
         if qkv_bias:
             qkv_w += (q_dim + 2 * kv_dim) * 4
             qkv_ops += n_tok * (q_dim + 2 * kv_dim)
-        add(s, "qkv", qkv_w, qkv_ops, "matmul", wt["attn_q"],
-            kv_write=n_tok * 2 * kv_dim * kv_elem)
-        attn_ops = attended * (4 * q_dim + shape.n_head * SOFTMAX_OPS_PER_SCORE)
-        add(s, "rope_attn", 0, attn_ops, "attention",
-            kv_read=(n_past + n_tok) * 2 * kv_dim * kv_elem)
-        add(s, "attn_out", tensor_bytes(wt["attn_output"], d, q_dim), 2 * n_tok * q_dim * d,
-            "matmul", wt["attn_output"])
+        kv_row = n_tok * kv_dim * kv_elem       # new keys, or new values
+        add(s, "qkv", qkv_w, qkv_ops, "matmul", bt["attn_q"], kv_write=kv_row if qk_norm else 2 * kv_row)
+        if qk_norm:     # per-head norms of q and k, RoPE, keys into the cache
+            add(s, "qk_norm", 2 * shape.head_dim * 4,
+                n_tok * (q_dim + kv_dim) * NORM_OPS_PER_ELEM + rope_ops, "elementwise",
+                kv_write=kv_row)
+        seen, read = attended_positions(n_past, n_tok, window)
+        attn_ops = seen * (4 * q_dim + shape.n_head * SOFTMAX_OPS_PER_SCORE)
+        add(s, "rope_attn", 0, attn_ops, "attention", kv_read=read * 2 * kv_dim * kv_elem)
+        add(s, "attn_out", tensor_bytes(bt["attn_output"], d, q_dim), 2 * n_tok * q_dim * d,
+            "matmul", bt["attn_output"])
+        if post_norms:
+            add(s, "attn_post_norm", norm_bytes,
+                n_tok * d * (NORM_OPS_PER_ELEM + RESIDUAL_OPS_PER_ELEM), "elementwise")
         add(s, "ffn_norm", norm_bytes, n_tok * d * NORM_OPS_PER_ELEM, "elementwise")
-        add(s, "gate_up", tensor_bytes(wt["ffn_gate"], f, d) + tensor_bytes(wt["ffn_up"], f, d),
-            4 * n_tok * d * f + n_tok * f * SWIGLU_OPS_PER_ELEM, "matmul", wt["ffn_gate"])
-        add(s, "down", tensor_bytes(wt["ffn_down"], d, f), 2 * n_tok * f * d, "matmul",
-            wt["ffn_down"])
+        add(s, "gate_up", tensor_bytes(bt["ffn_gate"], f, d) + tensor_bytes(bt["ffn_up"], f, d),
+            4 * n_tok * d * f + (0 if gelu else n_tok * f * SWIGLU_OPS_PER_ELEM), "matmul",
+            bt["ffn_gate"])
+        if gelu:
+            add(s, "gelu", 0, n_tok * f * GELU_OPS_PER_ELEM, "elementwise")
+        add(s, "down", tensor_bytes(bt["ffn_down"], d, f), 2 * n_tok * f * d, "matmul",
+            bt["ffn_down"])
+        if post_norms:
+            add(s, "ffn_post_norm", norm_bytes,
+                n_tok * d * (NORM_OPS_PER_ELEM + RESIDUAL_OPS_PER_ELEM), "elementwise")
     head = L + 1
     add(head, "output_norm", norm_bytes, n_logits * d * NORM_OPS_PER_ELEM, "elementwise")
+    softcap = getattr(shape, "logit_softcap", 0) or 0
     add(head, "lm_head", tensor_bytes(wt["output"], shape.vocab, d),
-        2 * n_logits * d * shape.vocab, "matmul", wt["output"])
+        2 * n_logits * d * shape.vocab + (n_logits * shape.vocab * SOFTCAP_OPS_PER_LOGIT if softcap else 0),
+        "matmul", wt["output"])
     return out
+
+
+def attended_positions(n_past, n_tok, window=0):
+    """(scores, positions read) of one attention call over tokens at n_past .. n_past+n_tok-1:
+    token t sees positions up to its own, the last `window` of them on a sliding-window layer
+    (window 0: all); scores sums what each token sees, positions read counts the cache rows
+    some token of the call sees."""
+    end = n_past + n_tok
+    if not window:
+        return n_tok * n_past + n_tok * (n_tok + 1) // 2, end
+    # token at position p sees min(p + 1, window): p + 1 up to window - 1, window after
+    full = max(0, end - max(n_past, window - 1))       # tokens that see a whole window
+    ramp_end = min(end, window - 1)                    # positions n_past .. ramp_end - 1 see p + 1
+    ramp = (n_past + 1 + ramp_end) * (ramp_end - n_past) // 2 if ramp_end > n_past else 0
+    return ramp + full * window, end - max(0, n_past - window + 1)
 
 
 def layer_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
@@ -294,7 +357,7 @@ def ceilings_from_profile(profile, threads, isa=None):
         notes.append("no f32 FMA figure in the machine profile: non-matmul work has no compute ceiling")
     isa = isa or calibrate.best_isa(profile)
     dot = {}
-    for t in ("q4_0", "q4_1", "q8_0"):
+    for t in calibrate.DOT_TYPES:
         v = calibrate.dot_throughput(profile, t, threads, isa=isa, which="best") if isa else None
         if v:
             dot[t] = v
@@ -302,7 +365,7 @@ def ceilings_from_profile(profile, threads, isa=None):
     stream_by_op, attention_cached, ops_per_kv_byte = {}, None, None
     mm_isa = (profile.get("matmul") or {}).get("isa")
     if mm_isa is None or isa is None or mm_isa == isa:
-        for t in ("q4_0", "q4_1", "q8_0"):
+        for t in calibrate.DOT_TYPES:
             v = calibrate.matmul_throughput(profile, t, threads, "decode", which="best")
             if v:
                 matvec[t] = v
@@ -373,16 +436,19 @@ def attainable(intensity, peak, bandwidth):
 
 
 # Parallel steps of the engine's forward call that end in a wait for all threads' work
-# (csrc/model/model.c): per layer q/k/v, attention, wo, gate/up and down, plus the two norms
-# when several tokens share them out (one token: every thread normalizes on its own); then
-# the LM head and the embedding lookup.
-ENGINE_WAITS_PER_LAYER = {"decode": 5, "prefill": 7}
+# (csrc/model/model.c): every operation of a block (llama: q/k/v, attention, wo, gate/up and
+# down; gemma3 adds the q/k norms, two post-norms and the GELU), except the two input norms
+# for one token (every thread normalizes on its own then); then the LM head and the
+# embedding lookup.
+PRIVATE_NORMS = ("attn_norm", "ffn_norm")
 ENGINE_WAITS_OUTSIDE_LAYERS = 2
 
 
 def engine_waits(shape, n_tok):
     """Waits for all threads in one forward call of n_tok tokens."""
-    per_layer = ENGINE_WAITS_PER_LAYER["decode" if n_tok <= 1 else "prefill"]
+    per_layer = len(block_ops(getattr(shape, "arch", "llama")))
+    if n_tok <= 1:
+        per_layer -= len(PRIVATE_NORMS)
     return shape.n_layer * per_layer + ENGINE_WAITS_OUTSIDE_LAYERS
 
 

@@ -245,6 +245,50 @@ class _LlamaCppEngine:
         del self.llm
 
 
+class LlamaCppModel:
+    """llama.cpp (llama-cpp-python) in this process as a logits model with the calls of
+    engine.model.Model that perplexity and the logit comparisons use (ctx, tokenizer.bos_id,
+    reset, prefill, decode), so llama.cpp's figures come from the same windows, tokens and
+    scoring code as slmprof's. `tokenizer`: slmprof's tokenizer of the same file."""
+
+    def __init__(self, path, ctx, threads, tokenizer=None):
+        import llama_cpp
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=ctx, n_batch=ctx,
+                                   n_ubatch=min(ctx, 512), n_threads=threads,
+                                   n_threads_batch=threads, n_gpu_layers=0, logits_all=True,
+                                   verbose=False)
+        self.ctx = ctx
+        self.tokenizer = tokenizer
+
+    def reset(self):
+        self.llm.reset()
+
+    def prefill(self, tokens, all_logits=False, last=None):
+        """Logits like Model.prefill: (vocab,) of the last token, all of them, or the last
+        `last` tokens'."""
+        import numpy as np
+        tokens = [int(t) for t in tokens]
+        self.llm.eval(tokens)
+        k = len(tokens) if all_logits else (last or 1)
+        end = self.llm.n_tokens
+        scores = np.array(self.llm.scores[end - k:end], dtype=np.float32)
+        return scores if (all_logits or last) else scores[0]
+
+    def decode(self, token):
+        return self.prefill([token])
+
+    def close(self):
+        if hasattr(self.llm, "close"):
+            self.llm.close()
+        self.llm = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class _CTransformersEngine:
     def __init__(self, path, threads, ctx, batch):
         import ctransformers

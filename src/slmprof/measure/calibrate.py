@@ -29,7 +29,7 @@ from pathlib import Path
 from slmprof import __version__, _core
 from slmprof.engine import quant, registry
 from slmprof.errors import ModelFileError, OutputError, UnavailableError, UnsupportedError
-from slmprof.files import atomic_write
+from slmprof.files import atomic_write, make_parent
 from slmprof.measure import procfs, sysinfo
 from slmprof.report.schema import SCHEMA, ReportError, schema_of
 
@@ -151,6 +151,42 @@ def _steps(cores, paths):
     return steps
 
 
+# How much of seconds_per_step each kind of step measures for (cache-resident kernels settle
+# sooner than memory streams; the fan-out cost is a count of rounds, not a time).
+STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "attention": 1.0,
+              "fma": 0.6, "sync": 0.0}
+# Filling a step's arrays and its first passes over them, in array bytes per second: a 58-step
+# calibration that filled 34 arrays of 256 MiB took about 20 s on an idle 2-vCPU Zen 4 VM, 11.4 s
+# of it measuring (2026-11-24).
+SETUP_BYTES_PER_S = 1e9
+
+
+def default_array_bytes(key=None):
+    """Bytes of each memory array: 8x the last-level cache, at least 64 MB, at most 1/8 of RAM."""
+    key = key or machine_key()
+    array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * _core.calib_llc_bytes())
+    if key["memory_bytes"]:
+        array_bytes = min(array_bytes, key["memory_bytes"] // 8)
+    return array_bytes
+
+
+def _arrays_filled(what, arg):
+    """Arrays of array_bytes a step fills before it measures: the STREAM arrays, the weight
+    copies streamed from memory, the KV caches read from memory."""
+    if what == "memory":
+        return {"copy": 2, "triad": 3}.get(arg, 1)
+    return int(what == "stream" or (what == "attention" and arg == "memory"))
+
+
+def expected_seconds(threads_max=None, seconds_per_step=0.25, array_bytes=None):
+    """About how long measure() takes on an idle machine: said before a first calibration."""
+    steps = _steps(threads_max or os.cpu_count() or 1, kernel_paths())
+    array_bytes = array_bytes or default_array_bytes()
+    return sum(seconds_per_step * STEP_SHARE[what]
+               + array_bytes * _arrays_filled(what, arg) / SETUP_BYTES_PER_S
+               for what, arg, _ in steps)
+
+
 def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
     """Run every calibration kernel and return a fresh profile dict (not saved).
 
@@ -162,9 +198,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     cores = threads_max or key["cores"]
     llc = _core.calib_llc_bytes()
     if array_bytes is None:
-        array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * llc)
-        if key["memory_bytes"]:
-            array_bytes = min(array_bytes, key["memory_bytes"] // 8)
+        array_bytes = default_array_bytes(key)
     paths = kernel_paths()
     steps = _steps(cores, paths)
     profile = {
@@ -198,7 +232,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             label = f"{type_name} dot on {isa_name}, {t} thread{'s' if t > 1 else ''}"
             try:
                 r = _core.calib_dot(quant.type_id(type_name), isa_id, t, DOT_ROWS, DOT_COLS,
-                                    seconds_per_step * 0.6)
+                                    seconds_per_step * STEP_SHARE["dot"])
             except (UnavailableError, UnsupportedError, ValueError) as e:  # no kernel here
                 profile["unavailable"][f"dot on {isa_name}"] = str(e).split(": ", 1)[-1]
                 text = "not available"
@@ -211,7 +245,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             label = f"{type_name} matmul x{n_tok}, {t} thread{'s' if t > 1 else ''}"
             try:
                 r = _core.calib_matmul(quant.type_id(type_name), t, DOT_ROWS, DOT_COLS, n_tok,
-                                       seconds_per_step * 0.6)
+                                       seconds_per_step * STEP_SHARE["matmul"])
             except (UnavailableError, UnsupportedError, ValueError) as e:
                 profile["unavailable"][f"matmul {type_name}"] = str(e).split(": ", 1)[-1]
                 text = "not available"
@@ -239,7 +273,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             (profile["attention"] if arg == "memory" else profile["attention"]["cached"])[str(t)] = _rates(r)
             text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
         elif what == "fma":
-            r = _core.calib_fma(t, seconds_per_step * 0.6)
+            r = _core.calib_fma(t, seconds_per_step * STEP_SHARE["fma"])
             profile["fma"]["path"] = r["path"]
             profile["fma"][str(t)] = _rates(r)
             label, text = f"f32 FMA ({r['path']}), {t} thread{'s' if t > 1 else ''}", \
@@ -277,10 +311,7 @@ def _rates(r):
 def save_profile(profile, path=None):
     """Write a profile (to the cache when no path is given); OutputError names the path."""
     path = Path(path) if path else profile_path(profile["key"])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    make_parent(path)
     with atomic_write(path) as f:
         saved = {k: v for k, v in profile.items() if k != "not_saved"}
         f.write(json.dumps(saved, indent=1, sort_keys=True) + "\n")

@@ -22,8 +22,12 @@ from slmprof.engine import workload
 from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
 from slmprof.files import atomic_write
 from slmprof.measure.sampler import Sampler
+from slmprof.report.schema import SCHEMA, ReportError, schema_of
 
+KIND = "recording"      # the schema's kind of a recording's meta
+# what recordings said before they carried the schema: their "format", read up to FORMAT_VERSION
 FORMAT = "slmprof.trace"
+LEGACY_FORMATS = (FORMAT, "slmprof.measure.trace")
 FORMAT_VERSION = 1
 # Python-level phase markers get region ids from here up (engine ids are far below).
 PHASE_REGION_BASE = 1 << 20
@@ -102,7 +106,7 @@ def stop(rec, next_table=None):
         rec.notes.append(f"{rec.recorder.dropped} region edges did not fit the recorder "
                          f"({rec.recorder.count} kept); record fewer tokens")
     names = {str(k): list(v) for k, v in rec.names.items()}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "clock": "CLOCK_MONOTONIC ns",
+    meta = {"schema": SCHEMA, "kind": KIND, "clock": "CLOCK_MONOTONIC ns",
             "pid": os.getpid(), "region_names": names,
             "phases": {str(k): v for k, v in rec.phase_names.items()}, "notes": rec.notes}
     meta.update(rec.meta)
@@ -187,11 +191,19 @@ def load(path):
         raise ModelFileError(f"trace {path}: no such file") from None
     except (OSError, ValueError, KeyError) as e:
         raise ModelFileError(f"trace {path}: not an slmprof trace ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"trace {path}: not an slmprof trace (format {meta.get('format')!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise UnsupportedError(f"trace {path}: format version {meta['format_version']} is newer "
-                               f"than this slmprof reads ({FORMAT_VERSION})")
+    if isinstance(meta, dict) and meta.get("format") in LEGACY_FORMATS:
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise UnsupportedError(f"trace {path}: format version {meta['format_version']} is "
+                                   f"newer than this slmprof reads ({FORMAT_VERSION})")
+    else:
+        try:
+            kind, _ = schema_of(meta, f"trace {path}")
+        except ReportError as e:
+            if "newer" in str(e):
+                raise UnsupportedError(str(e)) from None
+            kind = None
+        if kind != KIND:
+            raise ModelFileError(f"trace {path}: not an slmprof recording")
     return {"edges": edges, "samples": samples, "meta": meta}
 
 
