@@ -315,6 +315,8 @@ cdef extern from "slm.h" nogil:
     int32_t slm_model_threads(const slm_model *m)
     int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks)
     int slm_model_set_region_ops(slm_model *m, int ops)
+    int slm_attend_isa(int isa, const float *q, const void *k, const void *v, int64_t kv_stride, int n_pos,
+                       int head_dim, float scale, int kv_f16, float *att, float *out)
     int slm_sigint_watch()
     void slm_sigint_unwatch()
     uint32_t slm_sigint_count()
