@@ -87,13 +87,29 @@ def counted(plugin, core, argv, env):
         return int(f.read().strip()), p.stdout
 
 
-def slmprof_run(plugin, core, model, n_prompt, n_gen, guest_path=()):
+def slmprof_key(plugin, core, model, n_prompt, n_gen):
+    """What a slmprof count depends on: the installed package's sources (install_in_root.sh's
+    stamp), the workload, the file, the core, qemu and the plugin."""
+    st = model.stat()
+    return " ".join(["slmprof", (ROOT / GUEST_VENV / ".slmprof-sources").read_text().strip(),
+                     hashlib.sha256((HERE / "workload.py").read_bytes()).hexdigest()[:16], core,
+                     str(model), str(st.st_size), str(st.st_mtime_ns), str(n_prompt), str(n_gen),
+                     qemu_version(), hashlib.sha256(plugin.read_bytes()).hexdigest()[:16]])
+
+
+def slmprof_run(plugin, core, model, n_prompt, n_gen, cache, guest_path=()):
+    """slmprof's count and kernel path, kept in `cache` unless guest_path puts other code first."""
+    key = None if guest_path else slmprof_key(plugin, core, model, n_prompt, n_gen)
+    if key in cache:
+        return tuple(cache[key])
     site = [str(p) for p in (ROOT / GUEST_VENV / "lib").glob("python3*/site-packages")]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
            "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([*map(str, guest_path), *site])}
     n, out = counted(plugin, core, [str(ROOT / GUEST_PYTHON), str(HERE / "workload.py"), str(model),
                                     str(n_prompt), str(n_gen)], env)
+    if key is not None:
+        cache[key] = (n, out.strip())
     return n, out.strip()
 
 
@@ -120,7 +136,7 @@ def llama_run(plugin, core, model, n_prompt, n_gen, cache):
 def measure(cores, types, jobs, guest_path=()):
     plugin = build_plugin()
     files = model_files(types)
-    cache_path = CACHE / "instructions" / "llama-cpp-counts.json"
+    cache_path = CACHE / "instructions" / "counts.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     jobs_list = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -128,7 +144,7 @@ def measure(cores, types, jobs, guest_path=()):
             for t in types:
                 for run, (p, g) in RUNS.items():
                     jobs_list.append((core, t, "slmprof", run,
-                                      pool.submit(slmprof_run, plugin, core, files[t], p, g, guest_path)))
+                                      pool.submit(slmprof_run, plugin, core, files[t], p, g, cache, guest_path)))
                     jobs_list.append((core, t, "llama.cpp", run,
                                       pool.submit(llama_run, plugin, core, files[t], p, g, cache)))
         counts, isa = {}, {}
