@@ -42,10 +42,36 @@ enum {
     SLM_ECTX = -1003,          /* KV cache / context length exceeded */
 };
 
+/* One thread's part in one operation of a forward chunk, stamped by that thread itself. */
+typedef struct slm_thread_span {
+    uint64_t t0_ns;    /* it began the operation (CLOCK_MONOTONIC) */
+    uint64_t t1_ns;    /* it finished its own share of the work, before waiting for the others */
+    uint64_t busy_ns;  /* in its own share: t1 - t0 less its waits inside the operation */
+    uint32_t chunks;   /* work units it took (0: the others did them all) */
+    uint32_t own_copy; /* 1: every thread computed the whole operation for its own use */
+} slm_thread_span;
+
+/* Every operation of one forward chunk as each thread timed it, handed to the hooks once the
+ * chunk is done. Each thread has timed its own work into its own row; nothing was synchronised
+ * to take these times. */
+typedef struct slm_chunk_spans {
+    int32_t n_threads;
+    int32_t n_ops;
+    int32_t row_stride;            /* spans between two threads' rows (>= n_ops) */
+    int32_t pad;
+    const int32_t *ops;            /* [n_ops] operation region ids in the order run */
+    const int32_t *layers;         /* [n_ops] the layer region each operation belongs to */
+    const slm_thread_span *spans;  /* [n_threads][row_stride]: thread k, operation i at
+                                      spans[k * row_stride + i] */
+    const int32_t *tids;           /* [n_threads] kernel thread ids */
+    uint64_t t_begin_ns;           /* before the threads were woken */
+    uint64_t t_end_ns;             /* after the last one finished */
+} slm_chunk_spans;
+
 /* Region hooks: how the engine tells a profiler where a layer or operation begins and ends.
- * The engine calls them on its main thread only, once the step before the edge has finished
- * on every thread, so a region covers the work of every thread. A NULL begin means "no
- * profiler": one predictable branch. */
+ * The engine calls begin/end/edge on its main thread only, once the step before the edge has
+ * finished on every thread, so a region covers the work of every thread. A NULL begin means
+ * "no profiler": one predictable branch. */
 typedef struct slm_region_hooks {
     void (*begin)(void *ctx, int32_t region);
     void (*end)(void *ctx, int32_t region);
@@ -58,6 +84,11 @@ typedef struct slm_region_hooks {
      * holds its other threads there until the hooks return. Operation edges never hold: the
      * other threads go on with the next step while the main thread records the edge. */
     int hold_at_layers;
+    /* Optional: per-thread operation times. When set (and operation regions are asked for)
+     * every thread stamps its own operation edges into its own buffer, the engine calls
+     * begin/end/edge for no operation and, unless hold_at_layers, for no layer, and hands the
+     * chunk's spans over once it is done, from the calling thread. */
+    void (*spans)(void *ctx, const slm_chunk_spans *spans);
 } slm_region_hooks;
 
 #include "slm_quant.h"

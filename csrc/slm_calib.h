@@ -24,6 +24,9 @@ typedef struct slm_calib_result {
     uint64_t checksum;    /* folds every result so no pass can be optimised away */
     double median_per_cpu_s; /* per second of thread 0's CPU time, median pass: with one thread,
                                 the kernel's speed without the time other processes held the core */
+    double run_delay_seconds;  /* the team's threads' time runnable but not running, summed
+                                  (schedstat; 0 where the kernel has none) */
+    double thread_seconds;     /* the team's threads' wall time measuring, summed */
 } slm_calib_result;
 
 /* Stream `bytes_per_array` per array with `threads` threads (each owns a contiguous slice,
@@ -78,6 +81,14 @@ int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const 
  * parallel operation), in seconds: best and median of `rounds` rounds. */
 int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median_seconds);
 
+/* What one wait for all threads costs the forward pass, measured the way the engine waits: the
+ * engine's thread pool runs `steps` parallel steps back to back, each cut into 2 * threads
+ * empty work units claimed from an atomic counter, every thread waiting (spin, then sleep)
+ * until all units are done (csrc/model/model.c, parallel()). Seconds per step: best and
+ * median over `rounds` runs (a run also pays one wake of the pool). */
+int slm_calib_engine_wait(int threads, int steps, int rounds, double *best_seconds,
+                          double *median_seconds, slm_calib_result *load);
+
 /* Last-level cache size in bytes as the OS reports it (sysfs), or 0 when unknown. */
 int64_t slm_calib_llc_bytes(void);
 
@@ -92,6 +103,10 @@ typedef struct slm_trace_edge {
     int32_t is_end;  /* 0 begin, 1 end */
     int32_t pad;
 } slm_trace_edge;
+
+/* The tid of the track that holds each operation's critical interval and each layer's tile
+ * when the engine hands over per-thread spans (no kernel thread has it). */
+#define SLM_TRACE_CRITICAL_TID (-1)
 
 typedef struct slm_trace_recorder slm_trace_recorder;
 

@@ -146,6 +146,10 @@ int32_t slm_model_threads(const slm_model *m);
 int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks);
 /* ops = 0: call the hooks at layer edges only (no operation regions); 1 (the default): both. */
 int slm_model_set_region_ops(slm_model *m, int ops);
+/* Tests of the attribution: worker `thread` sleeps `us` microseconds inside the first work unit
+ * it takes in operation region `region` of every pass that stamps per-thread spans (us = 0:
+ * never). */
+int slm_model_debug_delay(slm_model *m, int thread, int32_t region, uint32_t us);
 
 /* One query head's attention on path `isa` (< 0: the active one), as the forward pass runs it;
  * for tests. out (head_dim) = sum over p < n_pos of softmax_p(scale * q . k_p) v_p, where k and

@@ -14,7 +14,9 @@
  *
  * Regions (csrc/perf/regions.c)
  *   begin/end by integer id, nested, from any thread; each accumulates count, wall ns,
- *   CPU ns of the calling thread and counter deltas over all threads.
+ *   CPU ns of the calling thread and counter deltas over all threads. The engine's
+ *   per-thread spans add each operation's critical path, the threads' busy time and their
+ *   imbalance, and can be kept whole in a log with each thread's run-queue wait per chunk.
  *
  * Sampler (csrc/perf/sampler.c)
  *   A pthread reading kept-open /proc and sysfs files with pread at offset 0, at 1 Hz to
@@ -136,8 +138,36 @@ typedef struct slm_region_stats {
     uint64_t count;
     uint64_t wall_ns;           /* CLOCK_MONOTONIC, the sampler's clock */
     uint64_t thread_cpu_ns;     /* CPU time of the thread calling begin/end (0: wall-only) */
+    /* From the engine's per-thread spans (slm_region_hooks.spans): */
+    uint64_t span_count;        /* instances */
+    uint64_t span_ns;           /* critical path (slm_spans_critical) */
+    uint64_t busy_ns;           /* the threads' own work, summed over threads */
+    uint64_t imbalance_ns;      /* how long the first thread to finish waited for the last */
     slm_perf_value counters[SLM_PERF_MAX_EVENTS];
 } slm_region_stats;
+
+/* One row of the span log: one thread's span of one operation instance (thread >= 0), or the
+ * tile of one layer (thread = -1, t0/t1 = c0/c1 = the tile). */
+typedef struct slm_span_record {
+    uint64_t t0_ns, t1_ns;      /* this thread's span (0, 0: it never reached the operation) */
+    uint64_t busy_ns;
+    uint64_t c0_ns, c1_ns;      /* the instance's critical interval */
+    int32_t region;
+    int32_t layer;              /* the layer region it belongs to */
+    int32_t thread;             /* worker index, -1 for a layer tile */
+    uint32_t chunks;
+    uint32_t call;              /* forward chunk, counted from the last reset */
+    int32_t own_copy;           /* every thread computed the whole operation for itself */
+} slm_span_record;
+
+/* One thread in one forward chunk: its run-queue wait (schedstat) since its previous chunk. */
+typedef struct slm_call_record {
+    uint64_t t_begin_ns, t_end_ns;
+    uint64_t run_delay_ns;      /* UINT64_MAX: not known (first sight of the thread, no procfs) */
+    int32_t thread, tid;
+    uint32_t call;
+    int32_t pad;
+} slm_call_record;
 
 typedef struct slm_region_table slm_region_table;
 
@@ -164,6 +194,25 @@ uint64_t slm_region_table_errors(slm_region_table *t);
 int slm_region_table_capacity(const slm_region_table *t);
 /* n begin+end pairs of one id in a C loop; returns elapsed ns (benchmarks). */
 uint64_t slm_region_bench_pairs(slm_region_table *t, int32_t id, int64_t n);
+/* The critical interval of each operation of a chunk: from the end of the previous one's (the
+ * chunk's begin for the first), or the first thread's begin if that is later, to the end of
+ * the last thread that did some of its work. Consecutive operations never overlap, so they
+ * add up to their layers; layers tile the chunk: layer_end[i] is the end of the layer whose
+ * last operation is i (the chunk's end for the last layer), 0 for the other operations.
+ * Each array has n_ops entries. */
+void slm_spans_critical(const slm_chunk_spans *s, uint64_t *start, uint64_t *end, uint64_t *layer_end);
+/* The hooks' spans callback of a region table (what slm_region_table_hooks installs). */
+void slm_region_spans(void *table, const slm_chunk_spans *s);
+/* Keep every span (and per chunk, each thread's run-queue wait read from
+ * /proc/self/task/TID/schedstat) in a log of `capacity` span records (0: stop keeping them).
+ * Records past the capacity are counted as dropped. */
+int slm_region_keep_spans(slm_region_table *t, int64_t capacity);
+int64_t slm_region_span_count(slm_region_table *t);
+int64_t slm_region_span_dropped(slm_region_table *t);
+/* Copy up to max records out (from the first); returns how many. */
+int64_t slm_region_span_copy(slm_region_table *t, slm_span_record *out, int64_t max);
+int64_t slm_region_call_count(slm_region_table *t);
+int64_t slm_region_call_copy(slm_region_table *t, slm_call_record *out, int64_t max);
 
 /* ---------------------------------------------------------------- sampler */
 
@@ -258,5 +307,7 @@ int slm_sampler_sample_once(slm_sampler *s, slm_sample *out);
 void slm_sampler_destroy(slm_sampler *s);
 size_t slm_sample_size(void);
 uint64_t slm_monotonic_ns(void);
+/* Kernel thread id of the calling thread (cached per thread). */
+int32_t slm_thread_id(void);
 
 #endif /* SLM_PERF_H */

@@ -142,7 +142,7 @@ def main(argv=None):
         # by tens of percent from minute to minute, so each prediction gets a fresh calibration
         # taken just before its bench run (on a dedicated board the cached one would do).
         if not args.keep_calibration:
-            slmprof("calibrate", "--quiet", "--force", "--threads", args.threads)
+            slmprof("calibrate", "--quiet", "--force", "--keep-busy", "--threads", args.threads)
 
     from slmprof.analysis import plan as planner
 

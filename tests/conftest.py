@@ -18,7 +18,10 @@ into which the real model is linked from where `slmprof models --fetch smollm2-1
 """
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,21 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("SLMPROF_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def busy_core():
+    """busy_core(cpu): a process spinning on that CPU until the test ends, as
+    `taskset -c CPU python3 -c 'while True: pass'` (skips where the CPU is not ours)."""
+    spinners = []
+
+    def start(cpu):
+        if not hasattr(os, "sched_setaffinity") or cpu not in os.sched_getaffinity(0):
+            pytest.skip(f"needs CPU affinity and CPU {cpu}")
+        spinners.append(subprocess.Popen([sys.executable, "-c", "import os\n"
+                                          f"os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]))
+        time.sleep(0.2)
+    yield start
+    for p in spinners:
+        p.kill()
+        p.wait()

@@ -1,6 +1,7 @@
 """Calibration kernels and the machine profile: numbers come out, bad input is refused,
 profiles cache, export and load, and a newer schema is rejected with a clear error."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -114,8 +115,9 @@ def _tiny_profile(progress=None):
 
 def test_profile_is_measured_cached_and_reused(cache):
     seen = []
+    # keep_busy: the suite runs on shared machines (what a busy calibration does is tested below)
     profile, cached = calibrate.get_profile(
-        threads_max=1, seconds_per_step=0.005, array_bytes=SMALL,
+        threads_max=1, seconds_per_step=0.005, array_bytes=SMALL, keep_busy=True,
         progress=lambda done, total, label, text: seen.append((done, total)))
     assert not cached
     assert seen and seen[-1][0] == seen[-1][1]
@@ -126,7 +128,9 @@ def test_profile_is_measured_cached_and_reused(cache):
     assert calibrate.bandwidth(again, 1) > 0
     # more threads than measured: the largest measured count below is used
     assert calibrate.bandwidth(again, 8) == calibrate.bandwidth(again, 1)
-    assert calibrate.fma_throughput(again, 2) == pytest.approx(2 * calibrate.fma_throughput(again, 1))
+    # nothing is extrapolated past the most threads calibrated
+    assert calibrate.fma_throughput(again, 2) == calibrate.fma_throughput(again, 1)
+    assert calibrate.effective_threads(again, 64) == 1
     assert calibrate.matmul_throughput(again, "q4_0", 1, "decode") > 0
     assert calibrate.matmul_throughput(again, "q4_0", 1, "prefill") > 0
     assert calibrate.stream_bandwidth(again, "q8_0", 1) > 0
@@ -134,7 +138,7 @@ def test_profile_is_measured_cached_and_reused(cache):
     assert calibrate.stream_bandwidth(again, "q8_0", 4) == calibrate.stream_bandwidth(again, "q8_0", 1)
     assert calibrate.attention_throughput(again, 1) > 0
     forced, cached = calibrate.get_profile(force=True, threads_max=1, seconds_per_step=0.005,
-                                           array_bytes=SMALL)
+                                           array_bytes=SMALL, keep_busy=True)
     assert not cached
 
 
@@ -233,3 +237,31 @@ def test_read_bandwidth_agrees_with_independent_stream_measurement(tmp_path):
           f"independent C read {max(theirs) / 1e9:.2f} GB/s (median {np.median(theirs) / 1e9:.2f}), "
           f"ratio {ratio:.3f}")
     assert 0.9 <= ratio <= 1.1
+
+
+@pytest.fixture
+def busy_cpu0(busy_core):
+    """A process spinning on CPU 0, and this thread moved there too (restored after)."""
+    busy_core(0)
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def test_a_calibration_under_contention_is_not_kept(cache, busy_cpu0):
+    """Calibrating beside a process busy on the same core: the profile records the load (its
+    threads waited for the core), is not saved as this machine's figures and says why; with
+    keep_busy it is saved, and says how busy the machine was."""
+    profile, cached = calibrate.get_profile(force=True, threads_max=1, seconds_per_step=0.02,
+                                            array_bytes=SMALL)
+    load = profile["load"]
+    assert load["busy"] and load["contention"] >= 0.2, load
+    assert "busy" in profile["not_saved"] and "--keep-busy" in profile["not_saved"]
+    assert not calibrate.profile_path().exists()
+    kept, _ = calibrate.get_profile(force=True, threads_max=1, seconds_per_step=0.02,
+                                    array_bytes=SMALL, keep_busy=True)
+    assert calibrate.profile_path().exists() and "not_saved" not in calibrate.cached_profile()
+    assert any("BUSY" in line for line in calibrate.summary_lines(kept))

@@ -270,15 +270,17 @@ def test_logits_of_the_last_tokens_only(tiny_path):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_engine_regions_tile_each_layer(tiny_path, threads):
-    """Operation regions are wall-only and, sharing their edges' instants, add up to their
-    block exactly (the embedding and output layers also hold waking and joining the threads);
-    with ops=False only layer regions run; results do not change."""
+    """With per-thread spans each operation gets its part of the pass's critical path: the
+    operations add up to their layer exactly and the layers to the pass (from before the
+    threads are woken to after the last one joined); with ops=False only layer regions run, at
+    edges; results do not change."""
     from slmprof import _core
     with Model.load(tiny_path("qwen2", "q4_0"), threads=threads, ctx=32) as m:
         plain = [m.prefill([1, 2, 3, 4, 5]), m.decode(6), m.decode(7)]
         names = m.region_names()
         for ops in (True, False):
             table = _core.RegionTable(4096)
+            table.keep_spans(1 << 16)
             m.reset()
             m.set_profiler(table, ops=ops)
             got = [m.prefill([1, 2, 3, 4, 5]), m.decode(6), m.decode(7)]
@@ -289,20 +291,65 @@ def test_engine_regions_tile_each_layer(tiny_path, threads):
             by_layer = {}
             for rid, layer, op in names:
                 st = table.get(rid)
-                if op == "layer":
-                    assert st["count"] == 3 and not st["wall_only"]
-                    by_layer.setdefault(layer, [0, 0])[0] = st["wall_ns"]
-                elif ops:
-                    assert st["count"] == 3 and st["wall_only"], (layer, op)
-                    by_layer.setdefault(layer, [0, 0])[1] += st["wall_ns"]
+                if ops:
+                    assert st["span_count"] == 3 and st["count"] == 0, (layer, op)
+                    slot = by_layer.setdefault(layer, [0, 0])
+                    slot[0 if op == "layer" else 1] += st["span_ns"]
+                elif op == "layer":
+                    assert st["count"] == 3 and st["span_count"] == 0 and not st["wall_only"]
                 else:
                     assert st is None, (layer, op)
             if ops:
                 for layer, (wall, op_sum) in by_layer.items():
-                    if layer.startswith("blk."):
-                        assert op_sum == wall, layer
-                    else:
-                        assert 0 < op_sum <= wall, layer
+                    assert op_sum == wall, layer
+                calls = table.calls()
+                passes = {int(c["call"]): int(c["t_end_ns"] - c["t_begin_ns"]) for c in calls}
+                assert len(passes) == 3 and set(calls["thread"]) == set(range(threads))
+                assert sum(w for w, _ in by_layer.values()) == sum(passes.values())
+                spans = table.spans()
+                assert len(spans) == 3 * (threads * (7 * 2 + 3) + 2 + 2) and table.spans_dropped == 0
+            else:
+                assert len(table.spans()) == 0
+
+
+@pytest.mark.parametrize("thread,op,slot", [(0, "qkv", 2), (1, "qkv", 1), (1, "attn_norm", 2),
+                                            (0, "ffn_norm", 1)])
+def test_a_delayed_thread_lands_in_its_operation(tiny_path, thread, op, slot):
+    """One worker sleeps inside one operation (csrc/model/model.c's test delay, inside the first
+    work unit it takes there): the critical path puts the sleep in that operation, whether the
+    others wait for the unit it holds (qkv) or go on without it (attn_norm, which each
+    thread computes for itself: the pass then waits for the sleeper at its end); the operations
+    around it keep their times."""
+    from slmprof import _core
+    from slmprof.engine.model import region_id
+    delay_us = 20000
+    with Model.load(tiny_path("qwen2", "q4_0"), threads=2, ctx=64) as m:
+        table = _core.RegionTable(4096)
+        table.keep_spans(1 << 16)
+        m.set_profiler(table)
+        m.prefill([1, 2, 3, 4, 5])
+        target = region_id(slot, op)
+        m.engine.debug_delay(thread, target, delay_us)
+        table.reset()
+        for token in range(12):
+            m.decode(token + 3)
+        m.engine.debug_delay(thread, target, 0)
+        m.set_profiler(None)
+        spans = table.spans()
+        ops = spans[spans["thread"] >= 0]
+        hit = 0
+        for call in range(12):
+            mine = ops[(ops["call"] == call) & (ops["thread"] == thread) & (ops["region"] == target)]
+            if not mine["chunks"][0]:
+                continue      # the others took every unit before the sleeper got one: no sleep
+            hit += 1
+            critical = ops[(ops["call"] == call) & (ops["thread"] == 0)]
+            ms = {int(r): (int(c1) - int(c0)) / 1e6 for r, c0, c1 in
+                  zip(critical["region"], critical["c0_ns"], critical["c1_ns"])}
+            assert ms[target] >= 0.9 * delay_us / 1e3, (call, ms[target])
+            # the rest of the pass together took far less than the sleep
+            assert sum(v for r, v in ms.items() if r != target) < 0.5 * delay_us / 1e3, (call, ms)
+        assert hit >= 1
 
 
 def mapped_rss_bytes(path):

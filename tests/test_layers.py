@@ -79,7 +79,9 @@ def test_decode_is_also_timed_without_regions(rep):
 
 
 def test_summary_names_the_bottleneck(rep):
-    assert rep["summary"]["bottleneck"].startswith("Decode ")
+    # on a busy machine the sentence first says so (its own test); the verdict follows
+    text = rep["summary"]["bottleneck"]
+    assert text.startswith(("Decode ", "The machine was busy: ")) and re.search(r"(^|\. )Decode ", text)
     assert rep["summary"]["decode"]["ideal_tokens_per_s"] > 0
     assert rep["notes"]  # synthetic model and missing counters are stated
 

@@ -2,15 +2,12 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from slmprof import report
 from slmprof.analysis import devices, plan, roofline
 from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _one(model, type_, device="pi5-8gb", **kw):
@@ -313,8 +310,8 @@ def test_plot_renders(tmp_path):
         assert out.returncode == 0, out.stderr
         reports.append(str(path))
     png = tmp_path / "plan.png"
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_plan.py"), *reports, "-o", str(png)],
-                         capture_output=True, text=True, env={"MPLBACKEND": "Agg", **__import__("os").environ})
+    out = subprocess.run([sys.executable, "-m", "slmprof", "plot", "plan", *reports, "-o", str(png)],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert png.stat().st_size > 10_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,11 +1,12 @@
 """The cost model against independent counts, the verdict rule, and real kernels of known
 character measured here and given the verdict they must get."""
+import json
 import time
 
 import numpy as np
 import pytest
 
-from slmprof import _core
+from slmprof import _core, report
 
 from slmprof.measure import calibrate
 
@@ -99,7 +100,7 @@ def test_gemma3_operations_window_and_tied_head():
     assert qkv.kv_write_bytes == qk.kv_write_bytes == kv_row // 2
     gelu = next(c for c in costs if c.op == "gelu")
     assert gelu.ops == g.ffn * roofline.GELU_OPS_PER_ELEM and gelu.weight_bytes == 0
-    assert roofline.engine_waits(g, 1) == 18 * 9 + 2 and roofline.engine_waits(g, 8) == 18 * 11 + 2
+    assert roofline.engine_waits(g, 1) == 18 * 9 + 3 and roofline.engine_waits(g, 8) == 18 * 11 + 3
     # early positions read only what exists; a prompt of 600 reads its last 512 + 599
     early = roofline.op_costs(g, types, n_past=10, n_tok=1)
     assert [c.kv_read_bytes for c in early if c.op == "rope_attn"] == [11 * kv_row] * 18
@@ -163,30 +164,75 @@ def test_verdict_rule():
     assert a["bandwidth_pct"] == pytest.approx(50.0) and a["explained"] == pytest.approx(0.5)
 
 
-def test_engine_kernel_ceilings_take_their_operations():
-    """A one-token matmul's weights arrive at the engine's streaming rate for their type, its
-    KV traffic at the read bandwidth; attention runs at the engine's attention rate."""
+def test_the_verdict_keeps_memory_and_kernels_apart():
+    """The verdict's t_mem is bytes over the read loop of the pages the data lives in (huge
+    pages for repacked weights, 4 KiB for the rest and the KV cache) and its t_compute operations
+    over a kernel's cache-resident rate; the engine's streaming figures never enter it."""
+    c = roofline.Ceilings(threads=1, bandwidth=20e9, fma=100e9, matvec={"q4_0": 50e9},
+                          stream={"q4_0": 10e9}, attention=5e9, attention_cached=40e9,
+                          bandwidth_huge=30e9, repacked=("q4_0",))
+    costs = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 100, 1)
+    qkv = next(x for x in costs if x.op == "qkv")
+    t_mem, t_cmp = c.times(qkv)
+    assert t_mem == pytest.approx(qkv.weight_bytes / 30e9 + qkv.kv_write_bytes / 20e9)
+    assert t_cmp == pytest.approx(qkv.ops / 50e9)
+    attn = next(x for x in costs if x.op == "rope_attn")
+    assert c.times(attn) == pytest.approx((attn.kv_read_bytes / 20e9, attn.ops / 40e9))
+    norm = next(x for x in costs if x.op == "attn_norm")
+    assert c.times(norm)[0] == pytest.approx(norm.weight_bytes / 20e9)   # f32, from the file
+    f16 = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "f16"), 100, 1)
+    down16 = next(x for x in f16 if x.op == "down")
+    assert c.times(down16)[0] == pytest.approx(down16.weight_bytes / 20e9)  # not repacked
+    c.kv_huge = True
+    assert c.times(attn)[0] == pytest.approx(attn.kv_read_bytes / 30e9)
+    rule = roofline.verdict_rule(c)
+    assert "q4_0 weights (repacked into huge pages) at 30.0 GB/s" in rule and "20.0 GB/s" in rule
+
+
+def test_engine_times_are_what_the_engine_achieves():
+    """Plan's bound: a one-token matmul's weights at the engine's streaming rate for their
+    type, KV traffic at the read bandwidth, attention at the engine's attention rate."""
     c = roofline.Ceilings(threads=1, bandwidth=20e9, fma=100e9, matvec={"q4_0": 50e9},
                           stream={"q4_0": 10e9}, attention=5e9)
     costs = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 100, 1)
     qkv = next(x for x in costs if x.op == "qkv")
-    t_mem, t_cmp = c.times(qkv)
+    t_mem, t_cmp = c.engine_times(qkv)
     assert t_mem == pytest.approx(qkv.weight_bytes / 10e9 + qkv.kv_write_bytes / 20e9)
     assert t_cmp == pytest.approx(qkv.ops / 50e9)
     attn = next(x for x in costs if x.op == "rope_attn")
-    assert c.times(attn) == pytest.approx((attn.kv_read_bytes / 20e9, attn.ops / 5e9))
+    assert c.engine_times(attn) == pytest.approx((attn.kv_read_bytes / 20e9, attn.ops / 5e9))
     prefill = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 0, 16)
     down = next(x for x in prefill if x.op == "down")
-    assert c.times(down)[0] == pytest.approx(down.weight_bytes / 20e9)
-    assert roofline.engine_waits(SMOL, 1) == 30 * 5 + 2
+    assert c.engine_times(down)[0] == pytest.approx(down.weight_bytes / 20e9)
+    assert roofline.engine_waits(SMOL, 1) == 30 * 5 + 3
     # with the in-cache figure too: arithmetic in cache plus the extra time of each KV byte
     # from memory, as the calibration (1.5 operations per KV byte) measured it
     c.attention_cached, c.attention_ops_per_kv_byte = 20e9, 1.5
     per_byte = (1 / 5e9 - 1 / 20e9) * 1.5
-    assert c.times(attn)[1] == pytest.approx(attn.ops / 20e9 + attn.kv_read_bytes * per_byte)
-    # a model with the calibration's operations per KV byte gets the from-memory rate
-    assert c.times(attn)[1] == pytest.approx(attn.ops / 5e9, rel=0.02) or \
-        abs(attn.ops / attn.kv_read_bytes - 1.5) > 0.05
+    assert c.engine_times(attn)[1] == pytest.approx(attn.ops / 20e9 + attn.kv_read_bytes * per_byte)
+
+
+def test_a_rate_above_a_ceiling_is_flagged():
+    assert roofline.ceiling_flags(1.0, 0.1, 1.05) == []
+    mem = roofline.ceiling_flags(1.2, 0.1, 1.0, nbytes=1e9, ops=1e8)
+    assert len(mem) == 1 and mem[0].startswith("above the memory ceiling") and "cache" in mem[0]
+    both = roofline.ceiling_flags(1.2, 1.3, 1.0, nbytes=1e9, ops=1e8)
+    assert len(both) == 2 and both[1].startswith("above the compute ceiling")
+    c = roofline.Ceilings(threads=1, bandwidth=10e9, fma=100e9)
+    assert roofline.analyze(1e9, 1, 0.05, c, kind="elementwise")["flags"]
+
+
+def test_ceilings_travel_through_a_report():
+    """A `layers` report carries every ceiling its verdicts used (the attention's too), so that a
+    reader of the report (the roofline picture) rebuilds the same ceilings."""
+    c = roofline.Ceilings(threads=2, bandwidth=20e9, fma=float("inf"), dot={"q4_0": 40e9},
+                          matvec={"q4_0": 50e9}, gemm={"q4_0": 70e9}, attention=5e9,
+                          attention_cached=20e9, attention_ops_per_kv_byte=1.5, isa="avx2")
+    back = roofline.Ceilings.from_report(json.loads(report.to_json({"c": c.as_report()}))["c"])
+    costs = roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 100, 1)
+    assert [back.times(x) for x in costs] == [c.times(x) for x in costs]
+    assert (back.attention, back.attention_cached, back.attention_ops_per_kv_byte) == (5e9, 20e9, 1.5)
+    assert back.fma == float("inf")     # JSON's null: no FMA figure, as before
 
 
 def test_ideal_tokens_per_second():
@@ -200,8 +246,18 @@ def test_ideal_tokens_per_second():
 
 @pytest.fixture(scope="module")
 def ceilings():
-    profile = calibrate.measure(threads_max=1, seconds_per_step=0.1)
-    return roofline.ceilings_from_profile(profile, 1)
+    """One thread's ceilings measured as calibrate measures them (the read loop over arrays 8x
+    the last-level cache in 4 KiB pages, the f32 FMA peak, the engine's cache-resident one-token
+    q8_0 product): only what these verdicts use, not a whole calibration."""
+    bandwidth = _core.calib_memory("read", 1, calibrate.default_array_bytes(), 0.1)["best_per_s"]
+    fma = _core.calib_fma(1, 0.06)["best_per_s"]
+    matvec = {}
+    try:
+        matvec["q8_0"] = _core.calib_matmul(quant.type_id("q8_0"), 1, calibrate.DOT_ROWS,
+                                            calibrate.DOT_COLS, 1, 0.06)["best_per_s"]
+    except Exception as e:  # no int8 kernel in this build: matmuls fall back to the FMA peak
+        assert type(e).__name__ == "UnavailableError", e
+    return roofline.Ceilings(threads=1, bandwidth=bandwidth, fma=fma, matvec=matvec)
 
 
 def best_of(fn, repeats=3):
@@ -214,7 +270,7 @@ def best_of(fn, repeats=3):
 
 
 def test_streaming_read_far_beyond_the_cache_is_memory_bound(ceilings):
-    n_bytes = max(256 << 20, 8 * _core.calib_llc_bytes())
+    n_bytes = calibrate.default_array_bytes()     # as far beyond the cache as calibrate reads
     a = np.ones(n_bytes // 8, dtype=np.uint64)
     seconds = best_of(a.sum)
     result = roofline.analyze(n_bytes, n_bytes // 8, seconds, ceilings, kind="elementwise")
@@ -244,3 +300,24 @@ def test_tiny_op_dominated_by_call_overhead_is_overhead_bound(ceilings):
     seconds = best_of(lambda: np.add(x, x, out=y), repeats=50)
     result = roofline.analyze(3 * x.nbytes, x.size, seconds, ceilings, kind="elementwise")
     assert result["verdict"] == "overhead-bound", result
+
+
+def test_one_token_product_limited_by_its_unpacking_is_compute_bound(ceilings):
+    """The scalar path's one-token Q4_0 product streaming its weight from memory: unpacking
+    the nibbles one by one holds it far below what memory delivers, so its time is its
+    operations at its own cache-resident rate: compute-bound. (The old rule took t_mem from this
+    very streaming rate, which makes any such product memory-bound by construction.)"""
+    q4_0 = quant.type_id("q4_0")
+    with quant.force_isa("scalar"):
+        cached = _core.calib_matmul(q4_0, 1, 64, 1024, 1, 0.1)
+        stream = _core.calib_stream(q4_0, 1, 1024, 1024, 64 << 20, 48, 1, 0.2)
+    weight_bytes = stream["work_per_pass"]
+    ops = 2 * 1024 * 1024 * weight_bytes // roofline.tensor_bytes("q4_0", 1024, 1024)
+    seconds = weight_bytes / stream["best_per_s"]
+    c = roofline.Ceilings(threads=1, bandwidth=ceilings.bandwidth, fma=ceilings.fma,
+                          matvec={"q4_0": cached["best_per_s"]}, stream={"q4_0": stream["best_per_s"]})
+    result = roofline.analyze(weight_bytes, ops, seconds, c, kind="matmul", weight_type="q4_0")
+    assert result["verdict"] == "compute-bound", result
+    # what this engine achieves streaming it is no ceiling: judged by it, it would be memory-bound
+    cost = roofline.OpCost(1, "block 0", "down", 0, weight_bytes, 0, 0, ops, "matmul", "q4_0", 1)
+    assert roofline.verdict(*c.engine_times(cost), seconds) == "memory-bound"

@@ -79,7 +79,7 @@ def test_save_load_and_chrome_json(tmp_path):
     names = {(e["ph"], e["name"]) for e in doc["traceEvents"]}
     assert ("X", "decode") in names and ("X", "blk.0") in names and ("X", "qkv") in names
     counters = [e for e in doc["traceEvents"] if e["ph"] == "C"]
-    assert {e["name"] for e in counters} == {"RSS (MB)", "minor faults/s"}
+    assert {e["name"] for e in counters} == {"RSS (MiB)", "minor faults/s"}
     rates = [e["args"]["value"] for e in counters if e["name"] == "minor faults/s"]
     assert rates == [pytest.approx(1000.0), pytest.approx(2000.0)]
     assert "decode" in " ".join(trace.summary_lines(back))

@@ -16,9 +16,14 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
 #include "slm.h"
 #include "calib_internal.h"
 #include "model/attention.h"
+#include "model/pool.h"
 
 
 #define MAX_PASSES_LIMIT 100000
@@ -44,6 +49,19 @@ static double cpu_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Run-queue wait of the calling thread so far (ns), from its schedstat; 0 where there is none. */
+static uint64_t own_run_delay_ns(void) {
+    char buf[96];
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    unsigned long long run = 0, wait = 0;
+    return sscanf(buf, "%llu %llu", &run, &wait) == 2 ? (uint64_t)wait : 0;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -78,6 +96,8 @@ typedef struct team {
     volatile int setup_failed;
     void *gate_owner;          /* the start gate, owned by team_run */
     uint64_t checksums[SLM_CALIB_MAX_THREADS];
+    _Atomic uint64_t run_delay_ns;  /* every thread's run-queue wait while measuring */
+    _Atomic uint64_t thread_ns;     /* every thread's wall time measuring */
 } team;
 
 typedef struct { team *t; int tid; } team_arg;
@@ -98,6 +118,7 @@ static void team_loop(team *t, int tid) {
     pthread_barrier_wait(&t->barrier);
     if (t->setup_failed) goto done;
     double started = now_seconds();
+    const uint64_t delay0 = own_run_delay_ns();
     for (;;) {
         double t0 = 0, c0 = 0;
         pthread_barrier_wait(&t->barrier);
@@ -115,6 +136,8 @@ static void team_loop(team *t, int tid) {
         pthread_barrier_wait(&t->barrier);
         if (t->stop) break;
     }
+    atomic_fetch_add(&t->run_delay_ns, own_run_delay_ns() - delay0);
+    atomic_fetch_add(&t->thread_ns, (uint64_t)((now_seconds() - started) * 1e9));
 done:
     if (t->teardown) t->teardown(t, tid);
 }
@@ -157,6 +180,8 @@ static int team_run(team *t) {
     t->passes = 0;
     t->stop = 0;
     t->setup_failed = 0;
+    atomic_store(&t->run_delay_ns, 0);
+    atomic_store(&t->thread_ns, 0);
     memset(t->checksums, 0, sizeof(t->checksums));
     team_with_gate tg = {.t = t, .gate = {.go = 0}};
     pthread_mutex_init(&tg.gate.lock, NULL);
@@ -204,6 +229,8 @@ static void team_result(team *t, int64_t work_per_pass_all_threads, slm_calib_re
     free(t->pass_cpu_seconds);
     t->pass_cpu_seconds = NULL;
     out->seconds = t->spent;
+    out->run_delay_seconds = 1e-9 * (double)atomic_load(&t->run_delay_ns);
+    out->thread_seconds = 1e-9 * (double)atomic_load(&t->thread_ns);
     out->passes = t->passes;
     out->work_per_pass = work_per_pass_all_threads;
     uint64_t c = 0;
@@ -760,6 +787,74 @@ int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median
     free(t.pass_seconds);
     free(t.pass_cpu_seconds);
     return status;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The engine's wait: its pool, its work counters, its spin-then-sleep wait.                 */
+
+typedef struct {
+    _Alignas(64) atomic_uint next;
+    atomic_uint done;
+} wait_counter;
+
+typedef struct {
+    slm_pool *pool;
+    wait_counter *counters; /* [steps] */
+    int steps;
+    int units;
+    _Atomic uint64_t run_delay_ns, thread_ns;
+} wait_job;
+
+static void wait_steps(void *ctx, int ith, int nth) {
+    wait_job *j = ctx;
+    const double t0 = now_seconds();
+    const uint64_t d0 = own_run_delay_ns();
+    for (int s = 0; s < j->steps; s++) {
+        wait_counter *c = &j->counters[s];
+        unsigned mine = 0;
+        while (atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed) < (unsigned)j->units) mine++;
+        if (mine) slm_pool_count_up(j->pool, &c->done, mine);
+        slm_pool_wait_count(j->pool, &c->done, (unsigned)j->units);
+    }
+    atomic_fetch_add(&j->run_delay_ns, own_run_delay_ns() - d0);
+    atomic_fetch_add(&j->thread_ns, (uint64_t)((now_seconds() - t0) * 1e9));
+    (void)ith, (void)nth;
+}
+
+int slm_calib_engine_wait(int threads, int steps, int rounds, double *best_seconds,
+                          double *median_seconds, slm_calib_result *load) {
+    if (threads < 1 || threads > SLM_CALIB_MAX_THREADS || steps < 1 || steps > 1000000 ||
+        rounds < 1 || rounds > MAX_PASSES_LIMIT)
+        return SLM_EINVAL;
+    wait_job j = {.steps = steps, .units = 2 * threads};
+    int status = slm_pool_create(threads, &j.pool);
+    if (status < 0) return status;
+    j.counters = aligned_alloc(64, (size_t)steps * sizeof(wait_counter));
+    double *per_step = calloc((size_t)rounds, sizeof(double));
+    if (!j.counters || !per_step) {
+        free(j.counters);
+        free(per_step);
+        slm_pool_free(j.pool);
+        return SLM_ENOMEM;
+    }
+    for (int r = 0; r < rounds; r++) {
+        memset(j.counters, 0, (size_t)steps * sizeof(wait_counter));
+        const double t0 = now_seconds();
+        slm_pool_run(j.pool, wait_steps, &j);
+        per_step[r] = (now_seconds() - t0) / steps;
+    }
+    qsort(per_step, (size_t)rounds, sizeof(double), cmp_double);
+    if (best_seconds) *best_seconds = per_step[0];
+    if (median_seconds) *median_seconds = per_step[rounds / 2];
+    if (load) {
+        memset(load, 0, sizeof *load);
+        load->run_delay_seconds = 1e-9 * (double)atomic_load(&j.run_delay_ns);
+        load->thread_seconds = 1e-9 * (double)atomic_load(&j.thread_ns);
+    }
+    free(per_step);
+    free(j.counters);
+    slm_pool_free(j.pool);
+    return SLM_OK;
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -24,15 +24,18 @@
  * private buffer (576 floats cost less than a wait), so a decoded layer has five waits. A
  * thread the OS has descheduled delays the others only by the chunk it holds. Chunks are
  * large enough that claiming one (an atomic add on a shared line) costs under 1% of it.
- * Region hooks, when attached, are called by thread 0 at each edge, after a step whose work is
- * complete. The other threads do not wait for them: they go on with the next step, so an edge
- * costs the decode only the main thread's clock read, not a meeting of every thread (which on
- * a busy machine waits for a descheduled thread at every one of ~200 edges per token). Only
- * hooks that read every thread's counters at layer edges hold the threads there.
+ * Profiling: with hooks that take per-thread spans, every thread reads the clock when it
+ * begins an operation and when it has finished its own share of it (before waiting for the
+ * others), into its own row of a buffer; the chunk's spans go to the hooks once the chunk is
+ * done. No thread waits for the profiler and no thread's clock stands for another's: a thread
+ * the OS deschedules stretches only the operation it is in. Older hooks (begin/end/edge only)
+ * are called by thread 0 at each edge, after a step whose work is complete, while the others
+ * go on. Only hooks that read every thread's counters at layer edges hold the threads there.
  */
 #include <math.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +114,8 @@ typedef struct {
     int out0, n_out;       /* tokens [out0, out0 + n_out) get logits; n_out = 0: none */
     slm_region_hooks hooks;
     int region_ops;        /* operation edges too, not only layer edges */
+    int spans_on;          /* every thread stamps its own operation spans (hooks.spans) */
+    int n_span_ops;        /* operations stamped in this chunk (set by thread 0) */
     slm_attend_fn attend;  /* attention path for the active ISA */
     slm_swiglu_fn swiglu;  /* and SwiGLU's */
     int watch_sigint;      /* stop at a layer boundary once the SIGINT count leaves sigint_seen */
@@ -143,6 +148,13 @@ struct slm_model {
     chunk_job job;
     work_counter *counters;    /* (max_ops) one per parallel step of a forward chunk */
     int max_ops;
+    /* per-thread operation spans, allocated when hooks that take them are attached */
+    slm_thread_span *spans;    /* (n_threads, max_span_ops) each row written by its own thread */
+    int32_t *span_ops;         /* (max_span_ops) operation region ids, written by thread 0 */
+    int32_t *span_layers;      /* (max_span_ops) their layer regions */
+    int32_t *tids;             /* (n_threads) kernel thread id of each worker */
+    int max_span_ops;
+    struct { int thread; int32_t region; uint32_t us; } delay; /* slm_model_debug_delay */
     int watch_sigint;
     uint32_t sigint_seen;
     /* This chunk's decisions at layer boundaries (see stop_here): 2l = boundary l undecided,
@@ -410,7 +422,7 @@ void slm_model_free(slm_model *m) {
     void *bufs[] = {s->x, s->xb, s->q, s->k, s->v, s->att_out, s->hg, s->hu, s->y, s->scores,
                     s->rope_cs, s->rope_cs_swa, s->act_a, s->act_b, s->xb_own, s->act_own,
                     s->key_cache, s->value_cache, m->inv_freq, m->inv_freq_swa, m->layers,
-                    m->layer_tensors, m->counters};
+                    m->layer_tensors, m->counters, m->spans, m->span_ops, m->span_layers, m->tids};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
     free(m);
 }
@@ -426,7 +438,33 @@ int slm_model_set_n_past(slm_model *m, int32_t n_past) {
 
 int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks) {
     if (hooks && (!hooks->begin || !hooks->end)) return SLM_EINVAL;
+    if (hooks && hooks->spans && !m->spans) {
+        if (!m->ready) return SLM_EINVAL;
+        /* embedding, every operation a block can run (SLM_OP_ATTN_NORM .. SLM_OP_FFN_POST_NORM),
+         * output norm and LM head; rows of whole lines */
+        const int per_block = SLM_OP_FFN_POST_NORM - SLM_OP_ATTN_NORM + 1;
+        const int n = (3 + per_block * m->cfg.n_layer + 1) & ~1;
+        const size_t nth = (size_t)m->cfg.n_threads;
+        m->spans = aligned_alloc(64, nth * n * sizeof(slm_thread_span));
+        m->span_ops = calloc((size_t)n, sizeof(int32_t));
+        m->span_layers = calloc((size_t)n, sizeof(int32_t));
+        m->tids = calloc(nth, sizeof(int32_t));
+        if (!m->spans || !m->span_ops || !m->span_layers || !m->tids) {
+            free(m->spans), free(m->span_ops), free(m->span_layers), free(m->tids);
+            m->spans = NULL, m->span_ops = m->span_layers = m->tids = NULL;
+            return SLM_ENOMEM;
+        }
+        m->max_span_ops = n;
+    }
     m->hooks = hooks ? *hooks : (slm_region_hooks){0};
+    return SLM_OK;
+}
+
+int slm_model_debug_delay(slm_model *m, int thread, int32_t region, uint32_t us) {
+    if (thread < 0 || thread >= m->cfg.n_threads || us > 10000000) return SLM_EINVAL;
+    m->delay.thread = thread;
+    m->delay.region = region;
+    m->delay.us = us;
     return SLM_OK;
 }
 
@@ -479,12 +517,50 @@ static inline float gelu_tanh(float x) {
                            * down reads Q8_K: each chunk quantizes whole blocks for it) */
 #define HEAD_CHUNK 512    /* rows of the LM head */
 
-/* One thread's place in the forward: which parallel step it is at. */
+/* One thread's place in the forward: which parallel step it is at, and (profiling) the span
+ * of the operation it is in. */
 typedef struct {
     slm_model *m;
     int ith;
     int step;
+    slm_thread_span *span; /* NULL: not stamping */
+    int n_span;
+    int32_t region;        /* the operation of `span` */
 } worker;
+
+static inline uint64_t now_ns(void) { return slm_monotonic_ns(); }
+
+/* The next operation's span of this thread (thread 0 also notes which operation it is). */
+static void span_begin(worker *w, int32_t op) {
+    slm_model *m = w->m;
+    const int k = w->n_span;
+    w->span = NULL;
+    if (k >= m->max_span_ops) return;
+    w->n_span++;
+    if (w->ith == 0) {
+        m->span_ops[k] = op;
+        m->span_layers[k] = op - op % SLM_OP_COUNT;
+    }
+    w->span = &m->spans[(size_t)w->ith * m->max_span_ops + k];
+    *w->span = (slm_thread_span){0};
+    w->region = op;
+}
+
+static inline void span_add(slm_thread_span *sp, uint64_t t0, uint64_t t1, unsigned chunks) {
+    if (!sp->t0_ns) sp->t0_ns = t0;
+    sp->t1_ns = t1;
+    sp->busy_ns += t1 - t0;
+    sp->chunks += chunks;
+}
+
+/* Tests: the chosen thread sleeps inside the first work unit it takes in the chosen operation. */
+static void maybe_delay(worker *w) {
+    const slm_model *m = w->m;
+    if (!m->delay.us || w->ith != m->delay.thread || w->region != m->delay.region) return;
+    struct timespec ts = {m->delay.us / 1000000, (long)(m->delay.us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
 
 typedef void (*chunk_fn)(worker *w, int64_t chunk, void *arg);
 
@@ -495,13 +571,17 @@ static void parallel(worker *w, int64_t n_chunks, chunk_fn fn, void *arg) {
     slm_model *m = w->m;
     work_counter *c = &m->counters[w->step++];
     if (n_chunks <= 0) return;
+    slm_thread_span *sp = w->span;
+    const uint64_t t0 = sp ? now_ns() : 0;
     unsigned mine = 0;
     for (;;) {
         unsigned i = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
         if (i >= (unsigned)n_chunks) break;
+        if (sp && !mine) maybe_delay(w);
         fn(w, i, arg);
         mine++;
     }
+    if (sp) span_add(sp, t0, now_ns(), mine);
     if (mine) slm_pool_count_up(m->pool, &c->done, mine);
     slm_pool_wait_count(m->pool, &c->done, (unsigned)n_chunks);
 }
@@ -529,16 +609,23 @@ static void record_edge(const chunk_job *job, int end_op, int end_layer, int beg
     }
 }
 
-/* A region edge inside the pass: end the regions that finished, begin the next ones. Every
- * edge follows a parallel step, whose end already waits for all of its work, so the regions
- * that end here cover every thread's work. Thread 0 records the edge while the others start
- * the next step; the edge's instant is read first, so what they do meanwhile is counted in
- * the region that begins, where it belongs. Hooks that read every thread's counters at layer edges
- * (hold_at_layers) get the threads held there, so no next-layer work is in a layer's counts.
- * Without a profiler it is one branch. */
+/* A region edge inside the pass: end the regions that finished, begin the next ones. With
+ * per-thread spans each thread only moves to its next span (and layer edges go to the hooks
+ * only where they hold the threads for counters). Otherwise every edge follows a parallel
+ * step, whose end already waits for all of its work, so the regions that end here cover every
+ * thread's work: thread 0 records the edge while the others start the next step; the edge's
+ * instant is read first, so what they do meanwhile is counted in the region that begins.
+ * Hooks that read every thread's counters at layer edges (hold_at_layers) get the threads
+ * held there, so no next-layer work is in a layer's counts. Without a profiler it is one
+ * branch. */
 static void edge(worker *w, int end_op, int end_layer, int begin_layer, int begin_op) {
     const chunk_job *job = &w->m->job;
     if (!job->hooks.begin) return;
+    if (job->spans_on) {
+        if (begin_op >= 0) span_begin(w, begin_op);
+        else w->span = NULL;
+        if (!job->hooks.hold_at_layers || (end_layer < 0 && begin_layer < 0)) return;
+    }
     if (w->ith == 0) record_edge(job, end_op, end_layer, begin_layer, begin_op);
     if ((end_layer >= 0 || begin_layer >= 0) && job->hooks.hold_at_layers) slm_pool_barrier(w->m->pool);
 }
@@ -599,7 +686,13 @@ static norm_job norm_quantize(worker *w, int t0, int n, const float *weight, con
         j.xb = s->xb_own + (size_t)w->ith * dim;
         j.act = s->act_own + (size_t)w->ith * 3 * 4 * dim;
         j.slot_bytes = 4 * (int64_t)dim;
+        const uint64_t t0 = w->span ? now_ns() : 0;
+        if (w->span) maybe_delay(w);
         norm_rows(m, &j, 0, 1);
+        if (w->span) {
+            span_add(w->span, t0, now_ns(), 1);
+            w->span->own_copy = 1;
+        }
         w->step++; /* keep step numbers the same on every path */
     } else {
         j.xb = s->xb;
@@ -870,6 +963,7 @@ static void forward_thread(void *ctx, int ith, int nth) {
     const int qk_norm = arch_qk_norm(c->arch), post = arch_post_norms(c->arch), gelu = arch_gelu(c->arch);
     const int last_op = post ? SLM_OP_FFN_POST_NORM : SLM_OP_DOWN; /* a block's last operation */
     worker w = {.m = m, .ith = ith, .step = 0};
+    if (job->spans_on) m->tids[ith] = slm_thread_id();
     edge(&w, -1, -1, -1, SLM_REGION_ID(0, SLM_OP_EMBED)); /* its layer began before the wake */
 
     parallel(&w, n_chunks_of(n_tok, EMBED_CHUNK), embed_chunk, NULL);
@@ -878,7 +972,8 @@ static void forward_thread(void *ctx, int ith, int nth) {
         const int slot = l + 1;
         int prev_end_op = l == 0 ? SLM_REGION_ID(0, SLM_OP_EMBED) : SLM_REGION_ID(l, last_op);
         if (stop_here(&w, l)) { /* every thread stops here: close the open regions */
-            if (w.ith == 0 && job->hooks.begin) record_edge(job, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), -1, -1);
+            if (w.ith == 0 && job->hooks.begin && (!job->spans_on || job->hooks.hold_at_layers))
+                record_edge(job, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), -1, -1);
             return;
         }
         edge(&w, prev_end_op, SLM_REGION_ID(l, SLM_OP_LAYER), SLM_REGION_ID(slot, SLM_OP_LAYER),
@@ -942,6 +1037,7 @@ static void forward_thread(void *ctx, int ith, int nth) {
     }
     if (job->n_out == 0) { /* the last block's layer region ends in slm_model_forward */
         edge(&w, SLM_REGION_ID(c->n_layer, last_op), -1, -1, -1);
+        if (ith == 0) m->job.n_span_ops = w.n_span;
         return;
     }
     edge(&w, SLM_REGION_ID(c->n_layer, last_op), SLM_REGION_ID(c->n_layer, SLM_OP_LAYER),
@@ -953,6 +1049,7 @@ static void forward_thread(void *ctx, int ith, int nth) {
     edge(&w, SLM_REGION_ID(head_slot, SLM_OP_OUTPUT_NORM), -1, -1, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD));
     parallel(&w, n_chunks_of(c->vocab, HEAD_CHUNK), lm_head_chunk, &in);
     edge(&w, SLM_REGION_ID(head_slot, SLM_OP_LM_HEAD), -1, -1, -1); /* its layer: after the join */
+    if (ith == 0) m->job.n_span_ops = w.n_span;
 }
 
 int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float *logits, int32_t n_logits) {
@@ -966,8 +1063,10 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int n = n_tok - done < m->max_batch ? n_tok - done : m->max_batch;
         const int first_out = n_tok - n_logits; /* first token that gets logits */
         chunk_job *job = &m->job;
+        const int spans_on = m->region_ops && m->hooks.begin && m->hooks.spans && m->spans;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
-                           .region_ops = m->region_ops, .attend = slm_attend_for(-1), .swiglu = slm_swiglu_for(-1),
+                           .region_ops = m->region_ops && !spans_on, .spans_on = spans_on,
+                           .attend = slm_attend_for(-1), .swiglu = slm_swiglu_for(-1),
                            .watch_sigint = m->watch_sigint, .sigint_seen = m->sigint_seen};
         if (job->watch_sigint && slm_sigint_count() != job->sigint_seen) break;
         if (done + n > first_out) {
@@ -983,10 +1082,21 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
          * in the final layer's (not in their operations: there it is the time by which the
          * layer exceeds its operations). */
         const int last_slot = job->n_out ? m->cfg.n_layer + 1 : m->cfg.n_layer;
-        if (job->hooks.begin) record_edge(job, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), -1);
+        const int layer_edges = job->hooks.begin && (!spans_on || job->hooks.hold_at_layers);
+        if (layer_edges) record_edge(job, -1, -1, SLM_REGION_ID(0, SLM_OP_LAYER), -1);
+        const uint64_t t_begin = spans_on ? now_ns() : 0;
         slm_pool_run(m->pool, forward_thread, m);
+        const uint64_t t_end = spans_on ? now_ns() : 0;
         if (atomic_load_explicit(&m->gate, memory_order_relaxed) & 1) break; /* stopped: regions closed */
-        if (job->hooks.begin) record_edge(job, -1, SLM_REGION_ID(last_slot, SLM_OP_LAYER), -1, -1);
+        if (layer_edges) record_edge(job, -1, SLM_REGION_ID(last_slot, SLM_OP_LAYER), -1, -1);
+        if (spans_on) {
+            const slm_chunk_spans cs = {.n_threads = m->cfg.n_threads, .n_ops = job->n_span_ops,
+                                        .row_stride = m->max_span_ops,
+                                        .ops = m->span_ops, .layers = m->span_layers,
+                                        .spans = m->spans, .tids = m->tids,
+                                        .t_begin_ns = t_begin, .t_end_ns = t_end};
+            job->hooks.spans(job->hooks.ctx, &cs);
+        }
         m->n_past += n;
         done += n;
     }

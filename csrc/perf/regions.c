@@ -11,13 +11,21 @@
  * and a counter snapshot. The engine's operation regions are marked so; its layer regions
  * keep everything. slm_region_edge ends and begins several regions at one edge, reading
  * each clock once for the whole edge.
+ *
+ * The engine's per-thread spans (slm_region_spans) arrive once per forward chunk: each
+ * operation's critical path, busy time and imbalance are added to its totals, each layer's
+ * tile to the layer's, and, when asked for, every span is kept in a log together with each
+ * thread's run-queue wait over the chunk (one pread of its schedstat per thread and chunk).
  */
 #include "slm.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct frame {
     int32_t id;
@@ -34,6 +42,13 @@ typedef struct thread_stack {
     slm_counters_snapshot now;  /* scratch for end */
 } thread_stack;
 
+/* An engine thread's schedstat, kept open: its run-queue wait at the last chunk. */
+typedef struct sched_reader {
+    int32_t tid;
+    int fd;
+    uint64_t wait_ns;
+} sched_reader;
+
 struct slm_region_table {
     int capacity;
     slm_counters *counters;
@@ -42,6 +57,15 @@ struct slm_region_table {
     pthread_mutex_t lock;
     uint64_t errors;
     thread_stack stacks[SLM_REGION_MAX_THREADS];
+    /* span log (slm_region_keep_spans), under lock */
+    slm_span_record *log;      /* [log_cap] */
+    int64_t log_cap, log_n, log_dropped;
+    slm_call_record *calls;    /* [calls_cap] */
+    int64_t calls_cap, calls_n;
+    uint32_t n_calls;
+    uint64_t *scratch;         /* [3 * scratch_n] critical starts, ends, layer ends */
+    int scratch_n;
+    sched_reader sched[SLM_REGION_MAX_THREADS];
 };
 
 uint64_t slm_monotonic_ns(void) {
@@ -71,6 +95,7 @@ int slm_region_table_create(slm_region_table **out, int capacity, slm_counters *
     }
     t->capacity = capacity;
     t->counters = counters;
+    for (int i = 0; i < SLM_REGION_MAX_THREADS; i++) t->sched[i].fd = -1;
     pthread_mutex_init(&t->lock, NULL);
     *out = t;
     return 0;
@@ -240,8 +265,240 @@ int slm_region_is_wall_only(const slm_region_table *t, int32_t id) {
 slm_region_hooks slm_region_table_hooks(slm_region_table *t) {
     /* With counters, layer edges read every thread's groups: the engine holds its threads
      * there so no thread's next-layer work is counted in the layer that ends. */
-    slm_region_hooks h = {slm_region_begin, slm_region_end, t, slm_region_edge, t->counters != NULL};
+    slm_region_hooks h = {slm_region_begin, slm_region_end, t, slm_region_edge, t->counters != NULL,
+                          slm_region_spans};
     return h;
+}
+
+/* ---- per-thread spans ------------------------------------------------------------------- */
+
+/* The critical path of a chunk, walked back from the join: the thread that reached the join
+ * last was on it; going back through its operations, wherever it had waited for the others
+ * (an operation shared out in work units ends only when its last unit is done), the path moves
+ * to the thread that finished that operation's last unit, at the moment it finished it. Each
+ * operation gets the part of the path from its boundary with the one before to its boundary
+ * with the one after: the operations tile the chunk, and a thread that was held up (a sleep, a
+ * preemption, a slow unit) puts that time in the operation it was in. */
+void slm_spans_critical(const slm_chunk_spans *s, uint64_t *start, uint64_t *end, uint64_t *layer_end) {
+    const int n = s->n_ops;
+    if (n <= 0) return;
+#define SPAN(k, i) (&s->spans[(size_t)(k) * s->row_stride + (i)])
+    /* the join waits for every thread: the last to arrive is where the path ends */
+    int k = 0;
+    for (int j = 1; j < s->n_threads; j++)
+        if (SPAN(j, n - 1)->t1_ns > SPAN(k, n - 1)->t1_ns) k = j;
+    uint64_t cur = s->t_end_ns;
+    for (int i = n - 1; i >= 0; i--) {
+        end[i] = cur;
+        uint64_t boundary = i == 0 ? s->t_begin_ns : SPAN(k, i)->t0_ns;
+        if (i > 0 && !SPAN(k, i - 1)->own_copy) {
+            /* who finished the last work unit of the operation before, and when */
+            int last = -1;
+            for (int j = 0; j < s->n_threads; j++)
+                if (SPAN(j, i - 1)->chunks && (last < 0 || SPAN(j, i - 1)->t1_ns > SPAN(last, i - 1)->t1_ns))
+                    last = j;
+            if (last >= 0 && last != k && SPAN(last, i - 1)->t1_ns > SPAN(k, i - 1)->t1_ns) {
+                boundary = SPAN(last, i - 1)->t1_ns;  /* k waited for it */
+                k = last;
+            }
+        }
+        if (!boundary || boundary > cur) boundary = cur;
+        if (i == 0 && s->t_begin_ns < boundary) boundary = s->t_begin_ns;
+        start[i] = boundary;
+        cur = boundary;
+    }
+#undef SPAN
+    for (int i = 0; i < n; i++) {
+        layer_end[i] = 0;
+        if (i > 0 && s->layers[i] != s->layers[i - 1]) layer_end[i - 1] = start[i];
+    }
+    layer_end[n - 1] = end[n - 1];
+}
+
+static slm_region_stats *stats_of(slm_region_table *t, int32_t id) {
+    if (id < 0 || id >= t->capacity) return NULL;
+    if (!t->stats[id]) t->stats[id] = calloc(1, sizeof(slm_region_stats));
+    return t->stats[id];
+}
+
+/* Run-queue wait of a thread (ns) from its schedstat, or UINT64_MAX. A thread seen for the
+ * first time has no earlier reading: its wait over this chunk is not known. */
+static uint64_t run_delay_since_last(slm_region_table *t, int32_t tid) {
+    sched_reader *r = NULL;
+    for (int i = 0; i < SLM_REGION_MAX_THREADS && !r; i++)
+        if (t->sched[i].tid == tid && t->sched[i].fd >= 0) r = &t->sched[i];
+    int fresh = 0;
+    if (!r) {
+        for (int i = 0; i < SLM_REGION_MAX_THREADS && !r; i++) {
+            sched_reader *q = &t->sched[i];
+            /* a slot whose thread is gone (its file reads nothing) is reused */
+            char probe[8];
+            if (q->fd >= 0 && pread(q->fd, probe, sizeof probe, 0) > 0) continue;
+            if (q->fd >= 0) close(q->fd);
+            char path[64];
+            snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", (int)tid);
+            q->fd = open(path, O_RDONLY | O_CLOEXEC);
+            q->tid = tid;
+            if (q->fd < 0) return UINT64_MAX;
+            r = q;
+            fresh = 1;
+        }
+        if (!r) return UINT64_MAX;
+    }
+    char buf[96];
+    ssize_t n = pread(r->fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return UINT64_MAX;
+    buf[n] = 0;
+    unsigned long long run = 0, wait = 0;
+    if (sscanf(buf, "%llu %llu", &run, &wait) != 2) return UINT64_MAX;
+    uint64_t delta = fresh || wait < r->wait_ns ? UINT64_MAX : wait - r->wait_ns;
+    r->wait_ns = wait;
+    return delta;
+}
+
+static void log_span(slm_region_table *t, const slm_span_record *rec) {
+    if (t->log_n < t->log_cap) t->log[t->log_n++] = *rec;
+    else t->log_dropped++;
+}
+
+void slm_region_spans(void *table, const slm_chunk_spans *s) {
+    slm_region_table *t = table;
+    if (s->n_ops <= 0) return;
+    pthread_mutex_lock(&t->lock);
+    if (t->scratch_n < s->n_ops) {
+        uint64_t *p = realloc(t->scratch, 3 * (size_t)s->n_ops * sizeof(uint64_t));
+        if (!p) {
+            pthread_mutex_unlock(&t->lock);
+            count_error(t);
+            return;
+        }
+        t->scratch = p;
+        t->scratch_n = s->n_ops;
+    }
+    uint64_t *start = t->scratch, *end = start + s->n_ops, *layer_end = end + s->n_ops;
+    slm_spans_critical(s, start, end, layer_end);
+    const uint32_t call = t->n_calls++;
+    const int keep = t->log_cap > 0;
+    uint64_t tile0 = s->t_begin_ns, layer_busy = 0, layer_imbalance = 0;
+    for (int i = 0; i < s->n_ops; i++) {
+        uint64_t busy = 0, min_end = UINT64_MAX, last = 0;
+        for (int k = 0; k < s->n_threads; k++) {
+            const slm_thread_span *sp = &s->spans[(size_t)k * s->row_stride + i];
+            if (keep)
+                log_span(t, &(slm_span_record){sp->t0_ns, sp->t1_ns, sp->busy_ns, start[i], end[i],
+                                                s->ops[i], s->layers[i], k, sp->chunks, call,
+                                                (int32_t)sp->own_copy});
+            if (!sp->t0_ns) continue;
+            busy += sp->busy_ns;
+            if (sp->own_copy) continue; /* nobody waits after an operation of own copies */
+            if (sp->t1_ns < min_end) min_end = sp->t1_ns;
+            if (sp->chunks && sp->t1_ns > last) last = sp->t1_ns;
+        }
+        const uint64_t imbalance = last > min_end ? last - min_end : 0;
+        slm_region_stats *st = stats_of(t, s->ops[i]);
+        if (st) {
+            st->span_count++;
+            st->span_ns += end[i] - start[i];
+            st->busy_ns += busy;
+            st->imbalance_ns += imbalance;
+        } else {
+            count_error(t);
+        }
+        layer_busy += busy;
+        layer_imbalance += imbalance;
+        if (layer_end[i]) {
+            slm_region_stats *ls = stats_of(t, s->layers[i]);
+            if (ls) {
+                ls->span_count++;
+                ls->span_ns += layer_end[i] - tile0;
+                ls->busy_ns += layer_busy;
+                ls->imbalance_ns += layer_imbalance;
+            } else {
+                count_error(t);
+            }
+            if (keep)
+                log_span(t, &(slm_span_record){tile0, layer_end[i], layer_busy, tile0, layer_end[i],
+                                                s->layers[i], s->layers[i], -1, 0, call, 0});
+            tile0 = layer_end[i];
+            layer_busy = layer_imbalance = 0;
+        }
+    }
+    if (keep) {
+        for (int k = 0; k < s->n_threads; k++) {
+            uint64_t delay = run_delay_since_last(t, s->tids[k]);
+            if (t->calls_n < t->calls_cap)
+                t->calls[t->calls_n++] = (slm_call_record){s->t_begin_ns, s->t_end_ns, delay, k,
+                                                           s->tids[k], call, 0};
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+int slm_region_keep_spans(slm_region_table *t, int64_t capacity) {
+    if (capacity < 0 || capacity > ((int64_t)1 << 32)) return SLM_EINVAL;
+    pthread_mutex_lock(&t->lock);
+    free(t->log);
+    free(t->calls);
+    t->log = NULL;
+    t->calls = NULL;
+    t->log_cap = t->log_n = t->log_dropped = t->calls_cap = t->calls_n = 0;
+    int rc = SLM_OK;
+    if (capacity > 0) {
+        /* a chunk logs one call row per thread and at least three span rows per thread (the
+         * embedding, the output norm, the LM head): a third of the span rows is enough */
+        const int64_t calls = capacity / 3 + SLM_REGION_MAX_THREADS;
+        t->log = malloc((size_t)capacity * sizeof(slm_span_record));
+        t->calls = malloc((size_t)calls * sizeof(slm_call_record));
+        if (!t->log || !t->calls) {
+            free(t->log);
+            free(t->calls);
+            t->log = NULL;
+            t->calls = NULL;
+            rc = SLM_ENOMEM;
+        } else {
+            t->log_cap = capacity;
+            t->calls_cap = calls;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+int64_t slm_region_span_count(slm_region_table *t) {
+    pthread_mutex_lock(&t->lock);
+    int64_t n = t->log_n;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+int64_t slm_region_span_dropped(slm_region_table *t) {
+    pthread_mutex_lock(&t->lock);
+    int64_t n = t->log_dropped;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+int64_t slm_region_span_copy(slm_region_table *t, slm_span_record *out, int64_t max) {
+    pthread_mutex_lock(&t->lock);
+    int64_t n = t->log_n < max ? t->log_n : max;
+    if (n > 0) memcpy(out, t->log, (size_t)n * sizeof *out);
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+int64_t slm_region_call_count(slm_region_table *t) {
+    pthread_mutex_lock(&t->lock);
+    int64_t n = t->calls_n;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+int64_t slm_region_call_copy(slm_region_table *t, slm_call_record *out, int64_t max) {
+    pthread_mutex_lock(&t->lock);
+    int64_t n = t->calls_n < max ? t->calls_n : max;
+    if (n > 0) memcpy(out, t->calls, (size_t)n * sizeof *out);
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 int slm_region_get(slm_region_table *t, int32_t id, slm_region_stats *out) {
@@ -263,6 +520,8 @@ void slm_region_table_reset(slm_region_table *t) {
         t->stats[i] = NULL;
     }
     t->errors = 0;
+    t->log_n = t->log_dropped = t->calls_n = 0;
+    t->n_calls = 0;
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -281,6 +540,11 @@ void slm_region_table_destroy(slm_region_table *t) {
     }
     free(t->stats);
     free(t->wall_only);
+    free(t->log);
+    free(t->calls);
+    free(t->scratch);
+    for (int i = 0; i < SLM_REGION_MAX_THREADS; i++)
+        if (t->sched[i].fd >= 0) close(t->sched[i].fd);
     pthread_mutex_destroy(&t->lock);
     free(t);
 }

@@ -1,12 +1,14 @@
 # Calibration kernels (csrc/calib/): this machine's ceilings for the roofline, as numbers.
 
+TRACE_CRITICAL_TID = SLM_TRACE_CRITICAL_TID
 CALIB_MEMORY_KINDS = {"read": SLM_CALIB_READ, "copy": SLM_CALIB_COPY, "triad": SLM_CALIB_TRIAD}
 
 
 cdef dict _calib_result(slm_calib_result *r):
     return {"best_per_s": r.best_per_s, "median_per_s": r.median_per_s, "seconds": r.seconds,
             "passes": r.passes, "work_per_pass": r.work_per_pass, "checksum": r.checksum,
-            "median_per_cpu_s": r.median_per_cpu_s}
+            "median_per_cpu_s": r.median_per_cpu_s, "run_delay_s": r.run_delay_seconds,
+            "thread_s": r.thread_seconds}
 
 
 def calib_memory(str kind, int threads, int64_t bytes_per_array, double min_seconds=0.3,
@@ -96,6 +98,19 @@ def calib_sync(int threads, int rounds=2000):
         status = slm_calib_sync(threads, rounds, &best, &median)
     check(status, f"fan-out cost with {threads} threads")
     return best, median
+
+
+def calib_engine_wait(int threads, int steps=200, int rounds=50):
+    """Seconds one wait for all threads costs the forward pass, measured with the engine's own
+    pool, work counters and wait: {"best", "median", "run_delay_s", "thread_s"}."""
+    cdef double best = 0, median = 0
+    cdef slm_calib_result load
+    cdef int status
+    with nogil:
+        status = slm_calib_engine_wait(threads, steps, rounds, &best, &median, &load)
+    check(status, f"the engine's wait with {threads} threads")
+    return {"best": best, "median": median, "run_delay_s": load.run_delay_seconds,
+            "thread_s": load.thread_seconds}
 
 
 def calib_llc_bytes():

@@ -159,3 +159,8 @@ cdef class Engine:
         """Region edges at every operation (True, the default) or at layers only."""
         check(slm_model_set_region_ops(self._get(), ops), "setting the region detail")
 
+    def debug_delay(self, int thread, int32_t region, uint32_t us):
+        """Tests of the attribution: worker `thread` sleeps `us` microseconds inside the first
+        work unit it takes in operation `region` of every profiled pass (0: never)."""
+        check(slm_model_debug_delay(self._get(), thread, region, us), "setting a test delay")
+

@@ -10,6 +10,17 @@ PERF_USER_READ = SLM_PERF_USER_READ
 PERF_MAX_EVENTS = SLM_PERF_MAX_EVENTS
 PERF_MAX_GROUP = SLM_PERF_MAX_GROUP
 READ_PATH_NAMES = {SLM_READ_SYSCALL: "read", SLM_READ_RDPMC: "rdpmc", SLM_READ_MRS: "mrs"}
+# slm_span_record and slm_call_record (csrc/slm_perf.h) as numpy records
+SPAN_DTYPE = np.dtype([("t0_ns", np.uint64), ("t1_ns", np.uint64), ("busy_ns", np.uint64),
+                       ("c0_ns", np.uint64), ("c1_ns", np.uint64), ("region", np.int32),
+                       ("layer", np.int32), ("thread", np.int32), ("chunks", np.uint32),
+                       ("call", np.uint32), ("own_copy", np.int32)])
+CALL_DTYPE = np.dtype([("t_begin_ns", np.uint64), ("t_end_ns", np.uint64),
+                       ("run_delay_ns", np.uint64), ("thread", np.int32), ("tid", np.int32),
+                       ("call", np.uint32), ("pad", np.int32)])
+RUN_DELAY_UNKNOWN = 0xFFFFFFFFFFFFFFFF
+assert SPAN_DTYPE.itemsize == sizeof(slm_span_record), "SPAN_DTYPE disagrees with slm_span_record"
+assert CALL_DTYPE.itemsize == sizeof(slm_call_record), "CALL_DTYPE disagrees with slm_call_record"
 COUNT_STATUS_NAMES = {SLM_COUNT_EXACT: "exact", SLM_COUNT_SCALED: "scaled",
                       SLM_COUNT_NOT_COUNTED: "not counted", SLM_COUNT_IDLE: "idle"}
 
@@ -233,12 +244,43 @@ cdef class RegionTable(HookSource):
         if rc == SLM_ENOENT:
             return None
         check(rc, f"reading region {region_id}")
+        spans = {"span_count": st.span_count, "span_ns": st.span_ns, "busy_ns": st.busy_ns,
+                 "imbalance_ns": st.imbalance_ns}
         if slm_region_is_wall_only(self.t, region_id):
             return {"count": st.count, "wall_ns": st.wall_ns, "thread_cpu_ns": None,
-                    "counters": [], "wall_only": True}
+                    "counters": [], "wall_only": True, **spans}
         return {"count": st.count, "wall_ns": st.wall_ns, "thread_cpu_ns": st.thread_cpu_ns,
                 "counters": [_value_dict(&st.counters[i]) for i in range(self.n_events)],
-                "wall_only": False}
+                "wall_only": False, **spans}
+
+    def keep_spans(self, int64_t capacity):
+        """Keep every per-thread span the engine hands over (up to `capacity` records), and
+        each engine thread's run-queue wait per forward chunk; 0 stops keeping them."""
+        check(slm_region_keep_spans(self.t, capacity), f"keeping {capacity} spans")
+
+    def spans(self):
+        """The kept spans as a numpy structured array (SPAN_DTYPE): one row per thread and
+        operation instance, and one per layer tile (thread -1)."""
+        cdef int64_t n = slm_region_span_count(self.t)
+        out = np.zeros(n, dtype=SPAN_DTYPE)
+        cdef size_t addr = out.ctypes.data
+        if n:
+            n = slm_region_span_copy(self.t, <slm_span_record *>addr, n)
+        return out[:n]
+
+    def calls(self):
+        """Per forward chunk and engine thread: its run-queue wait since its previous chunk
+        (CALL_DTYPE; RUN_DELAY_UNKNOWN where there was no earlier reading)."""
+        cdef int64_t n = slm_region_call_count(self.t)
+        out = np.zeros(n, dtype=CALL_DTYPE)
+        cdef size_t addr = out.ctypes.data
+        if n:
+            n = slm_region_call_copy(self.t, <slm_call_record *>addr, n)
+        return out[:n]
+
+    @property
+    def spans_dropped(self):
+        return slm_region_span_dropped(self.t)
 
     def reset(self):
         slm_region_table_reset(self.t)

@@ -94,6 +94,8 @@ cdef extern from "slm.h" nogil:
         int64_t work_per_pass
         uint64_t checksum
         double median_per_cpu_s
+        double run_delay_seconds
+        double thread_seconds
     enum:
         SLM_CALIB_READ
         SLM_CALIB_COPY
@@ -112,6 +114,8 @@ cdef extern from "slm.h" nogil:
                             double min_seconds, slm_calib_result *out)
     int slm_calib_fma(int threads, double min_seconds, slm_calib_result *out, const char **path_name)
     int slm_calib_sync(int threads, int rounds, double *best_seconds, double *median_seconds)
+    int slm_calib_engine_wait(int threads, int steps, int rounds, double *best_seconds,
+                              double *median_seconds, slm_calib_result *load)
     int64_t slm_calib_llc_bytes()
 
     ctypedef struct slm_trace_edge:
@@ -129,6 +133,8 @@ cdef extern from "slm.h" nogil:
     const slm_trace_edge *slm_trace_edges(const slm_trace_recorder *r)
     void slm_trace_clear(slm_trace_recorder *r)
     uint64_t slm_trace_now_ns()
+    enum:
+        SLM_TRACE_CRITICAL_TID
 
     # ---- counters, regions and the sampler (slm_perf.h) ----
     enum:
@@ -189,7 +195,15 @@ cdef extern from "slm.h" nogil:
         uint64_t count
         uint64_t wall_ns
         uint64_t thread_cpu_ns
+        uint64_t span_count
+        uint64_t span_ns
+        uint64_t busy_ns
+        uint64_t imbalance_ns
         slm_perf_value counters[24]
+    ctypedef struct slm_span_record:
+        pass
+    ctypedef struct slm_call_record:
+        pass
 
     ctypedef struct slm_region_table:
         pass
@@ -207,6 +221,12 @@ cdef extern from "slm.h" nogil:
     void slm_region_edge(void *table, const int32_t *ends, int n_end, const int32_t *begins, int n_begin)
     int slm_region_set_wall_only(slm_region_table *t, int32_t id, int wall_only)
     int slm_region_is_wall_only(const slm_region_table *t, int32_t id)
+    int slm_region_keep_spans(slm_region_table *t, int64_t capacity)
+    int64_t slm_region_span_count(slm_region_table *t)
+    int64_t slm_region_span_dropped(slm_region_table *t)
+    int64_t slm_region_span_copy(slm_region_table *t, slm_span_record *out, int64_t max)
+    int64_t slm_region_call_count(slm_region_table *t)
+    int64_t slm_region_call_copy(slm_region_table *t, slm_call_record *out, int64_t max)
 
     enum:
         SLM_SAMPLER_MIN_HZ
@@ -317,6 +337,7 @@ cdef extern from "slm.h" nogil:
     int slm_model_set_region_ops(slm_model *m, int ops)
     int slm_attend_isa(int isa, const float *q, const void *k, const void *v, int64_t kv_stride, int n_pos,
                        int head_dim, float scale, int kv_f16, float *att, float *out)
+    int slm_model_debug_delay(slm_model *m, int thread, int32_t region, uint32_t us)
     int slm_sigint_watch()
     void slm_sigint_unwatch()
     uint32_t slm_sigint_count()

@@ -26,7 +26,7 @@ from slmprof.errors import SlmprofError
 from slmprof.files import atomic_write, write_text
 from slmprof.measure import calibrate, procfs
 from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "device"         # the schema's kind of a device profile; calibrate.KIND ("machine") is
                         # a machine profile, what `calibrate --export` writes
@@ -68,6 +68,9 @@ class DeviceProfile:
     # work units (gate_up, lm_head), "attention_GOPs" {threads: GOP/s} (decode attention, KV
     # from memory).
     engine: dict = field(default_factory=dict)
+    # When a calibrate measured it, and the load it measured under (contention.Load as a dict;
+    # None: not recorded): {"created": ..., "load": ...}; empty for reference profiles.
+    calibration: dict = field(default_factory=dict)
 
     # -- thread-count tables ------------------------------------------------------------
     def bandwidth_GBps(self, threads):
@@ -162,6 +165,8 @@ class DeviceProfile:
                                _str_keys(v) if k in ENGINE_THREAD_TABLES else
                                {ty: _str_keys(t) for ty, t in sorted(v.items())})
                            for k, v in self.engine.items() if v}
+        if self.calibration:
+            d["calibration"] = dict(self.calibration)
         return d
 
 
@@ -338,7 +343,7 @@ def builtin_profile(name):
     return profile_from_dict(doc, origin=f"built-in profile {name}")
 
 
-def save_profile(profile, path):
+def save_profile_file(profile, path):
     """Write a profile as JSON, whole (files.atomic_write)."""
     path = Path(path)
     with atomic_write(path) as f:
@@ -443,6 +448,8 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
     sync = machine.get("sync_seconds") or {}
     profile.sync_seconds = {int(t): float(v[which]) for t, v in sync.items() if str(t).isdigit()}
     profile.engine = _engine_tables(machine, which)
+    profile.calibration = {"created": machine.get("created"), "load": machine.get("load"),
+                           "not_saved": machine.get("not_saved")}
     if profile.engine:
         sources["engine"] = measured + (f" (the engine's own kernels: matrix products cache-resident, "
                                         f"one-token product with weights from memory, decode "

@@ -1,5 +1,6 @@
 """What profiling costs: decode time with region hooks off, at layer edges only, and at every
-operation edge (what `layers` attaches), measured on the same tokens at the same positions.
+operation edge with every span kept (what `layers` attaches), measured on the same tokens at the
+same positions.
 
     from slmprof.analysis.overhead import profiling_cost
     cost = profiling_cost(model, prompt_tokens=64, gen_tokens=32, reps=15)
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slmprof.analysis.layers import make_profiler
+from slmprof.analysis.layers import make_profiler, span_capacity
 from slmprof.engine import workload
 
 CONFIGS = ("off", "layers", "ops")
@@ -30,11 +31,12 @@ class ProfilingCost:
 
 
 def _layer_seconds(prof, model):
-    """Wall time in the layer regions since the last reset."""
+    """Time in the layer regions since the last reset (their critical-path tiles where the
+    engine handed over per-thread spans, else their wall time between edges)."""
     total = 0
     for rid, _, op in model.region_names():
         st = prof.table.get(rid) if op == "layer" else None
-        total += st["wall_ns"] if st else 0
+        total += (st["span_ns"] if st["span_count"] else st["wall_ns"]) if st else 0
     return total * 1e-9
 
 
@@ -53,6 +55,8 @@ def profiling_cost(model, prompt_tokens=64, gen_tokens=32, reps=15, events=None)
     # that configuration's own measured time
     made = {c: make_profiler(events) for c in ("layers", "ops")}
     profs = {c: p for c, (p, _) in made.items()}
+    # as `layers` attaches them: every span kept, with each thread's run-queue wait per token
+    profs["ops"].table.keep_spans(span_capacity(model.config, model.threads, 0, reps * len(tokens) + 8))
     attach = {"off": lambda: model.set_profiler(None),
               "layers": lambda: model.set_profiler(profs["layers"].table, ops=False),
               "ops": lambda: model.set_profiler(profs["ops"].table)}

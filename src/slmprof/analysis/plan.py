@@ -29,10 +29,12 @@ from pathlib import Path
 from slmprof import report
 from slmprof.analysis import devices, roofline
 from slmprof.engine import gguf, quant, registry
-from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chunks
+from slmprof.engine.model import DEFAULT_KV_TYPE, ENGINE_MAX_BATCH, forward_chunks, thread_count_note
 from slmprof.engine.requantize import FTYPES
-from slmprof.errors import ContextOverflowError, ModelNotFoundError, ShapeError, SlmprofError
+from slmprof.errors import (ContextOverflowError, ModelNotFoundError, OutputError, ShapeError,
+                            SlmprofError)
 from slmprof.files import make_parent, write_text
+from slmprof.measure.contention import Load
 from slmprof.report import Column, format_table
 
 PLAN_TYPES = quant.QUANTIZED_TYPES + ("f16",)
@@ -53,6 +55,9 @@ ENGINE, ROOFLINE = "engine", "roofline"
 ENGINE_EFFICIENCY = {"decode": 1.0, "prefill": 1.0}
 # Used only when no bench result of this machine is stored; the output says so.
 DEFAULT_EFFICIENCY = {"decode": 0.6, "prefill": 0.5}
+# A stored bench run faster than this multiple of the bound built from the calibration now
+# says the calibration looks stale.
+STALE_RATIO = 1.10
 DEFAULT_EFFICIENCY_SOURCE = ("default, not measured: run `python -m slmprof bench ... --format json "
                              "-o B.json` then `python -m slmprof plan --learn B.json`")
 
@@ -218,19 +223,20 @@ RUNTIME_BYTES = 40 << 20
 
 
 def step_seconds(cand, ceilings, n_past, n_tok):
-    """Roofline seconds of n_tok tokens from position n_past, in the engine's prefill chunks:
-    per operation the larger of its memory and compute times (slmprof.analysis.roofline, each operation
-    at its own ceilings), plus the engine's waits for all threads at the calibrated fan-out
-    cost. Also (memory seconds, compute seconds) summed over operations, to say which bound,
-    and the bytes moved."""
+    """Bound seconds of n_tok tokens from position n_past, in the engine's prefill chunks: per
+    operation the larger of its memory-side and compute-side times as this engine's own kernels
+    run it (roofline.Ceilings.engine_times: its one-token product streaming each weight type,
+    its attention, its blocked product), plus the engine's waits for all threads at the cost
+    calibrate measured for one such wait. Also (memory seconds, compute seconds) summed over
+    operations, to say which bound, and the bytes moved."""
     total = t_mem = t_cmp = 0.0
     nbytes = 0
     for start, n in forward_chunks(n_past, n_tok):
         costs = roofline.op_costs(cand.shape, cand.weight_types, start, n, DEFAULT_KV_TYPE, 1)
-        total += roofline.ideal_seconds(costs, ceilings)
+        total += roofline.engine_seconds(costs, ceilings)
         total += roofline.engine_waits(cand.shape, n) * ceilings.sync_seconds
         for c in costs:
-            m, k = ceilings.times(c)
+            m, k = ceilings.engine_times(c)
             t_mem += m
             t_cmp += k
             nbytes += c.bytes
@@ -519,13 +525,10 @@ def bench_points(bench_reports, device, which="median"):
             n_prompt = int(settings.get("prompt_tokens") or (rec.get("tokens") if phase == "prefill" else 0) or 0)
             n_gen = int(settings.get("gen_tokens") or (rec.get("tokens") if phase == "decode" else 0) or 0)
             try:
-                cand = candidates_for(str(spec))[0]
+                p = run_prediction(str(spec), device, threads, n_prompt, n_gen)
             except SlmprofError:
                 continue
-            cand.model = rec.get("model") or cand.model
-            ctx = min(cand.shape.ctx, max(n_prompt + n_gen + 1, 16))
-            p = predict(cand, device, ctx=ctx, threads=threads, prefill_tokens=max(1, min(n_prompt, ctx) or 1),
-                        decode_at=n_prompt + n_gen // 2)
+            p.model = rec.get("model") or p.model
             bound = p.prefill_bound_tok_s if phase == "prefill" else p.decode_bound_tok_s
             kind = p.prefill_ceilings if phase == "prefill" else p.decode_ceilings
             measured = float(rec["tok_s_mean"])
@@ -534,11 +537,40 @@ def bench_points(bench_reports, device, which="median"):
                 measured = max(samples)
             elif len(samples) >= 3:   # the median run: one run slowed by a neighbour does not decide
                 measured = _median(samples)
-            points.append({"model": cand.model, "type": cand.type, "phase": phase, "threads": threads,
+            points.append({"model": p.model, "type": p.type, "phase": phase, "threads": threads,
                            "weights_bytes": p.weights_bytes, "ratio": measured / bound, "ceilings": kind,
                            "measured_tok_s": measured, "bound_tok_s": bound,
                            "prompt_tokens": n_prompt, "gen_tokens": n_gen, "spec": str(spec)})
     return points
+
+
+def run_prediction(spec, device, threads, n_prompt, n_gen):
+    """The Prediction for a bench run as it was set up: a prompt of n_prompt tokens from
+    position 0, and a decode of n_gen tokens after it, taken at its middle position (the
+    position bench's mean decode speed stands for)."""
+    cand = candidates_for(str(spec))[0]
+    ctx = min(cand.shape.ctx, max(n_prompt + n_gen + 1, 16))
+    return predict(cand, device, ctx=ctx, threads=threads,
+                   prefill_tokens=max(1, min(n_prompt, ctx) or 1), decode_at=n_prompt + n_gen // 2)
+
+
+def stale_runs(efficiency, device):
+    """Stored bench runs that went faster than STALE_RATIO x the bound the device's calibration
+    gives them now: [(model, phase, measured / bound)]. Such a calibration cannot be the
+    machine's ceilings (taken while it was busy, or the machine changed)."""
+    out = []
+    for p in efficiency.points if efficiency.measured else []:
+        if p.get("threads") is None or not p.get("spec") or not p.get("measured_tok_s"):
+            continue
+        try:
+            pred = run_prediction(p["spec"], device, int(p["threads"]), int(p.get("prompt_tokens") or 0),
+                                  int(p.get("gen_tokens") or 0))
+        except SlmprofError:
+            continue
+        bound = pred.prefill_bound_tok_s if p["phase"] == "prefill" else pred.decode_bound_tok_s
+        if bound and p["measured_tok_s"] > STALE_RATIO * bound:
+            out.append((p.get("model"), p["phase"], p["measured_tok_s"] / bound))
+    return out
 
 
 def _median(xs):
@@ -589,11 +621,8 @@ def learn_efficiency(bench_reports, device, previous=None, which="median"):
 
 
 def fmt_bytes(n):
-    if n is None:
-        return ""
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.0f} MB"
+    """'1.25 GB', '98 MB': plan's memory columns (report.format_bytes, whole MB below a GB)."""
+    return report.format_bytes(n, digits=2 if n is not None and n >= 1e9 else 0)
 
 
 def fmt_rate(x):
@@ -606,6 +635,19 @@ def fmt_rate(x):
 
 def make_plan_report(predictions, device, efficiency, settings=None):
     notes = []
+    threads = predictions[0].threads if predictions else device.cores
+    too_many = thread_count_note(threads, device.cores)
+    if too_many:
+        notes.append(too_many)
+    if device.measured_by_this_installation:
+        stale = stale_runs(efficiency, device)
+        if stale:
+            model, phase, ratio = max(stale, key=lambda x: x[2])
+            notes.append(f"the calibration looks stale: a stored bench run ({model}, {phase}) went "
+                         f"{100 * ratio:.0f}% of the bound built from it; refresh it in an idle "
+                         "moment with `python -m slmprof calibrate --force`")
+    if (device.calibration or {}).get("not_saved"):
+        notes.append("this calibration was used for this plan only: " + device.calibration["not_saved"])
     if not device.measured_by_this_installation:
         notes.append(f"device {device.name}: not measured by this installation; every value and its "
                      f"source is in the JSON report under 'device'")
@@ -632,8 +674,7 @@ def make_plan_report(predictions, device, efficiency, settings=None):
                         if predictions and predictions[0].meets_target else None)}
     return report.make_report("plan", [p.to_dict() for p in predictions], settings=settings,
                               summary=summary, notes=notes, device=device.to_dict(),
-                              efficiency=efficiency.to_dict(),
-                              ceilings=_ceilings(device, predictions[0].threads if predictions else device.cores))
+                              efficiency=efficiency.to_dict(), ceilings=_ceilings(device, threads))
 
 
 def _ceilings(device, threads):
@@ -660,7 +701,7 @@ def _engine_ceilings_line(e):
         parts.append("blocked matmul " + cells(e["gemm_GOPs"], "GOP/s"))
     if e.get("attention_GOPs"):
         parts.append(f"decode attention {e['attention_GOPs']:.1f} GOP/s")
-    parts.append(f"wait {e.get('sync_us', 0):.1f} us")
+    parts.append(f"one wait for all threads {e.get('sync_us', 0):.2f} us")
     return ["engine's own kernels: " + "; ".join(parts)]
 
 
@@ -690,7 +731,15 @@ def format_plan(rep):
     dev, eff, c = rep["device"], rep["efficiency"], rep["ceilings"]
     measured = ("measured by this installation" if dev["measured_by_this_installation"]
                 else "NOT measured by this installation (reference profile; sources in --json)")
-    lines = [f"device: {dev['title']}", f"        {measured}",
+    cal = dev.get("calibration") or {}
+    cal_line = []
+    if cal:
+        load = cal.get("load")
+        how = ("load not recorded (an older calibrate)" if not load else
+               ("taken while the machine was BUSY: " if load.get("busy") else "taken on a quiet machine: ")
+               + Load.from_dict(load).describe("the calibration's"))
+        cal_line = [f"calibration: {cal.get('created') or 'date unknown'}, {how}"]
+    lines = [f"device: {dev['title']}", f"        {measured}", *cal_line,
              f"ceilings at {c['threads']} thread{'s' if c['threads'] != 1 else ''}: read "
              f"{c['read_GBps']:.1f} GB/s, int8 {c['int8_GOPs']:.1f} GOP/s ({c['int8_path']}), f32 "
              f"{c['f32_GFLOPs']:.1f} GFLOP/s; memory {c['memory_bytes'] / 2**30:.2f} GiB, usable "

@@ -21,34 +21,34 @@ gemma3 normalizes the attention and FFN outputs (attn_post_norm, ffn_post_norm) 
 GELU in a step of its own (gelu). A tied model's LM head is the whole embedding matrix (for
 Gemma 3 270M, 168M parameters of its 268M); its lookup reads one row per token.
 
-Ceilings (slmprof.measure.calibrate profile, at the thread count of the run):
+Ceilings (slmprof.measure.calibrate profile, at the thread count of the run), two kinds kept
+apart: what the memory system can deliver, and what a kernel can compute.
 
-  bandwidth            calibrated read bandwidth (best pass) for that many threads
-  weight bandwidth     of a one-token matmul: the rate the engine's own matrix-vector product
-                       streams that weight type from memory (calibrate's "matmul x1 from
-                       memory": its repacked layout in huge pages, its loads, its row split),
-                       when measured; the plain read bandwidth otherwise. The read loop's
-                       arrays sit in 4 KiB pages and do no arithmetic, so it can be above or
-                       below what the kernel attains; only the kernel's own figure says which.
-  peak of a matmul     cache-resident throughput of the engine's own matrix product for its
-                       weight type (matrix-vector for one token, blocked for prefill), else
-                       the int8 dot kernel's (f32 FMA peak for f32/f16 weights, or when
-                       neither was measured)
-  peak of attention    the engine's decode attention, operations counted as here (calibrate):
-                       its time is the operations at its in-cache rate plus, per KV byte read,
-                       the extra time a byte from memory cost it in the calibration (so models
-                       sharing each KV head among more query heads pay less per operation);
-                       with only the from-memory figure, that rate; else the f32 FMA peak
-  peak of other ops    f32 FMA peak
+  memory ceiling       the read loop over data in the kind of pages it lives in: huge pages for
+                       the weights the engine repacks (Q4_0/Q4_1/Q8_0 on a SIMD path: it copies
+                       them into huge pages), 4 KiB pages for what it reads from the mapped file
+                       (F16/F32 weights, norms, the embedding rows) and for the KV cache (unless
+                       the kernel puts every allocation in huge pages)
+  kernel ceiling       the cache-resident rate of the kernel that does the work: the engine's
+                       matrix product for the weight type (matrix-vector for one token, blocked
+                       for more), else the int8 dot kernel; the engine's attention with its KV
+                       cache in cache; the f32 FMA peak for everything else
 
-Verdict, for a region measured at t seconds (VERDICT_RULE says it in words):
+The engine's own streaming figures (its one-token product with weights from memory, its
+attention with the KV cache from memory) are what this engine achieves, not ceilings: `plan`
+predicts with them (Ceilings.engine_times), the verdict never uses them.
 
-  t_mem = bytes / bandwidth,  t_compute = ops / peak,  t_roof = max(t_mem, t_compute)
-  explained = t_roof / t
-  explained >= EXPLAINED_MIN  ->  memory-bound if t_mem >= t_compute else compute-bound
-  otherwise                   ->  overhead-bound (neither ceiling accounts for the time:
-                                  thread sync, dispatch, small matrices, cache misses on
-                                  scattered data)
+Verdict, for a region measured at t seconds (verdict_rule() says it in words, with the
+ceilings it was computed with):
+
+  t_mem = bytes / memory ceiling,  t_compute = ops / kernel ceiling
+  memory-bound   if t_mem >= t_compute and t_mem >= EXPLAINED_MIN * t
+  compute-bound  if t_compute > t_mem and t_compute >= EXPLAINED_MIN * t
+  overhead-bound otherwise (neither ceiling accounts for the time: thread sync, dispatch,
+                 small matrices, cache misses on scattered data, a busy machine)
+
+A region whose t_mem or t_compute exceeds its measured time by more than CEILING_SLACK did
+better than a ceiling allows: ceiling_flags() says which ceiling and why.
 """
 from dataclasses import dataclass, field
 from typing import Optional
@@ -56,17 +56,22 @@ from typing import Optional
 from slmprof.engine import quant
 from slmprof.engine.model import block_ops, region_id
 from slmprof.engine.requantize import fallback_type
-from slmprof.measure import calibrate
+from slmprof.errors import ModelFileError, SlmprofError
+from slmprof.measure import calibrate, procfs
 
 EXPLAINED_MIN = 0.5
+# A rate more than this above a ceiling is flagged (data from cache, a timing fault).
+CEILING_SLACK = 0.10
 VERDICTS = ("memory-bound", "compute-bound", "overhead-bound")
 VERDICT_RULE = (
-    "t_mem = bytes / calibrated read bandwidth, t_compute = operations / calibrated peak "
-    "(the engine's cache-resident matrix product for the weight type for matmuls, f32 FMA peak "
-    "otherwise); "
-    f"a region is memory-bound or compute-bound by the larger of the two if that explains at "
-    f"least {EXPLAINED_MIN:.0%} of its measured time, else overhead-bound (sync, dispatch, "
-    "small matrices: neither ceiling explains the time)")
+    "t_mem = bytes / the read bandwidth of the pages they live in (huge pages for weights the "
+    "engine repacks, 4 KiB pages for data read from the mapped file and for the KV cache), "
+    "t_compute = operations / the cache-resident rate of the kernel that does them (the engine's "
+    "matrix product for the weight type, its attention, f32 FMA otherwise); "
+    f"memory-bound if t_mem >= t_compute and t_mem >= {EXPLAINED_MIN:.0%} of the measured time, "
+    f"compute-bound if t_compute > t_mem and t_compute >= {EXPLAINED_MIN:.0%} of it, else "
+    "overhead-bound (sync, dispatch, small matrices, a busy machine: neither ceiling explains "
+    "the time)")
 
 # Operations per element of the non-matmul work (counted, not measured).
 NORM_OPS_PER_ELEM = 4      # square-accumulate (2), scale by 1/rms (1), by the norm weight (1)
@@ -285,58 +290,117 @@ def layer_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
 class Ceilings:
     """This machine's ceilings at one thread count (from a calibrate profile)."""
     threads: int
-    bandwidth: float                       # bytes/s
+    bandwidth: float                       # bytes/s, read loop over 4 KiB pages
     fma: float                             # f32 operations/s
     dot: dict = field(default_factory=dict)  # weight type -> operations/s of the int8 dot kernel
     isa: Optional[str] = None
     sync_seconds: float = 0.0
     measured: bool = True
     notes: list = field(default_factory=list)
-    matvec: dict = field(default_factory=dict)  # weight type -> ops/s, engine matmul, 1 token
-    gemm: dict = field(default_factory=dict)    # weight type -> ops/s, engine matmul, many tokens
+    matvec: dict = field(default_factory=dict)  # weight type -> ops/s, engine matmul, 1 token, in cache
+    gemm: dict = field(default_factory=dict)    # weight type -> ops/s, engine matmul, many tokens, in cache
     stream: dict = field(default_factory=dict)  # weight type -> weight bytes/s, engine matmul, 1 token, from memory
     stream_by_op: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s} where the engine streams it its own way
     attention: Optional[float] = None           # ops/s, engine decode attention, KV from memory
     attention_cached: Optional[float] = None    # ops/s, the same with the KV cache in cache
     attention_ops_per_kv_byte: Optional[float] = None  # of the attention calibration
+    bandwidth_huge: Optional[float] = None      # bytes/s, read loop over huge pages
+    repacked: tuple = ()                        # weight types the engine copies into huge pages
+    kv_huge: bool = False                       # the KV cache sits in huge pages (THP "always")
+    calibrated_threads: Optional[int] = None    # the thread count whose figures these are
 
+    # -- the verdict's ceilings
     def peak(self, kind, weight_type=None, n_tok=1):
-        """Compute ceiling of an operation: a matmul's is the engine's own matrix product for
-        its weight type (matrix-vector for one token, blocked for more), else the int8 dot
-        kernel's, else the f32 FMA peak; attention's is the engine's attention when measured;
-        everything else gets the f32 FMA peak."""
+        """Kernel ceiling of an operation (operations/s): a matmul's is the engine's own
+        cache-resident matrix product for its weight type (matrix-vector for one token, blocked
+        for more), else the int8 dot kernel's, else the f32 FMA peak; attention's is the
+        engine's attention with its KV cache in cache; everything else gets the f32 FMA peak."""
         if kind == "matmul":
             own = (self.matvec if n_tok <= 1 else self.gemm).get(weight_type)
             if own:
                 return own
             if weight_type in self.dot:
                 return self.dot[weight_type]
-        if kind == "attention" and self.attention:
-            return self.attention
+        if kind == "attention" and self.attention_cached:
+            return self.attention_cached
         return self.fma
 
+    def huge_pages(self, kind, weight_type=None):
+        """Whether an operation's weights live in huge pages (the engine repacked them)."""
+        return kind == "matmul" and weight_type in self.repacked and bool(self.bandwidth_huge)
+
+    def memory_ceiling(self, kind, weight_type=None):
+        """Bytes/s at which memory delivers an operation's weights: the read loop in the kind of
+        pages they live in."""
+        return self.bandwidth_huge if self.huge_pages(kind, weight_type) else self.bandwidth
+
+    @property
+    def kv_bandwidth(self):
+        return self.bandwidth_huge if self.kv_huge and self.bandwidth_huge else self.bandwidth
+
+    def times(self, c):
+        """(t_mem, t_compute) of one OpCost for the verdict: its weights at the memory ceiling
+        of their pages, its KV cache traffic at the KV cache's, its operations at the kernel
+        ceiling."""
+        t_mem = (c.weight_bytes / self.memory_ceiling(c.kind, c.weight_type)
+                 + (c.kv_read_bytes + c.kv_write_bytes) / self.kv_bandwidth)
+        peak = self.peak(c.kind, c.weight_type, c.n_tok)
+        return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
+
+    # -- what this engine achieves (plan's prediction; never a ceiling)
     def weight_bandwidth(self, kind, weight_type=None, n_tok=1, op=None):
-        """Bytes/s at which an operation's weights arrive: the engine's one-token product
-        streaming its weight type from memory in that operation's work units when measured,
-        else in its plain row chunks, else the read bandwidth."""
+        """Bytes/s at which the engine's kernels stream an operation's weights: its one-token
+        product for that weight type in that operation's work units when measured, else in its
+        plain row chunks, else the memory ceiling."""
         if kind == "matmul" and n_tok <= 1:
             own = (self.stream_by_op.get(op) or {}).get(weight_type) or self.stream.get(weight_type)
             if own:
                 return own
-        return self.bandwidth
+        return self.memory_ceiling(kind, weight_type)
 
-    def times(self, c):
-        """(t_mem, t_compute) of one OpCost: weights at their weight bandwidth, KV cache
-        traffic at the read bandwidth, operations at the operation's peak."""
+    def engine_times(self, c):
+        """(memory-side, compute-side) seconds of one OpCost as this engine's own kernels run it:
+        a one-token matmul's weights at its streaming rate, KV traffic at the read bandwidth,
+        attention at its in-cache arithmetic plus what each KV byte from memory cost it in the
+        calibration, other operations at the kernel ceiling."""
         t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op)
-                 + (c.kv_read_bytes + c.kv_write_bytes) / self.bandwidth)
+                 + (c.kv_read_bytes + c.kv_write_bytes) / self.kv_bandwidth)
         if c.kind == "attention" and self.attention and self.attention_cached and self.attention_ops_per_kv_byte:
-            # the engine's attention: its arithmetic in cache, plus what each KV byte from
-            # memory cost it beyond that in the calibration (whose heads share KV bytes 3 to 1)
+            # its arithmetic in cache, plus what each KV byte from memory cost it beyond that in
+            # the calibration (whose heads share KV bytes 3 to 1)
             per_byte = max(0.0, (1 / self.attention - 1 / self.attention_cached) * self.attention_ops_per_kv_byte)
             return t_mem, c.ops / self.attention_cached + c.kv_read_bytes * per_byte
+        if c.kind == "attention" and self.attention:
+            return t_mem, c.ops / self.attention
         peak = self.peak(c.kind, c.weight_type, c.n_tok)
         return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
+
+    # report key -> field: the ceilings as a `layers` report carries them
+    REPORT_KEYS = {"threads": "threads", "bandwidth_bytes_per_s": "bandwidth",
+                   "fma_ops_per_s": "fma", "dot_ops_per_s": "dot", "isa": "isa",
+                   "matvec_ops_per_s": "matvec", "gemm_ops_per_s": "gemm",
+                   "attention_ops_per_s": "attention",
+                   "attention_cached_ops_per_s": "attention_cached",
+                   "attention_ops_per_kv_byte": "attention_ops_per_kv_byte",
+                   "sync_seconds": "sync_seconds", "measured": "measured",
+                   "calibrated_threads": "calibrated_threads",
+                   "bandwidth_hugepage_bytes_per_s": "bandwidth_huge",
+                   "repacked_types": "repacked", "kv_cache_huge_pages": "kv_huge",
+                   "engine_stream_bytes_per_s": "stream",
+                   "engine_stream_by_op_bytes_per_s": "stream_by_op"}
+
+    def as_report(self):
+        return {key: (dict(v) if isinstance(v, dict) else v)
+                for key, v in ((k, getattr(self, f)) for k, f in self.REPORT_KEYS.items())}
+
+    @classmethod
+    def from_report(cls, d):
+        """The ceilings of a report's "ceilings" (as_report); figures the report lacks (an
+        older report) stay unmeasured, and JSON's null for an unmeasured FMA peak is none."""
+        fields = {f: d[k] for k, f in cls.REPORT_KEYS.items() if d.get(k) is not None}
+        fields.setdefault("fma", float("inf"))
+        fields["repacked"] = tuple(fields.get("repacked", ()))
+        return cls(**fields)
 
     @property
     def ridge(self):
@@ -346,12 +410,57 @@ class Ceilings:
         top = max(rates.values()) if rates else self.fma
         return top / self.bandwidth
 
+    def describe(self):
+        """The ceilings the verdicts use, in a line."""
+        huge = (f"{self.bandwidth_huge / 1e9:.1f} GB/s in huge pages ({', '.join(self.repacked)} "
+                "weights, repacked), " if self.bandwidth_huge and self.repacked else "")
+        kv = "KV cache in huge pages" if self.kv_huge and self.bandwidth_huge else "KV cache"
+        return (f"memory: {huge}{self.bandwidth / 1e9:.1f} GB/s in 4 KiB pages (mapped weights, "
+                f"{kv}); kernels in cache: " + "; ".join(
+                    f"{name} " + ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted(tab.items())) + " GOP/s"
+                    for name, tab in (("matmul x1", self.matvec), ("blocked matmul", self.gemm))
+                    if tab)
+                + (f"; attention {self.attention_cached / 1e9:.0f} GOP/s" if self.attention_cached else "")
+                + f"; f32 FMA {self.fma / 1e9:.0f} GFLOP/s")
 
-def ceilings_from_profile(profile, threads, isa=None):
-    # ceilings are the best passes: what the machine attains with nothing in the way
+
+def verdict_rule(ceilings) -> str:
+    """The rule exactly as computed for these ceilings."""
+    repacked = [t for t in ceilings.repacked] if ceilings.bandwidth_huge else []
+    huge = (f"{', '.join(repacked)} weights (repacked into huge pages) at "
+            f"{ceilings.bandwidth_huge / 1e9:.1f} GB/s, the read loop over huge pages; " if repacked else "")
+    kv = "huge" if ceilings.kv_huge and ceilings.bandwidth_huge else "4 KiB"
+    return (f"t_mem = bytes / memory ceiling: {huge}weights read from the mapped file at "
+            f"{ceilings.bandwidth / 1e9:.1f} GB/s, the read loop over 4 KiB pages; the KV cache at "
+            f"the read loop over {kv} pages ({ceilings.kv_bandwidth / 1e9:.1f} GB/s); "
+            "t_compute = operations / kernel ceiling: the engine's cache-resident matrix product "
+            "for the weight type (one token or blocked), its attention with the KV cache in "
+            f"cache, f32 FMA ({ceilings.fma / 1e9:.0f} GFLOP/s) for the rest; memory-bound if "
+            f"t_mem >= t_compute and t_mem >= {EXPLAINED_MIN:.0%} of the measured time, "
+            f"compute-bound if t_compute > t_mem and t_compute >= {EXPLAINED_MIN:.0%} of it, "
+            "else overhead-bound")
+
+
+def ceilings_from_profile(profile, threads, isa=None, repacked=None, kv_huge=None):
+    """This machine's Ceilings for a run at `threads` from a calibrate profile (best passes:
+    what the machine attains with nothing in the way). Past the most threads calibrated, the
+    figures of that count stand (calibrate.effective_threads). repacked: the weight types the
+    engine copies into huge pages (default: the active kernel path's, when the profile's
+    engine figures are of that path); kv_huge: whether the KV cache sits in huge pages
+    (default: the kernel's transparent huge page mode is "always")."""
+    asked = int(threads)
+    threads = calibrate.effective_threads(profile, asked)
     bw = calibrate.bandwidth(profile, threads, which="best")
     fma = calibrate.fma_throughput(profile, threads, which="best")
     notes = []
+    if threads < asked:
+        notes.append(f"{asked} threads: the ceilings are those of {threads} thread"
+                     f"{'s' if threads != 1 else ''}, the most this machine was calibrated with "
+                     "(none is extrapolated past it)")
+    try:
+        bw_huge = calibrate.bandwidth(profile, threads, kind=calibrate.HUGEPAGE_READ, which="best")
+    except ModelFileError:
+        bw_huge = None
     if fma is None:
         fma = float("inf")
         notes.append("no f32 FMA figure in the machine profile: non-matmul work has no compute ceiling")
@@ -385,7 +494,20 @@ def ceilings_from_profile(profile, threads, isa=None):
     if not dot and not matvec:
         notes.append("no int8 kernel throughput in the machine profile: matmul peaks use the "
                      "f32 FMA peak")
-    return Ceilings(threads=threads, bandwidth=bw, fma=fma, dot=dot, isa=isa,
+    if repacked is None:
+        try:
+            active = quant.active_isa()
+        except SlmprofError:
+            active = None
+        repacked = quant.repacked_types() if mm_isa in (None, active) else ()
+    if bw_huge is None and repacked:
+        notes.append("no huge-page read bandwidth in the machine profile: repacked weights are "
+                     "held to the 4 KiB-page figure (calibrate --force measures it)")
+    if kv_huge is None:
+        kv_huge = procfs.transparent_hugepages() == "always"
+    return Ceilings(threads=asked, bandwidth=bw, fma=fma, dot=dot, isa=isa,
+                    bandwidth_huge=bw_huge, repacked=tuple(repacked), kv_huge=bool(kv_huge),
+                    calibrated_threads=threads,
                     sync_seconds=calibrate.sync_seconds(profile, threads),
                     measured=bool(profile.get("measured", True)), notes=notes,
                     matvec=matvec, gemm=gemm, stream=stream, attention=attention,
@@ -404,29 +526,56 @@ def roof_times(nbytes, ops, peak, bandwidth):
 
 def verdict(t_mem, t_compute, seconds):
     """The verdict for a region measured at `seconds` (see VERDICT_RULE)."""
-    roof = max(t_mem, t_compute)
-    if seconds <= 0 or roof < EXPLAINED_MIN * seconds:
+    if seconds <= 0:
         return "overhead-bound"
-    return "memory-bound" if t_mem >= t_compute else "compute-bound"
+    if t_mem >= t_compute and t_mem >= EXPLAINED_MIN * seconds:
+        return "memory-bound"
+    if t_compute > t_mem and t_compute >= EXPLAINED_MIN * seconds:
+        return "compute-bound"
+    return "overhead-bound"
+
+
+def ceiling_flags(t_mem, t_compute, seconds, nbytes=0, ops=0, memory_what="memory",
+                  compute_what="the kernels' cache-resident rate"):
+    """A flag for each ceiling a region's measured time beats by more than CEILING_SLACK: its
+    bytes arrived faster than memory delivers (part of them came from cache) or its operations
+    ran faster than the kernel can compute (a timing fault: the time is too short for them)."""
+    flags = []
+    if seconds <= 0:
+        return flags
+    if t_mem > (1 + CEILING_SLACK) * seconds:
+        flags.append(f"above the memory ceiling: its {nbytes / 1e6:.2f} MB moved at "
+                     f"{nbytes / seconds / 1e9:.1f} GB/s, {100 * t_mem / seconds:.0f}% of what "
+                     f"{memory_what} delivers: part of them came from cache")
+    if t_compute > (1 + CEILING_SLACK) * seconds:
+        flags.append(f"above the compute ceiling: {ops / seconds / 1e9:.1f} GOP/s is "
+                     f"{100 * t_compute / seconds:.0f}% of {compute_what}: its time is too short "
+                     "for its operations: other threads did them while the pass waited on a "
+                     "thread held up elsewhere (its time is its part of the critical path), or "
+                     "a timing fault")
+    return flags
 
 
 def analyze(nbytes, ops, seconds, ceilings, kind="matmul", weight_type=None,
             t_mem=None, t_compute=None, n_tok=1):
-    """Roofline figures of one region: achieved rates, share of the ceilings, verdict.
-    t_mem/t_compute may be given (sums over operations with different peaks)."""
-    peak = ceilings.peak(kind, weight_type, n_tok)
+    """Roofline figures of one region: achieved rates, their share of the memory ceiling, the
+    verdict, and flags for a ceiling beaten. t_mem/t_compute may be given (sums over operations
+    with different ceilings)."""
     if t_mem is None or t_compute is None:
-        t_mem, t_compute = roof_times(nbytes, ops, peak, ceilings.bandwidth)
+        t_mem, t_compute = roof_times(nbytes, ops, ceilings.peak(kind, weight_type, n_tok),
+                                      ceilings.memory_ceiling(kind, weight_type))
     gbs = nbytes / seconds / 1e9 if seconds > 0 else 0.0
     gops = ops / seconds / 1e9 if seconds > 0 else 0.0
     roof = max(t_mem, t_compute)
     return {
         "seconds": seconds, "bytes": nbytes, "ops": ops,
-        "gb_per_s": gbs, "bandwidth_pct": 100.0 * gbs * 1e9 / ceilings.bandwidth,
+        # achieved bytes/s against what memory delivers to this region's bytes
+        "gb_per_s": gbs, "bandwidth_pct": 100.0 * t_mem / seconds if seconds > 0 else 0.0,
         "gop_per_s": gops, "intensity": ops / nbytes if nbytes else float("inf"),
         "t_mem": t_mem, "t_compute": t_compute, "t_roof": roof,
         "explained": roof / seconds if seconds > 0 else 0.0,
         "verdict": verdict(t_mem, t_compute, seconds),
+        "flags": ceiling_flags(t_mem, t_compute, seconds, nbytes, ops),
     }
 
 
@@ -438,10 +587,10 @@ def attainable(intensity, peak, bandwidth):
 # Parallel steps of the engine's forward call that end in a wait for all threads' work
 # (csrc/model/model.c): every operation of a block (llama: q/k/v, attention, wo, gate/up and
 # down; gemma3 adds the q/k norms, two post-norms and the GELU), except the two input norms
-# for one token (every thread normalizes on its own then); then the LM head and the
-# embedding lookup.
+# for one token (every thread normalizes on its own then); then the LM head, the embedding
+# lookup, and the pool's join at the end of the call.
 PRIVATE_NORMS = ("attn_norm", "ffn_norm")
-ENGINE_WAITS_OUTSIDE_LAYERS = 2
+ENGINE_WAITS_OUTSIDE_LAYERS = 3
 
 
 def engine_waits(shape, n_tok):
@@ -458,6 +607,12 @@ def ideal_seconds(costs, ceilings):
     for c in costs:
         total += max(ceilings.times(c))
     return total
+
+
+def engine_seconds(costs, ceilings):
+    """What this engine's own kernels take for a list of OpCost (its streaming and attention
+    figures; Ceilings.engine_times): sum over operations of the larger side."""
+    return sum(max(ceilings.engine_times(c)) for c in costs)
 
 
 def ideal_tokens_per_s(shape, weight_types, ceilings, n_past=0, n_tok=1, kv_type="f32",

@@ -29,6 +29,8 @@ import tempfile
 import time
 from typing import Optional, Sequence
 
+import numpy as np
+
 import slmprof
 from slmprof.engine import workload
 from slmprof.engine.gguf import GGUFFile
@@ -266,7 +268,6 @@ class LlamaCppModel:
     def prefill(self, tokens, all_logits=False, last=None):
         """Logits like Model.prefill: (vocab,) of the last token, all of them, or the last
         `last` tokens'."""
-        import numpy as np
         tokens = [int(t) for t in tokens]
         self.llm.eval(tokens)
         k = len(tokens) if all_logits else (last or 1)

@@ -181,8 +181,7 @@ class ReadBandwidth:
 
     def __init__(self, threads):
         self.threads = threads
-        llc = _core.calib_llc_bytes()
-        self.array_bytes = max(calibrate.MIN_ARRAY_BYTES, calibrate.LLC_MULTIPLE * llc)
+        self.array_bytes = calibrate.default_array_bytes()
         self.samples = []
 
     def measure(self):

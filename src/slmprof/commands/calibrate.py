@@ -11,9 +11,10 @@ HELP = "measure memory bandwidth and kernel throughput (the roofline's ceilings)
 DESCRIPTION = (
     "Measure read, copy and triad bandwidth for 1..N threads over buffers far larger than the\n"
     "last-level cache, cache-resident int8 dot-product throughput of every kernel path, f32 FMA\n"
-    "throughput and the cost of a thread fan-out. The result is cached as this machine's profile\n"
-    "(keyed by CPU model, cores, memory and kernel) and reused by `layers` and `plan` until\n"
-    "--force. Takes well under a minute.")
+    "throughput and the cost of the engine's wait for its threads. The result is cached as this\n"
+    "machine's profile (keyed by CPU model, cores, memory and kernel) and reused by `layers` and\n"
+    "`plan` until --force. The load is recorded while it measures: a calibration taken while the\n"
+    "machine was busy is not saved (--keep-busy keeps it). Takes well under a minute.")
 EXAMPLES = """examples:
   python -m slmprof calibrate                   measure once, then show the cached profile
   python -m slmprof calibrate --force --json    measure again, print the profile as JSON
@@ -28,6 +29,9 @@ def add_arguments(p):
     p.add_argument("--export", metavar="FILE", type=_options.output_file,
                    help="also write the profile to FILE (for `plan --device FILE`)")
     _options.add_threads(p, "largest thread count to measure (default: every core)")
+    p.add_argument("--keep-busy", action="store_true",
+                   help="keep a calibration taken while the machine was busy as this machine's "
+                        "figures (by default it is used for this run only and not saved)")
 
 
 def progress_printer(stream=sys.stderr):
@@ -46,7 +50,8 @@ def run(args):
     progress = None if args.quiet or to_stdout else progress_printer()
     measure_args = {"threads_max": args.threads} if args.threads else {}
     profile, was_cached = calibrate.get_profile(force=args.force or bool(args.threads),
-                                                progress=progress, **measure_args)
+                                                progress=progress, keep_busy=args.keep_busy,
+                                                **measure_args)
     if args.export:
         path = calibrate.export_profile(profile, args.export)
         report.say(f"exported to {path}", args.quiet or to_stdout)

@@ -6,6 +6,7 @@ from slmprof.analysis import layers, roofline
 from slmprof.commands import _options
 from slmprof.engine import workload
 from slmprof.errors import UsageError
+from slmprof.measure.contention import Load
 
 NAME = "layers"
 HELP = "per-layer time, bytes, throughput and roofline verdict of a model on this machine"
@@ -34,7 +35,18 @@ COLUMNS = [
     report.Column("gop_per_s", "GOP/s", "{:.2f}"),
     report.Column("intensity", "op/B", "{:.2f}"),
     report.Column("verdict", "verdict", align="left"),
+    report.Column("imbalance_ms_per_token", "imbal%",
+                  lambda v, r: f"{100 * v / r['ms_per_token']:.0f}" if v is not None and r["ms_per_token"] else ""),
+    report.Column("run_delay_pct", "delay%", lambda v, r: f"{v:.0f}" if v is not None else ""),
+    report.Column("flags", "flags", lambda v, r: ", ".join(short_flag(f) for f in v or []), align="left"),
 ]
+# The table's short form of a row's flags (the JSON and the notes below the table say them whole).
+SHORT_FLAGS = (("above the memory ceiling", "mem>ceiling"), ("above the compute ceiling", "ops>ceiling"),
+               ("contended", "contended"), ("the machine was busy", "busy"))
+
+
+def short_flag(text):
+    return next((short for start, short in SHORT_FLAGS if text.startswith(start)), text.split(":")[0])
 COUNTER_COLUMNS = [
     report.Column("ipc", "IPC", "{:.2f}"),
     report.Column("dram_bytes_per_token", "DRAM MB/tok",
@@ -93,6 +105,20 @@ def run(args):
     report.emit_output(text, args, rep)
 
 
+def flag_lines(rows):
+    """What the flags in the table mean, each kind once with the rows that carry it."""
+    out = []
+    for start, short in SHORT_FLAGS:
+        hits = [(r, f) for r in rows for f in r.flags if f.startswith(start)]
+        if not hits:
+            continue
+        names = [f"{r.phase} {r.layer}{' ' + r.op if r.op else ''}" for r, _ in hits]
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        out.append(f"flag {short} ({len(hits)} row{'s' if len(hits) != 1 else ''}: {shown}): "
+                   + hits[0][1].split(": ", 1)[-1])
+    return out
+
+
 def render_text(result, show_ops=False, style="md"):
     """The table people read (from a layers.LayersResult): header lines, one table per phase,
     summary lines, notes."""
@@ -106,11 +132,27 @@ def render_text(result, show_ops=False, style="md"):
     def rates(key):
         return ", ".join(f"{t} {v / 1e9:.0f}" for t, v in sorted((ceil.get(key) or {}).items()))
     matvec, gemm, dots = rates("matvec_ops_per_s"), rates("gemm_ops_per_s"), rates("dot_ops_per_s")
+    calibrated = ceil.get("calibrated_threads") or ceil.get("threads")
     out.append(f"ceilings ({'calibrated here' if ceil.get('measured', True) else 'REFERENCE, not measured here'}"
-               f", {ceil.get('threads')} thread{'s' if ceil.get('threads') != 1 else ''}): read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s; "
-               + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
-                  f"int8 dot GOP/s {dots}; " if dots else "")
-               + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s")
+               f", {calibrated} thread{'s' if calibrated != 1 else ''}): "
+               + (ceil.get("describe") or f"read {ceil.get('bandwidth_bytes_per_s', 0) / 1e9:.1f} GB/s; "
+                  + (f"matmul GOP/s decode {matvec}; prefill {gemm}; " if matvec else
+                     f"int8 dot GOP/s {dots}; " if dots else "")
+                  + f"f32 FMA {ceil.get('fma_ops_per_s', 0) / 1e9:.0f} GFLOP/s"))
+    if ceil.get("engine_stream_bytes_per_s"):
+        out.append("this engine streams one-token weights at " + ", ".join(
+            f"{t} {v / 1e9:.1f}" for t, v in sorted(ceil["engine_stream_bytes_per_s"].items()))
+            + " GB/s (what it achieves, not a ceiling)")
+    for n in result.notes_of("calibration"):
+        out.append(f"calibration: {n}")
+    for n in result.notes_of("threads"):
+        out.append(f"threads: {n}")
+    for ph in layers.PHASES:
+        s = result.phases.get(ph)
+        if s is not None and s.load:
+            load = Load.from_dict(s.load)
+            out.append(f"{'the machine was busy' if load.busy else 'load'} during {ph}: "
+                       + load.describe())
     rows = result.rows
     has_counters = any(r.ipc is not None or r.dram_bytes_per_token is not None for r in rows)
     counter_notes = result.notes_of("counters")
@@ -151,7 +193,8 @@ def render_text(result, show_ops=False, style="md"):
     out.append("")
     out.append("bottleneck: " + result.bottleneck)
     out.append("verdicts: " + result.verdict_rule + ".")
+    out += flag_lines(rows)
     for n in result.notes:
-        if n.kind not in ("counters", "model"):
+        if n.kind not in ("counters", "model", "calibration", "threads"):
             out.append(f"note: {n.text}")
     return "\n".join(out) + "\n"

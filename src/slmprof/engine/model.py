@@ -80,6 +80,21 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def thread_count_note(threads, cores=None) -> Optional[str]:
+    """The one rule for a thread count above the cores: None when `threads` fits `cores` (default:
+    the cores this process may run on), else a warning to show. The engine runs such a count
+    (its threads then take turns on the cores, and every wait for all of them waits for a
+    descheduled one), and no figure is extrapolated past the cores: calibrate measures up to
+    them, and plan and layers use the figures of the most threads measured."""
+    cores = default_threads() if cores is None else int(cores)
+    if threads is None or int(threads) <= cores:
+        return None
+    return (f"{threads} threads on {cores} usable core{'s' if cores != 1 else ''}: the threads "
+            "take turns on the cores and each wait for all of them waits for a descheduled one; "
+            f"expect less than with {cores}, and ceilings no higher than {cores} threads' "
+            "(none is extrapolated past the cores)")
+
+
 class Model:
     """Use Model.load(); see the module docstring."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slmprof import _core
-from slmprof.errors import ShapeError, UnavailableError, UnsupportedError
+from slmprof.errors import ShapeError, SlmprofError, UnavailableError, UnsupportedError
 
 
 
@@ -267,6 +267,22 @@ def weight(data, type, rows: int, cols: int, prepare: bool = True):
     """A kernel-ready weight matrix over `data` (rows x row_bytes bytes), repacked for the active
     path when `prepare` (as the engine does at load)."""
     return _core.Weight(data, type_id(type), int(rows), int(cols), bool(prepare))
+
+
+def repacked_types() -> tuple:
+    """Weight types the active path copies into its own layout at load (in huge pages,
+    csrc/quant/pack.c); the others are read where they are, in the mapped file."""
+    out = []
+    for name in QUANTIZED_TYPES:
+        t = TYPES[name]
+        rows, cols = 8, 2 * t.block_elems
+        try:
+            w = weight(np.zeros(rows * row_bytes(name, cols), np.uint8), name, rows, cols)
+        except SlmprofError:
+            continue
+        if w.layout != 0:
+            out.append(name)
+    return tuple(out)
 
 
 def matmul(w, x, isa=None) -> np.ndarray:

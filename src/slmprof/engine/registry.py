@@ -21,6 +21,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from slmprof.engine import quant
 from slmprof.engine.gguf import (FILE_TYPES, GGUFFile, GGUFWriter, ModelShape, file_type_label,
                                   open_model)
@@ -253,7 +255,6 @@ def lm_head_type(type_):
 def llama3_rope_factors(shape, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
                         original_ctx=8192):
     """Llama 3.x rope_freqs.weight: per-frequency divisors for long-context scaling."""
-    import numpy as np
     half = shape.head_dim // 2
     freqs = shape.rope_base ** (-np.arange(half, dtype=np.float64) * 2 / shape.head_dim)
     wavelen = 2 * np.pi / freqs
@@ -268,7 +269,6 @@ def llama3_rope_factors(shape, factor=32.0, low_freq_factor=1.0, high_freq_facto
 def _tensor_chunks(name, ne, type_id, std, seed, mean=0.0, rows_per_chunk=None):
     """A callable yielding the tensor's bytes in row chunks: normal(mean, std) values,
     quantized with slmprof.engine.quant. Deterministic for a given seed and name."""
-    import numpy as np
 
     row_len = ne[0]
     n_rows = int(np.prod(ne[1:])) if len(ne) > 1 else 1
@@ -288,7 +288,6 @@ def _tensor_chunks(name, ne, type_id, std, seed, mean=0.0, rows_per_chunk=None):
 
 
 def _encode_rows(x, type_id):
-    import numpy as np
     if type_id == 0:
         return x
     if type_id == 1:

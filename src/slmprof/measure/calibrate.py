@@ -30,22 +30,26 @@ from slmprof import __version__, _core
 from slmprof.engine import quant, registry
 from slmprof.errors import ModelFileError, OutputError, UnavailableError, UnsupportedError
 from slmprof.files import atomic_write, make_parent
-from slmprof.measure import procfs, sysinfo
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure import contention, procfs, sysinfo
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
 # measured again rather than reused. Exported profiles stay loadable whatever their version.
-CALIBRATION_VERSION = 4
+CALIBRATION_VERSION = 5
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
 DOT_TYPES = quant.QUANTIZED_TYPES
 
-# Sizes: each memory array is at least 64 MB and at least 8x the last-level cache, so a pass
-# cannot be served from cache; at most 1/8 of RAM per array (triad uses three).
+# Sizes: each memory array is at least 64 MB and 8x the last-level cache, so a pass cannot be
+# served from cache; where 8x passes LARGE_ARRAY_BYTES (a server's L3 reported in a VM: 480 MiB
+# on a 2-vCPU guest) 2x is enough, since a pass streaming through twice an LRU cache finds nothing
+# in it, and 8x would mean 3 GB arrays (9 GB for triad) and minutes of filling. At most 1/8 of
+# RAM per array (triad uses three).
 MIN_ARRAY_BYTES = 64 << 20
-LLC_MULTIPLE = 8
+LARGE_ARRAY_BYTES = 512 << 20
+LLC_MULTIPLE, LARGE_LLC_MULTIPLE = 8, 2
 # Dot block per thread: 64 rows x 1024 columns is 36-68 KB in the quantized types: in L2 on
 # every target (Pi 4: 1 MB shared L2; Pi 5: 512 KB per core; x86: >= 256 KB).
 DOT_ROWS, DOT_COLS = 64, 1024
@@ -131,8 +135,8 @@ def _steps(cores, paths):
     """The plan of measurements, so progress can say 'k of n'."""
     counts = thread_counts(cores)
     steps = [("memory", kind, t) for kind in MEMORY_KINDS for t in counts]
-    # for reference only: what huge pages would give (numpy/STREAM get them; mmap'd weights don't)
-    steps += [("memory", HUGEPAGE_READ, t) for t in sorted({1, cores})]
+    # the memory ceiling of the weights the engine repacks (into huge pages)
+    steps += [("memory", HUGEPAGE_READ, t) for t in counts]
     for isa_id, isa_name, available in paths:
         if available is False:
             continue
@@ -162,9 +166,12 @@ SETUP_BYTES_PER_S = 1e9
 
 
 def default_array_bytes(key=None):
-    """Bytes of each memory array: 8x the last-level cache, at least 64 MB, at most 1/8 of RAM."""
+    """Bytes of each memory array: 8x the last-level cache (2x for a very large one), at least
+    64 MB, at most 1/8 of RAM."""
     key = key or machine_key()
-    array_bytes = max(MIN_ARRAY_BYTES, LLC_MULTIPLE * _core.calib_llc_bytes())
+    llc = _core.calib_llc_bytes()
+    array_bytes = max(MIN_ARRAY_BYTES,
+                      min(LLC_MULTIPLE * llc, max(LARGE_LLC_MULTIPLE * llc, LARGE_ARRAY_BYTES)))
     if key["memory_bytes"]:
         array_bytes = min(array_bytes, key["memory_bytes"] // 8)
     return array_bytes
@@ -194,6 +201,8 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     """
 
     started = time.monotonic()
+    meter = contention.LoadMeter()
+    delay = {"run_delay_s": 0.0, "thread_s": 0.0}   # the measuring threads', summed over steps
     key = machine_key()
     cores = threads_max or key["cores"]
     llc = _core.calib_llc_bytes()
@@ -220,6 +229,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     profile["slmprof_version"] = __version__
 
     for done, (what, arg, t) in enumerate(steps, 1):
+        r = None
         if what == "memory":
             huge = arg == HUGEPAGE_READ
             r = _core.calib_memory("read" if huge else arg, t, array_bytes, seconds_per_step,
@@ -279,16 +289,42 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             label, text = f"f32 FMA ({r['path']}), {t} thread{'s' if t > 1 else ''}", \
                 f"{r['median_per_s'] / 1e9:.1f} GFLOP/s"
         else:
-            best, median = _core.calib_sync(t, 2000)
-            profile["sync_seconds"][str(t)] = {"best": best, "median": median}
-            label, text = f"fan-out + join, {t} thread{'s' if t > 1 else ''}", f"{median * 1e6:.1f} us"
+            r = _core.calib_engine_wait(t)
+            profile["sync_seconds"][str(t)] = r
+            label, text = f"engine wait, {t} thread{'s' if t > 1 else ''}", f"{r['median'] * 1e6:.2f} us"
+        if isinstance(r, dict):
+            delay["run_delay_s"] += r.get("run_delay_s", 0.0)
+            delay["thread_s"] += r.get("thread_s", 0.0)
         if progress:
             progress(done, len(steps), label, text)
     if not profile["dot"]:
         profile["unavailable"]["dot"] = ("no int8 kernel path could be measured; compute ceilings "
                                          "fall back to the f32 FMA peak")
     profile["seconds"] = round(time.monotonic() - started, 2)
+    profile["load"] = measured_load(meter.stop(), delay, cores)
     return profile
+
+
+def measured_load(machine, delay, threads):
+    """The load a calibration ran under: the machine's (other processes' CPU, steal) from a
+    LoadMeter over the whole run, the run delay from the measuring threads themselves (summed
+    over the steps: they are created for each step)."""
+    busy_s = delay["thread_s"]
+    load = contention.Load(seconds=machine.seconds, threads=threads,
+                           run_delay_s=delay["run_delay_s"],
+                           contention=min(1.0, delay["run_delay_s"] / busy_s) if busy_s else 0.0,
+                           others_cores=machine.others_cores, steal=machine.steal,
+                           cores=machine.cores, own_cpu_s=machine.own_cpu_s)
+    return load.to_dict()
+
+
+def busy_reason(profile):
+    """Why a profile's figures are not this machine's (taken while it was busy), or None."""
+    load = profile.get("load")
+    if not load or not load.get("busy"):
+        return None
+    return ("taken while the machine was busy: "
+            + contention.Load.from_dict(load).describe("the calibration's"))
 
 
 def _active_isa():
@@ -300,8 +336,12 @@ def _active_isa():
 
 
 def _rates(r):
-    return {"best": r["best_per_s"], "median": r["median_per_s"], "passes": r["passes"],
-            "seconds": round(r["seconds"], 4)}
+    """A step's figures, with the share of its threads' time they waited for a core."""
+    out = {"best": r["best_per_s"], "median": r["median_per_s"], "passes": r["passes"],
+           "seconds": round(r["seconds"], 4)}
+    if r.get("thread_s"):
+        out["contention"] = round(min(1.0, r["run_delay_s"] / r["thread_s"]), 4)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -363,15 +403,23 @@ def cached_profile(key=None):
     return profile
 
 
-def get_profile(force=False, progress=None, **measure_args):
+def get_profile(force=False, progress=None, keep_busy=False, **measure_args):
     """This machine's profile: the cached one unless force, else measured and saved.
-    Returns (profile, was_cached). A cache that cannot be written (read-only, full) does not
-    lose the measurement: the profile is returned with "not_saved" saying why."""
+    Returns (profile, was_cached). A calibration taken while the machine was busy is not kept
+    as the machine's figures (unless keep_busy), nor one a cache that cannot be written
+    (read-only, full) cannot take: the profile is returned with "not_saved" saying why, and the
+    next run measures again."""
     if not force:
         cached = cached_profile()
         if cached is not None:
             return cached, True
     profile = measure(progress=progress, **measure_args)
+    busy = busy_reason(profile)
+    if busy and not keep_busy:
+        profile["not_saved"] = (f"{busy}; calibrate again in an idle moment "
+                                "(`python -m slmprof calibrate --force`), or keep it anyway with "
+                                "`calibrate --force --keep-busy`")
+        return profile, False
     try:
         save_profile(profile)
     except OutputError as e:
@@ -385,6 +433,19 @@ def export_profile(profile, path):
 
 # ------------------------------------------------------------------------------------------
 # Reading ceilings out of a profile (the roofline uses these)
+
+
+def calibrated_counts(profile):
+    """The thread counts this profile's memory figures were measured at."""
+    return sorted(int(k) for k in (profile.get("bandwidth") or {}).get("read", {}) if str(k).isdigit())
+
+
+def effective_threads(profile, threads):
+    """The thread count whose figures stand for `threads`: no ceiling is extrapolated past the
+    most threads calibrated (on this machine, its cores: more threads than cores only take
+    turns on them)."""
+    counts = calibrated_counts(profile)
+    return min(int(threads), counts[-1]) if counts else int(threads)
 
 
 def _nearest_threads(table, threads):
@@ -424,9 +485,11 @@ def fma_throughput(profile, threads, which="median"):
 
 
 def _scaled(table, threads, which):
-    """Per-thread rate times threads, from the nearest measured count (compute scales with
-    cores; the all-core figure already includes whatever sharing costs)."""
+    """Per-thread rate times threads, from the nearest measured count below (compute scales
+    with cores; the all-core figure already includes whatever sharing costs); never beyond the
+    most threads measured."""
     counts = sorted(int(k) for k in table)
+    threads = min(int(threads), counts[-1])
     exact = table.get(str(threads))
     if exact:
         return float(exact[which])
@@ -509,9 +572,8 @@ def summary_lines(profile):
             lines.append(f"{kind:>5} bandwidth GB/s: {_cells(table)}")
     huge = profile["bandwidth"].get(HUGEPAGE_READ, {})
     if huge:
-        lines.append(f"read GB/s with huge pages (reference; the engine's repacked weights sit in "
-                     f"huge pages, and its own streaming figure below is what the roofline uses "
-                     f"for them): {_cells(huge)}")
+        lines.append(f"read GB/s with huge pages (the memory ceiling of the weights the engine "
+                     f"repacks into them): {_cells(huge)}")
     for isa, types in (profile.get("dot") or {}).items():
         lines.append(f"int8 vec_dot GOP/s on {isa}: " + "; ".join(
             f"{ty} {_cells(tab)}" for ty, tab in types.items()))
@@ -527,7 +589,8 @@ def summary_lines(profile):
         types = stream.get(pattern) or {}
         if types:
             how = f"{chunk}-row calls" + (f", {interleave} weights in turn" if interleave > 1 else "")
-            lines.append(f"engine matmul x1 from memory GB/s, {pattern} ({how}) on {stream.get('isa')}: "
+            lines.append(f"engine matmul x1 from memory GB/s, {pattern} ({how}; what this engine "
+                         f"achieves, not a ceiling) on {stream.get('isa')}: "
                          + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
     attn = profile.get("attention") or {}
     if any(str(k).isdigit() for k in attn):
@@ -538,8 +601,14 @@ def summary_lines(profile):
         lines.append(f"f32 FMA GFLOP/s ({fma.get('path', '?')}): {_cells(fma)}")
     sync = profile.get("sync_seconds") or {}
     if sync:
-        lines.append("fan-out + join: " + ", ".join(
-            f"{t}T {v['median'] * 1e6:.1f} us" for t, v in sorted(sync.items(), key=lambda kv: int(kv[0]))))
+        lines.append("one wait for all threads (the engine's pool and counters): " + ", ".join(
+            f"{t}T {v['median'] * 1e6:.2f} us" for t, v in sorted(sync.items(), key=lambda kv: int(kv[0]))))
+    load = profile.get("load")
+    if load:
+        lines.append(("taken while the machine was BUSY: " if load.get("busy") else "taken on a quiet machine: ")
+                     + contention.Load.from_dict(load).describe("the calibration's"))
+    elif profile.get("measured", True):
+        lines.append("load while calibrating: not recorded (an older calibrate)")
     for what, why in (profile.get("unavailable") or {}).items():
         lines.append(f"not measured: {what}: {why}")
     return lines

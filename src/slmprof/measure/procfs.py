@@ -258,3 +258,60 @@ def hardware_pmus(roots=DEFAULT):
 
 def kernel_release(roots=DEFAULT):
     return (read_text(roots.p("sys/kernel/osrelease")) or os.uname().release).strip()
+
+
+# /proc/stat "cpu" line fields, in USER_HZ ticks (proc(5)); steal is time a hypervisor ran
+# something else while this VM's CPU wanted to run (0 on bare metal; absent on old kernels).
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
+              "guest_nice")
+
+
+def cpu_times(roots=DEFAULT):
+    """The machine's CPU time by kind from /proc/stat, in seconds summed over CPUs: {'user',
+    'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal', ...}; fields this kernel
+    does not report are absent. {} when the file cannot be read."""
+    text = read_text(roots.p("stat"), "") or ""
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "cpu":
+            out = {}
+            for name, value in zip(CPU_FIELDS, parts[1:]):
+                try:
+                    out[name] = int(value) / hz
+                except ValueError:
+                    break
+            return out
+    return {}
+
+
+def busy_seconds(times):
+    """CPU seconds spent running something (guest time is inside user already)."""
+    return sum(times.get(k, 0.0) for k in ("user", "nice", "system", "irq", "softirq"))
+
+
+def task_ids(pid="self", roots=DEFAULT):
+    """Thread ids of a process (/proc/PID/task)."""
+    try:
+        return sorted(int(t) for t in os.listdir(roots.p(str(pid), "task")) if t.isdigit())
+    except OSError:
+        return []
+
+
+def thread_schedstat(tid, pid="self", roots=DEFAULT):
+    """(ns on a CPU, ns runnable but waiting for one, timeslices) of one thread from
+    /proc/PID/task/TID/schedstat, or None (no such thread, or no schedstats in this kernel)."""
+    text = read_text(roots.p(str(pid), "task", str(tid), "schedstat"))
+    try:
+        run, wait, slices = (int(x) for x in text.split()[:3])
+    except (AttributeError, ValueError):
+        return None
+    return run, wait, slices
+
+
+def transparent_hugepages(roots=DEFAULT):
+    """The kernel's transparent huge page mode ('always', 'madvise', 'never') or None."""
+    text = read_text(roots.s("kernel/mm/transparent_hugepage/enabled"))
+    if not text or "[" not in text:
+        return None
+    return text.split("[", 1)[1].split("]", 1)[0]

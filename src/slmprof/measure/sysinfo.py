@@ -9,7 +9,7 @@ from slmprof.engine import quant
 from slmprof.errors import SlmprofError
 from slmprof.measure import counters as cnt, events as ev, procfs
 from slmprof.measure.sampler import discover
-from slmprof.report.schema import SCHEMA
+from slmprof.measure.schema import SCHEMA
 
 
 def _isa_info():

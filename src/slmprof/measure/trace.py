@@ -22,7 +22,8 @@ from slmprof.engine import workload
 from slmprof.errors import ModelFileError, UnavailableError, UnsupportedError
 from slmprof.files import atomic_write
 from slmprof.measure.sampler import Sampler
-from slmprof.report.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.machine import machine_info
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "recording"      # the schema's kind of a recording's meta
 # what recordings said before they carried the schema: their "format", read up to FORMAT_VERSION
@@ -37,14 +38,14 @@ DEFAULT_CAPACITY = 1 << 22  # edges (24 bytes each): ~100 MB worst case, allocat
 # Sampled fields shown as counter tracks: field -> (track name, scale, derive)
 # derive: "level" plots the value, "rate" plots its per-second rate between samples.
 COUNTER_TRACKS = {
-    "rss_bytes": ("RSS (MB)", 1e-6, "level"),
+    "rss_bytes": ("RSS (MiB)", 2**-20, "level"),
     "proc_cpu_ns": ("process CPU (cores busy)", 1e-9, "rate"),
     "sched_wait_ns": ("run-queue wait (s per s)", 1e-9, "rate"),
     "majflt": ("major faults/s", 1.0, "rate"),
     "minflt": ("minor faults/s", 1.0, "rate"),
     "invol_ctxsw": ("involuntary switches/s", 1.0, "rate"),
     "io_read_bytes": ("disk read (MB/s)", 1e-6, "rate"),
-    "mem_available_bytes": ("MemAvailable (MB)", 1e-6, "level"),
+    "mem_available_bytes": ("MemAvailable (MiB)", 2**-20, "level"),
     "cpufreq_khz": ("CPU frequency (MHz)", 1e-3, "level"),
     "thermal_mc": ("temperature (C)", 1e-3, "level"),
     "throttled": ("throttled flags", 1.0, "level"),
@@ -107,7 +108,7 @@ def stop(rec, next_table=None):
                          f"({rec.recorder.count} kept); record fewer tokens")
     names = {str(k): list(v) for k, v in rec.names.items()}
     meta = {"schema": SCHEMA, "kind": KIND, "clock": "CLOCK_MONOTONIC ns",
-            "pid": os.getpid(), "region_names": names,
+            "pid": os.getpid(), "machine": machine_info(), "region_names": names,
             "phases": {str(k): v for k, v in rec.phase_names.items()}, "notes": rec.notes}
     meta.update(rec.meta)
     if rec.sampler is not None and hasattr(rec.sampler, "sources"):
@@ -227,10 +228,16 @@ def slices(trace):
     return out
 
 
+CRITICAL_TID = _core.TRACE_CRITICAL_TID
+
+
 def region_totals(trace, phase=None):
     """region id -> (total ns, count), from the slices (only those inside `phase`, a phase
-    name, when given)."""
+    name, when given). Where the engine stamped per-thread spans, a region's time is its part
+    of the critical path (the CRITICAL_TID track), not the sum over threads."""
     all_slices = slices(trace)
+    critical = {r for _, _, r, tid in all_slices if tid == CRITICAL_TID}
+    all_slices = [s for s in all_slices if s[2] not in critical or s[3] == CRITICAL_TID]
     lo, hi = 0, float("inf")
     if phase is not None:
         ids = [int(k) for k, v in trace["meta"].get("phases", {}).items() if v == phase]
@@ -334,7 +341,10 @@ def summary_lines(data, top=6):
                 lines.append(f"  {phase}: {(t1 - t0) / 1e6:.1f} ms")
     by_op = {}
     names = meta.get("region_names", {})
-    for t0, t1, region, _ in sl:
+    critical = {r for _, _, r, tid in sl if tid == CRITICAL_TID}
+    for t0, t1, region, tid in sl:
+        if region in critical and tid != CRITICAL_TID:
+            continue   # each thread's own span: the critical track holds the region's time
         layer, op = names.get(str(region), (None, None))
         if op and op != "layer":
             by_op[op] = by_op.get(op, 0) + (t1 - t0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from slmprof.measure import trace as recording
-from slmprof.report.schema import stamp, write_json
+from slmprof.measure.schema import stamp, write_json
 
 KIND = "trace"
 
@@ -78,8 +78,12 @@ def from_recording(data: dict) -> dict:
     origin = min(t_candidates) if t_candidates else 0
     phase_tid = 0
     events = [process_name(pid, f"slmprof {(meta.get('model') or {}).get('name', '')}".strip())]
-    for i, tid in enumerate(sorted({s[3] for s in sl})):
-        events.append(thread_name(pid, tid, "engine (main thread)" if i == 0 else f"thread {tid}"))
+    tids = sorted({s[3] for s in sl})
+    engine = [t for t in tids if t != recording.CRITICAL_TID]
+    for tid in tids:
+        events.append(thread_name(pid, tid, "critical path (each operation's part of the pass)"
+                                  if tid == recording.CRITICAL_TID else
+                                  "engine (main thread)" if tid == engine[0] else f"thread {tid}"))
     events.append(thread_name(pid, phase_tid, "phases"))
     for t0, t1, region, tid in sl:
         name, cat = _slice_name(meta, region)

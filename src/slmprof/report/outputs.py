@@ -16,7 +16,7 @@ import sys
 from typing import Optional
 
 from slmprof.files import STDOUT, atomic_write
-from slmprof.report.schema import to_json, write_json
+from slmprof.measure.schema import to_json, write_json
 from slmprof.report.tables import FORMATS
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from slmprof.report.schema import to_json
+from slmprof.measure.schema import to_json
 
 FORMATS = ("md", "plain", "csv", "json")
 

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Optional, Sequence
 from slmprof import __version__
 from slmprof.errors import SlmprofError
 from slmprof.files import STDOUT, atomic_write
-from slmprof.report.machine import machine_info
+from slmprof.measure.machine import machine_info
 
 SCHEMA_FAMILY = "slmprof/"
 SCHEMA_VERSION = 1
