@@ -2,6 +2,7 @@
 # runtime dispatch table decides whether its functions are ever called. The rest of the build
 # stays portable (no -march=native unless SLMPROF_NATIVE is on).
 #   *_avx2.c          x86-64: AVX2 + FMA + F16C
+#   *_avx512vnni.c    x86-64: the above + AVX-512 F/BW/VL/VNNI (256-bit vectors)
 #   *_neon.c          aarch64: baseline Armv8-A NEON (Cortex-A72, Pi 4)
 #   *_neon_dotprod.c  aarch64: Armv8.2-A + dotprod + fp16 (Cortex-A76, Pi 5)
 include(CheckCCompilerFlag)
@@ -13,7 +14,14 @@ function(slm_apply_isa_flags sources)
   endif()
   foreach(src ${sources})
     get_filename_component(name ${src} NAME_WE)
-    if(name MATCHES "_avx2$")
+    if(name MATCHES "_avx512vnni$")
+      if(is_x86)
+        set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS
+          "-mavx2;-mfma;-mf16c;-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni")
+      else()
+        set_source_files_properties(${src} PROPERTIES HEADER_FILE_ONLY ON)
+      endif()
+    elseif(name MATCHES "_avx2$")
       if(is_x86)
         set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
       else()

@@ -71,7 +71,7 @@ typedef struct { /* activations for the K types: fp32 d, bsums[g] = sum of qs[16
     int16_t bsums[SLM_QK_K / 16];
 } slm_block_q8_K; /* 292 bytes */
 
-/* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod) forces one at startup;
+/* Kernel paths. The SLMPROF_ISA env var (scalar|avx2|neon|neon-dotprod|avx512-vnni) forces one at startup;
  * if it names a path this CPU/build cannot run, the kernels return SLM_ENOSYS instead of
  * silently running another one (slm_isa_env_status says why). */
 typedef enum slm_isa {
@@ -79,6 +79,7 @@ typedef enum slm_isa {
     SLM_ISA_AVX2 = 1,
     SLM_ISA_NEON = 2,
     SLM_ISA_NEON_DOTPROD = 3,
+    SLM_ISA_AVX512_VNNI = 4, /* the AVX2 kernels with 256-bit AVX-512 VNNI dot products */
     SLM_ISA_COUNT
 } slm_isa;
 
@@ -147,13 +148,15 @@ typedef struct slm_weight {
 
 /* Weight layouts. R4X2: rows in groups of 4 (last group zero-padded), blocks in pairs (odd
  * count zero-padded); tile (group g, pair p) at (g*n_pairs + p)*tile_bytes holds
- *   half d[8] (index 2*row+block), [Q4_1: half m[8]], then per row the two blocks' quants
- *   (Q4: 2x16 bytes, Q8_0: 2x32 bytes).  Tile bytes: Q4_0 144, Q4_1 160, Q8_0 272.
- * R4I (the dot-product path): the same tiles, but scales at index 4*block+row and each block's
- * quants 4 rows interleaved 4 bytes at a time (byte 16*j + 4*row + i is the row's byte 4*j + i),
- * so one 16-byte register holds 4 bytes of each row, the operand of a by-element dot product.
- * Q4_0 bytes are stored with each nibble's top bit flipped (x ^ 0x88): then (x << 4) and
- * (x & 0xF0), read as int8, are 16 times the signed values q - 8. */
+ *   half d[8] (index 2*row+block), [Q4_1, Q5_1: half m[8]], [Q5: per row the fifth bits as
+ *   two uint32, elements 0..15 of both blocks then 16..31], then per row the two blocks' quants
+ *   (Q4, Q5: 2x16 bytes of nibbles, Q8_0: 2x32 bytes).
+ *   Tile bytes: Q4_0 144, Q4_1 160, Q5_0 176, Q5_1 192, Q8_0 272.
+ * R4I (the dot-product path; Q4_0, Q4_1, Q8_0): the same tiles, but scales at index
+ * 4*block+row and each block's quants 4 rows interleaved 4 bytes at a time (byte 16*j + 4*row + i
+ * is the row's byte 4*j + i), so one 16-byte register holds 4 bytes of each row, the operand of
+ * a by-element dot product. Q4_0 bytes are stored with each nibble's top bit flipped (x ^ 0x88):
+ * then (x << 4) and (x & 0xF0), read as int8, are 16 times the signed values q - 8. */
 enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1, SLM_LAYOUT_R4I = 2 };
 
 /* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */

@@ -22,7 +22,7 @@ for src in csrc/quant/*.c csrc/arch/*.c csrc/model/attention.c; do
     name=$(basename "$src" .c)
     flags=""
     case "$name" in
-        *_avx2) continue ;;
+        *_avx2|*_avx512vnni) continue ;;
         *_neon_dotprod) flags="-march=armv8.2-a+dotprod+fp16" ;;
     esac
     $CC $CFLAGS $flags -c "$src" -o "$OUT/$name.o"
@@ -49,7 +49,7 @@ run() { # cpu, expected exit, args...
 }
 
 unset SLMPROF_ISA
-# the same test natively first (x86-64 hosts: scalar and avx2), so a host-side break shows up too
+# the same test natively first (x86-64 hosts: scalar, avx2 and avx512-vnni), so a host-side break shows up too
 if [ "$(uname -m)" = x86_64 ] && command -v gcc >/dev/null 2>&1; then
     echo "== native $(uname -m)"
     host_objs=()
@@ -58,6 +58,7 @@ if [ "$(uname -m)" = x86_64 ] && command -v gcc >/dev/null 2>&1; then
         case "$(basename "$src" .c)" in
             *_neon|*_neon_dotprod) continue ;;
             *_avx2) flags="-mavx2 -mfma -mf16c" ;;
+            *_avx512vnni) flags="-mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni" ;;
         esac
         gcc $CFLAGS $flags -c "$src" -o "$OUT/host_$(basename "$src" .c).o"
         host_objs+=("$OUT/host_$(basename "$src" .c).o")

@@ -81,6 +81,7 @@ BAD = [
     (["trace", "--model", "{m}"], "--chrome"),
     (["bench", "--model", "{m}", "--backend", "vllm"], "vllm"),
     (["validate", "--types", "q9_9"], "q9_9"),
+    (["compare", "--ladder", "--models", "{m}"], "--ladder"),
     (["stat"], "no command"),
     (["layers", "--no-such-option"], "unrecognized"),
     (["no-such-command"], "invalid choice"),

@@ -334,7 +334,7 @@ def test_weights_prepared_for_one_path_compute_on_another():
 
 def test_isa_selection_and_force():
     names = quant.isa_names()
-    assert names == ["scalar", "avx2", "neon", "neon-dotprod"]
+    assert names == ["scalar", "avx2", "neon", "neon-dotprod", "avx512-vnni"]
     assert "scalar" in PATHS and quant.active_isa() in PATHS
     before = quant.active_isa()
     with quant.force_isa("scalar") as name:

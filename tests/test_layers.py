@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ from slmprof.commands import layers as layers_command
 from slmprof.engine import registry, workload
 from slmprof.engine.model import Model, block_ops
 from slmprof.errors import ModelNotFoundError
+from slmprof.measure.contention import Load
 from slmprof.measure import calibrate
 
 TINY = "synth:tiny-llama"
@@ -234,3 +236,17 @@ def test_first_run_notice_comes_before_the_calibration(isolated_cache, monkeypat
         layers.profile_layers(TINY, threads=1, prompt_tokens=8, gen_tokens=4, events=[],
                               progress=said.append)
     assert said and said[0].startswith("first run: slmprof calibrates this machine once")
+
+
+def test_the_calibrations_age_and_load_are_said_and_a_beaten_roofline_calls_it_stale():
+    busy = Load(seconds=30.0, threads=2, run_delay_s=25.0, contention=0.42, others_cores=1.8,
+                steal=None, cores=2, own_cpu_s=50.0)
+    calib = {"measured": True, "created": "2026-12-04T09:00:00Z", "age_s": 3 * 3600,
+             "load": busy.to_dict()}     # as calibrate stores it
+    notes = layers.calibration_notes(calib, {"decode": SimpleNamespace(roofline_efficiency=1.3)})
+    assert "3 hours ago" in notes[0] and "while the machine was busy" in notes[0] and "42%" in notes[0]
+    assert any(n.startswith("the calibration looks stale: decode ran at 130%") for n in notes)
+    busy.run_delay_s, busy.contention, busy.others_cores = 0.0, 0.0, 0.1
+    quiet = dict(calib, load=busy.to_dict())
+    notes = layers.calibration_notes(quiet, {"decode": SimpleNamespace(roofline_efficiency=0.8)})
+    assert len(notes) == 1 and "on a quiet machine" in notes[0]

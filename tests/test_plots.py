@@ -336,6 +336,46 @@ def test_bench_bars_per_backend(bench_json, tmp_path):
     assert "1 thread" in fig._suptitle.get_text()
 
 
+def ladder_report(tmp_path):
+    """A compare report of three rungs, the way `compare --ladder --json` writes it."""
+    rows = [("smollm2-135m", "Q4_1", 98.4e6, 31.9, 90.0, 23.0),
+            ("smollm2-135m:q8_0", "Q8_0", 144.8e6, 31.1, 43.5, 9.6),
+            ("smollm2-135m:q2_k", "Q4_0", 88.2e6, 41.2, 62.6, 11.6)]
+    records = [{"model": m, "type": t, "synthetic": False, "file_bytes": int(size), "perplexity": ppl,
+                "prefill_tok_s": pre, "prefill_tok_s_std": 1.0, "decode_tok_s": dec,
+                "decode_tok_s_std": 0.5} for m, t, size, ppl, pre, dec in rows]
+    records.append({"model": "smollm2-135m:q9", "error": "UnsupportedError: no such type"})
+    path = tmp_path / "ladder.json"
+    report.write_json(report.make_report("compare", records, settings={"threads": 2, "ppl_ctx": 128,
+                                                                         "ppl_windows": 4}), path)
+    return path
+
+
+def test_ladder_size_against_quality_and_speed(tmp_path):
+    rep = report.read_json(ladder_report(tmp_path), kind="compare")
+    fig = plots.ladder(rep, tmp_path / "ladder.png")
+    assert is_png(tmp_path / "ladder.png")
+    quality, speed = fig.axes[:2]
+    assert quality.get_title(loc="left") == "size against quality"
+    pts = quality.collections[0].get_offsets()
+    assert sorted(pts[:, 1]) == pytest.approx([31.1, 31.9, 41.2])
+    assert sorted(pts[:, 0]) == pytest.approx(sorted(b / 2**20 for b in (98.4e6, 144.8e6, 88.2e6)))
+    shown = texts_of(fig)
+    for label in ("Q4_1 (source)", "Q8_0", "Q2_K"):
+        assert label in shown
+    assert "Q9" not in shown     # a model that failed is not a point
+    assert {"prefill tokens/s", "decode tokens/s"} <= set(legend_texts(fig))
+    assert "size on disk (MiB)" in speed.get_xlabel()
+    assert "2 threads" in fig._suptitle.get_text()
+
+
+def test_ladder_command_reads_a_compare_report(tmp_path, layers_json, capsys):
+    assert cli.main(["plot", "ladder", str(ladder_report(tmp_path)), "-o", str(tmp_path / "l.png"), "-q"]) == 0
+    assert is_png(tmp_path / "l.png")
+    assert cli.main(["plot", "ladder", str(layers_json), "-o", str(tmp_path / "x.png")]) == 2
+    assert "expected 'compare'" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------
 # the command
 

@@ -24,7 +24,7 @@
 #endif
 #endif
 
-static const char *const isa_names[SLM_ISA_COUNT] = {"scalar", "avx2", "neon", "neon-dotprod"};
+static const char *const isa_names[SLM_ISA_COUNT] = {"scalar", "avx2", "neon", "neon-dotprod", "avx512-vnni"};
 
 static int isa_supported[SLM_ISA_COUNT]; /* this CPU and this build */
 static int active_isa = SLM_ISA_SCALAR;
@@ -44,6 +44,18 @@ static int cpu_has_avx2_fma_f16c(void) {
     __cpuid_count(7, 0, a, b, c, d);
     return (b >> 5) & 1;
 }
+
+/* AVX-512 F, BW, VL and VNNI, with the OS saving the opmask and zmm state (XCR0 bits 5-7). */
+static int cpu_has_avx512_vnni(void) {
+    if (!cpu_has_avx2_fma_f16c()) return 0;
+    unsigned a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    const int f = (b >> 16) & 1, bw = (b >> 30) & 1, vl = (b >> 31) & 1, vnni = (c >> 11) & 1;
+    if (!(f && bw && vl && vnni)) return 0;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    return (xcr0_lo & 0xE6) == 0xE6;
+}
 #endif
 
 static void detect(void);
@@ -54,6 +66,7 @@ static int parse_isa(const char *name) {
     for (int i = 0; i < SLM_ISA_COUNT; i++)
         if (strcmp(name, isa_names[i]) == 0) return i;
     if (strcmp(name, "neon_dotprod") == 0 || strcmp(name, "dotprod") == 0) return SLM_ISA_NEON_DOTPROD;
+    if (strcmp(name, "avx512_vnni") == 0 || strcmp(name, "vnni") == 0) return SLM_ISA_AVX512_VNNI;
     return -1;
 }
 
@@ -61,6 +74,7 @@ static void detect(void) {
     isa_supported[SLM_ISA_SCALAR] = 1;
 #if defined(__x86_64__)
     isa_supported[SLM_ISA_AVX2] = cpu_has_avx2_fma_f16c();
+    isa_supported[SLM_ISA_AVX512_VNNI] = cpu_has_avx512_vnni();
 #endif
 #if defined(__aarch64__)
 #if defined(__linux__)
@@ -145,6 +159,8 @@ static const slm_kernel_set *kernel_set(int type, int isa) {
     case SLM_ISA_SCALAR: return slm_kernels_scalar(type);
 #if defined(__x86_64__)
     case SLM_ISA_AVX2: ks = slm_kernels_avx2(type); if (!ks) ks = slm_kq_kernels_avx2(type); break;
+    /* the K types' AVX2 kernels gain nothing from VNNI (their group scales need maddubs' int16 pairs) */
+    case SLM_ISA_AVX512_VNNI: ks = slm_kernels_avx512vnni(type); if (!ks) ks = slm_kq_kernels_avx2(type); break;
 #endif
 #if defined(__aarch64__)
     case SLM_ISA_NEON: ks = slm_kernels_neon(type); if (!ks) ks = slm_kq_kernels_neon(type); break;
@@ -159,7 +175,7 @@ static const slm_kernel_set *kernel_set(int type, int isa) {
 slm_attend_fn slm_attend_for(int isa) {
     if (isa < 0) isa = slm_isa_active();
 #if defined(__x86_64__)
-    if (isa == SLM_ISA_AVX2 && slm_isa_available(isa)) return slm_attend_avx2;
+    if ((isa == SLM_ISA_AVX2 || isa == SLM_ISA_AVX512_VNNI) && slm_isa_available(isa)) return slm_attend_avx2;
 #endif
 #if defined(__aarch64__)
     if ((isa == SLM_ISA_NEON || isa == SLM_ISA_NEON_DOTPROD) && slm_isa_available(isa)) return slm_attend_neon;

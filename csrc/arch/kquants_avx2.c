@@ -1,5 +1,5 @@
-/* AVX2 + FMA + F16C kernels of the 5-bit and K types (x86-64); the dispatcher calls them only
- * when cpuid says the CPU has all three.
+/* AVX2 + FMA + F16C kernels of the K types (x86-64); the dispatcher calls them only when cpuid
+ * says the CPU has all three. Q5_0 and Q5_1 share the 4-bit tiles of kernels_avx2.c.
  *
  * Every K super-block is read as 8 slices of 32 elements: 32 unsigned codes (at most 63), the
  * 16 group scales as int16 lanes [sc(2s) x8 | sc(2s+1) x8] matching maddubs' pair sums, and
@@ -7,8 +7,6 @@
  *   decode (one token): each row is decoded slice by slice straight into the dot product;
  *   prefill: a chunk of rows is decoded once into slices in a scratch buffer and each row
  *     then meets 4 tokens at a time, so the decoding is shared by every token.
- * Q5_0 prefill decodes a chunk of rows to Q8_0 (exactly: d, q-16) and runs the Q8_0 product;
- * Q5_1 prefill decodes codes once per chunk like the K types.
  * Integer sums are exact (checked against kquants.h); only the float accumulation order
  * differs from the scalar path. The Q8_K quantizer is bit-identical to the reference. */
 #include <immintrin.h>
@@ -348,141 +346,8 @@ K_MATMUL(q5_K, SLM_TYPE_Q5_K)
 K_MATMUL(q6_K, SLM_TYPE_Q6_K)
 #undef K_MATMUL
 
-/* ---- Q5_0 and Q5_1 ---- */
-
-/* 32 bytes, 0xFF where the matching bit of the little-endian 32 bits at qh is set. */
-static inline __m256i bits_to_bytes(const uint8_t *qh) {
-    uint32_t h;
-    memcpy(&h, qh, 4);
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
-                                               _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-}
-
-/* The 32 codes (0..31) of a Q5 block in element order. */
-static inline __m256i q5_codes(const uint8_t *qh, const uint8_t *qs) {
-    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
-    return _mm256_or_si256(lo, _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10)));
-}
-
-/* sum of u8 x s8 over 32 lanes, as 8 int32 */
-static inline __m256i dot_u8s8(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
-static void vec_dot_q5_0(int64_t n, float *s, const void *w_row, const void *act_row) {
-    const slm_block_q5_0 *w = w_row;
-    const slm_block_q8_0 *a = act_row;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / SLM_QK; b++) {
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);
-        /* (q - 16) . a = q . a - 16 * sum(a) */
-        const __m256i p = _mm256_sub_epi32(dot_u8s8(q5_codes(w[b].qh, w[b].qs), av),
-                                           _mm256_slli_epi32(dot_u8s8(_mm256_set1_epi8(1), av), 4));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * h2f(a[b].d)), _mm256_cvtepi32_ps(p), acc);
-    }
-    *s = hsum_ps(acc);
-}
-
-static void vec_dot_q5_1(int64_t n, float *s, const void *w_row, const void *act_row) {
-    const slm_block_q5_1 *w = w_row;
-    const slm_block_q8_1 *a = act_row;
-    __m256 acc = _mm256_setzero_ps();
-    float summs = 0.0f;
-    for (int64_t b = 0; b < n / SLM_QK; b++) {
-        const __m256i p = dot_u8s8(q5_codes(w[b].qh, w[b].qs), _mm256_loadu_si256((const __m256i *)a[b].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w[b].d) * h2f(a[b].d)), _mm256_cvtepi32_ps(p), acc);
-        summs += h2f(w[b].m) * h2f(a[b].s);
-    }
-    *s = hsum_ps(acc) + summs;
-}
-
-/* Q5_0 prefill: a chunk of rows as Q8_0 rows (d kept, quants q - 16), then the Q8_0 product. */
-static void matmul_q5_0(const slm_weight *w, const uint8_t *act, int64_t arb, int64_t n_tok, float *y, int64_t ys,
-                        int64_t r0, int64_t r1) {
-    if (n_tok == 1) {
-        for (int64_t r = r0; r < r1; r++) vec_dot_q5_0(w->cols, &y[r], (const uint8_t *)w->data + r * w->row_bytes, act);
-        return;
-    }
-    const slm_kernel_set *q8 = slm_kernels_avx2(SLM_TYPE_Q8_0);
-    const int64_t nb = w->cols / SLM_QK, rb8 = nb * (int64_t)sizeof(slm_block_q8_0);
-    enum { CHUNK = 64 };
-    slm_block_q8_0 *buf = slm_scratch(2, (size_t)(CHUNK * rb8)); /* slots 0 and 1 are the Q8_0 product's */
-    if (!q8 || !buf) {
-        slm_kq_kernels_scalar(SLM_TYPE_Q5_0)->matmul_plain(w, act, arb, n_tok, y, ys, r0, r1);
-        return;
-    }
-    const __m256i sixteen = _mm256_set1_epi8(16);
-    for (int64_t c0 = r0; c0 < r1; c0 += CHUNK) {
-        const int64_t nr = r1 - c0 < CHUNK ? r1 - c0 : CHUNK;
-        for (int64_t r = 0; r < nr; r++) {
-            const slm_block_q5_0 *src = (const slm_block_q5_0 *)((const uint8_t *)w->data + (c0 + r) * w->row_bytes);
-            slm_block_q8_0 *dst = buf + r * nb;
-            for (int64_t b = 0; b < nb; b++) {
-                dst[b].d = src[b].d;
-                _mm256_storeu_si256((__m256i *)dst[b].qs, _mm256_sub_epi8(q5_codes(src[b].qh, src[b].qs), sixteen));
-            }
-        }
-        /* the chunk as a weight of its own; its outputs land at rows c0.. of y */
-        const slm_weight chunk = {SLM_TYPE_Q8_0, nr, w->cols, rb8, buf, NULL, SLM_LAYOUT_PLAIN};
-        q8->matmul_plain(&chunk, act, arb, n_tok, y + c0, ys, 0, nr);
-    }
-}
-
-/* Q5_1 prefill: codes decoded once per row chunk, then each row meets 4 tokens at a time. */
-static void matmul_q5_1(const slm_weight *w, const uint8_t *act, int64_t arb, int64_t n_tok, float *y, int64_t ys,
-                        int64_t r0, int64_t r1) {
-    if (n_tok == 1) {
-        for (int64_t r = r0; r < r1; r++) vec_dot_q5_1(w->cols, &y[r], (const uint8_t *)w->data + r * w->row_bytes, act);
-        return;
-    }
-    const int64_t nb = w->cols / SLM_QK;
-    enum { CHUNK = 16 };
-    typedef struct { __m256i q; float d, m, pad[6]; } blk; /* 64 bytes */
-    blk *buf = slm_scratch(1, (size_t)(CHUNK * nb) * sizeof(blk));
-    if (!buf) {
-        slm_kq_kernels_scalar(SLM_TYPE_Q5_1)->matmul_plain(w, act, arb, n_tok, y, ys, r0, r1);
-        return;
-    }
-    for (int64_t c0 = r0; c0 < r1; c0 += CHUNK) {
-        const int nr = r1 - c0 < CHUNK ? (int)(r1 - c0) : CHUNK;
-        for (int r = 0; r < nr; r++) {
-            const slm_block_q5_1 *src = (const slm_block_q5_1 *)((const uint8_t *)w->data + (c0 + r) * w->row_bytes);
-            for (int64_t b = 0; b < nb; b++) {
-                blk *o = &buf[r * nb + b];
-                o->q = q5_codes(src[b].qh, src[b].qs);
-                o->d = h2f(src[b].d);
-                o->m = h2f(src[b].m);
-            }
-        }
-        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
-            const int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
-            for (int r = 0; r < nr; r++) {
-                __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                float summs[4] = {0, 0, 0, 0};
-                for (int64_t b = 0; b < nb; b++) {
-                    const blk *o = &buf[r * nb + b];
-                    for (int t = 0; t < 4; t++) {
-                        if (t >= nt) break;
-                        const slm_block_q8_1 *a = (const slm_block_q8_1 *)(act + (t0 + t) * arb) + b;
-                        const __m256i p = dot_u8s8(o->q, _mm256_loadu_si256((const __m256i *)a->qs));
-                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(o->d * h2f(a->d)), _mm256_cvtepi32_ps(p), acc[t]);
-                        summs[t] += o->m * h2f(a->s);
-                    }
-                }
-                for (int t = 0; t < nt; t++) y[(t0 + t) * ys + c0 + r] = hsum_ps(acc[t]) + summs[t];
-            }
-        }
-    }
-}
-
 #define K_SET(T, ID) [ID] = {{SLM_TYPE_Q8_K, from_float_q8_K, vec_dot_##T}, matmul_##T, NULL, NULL, 0}
 static const slm_kernel_set avx2_sets[] = {
-    [SLM_TYPE_Q5_0] = {{SLM_TYPE_Q8_0, slm_from_float_q8_0_scalar, vec_dot_q5_0}, matmul_q5_0, NULL, NULL, 0},
-    [SLM_TYPE_Q5_1] = {{SLM_TYPE_Q8_1, slm_from_float_q8_1_scalar, vec_dot_q5_1}, matmul_q5_1, NULL, NULL, 0},
     K_SET(q2_K, SLM_TYPE_Q2_K),
     K_SET(q3_K, SLM_TYPE_Q3_K),
     K_SET(q4_K, SLM_TYPE_Q4_K),

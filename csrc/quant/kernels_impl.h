@@ -22,6 +22,7 @@ typedef struct slm_kernel_set {
 /* Each ISA file: the kernel set for a weight type, or NULL. */
 const slm_kernel_set *slm_kernels_scalar(int type);
 const slm_kernel_set *slm_kernels_avx2(int type);
+const slm_kernel_set *slm_kernels_avx512vnni(int type);
 const slm_kernel_set *slm_kernels_neon(int type);
 const slm_kernel_set *slm_kernels_neon_dotprod(int type);
 

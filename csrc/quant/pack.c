@@ -14,8 +14,22 @@ int64_t slm_r4x2_tile_bytes(int type) {
     case SLM_TYPE_Q4_0: return 16 + 4 * 32;
     case SLM_TYPE_Q4_1: return 32 + 4 * 32;
     case SLM_TYPE_Q8_0: return 16 + 4 * 64;
+    case SLM_TYPE_Q5_0: return 16 + 4 * 8 + 4 * 32;
+    case SLM_TYPE_Q5_1: return 32 + 4 * 8 + 4 * 32;
     default: return 0;
     }
+}
+
+/* A Q5 pair's fifth bits regrouped the way the 4-bit tile reads its nibbles: word 0 holds the
+ * bits of elements 0..15 of block 0 then of block 1 (the low nibbles), word 1 those of
+ * elements 16..31 (the high nibbles). */
+static void q5_pair_bits(const uint8_t *qh0, const uint8_t *qh1, uint8_t out[8]) {
+    uint32_t h0, h1 = 0;
+    memcpy(&h0, qh0, 4);
+    if (qh1) memcpy(&h1, qh1, 4);
+    const uint32_t lo = (h0 & 0xFFFF) | (h1 & 0xFFFF) << 16, hi = (h0 >> 16) | (h1 >> 16) << 16;
+    memcpy(out, &lo, 4);
+    memcpy(out + 4, &hi, 4);
 }
 
 /* One tile's quants for row r, block k of the pair, from the plain block `qs` (qbytes bytes). */
@@ -36,25 +50,31 @@ void slm_pack_rows(const slm_weight *w, int layout, int64_t row0, int64_t n_grou
     /* padding rows/blocks: zero scales, so they add nothing */
     memset(out, 0, (size_t)(n_groups * n_pairs * tb));
     const int64_t bb = slm_type_block_bytes(w->type);
-    const int nsc = w->type == SLM_TYPE_Q4_1 ? 2 : 1;   /* fp16 fields at the block start */
-    const int qbytes = (int)(bb - 2 * nsc);
+    const int nsc = w->type == SLM_TYPE_Q4_1 || w->type == SLM_TYPE_Q5_1 ? 2 : 1; /* fp16 fields at the block start */
+    const int has_qh = w->type == SLM_TYPE_Q5_0 || w->type == SLM_TYPE_Q5_1;
+    const int qbytes = (int)(bb - 2 * nsc - 4 * has_qh);
     for (int64_t g = 0; g < n_groups; g++) {
         for (int64_t p = 0; p < n_pairs; p++) {
             uint8_t *tile = out + (g * n_pairs + p) * tb;
             slm_half *d = (slm_half *)tile, *m = d + 8;
-            uint8_t *qs = tile + 16 * nsc;
+            uint8_t *bits = tile + 16 * nsc;
+            uint8_t *qs = bits + 32 * has_qh;
             for (int r = 0; r < 4; r++) {
                 const int64_t row = row0 + g * 4 + r;
                 if (row >= w->rows) break;
+                const uint8_t *rowp = (const uint8_t *)w->data + row * w->row_bytes;
                 for (int k = 0; k < 2; k++) {
                     const int64_t b = 2 * p + k;
                     if (b >= nb) break;
-                    const uint8_t *blk = (const uint8_t *)w->data + row * w->row_bytes + b * bb;
+                    const uint8_t *blk = rowp + b * bb;
                     const int sc = layout == SLM_LAYOUT_R4X2 ? 2 * r + k : 4 * k + r;
                     memcpy(&d[sc], blk, 2);
                     if (nsc == 2) memcpy(&m[sc], blk + 2, 2);
-                    put_quants(layout, w->type, qs, r, k, blk + 2 * nsc, qbytes);
+                    put_quants(layout, w->type, qs, r, k, blk + 2 * nsc + 4 * has_qh, qbytes);
                 }
+                if (has_qh)
+                    q5_pair_bits(rowp + 2 * p * bb + 2 * nsc, 2 * p + 1 < nb ? rowp + (2 * p + 1) * bb + 2 * nsc : NULL,
+                                 bits + 8 * r);
             }
         }
     }

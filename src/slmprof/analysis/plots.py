@@ -5,6 +5,8 @@
     timeline(trace, out)           sampled values and the layer/operation regions over one run
     plan(plan_reports, out)        decode speed against memory, one panel per device
     bench(bench_report, out)       tokens/s of each backend, every repetition shown
+    ladder(compare_report, out)    a model's quantization ladder: size against perplexity and
+                                   against tokens/s
 
 Each returns the matplotlib Figure it saved (PNG, SVG or PDF, by the file's extension), so a
 caller can look at what it holds. Figures are made without pyplot: no global state, no
@@ -765,4 +767,64 @@ def bench(rep, output, title=None):
                      x=0.01, ha="left")
         if failed:
             footnote(axes[0], [f"{r['backend']} {r['test']}: no result ({r.get('error')})" for r in failed])
+        return save(fig, output)
+
+
+def _ladder_label(rec):
+    """A ladder point's name: the requantization it is (model:type), else the file's own type."""
+    name = rec["model"]
+    return name.rsplit(":", 1)[1].upper() if ":" in name and not name.startswith("synth:") else \
+        f"{rec.get('type') or name} (source)"
+
+
+def ladder(rep, output, title=None):
+    """A `compare` report's models as a quantization ladder: size on disk against perplexity
+    (quality), and against prefill and decode tokens/s (speed), each point named by its type."""
+    records = [r for r in rep["records"] if r.get("file_bytes") and "error" not in r]
+    if not records:
+        raise PlotError("the compare report holds no measured model")
+    quality = [r for r in records if r.get("perplexity") is not None]
+    speed = [r for r in records if r.get("decode_tok_s") is not None]
+    settings = rep.get("settings") or {}
+    panels = [p for p, rows in (("quality", quality), ("speed", speed)) if rows]
+    with matplotlib.rc_context(STYLE):
+        fig = new_figure(5.0 * len(panels) + 0.6, 4.4)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        placements = []
+        for ax, panel in zip(axes, panels):
+            rows = quality if panel == "quality" else speed
+            size = np.array([r["file_bytes"] / MiB for r in rows])
+            labels = [_ladder_label(r) for r in rows]
+            if panel == "quality":
+                ppl = np.array([r["perplexity"] for r in rows])
+                ax.scatter(size, ppl, s=26, color=SERIES_COLOUR, zorder=3, label="perplexity")
+                ax.set_ylabel("perplexity (lower is better)")
+                ax.set_title("size against quality", loc="left")
+                placements.append((ax, list(zip(size, ppl)), labels))
+            else:
+                for test, colour in (("prefill", "#ff7f0e"), ("decode", SERIES_COLOUR)):
+                    ys = np.array([r.get(f"{test}_tok_s") or np.nan for r in rows])
+                    errs = np.array([r.get(f"{test}_tok_s_std") or 0 for r in rows])
+                    ax.errorbar(size, ys, yerr=errs, fmt=PHASE_MARKERS[test], ms=5, color=colour,
+                                lw=0, elinewidth=0.9, capsize=2, zorder=3, label=f"{test} tokens/s")
+                dec = np.array([r["decode_tok_s"] for r in rows])
+                ax.set_yscale("log")
+                plain_log_axis(ax.yaxis, subs=(1.0, 2.0, 5.0))
+                ax.set_ylabel("tokens/s (mean ± std, log scale)")
+                ax.set_title("size against speed", loc="left")
+                ax.legend(loc="upper right")
+                placements.append((ax, list(zip(size, dec)), labels))
+            ax.set_xlabel("size on disk (MiB)")
+            ax.margins(x=0.12, y=0.12)
+        first = records[0]
+        fig.suptitle(title or (f"quantization ladder of {first['model'].split(':')[0]}: "
+                               f"{len(records)} files\n"
+                               f"{machine_text(rep.get('machine'))}, {threads_text(settings.get('threads'))}"
+                               + (f", perplexity over {settings['ppl_windows']} window(s) of "
+                                  f"{settings['ppl_ctx']} tokens" if quality and settings.get("ppl_ctx") else "")
+                               + measured_on(rep)),
+                     x=0.01, ha="left")
+        freeze_layout(fig)
+        for ax, anchors, labels in placements:
+            place_labels(ax, anchors, labels, avoid_points=np.array(anchors))
         return save(fig, output)

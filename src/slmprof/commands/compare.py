@@ -27,21 +27,31 @@ it, prefill and decode tokens/s (slmprof's engine, each model in its own process
 models the perplexity on a standard-library text and the KL divergence of the next-token
 distribution against a float reference (the original model's dequantized weights run in float64
 numpy). The default set is the real SmolLM2-135M in its own Q4_1, the same model requantized to
-Q8_0 and Q4_0, and synthetic models in the shapes of larger SLMs (speed and memory only)."""
+Q8_0 and Q4_0, and synthetic models in the shapes of larger SLMs (speed and memory only).
+--ladder compares the real SmolLM2 across every quantization slmprof writes, from Q8_0 down to
+Q2_K (its own Q4_1 first, the reference), requantizing into the cache what is not there yet;
+`slmprof plot ladder` draws such a report."""
 EXAMPLES = """\
 examples:
   python -m slmprof compare
   python -m slmprof compare --models smollm2-135m,smollm2-135m:q8_0 --format csv -o compare.csv
   python -m slmprof compare --no-quality --json compare.json
+  python -m slmprof compare --ladder --json ladder.json && python -m slmprof plot ladder ladder.json
 """
 
 DEFAULT_MODELS = ("smollm2-135m", "smollm2-135m:q8_0", "smollm2-135m:q4_0",
                   "synth:smollm2-360m:q4_0", "synth:qwen2.5-0.5b:q4_0")
+# The real model's quantization ladder, largest first (its own Q4_1 is the reference).
+LADDER_TYPES = ("q8_0", "q6_k", "q5_k_m", "q5_k", "q5_1", "q5_0", "q4_k_m", "q4_k", "q4_0",
+                "q3_k", "q2_k")
 
 
 def add_arguments(p):
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help="comma-separated model names or paths (default: %(default)s)")
+    p.add_argument("--models", default=None,
+                   help=f"comma-separated model names or paths (default: {','.join(DEFAULT_MODELS)})")
+    p.add_argument("--ladder", action="store_true",
+                   help=f"the real {registry.REAL_MODEL} in its own type and requantized to "
+                        f"{', '.join(LADDER_TYPES)}")
     _options.add_threads(p, short=True)
     p.add_argument("--prompt-tokens", "-p", type=_options.prompt_tokens, default=64,
                    help="prefill length (default 64)")
@@ -93,6 +103,12 @@ def _base_of(name, resolved):
 
 
 def check(args):
+    if args.ladder and args.models is not None:
+        raise UsageError("--ladder is a set of models of its own: give it or --models, not both")
+    if args.ladder:
+        args.models = ",".join([registry.REAL_MODEL] + [f"{registry.REAL_MODEL}:{t}" for t in LADDER_TYPES])
+    elif args.models is None:
+        args.models = ",".join(DEFAULT_MODELS)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models:
         raise UsageError("--models: no models given")

@@ -8,7 +8,7 @@ from slmprof.errors import UnavailableError, UsageError
 from slmprof.measure import trace
 
 NAME = "plot"
-HELP = "draw a report or trace as a picture: roofline, layers, timeline, plan, bench (matplotlib)"
+HELP = "draw a report or trace as a picture: roofline, layers, timeline, plan, bench, ladder (matplotlib)"
 DESCRIPTION = (
     "Draw one picture (PNG, SVG or PDF, by the output's extension) from what another command\n"
     "wrote:\n"
@@ -20,6 +20,8 @@ DESCRIPTION = (
     "  plan      decode tokens/s against memory from one or more `plan --json` reports, a\n"
     "            panel per device\n"
     "  bench     tokens/s of each engine from a `bench --json FILE` report\n"
+    "  ladder    size on disk against perplexity and against tokens/s of the models of a\n"
+    "            `compare --json FILE` report (a quantization ladder: `compare --ladder`)\n"
     "Needs matplotlib: pip install 'slmprof[plots]'.")
 EXAMPLES = """examples:
   python -m slmprof layers --json run.json && python -m slmprof plot roofline run.json
@@ -28,11 +30,12 @@ EXAMPLES = """examples:
   python -m slmprof trace -o run.npz && python -m slmprof plot timeline run.npz
   python -m slmprof plot plan pi4.json pi5.json -o plan.png
   python -m slmprof plot bench bench.json
+  python -m slmprof compare --ladder --json ladder.json && python -m slmprof plot ladder ladder.json
 """
 
 # picture -> (report kind it reads, or "trace"; how many inputs it takes)
 PICTURES = {"roofline": ("layers", 1), "layers": ("layers", 1), "timeline": ("trace", 1),
-            "plan": ("plan", None), "bench": ("bench", 1)}
+            "plan": ("plan", None), "bench": ("bench", 1), "ladder": ("compare", 1)}
 EXTENSIONS = (".png", ".svg", ".pdf")
 
 
@@ -98,6 +101,8 @@ def run(args):
         plots.timeline(source, output, title=args.title)
     elif args.picture == "plan":
         plots.plan(reports, output, title=args.title, min_tok_s=args.min_tok_s)
+    elif args.picture == "ladder":
+        plots.ladder(source, output, title=args.title)
     else:
         plots.bench(source, output, title=args.title)
     report.say(f"picture written to {output}", quiet=args.quiet)

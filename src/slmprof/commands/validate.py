@@ -45,7 +45,7 @@ def add_arguments(p):
     p.add_argument("--types", default=None,
                    help="comma-separated weight types (default: every quantized type and f16)")
     p.add_argument("--isa", default="all", metavar="PATH",
-                   help="all (every path this CPU runs; default), scalar, avx2, neon or neon-dotprod")
+                   help="all (every path this CPU runs; default), scalar, avx2, avx512-vnni, neon or neon-dotprod")
     p.add_argument("--quick", action="store_true", help="fewer shapes and a shorter text")
     p.add_argument("--tensors", action="store_true",
                    help="per-tensor requantization error report for the model instead")

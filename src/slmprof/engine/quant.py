@@ -156,7 +156,7 @@ def fp16_bits_to_fp32(h: int) -> float:
 # ---- kernel paths (ISA dispatch) ----
 
 def isa_names() -> list[str]:
-    """Every kernel path slmprof knows: scalar, avx2, neon, neon-dotprod."""
+    """Every kernel path slmprof knows: scalar, avx2, neon, neon-dotprod, avx512-vnni."""
     return [_core._isa_name(i) for i in range(_core._isa_count())]
 
 

@@ -33,6 +33,9 @@ BUSY_CONTENTION = 0.05
 # ... or while other processes kept this many cores busy on average (they share the memory
 # bus and caches even when they leave our threads a core).
 BUSY_OTHER_CORES = 0.5
+# /proc/stat counts CPU time in clock ticks (USER_HZ, 10 ms): other processes' share of a
+# shorter stretch is not resolved.
+RESOLVED_SECONDS = 0.25
 
 
 @dataclass
@@ -48,13 +51,17 @@ class Load:
 
     @property
     def busy(self) -> bool:
-        return self.contention >= BUSY_CONTENTION or self.others_cores >= BUSY_OTHER_CORES
+        return self.contention >= BUSY_CONTENTION or (self.seconds >= RESOLVED_SECONDS
+                                                      and self.others_cores >= BUSY_OTHER_CORES)
 
     def describe(self, who="the engine's") -> str:
         """One clause: how much the followed threads waited and what else used the machine."""
         parts = [f"{who} {self.threads} thread{'s' if self.threads != 1 else ''} waited for a "
                  f"core {100 * self.contention:.0f}% of their time"]
-        parts.append(f"other processes kept {self.others_cores:.1f} of {self.cores} cores busy")
+        if self.seconds >= RESOLVED_SECONDS:
+            parts.append(f"other processes kept {self.others_cores:.1f} of {self.cores} cores busy")
+        else:   # /proc/stat counts in clock ticks (10 ms): too coarse for a stretch this short
+            parts.append(f"other processes' CPU not resolved over {1e3 * self.seconds:.0f} ms")
         if self.steal:
             parts.append(f"the hypervisor took {100 * self.steal:.0f}% of the CPU time")
         return ", ".join(parts)
