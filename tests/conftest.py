@@ -13,7 +13,7 @@ shared, so treat them as read-only. `tiny_shape(**kw)` gives the matching ModelS
 
 The suite never writes into the user's model cache: for the whole session SLMPROF_CACHE points at
 a temporary directory (synthetic models and calibrations made there once, removed at the end),
-into which the real model is linked from where `slmprof models --fetch smollm2-135m` put it
+into which the real models are linked from where `slmprof models --fetch NAME` put them
 ($SLMPROF_CACHE or ~/.cache/slmprof when the session starts).
 """
 import os
@@ -29,17 +29,18 @@ import pytest
 from slmprof.engine import registry
 from tiny_models import tiny_shape as make_tiny_shape, write_synthetic_tiny
 
-# Set in pytest_configure: the session's cache, the real model file found at the start (or where
-# it was looked for), and SLMPROF_CACHE as it was.
+# Set in pytest_configure: the session's cache, where each real model was looked for at the start
+# (registry name -> path in the user's cache), and SLMPROF_CACHE as it was.
 SESSION = {}
 
 
 def pytest_configure(config):
-    real = registry.real_model_path()            # the user's cache, before it is replaced
+    found = {name: registry.real_model_path(name) for name in registry.REAL_MODELS}   # the user's cache
     cache = Path(tempfile.mkdtemp(prefix="slmprof-test-cache-"))
-    if real.exists():
-        (cache / real.name).symlink_to(real.resolve())
-    SESSION.update(cache=cache, real=real, env=os.environ.get("SLMPROF_CACHE"))
+    for path in found.values():
+        if path.exists():
+            (cache / path.name).symlink_to(path.resolve())
+    SESSION.update(cache=cache, found=found, env=os.environ.get("SLMPROF_CACHE"))
     os.environ["SLMPROF_CACHE"] = str(cache)     # subprocesses inherit it
 
 
@@ -73,24 +74,24 @@ def tiny_shape():
     return make_tiny_shape
 
 
+def _real_model(name):
+    path = registry.real_model_path(name)        # the link in the session's cache
+    if not path.exists():
+        pytest.skip(f"real model not downloaded ({SESSION['found'][name]} missing; "
+                    f"run `python -m slmprof models --fetch {name}`)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def real_model_path():
     """Path of the downloaded SmolLM2-135M Q4_1 file; skips (with the reason) when absent."""
-    path = SESSION["cache"] / registry.REAL_FILE_NAME     # the link in the session's cache
-    if not path.exists():
-        pytest.skip(f"real model not downloaded ({SESSION['real']} missing; "
-                    f"run `python -m slmprof models --fetch smollm2-135m`)")
-    return path
+    return _real_model("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
 def gemma_model_path():
     """Path of the downloaded Gemma 3 270M Q4_K_M file; skips (with the reason) when absent."""
-    path = registry.real_model_path("gemma3-270m")
-    if not path.exists():
-        pytest.skip(f"real model not downloaded ({path} missing; "
-                    f"run `python -m slmprof models --fetch gemma3-270m`)")
-    return path
+    return _real_model("gemma3-270m")
 
 
 @pytest.fixture

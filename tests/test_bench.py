@@ -295,6 +295,31 @@ def test_compare_and_perplexity_give_the_same_figure(real_model_path, tmp_path):
     assert json.loads(proc.stdout)["summary"]["perplexity"] == from_compare
 
 
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_compare_scores_each_model_in_its_own_tokens(real_model_path, gemma_model_path, tmp_path):
+    """Two families (two vocabularies) in one `compare`: each model's perplexity is the one
+    `perplexity` gives it alone."""
+    from slmprof.analysis.perplexity import stdlib_text
+    out = tmp_path / "compare.json"
+    models = [str(real_model_path), str(gemma_model_path)]
+    proc = subprocess.run([sys.executable, "-m", "slmprof", "compare", "--models", ",".join(models),
+                           "-t", "2", "-p", "4", "-n", "2", "-r", "1", "--ppl-ctx", "64",
+                           "--ppl-windows", "2", "--kl-tokens", "8", "--format", "json",
+                           "-o", str(out)], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    by = {r["model"]: r for r in report.read_json(out, kind="compare")["records"]}
+    text = tmp_path / "stdlib.txt"
+    text.write_text(stdlib_text())
+    for path in models:
+        proc = subprocess.run([sys.executable, "-m", "slmprof", "perplexity", "--model", path,
+                               "--file", str(text), "--ctx", "64", "--max-windows", "2",
+                               "--threads", "2", "--json"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["summary"]["perplexity"] == by[path]["perplexity"], path
+        assert by[path]["perplexity"] < 100 and by[path]["top1_vs_float"] > 0.5, by[path]
+
+
 def test_stdlib_text_is_prose():
     from slmprof.analysis.perplexity import stdlib_text
     text = stdlib_text()

@@ -16,6 +16,7 @@ bandwidth saturates, and slmprof never runs more threads than cores).
 """
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,7 +27,7 @@ from slmprof.errors import SlmprofError
 from slmprof.files import atomic_write, write_text
 from slmprof.measure import calibrate, procfs
 from slmprof.measure.calibrate import STREAM_PATTERN_OF_OP
-from slmprof.measure.schema import SCHEMA, ReportError, schema_of
+from slmprof.measure.schema import SCHEMA, ReportError, schema_of, stamp
 
 KIND = "device"         # the schema's kind of a device profile; calibrate.KIND ("machine") is
                         # a machine profile, what `calibrate --export` writes
@@ -512,7 +513,6 @@ def measure_storage_read(directory, nbytes=STORAGE_PROBE_BYTES):
 def storage_read_speed(directory=None, force=False):
     """This machine's storage read speed where models are cached, measured once and kept
     ({'MBps', 'source'}), or None if it cannot be measured."""
-    import time
     directory = Path(directory or registry.cache_dir())
     record = directory / "storage-read.json"
     if not force:
@@ -529,7 +529,7 @@ def storage_read_speed(directory=None, force=False):
                         f"{STORAGE_PROBE_BYTES >> 20} MiB in {directory} after dropping its pages "
                         f"({time.strftime('%Y-%m-%d', time.gmtime())})"}
     try:
-        write_text(record, json.dumps(result) + "\n")
+        write_text(record, json.dumps(stamp("storage-read", result)) + "\n")
     except OSError:         # a read-only cache: measured again next time
         pass
     return result

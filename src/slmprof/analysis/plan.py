@@ -351,7 +351,7 @@ def stored_efficiency():
 def store_efficiency(eff):
     path = _efficiency_path()
     make_parent(path)
-    write_text(path, json.dumps(eff.to_dict(), indent=2) + "\n")
+    write_text(path, json.dumps(report.stamp("efficiency", eff.to_dict()), indent=2) + "\n")
     return path
 
 

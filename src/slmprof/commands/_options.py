@@ -10,7 +10,7 @@ import math
 import os
 
 from slmprof import _core
-from slmprof.engine import registry
+from slmprof.engine import quant, registry
 from slmprof.engine.gguf import GGUFFile, describe_model
 from slmprof.engine.model import default_threads
 from slmprof.errors import UsageError
@@ -153,6 +153,12 @@ def check_common(args):
         note = threads_note(n, default_threads())
         if note:
             say(f"slmprof {args.command}: warning: {note}", getattr(args, "quiet", False))
+
+
+def check_kernel_path():
+    """SLMPROF_ISA naming a kernel path this machine cannot run is refused before any work,
+    with the reason `sysinfo` gives (the model would fail to load only after the setup)."""
+    quant.active_isa()
 
 
 def event_names(arg):

@@ -62,6 +62,8 @@ def check(args):
         if n not in names:
             names.append(n)
     args.backend = names
+    if "slmprof" in names:
+        _options.check_kernel_path()
     if args.prompt_tokens == 0 and args.gen_tokens == 0:
         raise UsageError("nothing to time: --prompt-tokens and --gen-tokens are both 0")
     _options.check_positions(args.model, args.prompt_tokens + args.gen_tokens,

@@ -60,7 +60,7 @@ def run(args):
                    f"({profile['not_saved']}); the next run measures again")
     if args.json_file:
         saved = {k: v for k, v in profile.items() if k != "not_saved"}
-        report.write_json(saved, args.json_file)
+        report.write_json(report.stamp(calibrate.KIND, saved), args.json_file)
         if to_stdout:
             return
     if not args.quiet:

@@ -74,15 +74,16 @@ def _quality(resolved, base_path, args, cache):
     out = {}
     with Model.load(str(resolved.path), threads=args.threads,
                     ctx=max(args.ppl_ctx, args.kl_tokens) + 8) as model:
-        if "tokens" not in cache:
+        # the text in this model's own tokens: shared with its requantized variants only
+        tokens_key = ("tokens", str(base_path))
+        if tokens_key not in cache:
             text = perplexity.stdlib_text()
-            cache["tokens"] = model.tokenizer.encode(text, add_bos=False)
-            cache["kl_tokens"] = model.tokenizer.encode(text, add_bos=True)[:args.kl_tokens]
-        ppl = perplexity.perplexity(model, cache["tokens"][:args.ppl_ctx * args.ppl_windows],
-                                    args.ppl_ctx)
+            cache[tokens_key] = (model.tokenizer.encode(text, add_bos=False),
+                                 model.tokenizer.encode(text, add_bos=True)[:args.kl_tokens])
+        ppl_toks, kl_toks = cache[tokens_key]
+        ppl = perplexity.perplexity(model, ppl_toks[:args.ppl_ctx * args.ppl_windows], args.ppl_ctx)
         out["perplexity"] = ppl.perplexity
         out["ppl_tokens"] = ppl.tokens
-        kl_toks = cache["kl_tokens"]
         model.reset()
         got = np.asarray(model.prefill(kl_toks, all_logits=True), np.float64)
     key = ("float", str(base_path))
@@ -97,12 +98,14 @@ def _quality(resolved, base_path, args, cache):
 def _base_of(name, resolved):
     """The file whose float weights are the reference: the registry's real model for its
     requantized variants, else the file itself."""
-    if name.split(":")[0] == registry.REAL_MODEL and not resolved.synthetic:
-        return registry.resolve(registry.REAL_MODEL).path
+    real = name.split(":")[0]
+    if real in registry.REAL_MODELS and not resolved.synthetic:
+        return registry.resolve(real).path
     return resolved.path
 
 
 def check(args):
+    _options.check_kernel_path()
     if args.ladder and args.models is not None:
         raise UsageError("--ladder is a set of models of its own: give it or --models, not both")
     if args.ladder:

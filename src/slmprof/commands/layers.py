@@ -78,6 +78,7 @@ def add_arguments(p):
 
 
 def check(args):
+    _options.check_kernel_path()
     if args.gen_tokens < 1 and args.phase != "prefill":
         raise UsageError("--gen-tokens must be at least 1 (or use --phase prefill)")
     args.events = _options.event_names(args.events)

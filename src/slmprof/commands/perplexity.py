@@ -34,6 +34,7 @@ def add_arguments(p):
 
 
 def check(args):
+    _options.check_kernel_path()
     _options.check_positions(args.model, args.ctx, "--ctx")
     try:
         with open(args.file, encoding="utf-8") as f:

@@ -106,4 +106,3 @@ def run(args):
     else:
         plots.bench(source, output, title=args.title)
     report.say(f"picture written to {output}", quiet=args.quiet)
-    return 0

@@ -45,6 +45,7 @@ def check(args):
     if args.source and args.output:
         raise UsageError("--from exports a recording; use --chrome for its output")
     if not args.source:
+        _options.check_kernel_path()
         _options.check_positions(args.model, args.prompt_tokens + args.gen_tokens,
                                  "--prompt-tokens + --gen-tokens")
 

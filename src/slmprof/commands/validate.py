@@ -85,9 +85,9 @@ def check(args):
         args.paths = v.kernel_paths(args.isa)
     except ValueError as e:
         raise UsageError(f"--isa: {e}") from None
-    # SLMPROF_ISA naming a path this machine lacks is refused before any check runs (each check
-    # forces its own path, so they would all pass while every other command fails)
-    quant.active_isa()
+    # each check forces its own path, so without this they would all pass while every other
+    # command fails
+    _options.check_kernel_path()
     args.no_model = args.model.lower() == "none"
     if args.tensors and args.no_model:
         raise UsageError("--tensors needs a model (--model)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def _command_line() -> str:
     argv = list(sys.argv)
     if argv and argv[0].endswith(("__main__.py", "slmprof")):
         argv = ["python", "-m", "slmprof"] + argv[1:]
-    return " ".join(argv)
+    return shlex.join(argv)     # quoted: the line runs again as written
 
 
 def stamp(kind: str, body: dict) -> dict:

@@ -11,6 +11,7 @@ CLOCK_MONOTONIC ns, the clock of both the recorder and the sampler.
     data = stop(rec)                   # hooks off, samples drained
     save(data, "run.slmtrace.npz"); report.chrome.write_recording(data, "run.json")
 """
+import io
 import json
 import os
 from pathlib import Path
@@ -176,8 +177,12 @@ def save(trace, path):
     arrays = {"edges": trace["edges"], "meta": np.frombuffer(json.dumps(trace["meta"]).encode(), np.uint8)}
     for k, v in trace["samples"].items():
         arrays[f"samples_{k}"] = np.asarray(v)
+    # built in memory: zipfile seeks back to write its directory, which a device, a FIFO or a
+    # pipe given as the path cannot do
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
     with atomic_write(path, binary=True) as f:
-        np.savez_compressed(f, **arrays)
+        f.write(buffer.getbuffer())
     return path
 
 
