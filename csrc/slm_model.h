@@ -151,6 +151,13 @@ int slm_model_set_region_ops(slm_model *m, int ops);
  * never). */
 int slm_model_debug_delay(slm_model *m, int thread, int32_t region, uint32_t us);
 
+/* One query head's attention on path `isa` (< 0: the active one), as the forward pass runs it;
+ * for tests. out (head_dim) = sum over p < n_pos of softmax_p(scale * q . k_p) v_p, where k and
+ * v hold n_pos rows kv_stride >= head_dim elements apart, fp16 if kv_f16 else f32; att is
+ * scratch of n_pos floats. SLM_ENOSYS if this CPU or build cannot run the path. */
+int slm_attend_isa(int isa, const float *q, const void *k, const void *v, int64_t kv_stride, int n_pos,
+                   int head_dim, float scale, int kv_f16, float *att, float *out);
+
 /* ---- Ctrl-C -----------------------------------------------------------------------------
  * Python's SIGINT handler only notes a signal, and nothing acts on it while a forward pass runs
  * with the interpreter's lock released. slm_sigint_watch installs a handler that counts each

@@ -151,8 +151,13 @@ typedef struct slm_weight {
  *   half d[8] (index 2*row+block), [Q4_1, Q5_1: half m[8]], [Q5: per row the fifth bits as
  *   two uint32, elements 0..15 of both blocks then 16..31], then per row the two blocks' quants
  *   (Q4, Q5: 2x16 bytes of nibbles, Q8_0: 2x32 bytes).
- *   Tile bytes: Q4_0 144, Q4_1 160, Q5_0 176, Q5_1 192, Q8_0 272. */
-enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1 };
+ *   Tile bytes: Q4_0 144, Q4_1 160, Q5_0 176, Q5_1 192, Q8_0 272.
+ * R4I (the dot-product path; Q4_0, Q4_1, Q8_0): the same tiles, but scales at index
+ * 4*block+row and each block's quants 4 rows interleaved 4 bytes at a time (byte 16*j + 4*row + i
+ * is the row's byte 4*j + i), so one 16-byte register holds 4 bytes of each row, the operand of
+ * a by-element dot product. Q4_0 bytes are stored with each nibble's top bit flipped (x ^ 0x88):
+ * then (x << 4) and (x & 0xF0), read as int8, are 16 times the signed values q - 8. */
+enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1, SLM_LAYOUT_R4I = 2 };
 
 /* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */
 int slm_weight_prepare(slm_weight *w);

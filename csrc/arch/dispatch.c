@@ -177,7 +177,28 @@ slm_attend_fn slm_attend_for(int isa) {
 #if defined(__x86_64__)
     if ((isa == SLM_ISA_AVX2 || isa == SLM_ISA_AVX512_VNNI) && slm_isa_available(isa)) return slm_attend_avx2;
 #endif
+#if defined(__aarch64__)
+    if ((isa == SLM_ISA_NEON || isa == SLM_ISA_NEON_DOTPROD) && slm_isa_available(isa)) return slm_attend_neon;
+#endif
     return slm_attend_generic;
+}
+
+int slm_attend_isa(int isa, const float *q, const void *k, const void *v, int64_t kv_stride, int n_pos,
+                   int head_dim, float scale, int kv_f16, float *att, float *out) {
+    if (!q || !k || !v || !att || !out || n_pos < 1 || head_dim < 1 || kv_stride < head_dim ||
+        isa >= SLM_ISA_COUNT)
+        return SLM_EINVAL;
+    if (isa >= 0 && !slm_isa_available(isa)) return SLM_ENOSYS;
+    slm_attend_for(isa)(q, k, v, (size_t)kv_stride, n_pos, head_dim, scale, kv_f16 ? 1 : 0, att, out);
+    return SLM_OK;
+}
+
+slm_swiglu_fn slm_swiglu_for(int isa) {
+    if (isa < 0) isa = slm_isa_active();
+#if defined(__aarch64__)
+    if ((isa == SLM_ISA_NEON || isa == SLM_ISA_NEON_DOTPROD) && slm_isa_available(isa)) return slm_swiglu_neon;
+#endif
+    return slm_swiglu_generic;
 }
 
 int slm_type_computable(int type) { return slm_kernels_scalar(type) != NULL; }

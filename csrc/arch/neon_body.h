@@ -6,9 +6,10 @@
  *   kernels_neon_dotprod.c  Armv8.2-A + dotprod (Cortex-A76, Pi 5): vdotq_s32.
  * The includer defines NEON_DOTPROD (0/1) and NEON_FN(name) (symbol suffix).
  *
- * Weights use the R4X2 tiles (4 rows x 2 blocks, see slm_quant.h): decode computes 4 rows per
- * pass sharing every activation load; prefill computes 4 rows x 4 tokens per pass, reducing
- * the 16 integer block sums with pairwise adds before one float multiply-add per row.
+ * The plain path's weights use the R4X2 tiles (4 rows x 2 blocks, see slm_quant.h): decode
+ * computes 4 rows per pass sharing every activation load; prefill computes 4 rows x 4 tokens per
+ * pass, reducing the 16 integer block sums with pairwise adds before one float multiply-add per
+ * row. The dot-product path uses the R4I tiles (neon_dotprod_tiles.h).
  * Activation quantizers are bit-identical to the reference (FCVTAS rounds half away from 0). */
 #include <arm_neon.h>
 #include <stdlib.h>
@@ -179,7 +180,8 @@ static void NEON_FN(vec_dot_f32)(int64_t n, float *s, const void *w_row, const v
     *s = sum;
 }
 
-/* ---- R4X2 tiles ---- */
+#if !NEON_DOTPROD
+/* ---- R4X2 tiles (the plain path; the dot-product path has its own, neon_dotprod_tiles.h) ---- */
 
 /* Activations prepared once per product, per token and block pair: the two blocks' quants and
  * their scales as fp32 (d, and s for Q8_1), so the row-group loops below convert nothing.
@@ -385,8 +387,11 @@ static void NEON_FN(matmul_packed)(const slm_weight *w, const uint8_t *act, int6
     NEON_FN(matmul_tiles)(w, w->packed, 0, prep, n_tok, y, y_stride, r0, r1);
 }
 
+#endif /* !NEON_DOTPROD */
+
 static const slm_kernel_set *NEON_FN(set)(int type);
 
+#if !NEON_DOTPROD
 /* Plain rows: decode row by row; prefill packs a chunk of rows at a time on the fly. */
 static void NEON_FN(matmul_plain)(const slm_weight *w, const uint8_t *act, int64_t arb, int64_t n_tok,
                                   float *y, int64_t y_stride, int64_t r0, int64_t r1) {
@@ -409,6 +414,14 @@ static void NEON_FN(matmul_plain)(const slm_weight *w, const uint8_t *act, int64
         NEON_FN(matmul_tiles)(w, buf, c0, prep, n_tok, y, y_stride, c0 > r0 ? c0 : r0, c1);
     }
 }
+
+#define QUANT_MATMUL_PLAIN NEON_FN(matmul_plain)
+#define QUANT_MATMUL_PACKED NEON_FN(matmul_packed)
+#define QUANT_PREPARE slm_pack_r4x2
+#define QUANT_LAYOUT SLM_LAYOUT_R4X2
+#else
+#include "arch/neon_dotprod_tiles.h"
+#endif
 
 /* Float weights: 4 rows x NT tokens per pass with every accumulator in a register (NT is a
  * compile-time constant at each call site); each converted weight vector is used NT times. */
@@ -482,12 +495,12 @@ static void NEON_FN(matmul_float)(const slm_weight *w, const uint8_t *act, int64
 static const slm_kernel_set NEON_FN(sets)[] = {
     [SLM_TYPE_F32] = {{SLM_TYPE_F32, slm_from_float_f32_copy, NEON_FN(vec_dot_f32)}, NEON_FN(matmul_float), NULL, NULL, 0},
     [SLM_TYPE_F16] = {{SLM_TYPE_F32, slm_from_float_f32_copy, NEON_FN(vec_dot_f16)}, NEON_FN(matmul_float), NULL, NULL, 0},
-    [SLM_TYPE_Q4_0] = {{SLM_TYPE_Q8_0, NEON_FN(from_float_q8_0), NEON_FN(vec_dot_q4_0)}, NEON_FN(matmul_plain),
-                       NEON_FN(matmul_packed), slm_pack_r4x2, SLM_LAYOUT_R4X2},
-    [SLM_TYPE_Q4_1] = {{SLM_TYPE_Q8_1, NEON_FN(from_float_q8_1), NEON_FN(vec_dot_q4_1)}, NEON_FN(matmul_plain),
-                       NEON_FN(matmul_packed), slm_pack_r4x2, SLM_LAYOUT_R4X2},
-    [SLM_TYPE_Q8_0] = {{SLM_TYPE_Q8_0, NEON_FN(from_float_q8_0), NEON_FN(vec_dot_q8_0)}, NEON_FN(matmul_plain),
-                       NEON_FN(matmul_packed), slm_pack_r4x2, SLM_LAYOUT_R4X2},
+    [SLM_TYPE_Q4_0] = {{SLM_TYPE_Q8_0, NEON_FN(from_float_q8_0), NEON_FN(vec_dot_q4_0)}, QUANT_MATMUL_PLAIN,
+                       QUANT_MATMUL_PACKED, QUANT_PREPARE, QUANT_LAYOUT},
+    [SLM_TYPE_Q4_1] = {{SLM_TYPE_Q8_1, NEON_FN(from_float_q8_1), NEON_FN(vec_dot_q4_1)}, QUANT_MATMUL_PLAIN,
+                       QUANT_MATMUL_PACKED, QUANT_PREPARE, QUANT_LAYOUT},
+    [SLM_TYPE_Q8_0] = {{SLM_TYPE_Q8_0, NEON_FN(from_float_q8_0), NEON_FN(vec_dot_q8_0)}, QUANT_MATMUL_PLAIN,
+                       QUANT_MATMUL_PACKED, QUANT_PREPARE, QUANT_LAYOUT},
 };
 
 static const slm_kernel_set *NEON_FN(set)(int type) {

@@ -1,5 +1,5 @@
 /* Attention for one query head: the portable path (auto-vectorized by the compiler), the
- * shared softmax, and the choice of path. */
+ * shared softmax; and SwiGLU's portable path. */
 #include <math.h>
 #include <string.h>
 
@@ -57,4 +57,8 @@ void slm_attend_generic(const float *q, const void *k, const void *v, size_t kv_
         }
         memcpy(out + c, acc, (size_t)w * sizeof(float));
     }
+}
+
+void slm_swiglu_generic(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }

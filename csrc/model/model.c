@@ -117,6 +117,7 @@ typedef struct {
     int spans_on;          /* every thread stamps its own operation spans (hooks.spans) */
     int n_span_ops;        /* operations stamped in this chunk (set by thread 0) */
     slm_attend_fn attend;  /* attention path for the active ISA */
+    slm_swiglu_fn swiglu;  /* and SwiGLU's */
     int watch_sigint;      /* stop at a layer boundary once the SIGINT count leaves sigint_seen */
     uint32_t sigint_seen;
 } chunk_job;
@@ -498,8 +499,6 @@ static void rope(float *v, const float *cs, int head_dim, int neox) {
         *b = a0 * s + b0 * c;
     }
 }
-
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* e^x to about 2 ulp for x in [-60, 60] (clamped there), without branches or library calls, so
  * that loops over it vectorize (with -fno-trapping-math, which lets the clamps become selects).
@@ -907,7 +906,7 @@ static void gate_rows(slm_model *m, const layer_weights *L, int64_t r0, int64_t 
         if (gelu)
             gelu_mul(hg + r0, hu + r0, r1 - r0);
         else
-            for (int64_t r = r0; r < r1; r++) hg[r] = silu(hg[r]) * hu[r];
+            m->job.swiglu(hg + r0, hu + r0, r1 - r0);
         int64_t rb;
         slm_quantize_activations(dt, hg + r0, r1 - r0, 1, r1 - r0,
                                  s->act_b + t * down_act_row + act_bytes(m, dt, r0), &rb);
@@ -1095,7 +1094,7 @@ int slm_model_forward(slm_model *m, const int32_t *tokens, int32_t n_tok, float 
         const int spans_on = m->region_ops && m->hooks.begin && m->hooks.spans && m->spans;
         *job = (chunk_job){.tokens = tokens + done, .n_tok = n, .pos0 = m->n_past, .hooks = m->hooks,
                            .region_ops = m->region_ops && !spans_on, .spans_on = spans_on,
-                           .attend = slm_attend_for(-1),
+                           .attend = slm_attend_for(-1), .swiglu = slm_swiglu_for(-1),
                            .watch_sigint = m->watch_sigint, .sigint_seen = m->sigint_seen};
         if (job->watch_sigint && slm_sigint_count() != job->sigint_seen) break;
         if (done + n > first_out) {

@@ -37,11 +37,14 @@ void slm_matmul_scalar_plain(const slm_weight *w, const uint8_t *act, int64_t ac
  * Valid until the same thread asks for the same slot again. */
 void *slm_scratch(int slot, size_t bytes);
 
-/* Packing shared by the SIMD paths: tiles of 4 rows x 2 blocks (see slm_quant.h). */
+/* Packing shared by the SIMD paths: tiles of 4 rows x 2 blocks (see slm_quant.h), the same
+ * size in both layouts. */
 int slm_pack_r4x2(slm_weight *w);
-void slm_packed_free(void *packed); /* what slm_pack_r4x2 allocated */
-int64_t slm_r4x2_tile_bytes(int type); /* 0 for types without this layout */
+int slm_pack_r4i(slm_weight *w);
+void slm_packed_free(void *packed); /* what slm_pack_* allocated */
+int64_t slm_r4x2_tile_bytes(int type); /* 0 for types without these layouts */
 /* Pack n_groups groups of 4 rows starting at row0 (rows past the end are zero) into out. */
+void slm_pack_rows(const slm_weight *w, int layout, int64_t row0, int64_t n_groups, uint8_t *out);
 void slm_pack_r4x2_rows(const slm_weight *w, int64_t row0, int64_t n_groups, uint8_t *out);
 
 /* Exact integer block dots (32 elements): the ground truth for every SIMD path. */

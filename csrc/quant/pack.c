@@ -1,4 +1,4 @@
-/* Load-time repacking into tiles of 4 rows x 2 blocks (SLM_LAYOUT_R4X2, see slm_quant.h).
+/* Load-time repacking into tiles of 4 rows x 2 blocks (SLM_LAYOUT_R4X2 and R4I, see slm_quant.h).
  * One tile is what a SIMD kernel consumes per step: the 8 scales convert with one instruction,
  * and the 4 rows' quants share each activation load. The stream is one contiguous region per
  * group of 4 rows, which hardware prefetchers follow well. */
@@ -32,10 +32,23 @@ static void q5_pair_bits(const uint8_t *qh0, const uint8_t *qh1, uint8_t out[8])
     memcpy(out + 4, &hi, 4);
 }
 
-void slm_pack_r4x2_rows(const slm_weight *w, int64_t row0, int64_t n_groups, uint8_t *out) {
+/* One tile's quants for row r, block k of the pair, from the plain block `qs` (qbytes bytes). */
+static void put_quants(int layout, int type, uint8_t *qs, int r, int k, const uint8_t *src, int qbytes) {
+    if (layout == SLM_LAYOUT_R4X2) {
+        memcpy(qs + (2 * r + k) * qbytes, src, (size_t)qbytes);
+        return;
+    }
+    /* R4I: 4 bytes of each row in turn, so one 16-byte load holds 4 rows x 4 bytes */
+    uint8_t *blk = qs + k * 4 * qbytes;
+    const uint8_t flip = type == SLM_TYPE_Q4_0 ? 0x88 : 0x00;
+    for (int i = 0; i < qbytes; i++) blk[16 * (i / 4) + 4 * r + i % 4] = src[i] ^ flip;
+}
+
+void slm_pack_rows(const slm_weight *w, int layout, int64_t row0, int64_t n_groups, uint8_t *out) {
     const int64_t tb = slm_r4x2_tile_bytes(w->type);
     const int64_t nb = w->cols / SLM_QK, n_pairs = (nb + 1) / 2;
-    memset(out, 0, (size_t)(n_groups * n_pairs * tb)); /* padding rows/blocks: zero scales and quants */
+    /* padding rows/blocks: zero scales, so they add nothing */
+    memset(out, 0, (size_t)(n_groups * n_pairs * tb));
     const int64_t bb = slm_type_block_bytes(w->type);
     const int nsc = w->type == SLM_TYPE_Q4_1 || w->type == SLM_TYPE_Q5_1 ? 2 : 1; /* fp16 fields at the block start */
     const int has_qh = w->type == SLM_TYPE_Q5_0 || w->type == SLM_TYPE_Q5_1;
@@ -54,9 +67,10 @@ void slm_pack_r4x2_rows(const slm_weight *w, int64_t row0, int64_t n_groups, uin
                     const int64_t b = 2 * p + k;
                     if (b >= nb) break;
                     const uint8_t *blk = rowp + b * bb;
-                    memcpy(&d[2 * r + k], blk, 2);
-                    if (nsc == 2) memcpy(&m[2 * r + k], blk + 2, 2);
-                    memcpy(qs + (2 * r + k) * qbytes, blk + 2 * nsc + 4 * has_qh, (size_t)qbytes);
+                    const int sc = layout == SLM_LAYOUT_R4X2 ? 2 * r + k : 4 * k + r;
+                    memcpy(&d[sc], blk, 2);
+                    if (nsc == 2) memcpy(&m[sc], blk + 2, 2);
+                    put_quants(layout, w->type, qs, r, k, blk + 2 * nsc + 4 * has_qh, qbytes);
                 }
                 if (has_qh)
                     q5_pair_bits(rowp + 2 * p * bb + 2 * nsc, 2 * p + 1 < nb ? rowp + (2 * p + 1) * bb + 2 * nsc : NULL,
@@ -64,6 +78,10 @@ void slm_pack_r4x2_rows(const slm_weight *w, int64_t row0, int64_t n_groups, uin
             }
         }
     }
+}
+
+void slm_pack_r4x2_rows(const slm_weight *w, int64_t row0, int64_t n_groups, uint8_t *out) {
+    slm_pack_rows(w, SLM_LAYOUT_R4X2, row0, n_groups, out);
 }
 
 /* Packed weights are streamed once per token. They are carved out of 2 MiB-aligned chunks
@@ -145,15 +163,18 @@ void slm_packed_free(void *ptr) {
     pthread_mutex_unlock(&arena_lock);
 }
 
-int slm_pack_r4x2(slm_weight *w) {
+static int pack(slm_weight *w, int layout) {
     const int64_t tb = slm_r4x2_tile_bytes(w->type);
     if (!tb) return SLM_EUNSUPPORTED_TYPE;
     const int64_t nb = w->cols / SLM_QK, n_pairs = (nb + 1) / 2, n_groups = (w->rows + 3) / 4;
     const size_t total = (size_t)(n_groups * n_pairs * tb);
     uint8_t *out = alloc_packed(total);
     if (!out) return SLM_ENOMEM;
-    slm_pack_r4x2_rows(w, 0, n_groups, out);
+    slm_pack_rows(w, layout, 0, n_groups, out);
     w->packed = out;
-    w->layout = SLM_LAYOUT_R4X2;
+    w->layout = layout;
     return SLM_OK;
 }
+
+int slm_pack_r4x2(slm_weight *w) { return pack(w, SLM_LAYOUT_R4X2); }
+int slm_pack_r4i(slm_weight *w) { return pack(w, SLM_LAYOUT_R4I); }

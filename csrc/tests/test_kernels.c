@@ -11,9 +11,13 @@
 #include <string.h>
 
 #include "slm.h"
+#include "model/attention.h"
 
 /* |kernel - double reference| <= MATMUL_REL_TOL * sum|w_i a_i| for every output. */
 #define MATMUL_REL_TOL 1.28e-4
+/* |attention output - double reference| <= ATTEND_REL_TOL * sum_p att_p |v_p,i| (a convex sum of
+ * the values, each score with float rounding and an exponential within 2e-7). */
+#define ATTEND_REL_TOL 2e-5
 
 static int failures, checks;
 
@@ -107,7 +111,7 @@ static int64_t exact_dot(int wt, const uint8_t *w, const uint8_t *a, int64_t n) 
 }
 
 static void test_exact_integer_dots(int isa) {
-    enum { ROWS = 13, N = 224, NTOK = 6 };
+    enum { ROWS = 13, N = 224, NTOK = 11 }; /* 11 tokens: a whole prefill pass of 8 and a rest */
     const slm_half one = slm_fp32_to_fp16(1.0f);
     for (size_t k = 0; k < sizeof quant_types / sizeof quant_types[0]; k++) {
         const int wt = quant_types[k], at = act_type(wt);
@@ -235,6 +239,73 @@ static void test_float_products(int isa) {
     }
 }
 
+/* One head's attention against a double reference: head sizes that take the vector paths (64,
+ * Gemma's 256, 80 with a tail of 16) and one that falls back (6); fp32 and fp16 caches; the
+ * cached rows kv_stride apart (grouped heads interleaved). */
+static void test_attention(int isa) {
+    static const int dims[] = {64, 256, 80, 6}, positions[] = {1, 7, 37};
+    const slm_attend_fn attend = slm_attend_for(isa);
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++)
+            for (int f16 = 0; f16 < 2; f16++) {
+                const int hd = dims[di], n_pos = positions[pi];
+                const size_t stride = (size_t)hd * 3;
+                float *q = malloc(sizeof(float) * (size_t)hd), *att = malloc(sizeof(float) * (size_t)n_pos);
+                float *out = malloc(sizeof(float) * (size_t)hd);
+                float *kf = malloc(sizeof(float) * stride * (size_t)n_pos), *vf = malloc(sizeof(float) * stride * (size_t)n_pos);
+                slm_half *kh = malloc(sizeof(slm_half) * stride * (size_t)n_pos), *vh = malloc(sizeof(slm_half) * stride * (size_t)n_pos);
+                fill_x(q, hd, 0);
+                fill_x(kf, (int64_t)stride * n_pos, 0);
+                fill_x(vf, (int64_t)stride * n_pos, 0);
+                for (size_t i = 0; i < stride * (size_t)n_pos; i++) {
+                    kh[i] = slm_fp32_to_fp16(kf[i]);
+                    vh[i] = slm_fp32_to_fp16(vf[i]);
+                    if (f16) kf[i] = slm_fp16_to_fp32(kh[i]), vf[i] = slm_fp16_to_fp32(vh[i]);
+                }
+                const float scale = 1.0f / sqrtf((float)hd);
+                attend(q, f16 ? (const void *)kh : kf, f16 ? (const void *)vh : vf, stride, n_pos, hd, scale, f16, att, out);
+                double *w = malloc(sizeof(double) * (size_t)n_pos), max = -1e300, sum = 0, worst = 0;
+                for (int p = 0; p < n_pos; p++) {
+                    double d = 0;
+                    for (int i = 0; i < hd; i++) d += (double)q[i] * kf[(size_t)p * stride + i];
+                    w[p] = d * scale;
+                    if (w[p] > max) max = w[p];
+                }
+                for (int p = 0; p < n_pos; p++) sum += (w[p] = exp(w[p] - max));
+                for (int i = 0; i < hd; i++) {
+                    double e = 0, mag = 0;
+                    for (int p = 0; p < n_pos; p++) {
+                        e += w[p] / sum * vf[(size_t)p * stride + i];
+                        mag += w[p] / sum * fabs(vf[(size_t)p * stride + i]);
+                    }
+                    const double rel = fabs(out[i] - e) / (mag > 0 ? mag : 1);
+                    if (rel > worst) worst = rel;
+                }
+                CHECK(worst <= ATTEND_REL_TOL, "%s attention head %d, %d positions, %s: relative error %.3g > %.3g",
+                      slm_isa_name(isa), hd, n_pos, f16 ? "fp16" : "f32", worst, ATTEND_REL_TOL);
+                free(q); free(att); free(out); free(kf); free(vf); free(kh); free(vh); free(w);
+            }
+}
+
+/* SwiGLU against double precision, over ordinary values and far tails (exp's clamped range). */
+static void test_swiglu(int isa) {
+    enum { N = 203 };
+    float g[N], u[N];
+    fill_x(g, N, 0);
+    fill_x(u, N, 0);
+    for (int i = 0; i < N; i++) g[i] *= 8.0f;
+    g[0] = 95.0f, g[1] = -95.0f, g[2] = 0.0f, g[3] = 87.5f, g[4] = -87.5f;
+    double ref[N];
+    for (int i = 0; i < N; i++) ref[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    slm_swiglu_for(isa)(g, u, N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        const double err = fabs(g[i] - ref[i]) / (fabs(ref[i]) > 1e-30 ? fabs(ref[i]) : 1.0);
+        if (err > worst) worst = err;
+    }
+    CHECK(worst <= 1e-6, "%s swiglu: relative error %.3g > 1e-6", slm_isa_name(isa), worst);
+}
+
 static void test_bad_input(void) {
     uint8_t w[4 * 18] = {0};
     uint8_t a[34] = {0};
@@ -277,6 +348,8 @@ int main(int argc, char **argv) {
         test_activation_quantizers(isa);
         test_exact_integer_dots(isa);
         test_float_products(isa);
+        test_attention(isa);
+        test_swiglu(isa);
         printf("%s %s\n", failures == before ? "PASS" : "FAIL", slm_isa_name(isa));
     }
     slm_isa_set(active);

@@ -232,3 +232,20 @@ def _bench_read_bandwidth(int64_t nbytes, int reps, int threads):
         st = slm_bench_read_bandwidth(nbytes, reps, threads, &bps, &cbps)
     check(st, "benchmark read bandwidth")
     return bps, cbps
+
+
+def _attend(cnp.ndarray q, cnp.ndarray k, cnp.ndarray v, float scale, bint kv_f16, int isa):
+    """One head's attention on path `isa`: q (head_dim,) float32; k, v (n_pos, kv_stride) C-contiguous,
+    float16 if kv_f16 else float32 -> out (head_dim,) float32."""
+    cdef int n_pos = k.shape[0], head_dim = q.shape[0]
+    cdef int64_t stride = k.shape[1]
+    att = np.empty(max(n_pos, 1), dtype=np.float32)
+    out = np.empty(head_dim, dtype=np.float32)
+    cdef cnp.ndarray a = att, o = out
+    cdef int st
+    with nogil:
+        st = slm_attend_isa(isa, <const float *>cnp.PyArray_DATA(q), cnp.PyArray_DATA(k), cnp.PyArray_DATA(v),
+                            stride, n_pos, head_dim, scale, kv_f16, <float *>cnp.PyArray_DATA(a),
+                            <float *>cnp.PyArray_DATA(o))
+    check(st, f"attention on path {slm_isa_name(isa).decode() if isa >= 0 else 'active'!r}")
+    return out

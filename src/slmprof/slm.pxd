@@ -335,6 +335,8 @@ cdef extern from "slm.h" nogil:
     int32_t slm_model_threads(const slm_model *m)
     int slm_model_set_hooks(slm_model *m, const slm_region_hooks *hooks)
     int slm_model_set_region_ops(slm_model *m, int ops)
+    int slm_attend_isa(int isa, const float *q, const void *k, const void *v, int64_t kv_stride, int n_pos,
+                       int head_dim, float scale, int kv_f16, float *att, float *out)
     int slm_model_debug_delay(slm_model *m, int thread, int32_t region, uint32_t us)
     int slm_sigint_watch()
     void slm_sigint_unwatch()

@@ -2,7 +2,7 @@
 
 Under qemu-system-aarch64 -icount shift=0 instruction counts are exact and repeatable, so this
 is an exact efficiency figure for the ARM kernels (NEON on a Cortex-A72, NEON dot product on a
-Cortex-A76), compared with a stored baseline to flag regressions:
+Cortex-A76), compared with a stored baseline: more than REGRESSION over it exits 1.
     python instructions_per_token.py BASELINE.json [MODEL] [N_TOKENS]
 One engine thread, so no spinning worker adds a varying count.
 """
@@ -48,14 +48,15 @@ def main():
         with open(baseline_path) as f:
             baseline = json.load(f)
     ref = baseline.get(key)
-    if ref:
-        change = per_token / ref - 1
-        verdict = "REGRESSION" if change > REGRESSION else "ok"
-        print(f"  baseline {ref:,.0f}: {change:+.2%} -> {verdict}"
-              + (f" (more than {REGRESSION:.0%} over; if intended, update {os.path.basename(baseline_path)})"
-                 if verdict != "ok" else ""))
-    else:
+    if not ref:
         print(f"  no baseline for '{key}' yet; to keep this figure add it to {os.path.basename(baseline_path)}")
+        return 0
+    change = per_token / ref - 1
+    if change > REGRESSION:
+        print(f"  baseline {ref:,.0f}: {change:+.2%} -> REGRESSION (more than {REGRESSION:.0%} over; "
+              f"if intended, update {os.path.basename(baseline_path)})")
+        return 1
+    print(f"  baseline {ref:,.0f}: {change:+.2%} -> ok")
     return 0
 
 

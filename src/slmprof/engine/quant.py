@@ -302,3 +302,17 @@ def matmul(w, x, isa=None) -> np.ndarray:
 def debug_corrupt_kernel(type, isa, on: bool = True) -> None:
     """Test-only: make one (type, path) kernel deliberately wrong, so validation can show it fails."""
     _core._debug_corrupt_kernel(type_id(type), _isa_id(isa), on)
+
+
+def attend(q, k, v, scale: float, isa=None) -> np.ndarray:
+    """One query head's attention as the forward pass runs it, on path `isa`:
+    out = softmax(scale * k @ q) @ v[:, :head_dim]. q (head_dim,); k, v (n_pos, kv_stride) with
+    kv_stride >= head_dim, both float16 (an fp16 cache) or both float32."""
+    q = np.ascontiguousarray(q, dtype=np.float32).reshape(-1)
+    k, v = np.ascontiguousarray(k), np.ascontiguousarray(v)
+    if k.dtype != v.dtype or k.dtype not in (np.float16, np.float32):
+        raise ShapeError(f"attend: k and v must both be float16 or float32, got {k.dtype} and {v.dtype}")
+    if k.ndim != 2 or k.shape != v.shape or k.shape[0] < 1 or k.shape[1] < q.size:
+        raise ShapeError(f"attend: k and v must be (n_pos >= 1, kv_stride >= {q.size}), "
+                         f"got {k.shape} and {v.shape}")
+    return _core._attend(q, k, v, float(scale), k.dtype == np.float16, _isa_or_active(isa))
