@@ -367,7 +367,7 @@ ENGINE_THREAD_TABLES = ("attention_GOPs", "attention_cached_GOPs")
 def _engine_tables(machine, which):
     """The engine's own kernels from a machine profile (see DeviceProfile.engine), in GOP/s
     and GB/s; only what was measured on the kernel path the engine uses."""
-    isa = calibrate.best_isa(machine)
+    isa = calibrate.engine_isa(machine)
     out = {}
 
     def table(raw):
@@ -418,7 +418,7 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
            if str(t).isdigit()}
     if not fma:
         raise DeviceProfileError(f"{origin}: the machine profile has no f32 FMA throughput")
-    isa = calibrate.best_isa(machine) if int8 else "f32"
+    isa = calibrate.engine_isa(machine) if int8 else "f32"
     if not int8:      # no int8 path measured: the f32 ceiling is all there is (and said so)
         int8 = {"f32": dict(fma)}
     where = "this machine" if this_machine else f"{key.get('cpu_model', '?')} ({origin})"

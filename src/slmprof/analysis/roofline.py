@@ -464,7 +464,8 @@ def ceilings_from_profile(profile, threads, isa=None, repacked=None, kv_huge=Non
     if fma is None:
         fma = float("inf")
         notes.append("no f32 FMA figure in the machine profile: non-matmul work has no compute ceiling")
-    isa = isa or calibrate.best_isa(profile)
+    mm_isa = (profile.get("matmul") or {}).get("isa")
+    isa = isa or calibrate.engine_isa(profile)
     dot = {}
     for t in calibrate.DOT_TYPES:
         v = calibrate.dot_throughput(profile, t, threads, isa=isa, which="best") if isa else None
@@ -472,7 +473,6 @@ def ceilings_from_profile(profile, threads, isa=None, repacked=None, kv_huge=Non
             dot[t] = v
     matvec, gemm, stream, attention = {}, {}, {}, None
     stream_by_op, attention_cached, ops_per_kv_byte = {}, None, None
-    mm_isa = (profile.get("matmul") or {}).get("isa")
     if mm_isa is None or isa is None or mm_isa == isa:
         for t in calibrate.DOT_TYPES:
             v = calibrate.matmul_throughput(profile, t, threads, "decode", which="best")

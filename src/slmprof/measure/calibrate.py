@@ -543,6 +543,13 @@ def best_isa(profile):
     return best
 
 
+def engine_isa(profile):
+    """The kernel path whose figures stand for the engine: the one it ran when calibrated (its
+    own products were measured on it), else the fastest measured path."""
+    isa = (profile.get("matmul") or {}).get("isa")
+    return isa if isa in (profile.get("dot") or {}) else best_isa(profile)
+
+
 def sync_seconds(profile, threads):
     entry = _nearest_threads(profile.get("sync_seconds") or {}, threads)
     return float(entry["median"]) if entry else 0.0
