@@ -245,10 +245,20 @@ static void team_result(team *t, int64_t work_per_pass_all_threads, slm_calib_re
 
 typedef struct {
     int kind;
+    slm_calib_read_fn read; /* READ's loop: the widest loads this core has */
     int64_t n;          /* elements per array */
     uint64_t *a, *c;    /* READ uses a; COPY a -> c */
     double *ta, *tb, *tc; /* TRIAD ta = tb + k*tc */
 } mem_ctx;
+
+/* A read ceiling must be what the core can stream, not what a narrow loop issues. */
+static slm_calib_read_fn widest_read(void) {
+#if defined(__x86_64__)
+    if (slm_isa_available(SLM_ISA_AVX512_VNNI)) return slm_calib_read_avx512;
+    if (slm_isa_available(SLM_ISA_AVX2)) return slm_calib_read_avx2;
+#endif
+    return slm_calib_read_u64;
+}
 
 static void slice(int64_t n, int threads, int tid, int64_t *lo, int64_t *hi) {
     /* Slices are multiples of 8 elements (one cache line) so no two threads share a line. */
@@ -280,7 +290,7 @@ static void mem_body(team *t, int tid) {
     int64_t lo, hi;
     slice(m->n, t->threads, tid, &lo, &hi);
     if (m->kind == SLM_CALIB_READ) {
-        t->checksums[tid] += slm_calib_read_u64(m->a + lo, hi - lo);
+        t->checksums[tid] += m->read(m->a + lo, hi - lo);
     } else if (m->kind == SLM_CALIB_COPY) {
         slm_calib_copy_u64(m->c + lo, m->a + lo, hi - lo);
         t->checksums[tid] += m->c[hi - 1];
@@ -314,7 +324,7 @@ int slm_calib_memory(int kind, int threads, int64_t bytes_per_array, double min_
     if (!out || kind < SLM_CALIB_READ || kind > SLM_CALIB_TRIAD) return SLM_EINVAL;
     if (bytes_per_array < 4096 || threads < 1 || threads > SLM_CALIB_MAX_THREADS) return SLM_EINVAL;
     if (!(min_seconds >= 0) || max_passes < 1) return SLM_EINVAL;
-    mem_ctx m = {.kind = kind, .n = bytes_per_array / 8};
+    mem_ctx m = {.kind = kind, .read = widest_read(), .n = bytes_per_array / 8};
     void *(*alloc)(int64_t) = (flags & SLM_CALIB_HUGEPAGES) ? alloc_huge : alloc_lines;
     int status = SLM_OK;
     if (kind == SLM_CALIB_TRIAD) {

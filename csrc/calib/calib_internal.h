@@ -6,8 +6,12 @@
 
 #define SLM_CALIB_MAX_THREADS 256
 
-/* Memory loops (stream.c): plain C that the compiler vectorises for the baseline ISA. */
+/* Memory loops (stream.c): plain C that the compiler vectorises for the baseline ISA; the read
+ * loop also in wider loads where the core has them (arch/read_*.c, x86-64 only). */
 uint64_t slm_calib_read_u64(const uint64_t *a, int64_t n);
+typedef uint64_t (*slm_calib_read_fn)(const uint64_t *a, int64_t n);
+uint64_t slm_calib_read_avx2(const uint64_t *a, int64_t n);
+uint64_t slm_calib_read_avx512(const uint64_t *a, int64_t n);
 void slm_calib_copy_u64(uint64_t *restrict dst, const uint64_t *restrict src, int64_t n);
 void slm_calib_triad_f64(double *restrict a, const double *restrict b, const double *restrict c,
                          double k, int64_t n);
