@@ -430,7 +430,7 @@ static void prepare_act_tiles(int type, const uint8_t *act, int64_t arb, int64_t
                         if (type != SLM_TYPE_Q8_0) {
                             int s = 0;
                             for (int e = 0; e < SLM_QK; e++) s += ab->qs[e];
-                            corr[lane] = s << offset_shift(type);
+                            corr[lane] = s * (1 << offset_shift(type)); /* s may be negative: no shift */
                         }
                     }
                 }
