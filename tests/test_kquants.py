@@ -14,6 +14,7 @@ import pytest
 from slmprof import cli
 from slmprof.analysis import validate
 from slmprof.engine import quant
+from slmprof.engine.gguf import open_model
 from slmprof.engine.reference import K_TYPES, block_parts, k_values, kblock_parts
 from slmprof.engine.requantize import FALLBACK, planned_types, plan_types, requantize_with_report, use_more_bits
 
@@ -271,6 +272,9 @@ def test_requantize_command_lists_every_fallback(tiny_model, tmp_path, capsys):
     assert len(fb) == len(planned) == 2                                   # ffn_down of both layers
     assert "blk.0.ffn_down.weight: 320 columns" in fb[0] and "Q4_K" in fb[0] and fb[0].endswith("Q5_0")
     assert "blk.1.ffn_down.weight" in fb[1] and "Q6_K" in fb[1] and fb[1].endswith("Q8_0")  # use_more_bits
+    gf, desc = open_model(out)
+    with gf:     # a mix is known by its name (general.file_type), then its types, most bytes first
+        assert desc.file_type.startswith("Q4_K_M (Q4_K, ") and "Q5_0" in desc.file_type
 
 
 @pytest.mark.peers

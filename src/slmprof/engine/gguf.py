@@ -633,9 +633,17 @@ class ModelDescription:
         return sum(t.nbytes for t in self.tensors.values())
 
 
-def file_type_label(main_type, special_types):
-    """"Q4_1 (token_embd Q8_0)": the weights' type, and embedding / LM head types that differ."""
+# File types that mix tensor types by llama.cpp's recipe: the file is known by the mix's name.
+MIXED_FILE_TYPES = {v: k for k, v in FILE_TYPES.items() if k[-2:] in ("_s", "_m", "_l")}
+
+
+def file_type_label(main_type, special_types, mix_name=None, weight_types=()):
+    """"Q4_1 (token_embd Q8_0)": the weights' type, and embedding / LM head types that differ;
+    a mix by its name and the types in it, most weights first: "Q4_K_M (Q5_0, Q4_K, Q6_K,
+    Q8_0; token_embd Q8_0)"."""
     odd = [f"{n.split('.')[0]} {t}" for n, t in special_types.items() if t != main_type]
+    if mix_name and len(weight_types) > 1:
+        return f"{mix_name.upper()} ({', '.join(weight_types)}" + (f"; {', '.join(odd)})" if odd else ")")
     return f"{main_type} ({', '.join(odd)})" if odd else main_type
 
 
@@ -813,9 +821,15 @@ def describe_model(gf: GGUFFile) -> ModelDescription:
         if len(expected[n]) == 2:
             types[gf.tensors[n].type_name] = types.get(gf.tensors[n].type_name, 0) + 1
     main_type = max(types, key=types.get)
+    block_bytes = {}     # the blocks' types (not the embedding's or the LM head's), most bytes first
+    for n in expected:
+        if len(expected[n]) == 2 and n not in ("token_embd.weight", "output.weight"):
+            block_bytes[gf.tensors[n].type_name] = block_bytes.get(gf.tensors[n].type_name, 0) + gf.tensors[n].nbytes
+    by_share = sorted(block_bytes, key=lambda t: -block_bytes[t])
+    mix = MIXED_FILE_TYPES.get(gf.meta.integer("general.file_type", -1))
     file_type = file_type_label(main_type, {n: gf.tensors[n].type_name for n in
                                             ("token_embd.weight", "output.weight")
-                                            if n in gf.tensors})
+                                            if n in gf.tensors}, mix, by_share)
     name = gf.meta.string("general.name", "") or gf.path.stem
     return ModelDescription(path=gf.path, name=name, shape=shape,
                             tensors={n: gf.tensors[n] for n in expected},
