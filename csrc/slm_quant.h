@@ -156,8 +156,11 @@ typedef struct slm_weight {
  * 4*block+row and each block's quants 4 rows interleaved 4 bytes at a time (byte 16*j + 4*row + i
  * is the row's byte 4*j + i), so one 16-byte register holds 4 bytes of each row, the operand of
  * a by-element dot product. Q4_0 bytes are stored with each nibble's top bit flipped (x ^ 0x88):
- * then (x << 4) and (x & 0xF0), read as int8, are 16 times the signed values q - 8. */
-enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1, SLM_LAYOUT_R4I = 2 };
+ * then (x << 4) and (x & 0xF0), read as int8, are 16 times the signed values q - 8.
+ * COPY (the K types): the plain rows, copied into huge pages. Streamed from 4 KiB pages of the
+ * mapped file their kernels, busier per byte than a read loop, lose a third to half of their
+ * speed to page walks. */
+enum { SLM_LAYOUT_PLAIN = 0, SLM_LAYOUT_R4X2 = 1, SLM_LAYOUT_R4I = 2, SLM_LAYOUT_COPY = 3 };
 
 /* Prepare a weight for the active ISA (may repack); slm_weight_release frees what it made. */
 int slm_weight_prepare(slm_weight *w);

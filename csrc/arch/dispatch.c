@@ -283,8 +283,10 @@ int slm_weight_prepare(slm_weight *w) {
     if (usable_isa() < 0) return SLM_ENOSYS;
     slm_weight_release(w);
     const slm_kernel_set *ks = kernel_set(w->type, slm_isa_active());
-    if (!ks || !ks->prepare) return SLM_OK; /* plain rows are what this path reads */
-    return ks->prepare(w);
+    if (ks && ks->prepare) return ks->prepare(w);
+    /* plain rows are what this path reads: the K types' in huge pages, the others where they are */
+    if (ks && slm_type_block_elems(w->type) == SLM_QK_K) return slm_pack_copy(w);
+    return SLM_OK;
 }
 
 void slm_weight_release(slm_weight *w) {
@@ -312,10 +314,15 @@ int slm_matmul_rows_isa(const slm_weight *w, const void *act, int64_t act_row_by
     if (n_tok == 0 || r0 == r1) return SLM_OK;
     const slm_kernel_set *ks = kernel_set(w->type, isa);
     if (!ks) return SLM_EUNSUPPORTED_TYPE;
-    if (w->packed && w->layout != SLM_LAYOUT_PLAIN && ks->matmul_packed && w->layout == ks->packed_layout)
+    if (w->packed && w->layout != SLM_LAYOUT_PLAIN && ks->matmul_packed && w->layout == ks->packed_layout) {
         ks->matmul_packed(w, act, act_row_bytes, n_tok, y, y_stride, r0, r1);
-    else
+    } else if (w->packed && w->layout == SLM_LAYOUT_COPY) {
+        const slm_weight copy = {.type = w->type, .rows = w->rows, .cols = w->cols,
+                                 .row_bytes = w->row_bytes, .data = w->packed};
+        ks->matmul_plain(&copy, act, act_row_bytes, n_tok, y, y_stride, r0, r1);
+    } else {
         ks->matmul_plain(w, act, act_row_bytes, n_tok, y, y_stride, r0, r1);
+    }
     if (is_corrupt(w->type, isa))
         for (int64_t t = 0; t < n_tok; t++)
             for (int64_t r = r0; r < r1; r++) y[t * y_stride + r] = corrupt_value(y[t * y_stride + r]);

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "arch/x86_prefetch.h"
 #include "quant/kquants.h"
 
 #define ROW_CHUNK 16 /* rows decoded at once for prefill (their slices stay in L1/L2) */
@@ -225,6 +226,7 @@ static inline __attribute__((always_inline)) float dot_k(int type, int64_t n, co
     for (int64_t b = 0; b < n / SLM_QK_K; b++) {
         __m256i q[8];
         sb_scales sc;
+        prefetch_ahead((const uint8_t *)w_row + b * bb, bb);
         sb_decode(type, (const uint8_t *)w_row + b * bb, q, &sc);
         __m256i sum = _mm256_setzero_si256();
         for (int s = 0; s < 8; s++) {

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "quant/kernels_impl.h"
+#include "arch/x86_prefetch.h"
 
 #ifndef X86_VNNI
 #error "define X86_VNNI (0 or 1) before including x86_body.h"
@@ -51,6 +52,7 @@ static inline __m256i dot_pair(__m256i lo, __m256i alo, __m256i hi, __m256i ahi)
 }
 
 #define ROW_CHUNK 64 /* rows whose tiles stay cache-resident while every token tile passes */
+
 
 static inline float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -345,6 +347,7 @@ static inline __attribute__((always_inline)) void gemv4_q4(int type, const uint8
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, macc = acc0;
     for (int64_t p = 0; p < n_pairs; p++) {
         const uint8_t *t = tiles + p * tb;
+        prefetch_ahead(t, tb);
         const __m256i alo = ap[p].lo, ahi = ap[p].hi;
         const __m256i corr = is_q4_1 ? _mm256_setzero_si256() : ap[p].x.corr;
         const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t)), ap[p].dd);
@@ -375,6 +378,7 @@ static void gemv4_q8_0(const uint8_t *tiles, int64_t nb, const act1_pair *ap, fl
     __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int64_t p = 0; p < n_pairs; p++) {
         const uint8_t *t = tiles + p * 272;
+        prefetch_ahead(t, 272);
         const __m256i a0 = ap[p].lo, a1 = ap[p].hi;
         /* scales per row as [b0 b0 b1 b1 b0 b0 b1 b1] to match the horizontal add below */
         const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t)), ap[p].dd);

@@ -40,6 +40,7 @@ void *slm_scratch(int slot, size_t bytes);
 /* Packing shared by the SIMD paths: tiles of 4 rows x 2 blocks (see slm_quant.h), the same
  * size in both layouts. */
 int slm_pack_r4x2(slm_weight *w);
+int slm_pack_copy(slm_weight *w); /* SLM_LAYOUT_COPY */
 int slm_pack_r4i(slm_weight *w);
 void slm_packed_free(void *packed); /* what slm_pack_* allocated */
 int64_t slm_r4x2_tile_bytes(int type); /* 0 for types without these layouts */

@@ -177,4 +177,14 @@ static int pack(slm_weight *w, int layout) {
 }
 
 int slm_pack_r4x2(slm_weight *w) { return pack(w, SLM_LAYOUT_R4X2); }
+
+int slm_pack_copy(slm_weight *w) {
+    const size_t total = (size_t)(w->rows * w->row_bytes);
+    uint8_t *out = alloc_packed(total);
+    if (!out) return SLM_ENOMEM;
+    memcpy(out, w->data, total);
+    w->packed = out;
+    w->layout = SLM_LAYOUT_COPY;
+    return SLM_OK;
+}
 int slm_pack_r4i(slm_weight *w) { return pack(w, SLM_LAYOUT_R4I); }
