@@ -113,7 +113,8 @@ def _tiny_profile(progress=None):
                              progress=progress)
 
 
-def test_profile_is_measured_cached_and_reused(cache):
+def test_profile_is_measured_cached_and_reused(cache, monkeypatch):
+    monkeypatch.setattr(calibrate, "LADDER_MIB", (2, 4, 64))     # the sizes below SMALL are measured
     seen = []
     # keep_busy: the suite runs on shared machines (what a busy calibration does is tested below)
     profile, cached = calibrate.get_profile(
@@ -137,6 +138,10 @@ def test_profile_is_measured_cached_and_reused(cache):
     assert calibrate.stream_bandwidth(again, "q8_0", 1, pattern="gate_up") > 0
     assert calibrate.stream_bandwidth(again, "q8_0", 4) == calibrate.stream_bandwidth(again, "q8_0", 1)
     assert calibrate.attention_throughput(again, 1) > 0
+    assert calibrate.stream_bandwidth(again, "q4_0", 1, pattern="lm_head", in_cache=True) > 0
+    ladder = calibrate.stream_ladder(again, 1)       # the sizes below the memory array
+    assert [size for size, _ in ladder] == [2 << 20, 4 << 20]
+    assert all(rate > 0 for _, rate in ladder)
     forced, cached = calibrate.get_profile(force=True, threads_max=1, seconds_per_step=0.005,
                                            array_bytes=SMALL, keep_busy=True)
     assert not cached

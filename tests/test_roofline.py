@@ -186,7 +186,7 @@ def test_the_verdict_keeps_memory_and_kernels_apart():
     c.kv_huge = True
     assert c.times(attn)[0] == pytest.approx(attn.kv_read_bytes / 30e9)
     rule = roofline.verdict_rule(c)
-    assert "q4_0 weights (repacked into huge pages) at 30.0 GB/s" in rule and "20.0 GB/s" in rule
+    assert "q4_0 weights (copied into huge pages at load) at 30.0 GB/s" in rule and "20.0 GB/s" in rule
 
 
 def test_engine_times_are_what_the_engine_achieves():
@@ -210,6 +210,36 @@ def test_engine_times_are_what_the_engine_achieves():
     c.attention_cached, c.attention_ops_per_kv_byte = 20e9, 1.5
     per_byte = (1 / 5e9 - 1 / 20e9) * 1.5
     assert c.engine_times(attn)[1] == pytest.approx(attn.ops / 20e9 + attn.kv_read_bytes * per_byte)
+
+
+def test_a_small_model_streams_from_the_last_level_cache():
+    """Plan's stream for a model that fits the last-level cache: per byte the in-cache time for
+    the share of the way the reference ladder says a working set that size keeps, the memory
+    time for the rest; a model beyond the ladder's end, or no cache to speak of, is all memory."""
+    mib = 1 << 20
+    ladder = ((16 * mib, 40e9), (64 * mib, 40e9), (128 * mib, 20e9), (1024 * mib, 10e9))
+    c = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9, stream_by_op={"down": {"q4_0": 12e9}},
+                          stream_by_op_in_cache={"down": {"q4_0": 36e9}}, stream_ladder=ladder)
+    assert c.cache_share(None) == 0.0 and c.cache_share(8 * mib) == 1.0 and c.cache_share(64 * mib) == 1.0
+    assert c.cache_share(2048 * mib) == 0.0
+    # at 128 MiB the reference takes 1/20e9 per byte, a third of the way from 1/10e9 to 1/40e9
+    assert c.cache_share(128 * mib) == pytest.approx((1 / 10e9 - 1 / 20e9) / (1 / 10e9 - 1 / 40e9))
+    assert 0 < c.cache_share(96 * mib) < 1 and c.cache_share(96 * mib) > c.cache_share(128 * mib)
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down") == 12e9           # no working set: memory
+    c.working_set = 32 * mib
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down") == pytest.approx(36e9)
+    c.working_set = 128 * mib
+    share = c.cache_share(128 * mib)
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down") == pytest.approx(1 / (share / 36e9 + (1 - share) / 12e9))
+    assert c.weight_bandwidth("matmul", "q4_0", 16, "down") == 30e9          # prefill: the memory ceiling
+    bumpy = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9,
+                              stream_ladder=((16 * mib, 40e9), (64 * mib, 20e9), (128 * mib, 30e9), (1024 * mib, 10e9)))
+    assert bumpy.cache_share(128 * mib) == pytest.approx(bumpy.cache_share(64 * mib))   # a noisy rise is no cache
+    flat = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9, stream_ladder=((16 * mib, 10.2e9), (1024 * mib, 10e9)))
+    assert flat.cache_share(16 * mib) == 0.0
+    again = roofline.Ceilings.from_report(c.as_report())
+    assert again.stream_ladder == ladder and again.weight_bandwidth("matmul", "q4_0", 1, "down") == \
+        c.weight_bandwidth("matmul", "q4_0", 1, "down")
 
 
 def test_a_rate_above_a_ceiling_is_flagged():

@@ -66,8 +66,10 @@ class DeviceProfile:
     # "matvec_GOPs"/"gemm_GOPs" {type: {threads: GOP/s}} (cache-resident matrix products, one
     # token / blocked), "stream_GBps" {type: {threads: GB/s}} (one-token product with weights
     # from memory in plain row chunks), "stream_<pattern>_GBps" likewise in the engine's other
-    # work units (gate_up, lm_head), "attention_GOPs" {threads: GOP/s} (decode attention, KV
-    # from memory).
+    # work units (gate_up, lm_head), "stream[_<pattern>]_in_cache_GBps" the same from the
+    # last-level cache, "stream_ladder_GBps" {bytes: {threads: GB/s}} the reference stream over
+    # growing sizes up to the memory array's, "attention_GOPs" {threads: GOP/s} (decode
+    # attention, KV from memory).
     engine: dict = field(default_factory=dict)
     # When a calibrate measured it, and the load it measured under (contention.Load as a dict;
     # None: not recorded): {"created": ..., "load": ...}; empty for reference profiles.
@@ -121,18 +123,24 @@ class DeviceProfile:
         if eng.get("attention_cached_GOPs"):
             attention_cached = _at_threads(eng["attention_cached_GOPs"], threads,
                                            "engine.attention_cached_GOPs", self.name) * 1e9
-        stream_by_op = {}
+        stream_by_op, stream_by_op_in_cache = {}, {}
         for op, pattern in STREAM_PATTERN_OF_OP.items():
             tab = per_type(f"stream_{pattern}_GBps") or (per_type("stream_GBps") if pattern == "rows" else {})
             if tab:
                 stream_by_op[op] = tab
+            tab = per_type(_stream_key(pattern, in_cache=True))
+            if tab:
+                stream_by_op_in_cache[op] = tab
+        ladder = tuple(sorted((int(size), rate) for size, rate in per_type("stream_ladder_GBps").items()))
         return roofline.Ceilings(threads=int(threads), bandwidth=self.bandwidth_GBps(threads) * 1e9,
                                  fma=self.f32_GFLOPs_at(threads) * 1e9, dot=dot, isa=self.isa,
                                  sync_seconds=sync, measured=self.measured_by_this_installation,
                                  matvec=per_type("matvec_GOPs"), gemm=per_type("gemm_GOPs"),
                                  stream=per_type("stream_GBps"), attention=attention,
                                  stream_by_op=stream_by_op, attention_cached=attention_cached,
-                                 attention_ops_per_kv_byte=eng.get("attention_ops_per_kv_byte"))
+                                 attention_ops_per_kv_byte=eng.get("attention_ops_per_kv_byte"),
+                                 stream_by_op_in_cache=stream_by_op_in_cache, stream_ladder=ladder,
+                                 ladder_type=calibrate.LADDER_TYPE)
 
     @property
     def usable_memory_bytes(self):
@@ -359,8 +367,15 @@ HEADROOM_ASSUMPTION = ("assumption, not a measurement: 512 MiB for the kernel, f
 
 PASSES = ("median", "best")
 ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "stream_gate_up_GBps",
-               "stream_lm_head_GBps", "attention_GOPs", "attention_cached_GOPs",
-               "attention_ops_per_kv_byte")
+               "stream_lm_head_GBps", "stream_in_cache_GBps", "stream_gate_up_in_cache_GBps",
+               "stream_lm_head_in_cache_GBps", "stream_ladder_GBps", "attention_GOPs",
+               "attention_cached_GOPs", "attention_ops_per_kv_byte")
+
+
+def _stream_key(pattern, in_cache=False):
+    """The engine table of decode's stream in a work-unit pattern: "stream_GBps" (rows),
+    "stream_gate_up_GBps", ...; "_in_cache" from the last-level cache."""
+    return ("stream" if pattern == "rows" else f"stream_{pattern}") + ("_in_cache" if in_cache else "") + "_GBps"
 ENGINE_THREAD_TABLES = ("attention_GOPs", "attention_cached_GOPs")
 
 
@@ -382,10 +397,19 @@ def _engine_tables(machine, which):
     stream = machine.get("stream") or {}
     if stream.get("isa") in (None, isa):
         for pattern in calibrate.STREAM_PATTERNS:
-            tabs = {ty: table(t) for ty, t in (stream.get(pattern) or {}).items() if isinstance(t, dict)}
-            if any(tabs.values()):
-                key = "stream_GBps" if pattern == "rows" else f"stream_{pattern}_GBps"
-                out[key] = {ty: t for ty, t in tabs.items() if t}
+            for in_cache in (False, True):
+                raw = (stream.get("in_cache") or {}) if in_cache else stream
+                tabs = {ty: table(t) for ty, t in (raw.get(pattern) or {}).items() if isinstance(t, dict)}
+                if any(tabs.values()):
+                    out[_stream_key(pattern, in_cache)] = {ty: t for ty, t in tabs.items() if t}
+        ladder = {str(size): table(t) for size, t in
+                  (((stream.get("ladder") or {}).get("sizes")) or {}).items() if isinstance(t, dict)}
+        ladder = {size: t for size, t in ladder.items() if t}
+        # the ladder ends at the memory array, where the reference stream is the memory figure
+        memory_end = table((stream.get(calibrate.LADDER_PATTERN) or {}).get(calibrate.LADDER_TYPE))
+        if ladder and memory_end and machine.get("array_bytes"):
+            ladder[str(int(machine["array_bytes"]))] = memory_end
+            out["stream_ladder_GBps"] = ladder
     attention = machine.get("attention") or {}
     if attention.get("isa") in (None, isa) and table(attention):
         out["attention_GOPs"] = table(attention)

@@ -50,6 +50,7 @@ ceilings it was computed with):
 A region whose t_mem or t_compute exceeds its measured time by more than CEILING_SLACK did
 better than a ceiling allows: ceiling_flags() says which ceiling and why.
 """
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -308,6 +309,10 @@ class Ceilings:
     repacked: tuple = ()                        # weight types the engine copies into huge pages
     kv_huge: bool = False                       # the KV cache sits in huge pages (THP "always")
     calibrated_threads: Optional[int] = None    # the thread count whose figures these are
+    stream_by_op_in_cache: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s}, from the last-level cache
+    stream_ladder: tuple = ()                   # ((bytes, bytes/s), ...): ladder_type's stream over growing sizes
+    ladder_type: Optional[str] = None
+    working_set: Optional[float] = None         # bytes a decoded token reads (plan's model): None, from memory
 
     # -- the verdict's ceilings
     def peak(self, kind, weight_type=None, n_tok=1):
@@ -351,12 +356,39 @@ class Ceilings:
     def weight_bandwidth(self, kind, weight_type=None, n_tok=1, op=None):
         """Bytes/s at which the engine's kernels stream an operation's weights: its one-token
         product for that weight type in that operation's work units when measured, else in its
-        plain row chunks, else the memory ceiling."""
+        plain row chunks, else the memory ceiling. With a working set, per byte the time from
+        the last-level cache for the share cache_share() gives, from memory for the rest."""
         if kind == "matmul" and n_tok <= 1:
             own = (self.stream_by_op.get(op) or {}).get(weight_type) or self.stream.get(weight_type)
+            cached = (self.stream_by_op_in_cache.get(op) or {}).get(weight_type)
+            share = self.cache_share(self.working_set) if own and cached else 0.0
             if own:
-                return own
+                return 1.0 / (share / cached + (1.0 - share) / own) if share else own
         return self.memory_ceiling(kind, weight_type)
+
+    def cache_share(self, working_set):
+        """How much of the last-level cache's speed a decode reading `working_set` bytes per
+        token keeps, 0 (all from memory) to 1 (all from cache): on the reference stream's
+        ladder, per-byte time interpolated in log(size), as a share of the way from its memory
+        figure (the largest size) to its in-cache one (the smallest)."""
+        ladder = []
+        for size, rate in sorted(self.stream_ladder or ()):   # a larger set is never faster (noise)
+            ladder.append((size, min(rate, ladder[-1][1]) if ladder else rate))
+        if working_set is None or len(ladder) < 2:
+            return 0.0
+        t_cache, t_mem = 1.0 / ladder[0][1], 1.0 / ladder[-1][1]
+        if t_mem <= t_cache * 1.05:     # no cache worth the name at these sizes
+            return 0.0
+        if working_set <= ladder[0][0]:
+            t = t_cache
+        elif working_set >= ladder[-1][0]:
+            t = t_mem
+        else:
+            i = next(i for i, (size, _) in enumerate(ladder) if size >= working_set)
+            (s0, r0), (s1, r1) = ladder[i - 1], ladder[i]
+            f = math.log(working_set / s0) / math.log(s1 / s0)
+            t = (1 - f) / r0 + f / r1
+        return min(1.0, max(0.0, (t_mem - t) / (t_mem - t_cache)))
 
     def engine_times(self, c):
         """(memory-side, compute-side) seconds of one OpCost as this engine's own kernels run it:
@@ -387,7 +419,10 @@ class Ceilings:
                    "bandwidth_hugepage_bytes_per_s": "bandwidth_huge",
                    "repacked_types": "repacked", "kv_cache_huge_pages": "kv_huge",
                    "engine_stream_bytes_per_s": "stream",
-                   "engine_stream_by_op_bytes_per_s": "stream_by_op"}
+                   "engine_stream_by_op_bytes_per_s": "stream_by_op",
+                   "engine_stream_by_op_in_cache_bytes_per_s": "stream_by_op_in_cache",
+                   "engine_stream_ladder": "stream_ladder", "ladder_type": "ladder_type",
+                   "working_set_bytes": "working_set"}
 
     def as_report(self):
         return {key: (dict(v) if isinstance(v, dict) else v)
@@ -400,6 +435,7 @@ class Ceilings:
         fields = {f: d[k] for k, f in cls.REPORT_KEYS.items() if d.get(k) is not None}
         fields.setdefault("fma", float("inf"))
         fields["repacked"] = tuple(fields.get("repacked", ()))
+        fields["stream_ladder"] = tuple(tuple(point) for point in fields.get("stream_ladder", ()))
         return cls(**fields)
 
     @property
@@ -413,7 +449,7 @@ class Ceilings:
     def describe(self):
         """The ceilings the verdicts use, in a line."""
         huge = (f"{self.bandwidth_huge / 1e9:.1f} GB/s in huge pages ({', '.join(self.repacked)} "
-                "weights, repacked), " if self.bandwidth_huge and self.repacked else "")
+                "weights, copied there at load), " if self.bandwidth_huge and self.repacked else "")
         kv = "KV cache in huge pages" if self.kv_huge and self.bandwidth_huge else "KV cache"
         return (f"memory: {huge}{self.bandwidth / 1e9:.1f} GB/s in 4 KiB pages (mapped weights, "
                 f"{kv}); kernels in cache: " + "; ".join(
@@ -427,7 +463,7 @@ class Ceilings:
 def verdict_rule(ceilings) -> str:
     """The rule exactly as computed for these ceilings."""
     repacked = [t for t in ceilings.repacked] if ceilings.bandwidth_huge else []
-    huge = (f"{', '.join(repacked)} weights (repacked into huge pages) at "
+    huge = (f"{', '.join(repacked)} weights (copied into huge pages at load) at "
             f"{ceilings.bandwidth_huge / 1e9:.1f} GB/s, the read loop over huge pages; " if repacked else "")
     kv = "huge" if ceilings.kv_huge and ceilings.bandwidth_huge else "4 KiB"
     return (f"t_mem = bytes / memory ceiling: {huge}weights read from the mapped file at "

@@ -35,9 +35,9 @@ from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 
 KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
-# measured again rather than reused (6: the read loop in the widest loads). Exported profiles
-# stay loadable whatever their version.
-CALIBRATION_VERSION = 6
+# measured again rather than reused (7: decode's stream from the last-level cache and its
+# size ladder). Exported profiles stay loadable whatever their version.
+CALIBRATION_VERSION = 7
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
@@ -70,6 +70,14 @@ STREAM_PATTERNS = {"rows": (48, 1), "gate_up": (96, 2), "lm_head": (512, 1)}
 # Which pattern each one-token matmul of the cost model streams in (roofline op names).
 STREAM_PATTERN_OF_OP = {"qkv": "rows", "attn_out": "rows", "down": "rows", "gate_up": "gate_up",
                         "lm_head": "lm_head"}
+# A model small enough finds its weights in the last-level cache on the next token (on a
+# server's cache shared with a VM, up to about 100 MB): decode's stream is measured once more
+# with every copy together STREAM_IN_CACHE_BYTES, and the reference kind (LADDER_TYPE in the
+# "rows" pattern) at a ladder of sizes, which says how much of that speed a model of a given
+# size keeps (roofline.Ceilings.cache_share). Sizes at or above the memory array are left out.
+STREAM_IN_CACHE_BYTES = 16 << 20
+LADDER_TYPE, LADDER_PATTERN = "q8_0", "rows"
+LADDER_MIB = (16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 384)
 # Decode attention: 64-dimensional heads (every registry shape has them) over this many cached
 # positions, caches together the size of a memory array (out of cache, as decode finds them),
 # and once more with one layer's cache per thread (in cache: the arithmetic alone). The
@@ -150,6 +158,9 @@ def _steps(cores, paths):
                 steps.append(("matmul", (type_name, n_tok), t))
     steps += [("stream", (pattern, type_name), t) for pattern in STREAM_PATTERNS
               for type_name in DOT_TYPES for t in counts]
+    steps += [("stream_in_cache", (pattern, type_name), t) for pattern in STREAM_PATTERNS
+              for type_name in DOT_TYPES for t in counts]
+    steps += [("ladder", mib << 20, t) for mib in LADDER_MIB for t in counts]
     steps += [("attention", where, t) for where in ("memory", "cache") for t in counts]
     steps += [("fma", None, t) for t in sorted({1, cores})]
     steps += [("sync", None, t) for t in counts]
@@ -158,8 +169,8 @@ def _steps(cores, paths):
 
 # How much of seconds_per_step each kind of step measures for (cache-resident kernels settle
 # sooner than memory streams; the fan-out cost is a count of rounds, not a time).
-STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "attention": 1.0,
-              "fma": 0.6, "sync": 0.0}
+STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "stream_in_cache": 0.6,
+              "ladder": 0.6, "attention": 1.0, "fma": 0.6, "sync": 0.0}
 # Filling a step's arrays and its first passes over them, in array bytes per second: a 58-step
 # calibration that filled 34 arrays of 256 MiB took about 20 s on an idle 2-vCPU Zen 4 VM, 11.4 s
 # of it measuring (2026-11-24).
@@ -186,13 +197,18 @@ def _arrays_filled(what, arg):
     return int(what == "stream" or (what == "attention" and arg == "memory"))
 
 
+def _ladder_sizes(array_bytes):
+    return [mib << 20 for mib in LADDER_MIB if mib << 20 < array_bytes]
+
+
 def expected_seconds(threads_max=None, seconds_per_step=0.25, array_bytes=None):
     """About how long measure() takes on an idle machine: said before a first calibration."""
     steps = _steps(threads_max or os.cpu_count() or 1, kernel_paths())
     array_bytes = array_bytes or default_array_bytes()
     return sum(seconds_per_step * STEP_SHARE[what]
-               + array_bytes * _arrays_filled(what, arg) / SETUP_BYTES_PER_S
-               for what, arg, _ in steps)
+               + (array_bytes * _arrays_filled(what, arg) + (arg if what == "ladder" else 0)) / SETUP_BYTES_PER_S
+               for what, arg, _ in steps
+               if what != "ladder" or arg < array_bytes)
 
 
 def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
@@ -210,7 +226,8 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     if array_bytes is None:
         array_bytes = default_array_bytes(key)
     paths = kernel_paths()
-    steps = _steps(cores, paths)
+    steps = [(what, arg, t) for what, arg, t in _steps(cores, paths)
+             if what != "ladder" or arg in _ladder_sizes(array_bytes)]
     profile = {
         "schema": SCHEMA, "kind": KIND, "measured": True,
         "calibration_version": CALIBRATION_VERSION,
@@ -221,7 +238,9 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
         "dot": {}, "dot_block": {"rows": DOT_ROWS, "cols": DOT_COLS},
         "matmul": {"isa": _active_isa(), "prefill_tokens": PREFILL_TOKENS},
         "stream": {"isa": _active_isa(), "weight_rows": STREAM_ROWS, "weight_cols": STREAM_COLS,
-                   "patterns": {k: list(v) for k, v in STREAM_PATTERNS.items()}},
+                   "patterns": {k: list(v) for k, v in STREAM_PATTERNS.items()},
+                   "in_cache_bytes": STREAM_IN_CACHE_BYTES, "in_cache": {},
+                   "ladder": {"type": LADDER_TYPE, "pattern": LADDER_PATTERN, "sizes": {}}},
         "attention": {"isa": _active_isa(), "head_dim": ATTENTION_HEAD_DIM,
                       "positions": ATTENTION_POSITIONS, "ops_per_kv_byte": ATTENTION_OPS_PER_KV_BYTE,
                       "cached": {}},
@@ -263,18 +282,24 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             else:
                 profile["matmul"].setdefault(phase, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
-        elif what == "stream":
-            pattern, type_name = arg
+        elif what in ("stream", "stream_in_cache", "ladder"):
+            pattern, type_name = arg if what != "ladder" else (LADDER_PATTERN, LADDER_TYPE)
             chunk, interleave = STREAM_PATTERNS[pattern]
-            label = (f"{type_name} matmul x1 from memory ({pattern}), {t} thread{'s' if t > 1 else ''}")
+            total = {"stream": array_bytes, "stream_in_cache": STREAM_IN_CACHE_BYTES}.get(what, arg)
+            where = "from memory" if what == "stream" else f"over {total >> 20} MiB"
+            label = f"{type_name} matmul x1 {where} ({pattern}), {t} thread{'s' if t > 1 else ''}"
             try:
-                r = _core.calib_stream(quant.type_id(type_name), t, STREAM_ROWS, STREAM_COLS, array_bytes,
-                                       chunk, interleave, seconds_per_step)
+                r = _core.calib_stream(quant.type_id(type_name), t, STREAM_ROWS, STREAM_COLS, total,
+                                       chunk, interleave, seconds_per_step * STEP_SHARE[what])
             except (UnavailableError, UnsupportedError, ValueError) as e:
                 profile["unavailable"][f"stream {type_name}"] = str(e).split(": ", 1)[-1]
                 text = "not available"
             else:
-                profile["stream"].setdefault(pattern, {}).setdefault(type_name, {})[str(t)] = _rates(r)
+                table = {"stream": profile["stream"], "stream_in_cache": profile["stream"]["in_cache"]}.get(what)
+                if table is None:
+                    profile["stream"]["ladder"]["sizes"].setdefault(str(arg), {})[str(t)] = _rates(r)
+                else:
+                    table.setdefault(pattern, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GB/s"
         elif what == "attention":
             label = f"decode attention, KV cache in {arg}, {t} thread{'s' if t > 1 else ''}"
@@ -509,16 +534,29 @@ def matmul_throughput(profile, type_name, threads, phase="decode", which="median
     return _scaled(table, threads, which)
 
 
-def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows"):
+def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows", in_cache=False):
     """Weight bytes/s of decode's one-token product streaming from memory for a weight type
-    (the engine's own kernel, layout and work units; STREAM_PATTERNS); None when not measured.
-    Like memory bandwidth it does not scale with threads: the nearest measured count at or
-    below is used."""
-    table = ((profile.get("stream") or {}).get(pattern) or {}).get(type_name)
+    (the engine's own kernel, layout and work units; STREAM_PATTERNS), or with in_cache from
+    the last-level cache (STREAM_IN_CACHE_BYTES); None when not measured. Like memory
+    bandwidth it does not scale with threads: the nearest measured count at or below is used."""
+    stream = profile.get("stream") or {}
+    table = ((stream.get("in_cache") if in_cache else stream) or {}).get(pattern, {}).get(type_name)
     if not isinstance(table, dict):
         return None
     entry = _nearest_threads(table, threads)
     return float(entry[which]) if entry else None
+
+
+def stream_ladder(profile, threads, which="median"):
+    """[(bytes, bytes/s)] of the reference stream (LADDER_TYPE, LADDER_PATTERN) over growing
+    sizes, smallest first, at the nearest measured thread count; [] when not measured."""
+    sizes = (((profile.get("stream") or {}).get("ladder") or {}).get("sizes") or {})
+    out = []
+    for size, table in sizes.items():
+        entry = _nearest_threads(table, threads) if isinstance(table, dict) else None
+        if str(size).isdigit() and entry:
+            out.append((int(size), float(entry[which])))
+    return sorted(out)
 
 
 def attention_throughput(profile, threads, which="median", cached=False):
