@@ -161,6 +161,25 @@ def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
     assert "engine" in p.sources
     q = devices.load_profile_file(devices.save_profile_file(p, tmp_path / "again.json"))
     assert q.engine == p.engine
+    # the stream from the last-level cache and the ladder of sizes, ending at the memory array
+    # with the memory figure of the ladder's own thread count
+    mib = 1 << 20
+    machine["array_bytes"] = 1024 * mib
+    machine["stream"]["rows"]["q8_0"] = {"1": rate(8e9), "4": rate(12e9)}
+    machine["stream"]["in_cache"] = {"rows": {"q4_0": {"1": rate(20e9), "4": rate(40e9)}}}
+    machine["stream"]["ladder"] = {"type": "q8_0", "pattern": "rows", "sizes": {
+        str(16 * mib): {"4": rate(48e9)}, str(128 * mib): {"4": rate(24e9)}}}
+    p = devices.from_machine_profile(machine)
+    assert p.engine["stream_ladder_GBps"][str(1024 * mib)] == {4: pytest.approx(12.0)}
+    c = p.ceilings(4)
+    assert c.stream_by_op_in_cache["down"]["q4_0"] == pytest.approx(40e9)
+    assert c.stream_ladder == ((16 * mib, pytest.approx(48e9)), (128 * mib, pytest.approx(24e9)),
+                               (1024 * mib, pytest.approx(12e9)))
+    assert c.cache_share(8 * mib) == 1.0 and c.cache_share(2048 * mib) == 0.0
+    one = p.ceilings(1)      # fewer threads than the ladder's: the same shape, so the same share
+    assert one.cache_share(64 * mib) == pytest.approx(c.cache_share(64 * mib))
+    q = devices.load_profile_file(devices.save_profile_file(p, tmp_path / "ladder.json"))
+    assert q.engine == p.engine
     # a kernel path other than the one measured for the engine: its figures are not used
     machine["stream"]["isa"] = "neon"
     assert "stream_GBps" not in devices.from_machine_profile(machine).engine

@@ -406,7 +406,10 @@ def _engine_tables(machine, which):
                   (((stream.get("ladder") or {}).get("sizes")) or {}).items() if isinstance(t, dict)}
         ladder = {size: t for size, t in ladder.items() if t}
         # the ladder ends at the memory array, where the reference stream is the memory figure
-        memory_end = table((stream.get(calibrate.LADDER_PATTERN) or {}).get(calibrate.LADDER_TYPE))
+        # (at the ladder's own thread counts: its shape is what counts)
+        counts = {t for tab in ladder.values() for t in tab}
+        memory_end = {t: v for t, v in table((stream.get(calibrate.LADDER_PATTERN) or {})
+                                             .get(calibrate.LADDER_TYPE)).items() if t in counts}
         if ladder and memory_end and machine.get("array_bytes"):
             ladder[str(int(machine["array_bytes"]))] = memory_end
             out["stream_ladder_GBps"] = ladder

@@ -73,11 +73,12 @@ STREAM_PATTERN_OF_OP = {"qkv": "rows", "attn_out": "rows", "down": "rows", "gate
 # A model small enough finds its weights in the last-level cache on the next token (on a
 # server's cache shared with a VM, up to about 100 MB): decode's stream is measured once more
 # with every copy together STREAM_IN_CACHE_BYTES, and the reference kind (LADDER_TYPE in the
-# "rows" pattern) at a ladder of sizes, which says how much of that speed a model of a given
-# size keeps (roofline.Ceilings.cache_share). Sizes at or above the memory array are left out.
+# "rows" pattern, all threads) at a ladder of sizes, which says how much of that speed a model
+# of a given size keeps (roofline.Ceilings.cache_share; its shape, not its level, is used, so
+# one thread count serves every count). Sizes at or above the memory array are left out.
 STREAM_IN_CACHE_BYTES = 16 << 20
 LADDER_TYPE, LADDER_PATTERN = "q8_0", "rows"
-LADDER_MIB = (16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 384)
+LADDER_MIB = (16, 32, 64, 80, 96, 112, 128, 160, 192, 256)
 # Decode attention: 64-dimensional heads (every registry shape has them) over this many cached
 # positions, caches together the size of a memory array (out of cache, as decode finds them),
 # and once more with one layer's cache per thread (in cache: the arithmetic alone). The
@@ -160,7 +161,7 @@ def _steps(cores, paths):
               for type_name in DOT_TYPES for t in counts]
     steps += [("stream_in_cache", (pattern, type_name), t) for pattern in STREAM_PATTERNS
               for type_name in DOT_TYPES for t in counts]
-    steps += [("ladder", mib << 20, t) for mib in LADDER_MIB for t in counts]
+    steps += [("ladder", mib << 20, cores) for mib in LADDER_MIB]
     steps += [("attention", where, t) for where in ("memory", "cache") for t in counts]
     steps += [("fma", None, t) for t in sorted({1, cores})]
     steps += [("sync", None, t) for t in counts]
