@@ -115,6 +115,7 @@ def _tiny_profile(progress=None):
 
 def test_profile_is_measured_cached_and_reused(cache, monkeypatch):
     monkeypatch.setattr(calibrate, "LADDER_MIB", (2, 4, 64))     # the sizes below SMALL are measured
+    monkeypatch.setenv("SLMPROF_LLC_BYTES", str(64 << 20))         # a cache weight streams fit in
     seen = []
     # keep_busy: the suite runs on shared machines (what a busy calibration does is tested below)
     profile, cached = calibrate.get_profile(
@@ -145,6 +146,20 @@ def test_profile_is_measured_cached_and_reused(cache, monkeypatch):
     forced, cached = calibrate.get_profile(force=True, threads_max=1, seconds_per_step=0.005,
                                            array_bytes=SMALL, keep_busy=True)
     assert not cached
+
+
+def test_the_last_level_cache_can_be_given(monkeypatch):
+    """SLMPROF_LLC_BYTES: the board's cache under user-mode emulation, which shows the host's
+    /sys; a cache smaller than any weight stream gets no in-cache stream and no ladder."""
+    monkeypatch.setenv("SLMPROF_LLC_BYTES", str(2 << 20))                 # a Pi 5's L3
+    assert calibrate.llc_bytes() == 2 << 20
+    assert calibrate.default_array_bytes() == calibrate.MIN_ARRAY_BYTES
+    small = calibrate.expected_seconds(threads_max=1, array_bytes=SMALL)
+    monkeypatch.setenv("SLMPROF_LLC_BYTES", str(64 << 20))
+    assert calibrate.expected_seconds(threads_max=1, array_bytes=SMALL) > small
+    monkeypatch.setenv("SLMPROF_LLC_BYTES", "lots")
+    with pytest.raises(UnsupportedError, match="SLMPROF_LLC_BYTES='lots'"):
+        calibrate.llc_bytes()
 
 
 def test_profile_key_names_the_machine():

@@ -55,9 +55,12 @@ mount_chroot() {
 # A command inside the root with the given emulated core and a clean environment, as a login
 # on the Pi would have (plus the CA bundle for pip, which may bring its own otherwise).
 in_root() {
-    local root=$1 cpu=$2; shift 2
+    local root=$1 cpu=$2 llc=; shift 2
+    # the board's last-level cache, not the host's that user-mode emulation shows in /sys:
+    # Pi 4 (A72) 1 MB shared L2, Pi 5 (A76) 2 MB L3; calibrate sizes its arrays by it
+    case $cpu in cortex-a72) llc=1048576 ;; cortex-a76) llc=2097152 ;; esac
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-        LANG=C.UTF-8 TERM=dumb CI="${CI:-}" QEMU_CPU="$cpu" \
+        LANG=C.UTF-8 TERM=dumb CI="${CI:-}" QEMU_CPU="$cpu" SLMPROF_LLC_BYTES="$llc" \
         PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
         chroot "$root" /bin/bash -c "$*"
 }

@@ -10,11 +10,15 @@ NAME = "calibrate"
 HELP = "measure memory bandwidth and kernel throughput (the roofline's ceilings) for this machine"
 DESCRIPTION = (
     "Measure read, copy and triad bandwidth for 1..N threads over buffers far larger than the\n"
-    "last-level cache, cache-resident int8 dot-product throughput of every kernel path, f32 FMA\n"
-    "throughput and the cost of the engine's wait for its threads. The result is cached as this\n"
-    "machine's profile (keyed by CPU model, cores, memory and kernel) and reused by `layers` and\n"
-    "`plan` until --force. The load is recorded while it measures: a calibration taken while the\n"
-    "machine was busy is not saved (--keep-busy keeps it). Takes well under a minute.")
+    "last-level cache, cache-resident int8 dot-product throughput of every kernel path, the\n"
+    "engine's own products (in cache, and one token streaming its weights from memory and from\n"
+    "the last-level cache), its decode attention, f32 FMA throughput and the cost of the engine's\n"
+    "wait for its threads. The result is cached as this machine's profile (keyed by CPU model,\n"
+    "cores, memory and kernel) and reused by `layers` and `plan` until --force. The load is\n"
+    "recorded while it measures: a calibration taken while the machine was busy is not saved\n"
+    "(--keep-busy keeps it). One to two minutes on a small machine; the first `layers` run says\n"
+    "how long before it starts. SLMPROF_LLC_BYTES sets the last-level cache the arrays are sized\n"
+    "by (under user-mode emulation /sys shows the host's).")
 EXAMPLES = """examples:
   python -m slmprof calibrate                   measure once, then show the cached profile
   python -m slmprof calibrate --force --json    measure again, print the profile as JSON

@@ -178,11 +178,26 @@ STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "stream_i
 SETUP_BYTES_PER_S = 1e9
 
 
+def llc_bytes():
+    """The last-level cache in bytes as sysfs gives it, or as SLMPROF_LLC_BYTES says: the cache of
+    the machine being emulated, where user-mode emulation shows the host's /sys."""
+    env = os.environ.get("SLMPROF_LLC_BYTES", "")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise UnsupportedError(f"SLMPROF_LLC_BYTES={env!r}: expected a positive number of bytes")
+        return value
+    return _core.calib_llc_bytes()
+
+
 def default_array_bytes(key=None):
     """Bytes of each memory array: 8x the last-level cache (2x for a very large one), at least
     64 MB, at most 1/8 of RAM."""
     key = key or machine_key()
-    llc = _core.calib_llc_bytes()
+    llc = llc_bytes()
     array_bytes = max(MIN_ARRAY_BYTES,
                       min(LLC_MULTIPLE * llc, max(LARGE_LLC_MULTIPLE * llc, LARGE_ARRAY_BYTES)))
     if key["memory_bytes"]:
@@ -198,7 +213,10 @@ def _arrays_filled(what, arg):
     return int(what == "stream" or (what == "attention" and arg == "memory"))
 
 
-def _ladder_sizes(array_bytes):
+def _ladder_sizes(array_bytes, llc):
+    """The ladder's sizes: below the memory array, and none at all where no stream fits the cache."""
+    if llc < STREAM_IN_CACHE_BYTES:
+        return []
     return [mib << 20 for mib in LADDER_MIB if mib << 20 < array_bytes]
 
 
@@ -209,7 +227,8 @@ def expected_seconds(threads_max=None, seconds_per_step=0.25, array_bytes=None):
     return sum(seconds_per_step * STEP_SHARE[what]
                + (array_bytes * _arrays_filled(what, arg) + (arg if what == "ladder" else 0)) / SETUP_BYTES_PER_S
                for what, arg, _ in steps
-               if what != "ladder" or arg < array_bytes)
+               if (what not in ("ladder", "stream_in_cache") or llc_bytes() >= STREAM_IN_CACHE_BYTES)
+               and (what != "ladder" or arg < array_bytes))
 
 
 def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
@@ -223,12 +242,14 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     delay = {"run_delay_s": 0.0, "thread_s": 0.0}   # the measuring threads', summed over steps
     key = machine_key()
     cores = threads_max or key["cores"]
-    llc = _core.calib_llc_bytes()
+    llc = llc_bytes()
     if array_bytes is None:
         array_bytes = default_array_bytes(key)
     paths = kernel_paths()
     steps = [(what, arg, t) for what, arg, t in _steps(cores, paths)
-             if what != "ladder" or arg in _ladder_sizes(array_bytes)]
+             if what != "ladder" or arg in _ladder_sizes(array_bytes, llc)]
+    if llc < STREAM_IN_CACHE_BYTES:     # no weight stream fits this cache (a Pi's is 1-2 MB)
+        steps = [step for step in steps if step[0] not in ("stream_in_cache", "ladder")]
     profile = {
         "schema": SCHEMA, "kind": KIND, "measured": True,
         "calibration_version": CALIBRATION_VERSION,
