@@ -323,3 +323,14 @@ def test_cli_lists_devices(tmp_path):
     for name in devices.BUILTIN_NAMES:
         assert name in out.stdout
     assert "calibrate --export" in out.stdout
+
+
+def test_a_mixed_file_is_planned_with_the_engines_own_kernels():
+    """A Q4_K_M file holds several tensor types: its bound is made of the engine's figures when
+    every one of them was calibrated, else it is a plain roofline."""
+    c = roofline.Ceilings(threads=2, bandwidth=20e9, fma=100e9, stream={"q5_0": 10e9, "q4_k": 8e9, "q8_0": 12e9},
+                          gemm={"q5_0": 1e11, "q4_k": 1e11, "q8_0": 1e11}, attention=5e9)
+    mix = {"q5_0", "q4_k", "q8_0", "f32"}
+    assert plan.ceilings_kind(c, "decode", mix) == plan.ENGINE
+    assert plan.ceilings_kind(c, "prefill", mix) == plan.ENGINE
+    assert plan.ceilings_kind(c, "decode", mix | {"q6_k"}) == plan.ROOFLINE

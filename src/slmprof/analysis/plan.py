@@ -62,13 +62,12 @@ DEFAULT_EFFICIENCY_SOURCE = ("default, not measured: run `python -m slmprof benc
                              "-o B.json` then `python -m slmprof plan --learn B.json`")
 
 
-def ceilings_kind(ceilings, phase, weight_type):
-    """ENGINE when the ceilings hold the engine's own kernels for this phase and weight type,
-    else ROOFLINE."""
-    t = main_type(weight_type)
-    if phase == "decode":
-        return ENGINE if ceilings.stream.get(t) and ceilings.attention else ROOFLINE
-    return ENGINE if ceilings.gemm.get(t) and ceilings.attention else ROOFLINE
+def ceilings_kind(ceilings, phase, weight_types):
+    """ENGINE when the ceilings hold the engine's own kernels for this phase and every weight
+    type of the model (a mix such as Q4_K_M has several), else ROOFLINE."""
+    table = ceilings.stream if phase == "decode" else ceilings.gemm
+    types = {t for t in weight_types if t in table or t in quant.QUANTIZED_TYPES}
+    return ENGINE if types and all(table.get(t) for t in types) and ceilings.attention else ROOFLINE
 
 
 # -- what is planned ---------------------------------------------------------------------------
@@ -394,7 +393,8 @@ class Prediction:
     prefill_ceilings: str
     prefill_efficiency: float
     planned_types: bool = True
-    decode_cache_share: float = 0.0  # how far decode's stream is from memory's speed to the cache's (0..1)
+    decode_cache_share: float = 0.0  # how far decode's stream would move from memory's speed to the cache's (0..1)
+    decode_cached_bound_tok_s: float = None  # the decode bound were that share of the cache's speed kept
     load_s: float = None
     energy_J_per_token: float = None
     meets_target: bool = True
@@ -436,16 +436,23 @@ def predict(cand, device, ctx=None, threads=None, efficiency=None, prefill_token
     need = weights + kv + work
     usable = device.usable_memory_bytes
 
-    # what a decoded token reads: a model this small may find it in the last-level cache
+    ceilings = device.ceilings(threads)
+    # What a decoded token reads: a model this small may find part of it in the last-level cache
+    # on the next token. How much depends on what else shares that cache, so the bound stays the
+    # memory one and the cached figure is an upper end beside it.
     read_per_token = sum(c.weight_bytes + c.kv_read_bytes for c in
                          roofline.op_costs(shape, cand.weight_types, decode_at, 1, DEFAULT_KV_TYPE, 1))
-    ceilings = replace(device.ceilings(threads), working_set=read_per_token)
+    share = ceilings.cache_share(read_per_token)
+    dec_cached = (1.0 / step_seconds(cand, replace(ceilings, working_set=read_per_token), decode_at, 1)[0]
+                  if share >= CACHE_SHARE_SHOWN else None)
     t_dec, t_dec_mem, t_dec_cmp, dec_bytes = step_seconds(cand, ceilings, decode_at, 1)
     dec_bound = 1.0 / t_dec
     t_pre, t_pre_mem, t_pre_cmp, _ = step_seconds(cand, ceilings, 0, prefill_tokens)
     pre_bound = prefill_tokens / t_pre
-    dec_kind = ceilings_kind(ceilings, "decode", cand.type)
-    pre_kind = ceilings_kind(ceilings, "prefill", cand.type)
+    types = {t for k, t in cand.weight_types.items() if k != "blocks"}
+    types |= {t for block in cand.weight_types.get("blocks", ()) for t in block.values()}
+    dec_kind = ceilings_kind(ceilings, "decode", types)
+    pre_kind = ceilings_kind(ceilings, "prefill", types)
     dec_eff = efficiency.value("decode", weights, cand.type, dec_kind)
     pre_eff = efficiency.value("prefill", weights, cand.type, pre_kind)
     dec_expected = dec_bound * dec_eff
@@ -468,7 +475,7 @@ def predict(cand, device, ctx=None, threads=None, efficiency=None, prefill_token
         prefill_expected_tok_s=pre_expected,
         prefill_bound_by="memory" if t_pre_mem >= t_pre_cmp else "compute",
         prefill_ceilings=pre_kind, prefill_efficiency=pre_eff,
-        decode_cache_share=round(ceilings.cache_share(read_per_token), 3),
+        decode_cache_share=round(share, 3), decode_cached_bound_tok_s=dec_cached,
         load_s=load_s, energy_J_per_token=energy)
 
 
@@ -667,11 +674,12 @@ def make_plan_report(predictions, device, efficiency, settings=None):
                      "them (one-token product streaming its weights from memory, decode attention, "
                      "blocked product): the expected figure is the bound unless an efficiency was "
                      "measured against such bounds or given")
-    if any(p.decode_cache_share >= CACHE_SHARE_SHOWN for p in predictions):
-        notes.append("'from cache': a model that reads less per token than the last-level cache holds "
-                     "finds part of its weights still there on the next token; the share is how far its "
-                     "decode stream moves from the memory figure toward the in-cache one, read off "
-                     "calibrate's ladder of stream sizes")
+    if any(p.decode_cached_bound_tok_s for p in predictions):
+        notes.append("'up to ... from cache': a model that reads less per token than the last-level cache "
+                     "holds may find part of its weights still there on the next token; calibrate's "
+                     "ladder of stream sizes says how much at most (the share: how far its decode stream "
+                     "would move from the memory figure toward the in-cache one). What it gets depends on "
+                     "what else uses that cache, so the bound is the memory one and this is its upper end")
     if any(p.energy_J_per_token is None for p in predictions):
         notes.append(f"energy per token: no power figure for device {device.name!r}")
     if any(p.load_s is None for p in predictions):
@@ -773,8 +781,9 @@ def format_plan(rep):
                          load="" if r["load_s"] is None else f"{r['load_s']:.{1 if r['load_s'] >= 1 else 2}f}",
                          energy="" if r["energy_J_per_token"] is None else f"{r['energy_J_per_token']:.2f}",
                          ok="yes" if r["meets_target"] else f"no: {r['why_not']}",
-                         by=r["decode_bound_by"] + (f", {r['decode_cache_share']:.0%} from cache"
-                                                    if r.get("decode_cache_share", 0) >= CACHE_SHARE_SHOWN else "")))
+                         by=r["decode_bound_by"] + (f"; up to {fmt_rate(r['decode_cached_bound_tok_s'])} from cache "
+                                                    f"({r['decode_cache_share']:.0%})"
+                                                    if r.get("decode_cached_bound_tok_s") else "")))
     cols = [Column("model"), Column("type"), Column("mem", "memory"),
             Column("parts", "weights+KV+work"), Column("memory_verdict", "fit", align="left"),
             Column("dec", "decode tok/s (bound)"), Column("by", "by", align="left"),
