@@ -53,7 +53,6 @@ static inline __m256i dot_pair(__m256i lo, __m256i alo, __m256i hi, __m256i ahi)
 
 #define ROW_CHUNK 64 /* rows whose tiles stay cache-resident while every token tile passes */
 
-
 static inline float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -434,7 +434,7 @@ static void quantize_block_q6_K(const float *x, slm_block_q6_K *y) {
     }
 }
 
-static void quantize_block_q8_K(const float *x, slm_block_q8_K *y) {
+static void quantize_block_q8_K_ref(const float *x, slm_block_q8_K *y) {
     float max = 0, amax = 0;
     for (int j = 0; j < SLM_QK_K; j++)
         if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
@@ -555,7 +555,7 @@ int slm_kq_quantize_row_ref(int type, const float *x, void *y, int64_t n) {
         case SLM_TYPE_Q4_K: quantize_block_q4_K(xb, yb); break;
         case SLM_TYPE_Q5_K: quantize_block_q5_K(xb, yb); break;
         case SLM_TYPE_Q6_K: quantize_block_q6_K(xb, yb); break;
-        case SLM_TYPE_Q8_K: quantize_block_q8_K(xb, yb); break;
+        case SLM_TYPE_Q8_K: quantize_block_q8_K_ref(xb, yb); break;
         default: return SLM_EUNSUPPORTED_TYPE;
         }
     }

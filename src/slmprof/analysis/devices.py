@@ -139,8 +139,7 @@ class DeviceProfile:
                                  stream=per_type("stream_GBps"), attention=attention,
                                  stream_by_op=stream_by_op, attention_cached=attention_cached,
                                  attention_ops_per_kv_byte=eng.get("attention_ops_per_kv_byte"),
-                                 stream_by_op_in_cache=stream_by_op_in_cache, stream_ladder=ladder,
-                                 ladder_type=calibrate.LADDER_TYPE)
+                                 stream_by_op_in_cache=stream_by_op_in_cache, stream_ladder=ladder)
 
     @property
     def usable_memory_bytes(self):

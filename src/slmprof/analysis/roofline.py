@@ -310,8 +310,7 @@ class Ceilings:
     kv_huge: bool = False                       # the KV cache sits in huge pages (THP "always")
     calibrated_threads: Optional[int] = None    # the thread count whose figures these are
     stream_by_op_in_cache: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s}, from the last-level cache
-    stream_ladder: tuple = ()                   # ((bytes, bytes/s), ...): ladder_type's stream over growing sizes
-    ladder_type: Optional[str] = None
+    stream_ladder: tuple = ()                   # ((bytes, bytes/s), ...): calibrate's reference stream over growing sizes
     working_set: Optional[float] = None         # bytes a decoded token reads (plan's model): None, from memory
 
     # -- the verdict's ceilings
@@ -421,7 +420,7 @@ class Ceilings:
                    "engine_stream_bytes_per_s": "stream",
                    "engine_stream_by_op_bytes_per_s": "stream_by_op",
                    "engine_stream_by_op_in_cache_bytes_per_s": "stream_by_op_in_cache",
-                   "engine_stream_ladder": "stream_ladder", "ladder_type": "ladder_type",
+                   "engine_stream_ladder": "stream_ladder",
                    "working_set_bytes": "working_set"}
 
     def as_report(self):

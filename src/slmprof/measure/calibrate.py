@@ -213,22 +213,22 @@ def _arrays_filled(what, arg):
     return int(what == "stream" or (what == "attention" and arg == "memory"))
 
 
-def _ladder_sizes(array_bytes, llc):
-    """The ladder's sizes: below the memory array, and none at all where no stream fits the cache."""
-    if llc < STREAM_IN_CACHE_BYTES:
-        return []
-    return [mib << 20 for mib in LADDER_MIB if mib << 20 < array_bytes]
+def _planned_steps(cores, paths, array_bytes, llc):
+    """The steps this machine gets: the ladder below the memory array, and no in-cache stream
+    or ladder where no weight stream fits the cache (a Pi's is 1-2 MB)."""
+    fits = llc >= STREAM_IN_CACHE_BYTES
+    return [(what, arg, t) for what, arg, t in _steps(cores, paths)
+            if (fits or what not in ("stream_in_cache", "ladder"))
+            and (what != "ladder" or arg < array_bytes)]
 
 
 def expected_seconds(threads_max=None, seconds_per_step=0.25, array_bytes=None):
     """About how long measure() takes on an idle machine: said before a first calibration."""
-    steps = _steps(threads_max or os.cpu_count() or 1, kernel_paths())
     array_bytes = array_bytes or default_array_bytes()
+    steps = _planned_steps(threads_max or os.cpu_count() or 1, kernel_paths(), array_bytes, llc_bytes())
     return sum(seconds_per_step * STEP_SHARE[what]
                + (array_bytes * _arrays_filled(what, arg) + (arg if what == "ladder" else 0)) / SETUP_BYTES_PER_S
-               for what, arg, _ in steps
-               if (what not in ("ladder", "stream_in_cache") or llc_bytes() >= STREAM_IN_CACHE_BYTES)
-               and (what != "ladder" or arg < array_bytes))
+               for what, arg, _ in steps)
 
 
 def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=None):
@@ -246,10 +246,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
     if array_bytes is None:
         array_bytes = default_array_bytes(key)
     paths = kernel_paths()
-    steps = [(what, arg, t) for what, arg, t in _steps(cores, paths)
-             if what != "ladder" or arg in _ladder_sizes(array_bytes, llc)]
-    if llc < STREAM_IN_CACHE_BYTES:     # no weight stream fits this cache (a Pi's is 1-2 MB)
-        steps = [step for step in steps if step[0] not in ("stream_in_cache", "ladder")]
+    steps = _planned_steps(cores, paths, array_bytes, llc)
     profile = {
         "schema": SCHEMA, "kind": KIND, "measured": True,
         "calibration_version": CALIBRATION_VERSION,
@@ -567,18 +564,6 @@ def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows"
         return None
     entry = _nearest_threads(table, threads)
     return float(entry[which]) if entry else None
-
-
-def stream_ladder(profile, threads, which="median"):
-    """[(bytes, bytes/s)] of the reference stream (LADDER_TYPE, LADDER_PATTERN) over growing
-    sizes, smallest first, at the nearest measured thread count; [] when not measured."""
-    sizes = (((profile.get("stream") or {}).get("ladder") or {}).get("sizes") or {})
-    out = []
-    for size, table in sizes.items():
-        entry = _nearest_threads(table, threads) if isinstance(table, dict) else None
-        if str(size).isdigit() and entry:
-            out.append((int(size), float(entry[which])))
-    return sorted(out)
 
 
 def attention_throughput(profile, threads, which="median", cached=False):
