@@ -180,6 +180,19 @@ def test_engine_kernels_travel_with_an_exported_calibration(tmp_path):
     assert one.cache_share(64 * mib) == pytest.approx(c.cache_share(64 * mib))
     q = devices.load_profile_file(devices.save_profile_file(p, tmp_path / "ladder.json"))
     assert q.engine == p.engine
+    # the stream over longer rows: with the two row lengths, into plan's ceilings and back
+    machine["stream"]["weight_cols"], machine["stream"]["long_cols"] = 1024, 4096
+    machine["stream"]["long"] = {"rows": {"q4_0": {"1": rate(12e9), "4": rate(16e9)}}}
+    p = devices.from_machine_profile(machine)
+    assert p.engine["stream_long_GBps"] == {"q4_0": {1: pytest.approx(12.0), 4: pytest.approx(16.0)}}
+    assert (p.engine["stream_cols"], p.engine["stream_long_cols"]) == (1024, 4096)
+    c = p.ceilings(4)
+    assert c.stream_row_lengths == (1024, 4096) and c.stream_by_op_long["down"]["q4_0"] == pytest.approx(16e9)
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down", 4096) == pytest.approx(16e9)
+    q = devices.load_profile_file(devices.save_profile_file(p, tmp_path / "long.json"))
+    assert q.engine == p.engine and q.ceilings(4).stream_row_lengths == (1024, 4096)
+    del machine["stream"]["long_cols"]      # lengths not recorded: the long figures are not used
+    assert "stream_long_GBps" not in devices.from_machine_profile(machine).engine
     # a kernel path other than the one measured for the engine: its figures are not used
     machine["stream"]["isa"] = "neon"
     assert "stream_GBps" not in devices.from_machine_profile(machine).engine

@@ -242,6 +242,30 @@ def test_a_small_model_streams_from_the_last_level_cache():
         c.weight_bandwidth("matmul", "q4_0", 1, "down")
 
 
+def test_a_stream_over_longer_rows_is_interpolated_between_the_two_measured_lengths():
+    """Plan's stream for an operation whose weight rows are between the two calibrated lengths:
+    per byte the time interpolated in log(row length); outside them the nearer end holds; a
+    table without the long figure, or an operation that is not measured long, keeps the one
+    figure."""
+    c = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9, stream_by_op={"down": {"q4_0": 10e9}, "qkv": {"q4_0": 10e9}},
+                          stream_by_op_long={"down": {"q4_0": 20e9}}, stream_row_lengths=(1024, 4096))
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down", 1024) == pytest.approx(10e9)
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down", 4096) == pytest.approx(20e9)
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down", 2048) == pytest.approx(1 / (0.5 / 10e9 + 0.5 / 20e9))
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down", 576) == pytest.approx(10e9)      # held at the ends
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down", 16384) == pytest.approx(20e9)
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "qkv", 4096) == pytest.approx(10e9)      # not measured long
+    assert c.weight_bandwidth("matmul", "q4_0", 1, "down") == pytest.approx(10e9)           # no row length given
+    down = next(x for x in roofline.op_costs(SMOL, roofline.weight_types_for(SMOL, "q4_0"), 0, 1) if x.op == "down")
+    assert down.row_length == SMOL.ffn
+    assert c.engine_times(down)[0] == pytest.approx(down.weight_bytes / c.weight_bandwidth("matmul", "q4_0", 1, "down", SMOL.ffn))
+    again = roofline.Ceilings.from_report(c.as_report())
+    assert again.weight_bandwidth("matmul", "q4_0", 1, "down", 2048) == c.weight_bandwidth("matmul", "q4_0", 1, "down", 2048)
+    short_only = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9, stream_by_op={"down": {"q4_0": 10e9}},
+                                   stream_by_op_long={"down": {"q4_0": 20e9}})
+    assert short_only.weight_bandwidth("matmul", "q4_0", 1, "down", 4096) == pytest.approx(10e9)
+
+
 def test_a_rate_above_a_ceiling_is_flagged():
     assert roofline.ceiling_flags(1.0, 0.1, 1.05) == []
     mem = roofline.ceiling_flags(1.2, 0.1, 1.0, nbytes=1e9, ops=1e8)

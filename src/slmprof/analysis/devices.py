@@ -66,7 +66,8 @@ class DeviceProfile:
     # "matvec_GOPs"/"gemm_GOPs" {type: {threads: GOP/s}} (cache-resident matrix products, one
     # token / blocked), "stream_GBps" {type: {threads: GB/s}} (one-token product with weights
     # from memory in plain row chunks), "stream_<pattern>_GBps" likewise in the engine's other
-    # work units (gate_up, lm_head), "stream[_<pattern>]_in_cache_GBps" the same from the
+    # work units (gate_up, lm_head), "stream[_<pattern>]_long_GBps" the same over rows
+    # "stream_long_cols" long (the others' are "stream_cols"), "stream[_<pattern>]_in_cache_GBps" the same from the
     # last-level cache, "stream_ladder_GBps" {bytes: {threads: GB/s}} the reference stream over
     # growing sizes up to the memory array's, "attention_GOPs" {threads: GOP/s} (decode
     # attention, KV from memory).
@@ -123,14 +124,19 @@ class DeviceProfile:
         if eng.get("attention_cached_GOPs"):
             attention_cached = _at_threads(eng["attention_cached_GOPs"], threads,
                                            "engine.attention_cached_GOPs", self.name) * 1e9
-        stream_by_op, stream_by_op_in_cache = {}, {}
+        stream_by_op, stream_by_op_long, stream_by_op_in_cache = {}, {}, {}
         for op, pattern in STREAM_PATTERN_OF_OP.items():
-            tab = per_type(f"stream_{pattern}_GBps") or (per_type("stream_GBps") if pattern == "rows" else {})
+            tab = per_type(_stream_key(pattern)) or (per_type("stream_GBps") if pattern == "rows" else {})
             if tab:
                 stream_by_op[op] = tab
+            tab = per_type(_stream_key(pattern, long_rows=True))
+            if tab:
+                stream_by_op_long[op] = tab
             tab = per_type(_stream_key(pattern, in_cache=True))
             if tab:
                 stream_by_op_in_cache[op] = tab
+        row_lengths = ((int(eng["stream_cols"]), int(eng["stream_long_cols"]))
+                       if stream_by_op_long and eng.get("stream_cols") and eng.get("stream_long_cols") else ())
         ladder = tuple(sorted((int(size), rate) for size, rate in per_type("stream_ladder_GBps").items()))
         return roofline.Ceilings(threads=int(threads), bandwidth=self.bandwidth_GBps(threads) * 1e9,
                                  fma=self.f32_GFLOPs_at(threads) * 1e9, dot=dot, isa=self.isa,
@@ -139,7 +145,9 @@ class DeviceProfile:
                                  stream=per_type("stream_GBps"), attention=attention,
                                  stream_by_op=stream_by_op, attention_cached=attention_cached,
                                  attention_ops_per_kv_byte=eng.get("attention_ops_per_kv_byte"),
-                                 stream_by_op_in_cache=stream_by_op_in_cache, stream_ladder=ladder)
+                                 stream_by_op_in_cache=stream_by_op_in_cache, stream_ladder=ladder,
+                                 stream_by_op_long=stream_by_op_long if row_lengths else {},
+                                 stream_row_lengths=row_lengths)
 
     @property
     def usable_memory_bytes(self):
@@ -169,7 +177,7 @@ class DeviceProfile:
         if self.published:
             d["published"] = list(self.published)
         if self.engine:
-            d["engine"] = {k: (v if k == "attention_ops_per_kv_byte" else
+            d["engine"] = {k: (v if k in ENGINE_NUMBERS else
                                _str_keys(v) if k in ENGINE_THREAD_TABLES else
                                {ty: _str_keys(t) for ty, t in sorted(v.items())})
                            for k, v in self.engine.items() if v}
@@ -283,7 +291,7 @@ def profile_from_dict(d, origin="<dict>"):
         if key not in ENGINE_KEYS:
             continue        # a field a later slmprof measures: ignored, not an error
         where = f"{origin}: engine.{key}"
-        if key == "attention_ops_per_kv_byte":
+        if key in ENGINE_NUMBERS:
             engine[key] = float(_positive_number(table, where))
         elif key in ENGINE_THREAD_TABLES:
             engine[key] = _thread_table(table, where)
@@ -366,15 +374,21 @@ HEADROOM_ASSUMPTION = ("assumption, not a measurement: 512 MiB for the kernel, f
 
 PASSES = ("median", "best")
 ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "stream_gate_up_GBps",
-               "stream_lm_head_GBps", "stream_in_cache_GBps", "stream_gate_up_in_cache_GBps",
+               "stream_lm_head_GBps", "stream_long_GBps", "stream_gate_up_long_GBps",
+               "stream_in_cache_GBps", "stream_gate_up_in_cache_GBps",
                "stream_lm_head_in_cache_GBps", "stream_ladder_GBps", "attention_GOPs",
-               "attention_cached_GOPs", "attention_ops_per_kv_byte")
+               "attention_cached_GOPs", "attention_ops_per_kv_byte", "stream_cols",
+               "stream_long_cols")
+# engine keys that hold one number (the others: {type: {threads: value}} or {threads: value})
+ENGINE_NUMBERS = ("attention_ops_per_kv_byte", "stream_cols", "stream_long_cols")
 
 
-def _stream_key(pattern, in_cache=False):
+def _stream_key(pattern, in_cache=False, long_rows=False):
     """The engine table of decode's stream in a work-unit pattern: "stream_GBps" (rows),
-    "stream_gate_up_GBps", ...; "_in_cache" from the last-level cache."""
-    return ("stream" if pattern == "rows" else f"stream_{pattern}") + ("_in_cache" if in_cache else "") + "_GBps"
+    "stream_gate_up_GBps", ...; "_long" over rows stream_long_cols long, "_in_cache" from the
+    last-level cache."""
+    return (("stream" if pattern == "rows" else f"stream_{pattern}") + ("_long" if long_rows else "")
+            + ("_in_cache" if in_cache else "") + "_GBps")
 ENGINE_THREAD_TABLES = ("attention_GOPs", "attention_cached_GOPs")
 
 
@@ -396,11 +410,16 @@ def _engine_tables(machine, which):
     stream = machine.get("stream") or {}
     if stream.get("isa") in (None, isa):
         for pattern in calibrate.STREAM_PATTERNS:
-            for in_cache in (False, True):
-                raw = (stream.get("in_cache") or {}) if in_cache else stream
-                tabs = {ty: table(t) for ty, t in (raw.get(pattern) or {}).items() if isinstance(t, dict)}
+            for in_cache, long_rows in ((False, False), (False, True), (True, False)):
+                raw = stream.get("in_cache") if in_cache else stream.get("long") if long_rows else stream
+                tabs = {ty: table(t) for ty, t in ((raw or {}).get(pattern) or {}).items()
+                        if isinstance(t, dict)}
                 if any(tabs.values()):
-                    out[_stream_key(pattern, in_cache)] = {ty: t for ty, t in tabs.items() if t}
+                    out[_stream_key(pattern, in_cache, long_rows)] = {ty: t for ty, t in tabs.items() if t}
+        if any(k.endswith("_long_GBps") for k in out) and stream.get("weight_cols") and stream.get("long_cols"):
+            out["stream_cols"], out["stream_long_cols"] = int(stream["weight_cols"]), int(stream["long_cols"])
+        else:
+            out = {k: v for k, v in out.items() if not k.endswith("_long_GBps")}
         ladder = {str(size): table(t) for size, t in
                   (((stream.get("ladder") or {}).get("sizes")) or {}).items() if isinstance(t, dict)}
         ladder = {size: t for size, t in ladder.items() if t}
@@ -485,7 +504,7 @@ def from_machine_profile(machine, origin="machine profile", this_machine=False, 
 
 
 def this_machine_profile(force=False, progress=None, which="median"):
-    """The calibrated profile of this machine (calibrates once, under a minute, if none is cached)."""
+    """The calibrated profile of this machine (calibrates once if none is cached)."""
     machine, _ = calibrate.get_profile(force=force, progress=progress)
     profile = from_machine_profile(machine, origin="calibration of this machine", this_machine=True,
                                    which=which)

@@ -161,6 +161,7 @@ class OpCost:
     kind: str                     # "matmul" | "attention" | "elementwise"
     weight_type: Optional[str] = None
     n_tok: int = 1                # tokens in the call: 1 is decode's matrix-vector product
+    row_length: int = 0           # elements in a row of its weights (a matmul's input length)
 
     @property
     def bytes(self):
@@ -196,10 +197,10 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
     qk_norm, post_norms, gelu = "qk_norm" in runs, "attn_post_norm" in runs, "gelu" in runs
     out = []
 
-    def add(slot, op, weight_bytes, ops, kind, weight_type=None, kv_read=0, kv_write=0):
+    def add(slot, op, weight_bytes, ops, kind, weight_type=None, kv_read=0, kv_write=0, row_length=0):
         rows = n_logits if op == "lm_head" else n_tok
         out.append(OpCost(slot, layer_name(slot, L), op, region_id(slot, op), int(weight_bytes),
-                          int(kv_read), int(kv_write), int(ops), kind, weight_type, rows))
+                          int(kv_read), int(kv_write), int(ops), kind, weight_type, rows, int(row_length)))
 
     wt = weight_types
     add(0, "embed", n_tok * tensor_bytes(wt["token_embd"], 1, d),
@@ -218,7 +219,8 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
             qkv_w += (q_dim + 2 * kv_dim) * 4
             qkv_ops += n_tok * (q_dim + 2 * kv_dim)
         kv_row = n_tok * kv_dim * kv_elem       # new keys, or new values
-        add(s, "qkv", qkv_w, qkv_ops, "matmul", bt["attn_q"], kv_write=kv_row if qk_norm else 2 * kv_row)
+        add(s, "qkv", qkv_w, qkv_ops, "matmul", bt["attn_q"], kv_write=kv_row if qk_norm else 2 * kv_row,
+            row_length=d)
         if qk_norm:     # per-head norms of q and k, RoPE, keys into the cache
             add(s, "qk_norm", 2 * shape.head_dim * 4,
                 n_tok * (q_dim + kv_dim) * NORM_OPS_PER_ELEM + rope_ops, "elementwise",
@@ -227,18 +229,18 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
         attn_ops = seen * (4 * q_dim + shape.n_head * SOFTMAX_OPS_PER_SCORE)
         add(s, "rope_attn", 0, attn_ops, "attention", kv_read=read * 2 * kv_dim * kv_elem)
         add(s, "attn_out", tensor_bytes(bt["attn_output"], d, q_dim), 2 * n_tok * q_dim * d,
-            "matmul", bt["attn_output"])
+            "matmul", bt["attn_output"], row_length=q_dim)
         if post_norms:
             add(s, "attn_post_norm", norm_bytes,
                 n_tok * d * (NORM_OPS_PER_ELEM + RESIDUAL_OPS_PER_ELEM), "elementwise")
         add(s, "ffn_norm", norm_bytes, n_tok * d * NORM_OPS_PER_ELEM, "elementwise")
         add(s, "gate_up", tensor_bytes(bt["ffn_gate"], f, d) + tensor_bytes(bt["ffn_up"], f, d),
             4 * n_tok * d * f + (0 if gelu else n_tok * f * SWIGLU_OPS_PER_ELEM), "matmul",
-            bt["ffn_gate"])
+            bt["ffn_gate"], row_length=d)
         if gelu:
             add(s, "gelu", 0, n_tok * f * GELU_OPS_PER_ELEM, "elementwise")
         add(s, "down", tensor_bytes(bt["ffn_down"], d, f), 2 * n_tok * f * d, "matmul",
-            bt["ffn_down"])
+            bt["ffn_down"], row_length=f)
         if post_norms:
             add(s, "ffn_post_norm", norm_bytes,
                 n_tok * d * (NORM_OPS_PER_ELEM + RESIDUAL_OPS_PER_ELEM), "elementwise")
@@ -247,7 +249,7 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
     softcap = getattr(shape, "logit_softcap", 0) or 0
     add(head, "lm_head", tensor_bytes(wt["output"], shape.vocab, d),
         2 * n_logits * d * shape.vocab + (n_logits * shape.vocab * SOFTCAP_OPS_PER_LOGIT if softcap else 0),
-        "matmul", wt["output"])
+        "matmul", wt["output"], row_length=d)
     return out
 
 
@@ -309,6 +311,8 @@ class Ceilings:
     repacked: tuple = ()                        # weight types the engine copies into huge pages
     kv_huge: bool = False                       # the KV cache sits in huge pages (THP "always")
     calibrated_threads: Optional[int] = None    # the thread count whose figures these are
+    stream_by_op_long: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s}, rows stream_row_lengths[1] long
+    stream_row_lengths: tuple = ()              # (elements per row of stream_by_op, of stream_by_op_long)
     stream_by_op_in_cache: dict = field(default_factory=dict)  # op -> {weight type -> bytes/s}, from the last-level cache
     stream_ladder: tuple = ()                   # ((bytes, bytes/s), ...): calibrate's reference stream over growing sizes
     working_set: Optional[float] = None         # bytes a decoded token reads (plan's model): None, from memory
@@ -352,13 +356,20 @@ class Ceilings:
         return t_mem, (c.ops / peak if peak and peak != float("inf") else 0.0)
 
     # -- what this engine achieves (plan's prediction; never a ceiling)
-    def weight_bandwidth(self, kind, weight_type=None, n_tok=1, op=None):
+    def weight_bandwidth(self, kind, weight_type=None, n_tok=1, op=None, row_length=0):
         """Bytes/s at which the engine's kernels stream an operation's weights: its one-token
         product for that weight type in that operation's work units when measured, else in its
-        plain row chunks, else the memory ceiling. With a working set, per byte the time from
-        the last-level cache for the share cache_share() gives, from memory for the rest."""
+        plain row chunks, else the memory ceiling. Where it was measured at two row lengths,
+        per byte the time interpolated in log(row_length) between them (held at the nearer end
+        outside). With a working set, per byte the time from the last-level cache for the share
+        cache_share() gives, from memory for the rest."""
         if kind == "matmul" and n_tok <= 1:
             own = (self.stream_by_op.get(op) or {}).get(weight_type) or self.stream.get(weight_type)
+            long_rows = (self.stream_by_op_long.get(op) or {}).get(weight_type)
+            if own and long_rows and row_length and len(self.stream_row_lengths) == 2:
+                short_cols, long_cols = self.stream_row_lengths
+                f = min(1.0, max(0.0, math.log(row_length / short_cols) / math.log(long_cols / short_cols)))
+                own = 1.0 / ((1 - f) / own + f / long_rows)
             cached = (self.stream_by_op_in_cache.get(op) or {}).get(weight_type)
             share = self.cache_share(self.working_set) if own and cached else 0.0
             if own:
@@ -394,7 +405,7 @@ class Ceilings:
         a one-token matmul's weights at its streaming rate, KV traffic at the read bandwidth,
         attention at its in-cache arithmetic plus what each KV byte from memory cost it in the
         calibration, other operations at the kernel ceiling."""
-        t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op)
+        t_mem = (c.weight_bytes / self.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op, c.row_length)
                  + (c.kv_read_bytes + c.kv_write_bytes) / self.kv_bandwidth)
         if c.kind == "attention" and self.attention and self.attention_cached and self.attention_ops_per_kv_byte:
             # its arithmetic in cache, plus what each KV byte from memory cost it beyond that in
@@ -419,6 +430,8 @@ class Ceilings:
                    "repacked_types": "repacked", "kv_cache_huge_pages": "kv_huge",
                    "engine_stream_bytes_per_s": "stream",
                    "engine_stream_by_op_bytes_per_s": "stream_by_op",
+                   "engine_stream_by_op_long_bytes_per_s": "stream_by_op_long",
+                   "engine_stream_row_lengths": "stream_row_lengths",
                    "engine_stream_by_op_in_cache_bytes_per_s": "stream_by_op_in_cache",
                    "engine_stream_ladder": "stream_ladder",
                    "working_set_bytes": "working_set"}
@@ -435,6 +448,7 @@ class Ceilings:
         fields.setdefault("fma", float("inf"))
         fields["repacked"] = tuple(fields.get("repacked", ()))
         fields["stream_ladder"] = tuple(tuple(point) for point in fields.get("stream_ladder", ()))
+        fields["stream_row_lengths"] = tuple(fields.get("stream_row_lengths", ()))
         return cls(**fields)
 
     @property

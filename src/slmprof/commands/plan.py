@@ -140,8 +140,9 @@ def run(args):
         return
     models = args.models
     if args.device == devices.THIS and calibrate.cached_profile() is None:
-        report.say("slmprof plan: no calibration of this machine yet; calibrating once (under a minute)",
-                   args.quiet)
+        seconds = calibrate.expected_seconds()
+        report.say(f"slmprof plan: no calibration of this machine yet; calibrating once (about "
+                   f"{max(5, 5 * round(seconds / 5))} s)", args.quiet)
     device = args.device_profile or devices.resolve_device(args.device, which=args.ceilings)
 
     if args.learn:

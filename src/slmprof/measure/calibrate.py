@@ -37,7 +37,7 @@ KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
 # measured again rather than reused (7: decode's stream from the last-level cache and its
 # size ladder). Exported profiles stay loadable whatever their version.
-CALIBRATION_VERSION = 7
+CALIBRATION_VERSION = 8
 
 MEMORY_KINDS = ("read", "copy", "triad")
 HUGEPAGE_READ = "read_hugepage"
@@ -70,6 +70,13 @@ STREAM_PATTERNS = {"rows": (48, 1), "gate_up": (96, 2), "lm_head": (512, 1)}
 # Which pattern each one-token matmul of the cost model streams in (roofline op names).
 STREAM_PATTERN_OF_OP = {"qkv": "rows", "attn_out": "rows", "down": "rows", "gate_up": "gate_up",
                         "lm_head": "lm_head"}
+# Rows that long cost less per byte (fewer row ends: horizontal sums, scale stores, a new
+# prefetch stream): in the "rows" pattern 15 GB/s at 1024 columns, 20 at 4096 for Q4_1 on a
+# Xeon VM. The stream is measured once more at STREAM_LONG_COLS columns where an operation's
+# rows can be that long (down's are the FFN width: 1536-8192 in small models), and plan
+# interpolates between the two in log(row length) (roofline.Ceilings.weight_bandwidth).
+STREAM_LONG_COLS = 4096
+STREAM_LONG_PATTERNS = ("rows", "gate_up")
 # A model small enough finds its weights in the last-level cache on the next token (on a
 # server's cache shared with a VM, up to about 100 MB): decode's stream is measured once more
 # with every copy together STREAM_IN_CACHE_BYTES, and the reference kind (LADDER_TYPE in the
@@ -159,6 +166,8 @@ def _steps(cores, paths):
                 steps.append(("matmul", (type_name, n_tok), t))
     steps += [("stream", (pattern, type_name), t) for pattern in STREAM_PATTERNS
               for type_name in DOT_TYPES for t in counts]
+    steps += [("stream_long", (pattern, type_name), t) for pattern in STREAM_LONG_PATTERNS
+              for type_name in DOT_TYPES for t in counts]
     steps += [("stream_in_cache", (pattern, type_name), t) for pattern in STREAM_PATTERNS
               for type_name in DOT_TYPES for t in counts]
     steps += [("ladder", mib << 20, cores) for mib in LADDER_MIB]
@@ -170,7 +179,8 @@ def _steps(cores, paths):
 
 # How much of seconds_per_step each kind of step measures for (cache-resident kernels settle
 # sooner than memory streams; the fan-out cost is a count of rounds, not a time).
-STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "stream_in_cache": 0.6,
+STEP_SHARE = {"memory": 1.0, "dot": 0.6, "matmul": 0.6, "stream": 1.0, "stream_long": 1.0,
+              "stream_in_cache": 0.6,
               "ladder": 0.6, "attention": 1.0, "fma": 0.6, "sync": 0.0}
 # Filling a step's arrays and its first passes over them, in array bytes per second: a 58-step
 # calibration that filled 34 arrays of 256 MiB took about 20 s on an idle 2-vCPU Zen 4 VM, 11.4 s
@@ -210,7 +220,7 @@ def _arrays_filled(what, arg):
     copies streamed from memory, the KV caches read from memory."""
     if what == "memory":
         return {"copy": 2, "triad": 3}.get(arg, 1)
-    return int(what == "stream" or (what == "attention" and arg == "memory"))
+    return int(what in ("stream", "stream_long") or (what == "attention" and arg == "memory"))
 
 
 def _planned_steps(cores, paths, array_bytes, llc):
@@ -258,6 +268,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
         "matmul": {"isa": _active_isa(), "prefill_tokens": PREFILL_TOKENS},
         "stream": {"isa": _active_isa(), "weight_rows": STREAM_ROWS, "weight_cols": STREAM_COLS,
                    "patterns": {k: list(v) for k, v in STREAM_PATTERNS.items()},
+                   "long_cols": STREAM_LONG_COLS, "long": {},
                    "in_cache_bytes": STREAM_IN_CACHE_BYTES, "in_cache": {},
                    "ladder": {"type": LADDER_TYPE, "pattern": LADDER_PATTERN, "sizes": {}}},
         "attention": {"isa": _active_isa(), "head_dim": ATTENTION_HEAD_DIM,
@@ -301,20 +312,24 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             else:
                 profile["matmul"].setdefault(phase, {}).setdefault(type_name, {})[str(t)] = _rates(r)
                 text = f"{r['median_per_s'] / 1e9:.1f} GOP/s"
-        elif what in ("stream", "stream_in_cache", "ladder"):
+        elif what in ("stream", "stream_long", "stream_in_cache", "ladder"):
             pattern, type_name = arg if what != "ladder" else (LADDER_PATTERN, LADDER_TYPE)
             chunk, interleave = STREAM_PATTERNS[pattern]
-            total = {"stream": array_bytes, "stream_in_cache": STREAM_IN_CACHE_BYTES}.get(what, arg)
-            where = "from memory" if what == "stream" else f"over {total >> 20} MiB"
-            label = f"{type_name} matmul x1 {where} ({pattern}), {t} thread{'s' if t > 1 else ''}"
+            total = {"stream": array_bytes, "stream_long": array_bytes,
+                     "stream_in_cache": STREAM_IN_CACHE_BYTES}.get(what, arg)
+            cols = STREAM_LONG_COLS if what == "stream_long" else STREAM_COLS
+            where = "from memory" if what in ("stream", "stream_long") else f"over {total >> 20} MiB"
+            label = (f"{type_name} matmul x1 {where} ({pattern}, {cols}-long rows), "
+                     f"{t} thread{'s' if t > 1 else ''}")
             try:
-                r = _core.calib_stream(quant.type_id(type_name), t, STREAM_ROWS, STREAM_COLS, total,
+                r = _core.calib_stream(quant.type_id(type_name), t, STREAM_ROWS, cols, total,
                                        chunk, interleave, seconds_per_step * STEP_SHARE[what])
             except (UnavailableError, UnsupportedError, ValueError) as e:
                 profile["unavailable"][f"stream {type_name}"] = str(e).split(": ", 1)[-1]
                 text = "not available"
             else:
-                table = {"stream": profile["stream"], "stream_in_cache": profile["stream"]["in_cache"]}.get(what)
+                table = {"stream": profile["stream"], "stream_long": profile["stream"]["long"],
+                         "stream_in_cache": profile["stream"]["in_cache"]}.get(what)
                 if table is None:
                     profile["stream"]["ladder"]["sizes"].setdefault(str(arg), {})[str(t)] = _rates(r)
                 else:
@@ -553,13 +568,16 @@ def matmul_throughput(profile, type_name, threads, phase="decode", which="median
     return _scaled(table, threads, which)
 
 
-def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows", in_cache=False):
+def stream_bandwidth(profile, type_name, threads, which="median", pattern="rows", in_cache=False,
+                     long_rows=False):
     """Weight bytes/s of decode's one-token product streaming from memory for a weight type
-    (the engine's own kernel, layout and work units; STREAM_PATTERNS), or with in_cache from
-    the last-level cache (STREAM_IN_CACHE_BYTES); None when not measured. Like memory
-    bandwidth it does not scale with threads: the nearest measured count at or below is used."""
+    (the engine's own kernel, layout and work units; STREAM_PATTERNS), with long_rows over
+    STREAM_LONG_COLS-long rows, or with in_cache from the last-level cache
+    (STREAM_IN_CACHE_BYTES); None when not measured. Like memory bandwidth it does not scale
+    with threads: the nearest measured count at or below is used."""
     stream = profile.get("stream") or {}
-    table = ((stream.get("in_cache") if in_cache else stream) or {}).get(pattern, {}).get(type_name)
+    table = (stream.get("in_cache") if in_cache else stream.get("long") if long_rows else stream)
+    table = (table or {}).get(pattern, {}).get(type_name)
     if not isinstance(table, dict):
         return None
     entry = _nearest_threads(table, threads)
@@ -639,12 +657,14 @@ def summary_lines(profile):
                          + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
     stream = profile.get("stream") or {}
     for pattern, (chunk, interleave) in STREAM_PATTERNS.items():
-        types = stream.get(pattern) or {}
-        if types:
-            how = f"{chunk}-row calls" + (f", {interleave} weights in turn" if interleave > 1 else "")
-            lines.append(f"engine matmul x1 from memory GB/s, {pattern} ({how}; what this engine "
-                         f"achieves, not a ceiling) on {stream.get('isa')}: "
-                         + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
+        for cols, types in ((stream.get("weight_cols"), stream.get(pattern)),
+                            (stream.get("long_cols"), (stream.get("long") or {}).get(pattern))):
+            if types:
+                how = (f"{chunk}-row calls" + (f", {interleave} weights in turn" if interleave > 1 else "")
+                       + f", {cols}-long rows")
+                lines.append(f"engine matmul x1 from memory GB/s, {pattern} ({how}; what this engine "
+                             f"achieves, not a ceiling) on {stream.get('isa')}: "
+                             + "; ".join(f"{ty} {_cells(tab)}" for ty, tab in types.items()))
     attn = profile.get("attention") or {}
     if any(str(k).isdigit() for k in attn):
         lines.append(f"engine decode attention GOP/s (KV cache from memory): {_cells(attn)}"
