@@ -141,8 +141,7 @@ def test_profile_is_measured_cached_and_reused(cache, monkeypatch):
     assert calibrate.attention_throughput(again, 1) > 0
     assert calibrate.stream_bandwidth(again, "q4_0", 1, pattern="lm_head", in_cache=True) > 0
     assert calibrate.stream_bandwidth(again, "q8_0", 1, long_rows=True) > 0      # rows STREAM_LONG_COLS long
-    assert calibrate.stream_bandwidth(again, "q8_0", 1, pattern="gate_up", long_rows=True) > 0
-    assert calibrate.stream_bandwidth(again, "q8_0", 1, pattern="lm_head", long_rows=True) is None
+    assert calibrate.stream_bandwidth(again, "q8_0", 1, pattern="gate_up", long_rows=True) is None
     ladder = again["stream"]["ladder"]["sizes"]       # the sizes below the memory array
     assert sorted(int(size) for size in ladder) == [2 << 20, 4 << 20]
     assert all(rates["1"]["best"] > 0 for rates in ladder.values())

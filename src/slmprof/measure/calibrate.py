@@ -71,12 +71,13 @@ STREAM_PATTERNS = {"rows": (48, 1), "gate_up": (96, 2), "lm_head": (512, 1)}
 STREAM_PATTERN_OF_OP = {"qkv": "rows", "attn_out": "rows", "down": "rows", "gate_up": "gate_up",
                         "lm_head": "lm_head"}
 # Rows that long cost less per byte (fewer row ends: horizontal sums, scale stores, a new
-# prefetch stream): in the "rows" pattern 15 GB/s at 1024 columns, 20 at 4096 for Q4_1 on a
-# Xeon VM. The stream is measured once more at STREAM_LONG_COLS columns where an operation's
-# rows can be that long (down's are the FFN width: 1536-8192 in small models), and plan
-# interpolates between the two in log(row length) (roofline.Ceilings.weight_bandwidth).
-STREAM_LONG_COLS = 4096
-STREAM_LONG_PATTERNS = ("rows", "gate_up")
+# prefetch stream): in the "rows" pattern 15 GB/s at 1024 columns, 19 at 4096 for Q4_1 on a
+# Xeon VM. That pattern is measured once more over STREAM_LONG_COLS-long rows (down's rows are
+# the FFN width, 1536-8192 in small models; q/k/v's and wo's the model width), and plan
+# interpolates between the two in log(row length) (roofline.Ceilings.weight_bandwidth). The
+# template is 4 work units (as fast as 1024 rows, and a quarter of the weights to quantize).
+STREAM_LONG_ROWS, STREAM_LONG_COLS = 192, 4096
+STREAM_LONG_PATTERNS = ("rows",)
 # A model small enough finds its weights in the last-level cache on the next token (on a
 # server's cache shared with a VM, up to about 100 MB): decode's stream is measured once more
 # with every copy together STREAM_IN_CACHE_BYTES, and the reference kind (LADDER_TYPE in the
@@ -268,7 +269,7 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
         "matmul": {"isa": _active_isa(), "prefill_tokens": PREFILL_TOKENS},
         "stream": {"isa": _active_isa(), "weight_rows": STREAM_ROWS, "weight_cols": STREAM_COLS,
                    "patterns": {k: list(v) for k, v in STREAM_PATTERNS.items()},
-                   "long_cols": STREAM_LONG_COLS, "long": {},
+                   "long_rows": STREAM_LONG_ROWS, "long_cols": STREAM_LONG_COLS, "long": {},
                    "in_cache_bytes": STREAM_IN_CACHE_BYTES, "in_cache": {},
                    "ladder": {"type": LADDER_TYPE, "pattern": LADDER_PATTERN, "sizes": {}}},
         "attention": {"isa": _active_isa(), "head_dim": ATTENTION_HEAD_DIM,
@@ -317,12 +318,12 @@ def measure(threads_max=None, seconds_per_step=0.25, array_bytes=None, progress=
             chunk, interleave = STREAM_PATTERNS[pattern]
             total = {"stream": array_bytes, "stream_long": array_bytes,
                      "stream_in_cache": STREAM_IN_CACHE_BYTES}.get(what, arg)
-            cols = STREAM_LONG_COLS if what == "stream_long" else STREAM_COLS
+            rows, cols = (STREAM_LONG_ROWS, STREAM_LONG_COLS) if what == "stream_long" else (STREAM_ROWS, STREAM_COLS)
             where = "from memory" if what in ("stream", "stream_long") else f"over {total >> 20} MiB"
             label = (f"{type_name} matmul x1 {where} ({pattern}, {cols}-long rows), "
                      f"{t} thread{'s' if t > 1 else ''}")
             try:
-                r = _core.calib_stream(quant.type_id(type_name), t, STREAM_ROWS, cols, total,
+                r = _core.calib_stream(quant.type_id(type_name), t, rows, cols, total,
                                        chunk, interleave, seconds_per_step * STEP_SHARE[what])
             except (UnavailableError, UnsupportedError, ValueError) as e:
                 profile["unavailable"][f"stream {type_name}"] = str(e).split(": ", 1)[-1]
