@@ -264,6 +264,9 @@ def test_a_stream_over_longer_rows_is_interpolated_between_the_two_measured_leng
     short_only = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9, stream_by_op={"down": {"q4_0": 10e9}},
                                    stream_by_op_long={"down": {"q4_0": 20e9}})
     assert short_only.weight_bandwidth("matmul", "q4_0", 1, "down", 4096) == pytest.approx(10e9)
+    same = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9, stream_by_op={"down": {"q4_0": 10e9}},
+                             stream_by_op_long={"down": {"q4_0": 20e9}}, stream_row_lengths=(1024, 1024))
+    assert same.weight_bandwidth("matmul", "q4_0", 1, "down", 4096) == pytest.approx(10e9)  # no span to interpolate
 
 
 def test_a_rate_above_a_ceiling_is_flagged():

@@ -374,8 +374,8 @@ HEADROOM_ASSUMPTION = ("assumption, not a measurement: 512 MiB for the kernel, f
 
 PASSES = ("median", "best")
 ENGINE_KEYS = ("matvec_GOPs", "gemm_GOPs", "stream_GBps", "stream_gate_up_GBps",
-               "stream_lm_head_GBps", "stream_long_GBps", "stream_gate_up_long_GBps",
-               "stream_in_cache_GBps", "stream_gate_up_in_cache_GBps",
+               "stream_lm_head_GBps", "stream_long_GBps", "stream_in_cache_GBps",
+               "stream_gate_up_in_cache_GBps",
                "stream_lm_head_in_cache_GBps", "stream_ladder_GBps", "attention_GOPs",
                "attention_cached_GOPs", "attention_ops_per_kv_byte", "stream_cols",
                "stream_long_cols")
@@ -410,7 +410,9 @@ def _engine_tables(machine, which):
     stream = machine.get("stream") or {}
     if stream.get("isa") in (None, isa):
         for pattern in calibrate.STREAM_PATTERNS:
-            for in_cache, long_rows in ((False, False), (False, True), (True, False)):
+            kinds = ((False, False), (True, False)) + (
+                ((False, True),) if pattern in calibrate.STREAM_LONG_PATTERNS else ())
+            for in_cache, long_rows in kinds:
                 raw = stream.get("in_cache") if in_cache else stream.get("long") if long_rows else stream
                 tabs = {ty: table(t) for ty, t in ((raw or {}).get(pattern) or {}).items()
                         if isinstance(t, dict)}

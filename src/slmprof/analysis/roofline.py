@@ -366,8 +366,8 @@ class Ceilings:
         if kind == "matmul" and n_tok <= 1:
             own = (self.stream_by_op.get(op) or {}).get(weight_type) or self.stream.get(weight_type)
             long_rows = (self.stream_by_op_long.get(op) or {}).get(weight_type)
-            if own and long_rows and row_length and len(self.stream_row_lengths) == 2:
-                short_cols, long_cols = self.stream_row_lengths
+            short_cols, long_cols = self.stream_row_lengths or (0, 0)
+            if own and long_rows and row_length > 0 and 0 < short_cols < long_cols:
                 f = min(1.0, max(0.0, math.log(row_length / short_cols) / math.log(long_cols / short_cols)))
                 own = 1.0 / ((1 - f) / own + f / long_rows)
             cached = (self.stream_by_op_in_cache.get(op) or {}).get(weight_type)

@@ -36,7 +36,7 @@ from slmprof.measure.schema import SCHEMA, ReportError, schema_of
 KIND = "machine"        # the schema's kind of a machine profile
 # What this slmprof measures; a cached profile from an older calibrate (fewer measurements) is
 # measured again rather than reused (7: decode's stream from the last-level cache and its
-# size ladder). Exported profiles stay loadable whatever their version.
+# size ladder; 8: over long rows). Exported profiles stay loadable whatever their version.
 CALIBRATION_VERSION = 8
 
 MEMORY_KINDS = ("read", "copy", "triad")
