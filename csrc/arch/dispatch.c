@@ -198,6 +198,9 @@ slm_swiglu_fn slm_swiglu_for(int isa) {
 #if defined(__aarch64__)
     if ((isa == SLM_ISA_NEON || isa == SLM_ISA_NEON_DOTPROD) && slm_isa_available(isa)) return slm_swiglu_neon;
 #endif
+#if defined(__x86_64__)
+    if ((isa == SLM_ISA_AVX2 || isa == SLM_ISA_AVX512_VNNI) && slm_isa_available(isa)) return slm_swiglu_avx2;
+#endif
     return slm_swiglu_generic;
 }
 

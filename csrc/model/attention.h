@@ -36,6 +36,9 @@ void slm_swiglu_generic(float *g, const float *u, int64_t n);
 #if defined(__aarch64__)
 void slm_swiglu_neon(float *g, const float *u, int64_t n);
 #endif
+#if defined(__x86_64__)
+void slm_swiglu_avx2(float *g, const float *u, int64_t n);
+#endif
 slm_swiglu_fn slm_swiglu_for(int isa);
 
 #endif
