@@ -2,15 +2,16 @@
  *
  * The caller of slm_pool_run is worker 0; workers 1..n-1 are threads that live as long as the
  * pool. Waiting is spin-then-sleep: a waiter spins on an atomic generation counter (a few
- * hundred ns to hand over when everyone is busy), and after SPIN_ROUNDS it sleeps on a futex
- * on the same word, so an idle pool costs no CPU. Whoever advances a generation wakes the
- * sleepers only when some exist, so the fast path is one atomic add and one store.
+ * hundred ns to hand over when everyone is busy), and after a spin budget in time it sleeps on
+ * a futex on the same word, so an idle pool costs no CPU. Whoever advances a generation wakes
+ * the sleepers only when some exist, so the fast path is one atomic add and one store.
  */
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "slm.h"
 #include "model/pool.h"
@@ -30,10 +31,16 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* Spin rounds before sleeping (tens of microseconds): long enough to cover the imbalance at a
- * barrier inside a forward pass, short enough that a thread whose partner was descheduled (a
- * busy machine) soon gives its core back instead of spinning through a whole time slice. */
-#define SPIN_ROUNDS 4096
+/* Spin budgets, in time (a pause or yield instruction lasts from one cycle to over a hundred
+ * depending on the core, so a count of rounds would mean a different wait on each machine).
+ * Inside a forward pass: long enough to cover the imbalance at a step's end, short enough that
+ * a thread whose partner was descheduled (a busy machine) soon gives its core back instead of
+ * spinning through a whole time slice. Between jobs: long enough to cover what the caller does
+ * between two decoded tokens (sampling, bookkeeping: 0.1-0.3 ms measured), since waking a
+ * sleeping thread cost the next token about 60 us on a 2-vCPU VM. */
+#define STEP_SPIN_NS 50000
+#define JOB_SPIN_NS 500000
+#define SPINS_PER_CLOCK_READ 32
 
 struct slm_pool {
     int n_threads;
@@ -66,11 +73,21 @@ static void futex_wake_all(atomic_uint *word) {
 #endif
 }
 
-/* Wait until *word differs from seen: spin, then sleep. */
-static void wait_for_change(slm_pool *pool, atomic_uint *word, unsigned seen) {
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        if (atomic_load_explicit(word, memory_order_acquire) != seen) return;
-        cpu_relax();
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Wait until *word differs from seen: spin for up to spin_ns, then sleep. */
+static void wait_for_change(slm_pool *pool, atomic_uint *word, unsigned seen, int64_t spin_ns) {
+    const int64_t until = monotonic_ns() + spin_ns;
+    for (;;) {
+        for (int i = 0; i < SPINS_PER_CLOCK_READ; i++) {
+            if (atomic_load_explicit(word, memory_order_acquire) != seen) return;
+            cpu_relax();
+        }
+        if (monotonic_ns() >= until) break;
     }
     while (atomic_load(word) == seen) {
         atomic_fetch_add(&pool->sleepers, 1);
@@ -93,7 +110,7 @@ void slm_pool_barrier(slm_pool *pool) {
         atomic_store_explicit(&pool->bar_count, 0, memory_order_relaxed);
         advance(pool, &pool->bar_gen);
     } else {
-        wait_for_change(pool, &pool->bar_gen, gen);
+        wait_for_change(pool, &pool->bar_gen, gen, STEP_SPIN_NS);
     }
 }
 
@@ -101,7 +118,7 @@ void slm_pool_wait_count(slm_pool *pool, atomic_uint *word, unsigned target) {
     for (;;) {
         unsigned seen = atomic_load_explicit(word, memory_order_acquire);
         if (seen >= target) return;
-        wait_for_change(pool, word, seen);
+        wait_for_change(pool, word, seen, STEP_SPIN_NS);
     }
 }
 
@@ -113,7 +130,7 @@ static void *worker_main(void *p) {
     slm_pool *pool = arg.pool;
     unsigned seen = 0;
     for (;;) {
-        wait_for_change(pool, &pool->job_gen, seen);
+        wait_for_change(pool, &pool->job_gen, seen, JOB_SPIN_NS);
         seen = atomic_load(&pool->job_gen);
         if (atomic_load(&pool->stop)) break;
         pool->fn(pool->ctx, arg.ith, pool->n_threads);
