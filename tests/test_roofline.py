@@ -269,6 +269,35 @@ def test_a_stream_over_longer_rows_is_interpolated_between_the_two_measured_leng
     assert same.weight_bandwidth("matmul", "q4_0", 1, "down", 4096) == pytest.approx(10e9)  # no span to interpolate
 
 
+def test_a_parallel_product_loses_part_of_its_last_work_unit():
+    """Decode's products are claimed in work units (a head of q/k/v, 48 rows of wo and down, 96
+    of gate and up, or down's activation block if longer, 512 of the LM head); with T threads a
+    step trails their mean work by (T - 1) / T of one unit's time on one thread. Nothing at one
+    thread, in a prefill, or from a profile without the engine's own streaming figures."""
+    wt = roofline.weight_types_for(SMOL, "q4_0")
+    costs = {c.op: c for c in roofline.op_costs(SMOL, wt, 0, 1) if c.slot in (1, SMOL.n_layer + 1)}
+    rb = quant.row_bytes("q4_0", SMOL.dim)
+    assert costs["qkv"].unit_bytes == SMOL.head_dim * rb
+    assert costs["attn_out"].unit_bytes == 48 * quant.row_bytes("q4_0", SMOL.n_head * SMOL.head_dim)
+    assert costs["gate_up"].unit_bytes == 2 * 96 * rb
+    assert costs["down"].unit_bytes == 48 * quant.row_bytes("q4_0", SMOL.ffn)
+    assert costs["lm_head"].unit_bytes == 512 * rb
+    assert costs["attn_norm"].unit_bytes == 0 and costs["rope_attn"].unit_bytes == 0
+    assert roofline.ffn_unit_rows("q4_k") == 256          # down's input quantized in 256-element blocks
+    assert all(c.unit_bytes == 0 for c in roofline.op_costs(SMOL, wt, 0, 8) if c.op != "lm_head")
+    stream = {"q4_0": 8e9}
+    two = roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9, stream=stream)
+    down = costs["down"]
+    assert roofline.unit_wait_seconds([down], two) == pytest.approx(0.5 * down.unit_bytes / 4e9)
+    four = roofline.Ceilings(threads=4, bandwidth=30e9, fma=100e9, stream=stream)
+    assert roofline.unit_wait_seconds([down], four) == pytest.approx(0.75 * down.unit_bytes / 2e9)
+    assert roofline.unit_wait_seconds([down], roofline.Ceilings(threads=1, bandwidth=30e9, fma=100e9, stream=stream)) == 0
+    assert roofline.unit_wait_seconds([down], roofline.Ceilings(threads=2, bandwidth=30e9, fma=100e9)) == 0
+    # past the calibrated threads, the calibrated count's figures and waits stand
+    past = roofline.Ceilings(threads=8, bandwidth=30e9, fma=100e9, stream=stream, calibrated_threads=2)
+    assert roofline.unit_wait_seconds([down], past) == roofline.unit_wait_seconds([down], two)
+
+
 def test_a_rate_above_a_ceiling_is_flagged():
     assert roofline.ceiling_flags(1.0, 0.1, 1.05) == []
     mem = roofline.ceiling_flags(1.2, 0.1, 1.0, nbytes=1e9, ops=1e8)

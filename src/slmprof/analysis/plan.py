@@ -228,7 +228,8 @@ def step_seconds(cand, ceilings, n_past, n_tok):
     operation the larger of its memory-side and compute-side times as this engine's own kernels
     run it (roofline.Ceilings.engine_times: its one-token product streaming each weight type,
     its attention, its blocked product), plus the engine's waits for all threads at the cost
-    calibrate measured for one such wait. Also (memory seconds, compute seconds) summed over
+    calibrate measured for one such wait and what its one-token products lose to their last
+    work units (roofline.unit_wait_seconds). Also (memory seconds, compute seconds) summed over
     operations, to say which bound, and the bytes moved."""
     total = t_mem = t_cmp = 0.0
     nbytes = 0
@@ -236,6 +237,7 @@ def step_seconds(cand, ceilings, n_past, n_tok):
         costs = roofline.op_costs(cand.shape, cand.weight_types, start, n, DEFAULT_KV_TYPE, 1)
         total += roofline.engine_seconds(costs, ceilings)
         total += roofline.engine_waits(cand.shape, n) * ceilings.sync_seconds
+        total += roofline.unit_wait_seconds(costs, ceilings)
         for c in costs:
             m, k = ceilings.engine_times(c)
             t_mem += m

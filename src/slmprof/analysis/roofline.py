@@ -162,6 +162,7 @@ class OpCost:
     weight_type: Optional[str] = None
     n_tok: int = 1                # tokens in the call: 1 is decode's matrix-vector product
     row_length: int = 0           # elements in a row of its weights (a matmul's input length)
+    unit_bytes: int = 0           # weight bytes of one work unit a thread claims (one-token products)
 
     @property
     def bytes(self):
@@ -197,10 +198,13 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
     qk_norm, post_norms, gelu = "qk_norm" in runs, "attn_post_norm" in runs, "gelu" in runs
     out = []
 
-    def add(slot, op, weight_bytes, ops, kind, weight_type=None, kv_read=0, kv_write=0, row_length=0):
+    def add(slot, op, weight_bytes, ops, kind, weight_type=None, kv_read=0, kv_write=0, row_length=0,
+            unit_rows=0):
         rows = n_logits if op == "lm_head" else n_tok
+        unit = unit_rows * quant.row_bytes(weight_type, row_length) if rows == 1 and unit_rows else 0
         out.append(OpCost(slot, layer_name(slot, L), op, region_id(slot, op), int(weight_bytes),
-                          int(kv_read), int(kv_write), int(ops), kind, weight_type, rows, int(row_length)))
+                          int(kv_read), int(kv_write), int(ops), kind, weight_type, rows, int(row_length),
+                          int(unit)))
 
     wt = weight_types
     add(0, "embed", n_tok * tensor_bytes(wt["token_embd"], 1, d),
@@ -220,7 +224,7 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
             qkv_ops += n_tok * (q_dim + 2 * kv_dim)
         kv_row = n_tok * kv_dim * kv_elem       # new keys, or new values
         add(s, "qkv", qkv_w, qkv_ops, "matmul", bt["attn_q"], kv_write=kv_row if qk_norm else 2 * kv_row,
-            row_length=d)
+            row_length=d, unit_rows=shape.head_dim)
         if qk_norm:     # per-head norms of q and k, RoPE, keys into the cache
             add(s, "qk_norm", 2 * shape.head_dim * 4,
                 n_tok * (q_dim + kv_dim) * NORM_OPS_PER_ELEM + rope_ops, "elementwise",
@@ -229,18 +233,18 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
         attn_ops = seen * (4 * q_dim + shape.n_head * SOFTMAX_OPS_PER_SCORE)
         add(s, "rope_attn", 0, attn_ops, "attention", kv_read=read * 2 * kv_dim * kv_elem)
         add(s, "attn_out", tensor_bytes(bt["attn_output"], d, q_dim), 2 * n_tok * q_dim * d,
-            "matmul", bt["attn_output"], row_length=q_dim)
+            "matmul", bt["attn_output"], row_length=q_dim, unit_rows=ROW_UNIT)
         if post_norms:
             add(s, "attn_post_norm", norm_bytes,
                 n_tok * d * (NORM_OPS_PER_ELEM + RESIDUAL_OPS_PER_ELEM), "elementwise")
         add(s, "ffn_norm", norm_bytes, n_tok * d * NORM_OPS_PER_ELEM, "elementwise")
         add(s, "gate_up", tensor_bytes(bt["ffn_gate"], f, d) + tensor_bytes(bt["ffn_up"], f, d),
             4 * n_tok * d * f + (0 if gelu else n_tok * f * SWIGLU_OPS_PER_ELEM), "matmul",
-            bt["ffn_gate"], row_length=d)
+            bt["ffn_gate"], row_length=d, unit_rows=2 * ffn_unit_rows(bt["ffn_down"]))
         if gelu:
             add(s, "gelu", 0, n_tok * f * GELU_OPS_PER_ELEM, "elementwise")
         add(s, "down", tensor_bytes(bt["ffn_down"], d, f), 2 * n_tok * f * d, "matmul",
-            bt["ffn_down"], row_length=f)
+            bt["ffn_down"], row_length=f, unit_rows=ROW_UNIT)
         if post_norms:
             add(s, "ffn_post_norm", norm_bytes,
                 n_tok * d * (NORM_OPS_PER_ELEM + RESIDUAL_OPS_PER_ELEM), "elementwise")
@@ -249,8 +253,22 @@ def op_costs(shape, weight_types, n_past, n_tok, kv_type="f32", n_logits=1):
     softcap = getattr(shape, "logit_softcap", 0) or 0
     add(head, "lm_head", tensor_bytes(wt["output"], shape.vocab, d),
         2 * n_logits * d * shape.vocab + (n_logits * shape.vocab * SOFTCAP_OPS_PER_LOGIT if softcap else 0),
-        "matmul", wt["output"], row_length=d)
+        "matmul", wt["output"], row_length=d, unit_rows=HEAD_UNIT)
     return out
+
+
+# The engine's work units in a one-token product (csrc/model/model.c; calibrate streams in the
+# same calls): q/k/v one head each, wo and down ROW_UNIT rows, gate and up FFN_UNIT rows of
+# each (or one activation block of down's input, if longer), the LM head HEAD_UNIT rows.
+ROW_UNIT = calibrate.STREAM_PATTERNS["rows"][0]
+FFN_UNIT = calibrate.STREAM_PATTERNS["gate_up"][0]
+HEAD_UNIT = calibrate.STREAM_PATTERNS["lm_head"][0]
+
+
+def ffn_unit_rows(down_type):
+    """Rows of gate and up in one work unit: the rows whose product down's input quantizes
+    as whole blocks."""
+    return max(FFN_UNIT, quant.block_elems(quant.activation_type(down_type)))
 
 
 def attended_positions(n_past, n_tok, window=0):
@@ -648,6 +666,24 @@ def engine_waits(shape, n_tok):
     if n_tok <= 1:
         per_layer -= len(PRIVATE_NORMS)
     return shape.n_layer * per_layer + ENGINE_WAITS_OUTSIDE_LAYERS
+
+
+def unit_wait_seconds(costs, ceilings):
+    """What a forward call's one-token products lose to their last work units: a step ends
+    when its last unit does, and with T threads claiming units as they go, the step trails the
+    threads' mean work by about (T - 1) / T of one unit's time on one thread (at 2 threads,
+    half a unit: `layers` measured 3-8 us a step on a 360M shape, its rows' imbalance). Only
+    with the engine's own streaming figures (this machine's calibration); a profile with
+    bandwidth alone gives a bound, whose efficiency covers the engine's ways."""
+    threads = ceilings.calibrated_threads or ceilings.threads
+    if threads <= 1 or not ceilings.stream:
+        return 0.0
+    total = 0.0
+    for c in costs:
+        if c.unit_bytes:
+            rate = ceilings.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op, c.row_length)
+            total += (threads - 1) / threads * c.unit_bytes * threads / rate
+    return total
 
 
 def ideal_seconds(costs, ceilings):
