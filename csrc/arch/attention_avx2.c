@@ -76,9 +76,10 @@ static void softmax_avx2(float *att, int n) {
         att[p] = expf(att[p] - max);
         sum += att[p];
     }
-    const __m256 inv = _mm256_set1_ps(1.0f / sum);
-    for (p = 0; p + 8 <= n; p += 8) _mm256_storeu_ps(att + p, _mm256_mul_ps(_mm256_loadu_ps(att + p), inv));
-    for (; p < n; p++) att[p] *= 1.0f / sum;
+    const float inv = 1.0f / sum;
+    const __m256 inv8 = _mm256_set1_ps(inv);
+    for (p = 0; p + 8 <= n; p += 8) _mm256_storeu_ps(att + p, _mm256_mul_ps(_mm256_loadu_ps(att + p), inv8));
+    for (; p < n; p++) att[p] *= inv;
 }
 
 void slm_attend_avx2(const float *q, const void *k, const void *v, size_t kv_stride, int n_pos,

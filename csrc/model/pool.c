@@ -79,15 +79,18 @@ static int64_t monotonic_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Wait until *word differs from seen: spin for up to spin_ns, then sleep. */
+/* Wait until *word differs from seen: spin for up to spin_ns, then sleep. The clock is first
+ * read after one batch of spins, so a wait that ends at once (most inside a pass) reads none. */
 static void wait_for_change(slm_pool *pool, atomic_uint *word, unsigned seen, int64_t spin_ns) {
-    const int64_t until = monotonic_ns() + spin_ns;
+    int64_t until = 0;
     for (;;) {
         for (int i = 0; i < SPINS_PER_CLOCK_READ; i++) {
             if (atomic_load_explicit(word, memory_order_acquire) != seen) return;
             cpu_relax();
         }
-        if (monotonic_ns() >= until) break;
+        const int64_t now = monotonic_ns();
+        if (!until) until = now + spin_ns;
+        else if (now >= until) break;
     }
     while (atomic_load(word) == seen) {
         atomic_fetch_add(&pool->sleepers, 1);

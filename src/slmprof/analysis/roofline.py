@@ -682,7 +682,7 @@ def unit_wait_seconds(costs, ceilings):
     for c in costs:
         if c.unit_bytes:
             rate = ceilings.weight_bandwidth(c.kind, c.weight_type, c.n_tok, c.op, c.row_length)
-            total += (threads - 1) / threads * c.unit_bytes * threads / rate
+            total += (threads - 1) / threads * (c.unit_bytes / (rate / threads))
     return total
 
 
